@@ -1,0 +1,367 @@
+//! Parsers for option values, each accepting what supervisord's `datatypes.py` accepts (as
+//! strings, for INI) and the natural TOML type as well. Each returns a message that says what
+//! is allowed; the caller adds the file, line and option.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use super::raw::Raw;
+use crate::signal::{self, Signal};
+
+pub type Parsed<T> = Result<T, String>;
+
+fn got(raw: &Raw) -> String {
+    match raw {
+        Raw::Str(s) => format!("{s:?}"),
+        Raw::Int(n) => n.to_string(),
+        Raw::Float(x) => x.to_string(),
+        Raw::Bool(b) => b.to_string(),
+        other => other.kind().to_string(),
+    }
+}
+
+/// `true/false/yes/no/on/off/1/0`, in any case.
+pub fn boolean(raw: &Raw) -> Parsed<bool> {
+    match raw {
+        Raw::Bool(b) => Ok(*b),
+        Raw::Int(1) => Ok(true),
+        Raw::Int(0) => Ok(false),
+        Raw::Str(s) => match s.trim().to_ascii_lowercase().as_str() {
+            "yes" | "true" | "on" | "1" => Ok(true),
+            "no" | "false" | "off" | "0" => Ok(false),
+            _ => Err(format!("expected true or false (also yes/no, on/off, 1/0), got {}", got(raw))),
+        },
+        _ => Err(format!("expected true or false, got {}", got(raw))),
+    }
+}
+
+/// A whole number, as Python's `int()` reads it (surrounding blanks allowed).
+pub fn integer(raw: &Raw) -> Parsed<i64> {
+    match raw {
+        Raw::Int(n) => Ok(*n),
+        Raw::Str(s) => s
+            .trim()
+            .replace('_', "")
+            .parse::<i64>()
+            .map_err(|_| format!("expected a whole number, got {}", got(raw))),
+        _ => Err(format!("expected a whole number, got {}", got(raw))),
+    }
+}
+
+/// A whole number within `lo..=hi`.
+pub fn integer_in(raw: &Raw, lo: i64, hi: i64) -> Parsed<i64> {
+    let n = integer(raw)?;
+    if (lo..=hi).contains(&n) {
+        Ok(n)
+    } else if hi == i64::MAX {
+        Err(format!("must be at least {lo}, got {n}"))
+    } else {
+        Err(format!("must be between {lo} and {hi}, got {n}"))
+    }
+}
+
+/// Seconds: a whole number as in supervisord, or (minder's extension) a fraction like `0.5`.
+pub fn seconds(raw: &Raw) -> Parsed<Duration> {
+    let value = match raw {
+        Raw::Int(n) => *n as f64,
+        Raw::Float(x) => *x,
+        Raw::Str(s) => s
+            .trim()
+            .parse::<f64>()
+            .map_err(|_| format!("expected a number of seconds like 10 or 0.5, got {}", got(raw)))?,
+        _ => return Err(format!("expected a number of seconds, got {}", got(raw))),
+    };
+    if !value.is_finite() || value < 0.0 {
+        return Err(format!("expected a number of seconds of 0 or more, got {}", got(raw)));
+    }
+    Duration::try_from_secs_f64(value)
+        .map_err(|_| format!("{} seconds is too long", got(raw)))
+}
+
+/// A size in bytes: `1024`, `50MB`, `1GB`, `10kb` (KB, MB and GB are powers of 1024).
+pub fn byte_size(raw: &Raw) -> Parsed<u64> {
+    let bad = || format!("expected a size like 1024, 10KB, 50MB or 1GB, got {}", got(raw));
+    match raw {
+        Raw::Int(n) => u64::try_from(*n).map_err(|_| bad()),
+        Raw::Str(s) => {
+            let v = s.trim().to_ascii_lowercase();
+            let (digits, mult) = [("kb", 1u64 << 10), ("mb", 1 << 20), ("gb", 1 << 30)]
+                .iter()
+                .find_map(|(suffix, m)| v.strip_suffix(suffix).map(|d| (d.trim(), *m)))
+                .unwrap_or((v.as_str(), 1));
+            let n: u64 = digits.parse().map_err(|_| bad())?;
+            n.checked_mul(mult).ok_or_else(bad)
+        }
+        _ => Err(bad()),
+    }
+}
+
+/// A umask or file mode in octal: `"022"` (as supervisord reads it) or a TOML integer such as
+/// `0o022`.
+pub fn octal(raw: &Raw) -> Parsed<u32> {
+    let bad = || format!("expected an octal mode like \"022\" or 0o022, got {}", got(raw));
+    let n = match raw {
+        Raw::Int(n) => u32::try_from(*n).map_err(|_| bad())?,
+        Raw::Str(s) => {
+            let t = s.trim();
+            let t = t.strip_prefix("0o").unwrap_or(t);
+            u32::from_str_radix(t, 8).map_err(|_| bad())?
+        }
+        _ => return Err(bad()),
+    };
+    if n > 0o7777 {
+        return Err(bad());
+    }
+    Ok(n)
+}
+
+/// A signal by name (`TERM`, `SIGTERM`) or number.
+pub fn signal(raw: &Raw) -> Parsed<Signal> {
+    match raw {
+        Raw::Str(s) => signal::parse(s),
+        Raw::Int(n) => signal::parse(&n.to_string()),
+        _ => Err(format!("expected a signal name like TERM, got {}", got(raw))),
+    }
+}
+
+/// Exit codes 0-255: a list (`[0, 2]`) or supervisord's comma list (`"0,2"`).
+pub fn exitcodes(raw: &Raw) -> Parsed<Vec<i32>> {
+    let bad = || format!("expected exit codes from 0 to 255 like \"0,2\" or [0, 2], got {}", got(raw));
+    let items: Vec<Raw> = match raw {
+        Raw::List(items) => items.clone(),
+        Raw::Int(_) => vec![raw.clone()],
+        Raw::Str(s) => s.split(',').map(|x| Raw::Str(x.trim().to_string())).collect(),
+        _ => return Err(bad()),
+    };
+    items
+        .iter()
+        .map(|item| {
+            integer(item)
+                .ok()
+                .and_then(|n| i32::try_from(n).ok())
+                .filter(|n| (0..=255).contains(n))
+                .ok_or_else(bad)
+        })
+        .collect()
+}
+
+/// How a process that exits from RUNNING is treated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AutoRestart {
+    /// Never restarted.
+    False,
+    /// Restarted only when its exit code is not in exitcodes.
+    Unexpected,
+    /// Always restarted.
+    True,
+}
+
+pub fn autorestart(raw: &Raw) -> Parsed<AutoRestart> {
+    let bad = || format!("expected true, false or unexpected, got {}", got(raw));
+    match raw {
+        Raw::Bool(true) => Ok(AutoRestart::True),
+        Raw::Bool(false) => Ok(AutoRestart::False),
+        Raw::Str(s) => match s.trim().to_ascii_lowercase().as_str() {
+            "yes" | "true" | "on" | "1" => Ok(AutoRestart::True),
+            "no" | "false" | "off" | "0" => Ok(AutoRestart::False),
+            "unexpected" => Ok(AutoRestart::Unexpected),
+            _ => Err(bad()),
+        },
+        _ => Err(bad()),
+    }
+}
+
+/// A list of strings: a TOML list, or a string split on `sep` (commas for supervisord's
+/// `programs=`, blanks for `[include] files=`).
+pub fn string_list(raw: &Raw, sep: Option<char>) -> Parsed<Vec<String>> {
+    match raw {
+        Raw::List(items) => items
+            .iter()
+            .map(|i| match i {
+                Raw::Str(s) => Ok(s.clone()),
+                other => Err(format!("expected a list of strings, but one item is {}", other.kind())),
+            })
+            .collect(),
+        Raw::Str(s) => Ok(match sep {
+            Some(c) => s.split(c).map(str::trim).filter(|x| !x.is_empty()).map(String::from).collect(),
+            None => s.split_whitespace().map(String::from).collect(),
+        }),
+        _ => Err(format!("expected a list of strings, got {}", got(raw))),
+    }
+}
+
+/// Environment variables: a TOML table, or supervisord's `KEY="value",KEY2=value2`.
+///
+/// The string form is read exactly as supervisord's `dict_of_key_value_pairs` reads it,
+/// quirks included, so a supervisord.conf means the same thing to both.
+pub fn environment(raw: &Raw) -> Parsed<BTreeMap<String, String>> {
+    match raw {
+        Raw::Table(t) => t
+            .iter()
+            .map(|(k, v)| match v {
+                Raw::Str(s) => Ok((k.clone(), s.clone())),
+                Raw::Int(n) => Ok((k.clone(), n.to_string())),
+                Raw::Float(x) => Ok((k.clone(), x.to_string())),
+                Raw::Bool(b) => Ok((k.clone(), b.to_string())),
+                other => Err(format!("the value of {k} must be a string, not {}", other.kind())),
+            })
+            .collect(),
+        Raw::Str(s) => key_value_pairs(s),
+        _ => Err(format!(
+            "expected a table like {{ KEY = \"value\" }} or a string like KEY=\"value\",KEY2=\"v2\", got {}",
+            got(raw)
+        )),
+    }
+}
+
+fn key_value_pairs(arg: &str) -> Parsed<BTreeMap<String, String>> {
+    let tokens = python_shlex_tokens(arg, "/.+-():")?;
+    let mut out = BTreeMap::new();
+    let mut i = 0;
+    while i < tokens.len() {
+        let kv = &tokens[i..tokens.len().min(i + 3)];
+        if kv.len() != 3 || kv[1] != "=" {
+            return Err(format!(
+                "expected KEY=value pairs separated by commas (quote values that contain commas or spaces), got {arg:?}"
+            ));
+        }
+        out.insert(kv[0].clone(), kv[2].trim_matches(|c| c == '\'' || c == '"').to_string());
+        i += 4;
+    }
+    Ok(out)
+}
+
+/// The tokens Python's `shlex.shlex(s)` yields in its default, non-POSIX mode, with
+/// `extra_word_chars` added to `wordchars`: runs of word characters, quoted strings (quotes
+/// kept), and every other non-blank character on its own; `#` comments out the rest of a line.
+fn python_shlex_tokens(s: &str, extra_word_chars: &str) -> Parsed<Vec<String>> {
+    let is_word = |c: char| c.is_ascii_alphanumeric() || c == '_' || extra_word_chars.contains(c);
+    let is_blank = |c: char| matches!(c, ' ' | '\t' | '\r' | '\n');
+    let mut tokens = Vec::new();
+    let mut chars = s.chars().peekable();
+    let skip_line = |chars: &mut std::iter::Peekable<std::str::Chars<'_>>| {
+        for c in chars.by_ref() {
+            if c == '\n' {
+                break;
+            }
+        }
+    };
+    while let Some(c) = chars.next() {
+        if is_blank(c) {
+            continue;
+        }
+        if c == '#' {
+            skip_line(&mut chars);
+            continue;
+        }
+        if c == '\'' || c == '"' {
+            let mut tok = String::from(c);
+            loop {
+                match chars.next() {
+                    None => return Err(format!("no closing quotation in {s:?}")),
+                    Some(q) if q == c => {
+                        tok.push(q);
+                        break;
+                    }
+                    Some(other) => tok.push(other),
+                }
+            }
+            tokens.push(tok);
+            continue;
+        }
+        if !is_word(c) {
+            tokens.push(c.to_string());
+            continue;
+        }
+        // A word: word characters and quote characters run on (non-POSIX shlex keeps them).
+        let mut tok = String::from(c);
+        while let Some(&n) = chars.peek() {
+            if is_word(n) || n == '\'' || n == '"' {
+                tok.push(n);
+                chars.next();
+            } else if n == '#' {
+                // Non-POSIX shlex drops the comment and carries on with the same word.
+                chars.next();
+                skip_line(&mut chars);
+            } else {
+                break;
+            }
+        }
+        tokens.push(tok);
+    }
+    Ok(tokens)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(x: &str) -> Raw {
+        Raw::Str(x.to_string())
+    }
+
+    #[test]
+    fn booleans() {
+        for t in ["true", "TRUE", "yes", "on", "1"] {
+            assert_eq!(boolean(&s(t)), Ok(true));
+        }
+        for f in ["false", "No", "off", "0"] {
+            assert_eq!(boolean(&s(f)), Ok(false));
+        }
+        assert!(boolean(&s("maybe")).is_err());
+        assert_eq!(boolean(&Raw::Bool(true)), Ok(true));
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(byte_size(&s("50MB")), Ok(50 << 20));
+        assert_eq!(byte_size(&s("10kb")), Ok(10 << 10));
+        assert_eq!(byte_size(&s("1GB")), Ok(1 << 30));
+        assert_eq!(byte_size(&s("123")), Ok(123));
+        assert_eq!(byte_size(&Raw::Int(0)), Ok(0));
+        assert!(byte_size(&s("10TB")).is_err());
+        assert!(byte_size(&s("-1")).is_err());
+    }
+
+    #[test]
+    fn seconds_and_fractions() {
+        assert_eq!(seconds(&s("10")), Ok(Duration::from_secs(10)));
+        assert_eq!(seconds(&Raw::Float(0.25)), Ok(Duration::from_millis(250)));
+        assert!(seconds(&s("-1")).is_err());
+        assert!(seconds(&s("soon")).is_err());
+        assert!(seconds(&Raw::Float(f64::NAN)).is_err());
+    }
+
+    #[test]
+    fn exit_codes() {
+        assert_eq!(exitcodes(&s("0,2")), Ok(vec![0, 2]));
+        assert_eq!(exitcodes(&Raw::List(vec![Raw::Int(0), Raw::Int(3)])), Ok(vec![0, 3]));
+        assert!(exitcodes(&s("0,256")).is_err());
+        assert!(exitcodes(&s("a")).is_err());
+    }
+
+    #[test]
+    fn octals() {
+        assert_eq!(octal(&s("022")), Ok(0o22));
+        assert_eq!(octal(&Raw::Int(0o022)), Ok(0o22));
+        assert!(octal(&s("9")).is_err());
+    }
+
+    #[test]
+    fn environment_strings_as_supervisord_reads_them() {
+        let env = |x: &str| environment(&s(x));
+        let map = |pairs: &[(&str, &str)]| {
+            Ok(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect())
+        };
+        assert_eq!(env("A=1,B=2"), map(&[("A", "1"), ("B", "2")]));
+        assert_eq!(env("A=\"x,y\",B='z w'"), map(&[("A", "x,y"), ("B", "z w")]));
+        assert_eq!(env("PATH=/usr/bin:/bin"), map(&[("PATH", "/usr/bin:/bin")]));
+        assert_eq!(env(""), map(&[]));
+        // supervisord drops a trailing word it cannot pair ("A=a b" gives A=a).
+        assert_eq!(env("A=a b"), map(&[("A", "a")]));
+        assert!(env("A=").is_err());
+        assert!(env("A=x@y").is_err());
+        assert!(env("A=\"open").is_err());
+    }
+}
