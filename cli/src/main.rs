@@ -1,1 +1,5 @@
-fn main() {}
+//! `minder`: the command line for minderd.
+
+fn main() -> std::process::ExitCode {
+    minder_cli::main()
+}

@@ -1,0 +1,125 @@
+//! minderd: supervises programs as supervisord does and serves the `minder.v1.Supervisor` gRPC
+//! API.
+//!
+//! `main` parses arguments, reads the configuration and binds the listeners; [`run`] does the
+//! rest until the daemon is told to stop. Tests drive [`run`] with their own listeners.
+//!
+//! - [`lifecycle`]: the process state machine, a pure function.
+//! - [`process`]: one task per process, owning its machine, child and timers.
+//! - [`supervisor`]: the registry of groups and processes; selection; ordered start and stop.
+//! - [`spawn`], [`reaper`], [`capture`]: children — starting, reaping, their output.
+//! - [`rpc`]: the gRPC service; [`listen`]: the sockets it is served on.
+//! - [`logging`], [`daemonize`]: the daemon's own log, and going into the background.
+
+pub mod capture;
+pub mod daemonize;
+pub mod lifecycle;
+pub mod listen;
+pub mod logging;
+pub mod process;
+pub mod reaper;
+pub mod rpc;
+pub mod spawn;
+pub mod supervisor;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use minder::config::Config;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
+
+use crate::listen::Listener;
+use crate::process::Shared;
+use crate::reaper::Reaper;
+use crate::rpc::Service;
+use crate::spawn::BaseEnv;
+use crate::supervisor::Supervisor;
+
+/// How long in-flight requests get to finish once every process has stopped; streams that
+/// would never finish are cut after it.
+const DRAIN: Duration = Duration::from_secs(2);
+
+/// Runs the daemon on `listeners` until TERM, INT or QUIT, a Shutdown request, or `shutdown`
+/// resolves; then stops every process, level by level, and returns.
+pub async fn run(
+    config: &Config,
+    listeners: Vec<Listener>,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    let reaper = Reaper::start()?;
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut quit = signal(SignalKind::quit())?;
+    let mut hup = signal(SignalKind::hangup())?;
+
+    let server_url = listeners.first().map(|l| l.address().to_string());
+    let shared = Arc::new(Shared::new(reaper, BaseEnv::from_process(server_url)));
+    let sup = Supervisor::new(config, shared);
+
+    let (stop_serving, serving) = watch::channel(false);
+    let mut servers = JoinSet::new();
+    for l in listeners {
+        tracing::info!("listening at {}", l.address());
+        servers.spawn(serve(l, Service::new(Arc::clone(&sup)), serving.clone()));
+    }
+    tracing::info!(
+        "minderd {} started with pid {}",
+        minder::VERSION,
+        std::process::id()
+    );
+    sup.autostart().await;
+
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => break,
+            () = sup.shutdown_requested() => break,
+            _ = term.recv() => { tracing::warn!("received SIGTERM indicating exit request"); break }
+            _ = int.recv() => { tracing::warn!("received SIGINT indicating exit request"); break }
+            _ = quit.recv() => { tracing::warn!("received SIGQUIT indicating exit request"); break }
+            _ = hup.recv() => {
+                tracing::warn!("received SIGHUP: re-reading the configuration is not available yet; ignored");
+            }
+        }
+    }
+    sup.shutdown().await;
+    let _ = stop_serving.send(true);
+    let drained = tokio::time::timeout(DRAIN, async {
+        while servers.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        servers.abort_all();
+    }
+    tracing::info!("minderd stopped");
+    Ok(())
+}
+
+/// Serves the API on one listener until `stop` turns true.
+async fn serve(listener: Listener, service: Service, mut stop: watch::Receiver<bool>) {
+    let signal = async move {
+        let _ = stop.wait_for(|s| *s).await;
+    };
+    let router = tonic::transport::Server::builder().add_service(service.server());
+    let result = match listener {
+        Listener::Unix { listener, socket } => {
+            let r = router
+                .serve_with_incoming_shutdown(UnixListenerStream::new(listener), signal)
+                .await;
+            drop(socket);
+            r
+        }
+        Listener::Tcp { listener, .. } => {
+            router
+                .serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal)
+                .await
+        }
+    };
+    if let Err(e) = result {
+        tracing::error!("the API server stopped: {e}");
+    }
+}

@@ -50,8 +50,12 @@ impl Vars {
 
     /// The names other than `ENV_*`, for "available: ..." in messages.
     fn names(&self) -> String {
-        let mut names: Vec<&str> =
-            self.vars.keys().map(String::as_str).filter(|k| !k.starts_with("ENV_")).collect();
+        let mut names: Vec<&str> = self
+            .vars
+            .keys()
+            .map(String::as_str)
+            .filter(|k| !k.starts_with("ENV_"))
+            .collect();
         names.push("ENV_<NAME>");
         names.join(", ")
     }
@@ -69,7 +73,11 @@ pub enum ExpandError {
     #[error("%({name}) is not a known name here; available: {available}")]
     Unknown { name: String, available: String },
     #[error("%({name}){conv}: {why}")]
-    Format { name: String, conv: char, why: String },
+    Format {
+        name: String,
+        conv: char,
+        why: String,
+    },
 }
 
 /// Expands every `%(name)X` in `text` and turns `%%` into `%`.
@@ -201,7 +209,11 @@ fn format_one(out: &mut String, name: &str, value: &Var, spec: &Spec) -> Result<
         ('o', Var::Int(n)) => signed(*n, spec, |m| alt(spec, "0o", format!("{m:o}"))),
         ('f' | 'F', Var::Int(n)) => {
             let p = spec.precision.unwrap_or(6);
-            signed(*n, spec, |m| format!("{m}.{}", "0".repeat(p)).trim_end_matches('.').into())
+            signed(*n, spec, |m| {
+                format!("{m}.{}", "0".repeat(p))
+                    .trim_end_matches('.')
+                    .into()
+            })
         }
         (_, Var::Str(_)) => return Err(fail("needs a number, but this name is text")),
         _ => return Err(fail("this conversion is not supported; use s or d")),
@@ -263,7 +275,11 @@ fn pad(out: &mut String, body: &str, spec: &Spec) {
 
 /// Python's `repr` of a str, for `%(name)r`.
 fn python_repr(s: &str) -> String {
-    let quote = if s.contains('\'') && !s.contains('"') { '"' } else { '\'' };
+    let quote = if s.contains('\'') && !s.contains('"') {
+        '"'
+    } else {
+        '\''
+    };
     let mut out = String::from(quote);
     for c in s.chars() {
         match c {
@@ -287,7 +303,10 @@ mod tests {
     use super::*;
 
     fn vars() -> Vars {
-        Vars::new().str("program_name", "web").int("process_num", 3).str("here", "/etc")
+        Vars::new()
+            .str("program_name", "web")
+            .int("process_num", 3)
+            .str("here", "/etc")
     }
 
     #[test]
@@ -319,10 +338,19 @@ mod tests {
 
     #[test]
     fn errors_say_what_to_write() {
-        assert_eq!(expand("50%", &vars()), Err(ExpandError::BarePercent { at: 2 }));
-        assert_eq!(expand("a % b", &vars()), Err(ExpandError::BarePercent { at: 2 }));
+        assert_eq!(
+            expand("50%", &vars()),
+            Err(ExpandError::BarePercent { at: 2 })
+        );
+        assert_eq!(
+            expand("a % b", &vars()),
+            Err(ExpandError::BarePercent { at: 2 })
+        );
         assert_eq!(expand("%(x", &vars()), Err(ExpandError::Unclosed { at: 0 }));
-        assert_eq!(expand("%(here)", &vars()), Err(ExpandError::BarePercent { at: 0 }));
+        assert_eq!(
+            expand("%(here)", &vars()),
+            Err(ExpandError::BarePercent { at: 0 })
+        );
         let e = expand("%(nope)s", &vars()).unwrap_err().to_string();
         assert!(e.contains("nope") && e.contains("program_name"), "{e}");
         let e = expand("%(program_name)d", &vars()).unwrap_err().to_string();

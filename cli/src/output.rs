@@ -1,0 +1,219 @@
+//! What the command line prints: tables, supervisorctl's result lines, and JSON.
+
+use std::io::IsTerminal;
+
+use minder::pb;
+use serde_json::{json, Value};
+use tabled::settings::{Padding, Style};
+use tabled::{Table, Tabled};
+
+/// Whether to colour output: only on a terminal, and never when NO_COLOR is set.
+fn colour() -> bool {
+    std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()) && std::io::stdout().is_terminal()
+}
+
+fn paint(text: &str, code: &str) -> String {
+    format!("\x1b[{code}m{text}\x1b[0m")
+}
+
+/// supervisord's name for a state.
+pub fn state_name(s: pb::ProcessState) -> &'static str {
+    match s {
+        pb::ProcessState::Stopped => "STOPPED",
+        pb::ProcessState::Starting => "STARTING",
+        pb::ProcessState::Running => "RUNNING",
+        pb::ProcessState::Backoff => "BACKOFF",
+        pb::ProcessState::Stopping => "STOPPING",
+        pb::ProcessState::Exited => "EXITED",
+        pb::ProcessState::Fatal => "FATAL",
+        pb::ProcessState::Unknown => "UNKNOWN",
+        pb::ProcessState::Unspecified => "UNSPECIFIED",
+    }
+}
+
+/// supervisord's STOPPED_STATES.
+pub fn is_stopped(s: pb::ProcessState) -> bool {
+    matches!(
+        s,
+        pb::ProcessState::Stopped
+            | pb::ProcessState::Exited
+            | pb::ProcessState::Fatal
+            | pb::ProcessState::Unknown
+    )
+}
+
+fn coloured_state(p: &pb::ProcessInfo) -> String {
+    let name = state_name(p.state());
+    if !colour() {
+        return name.to_string();
+    }
+    let unexpected_exit = p.exit_status.as_ref().is_some_and(|e| !e.expected);
+    let code = match p.state() {
+        pb::ProcessState::Running => "32",
+        pb::ProcessState::Starting | pb::ProcessState::Stopping | pb::ProcessState::Backoff => "33",
+        pb::ProcessState::Fatal | pb::ProcessState::Unknown => "31",
+        pb::ProcessState::Exited if unexpected_exit => "31",
+        _ => "2",
+    };
+    paint(name, code)
+}
+
+/// `H:MM:SS`, with days as Python's timedelta prints them.
+fn uptime(d: &prost_types::Duration) -> String {
+    let secs = d.seconds.max(0) as u64;
+    let (days, rest) = (secs / 86_400, secs % 86_400);
+    let hms = format!("{}:{:02}:{:02}", rest / 3600, rest % 3600 / 60, rest % 60);
+    match days {
+        0 => hms,
+        1 => format!("1 day, {hms}"),
+        d => format!("{d} days, {hms}"),
+    }
+}
+
+#[derive(Tabled)]
+struct Row {
+    #[tabled(rename = "NAME")]
+    name: String,
+    #[tabled(rename = "STATE")]
+    state: String,
+    #[tabled(rename = "PID")]
+    pid: String,
+    #[tabled(rename = "UPTIME")]
+    uptime: String,
+    #[tabled(rename = "DESCRIPTION")]
+    description: String,
+}
+
+/// The status table. RUNNING rows leave the description empty: its pid and uptime are in their
+/// own columns.
+pub fn status_table(processes: &[pb::ProcessInfo]) -> String {
+    if processes.is_empty() {
+        return String::new();
+    }
+    let rows = processes.iter().map(|p| Row {
+        name: p.full_name.clone(),
+        state: coloured_state(p),
+        pid: if p.pid == 0 {
+            String::new()
+        } else {
+            p.pid.to_string()
+        },
+        uptime: p.uptime.as_ref().map(uptime).unwrap_or_default(),
+        description: if p.state() == pb::ProcessState::Running {
+            String::new()
+        } else {
+            p.description.clone()
+        },
+    });
+    let mut table = Table::new(rows);
+    table.with(Style::blank()).with(Padding::new(0, 2, 0, 0));
+    let mut out = String::new();
+    for line in table.to_string().lines() {
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+fn rfc3339(t: &prost_types::Timestamp) -> Value {
+    chrono::DateTime::from_timestamp(t.seconds, t.nanos.max(0) as u32).map_or(Value::Null, |dt| {
+        Value::String(dt.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+    })
+}
+
+/// A process as JSON: every field of ProcessInfo, states and codes by name.
+pub fn process_json(p: &pb::ProcessInfo) -> Value {
+    json!({
+        "name": p.name,
+        "group": p.group,
+        "full_name": p.full_name,
+        "program": p.program,
+        "state": state_name(p.state()),
+        "pid": if p.pid == 0 { Value::Null } else { json!(p.pid) },
+        "start_time": p.start_time.as_ref().map_or(Value::Null, rfc3339),
+        "stop_time": p.stop_time.as_ref().map_or(Value::Null, rfc3339),
+        "uptime_seconds": p.uptime.as_ref().map_or(Value::Null, |d| json!(d.seconds)),
+        "exit_status": p.exit_status.as_ref().map_or(Value::Null, |e| json!({
+            "code": match e.how { Some(pb::exit_status::How::Code(c)) => json!(c), _ => Value::Null },
+            "signal": match e.how { Some(pb::exit_status::How::Signal(s)) => json!(s), _ => Value::Null },
+            "expected": e.expected,
+            "description": e.description,
+        })),
+        "spawn_error": p.spawn_error,
+        "description": p.description,
+        "stdout_logfile": p.stdout_logfile,
+        "stderr_logfile": p.stderr_logfile,
+        "spawn_count": p.spawn_count,
+    })
+}
+
+/// supervisord's name for a result code.
+fn code_name(c: pb::ResultCode) -> &'static str {
+    match c {
+        pb::ResultCode::Success => "SUCCESS",
+        pb::ResultCode::BadName => "BAD_NAME",
+        pb::ResultCode::NoFile => "NO_FILE",
+        pb::ResultCode::NotExecutable => "NOT_EXECUTABLE",
+        pb::ResultCode::Failed => "FAILED",
+        pb::ResultCode::AbnormalTermination => "ABNORMAL_TERMINATION",
+        pb::ResultCode::SpawnError => "SPAWN_ERROR",
+        pb::ResultCode::AlreadyStarted => "ALREADY_STARTED",
+        pb::ResultCode::NotRunning => "NOT_RUNNING",
+        pb::ResultCode::Unspecified => "UNSPECIFIED",
+    }
+}
+
+pub fn result_json(r: &pb::ProcessResult) -> Value {
+    json!({
+        "name": r.name,
+        "group": r.group,
+        "full_name": r.full_name,
+        "result": code_name(r.code()),
+        "message": r.message,
+        "state": r.process.as_ref().map_or(Value::Null, |p| json!(state_name(p.state()))),
+    })
+}
+
+/// supervisorctl's line for one result ("web: started", "web: ERROR (spawn error)"), with the
+/// reason after it where minderd knows more than supervisorctl said.
+pub fn result_line(r: &pb::ProcessResult) -> String {
+    use pb::ResultCode as C;
+    let name = &r.full_name;
+    let label = match r.code() {
+        C::Success => return format!("{name}: {}", r.message),
+        C::BadName if r.process.is_none() && (name.ends_with(":*") || name.ends_with(':')) => {
+            return format!("{}: ERROR (no such group)", r.group);
+        }
+        C::BadName => "no such process",
+        C::NoFile => "no such file",
+        C::NotExecutable => "file is not executable",
+        C::AlreadyStarted => "already started",
+        C::SpawnError => "spawn error",
+        C::AbnormalTermination => "abnormal termination",
+        C::NotRunning => "not running",
+        C::Failed => "failed",
+        C::Unspecified => "unknown result",
+    };
+    let detail = r.message.trim();
+    if detail.is_empty() || detail == label {
+        format!("{name}: ERROR ({label})")
+    } else {
+        format!("{name}: ERROR ({label}): {detail}")
+    }
+}
+
+/// Prints `text`, or `value` as JSON.
+pub fn line(json: bool, text: &str, value: Value) {
+    if json {
+        print_json(&value);
+    } else {
+        println!("{text}");
+    }
+}
+
+pub fn print_json(v: &Value) {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(v).unwrap_or_else(|_| "null".into())
+    );
+}

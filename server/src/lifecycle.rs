@@ -1,0 +1,1211 @@
+//! The lifecycle of one process, as supervisord defines it, written as a pure function.
+//!
+//! [`step`] takes the current [`Machine`], one [`Event`] and the time, and returns the next
+//! machine and the [`Action`]s the caller must carry out (spawn, signal, log). It never touches a
+//! process, a clock or a channel, so every transition is tested without real children (see the
+//! table in the tests, which is tied to the diagram in `docs/ARCHITECTURE.md`).
+//!
+//! Readiness is an event of its own ([`Event::Ready`]): today only the startsecs timer produces
+//! it, but a notify socket or a health probe can produce it too without changing the machine.
+
+use std::fmt;
+use std::time::Duration;
+
+use minder::config::AutoRestart;
+use minder::signal::{self, Signal};
+use tokio::time::Instant;
+
+/// The states of reference §2, with the data each one needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum State {
+    /// Not running: never started, or stopped on request.
+    Stopped,
+    /// Spawned; not yet ready. `attempt` counts the failed starts before this one.
+    Starting {
+        pid: u32,
+        since: Instant,
+        attempt: u32,
+    },
+    /// Ready and running.
+    Running { pid: u32, since: Instant },
+    /// The last start failed; the next attempt is at `retry_at`.
+    Backoff { attempt: u32, retry_at: Instant },
+    /// The stop signal has been sent. `kill_at` is when SIGKILL follows; `None` once it has.
+    Stopping {
+        pid: u32,
+        since: Instant,
+        kill_at: Option<Instant>,
+    },
+    /// Exited on its own after it was running.
+    Exited,
+    /// Gave up after startretries failed starts.
+    Fatal,
+    /// A signal could not be delivered for a reason other than "no such process".
+    Unknown { pid: u32 },
+}
+
+/// A state without its data: what events and the API report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Kind {
+    Stopped,
+    Starting,
+    Running,
+    Backoff,
+    Stopping,
+    Exited,
+    Fatal,
+    Unknown,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 8] = [
+        Kind::Stopped,
+        Kind::Starting,
+        Kind::Running,
+        Kind::Backoff,
+        Kind::Stopping,
+        Kind::Exited,
+        Kind::Fatal,
+        Kind::Unknown,
+    ];
+
+    /// supervisord's name for the state.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Stopped => "STOPPED",
+            Kind::Starting => "STARTING",
+            Kind::Running => "RUNNING",
+            Kind::Backoff => "BACKOFF",
+            Kind::Stopping => "STOPPING",
+            Kind::Exited => "EXITED",
+            Kind::Fatal => "FATAL",
+            Kind::Unknown => "UNKNOWN",
+        }
+    }
+
+    /// supervisord's RUNNING_STATES: a start is refused as "already started".
+    pub fn is_running(self) -> bool {
+        matches!(self, Kind::Starting | Kind::Running | Kind::Backoff)
+    }
+
+    /// supervisord's STOPPED_STATES: `stop` has finished; `status` exits 3.
+    pub fn is_stopped(self) -> bool {
+        matches!(
+            self,
+            Kind::Stopped | Kind::Exited | Kind::Fatal | Kind::Unknown
+        )
+    }
+
+    /// supervisord's SIGNALLABLE_STATES: there is a child to signal.
+    pub fn is_signallable(self) -> bool {
+        matches!(self, Kind::Starting | Kind::Running | Kind::Stopping)
+    }
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl State {
+    pub fn kind(&self) -> Kind {
+        match self {
+            State::Stopped => Kind::Stopped,
+            State::Starting { .. } => Kind::Starting,
+            State::Running { .. } => Kind::Running,
+            State::Backoff { .. } => Kind::Backoff,
+            State::Stopping { .. } => Kind::Stopping,
+            State::Exited => Kind::Exited,
+            State::Fatal => Kind::Fatal,
+            State::Unknown { .. } => Kind::Unknown,
+        }
+    }
+
+    /// The child's pid, in the states that have a child.
+    pub fn pid(&self) -> Option<u32> {
+        match self {
+            State::Starting { pid, .. }
+            | State::Running { pid, .. }
+            | State::Stopping { pid, .. }
+            | State::Unknown { pid } => Some(*pid),
+            _ => None,
+        }
+    }
+}
+
+/// How a child ended, as waitpid reported it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExitStatus {
+    Code(i32),
+    Signal { signal: i32, core_dumped: bool },
+}
+
+impl ExitStatus {
+    /// supervisord's value for exitcodes matching: the code, or -1 for death by a signal (so
+    /// it is never expected).
+    fn code_or_minus_one(self) -> i32 {
+        match self {
+            ExitStatus::Code(c) => c,
+            ExitStatus::Signal { .. } => -1,
+        }
+    }
+}
+
+impl fmt::Display for ExitStatus {
+    /// supervisord's `decode_wait_status` text: "exit status 1", "terminated by SIGKILL".
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ExitStatus::Code(c) => write!(f, "exit status {c}"),
+            ExitStatus::Signal {
+                signal: s,
+                core_dumped,
+            } => {
+                write!(f, "terminated by {}", signal::name_of(*s))?;
+                if *core_dumped {
+                    f.write_str(" (core dumped)")?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// The last exit of a process and whether it was expected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Exit {
+    pub status: ExitStatus,
+    pub expected: bool,
+}
+
+/// What the machine remembers: the state, and what the API reports beside it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Machine {
+    pub state: State,
+    /// How the child last ended; cleared at each spawn (as supervisord's exitstatus).
+    pub last_exit: Option<Exit>,
+    /// Why the last start failed, or "Bad exit code N"; cleared at each spawn.
+    pub spawn_error: Option<String>,
+}
+
+impl Machine {
+    pub fn new() -> Self {
+        Machine {
+            state: State::Stopped,
+            last_exit: None,
+            spawn_error: None,
+        }
+    }
+}
+
+impl Default for Machine {
+    fn default() -> Self {
+        Machine::new()
+    }
+}
+
+/// The program settings the machine obeys.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Policy {
+    pub startsecs: Duration,
+    pub startretries: u32,
+    pub autorestart: AutoRestart,
+    pub exitcodes: Vec<i32>,
+    pub stopsignal: Signal,
+    pub stopwaitsecs: Duration,
+    pub stopasgroup: bool,
+    pub killasgroup: bool,
+}
+
+/// Everything that can happen to a process.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A request to start (from a client, or autostart at daemon start).
+    Start,
+    /// A request to stop.
+    Stop,
+    /// A request to send a signal without changing state.
+    Signal(Signal),
+    /// The spawn the machine asked for succeeded.
+    Spawned { pid: u32 },
+    /// The spawn the machine asked for failed, for this reason.
+    SpawnFailed { reason: String },
+    /// The child was reaped.
+    Exited { pid: u32, status: ExitStatus },
+    /// The deadline from [`deadline`] has passed.
+    Timer,
+    /// The child is ready (startsecs elapsed, or — later — a notify socket or probe said so).
+    Ready,
+    /// Signalling the child failed with something other than ESRCH.
+    SignalFailed { reason: String },
+}
+
+/// What the caller must do after a step.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Fork and exec the program, then feed back [`Event::Spawned`] or [`Event::SpawnFailed`].
+    Spawn,
+    /// Send `signal` to the child, or to its process group.
+    Kill { signal: Signal, group: bool },
+    /// The state changed (possibly more than once in one step: BACKOFF then FATAL).
+    Transition { from: Kind, to: Kind },
+    /// A line for the daemon log, in supervisord's words.
+    Log { level: Level, message: String },
+}
+
+/// Log levels the machine uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Level {
+    Debug,
+    Info,
+    Warn,
+}
+
+/// Why a request was refused; the state is unchanged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    AlreadyStarted,
+    NotRunning,
+    /// The process is stopping; a start must wait until it has stopped.
+    Stopping,
+    /// The process is in UNKNOWN state.
+    Unknown,
+}
+
+/// The context of one step.
+#[derive(Debug, Clone, Copy)]
+pub struct Ctx<'a> {
+    pub now: Instant,
+    pub name: &'a str,
+    pub policy: &'a Policy,
+    /// The daemon is shutting down: nothing is started or restarted on its own any more.
+    pub shutting_down: bool,
+}
+
+/// The result of one step.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Step {
+    pub machine: Machine,
+    pub actions: Vec<Action>,
+}
+
+/// When the machine next needs an [`Event::Timer`]: the end of startsecs while STARTING, the
+/// end of the wait while in BACKOFF, the SIGKILL deadline while STOPPING.
+pub fn deadline(state: &State, policy: &Policy) -> Option<Instant> {
+    match state {
+        State::Starting { since, .. } => Some(*since + policy.startsecs),
+        State::Backoff { retry_at, .. } => Some(*retry_at),
+        State::Stopping { kill_at, .. } => *kill_at,
+        _ => None,
+    }
+}
+
+/// One transition. Requests that make no sense in the current state are refused with the
+/// reason supervisord gives; other events that do not apply (a stale exit, an early timer) leave
+/// the machine as it is.
+pub fn step(m: &Machine, event: Event, ctx: &Ctx<'_>) -> Result<Step, Refusal> {
+    let mut out = Out {
+        machine: m.clone(),
+        actions: Vec::new(),
+        from: m.state.kind(),
+    };
+    let p = ctx.policy;
+    let name = ctx.name;
+    match (&m.state, event) {
+        // --- requests -------------------------------------------------------------------
+        (State::Stopped | State::Exited | State::Fatal, Event::Start) => {
+            out.actions.push(Action::Spawn);
+        }
+        (State::Starting { .. } | State::Running { .. } | State::Backoff { .. }, Event::Start) => {
+            return Err(Refusal::AlreadyStarted)
+        }
+        (State::Stopping { .. }, Event::Start) => return Err(Refusal::Stopping),
+        (State::Unknown { .. }, Event::Start) => return Err(Refusal::Unknown),
+
+        (State::Starting { pid, .. } | State::Running { pid, .. }, Event::Stop) => {
+            let pid = *pid;
+            out.log(
+                Level::Debug,
+                format!(
+                    "killing {name} (pid {pid}) {}with signal {}",
+                    if p.stopasgroup { "process group " } else { "" },
+                    signal::name(p.stopsignal)
+                ),
+            );
+            out.actions.push(Action::Kill {
+                signal: p.stopsignal,
+                group: p.stopasgroup,
+            });
+            out.go(State::Stopping {
+                pid,
+                since: ctx.now,
+                kill_at: Some(ctx.now + p.stopwaitsecs),
+            });
+        }
+        (State::Backoff { .. }, Event::Stop) => {
+            out.log(
+                Level::Debug,
+                format!("Attempted to kill {name}, which is in BACKOFF state."),
+            );
+            out.go(State::Stopped);
+        }
+        (State::Stopping { .. }, Event::Stop) => {}
+        (_, Event::Stop) => return Err(Refusal::NotRunning),
+
+        (
+            State::Starting { pid, .. } | State::Running { pid, .. } | State::Stopping { pid, .. },
+            Event::Signal(sig),
+        ) => {
+            out.log(
+                Level::Debug,
+                format!("sending {name} (pid {pid}) sig {}", signal::name(sig)),
+            );
+            out.actions.push(Action::Kill {
+                signal: sig,
+                group: false,
+            });
+        }
+        (_, Event::Signal(_)) => return Err(Refusal::NotRunning),
+
+        // --- spawning -------------------------------------------------------------------
+        (
+            State::Stopped | State::Exited | State::Fatal | State::Backoff { .. },
+            Event::Spawned { pid },
+        ) => {
+            let attempt = match m.state {
+                State::Backoff { attempt, .. } => attempt,
+                _ => 0,
+            };
+            out.machine.last_exit = None;
+            out.machine.spawn_error = None;
+            out.log(Level::Info, format!("spawned: '{name}' with pid {pid}"));
+            out.go(State::Starting {
+                pid,
+                since: ctx.now,
+                attempt,
+            });
+            if p.startsecs.is_zero() {
+                out.ready(pid, ctx);
+            }
+        }
+        (
+            State::Stopped | State::Exited | State::Fatal | State::Backoff { .. },
+            Event::SpawnFailed { reason },
+        ) => {
+            let attempt = match m.state {
+                State::Backoff { attempt, .. } => attempt,
+                _ => 0,
+            };
+            out.machine.last_exit = None;
+            out.log(Level::Info, format!("spawnerr: {reason}"));
+            out.machine.spawn_error = Some(reason);
+            out.transition(Kind::Starting);
+            out.backoff(attempt + 1, ctx);
+        }
+
+        // --- readiness ------------------------------------------------------------------
+        (State::Starting { pid, since, .. }, Event::Timer) if ctx.now >= *since + p.startsecs => {
+            out.ready(*pid, ctx);
+        }
+        (State::Starting { pid, .. }, Event::Ready) => {
+            out.ready(*pid, ctx);
+        }
+        (State::Backoff { .. }, Event::Timer) => {
+            if ctx.now >= deadline(&m.state, p).unwrap_or(ctx.now) && !ctx.shutting_down {
+                out.actions.push(Action::Spawn);
+            }
+        }
+        (
+            State::Stopping {
+                pid,
+                since,
+                kill_at: Some(at),
+            },
+            Event::Timer,
+        ) if ctx.now >= *at => {
+            out.log(
+                Level::Warn,
+                format!("killing '{name}' ({pid}) with SIGKILL"),
+            );
+            out.actions.push(Action::Kill {
+                signal: Signal::SIGKILL,
+                group: p.killasgroup,
+            });
+            out.machine.state = State::Stopping {
+                pid: *pid,
+                since: *since,
+                kill_at: None,
+            };
+        }
+
+        // --- exits ----------------------------------------------------------------------
+        (state, Event::Exited { pid, .. }) if state.pid() != Some(pid) => {}
+        (State::Stopping { .. }, Event::Exited { status, .. }) => {
+            let expected = p.exitcodes.contains(&status.code_or_minus_one());
+            out.machine.last_exit = Some(Exit { status, expected });
+            out.log(
+                if expected { Level::Info } else { Level::Warn },
+                format!("stopped: {name} ({status})"),
+            );
+            out.go(State::Stopped);
+        }
+        (State::Starting { since, attempt, .. }, Event::Exited { status, .. })
+            if ctx.now < *since + p.startsecs =>
+        {
+            // Did not stay up for startsecs: a failed start.
+            let attempt = *attempt;
+            out.machine.last_exit = None;
+            out.machine.spawn_error =
+                Some("Exited too quickly (process log may have details)".into());
+            out.log(
+                Level::Warn,
+                format!("exited: {name} ({status}; not expected)"),
+            );
+            out.backoff(attempt + 1, ctx);
+        }
+        (
+            State::Starting { .. } | State::Running { .. } | State::Unknown { .. },
+            Event::Exited { status, .. },
+        ) => {
+            if m.state.kind() == Kind::Starting {
+                // Up for startsecs, but the exit arrived before the timer: it did run.
+                out.transition(Kind::Running);
+            }
+            let expected = p.exitcodes.contains(&status.code_or_minus_one());
+            out.machine.last_exit = Some(Exit { status, expected });
+            if expected {
+                out.log(Level::Info, format!("exited: {name} ({status}; expected)"));
+            } else {
+                out.machine.spawn_error =
+                    Some(format!("Bad exit code {}", status.code_or_minus_one()));
+                out.log(
+                    Level::Warn,
+                    format!("exited: {name} ({status}; not expected)"),
+                );
+            }
+            out.go(State::Exited);
+            let restart = match p.autorestart {
+                AutoRestart::True => true,
+                AutoRestart::Unexpected => !expected,
+                AutoRestart::False => false,
+            };
+            if restart && !ctx.shutting_down {
+                out.actions.push(Action::Spawn);
+            }
+        }
+
+        (
+            State::Starting { pid, .. } | State::Running { pid, .. } | State::Stopping { pid, .. },
+            Event::SignalFailed { reason },
+        ) => {
+            let pid = *pid;
+            out.log(
+                Level::Warn,
+                format!("unknown problem signalling {name} ({pid}): {reason}"),
+            );
+            out.go(State::Unknown { pid });
+        }
+
+        // Anything else (a timer that fired early, readiness after the fact, ...) changes
+        // nothing.
+        _ => {}
+    }
+    Ok(Step {
+        machine: out.machine,
+        actions: out.actions,
+    })
+}
+
+/// Builds one step's result.
+struct Out {
+    machine: Machine,
+    actions: Vec<Action>,
+    /// The kind the last transition left from.
+    from: Kind,
+}
+
+impl Out {
+    fn log(&mut self, level: Level, message: String) {
+        self.actions.push(Action::Log { level, message });
+    }
+
+    /// Records a transition to `to` without setting the state's data.
+    fn transition(&mut self, to: Kind) {
+        self.actions.push(Action::Transition {
+            from: self.from,
+            to,
+        });
+        self.from = to;
+    }
+
+    fn go(&mut self, state: State) {
+        self.transition(state.kind());
+        self.machine.state = state;
+    }
+
+    fn ready(&mut self, pid: u32, ctx: &Ctx<'_>) {
+        let secs = ctx.policy.startsecs.as_secs_f64();
+        self.log(
+            Level::Info,
+            format!(
+                "success: {} entered RUNNING state, process has stayed up for > than {} seconds (startsecs)",
+                ctx.name,
+                format_secs(secs)
+            ),
+        );
+        self.go(State::Running {
+            pid,
+            since: ctx.now,
+        });
+    }
+
+    /// Enters BACKOFF for failed start number `attempt`, and FATAL at once when that was the
+    /// last one allowed: startretries = 3 allows four attempts, waiting 1, 2 and 3 s between.
+    fn backoff(&mut self, attempt: u32, ctx: &Ctx<'_>) {
+        let retry_at = ctx.now + Duration::from_secs(attempt.into());
+        self.go(State::Backoff { attempt, retry_at });
+        if attempt > ctx.policy.startretries {
+            self.log(
+                Level::Info,
+                format!(
+                    "gave up: {} entered FATAL state, too many start retries too quickly",
+                    ctx.name
+                ),
+            );
+            self.go(State::Fatal);
+        }
+    }
+}
+
+/// Seconds as supervisord prints its integer startsecs, and fractions as they are.
+fn format_secs(secs: f64) -> String {
+    if secs.fract() == 0.0 {
+        format!("{secs:.0}")
+    } else {
+        format!("{secs}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy() -> Policy {
+        Policy {
+            startsecs: Duration::from_secs(1),
+            startretries: 3,
+            autorestart: AutoRestart::Unexpected,
+            exitcodes: vec![0],
+            stopsignal: Signal::SIGTERM,
+            stopwaitsecs: Duration::from_secs(10),
+            stopasgroup: false,
+            killasgroup: false,
+        }
+    }
+
+    /// A fixed origin of time for the table; every row is relative to it.
+    fn t0() -> Instant {
+        static T0: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+        *T0.get_or_init(Instant::now)
+    }
+
+    fn at(ms: u64) -> Instant {
+        t0() + Duration::from_millis(ms)
+    }
+
+    fn run(state: State, event: Event, now_ms: u64, p: &Policy) -> Result<Step, Refusal> {
+        let m = Machine {
+            state,
+            last_exit: None,
+            spawn_error: None,
+        };
+        step(
+            &m,
+            event,
+            &Ctx {
+                now: at(now_ms),
+                name: "web",
+                policy: p,
+                shutting_down: false,
+            },
+        )
+    }
+
+    fn transitions(s: &Step) -> Vec<(Kind, Kind)> {
+        s.actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Transition { from, to } => Some((*from, *to)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn has(s: &Step, a: &Action) -> bool {
+        s.actions.contains(a)
+    }
+
+    fn logs(s: &Step) -> Vec<String> {
+        s.actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Log { level, message } if *level != Level::Debug => Some(message.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[allow(non_snake_case)] // reads like the state it builds, as in the table below
+    fn STARTING(attempt: u32) -> State {
+        State::Starting {
+            pid: 7,
+            since: at(0),
+            attempt,
+        }
+    }
+
+    fn running() -> State {
+        State::Running {
+            pid: 7,
+            since: at(0),
+        }
+    }
+
+    fn stopping() -> State {
+        State::Stopping {
+            pid: 7,
+            since: at(0),
+            kill_at: Some(at(10_000)),
+        }
+    }
+
+    fn exit(code: i32) -> Event {
+        Event::Exited {
+            pid: 7,
+            status: ExitStatus::Code(code),
+        }
+    }
+
+    /// Every edge of the lifecycle, as (from, event, time, to-kinds visited). This table is the
+    /// single source the diagram in docs/ARCHITECTURE.md is checked against.
+    fn table() -> Vec<(&'static str, State, Event, u64, Vec<Kind>)> {
+        use Kind::*;
+        let backoff1 = State::Backoff {
+            attempt: 1,
+            retry_at: at(1000),
+        };
+        let backoff3 = State::Backoff {
+            attempt: 3,
+            retry_at: at(3000),
+        };
+        vec![
+            (
+                "start",
+                State::Stopped,
+                Event::Spawned { pid: 7 },
+                0,
+                vec![Starting],
+            ),
+            (
+                "start",
+                State::Exited,
+                Event::Spawned { pid: 7 },
+                0,
+                vec![Starting],
+            ),
+            (
+                "start",
+                State::Fatal,
+                Event::Spawned { pid: 7 },
+                0,
+                vec![Starting],
+            ),
+            (
+                "retry",
+                backoff1.clone(),
+                Event::Spawned { pid: 7 },
+                1000,
+                vec![Starting],
+            ),
+            (
+                "spawn error",
+                State::Stopped,
+                Event::SpawnFailed { reason: "x".into() },
+                0,
+                vec![Starting, Backoff],
+            ),
+            (
+                "spawn error, last retry",
+                backoff3.clone(),
+                Event::SpawnFailed { reason: "x".into() },
+                3000,
+                vec![Starting, Backoff, Fatal],
+            ),
+            (
+                "startsecs elapsed",
+                STARTING(0),
+                Event::Timer,
+                1000,
+                vec![Running],
+            ),
+            ("ready", STARTING(0), Event::Ready, 10, vec![Running]),
+            (
+                "exit before startsecs",
+                STARTING(0),
+                exit(0),
+                500,
+                vec![Backoff],
+            ),
+            (
+                "exit before startsecs, last retry",
+                STARTING(3),
+                exit(1),
+                500,
+                vec![Backoff, Fatal],
+            ),
+            (
+                "exit after startsecs, before the timer",
+                STARTING(0),
+                exit(1),
+                1500,
+                vec![Running, Exited],
+            ),
+            ("exit", running(), exit(0), 5000, vec![Exited]),
+            ("stop", running(), Event::Stop, 5000, vec![Stopping]),
+            ("stop", STARTING(0), Event::Stop, 500, vec![Stopping]),
+            ("stop", backoff1, Event::Stop, 500, vec![Stopped]),
+            (
+                "exit while stopping",
+                stopping(),
+                exit(0),
+                5000,
+                vec![Stopped],
+            ),
+            (
+                "signal fails",
+                running(),
+                Event::SignalFailed {
+                    reason: "EPERM".into(),
+                },
+                5000,
+                vec![Unknown],
+            ),
+            (
+                "signal fails",
+                STARTING(0),
+                Event::SignalFailed {
+                    reason: "EPERM".into(),
+                },
+                500,
+                vec![Unknown],
+            ),
+            (
+                "signal fails",
+                stopping(),
+                Event::SignalFailed {
+                    reason: "EPERM".into(),
+                },
+                5000,
+                vec![Unknown],
+            ),
+            (
+                "exit while unknown",
+                State::Unknown { pid: 7 },
+                exit(0),
+                5000,
+                vec![Exited],
+            ),
+        ]
+    }
+
+    #[test]
+    fn transition_table() {
+        let p = policy();
+        for (what, state, event, now, want) in table() {
+            let s = run(state.clone(), event.clone(), now, &p)
+                .unwrap_or_else(|r| panic!("{what}: refused {r:?}"));
+            let got: Vec<Kind> = transitions(&s).into_iter().map(|(_, to)| to).collect();
+            assert_eq!(got, want, "{what}: {state:?} + {event:?}");
+            assert_eq!(
+                s.machine.state.kind(),
+                *want.last().expect("rows list at least one kind"),
+                "{what}"
+            );
+        }
+    }
+
+    /// The diagram in docs/ARCHITECTURE.md lists `FROM -> TO: why` lines between its
+    /// `lifecycle-diagram` markers; it must name exactly the edges the table produces.
+    #[test]
+    fn diagram_matches_table() {
+        let doc = include_str!("../../docs/ARCHITECTURE.md");
+        let start = doc
+            .find("<!-- lifecycle-diagram -->")
+            .expect("diagram start marker");
+        let end = doc
+            .find("<!-- /lifecycle-diagram -->")
+            .expect("diagram end marker");
+        let mut documented = std::collections::BTreeSet::new();
+        for line in doc[start..end].lines() {
+            let Some((edge, _why)) = line.trim().trim_start_matches("- ").split_once(':') else {
+                continue;
+            };
+            let Some((from, to)) = edge.split_once("->") else {
+                continue;
+            };
+            let kind = |s: &str| Kind::ALL.into_iter().find(|k| k.name() == s.trim());
+            if let (Some(f), Some(t)) = (kind(from), kind(to)) {
+                documented.insert((f, t));
+            }
+        }
+        let p = policy();
+        let mut produced = std::collections::BTreeSet::new();
+        for (_, state, event, now, _) in table() {
+            let s = run(state, event, now, &p).expect("table rows are accepted");
+            produced.extend(transitions(&s));
+        }
+        // Autorestart (EXITED -> STARTING) and the retry (BACKOFF -> STARTING) go through a
+        // Spawn action first; the table covers them as Spawned events from those states.
+        assert_eq!(
+            documented, produced,
+            "docs/ARCHITECTURE.md's diagram and the table differ"
+        );
+    }
+
+    #[test]
+    fn backoff_waits_one_two_three_seconds_then_fatal() {
+        let p = policy();
+        let mut m = Machine::new();
+        let mut now = 0u64;
+        let mut waits = Vec::new();
+        let mut attempts = 0;
+        loop {
+            let ctx = |now| Ctx {
+                now: at(now),
+                name: "web",
+                policy: &p,
+                shutting_down: false,
+            };
+            let s = step(&m, Event::Spawned { pid: 7 }, &ctx(now)).expect("spawn accepted");
+            attempts += 1;
+            m = step(&s.machine, exit(1), &ctx(now + 10))
+                .expect("exit accepted")
+                .machine;
+            match m.state {
+                State::Backoff { retry_at, .. } => {
+                    waits.push(retry_at.duration_since(at(now + 10)).as_secs());
+                    now = retry_at.duration_since(t0()).as_millis() as u64;
+                    let s = step(&m, Event::Timer, &ctx(now)).expect("timer");
+                    assert!(has(&s, &Action::Spawn), "retry spawns");
+                }
+                State::Fatal => break,
+                ref other => panic!("unexpected {other:?}"),
+            }
+        }
+        assert_eq!(waits, vec![1, 2, 3]);
+        assert_eq!(attempts, 4, "startretries=3 means four attempts");
+        assert_eq!(
+            m.spawn_error.as_deref(),
+            Some("Exited too quickly (process log may have details)")
+        );
+    }
+
+    #[test]
+    fn running_resets_the_attempts() {
+        let p = policy();
+        let s = run(
+            State::Backoff {
+                attempt: 2,
+                retry_at: at(0),
+            },
+            Event::Spawned { pid: 7 },
+            0,
+            &p,
+        )
+        .expect("spawn");
+        let s = step(
+            &s.machine,
+            Event::Timer,
+            &Ctx {
+                now: at(1000),
+                name: "web",
+                policy: &p,
+                shutting_down: false,
+            },
+        )
+        .expect("timer");
+        assert_eq!(s.machine.state.kind(), Kind::Running);
+        // A later quick exit counts from one again (Running has no attempt count to carry).
+        let s = step(
+            &s.machine,
+            exit(1),
+            &Ctx {
+                now: at(5000),
+                name: "web",
+                policy: &p,
+                shutting_down: false,
+            },
+        )
+        .expect("exit");
+        assert_eq!(s.machine.state.kind(), Kind::Exited);
+    }
+
+    #[test]
+    fn autorestart_follows_exitcodes() {
+        for (autorestart, code, restarts) in [
+            (AutoRestart::True, 0, true),
+            (AutoRestart::True, 1, true),
+            (AutoRestart::False, 1, false),
+            (AutoRestart::Unexpected, 0, false),
+            (AutoRestart::Unexpected, 1, true),
+            (AutoRestart::Unexpected, 2, false),
+        ] {
+            let p = Policy {
+                autorestart,
+                exitcodes: vec![0, 2],
+                ..policy()
+            };
+            let s = run(running(), exit(code), 5000, &p).expect("exit");
+            assert_eq!(
+                has(&s, &Action::Spawn),
+                restarts,
+                "{autorestart:?} exit {code}"
+            );
+            assert_eq!(s.machine.last_exit.map(|e| e.expected), Some(code != 1));
+        }
+        // Death by a signal is never expected.
+        let p = Policy {
+            autorestart: AutoRestart::Unexpected,
+            ..policy()
+        };
+        let s = run(
+            running(),
+            Event::Exited {
+                pid: 7,
+                status: ExitStatus::Signal {
+                    signal: 9,
+                    core_dumped: false,
+                },
+            },
+            5000,
+            &p,
+        )
+        .expect("exit");
+        assert!(has(&s, &Action::Spawn));
+        assert_eq!(
+            logs(&s),
+            vec!["exited: web (terminated by SIGKILL; not expected)".to_string()]
+        );
+    }
+
+    #[test]
+    fn nothing_restarts_while_shutting_down() {
+        let p = Policy {
+            autorestart: AutoRestart::True,
+            ..policy()
+        };
+        let ctx = Ctx {
+            now: at(5000),
+            name: "web",
+            policy: &p,
+            shutting_down: true,
+        };
+        let s = step(
+            &Machine {
+                state: running(),
+                last_exit: None,
+                spawn_error: None,
+            },
+            exit(1),
+            &ctx,
+        )
+        .expect("exit");
+        assert!(!has(&s, &Action::Spawn));
+        let b = Machine {
+            state: State::Backoff {
+                attempt: 1,
+                retry_at: at(0),
+            },
+            last_exit: None,
+            spawn_error: None,
+        };
+        assert!(!has(
+            &step(&b, Event::Timer, &ctx).expect("timer"),
+            &Action::Spawn
+        ));
+    }
+
+    #[test]
+    fn stop_signals_then_kills_after_stopwaitsecs() {
+        let p = Policy {
+            stopasgroup: true,
+            killasgroup: true,
+            ..policy()
+        };
+        let s = run(running(), Event::Stop, 5000, &p).expect("stop");
+        assert!(has(
+            &s,
+            &Action::Kill {
+                signal: Signal::SIGTERM,
+                group: true
+            }
+        ));
+        assert_eq!(deadline(&s.machine.state, &p), Some(at(15_000)));
+        let ctx = |ms| Ctx {
+            now: at(ms),
+            name: "web",
+            policy: &p,
+            shutting_down: false,
+        };
+        // A timer before the deadline does nothing.
+        let early = step(&s.machine, Event::Timer, &ctx(14_999)).expect("timer");
+        assert!(early.actions.is_empty());
+        let late = step(&s.machine, Event::Timer, &ctx(15_000)).expect("timer");
+        assert!(has(
+            &late,
+            &Action::Kill {
+                signal: Signal::SIGKILL,
+                group: true
+            }
+        ));
+        assert_eq!(
+            deadline(&late.machine.state, &p),
+            None,
+            "SIGKILL is sent once"
+        );
+        let done = step(
+            &late.machine,
+            Event::Exited {
+                pid: 7,
+                status: ExitStatus::Signal {
+                    signal: 9,
+                    core_dumped: false,
+                },
+            },
+            &ctx(15_001),
+        )
+        .expect("exit");
+        assert_eq!(done.machine.state, State::Stopped);
+        assert_eq!(
+            logs(&done),
+            vec!["stopped: web (terminated by SIGKILL)".to_string()]
+        );
+    }
+
+    #[test]
+    fn refusals() {
+        let p = policy();
+        assert_eq!(
+            run(running(), Event::Start, 0, &p),
+            Err(Refusal::AlreadyStarted)
+        );
+        assert_eq!(
+            run(STARTING(0), Event::Start, 0, &p),
+            Err(Refusal::AlreadyStarted)
+        );
+        assert_eq!(
+            run(
+                State::Backoff {
+                    attempt: 1,
+                    retry_at: at(0)
+                },
+                Event::Start,
+                0,
+                &p
+            ),
+            Err(Refusal::AlreadyStarted)
+        );
+        assert_eq!(run(stopping(), Event::Start, 0, &p), Err(Refusal::Stopping));
+        assert_eq!(
+            run(State::Unknown { pid: 7 }, Event::Start, 0, &p),
+            Err(Refusal::Unknown)
+        );
+        for s in [State::Stopped, State::Exited, State::Fatal] {
+            assert_eq!(run(s.clone(), Event::Stop, 0, &p), Err(Refusal::NotRunning));
+            assert_eq!(
+                run(s, Event::Signal(Signal::SIGHUP), 0, &p),
+                Err(Refusal::NotRunning)
+            );
+        }
+        assert!(
+            run(stopping(), Event::Stop, 0, &p).is_ok(),
+            "a second stop waits for the first"
+        );
+    }
+
+    #[test]
+    fn stale_exits_are_ignored() {
+        let p = policy();
+        let s = run(
+            running(),
+            Event::Exited {
+                pid: 8,
+                status: ExitStatus::Code(0),
+            },
+            5000,
+            &p,
+        )
+        .expect("ok");
+        assert_eq!(s.machine.state, running());
+        assert!(s.actions.is_empty());
+    }
+
+    #[test]
+    fn supervisord_log_lines() {
+        let p = policy();
+        let s = run(State::Stopped, Event::Spawned { pid: 20535 }, 0, &p).expect("spawn");
+        assert_eq!(logs(&s), vec!["spawned: 'web' with pid 20535"]);
+        let s = step(
+            &s.machine,
+            Event::Timer,
+            &Ctx {
+                now: at(1000),
+                name: "web",
+                policy: &p,
+                shutting_down: false,
+            },
+        )
+        .expect("timer");
+        assert_eq!(
+            logs(&s),
+            vec!["success: web entered RUNNING state, process has stayed up for > than 1 seconds (startsecs)"]
+        );
+        let s = run(STARTING(3), exit(1), 10, &p).expect("exit");
+        assert_eq!(
+            logs(&s),
+            vec![
+                "exited: web (exit status 1; not expected)",
+                "gave up: web entered FATAL state, too many start retries too quickly"
+            ]
+        );
+    }
+
+    #[test]
+    fn startsecs_zero_is_running_at_once() {
+        let p = Policy {
+            startsecs: Duration::ZERO,
+            ..policy()
+        };
+        let s = run(State::Stopped, Event::Spawned { pid: 7 }, 0, &p).expect("spawn");
+        assert_eq!(
+            transitions(&s),
+            vec![
+                (Kind::Stopped, Kind::Starting),
+                (Kind::Starting, Kind::Running)
+            ]
+        );
+        // And an immediate exit is then an exit from RUNNING, as in supervisord.
+        let s = step(
+            &s.machine,
+            exit(0),
+            &Ctx {
+                now: at(0),
+                name: "web",
+                policy: &p,
+                shutting_down: false,
+            },
+        )
+        .expect("exit");
+        assert_eq!(s.machine.state, State::Exited);
+    }
+}

@@ -1,0 +1,162 @@
+//! Binding the addresses minderd serves on.
+//!
+//! A unix socket is bound under a temporary name, given its mode, then renamed into place, so
+//! it is never reachable with the wrong permissions (supervisord does the same). An existing
+//! socket is probed: one nobody answers on is stale and replaced; a live one means another
+//! daemon is running, which is an error; anything that is not a socket is never touched.
+
+use std::io;
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use minder::address::{default_socket, Address};
+use tokio::net::{TcpListener, UnixListener};
+
+/// A bound listener, ready to serve.
+#[derive(Debug)]
+pub enum Listener {
+    Unix {
+        listener: UnixListener,
+        socket: SocketFile,
+    },
+    Tcp {
+        listener: TcpListener,
+        address: Address,
+    },
+}
+
+impl Listener {
+    /// The address clients reach this listener at.
+    pub fn address(&self) -> Address {
+        match self {
+            Listener::Unix { socket, .. } => Address::Unix(socket.path.clone()),
+            Listener::Tcp { address, .. } => address.clone(),
+        }
+    }
+}
+
+/// A socket file minderd created; removed again when dropped, if it is still the same file.
+#[derive(Debug)]
+pub struct SocketFile {
+    path: PathBuf,
+    dev_ino: (u64, u64),
+}
+
+impl Drop for SocketFile {
+    fn drop(&mut self) {
+        if let Ok(meta) = std::fs::symlink_metadata(&self.path) {
+            if (meta.dev(), meta.ino()) == self.dev_ino {
+                let _ = std::fs::remove_file(&self.path);
+            }
+        }
+    }
+}
+
+/// Why an address could not be bound; the message says what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum BindError {
+    #[error("another minderd is already listening at {0} (stop it first, or choose another socket with --listen)")]
+    InUse(Address),
+    #[error("{0} exists and is not a socket; minderd will not replace it (remove it, or choose another path)")]
+    NotASocket(PathBuf),
+    #[error("cannot listen at {address}: {source}")]
+    Io { address: Address, source: io::Error },
+}
+
+/// Binds every address (the default socket when there are none). Unix sockets get `mode`.
+pub async fn bind_all(addresses: &[Address], mode: u32) -> Result<Vec<Listener>, BindError> {
+    let defaults = [Address::Unix(default_socket())];
+    let addresses = if addresses.is_empty() {
+        &defaults[..]
+    } else {
+        addresses
+    };
+    let mut out = Vec::new();
+    for a in addresses {
+        out.push(bind(a, mode).await?);
+    }
+    Ok(out)
+}
+
+pub async fn bind(address: &Address, mode: u32) -> Result<Listener, BindError> {
+    let io_err = |source| BindError::Io {
+        address: address.clone(),
+        source,
+    };
+    match address {
+        Address::Tcp(hostport) => {
+            let listener = TcpListener::bind(hostport.as_str()).await.map_err(io_err)?;
+            // Report the real port when bound to port 0.
+            let local = listener.local_addr().map_err(io_err)?;
+            let address = match hostport.rsplit_once(':') {
+                Some((host, "0")) => Address::Tcp(format!("{host}:{}", local.port())),
+                _ => address.clone(),
+            };
+            Ok(Listener::Tcp { listener, address })
+        }
+        Address::Unix(path) => bind_unix(path, mode).map_err(|e| match e {
+            UnixBind::InUse => BindError::InUse(address.clone()),
+            UnixBind::NotASocket => BindError::NotASocket(path.clone()),
+            UnixBind::Io(e) => io_err(e),
+        }),
+    }
+}
+
+enum UnixBind {
+    InUse,
+    NotASocket,
+    Io(io::Error),
+}
+
+impl From<io::Error> for UnixBind {
+    fn from(e: io::Error) -> Self {
+        UnixBind::Io(e)
+    }
+}
+
+fn bind_unix(path: &Path, mode: u32) -> Result<Listener, UnixBind> {
+    if let Some(dir) = path.parent() {
+        if !dir.exists() && path == default_socket() {
+            // The per-user default directory under /tmp: create it private.
+            std::fs::create_dir_all(dir)?;
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+        }
+    }
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_socket() => {
+            match std::os::unix::net::UnixStream::connect(path) {
+                Ok(_) => return Err(UnixBind::InUse),
+                Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
+                    std::fs::remove_file(path)?
+                }
+                Err(e) => return Err(UnixBind::Io(e)),
+            }
+        }
+        Ok(_) => return Err(UnixBind::NotASocket),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(UnixBind::Io(e)),
+    }
+    let file_name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = path.with_file_name(format!(".{file_name}.{}.tmp", std::process::id()));
+    let _ = std::fs::remove_file(&tmp);
+    let std_listener = std::os::unix::net::UnixListener::bind(&tmp)?;
+    let placed = std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode))
+        .and_then(|()| std::fs::rename(&tmp, path));
+    if let Err(e) = placed {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e.into());
+    }
+    let meta = std::fs::symlink_metadata(path)?;
+    std_listener.set_nonblocking(true)?;
+    let listener = UnixListener::from_std(std_listener)?;
+    Ok(Listener::Unix {
+        listener,
+        socket: SocketFile {
+            path: path.to_path_buf(),
+            dev_ino: (meta.dev(), meta.ino()),
+        },
+    })
+}

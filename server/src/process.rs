@@ -1,0 +1,592 @@
+//! One task per process owns its state: the lifecycle [`Machine`], the child, its timers.
+//!
+//! Everyone else holds a [`ProcessHandle`]: requests go to the task as [`Command`]s with a
+//! `oneshot` reply, and the current state is read from a `watch` channel the task publishes
+//! after every change — so reading status never waits on a busy process, and nothing but the
+//! task ever changes its state.
+
+use std::collections::VecDeque;
+use std::os::fd::OwnedFd;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use minder::config::ProcessConfig;
+use minder::signal::Signal;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::Instant;
+
+use crate::capture;
+use crate::lifecycle::{
+    self, Action, Ctx, Event, Exit, ExitStatus, Kind, Level, Machine, Policy, Refusal,
+};
+use crate::reaper::Reaper;
+use crate::spawn::{self, BaseEnv, SpawnError};
+
+/// Why a request about a process failed; each maps to one supervisord fault.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Fault {
+    /// No such process or group; says which, and suggests the right spelling when it can.
+    #[error("{0}")]
+    BadName(String),
+    #[error("{0}")]
+    NoFile(String),
+    #[error("{0}")]
+    NotExecutable(String),
+    #[error("{0}")]
+    Failed(String),
+    #[error("exited before it was running")]
+    AbnormalTermination,
+    #[error("{0}")]
+    SpawnError(String),
+    #[error("already started")]
+    AlreadyStarted,
+    #[error("not running")]
+    NotRunning,
+    #[error("minderd is shutting down")]
+    ShuttingDown,
+}
+
+/// What the process tasks share with the daemon.
+#[derive(Debug)]
+pub struct Shared {
+    pub reaper: Arc<Reaper>,
+    pub base_env: BaseEnv,
+    shutting_down: AtomicBool,
+}
+
+impl Shared {
+    pub fn new(reaper: Arc<Reaper>, base_env: BaseEnv) -> Self {
+        Shared {
+            reaper,
+            base_env,
+            shutting_down: AtomicBool::new(false),
+        }
+    }
+
+    pub fn shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::SeqCst)
+    }
+
+    /// From now on nothing is started or restarted on its own. Returns false if it already was.
+    pub fn begin_shutdown(&self) -> bool {
+        !self.shutting_down.swap(true, Ordering::SeqCst)
+    }
+}
+
+/// Where a process's output goes, resolved once (AUTO becomes a real path).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogPaths {
+    pub stdout: Option<PathBuf>,
+    pub stderr: Option<PathBuf>,
+}
+
+/// A process as everyone but its task sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Snapshot {
+    pub state: Kind,
+    pub pid: Option<u32>,
+    /// When it was last spawned, and since when (monotonic) for uptime.
+    pub start: Option<SystemTime>,
+    pub up_since: Option<Instant>,
+    /// When it last exited.
+    pub stop: Option<SystemTime>,
+    pub last_exit: Option<Exit>,
+    pub spawn_error: Option<String>,
+    pub spawn_count: u32,
+}
+
+impl Snapshot {
+    fn new() -> Self {
+        Snapshot {
+            state: Kind::Stopped,
+            pid: None,
+            start: None,
+            up_since: None,
+            stop: None,
+            last_exit: None,
+            spawn_error: None,
+            spawn_count: 0,
+        }
+    }
+
+    /// How long it has been up, while it has a child.
+    pub fn uptime(&self) -> Option<Duration> {
+        match self.state {
+            Kind::Starting | Kind::Running | Kind::Stopping => self.up_since.map(|t| t.elapsed()),
+            _ => None,
+        }
+    }
+
+    /// The description supervisorctl prints (rpcinterface's `_interpretProcessInfo`).
+    pub fn description(&self, name: &str) -> String {
+        match self.state {
+            Kind::Running => {
+                let up = self.uptime().unwrap_or_default().as_secs();
+                format!(
+                    "pid {}, uptime {}",
+                    self.pid.unwrap_or(0),
+                    python_timedelta(up)
+                )
+            }
+            Kind::Backoff | Kind::Fatal => match &self.spawn_error {
+                Some(e) if !e.is_empty() => e.clone(),
+                _ => format!("unknown error (try \"tail {name}\")"),
+            },
+            Kind::Stopped | Kind::Exited => match self.stop.or(self.start) {
+                Some(t) if self.start.is_some() => chrono::DateTime::<chrono::Local>::from(t)
+                    .format("%b %d %I:%M %p")
+                    .to_string(),
+                _ => "Not started".to_string(),
+            },
+            _ => String::new(),
+        }
+    }
+}
+
+/// Python's `str(timedelta(seconds=n))`: "0:01:02", "1 day, 2:03:04", "3 days, 0:00:00".
+pub fn python_timedelta(secs: u64) -> String {
+    let (days, rest) = (secs / 86_400, secs % 86_400);
+    let hms = format!("{}:{:02}:{:02}", rest / 3600, rest % 3600 / 60, rest % 60);
+    match days {
+        0 => hms,
+        1 => format!("1 day, {hms}"),
+        d => format!("{d} days, {hms}"),
+    }
+}
+
+/// Requests to a process's task.
+#[derive(Debug)]
+enum Command {
+    Start {
+        /// A request from a client (refused with NO_FILE/NOT_EXECUTABLE before anything
+        /// changes) rather than autostart (whose spawn errors go through BACKOFF to FATAL).
+        explicit: bool,
+        /// Answered once the spawn has been tried.
+        spawned: oneshot::Sender<Result<(), Fault>>,
+        /// Answered once it is RUNNING or has failed to get there.
+        settled: Option<oneshot::Sender<Result<(), Fault>>>,
+    },
+    Stop {
+        wait: bool,
+        reply: oneshot::Sender<Result<(), Fault>>,
+    },
+    Signal {
+        signal: Signal,
+        reply: oneshot::Sender<Result<(), Fault>>,
+    },
+}
+
+/// A handle on a process's task: cheap to clone, never blocks on the task to read state.
+#[derive(Debug, Clone)]
+pub struct ProcessHandle {
+    pub config: Arc<ProcessConfig>,
+    pub logs: Arc<LogPaths>,
+    tx: mpsc::Sender<Command>,
+    snapshot: watch::Receiver<Snapshot>,
+}
+
+/// A start that has spawned and may still be on its way to RUNNING.
+#[derive(Debug)]
+pub struct Started(Option<oneshot::Receiver<Result<(), Fault>>>);
+
+impl Started {
+    /// Waits until the process is RUNNING or has failed (immediately if not waiting).
+    pub async fn settled(self) -> Result<(), Fault> {
+        match self.0 {
+            Some(rx) => rx.await.unwrap_or(Err(gone())),
+            None => Ok(()),
+        }
+    }
+}
+
+fn gone() -> Fault {
+    Fault::Failed("the process was removed".into())
+}
+
+impl ProcessHandle {
+    /// Starts the task that owns the process. It runs until every handle is dropped and the
+    /// process has no child.
+    pub fn spawn(config: ProcessConfig, logs: LogPaths, shared: Arc<Shared>) -> ProcessHandle {
+        let config = Arc::new(config);
+        let logs = Arc::new(logs);
+        let (tx, rx) = mpsc::channel(64);
+        let (snap_tx, snapshot) = watch::channel(Snapshot::new());
+        let actor = Actor {
+            policy: policy(&config),
+            config: Arc::clone(&config),
+            logs: Arc::clone(&logs),
+            machine: Machine::new(),
+            shared,
+            child: None,
+            stdin: None,
+            snapshot: snap_tx,
+            start_wall: None,
+            up_since: None,
+            stop_wall: None,
+            spawn_count: 0,
+            start_waiters: Vec::new(),
+            stop_waiters: Vec::new(),
+        };
+        tokio::spawn(actor.run(rx));
+        ProcessHandle {
+            config,
+            logs,
+            tx,
+            snapshot,
+        }
+    }
+
+    pub fn snapshot(&self) -> Snapshot {
+        self.snapshot.borrow().clone()
+    }
+
+    /// Starts the process as a client asked; answers once the spawn was tried. With `wait`,
+    /// the returned [`Started`] settles when it is RUNNING or has failed.
+    pub async fn start(&self, wait: bool) -> Result<Started, Fault> {
+        self.start_as(true, wait).await
+    }
+
+    /// Starts the process because it is configured to autostart.
+    pub async fn autostart(&self) -> Result<Started, Fault> {
+        self.start_as(false, false).await
+    }
+
+    async fn start_as(&self, explicit: bool, wait: bool) -> Result<Started, Fault> {
+        let (spawned, spawned_rx) = oneshot::channel();
+        let (settled, settled_rx) = if wait {
+            let (tx, rx) = oneshot::channel();
+            (Some(tx), Some(rx))
+        } else {
+            (None, None)
+        };
+        self.tx
+            .send(Command::Start {
+                explicit,
+                spawned,
+                settled,
+            })
+            .await
+            .map_err(|_| gone())?;
+        spawned_rx.await.unwrap_or(Err(gone()))?;
+        Ok(Started(settled_rx))
+    }
+
+    /// Stops the process; with `wait`, answers once it has stopped.
+    pub async fn stop(&self, wait: bool) -> Result<(), Fault> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Command::Stop { wait, reply })
+            .await
+            .map_err(|_| gone())?;
+        rx.await.unwrap_or(Err(gone()))
+    }
+
+    /// Sends a signal without changing the process's state.
+    pub async fn signal(&self, signal: Signal) -> Result<(), Fault> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Command::Signal { signal, reply })
+            .await
+            .map_err(|_| gone())?;
+        rx.await.unwrap_or(Err(gone()))
+    }
+}
+
+fn policy(c: &ProcessConfig) -> Policy {
+    Policy {
+        startsecs: c.startsecs,
+        startretries: c.startretries,
+        autorestart: c.autorestart,
+        exitcodes: c.exitcodes.clone(),
+        stopsignal: c.stopsignal,
+        stopwaitsecs: c.stopwaitsecs,
+        stopasgroup: c.stopasgroup,
+        killasgroup: c.killasgroup,
+    }
+}
+
+fn refusal_fault(r: Refusal) -> Fault {
+    match r {
+        Refusal::AlreadyStarted => Fault::AlreadyStarted,
+        Refusal::NotRunning => Fault::NotRunning,
+        Refusal::Stopping => Fault::Failed("it is stopping; start it once it has stopped".into()),
+        Refusal::Unknown => Fault::Failed("it is in an unknown state".into()),
+    }
+}
+
+/// The task that owns one process.
+struct Actor {
+    config: Arc<ProcessConfig>,
+    logs: Arc<LogPaths>,
+    policy: Policy,
+    machine: Machine,
+    shared: Arc<Shared>,
+    /// The current child's pid and where its exit will arrive.
+    child: Option<(u32, oneshot::Receiver<ExitStatus>)>,
+    /// The write end of the current child's stdin (closed when the child is gone).
+    stdin: Option<OwnedFd>,
+    snapshot: watch::Sender<Snapshot>,
+    start_wall: Option<SystemTime>,
+    up_since: Option<Instant>,
+    stop_wall: Option<SystemTime>,
+    spawn_count: u32,
+    start_waiters: Vec<oneshot::Sender<Result<(), Fault>>>,
+    stop_waiters: Vec<oneshot::Sender<Result<(), Fault>>>,
+}
+
+impl Actor {
+    async fn run(mut self, mut rx: mpsc::Receiver<Command>) {
+        let mut handles_gone = false;
+        loop {
+            if handles_gone && self.machine.state.pid().is_none() {
+                break;
+            }
+            let deadline = lifecycle::deadline(&self.machine.state, &self.policy);
+            tokio::select! {
+                cmd = rx.recv(), if !handles_gone => match cmd {
+                    Some(cmd) => self.command(cmd).await,
+                    None => handles_gone = true,
+                },
+                status = async { self.child.as_mut().map(|(_, rx)| rx).expect("guarded by the condition").await },
+                    if self.child.is_some() =>
+                {
+                    let (pid, _) = self.child.take().expect("guarded by the condition");
+                    match status {
+                        Ok(status) => {
+                            self.stop_wall = Some(SystemTime::now());
+                            self.stdin = None;
+                            let _ = self.feed(Event::Exited { pid, status }).await;
+                        }
+                        // The reaper never drops a registration without answering it.
+                        Err(_) => tracing::error!("lost track of {} (pid {pid})", self.config.name),
+                    }
+                }
+                () = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
+                    let _ = self.feed(Event::Timer).await;
+                }
+            }
+        }
+    }
+
+    async fn command(&mut self, cmd: Command) {
+        match cmd {
+            Command::Start {
+                explicit,
+                spawned,
+                settled,
+            } => {
+                // As supervisord's startProcess: a command that cannot run is refused before
+                // anything changes.
+                if explicit {
+                    if let Err(e) = spawn::resolve_executable(&self.config, &self.shared.base_env) {
+                        let fault = match e {
+                            SpawnError::NoFile(m) => Fault::NoFile(m),
+                            SpawnError::NotExecutable(m) => Fault::NotExecutable(m),
+                            SpawnError::Other(m) => Fault::Failed(m),
+                        };
+                        let _ = spawned.send(Err(fault));
+                        return;
+                    }
+                }
+                if let Err(r) = self.feed(Event::Start).await {
+                    let _ = spawned.send(Err(refusal_fault(r)));
+                    return;
+                }
+                match self.machine.state.kind() {
+                    Kind::Starting | Kind::Running => {
+                        let _ = spawned.send(Ok(()));
+                        if let Some(s) = settled {
+                            self.start_waiters.push(s);
+                            self.settle();
+                        }
+                    }
+                    _ => {
+                        let why = self.machine.spawn_error.clone().unwrap_or_default();
+                        let _ = spawned.send(Err(Fault::SpawnError(why)));
+                    }
+                }
+            }
+            Command::Stop { wait, reply } => match self.feed(Event::Stop).await {
+                Err(r) => drop(reply.send(Err(refusal_fault(r)))),
+                Ok(()) if !wait => drop(reply.send(Ok(()))),
+                Ok(()) => {
+                    self.stop_waiters.push(reply);
+                    self.settle();
+                }
+            },
+            Command::Signal { signal, reply } => {
+                let result = match self.feed(Event::Signal(signal)).await {
+                    Err(r) => Err(refusal_fault(r)),
+                    Ok(()) if self.machine.state.kind() == Kind::Unknown => Err(Fault::Failed(
+                        format!("could not signal {}", self.config.name),
+                    )),
+                    Ok(()) => Ok(()),
+                };
+                let _ = reply.send(result);
+            }
+        }
+    }
+
+    /// Runs `event` through the machine, carries out the actions (feeding back what they
+    /// cause), then answers waiters and publishes the new state. Only the first event can be
+    /// refused.
+    async fn feed(&mut self, event: Event) -> Result<(), Refusal> {
+        let mut queue = VecDeque::from([event]);
+        let mut first = true;
+        while let Some(ev) = queue.pop_front() {
+            let ctx = Ctx {
+                now: Instant::now(),
+                name: &self.config.name,
+                policy: &self.policy,
+                shutting_down: self.shared.shutting_down(),
+            };
+            let step = match lifecycle::step(&self.machine, ev, &ctx) {
+                Ok(step) => step,
+                Err(r) if first => return Err(r),
+                Err(_) => continue,
+            };
+            first = false;
+            let now = ctx.now;
+            self.machine = step.machine;
+            for action in step.actions {
+                match action {
+                    Action::Spawn => {
+                        let ev = self.spawn().await;
+                        queue.push_back(ev);
+                    }
+                    Action::Kill { signal, group } => {
+                        if let Some(ev) = self.kill(signal, group) {
+                            queue.push_back(ev);
+                        }
+                    }
+                    Action::Transition { from: _, to } => {
+                        if to == Kind::Starting {
+                            self.start_wall = Some(SystemTime::now());
+                            self.up_since = Some(now);
+                        }
+                    }
+                    Action::Log { level, message } => match level {
+                        Level::Debug => tracing::debug!("{message}"),
+                        Level::Info => tracing::info!("{message}"),
+                        Level::Warn => tracing::warn!("{message}"),
+                    },
+                }
+            }
+        }
+        self.settle();
+        self.publish();
+        Ok(())
+    }
+
+    /// Answers start and stop waiters whose outcome is now known (supervisord's `onwait`).
+    fn settle(&mut self) {
+        let kind = self.machine.state.kind();
+        let outcome = match kind {
+            Kind::Starting => None,
+            Kind::Running => Some(Ok(())),
+            Kind::Backoff | Kind::Fatal if self.machine.spawn_error.is_some() => Some(Err(
+                Fault::SpawnError(self.machine.spawn_error.clone().unwrap_or_default()),
+            )),
+            _ => Some(Err(Fault::AbnormalTermination)),
+        };
+        if let Some(outcome) = outcome {
+            for w in self.start_waiters.drain(..) {
+                let _ = w.send(outcome.clone());
+            }
+        }
+        if kind.is_stopped() {
+            for w in self.stop_waiters.drain(..) {
+                let _ = w.send(Ok(()));
+            }
+        }
+    }
+
+    fn publish(&self) {
+        self.snapshot.send_replace(Snapshot {
+            state: self.machine.state.kind(),
+            pid: self.machine.state.pid(),
+            start: self.start_wall,
+            up_since: self.up_since,
+            stop: self.stop_wall,
+            last_exit: self.machine.last_exit,
+            spawn_error: self.machine.spawn_error.clone(),
+            spawn_count: self.spawn_count,
+        });
+    }
+
+    /// Opens the logs, spawns the child and starts capturing its output.
+    async fn spawn(&mut self) -> Event {
+        let name = &self.config.name;
+        let open = |path: &Option<PathBuf>| -> Result<Option<(std::fs::File, PathBuf)>, String> {
+            match path {
+                Some(p) => capture::open_log(p)
+                    .map(|f| Some((f, p.clone())))
+                    .map_err(|e| format!("cannot open the log file {}: {e}", p.display())),
+                None => Ok(None),
+            }
+        };
+        let (stdout_log, stderr_log) = match (open(&self.logs.stdout), open(&self.logs.stderr)) {
+            (Ok(o), Ok(e)) => (o, e),
+            (Err(reason), _) | (_, Err(reason)) => return Event::SpawnFailed { reason },
+        };
+        match spawn::spawn(
+            &self.config,
+            &self.logs,
+            &self.shared.base_env,
+            &self.shared.reaper,
+        )
+        .await
+        {
+            Ok(child) => {
+                if let (Some(pipe), Some((file, path))) = (child.stdout, stdout_log) {
+                    capture::spawn(pipe, file, path, name.clone());
+                }
+                if let (Some(pipe), Some((file, path))) = (child.stderr, stderr_log) {
+                    capture::spawn(pipe, file, path, name.clone());
+                }
+                self.stdin = Some(child.stdin);
+                self.child = Some((child.pid, child.exit));
+                self.spawn_count += 1;
+                Event::Spawned { pid: child.pid }
+            }
+            Err(e) => Event::SpawnFailed {
+                reason: e.to_string(),
+            },
+        }
+    }
+
+    /// Signals the child (or its process group). "No such process" is not a failure: the
+    /// exit is on its way through the reaper.
+    fn kill(&self, signal: Signal, group: bool) -> Option<Event> {
+        let pid = self.machine.state.pid()?;
+        let target = nix::unistd::Pid::from_raw(if group { -(pid as i32) } else { pid as i32 });
+        match nix::sys::signal::kill(target, signal) {
+            Ok(()) => None,
+            Err(nix::errno::Errno::ESRCH) => {
+                tracing::debug!(
+                    "unable to signal {} (pid {pid}), it probably just exited on its own",
+                    self.config.name
+                );
+                None
+            }
+            Err(e) => Some(Event::SignalFailed {
+                reason: spawn::errno_text(e),
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timedelta_like_python() {
+        assert_eq!(python_timedelta(0), "0:00:00");
+        assert_eq!(python_timedelta(62), "0:01:02");
+        assert_eq!(python_timedelta(3600 * 25 + 1), "1 day, 1:00:01");
+        assert_eq!(python_timedelta(86_400 * 3), "3 days, 0:00:00");
+    }
+}

@@ -1,0 +1,562 @@
+//! Starting a child exactly as supervisord sets one up, and knowing why when it cannot start.
+//!
+//! Everything that can fail is tried in the parent first (finding the executable, the user,
+//! opening pipes), so the reason is clear. What can only fail in the child (setuid, chdir,
+//! exec) is reported back through a close-on-exec pipe as a stage and an errno: the caller
+//! gets "couldn't chdir to /srv/app: ENOENT (No such file or directory)" instead of a
+//! mysterious exit 127.
+
+use std::collections::BTreeMap;
+use std::ffi::{CString, OsStr, OsString};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use minder::config::ProcessConfig;
+use nix::errno::Errno;
+use tokio::io::AsyncReadExt;
+use tokio::sync::oneshot;
+
+use crate::lifecycle::ExitStatus;
+use crate::process::LogPaths;
+use crate::reaper::Reaper;
+
+/// Why a spawn could not happen.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SpawnError {
+    /// The command's executable does not exist (supervisord's NO_FILE).
+    #[error("{0}")]
+    NoFile(String),
+    /// It exists but cannot be executed (supervisord's NOT_EXECUTABLE).
+    #[error("{0}")]
+    NotExecutable(String),
+    /// Anything else: the user, pipes, fork, or a failure in the child before exec.
+    #[error("{0}")]
+    Other(String),
+}
+
+/// What every child's environment starts from: the daemon's environment when it started, and
+/// the address children can reach the daemon at.
+#[derive(Debug, Clone)]
+pub struct BaseEnv {
+    pub vars: BTreeMap<OsString, OsString>,
+    /// `unix:///…` or `tcp://…`; exported as SUPERVISOR_SERVER_URL and MINDER_SERVER.
+    pub server_url: Option<String>,
+}
+
+impl BaseEnv {
+    pub fn from_process(server_url: Option<String>) -> Self {
+        BaseEnv {
+            vars: std::env::vars_os().collect(),
+            server_url,
+        }
+    }
+}
+
+/// A started child: its pid, where its exit will be reported, and the parent's pipe ends.
+#[derive(Debug)]
+pub struct Child {
+    pub pid: u32,
+    pub exit: oneshot::Receiver<ExitStatus>,
+    /// The write end of the child's stdin.
+    pub stdin: OwnedFd,
+    /// The read ends of its stdout and stderr, where they are captured (not NONE).
+    pub stdout: Option<OwnedFd>,
+    pub stderr: Option<OwnedFd>,
+}
+
+/// The credentials to switch to, resolved in the parent.
+#[derive(Debug, Clone)]
+struct Creds {
+    uid: libc::uid_t,
+    gid: libc::gid_t,
+    groups: Vec<libc::gid_t>,
+}
+
+/// The stage of the child's set-up that failed, sent back through the error pipe.
+#[derive(Debug, Clone, Copy)]
+#[repr(u8)]
+enum Stage {
+    Pgrp = 1,
+    Stdio = 2,
+    Groups = 3,
+    Setgid = 4,
+    Setuid = 5,
+    Chdir = 6,
+    Exec = 7,
+}
+
+/// Finds the executable as supervisord's `get_execv_args` does: a name with a `/` is used as
+/// it is; a bare name is looked up in the program's PATH, else the daemon's.
+pub fn resolve_executable(config: &ProcessConfig, base: &BaseEnv) -> Result<PathBuf, SpawnError> {
+    let program = &config.argv[0];
+    let found = if program.contains('/') {
+        let p = PathBuf::from(program);
+        std::fs::metadata(&p).ok().map(|m| (p, m))
+    } else {
+        let path = config
+            .environment
+            .get("PATH")
+            .map(OsString::from)
+            .or_else(|| base.vars.get(OsStr::new("PATH")).cloned())
+            .unwrap_or_else(|| "/bin:/usr/bin:/usr/local/bin".into());
+        std::env::split_paths(&path)
+            .map(|dir| dir.join(program))
+            .find_map(|p| std::fs::metadata(&p).ok().map(|m| (p, m)))
+    };
+    let Some((path, meta)) = found else {
+        return Err(SpawnError::NoFile(format!(
+            "can't find command '{program}'"
+        )));
+    };
+    let shown = path.display();
+    if meta.is_dir() {
+        return Err(SpawnError::NotExecutable(format!(
+            "command at '{shown}' is a directory"
+        )));
+    }
+    if meta.permissions().mode() & 0o111 == 0 {
+        return Err(SpawnError::NotExecutable(format!(
+            "command at '{shown}' is not executable"
+        )));
+    }
+    if nix::unistd::access(&path, nix::unistd::AccessFlags::X_OK).is_err() {
+        return Err(SpawnError::NotExecutable(format!(
+            "no permission to run command '{shown}'"
+        )));
+    }
+    Ok(path)
+}
+
+/// Builds the child's environment: the daemon's, then SUPERVISOR_* and MINDER_*, then the
+/// user's HOME/USER/LOGNAME when switching user, then the program's own `environment`.
+fn environment(
+    config: &ProcessConfig,
+    base: &BaseEnv,
+    user: Option<&nix::unistd::User>,
+) -> Vec<CString> {
+    let mut env = base.vars.clone();
+    let mut set = |k: &str, v: &OsStr| {
+        env.insert(k.into(), v.to_os_string());
+    };
+    set("SUPERVISOR_ENABLED", "1".as_ref());
+    set("SUPERVISOR_PROCESS_NAME", config.name.as_ref());
+    set("SUPERVISOR_GROUP_NAME", config.group.as_ref());
+    set("MINDER_PROCESS_NAME", config.name.as_ref());
+    set("MINDER_GROUP_NAME", config.group.as_ref());
+    if let Some(url) = &base.server_url {
+        set("SUPERVISOR_SERVER_URL", url.as_ref());
+        set("MINDER_SERVER", url.as_ref());
+    }
+    if let Some(u) = user {
+        set("HOME", u.dir.as_os_str());
+        set("USER", u.name.as_ref());
+        set("LOGNAME", u.name.as_ref());
+    }
+    for (k, v) in &config.environment {
+        set(k, v.as_ref());
+    }
+    env.into_iter()
+        .filter_map(|(k, v)| {
+            let mut kv = k.into_vec();
+            kv.push(b'=');
+            kv.extend(v.into_vec());
+            CString::new(kv).ok()
+        })
+        .collect()
+}
+
+fn cstring(s: impl AsRef<OsStr>, what: &str) -> Result<CString, SpawnError> {
+    CString::new(s.as_ref().as_bytes())
+        .map_err(|_| SpawnError::Other(format!("{what} contains a NUL byte")))
+}
+
+fn user_creds(name: &str) -> Result<(nix::unistd::User, Option<Creds>), SpawnError> {
+    let found = match name.parse::<u32>() {
+        Ok(uid) => nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid)),
+        Err(_) => nix::unistd::User::from_name(name),
+    };
+    let user = match found {
+        Ok(Some(u)) => u,
+        Ok(None) => return Err(SpawnError::Other(format!("Can't find username '{name}'"))),
+        Err(e) => {
+            return Err(SpawnError::Other(format!(
+                "cannot look up user '{name}': {e}"
+            )))
+        }
+    };
+    let me = nix::unistd::Uid::current();
+    if me == user.uid {
+        // Already that user: nothing to switch, as in supervisord.
+        return Ok((user, None));
+    }
+    if !me.is_root() {
+        return Err(SpawnError::Other(format!(
+            "Can't drop privilege as nonroot user (minderd runs as uid {me}; user={name} needs root)"
+        )));
+    }
+    let groups = supplementary_groups(&user)?;
+    let creds = Creds {
+        uid: user.uid.as_raw(),
+        gid: user.gid.as_raw(),
+        groups,
+    };
+    Ok((user, Some(creds)))
+}
+
+#[cfg(not(target_vendor = "apple"))]
+fn supplementary_groups(user: &nix::unistd::User) -> Result<Vec<libc::gid_t>, SpawnError> {
+    let name = cstring(&user.name, "the user name")?;
+    let mut groups: Vec<libc::gid_t> = nix::unistd::getgrouplist(&name, user.gid)
+        .map_err(|e| {
+            SpawnError::Other(format!(
+                "cannot list the groups of user '{}': {e}",
+                user.name
+            ))
+        })?
+        .into_iter()
+        .map(|g| g.as_raw())
+        .collect();
+    // The primary group first, as supervisord does.
+    groups.retain(|g| *g != user.gid.as_raw());
+    groups.insert(0, user.gid.as_raw());
+    Ok(groups)
+}
+
+#[cfg(target_vendor = "apple")]
+fn supplementary_groups(user: &nix::unistd::User) -> Result<Vec<libc::gid_t>, SpawnError> {
+    Ok(vec![user.gid.as_raw()])
+}
+
+fn pipe() -> Result<(OwnedFd, OwnedFd), SpawnError> {
+    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| {
+        if e == Errno::EMFILE || e == Errno::ENFILE {
+            SpawnError::Other("too many open files to spawn".into())
+        } else {
+            SpawnError::Other(format!("cannot make a pipe: {}", errno_text(e)))
+        }
+    })
+}
+
+fn dev_null() -> Result<OwnedFd, SpawnError> {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/null")
+        .map(OwnedFd::from)
+        .map_err(|e| SpawnError::Other(format!("cannot open /dev/null: {e}")))
+}
+
+/// "ENOENT (No such file or directory)".
+pub fn errno_text(e: Errno) -> String {
+    format!("{e:?} ({})", e.desc())
+}
+
+/// Spawns the process described by `config`; its output is piped where `logs` has a file, and
+/// goes to /dev/null where it has none.
+pub async fn spawn(
+    config: &ProcessConfig,
+    logs: &LogPaths,
+    base: &BaseEnv,
+    reaper: &Reaper,
+) -> Result<Child, SpawnError> {
+    let path = resolve_executable(config, base)?;
+    let (user, creds) = match &config.user {
+        Some(name) => {
+            let (u, c) = user_creds(name)?;
+            (Some(u), c)
+        }
+        None => (None, None),
+    };
+    let c_path = cstring(&path, "the command")?;
+    let c_argv = config
+        .argv
+        .iter()
+        .map(|a| cstring(a, "the command"))
+        .collect::<Result<Vec<_>, _>>()?;
+    let c_env = environment(config, base, user.as_ref());
+    let c_dir = config
+        .directory
+        .as_ref()
+        .map(|d| cstring(d, "directory"))
+        .transpose()?;
+
+    // The parent's and the child's ends of stdin, stdout and stderr.
+    let (stdin_child, stdin_parent) = pipe()?;
+    let (stdout_parent, stdout_child) = match logs.stdout {
+        None => (None, dev_null()?),
+        Some(_) => {
+            let (r, w) = pipe()?;
+            (Some(r), w)
+        }
+    };
+    let (stderr_parent, stderr_child) = if config.redirect_stderr {
+        (None, None)
+    } else {
+        match logs.stderr {
+            None => (None, Some(dev_null()?)),
+            Some(_) => {
+                let (r, w) = pipe()?;
+                (Some(r), Some(w))
+            }
+        }
+    };
+    let stdio = [
+        stdin_child.as_raw_fd(),
+        stdout_child.as_raw_fd(),
+        stderr_child
+            .as_ref()
+            .map_or(stdout_child.as_raw_fd(), AsRawFd::as_raw_fd),
+    ];
+    let (err_r, err_w) = pipe()?;
+
+    let forked = fork_exec(
+        &c_path,
+        &c_argv,
+        &c_env,
+        c_dir.as_ref(),
+        config.umask,
+        creds.as_ref(),
+        stdio,
+        &err_w,
+        reaper,
+    );
+    let (pid, exit) = forked.map_err(|e| {
+        SpawnError::Other(if e == Errno::EAGAIN {
+            format!(
+                "Too many processes in process table to spawn '{}'",
+                config.name
+            )
+        } else {
+            format!(
+                "unknown error during fork for '{}': {}",
+                config.name,
+                errno_text(e)
+            )
+        })
+    })?;
+    drop((stdin_child, stdout_child, stderr_child, err_w));
+
+    // The error pipe closes on a successful exec, or carries the stage and errno of a failure.
+    let mut report = Vec::new();
+    let mut reader = tokio::net::unix::pipe::Receiver::from_owned_fd(err_r)
+        .map_err(|e| SpawnError::Other(format!("cannot read the spawn report: {e}")))?;
+    reader
+        .read_to_end(&mut report)
+        .await
+        .map_err(|e| SpawnError::Other(format!("cannot read the spawn report: {e}")))?;
+    if report.len() >= 5 {
+        let errno = Errno::from_raw(i32::from_ne_bytes([
+            report[1], report[2], report[3], report[4],
+        ]));
+        let what = match report[0] {
+            x if x == Stage::Pgrp as u8 => "couldn't set the process group".to_string(),
+            x if x == Stage::Stdio as u8 => "couldn't set up stdin, stdout and stderr".to_string(),
+            x if x == Stage::Groups as u8 => format!(
+                "couldn't set the groups of user {}",
+                config.user.as_deref().unwrap_or("?")
+            ),
+            x if x == Stage::Setgid as u8 || x == Stage::Setuid as u8 => {
+                format!(
+                    "couldn't setuid to {}",
+                    config.user.as_deref().unwrap_or("?")
+                )
+            }
+            x if x == Stage::Chdir as u8 => format!(
+                "couldn't chdir to {}",
+                config
+                    .directory
+                    .as_deref()
+                    .unwrap_or(Path::new("?"))
+                    .display()
+            ),
+            _ => format!("couldn't exec {}", path.display()),
+        };
+        // The child has exited 127; the reaper reaps it and nobody listens.
+        return Err(SpawnError::Other(format!("{what}: {}", errno_text(errno))));
+    }
+    Ok(Child {
+        pid: pid as u32,
+        exit,
+        stdin: stdin_parent,
+        stdout: stdout_parent,
+        stderr: stderr_parent,
+    })
+}
+
+/// Forks and execs. Everything the child touches is allocated here, before the fork; the raw
+/// pointers never outlive this (synchronous) call.
+#[allow(clippy::too_many_arguments)] // the pieces of one exec, kept apart so each is typed
+fn fork_exec(
+    path: &CString,
+    argv: &[CString],
+    env: &[CString],
+    dir: Option<&CString>,
+    umask: Option<u32>,
+    creds: Option<&Creds>,
+    stdio: [RawFd; 3],
+    err_w: &OwnedFd,
+    reaper: &Reaper,
+) -> Result<(i32, oneshot::Receiver<ExitStatus>), Errno> {
+    let argv_ptrs: Vec<*const libc::c_char> = argv
+        .iter()
+        .map(|a| a.as_ptr())
+        .chain(std::iter::once(std::ptr::null()))
+        .collect();
+    let env_ptrs: Vec<*const libc::c_char> = env
+        .iter()
+        .map(|a| a.as_ptr())
+        .chain(std::iter::once(std::ptr::null()))
+        .collect();
+    let plan = ChildPlan {
+        path: path.as_ptr(),
+        argv: argv_ptrs.as_ptr(),
+        envp: env_ptrs.as_ptr(),
+        dir: dir.map(|d| d.as_ptr()),
+        umask: umask.map(|m| m as libc::mode_t),
+        creds,
+        stdio,
+        err_w: err_w.as_raw_fd(),
+        max_fd: max_fd(),
+    };
+    // SAFETY: `exec_child` makes only async-signal-safe calls on memory allocated above, which
+    // stays alive in the child until exec replaces it.
+    unsafe { reaper.fork(|| -> std::convert::Infallible { exec_child(&plan) }) }
+}
+
+/// The highest descriptor to close in the child when close_range is not available.
+fn max_fd() -> libc::c_int {
+    // SAFETY: sysconf has no preconditions.
+    let n = unsafe { libc::sysconf(libc::_SC_OPEN_MAX) };
+    if n <= 0 {
+        1024
+    } else {
+        n.min(65_536) as libc::c_int
+    }
+}
+
+/// Raw pointers into memory the parent owns, for the child to use before exec.
+struct ChildPlan<'a> {
+    path: *const libc::c_char,
+    argv: *const *const libc::c_char,
+    envp: *const *const libc::c_char,
+    dir: Option<*const libc::c_char>,
+    umask: Option<libc::mode_t>,
+    creds: Option<&'a Creds>,
+    stdio: [RawFd; 3],
+    err_w: RawFd,
+    max_fd: libc::c_int,
+}
+
+/// The child side of the fork: set up as supervisord does, then exec. Only async-signal-safe
+/// calls; on failure, reports the stage and errno through `err_w` and exits 127.
+fn exec_child(p: &ChildPlan<'_>) -> ! {
+    let fail = |stage: Stage| -> ! {
+        let errno = Errno::last_raw().to_ne_bytes();
+        let msg = [stage as u8, errno[0], errno[1], errno[2], errno[3]];
+        // SAFETY: write and _exit are async-signal-safe; `msg` lives on this stack.
+        unsafe {
+            libc::write(p.err_w, msg.as_ptr().cast(), msg.len());
+            libc::_exit(127)
+        }
+    };
+    // SAFETY: every call below is async-signal-safe and uses only memory prepared by the parent.
+    unsafe {
+        // Signals: nothing blocked, nothing ignored (Rust ignores SIGPIPE; the child must not).
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
+        for sig in 1..32 {
+            if sig != libc::SIGKILL && sig != libc::SIGSTOP {
+                libc::signal(sig, libc::SIG_DFL);
+            }
+        }
+        // Its own process group, so signals to minderd's group (Ctrl-C) do not reach it.
+        if libc::setpgid(0, 0) != 0 {
+            fail(Stage::Pgrp);
+        }
+        for (target, &fd) in p.stdio.iter().enumerate() {
+            let target = target as RawFd;
+            let ok = if fd == target {
+                libc::fcntl(fd, libc::F_SETFD, 0) == 0
+            } else {
+                libc::dup2(fd, target) == target
+            };
+            if !ok {
+                fail(Stage::Stdio);
+            }
+        }
+        close_from_3_except(p.err_w, p.max_fd);
+        if let Some(c) = p.creds {
+            #[cfg(target_os = "linux")]
+            let n = c.groups.len();
+            #[cfg(not(target_os = "linux"))]
+            let n = c.groups.len() as libc::c_int;
+            if libc::setgroups(n, c.groups.as_ptr()) != 0 {
+                fail(Stage::Groups);
+            }
+            if libc::setgid(c.gid) != 0 {
+                fail(Stage::Setgid);
+            }
+            if libc::setuid(c.uid) != 0 {
+                fail(Stage::Setuid);
+            }
+        }
+        if let Some(dir) = p.dir {
+            if libc::chdir(dir) != 0 {
+                fail(Stage::Chdir);
+            }
+        }
+        if let Some(mask) = p.umask {
+            libc::umask(mask);
+        }
+        libc::execve(p.path, p.argv, p.envp);
+        fail(Stage::Exec)
+    }
+}
+
+/// Closes every descriptor from 3 up, except `keep` (the error pipe, closed by exec).
+///
+/// # Safety
+/// Async-signal-safe; for the child between fork and exec only.
+unsafe fn close_from_3_except(keep: RawFd, max_fd: libc::c_int) {
+    #[cfg(target_os = "linux")]
+    // SAFETY: close_range only closes descriptors.
+    unsafe {
+        let lo = libc::syscall(libc::SYS_close_range, 3u32, (keep - 1) as u32, 0u32);
+        let hi = libc::syscall(libc::SYS_close_range, (keep + 1) as u32, u32::MAX, 0u32);
+        if lo == 0 && hi == 0 {
+            return;
+        }
+    }
+    for fd in 3..max_fd {
+        if fd != keep {
+            // SAFETY: closing a descriptor that may not be open is harmless.
+            unsafe { libc::close(fd) };
+        }
+    }
+}
+
+/// Makes sure descriptors 0, 1 and 2 are open (on /dev/null if not), so no pipe minderd makes
+/// can land on them. Call once at start-up.
+pub fn ensure_std_fds() {
+    for fd in 0..3 {
+        // SAFETY: F_GETFD only queries the descriptor.
+        if unsafe { libc::fcntl(fd, libc::F_GETFD) } == -1 {
+            if let Ok(f) = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open("/dev/null")
+            {
+                let owned = OwnedFd::from(f);
+                if owned.as_raw_fd() != fd {
+                    // SAFETY: dup2 onto a closed standard descriptor; `owned` is closed after.
+                    unsafe { libc::dup2(owned.as_raw_fd(), fd) };
+                } else {
+                    // It landed on `fd` itself: keep it open for the life of the process.
+                    std::mem::forget(owned);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,566 @@
+//! The set of groups and processes one daemon supervises, and the operations on many of them
+//! at once: selection by name, start and stop in priority order, shutdown level by level.
+//!
+//! The registry is read far more than it changes; it sits behind a std `RwLock` held only to
+//! clone handles, never across an `.await`. Each process's state belongs to its own task
+//! ([`crate::process`]).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime};
+
+use futures_util::future::join_all;
+use minder::config::{Config, LogTarget, ProcessConfig};
+use minder::signal::Signal;
+use tokio::sync::{watch, Notify};
+
+use crate::lifecycle::Kind;
+use crate::process::{Fault, LogPaths, ProcessHandle, Shared};
+
+/// The state of the daemon as a whole.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DaemonState {
+    Running,
+    Shutdown,
+}
+
+/// What a request names, parsed as supervisorctl's `split_namespec` does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    All,
+    Group(String),
+    Process { group: String, name: String },
+}
+
+impl Target {
+    /// Parses a selector: `all`, `NAME`, `GROUP:*`, `GROUP:`, `GROUP:NAME`.
+    pub fn parse(s: &str) -> Result<Target, String> {
+        if s == "all" {
+            return Ok(Target::All);
+        }
+        if s.is_empty() {
+            return Err(
+                "an empty name selects nothing; use NAME, GROUP:*, GROUP:NAME or all".into(),
+            );
+        }
+        match s.split_once(':') {
+            Some((group, _)) if group.is_empty() => {
+                Err(format!("{s:?} has no group name before ':'"))
+            }
+            Some((_, rest)) if rest.contains(':') => Err(format!(
+                "{s:?} has more than one ':'; use GROUP:NAME or GROUP:*"
+            )),
+            Some((group, "" | "*")) => Ok(Target::Group(group.to_string())),
+            Some((group, name)) => Ok(Target::Process {
+                group: group.into(),
+                name: name.into(),
+            }),
+            None => Ok(Target::Process {
+                group: s.into(),
+                name: s.into(),
+            }),
+        }
+    }
+
+    /// Whether it names exactly one process (start then reports ALREADY_STARTED rather than
+    /// skipping a running process, as supervisord does).
+    fn is_single(&self) -> bool {
+        matches!(self, Target::Process { .. })
+    }
+}
+
+/// The outcome of an action on one process, or on a selector that named nothing.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// The process acted on; `None` when `selector` matched nothing.
+    pub process: Option<ProcessHandle>,
+    /// The selector as given, for outcomes of selectors that matched nothing.
+    pub selector: String,
+    /// What was done, in supervisorctl's words: "started", "stopped", "signalled".
+    pub done: &'static str,
+    pub result: Result<(), Fault>,
+}
+
+/// Why a whole request was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RequestError {
+    #[error("{0}")]
+    InvalidArgument(String),
+    #[error("no such process: {0}")]
+    NotFound(String),
+    #[error("minderd is shutting down")]
+    ShuttingDown,
+}
+
+/// Facts about the daemon that do not change while it runs.
+#[derive(Debug, Clone)]
+pub struct DaemonFacts {
+    pub pid: u32,
+    pub identifier: String,
+    pub config_path: PathBuf,
+    pub start_time: SystemTime,
+    pub hostname: String,
+}
+
+struct Group {
+    priority: i32,
+    processes: BTreeMap<String, ProcessHandle>,
+}
+
+#[derive(Default)]
+struct Registry {
+    groups: BTreeMap<String, Group>,
+}
+
+pub struct Supervisor {
+    shared: Arc<Shared>,
+    registry: RwLock<Registry>,
+    facts: DaemonFacts,
+    state: watch::Sender<DaemonState>,
+    shutdown_requested: Notify,
+}
+
+impl std::fmt::Debug for Supervisor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Supervisor")
+            .field("facts", &self.facts)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The order processes start in: group priority, process priority, then names.
+fn start_key(h: &ProcessHandle, group_priority: i32) -> (i32, i32, String, String) {
+    (
+        group_priority,
+        h.config.priority,
+        h.config.group.clone(),
+        h.config.name.clone(),
+    )
+}
+
+impl Supervisor {
+    /// Builds the registry for `config` and starts a task per process (none is spawned yet).
+    pub fn new(config: &Config, shared: Arc<Shared>) -> Arc<Supervisor> {
+        let facts = DaemonFacts {
+            pid: std::process::id(),
+            identifier: config.daemon.identifier.clone(),
+            config_path: config.path.clone(),
+            start_time: SystemTime::now(),
+            hostname: nix::unistd::gethostname()
+                .map(|h| h.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+        };
+        let mut registry = Registry::default();
+        for g in &config.groups {
+            let mut processes = BTreeMap::new();
+            for p in &g.processes {
+                let logs = log_paths(p, &config.daemon.childlogdir, &config.daemon.identifier);
+                processes.insert(
+                    p.name.clone(),
+                    ProcessHandle::spawn(p.clone(), logs, Arc::clone(&shared)),
+                );
+            }
+            registry.groups.insert(
+                g.name.clone(),
+                Group {
+                    priority: g.priority,
+                    processes,
+                },
+            );
+        }
+        Arc::new(Supervisor {
+            shared,
+            registry: RwLock::new(registry),
+            facts,
+            state: watch::channel(DaemonState::Running).0,
+            shutdown_requested: Notify::new(),
+        })
+    }
+
+    pub fn facts(&self) -> &DaemonFacts {
+        &self.facts
+    }
+
+    pub fn state(&self) -> DaemonState {
+        *self.state.borrow()
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Registry> {
+        // Writers never panic half-way through an update, so a poisoned lock is still sound.
+        self.registry.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Every process, in start order.
+    pub fn all(&self) -> Vec<ProcessHandle> {
+        let reg = self.read();
+        let mut all: Vec<_> = reg
+            .groups
+            .values()
+            .flat_map(|g| {
+                g.processes
+                    .values()
+                    .map(move |h| (start_key(h, g.priority), h.clone()))
+            })
+            .collect();
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        all.into_iter().map(|(_, h)| h).collect()
+    }
+
+    /// The processes a target names, in start order, or why it names none.
+    fn resolve(&self, target: &Target) -> Result<Vec<ProcessHandle>, String> {
+        let reg = self.read();
+        let in_order = |g: &Group| {
+            let mut v: Vec<_> = g.processes.values().cloned().collect();
+            v.sort_by_key(|h| start_key(h, g.priority));
+            v
+        };
+        match target {
+            Target::All => {
+                drop(reg);
+                Ok(self.all())
+            }
+            Target::Group(name) => reg
+                .groups
+                .get(name)
+                .map(in_order)
+                .ok_or_else(|| "no such group".to_string()),
+            Target::Process { group, name } => match reg.groups.get(group) {
+                Some(g) => g
+                    .processes
+                    .get(name)
+                    .map(|h| vec![h.clone()])
+                    .ok_or_else(|| {
+                        if group == name {
+                            format!("no such process (did you mean {group}:*?)")
+                        } else {
+                            "no such process".to_string()
+                        }
+                    }),
+                None => Err("no such process".to_string()),
+            },
+        }
+    }
+
+    /// Lists the processes `selectors` name (all when empty), sorted by group then name, and
+    /// the selectors that named nothing.
+    pub fn list(
+        &self,
+        selectors: &[String],
+    ) -> Result<(Vec<ProcessHandle>, Vec<String>), RequestError> {
+        let mut unmatched = Vec::new();
+        let mut found: BTreeMap<(String, String), ProcessHandle> = BTreeMap::new();
+        let targets = if selectors.is_empty() {
+            vec!["all".to_string()]
+        } else {
+            selectors.to_vec()
+        };
+        for s in &targets {
+            let target = Target::parse(s).map_err(RequestError::InvalidArgument)?;
+            match self.resolve(&target) {
+                Ok(hs) => {
+                    for h in hs {
+                        found.insert((h.config.group.clone(), h.config.name.clone()), h);
+                    }
+                }
+                Err(_) => unmatched.push(s.clone()),
+            }
+        }
+        Ok((found.into_values().collect(), unmatched))
+    }
+
+    /// One process by `NAME` or `GROUP:NAME`.
+    pub fn get(&self, name: &str) -> Result<ProcessHandle, RequestError> {
+        match Target::parse(name).map_err(RequestError::InvalidArgument)? {
+            t @ Target::Process { .. } => self
+                .resolve(&t)
+                .map(|mut v| v.remove(0))
+                .map_err(|_| RequestError::NotFound(name.to_string())),
+            _ => Err(RequestError::InvalidArgument(format!(
+                "{name:?} names several processes; use NAME or GROUP:NAME"
+            ))),
+        }
+    }
+
+    /// The processes selectors name, each once, in start order; `keep` decides which of a
+    /// group's (or all's) processes take part, as supervisord's predicates do. Selectors that
+    /// named nothing come back as BAD_NAME outcomes.
+    fn select(
+        &self,
+        selectors: &[String],
+        keep: impl Fn(Kind) -> bool,
+    ) -> Result<(Vec<(ProcessHandle, bool)>, Vec<Outcome>), RequestError> {
+        if selectors.is_empty() {
+            return Err(RequestError::InvalidArgument(
+                "name at least one process: NAME, GROUP:*, GROUP:NAME or all".into(),
+            ));
+        }
+        if self.shared.shutting_down() {
+            return Err(RequestError::ShuttingDown);
+        }
+        let targets = selectors
+            .iter()
+            .map(|s| Target::parse(s).map(|t| (s, t)))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(RequestError::InvalidArgument)?;
+        let mut seen = BTreeSet::new();
+        let mut chosen = Vec::new();
+        let mut bad = Vec::new();
+        for (s, target) in targets {
+            match self.resolve(&target) {
+                Ok(hs) => {
+                    for h in hs {
+                        let explicit = target.is_single();
+                        if (explicit || keep(h.snapshot().state))
+                            && seen.insert(h.config.full_name())
+                        {
+                            chosen.push((h, explicit));
+                        }
+                    }
+                }
+                Err(why) => bad.push(Outcome {
+                    process: None,
+                    selector: s.clone(),
+                    done: "",
+                    result: Err(Fault::BadName(why)),
+                }),
+            }
+        }
+        let prio = |h: &ProcessHandle| {
+            let reg = self.read();
+            reg.groups
+                .get(&h.config.group)
+                .map_or(h.config.priority, |g| g.priority)
+        };
+        let mut keyed: Vec<_> = chosen
+            .into_iter()
+            .map(|(h, e)| (start_key(&h, prio(&h)), h, e))
+            .collect();
+        keyed.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok((keyed.into_iter().map(|(_, h, e)| (h, e)).collect(), bad))
+    }
+
+    /// Starts what `selectors` name, spawning in priority order, then (with `wait`) waiting for
+    /// each to be RUNNING or to fail.
+    pub async fn start(
+        &self,
+        selectors: &[String],
+        wait: bool,
+    ) -> Result<Vec<Outcome>, RequestError> {
+        let (chosen, mut outcomes) = self.select(selectors, |k| !k.is_running())?;
+        let mut pending = Vec::new();
+        for (h, _) in chosen {
+            // Spawns happen one after another, lowest priority number first.
+            let r = h.start(wait).await;
+            pending.push((h, r));
+        }
+        let settled = join_all(pending.into_iter().map(|(h, r)| async move {
+            let result = match r {
+                Ok(started) => started.settled().await,
+                Err(f) => Err(f),
+            };
+            Outcome {
+                selector: h.config.full_name(),
+                process: Some(h),
+                done: "started",
+                result,
+            }
+        }))
+        .await;
+        outcomes.extend(settled);
+        Ok(outcomes)
+    }
+
+    /// Stops what `selectors` name: every stop signal is sent (highest priority number first),
+    /// then, with `wait`, each stop is waited for.
+    pub async fn stop(
+        &self,
+        selectors: &[String],
+        wait: bool,
+    ) -> Result<Vec<Outcome>, RequestError> {
+        let (mut chosen, mut outcomes) = self.select(selectors, Kind::is_running)?;
+        chosen.reverse();
+        outcomes.extend(stop_all(chosen.into_iter().map(|(h, _)| h).collect(), wait).await);
+        Ok(outcomes)
+    }
+
+    /// Stops, then starts, what `selectors` name; the stop outcomes come first.
+    pub async fn restart(
+        &self,
+        selectors: &[String],
+        wait: bool,
+    ) -> Result<Vec<Outcome>, RequestError> {
+        let mut outcomes = self.stop(selectors, true).await?;
+        // A process named on its own that was not running is simply started.
+        outcomes.retain(|o| o.process.is_none() || o.result != Err(Fault::NotRunning));
+        let started = self.start(selectors, wait).await?;
+        // Bad names were reported by the stop already.
+        outcomes.extend(started.into_iter().filter(|o| o.process.is_some()));
+        Ok(outcomes)
+    }
+
+    /// Sends `signal` to what `selectors` name (running processes of groups).
+    pub async fn signal(
+        &self,
+        selectors: &[String],
+        signal: Signal,
+    ) -> Result<Vec<Outcome>, RequestError> {
+        let (chosen, mut outcomes) = self.select(selectors, Kind::is_signallable)?;
+        for (h, _) in chosen {
+            let result = h.signal(signal).await;
+            outcomes.push(Outcome {
+                selector: h.config.full_name(),
+                process: Some(h),
+                done: "signalled",
+                result,
+            });
+        }
+        Ok(outcomes)
+    }
+
+    /// Starts every autostart process, in priority order, without waiting for any to be
+    /// RUNNING (as supervisord does at start-up).
+    pub async fn autostart(&self) {
+        for h in self.all() {
+            if h.config.autostart && !self.shared.shutting_down() {
+                // Failures are logged by the process and end in BACKOFF or FATAL.
+                let _ = h.autostart().await;
+            }
+        }
+    }
+
+    /// Asks the daemon to shut down. False if it already is.
+    pub fn request_shutdown(&self) -> bool {
+        if self.shared.shutting_down() || self.state() == DaemonState::Shutdown {
+            return false;
+        }
+        self.state.send_replace(DaemonState::Shutdown);
+        self.shutdown_requested.notify_one();
+        true
+    }
+
+    /// Resolves when a client has asked for a shutdown.
+    pub async fn shutdown_requested(&self) {
+        self.shutdown_requested.notified().await;
+    }
+
+    /// Stops every process, one group-priority level at a time, highest number first, each
+    /// level fully stopped before the next; nothing restarts meanwhile.
+    pub async fn shutdown(&self) {
+        self.shared.begin_shutdown();
+        self.state.send_replace(DaemonState::Shutdown);
+        let mut levels: BTreeMap<i32, Vec<ProcessHandle>> = BTreeMap::new();
+        {
+            let reg = self.read();
+            for g in reg.groups.values() {
+                levels
+                    .entry(g.priority)
+                    .or_default()
+                    .extend(g.processes.values().cloned());
+            }
+        }
+        for (_, mut level) in levels.into_iter().rev() {
+            level.sort_by(|a, b| {
+                (b.config.priority, &b.config.name).cmp(&(a.config.priority, &a.config.name))
+            });
+            let names: Vec<ProcessHandle> = level.clone();
+            let stopping = stop_all(level, true);
+            tokio::pin!(stopping);
+            let mut report = tokio::time::interval(Duration::from_secs(3));
+            loop {
+                tokio::select! {
+                    _ = &mut stopping => break,
+                    _ = report.tick() => {
+                        let waiting: Vec<String> = names
+                            .iter()
+                            .filter(|h| !h.snapshot().state.is_stopped())
+                            .map(|h| h.config.name.clone())
+                            .collect();
+                        if !waiting.is_empty() {
+                            tracing::info!("waiting for {} to die", waiting.join(", "));
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Sends every stop at once, then (with `wait`) waits for all.
+async fn stop_all(handles: Vec<ProcessHandle>, wait: bool) -> Vec<Outcome> {
+    join_all(handles.into_iter().map(|h| async move {
+        let result = h.stop(wait).await;
+        Outcome {
+            selector: h.config.full_name(),
+            process: Some(h),
+            done: "stopped",
+            result,
+        }
+    }))
+    .await
+}
+
+/// Resolves where a process's output goes. AUTO becomes a fresh file in childlogdir named
+/// as supervisord names it: `<name>-<channel>---<identifier>-XXXXXX.log`.
+fn log_paths(p: &ProcessConfig, childlogdir: &std::path::Path, identifier: &str) -> LogPaths {
+    let resolve = |target: &LogTarget, channel: &str| match target {
+        LogTarget::None => None,
+        LogTarget::File(path) => Some(path.clone()),
+        LogTarget::Auto => {
+            let prefix = format!("{}-{channel}---{identifier}-", p.name);
+            match tempfile::Builder::new()
+                .prefix(&prefix)
+                .suffix(".log")
+                .rand_bytes(6)
+                .tempfile_in(childlogdir)
+            {
+                Ok(f) => match f.keep() {
+                    Ok((_, path)) => Some(path),
+                    Err(e) => {
+                        tracing::error!("cannot create an AUTO log file for {}: {e}", p.name);
+                        None
+                    }
+                },
+                Err(e) => {
+                    tracing::error!(
+                        "cannot create an AUTO log file for {} in {}: {e}",
+                        p.name,
+                        childlogdir.display()
+                    );
+                    None
+                }
+            }
+        }
+    };
+    LogPaths {
+        stdout: resolve(&p.stdout_logfile, "stdout"),
+        stderr: if p.redirect_stderr {
+            None
+        } else {
+            resolve(&p.stderr_logfile, "stderr")
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn selectors_like_split_namespec() {
+        let p = |g: &str, n: &str| {
+            Ok(Target::Process {
+                group: g.into(),
+                name: n.into(),
+            })
+        };
+        assert_eq!(Target::parse("all"), Ok(Target::All));
+        assert_eq!(Target::parse("web"), p("web", "web"));
+        assert_eq!(Target::parse("web:*"), Ok(Target::Group("web".into())));
+        assert_eq!(Target::parse("web:"), Ok(Target::Group("web".into())));
+        assert_eq!(Target::parse("site:web_01"), p("site", "web_01"));
+        assert!(Target::parse("").is_err());
+        assert!(Target::parse(":x").is_err());
+        assert!(Target::parse("a:b:c").is_err());
+    }
+}
