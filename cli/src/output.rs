@@ -195,10 +195,11 @@ pub fn result_line(r: &pb::ProcessResult) -> String {
         C::Unspecified => "unknown result",
     };
     let detail = r.message.trim();
-    if detail.is_empty() || detail == label {
-        format!("{name}: ERROR ({label})")
-    } else {
-        format!("{name}: ERROR ({label}): {detail}")
+    match detail.strip_prefix(label) {
+        // "no such process (did you mean web:*?)" adds to the label rather than repeating it.
+        Some(rest) => format!("{name}: ERROR ({label}){rest}"),
+        None if detail.is_empty() => format!("{name}: ERROR ({label})"),
+        None => format!("{name}: ERROR ({label}): {detail}"),
     }
 }
 

@@ -410,10 +410,8 @@ pub fn step(m: &Machine, event: Event, ctx: &Ctx<'_>) -> Result<Step, Refusal> {
         (State::Starting { pid, .. }, Event::Ready) => {
             out.ready(*pid, ctx);
         }
-        (State::Backoff { .. }, Event::Timer) => {
-            if ctx.now >= deadline(&m.state, p).unwrap_or(ctx.now) && !ctx.shutting_down {
-                out.actions.push(Action::Spawn);
-            }
+        (State::Backoff { retry_at, .. }, Event::Timer) if ctx.now >= *retry_at && !ctx.shutting_down => {
+            out.actions.push(Action::Spawn);
         }
         (
             State::Stopping {

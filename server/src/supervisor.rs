@@ -45,7 +45,7 @@ impl Target {
             );
         }
         match s.split_once(':') {
-            Some((group, _)) if group.is_empty() => {
+            Some(("", _)) => {
                 Err(format!("{s:?} has no group name before ':'"))
             }
             Some((_, rest)) if rest.contains(':') => Err(format!(
@@ -289,7 +289,7 @@ impl Supervisor {
         &self,
         selectors: &[String],
         keep: impl Fn(Kind) -> bool,
-    ) -> Result<(Vec<(ProcessHandle, bool)>, Vec<Outcome>), RequestError> {
+    ) -> Result<(Vec<ProcessHandle>, Vec<Outcome>), RequestError> {
         if selectors.is_empty() {
             return Err(RequestError::InvalidArgument(
                 "name at least one process: NAME, GROUP:*, GROUP:NAME or all".into(),
@@ -314,7 +314,7 @@ impl Supervisor {
                         if (explicit || keep(h.snapshot().state))
                             && seen.insert(h.config.full_name())
                         {
-                            chosen.push((h, explicit));
+                            chosen.push(h);
                         }
                     }
                 }
@@ -334,10 +334,10 @@ impl Supervisor {
         };
         let mut keyed: Vec<_> = chosen
             .into_iter()
-            .map(|(h, e)| (start_key(&h, prio(&h)), h, e))
+            .map(|h| (start_key(&h, prio(&h)), h))
             .collect();
         keyed.sort_by(|a, b| a.0.cmp(&b.0));
-        Ok((keyed.into_iter().map(|(_, h, e)| (h, e)).collect(), bad))
+        Ok((keyed.into_iter().map(|(_, h)| h).collect(), bad))
     }
 
     /// Starts what `selectors` name, spawning in priority order, then (with `wait`) waiting for
@@ -349,7 +349,7 @@ impl Supervisor {
     ) -> Result<Vec<Outcome>, RequestError> {
         let (chosen, mut outcomes) = self.select(selectors, |k| !k.is_running())?;
         let mut pending = Vec::new();
-        for (h, _) in chosen {
+        for h in chosen {
             // Spawns happen one after another, lowest priority number first.
             let r = h.start(wait).await;
             pending.push((h, r));
@@ -380,7 +380,7 @@ impl Supervisor {
     ) -> Result<Vec<Outcome>, RequestError> {
         let (mut chosen, mut outcomes) = self.select(selectors, Kind::is_running)?;
         chosen.reverse();
-        outcomes.extend(stop_all(chosen.into_iter().map(|(h, _)| h).collect(), wait).await);
+        outcomes.extend(stop_all(chosen, wait).await);
         Ok(outcomes)
     }
 
@@ -406,7 +406,7 @@ impl Supervisor {
         signal: Signal,
     ) -> Result<Vec<Outcome>, RequestError> {
         let (chosen, mut outcomes) = self.select(selectors, Kind::is_signallable)?;
-        for (h, _) in chosen {
+        for h in chosen {
             let result = h.signal(signal).await;
             outcomes.push(Outcome {
                 selector: h.config.full_name(),

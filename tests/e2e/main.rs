@@ -1,1 +1,10 @@
+//! End-to-end tests: the real `minderd` and `minder` binaries, real children, real signals,
+//! a real unix socket in a temporary directory. One test binary, as ripgrep does, so the
+//! harness is compiled once.
 
+mod harness;
+
+mod children;
+mod cli;
+mod config;
+mod lifecycle;

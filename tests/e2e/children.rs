@@ -1,0 +1,236 @@
+//! How children are set up and ended: names, groups, users, environment, process groups.
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::harness::{alive, code, stdout, wait_for, Daemon};
+
+const SECS: Duration = Duration::from_secs(1);
+
+#[test]
+fn numprocs_names_and_group_selectors() {
+    let d = Daemon::start(
+        r#"
+[program.web]
+command = "sleep 100"
+numprocs = 3
+numprocs_start = 1
+process_name = "%(program_name)s_%(process_num)02d"
+startsecs = 0
+"#,
+    );
+    let out = d.ctl(&["--json", "status", "web:*"]);
+    let v: Value = serde_json::from_slice(&out.stdout).expect("json");
+    let names: Vec<&str> = v["processes"]
+        .as_array()
+        .expect("a list")
+        .iter()
+        .map(|p| p["full_name"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(names, ["web:web_01", "web:web_02", "web:web_03"]);
+    for n in &names {
+        d.wait_state(n, "RUNNING", 10 * SECS);
+    }
+    // A bare program name is not a process when numprocs > 1, as in supervisorctl.
+    let out = d.ctl(&["status", "web"]);
+    assert_eq!(code(&out), 4);
+    assert_eq!(stdout(&out), "web: ERROR (no such process)\n");
+    let out = d.ctl(&["stop", "web:web_02"]);
+    assert_eq!(stdout(&out), "web:web_02: stopped\n");
+    let out = d.ctl(&["stop", "web:*"]);
+    assert_eq!(
+        stdout(&out),
+        "web:web_03: stopped\nweb:web_01: stopped\n",
+        "the rest, highest first"
+    );
+    let out = d.ctl(&["start", "web:*"]);
+    assert_eq!(
+        stdout(&out),
+        "web:web_01: started\nweb:web_02: started\nweb:web_03: started\n"
+    );
+    assert_eq!(code(&out), 0);
+}
+
+#[test]
+fn groups_collect_programs() {
+    let d = Daemon::start(
+        r#"
+[program.api]
+command = "sleep 100"
+startsecs = 0
+
+[program.worker]
+command = "sleep 100"
+startsecs = 0
+
+[group.site]
+programs = ["api", "worker"]
+"#,
+    );
+    for n in ["site:api", "site:worker"] {
+        d.wait_state(n, "RUNNING", 10 * SECS);
+    }
+    let out = d.ctl(&["stop", "site:*"]);
+    assert_eq!(code(&out), 0);
+    assert!(
+        stdout(&out).contains("site:api: stopped") && stdout(&out).contains("site:worker: stopped")
+    );
+    // The programs' own implicit groups are gone.
+    assert_eq!(code(&d.ctl(&["status", "api"])), 4);
+    let out = d.ctl(&["start", "site"]);
+    assert_eq!(
+        stdout(&out),
+        "site: ERROR (no such process) (did you mean site:*?)\n"
+    );
+    assert_eq!(code(&out), 1);
+}
+
+#[test]
+fn stopasgroup_ends_the_grandchildren_too() {
+    let d = Daemon::start(
+        r#"
+[program.grouped]
+command = "sh -c 'sleep 1000 & echo $! > {dir}/grouped.pid; wait'"
+startsecs = 0
+stopasgroup = true
+
+[program.alone]
+command = "sh -c 'sleep 1000 & echo $! > {dir}/alone.pid; wait'"
+startsecs = 0
+"#,
+    );
+    let grandchild = |name: &str| -> i32 {
+        let path = d.path(&format!("{name}.pid"));
+        wait_for("the grandchild's pid", 10 * SECS, || {
+            std::fs::read_to_string(&path).is_ok_and(|s| s.ends_with('\n'))
+        });
+        std::fs::read_to_string(&path)
+            .expect("pid file")
+            .trim()
+            .parse()
+            .expect("a pid")
+    };
+    let (g, a) = (grandchild("grouped"), grandchild("alone"));
+    assert_eq!(code(&d.ctl(&["stop", "grouped", "alone"])), 0);
+    wait_for(
+        "the grouped grandchild to be gone (and reaped, not a zombie)",
+        10 * SECS,
+        || !alive(g),
+    );
+    // Without stopasgroup only the shell gets the signal; its child lives on.
+    assert!(
+        alive(a),
+        "the grandchild of a program without stopasgroup survives its stop"
+    );
+    // This test started it (through minderd): end it by its pid.
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(a),
+        nix::sys::signal::Signal::SIGKILL,
+    );
+    wait_for(
+        "the orphan to be reaped by minderd, the subreaper",
+        10 * SECS,
+        || !alive(a),
+    );
+}
+
+#[test]
+fn environment_directory_and_supervisor_variables() {
+    let d = Daemon::start(
+        r#"
+[daemon]
+environment = { SHARED = "from-daemon", OVERRIDDEN = "daemon" }
+
+[program.env]
+command = "sh -c 'echo $SHARED $OVERRIDDEN $OWN; echo $SUPERVISOR_ENABLED $SUPERVISOR_PROCESS_NAME $SUPERVISOR_GROUP_NAME $MINDER_PROCESS_NAME; pwd; umask'"
+directory = "{dir}"
+environment = "OWN=\"a,b\",OVERRIDDEN=program"
+umask = "027"
+startsecs = 0
+autorestart = false
+stdout_logfile = "{dir}/env.out"
+"#,
+    );
+    d.wait_state("env", "EXITED", 10 * SECS);
+    let out = std::fs::read_to_string(d.path("env.out")).expect("the program's output");
+    let dir = d.dir.path().canonicalize().expect("dir");
+    assert_eq!(
+        out,
+        format!(
+            "from-daemon program a,b\n1 env env env\n{}\n0027\n",
+            dir.display()
+        )
+    );
+}
+
+#[test]
+fn user_switching_sets_uid_and_home() {
+    let d = Daemon::start(
+        r#"
+[program.asnobody]
+command = "sh -c 'id -u; echo $HOME $USER $LOGNAME'"
+user = "nobody"
+startsecs = 0
+autorestart = false
+stdout_logfile = "{dir}/nobody.out"
+"#,
+    );
+    let nobody = nix::unistd::User::from_name("nobody")
+        .expect("passwd")
+        .expect("a nobody user");
+    if nix::unistd::Uid::current().is_root() {
+        d.wait_state("asnobody", "EXITED", 10 * SECS);
+        let out = std::fs::read_to_string(d.path("nobody.out")).expect("output");
+        assert_eq!(
+            out,
+            format!("{}\n{} nobody nobody\n", nobody.uid, nobody.dir.display())
+        );
+    } else {
+        // Only root can switch users; the reason is the spawn error, not a mysterious exit.
+        d.wait_state("asnobody", "FATAL", 20 * SECS);
+        let why = d.process("asnobody")["description"]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
+        assert!(
+            why.contains("Can't drop privilege as nonroot user"),
+            "{why}"
+        );
+    }
+}
+
+#[test]
+fn spawn_failures_carry_their_reason() {
+    let d = Daemon::start(
+        r#"
+[program.nodir]
+command = "true"
+directory = "/nonexistent/dir"
+startretries = 0
+
+[program.nofile]
+command = "/nonexistent/program"
+startretries = 0
+
+[program.notexec]
+command = "{dir}/minder.toml"
+startretries = 0
+"#,
+    );
+    for (name, why) in [
+        (
+            "nodir",
+            "couldn't chdir to /nonexistent/dir: ENOENT (No such file or directory)",
+        ),
+        ("nofile", "can't find command '/nonexistent/program'"),
+        ("notexec", "is not executable"),
+    ] {
+        d.wait_state(name, "FATAL", 10 * SECS);
+        let desc = d.process(name)["description"]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
+        assert!(desc.contains(why), "{name}: {desc}");
+    }
+}

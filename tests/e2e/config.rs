@@ -1,0 +1,204 @@
+//! Configuration as minderd reads it: bad files rejected whole, overrides, includes.
+
+use std::process::Command;
+use std::time::Duration;
+
+use crate::harness::{bin, code, stderr, Daemon};
+
+const SECS: Duration = Duration::from_secs(1);
+
+fn check(toml: &str) -> (i32, String, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("bad.toml");
+    std::fs::write(&path, toml).expect("write");
+    let out = Command::new(bin("minderd"))
+        .arg("-c")
+        .arg(&path)
+        .arg("--listen")
+        .arg(format!("unix://{}/never.sock", dir.path().display()))
+        .output()
+        .expect("minderd runs");
+    let err = stderr(&out).replace(&dir.path().display().to_string(), "DIR");
+    (code(&out), err, dir)
+}
+
+#[test]
+fn every_error_is_listed_with_file_line_and_key() {
+    let (code, err, dir) = check(
+        r#"[program.web]
+command = "sleep 1"
+startsecs = "soon"
+autorestart = "sometimes"
+
+[program.two]
+numprocs = 2
+command = "sleep 1"
+
+[program.grp]
+command = "sleep 1"
+stopasgroup = true
+killasgroup = false
+
+[group.g]
+programs = ["ghost"]
+
+[program.nocmd]
+autostart = true
+"#,
+    );
+    assert_eq!(code, 2);
+    assert!(
+        !dir.path().join("never.sock").exists(),
+        "nothing was started"
+    );
+    for want in [
+        "6 errors in the configuration:",
+        "DIR/bad.toml:3: program.web.startsecs: expected a number of seconds like 10 or 0.5, got \"soon\"",
+        "DIR/bad.toml:4: program.web.autorestart: expected true, false or unexpected, got \"sometimes\"",
+        "DIR/bad.toml:6: program.two.process_name: must contain %(process_num) when numprocs is greater than 1",
+        "DIR/bad.toml:13: program.grp.killasgroup: cannot be false when stopasgroup is true",
+        "DIR/bad.toml:16: group.g.programs: names program \"ghost\", which is not defined",
+        "DIR/bad.toml:18: program.nocmd.command: required: the command to run",
+    ] {
+        assert!(err.contains(want), "missing {want:?} in:\n{err}");
+    }
+}
+
+#[test]
+fn syntax_errors_name_the_line() {
+    let (code, err, _dir) = check("[program.web]\ncommand = \"sleep 1\nautostart = true\n");
+    assert_eq!(code, 2);
+    assert!(
+        err.starts_with(
+            "minderd: 1 error in the configuration:\n  DIR/bad.toml:2: TOML syntax error"
+        ),
+        "{err}"
+    );
+}
+
+#[test]
+fn bad_expansions_are_errors() {
+    let (code, err, _dir) = check("[program.web]\ncommand = \"echo 100%\"\n");
+    assert_eq!(code, 2);
+    assert!(err.contains("DIR/bad.toml:2: program.web.command: a '%' must start an expansion like %(program_name)s; write '%%' for a literal '%'"), "{err}");
+}
+
+#[test]
+fn environment_overrides_and_includes() {
+    let dir = tempfile::tempdir().expect("dir");
+    std::fs::create_dir(dir.path().join("conf.d")).expect("mkdir");
+    std::fs::write(
+        dir.path().join("main.toml"),
+        "[include]\nfiles = [\"conf.d/*.toml\"]\n\n[program.main]\ncommand = \"sleep 100\"\nstartsecs = 0\n",
+    )
+    .expect("write");
+    std::fs::write(
+        dir.path().join("conf.d/a.toml"),
+        "[program.included]\ncommand = \"sleep 100\"\nstartsecs = 0\n",
+    )
+    .expect("write");
+    std::fs::write(
+        dir.path().join("conf.d/b.toml"),
+        "[program.disabled]\ncommand = \"sleep 100\"\n",
+    )
+    .expect("write");
+    let sock = dir.path().join("m.sock");
+    let mut child = Command::new(bin("minderd"))
+        .arg("-c")
+        .arg(dir.path().join("main.toml"))
+        .arg("--listen")
+        .arg(format!("unix://{}", sock.display()))
+        .arg("-l")
+        .arg(dir.path().join("d.log"))
+        .env("MINDER_PROGRAM__DISABLED__AUTOSTART", "false")
+        .spawn()
+        .expect("minderd starts");
+    let ctl = |args: &[&str]| {
+        Command::new(bin("minder"))
+            .arg("-s")
+            .arg(format!("unix://{}", sock.display()))
+            .args(args)
+            .output()
+            .expect("runs")
+    };
+    crate::harness::wait_for("minderd", 10 * SECS, || ctl(&["version"]).status.success());
+    let state = |name: &str| {
+        let v: serde_json::Value =
+            serde_json::from_slice(&ctl(&["--json", "status", name]).stdout).expect("json");
+        v["processes"][0]["state"]
+            .as_str()
+            .unwrap_or("")
+            .to_string()
+    };
+    crate::harness::wait_for("both autostarted programs", 10 * SECS, || {
+        state("main") == "RUNNING" && state("included") == "RUNNING"
+    });
+    assert_eq!(
+        state("disabled"),
+        "STOPPED",
+        "MINDER_PROGRAM__DISABLED__AUTOSTART=false overrode the file"
+    );
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    );
+    let status = child.wait().expect("exits");
+    assert!(status.success());
+}
+
+#[test]
+fn a_live_socket_is_not_taken_over() {
+    let d = Daemon::start("[program.a]\ncommand = \"sleep 100\"\n");
+    let out = Command::new(bin("minderd"))
+        .arg("-c")
+        .arg(&d.config)
+        .arg("--listen")
+        .arg(format!("unix://{}", d.socket.display()))
+        .output()
+        .expect("runs");
+    assert_eq!(code(&out), 1);
+    assert!(
+        stderr(&out).contains("another minderd is already listening at"),
+        "{}",
+        stderr(&out)
+    );
+    // The first daemon still answers.
+    assert!(d.ctl(&["version"]).status.success());
+}
+
+#[test]
+fn a_regular_file_at_the_socket_path_is_left_alone() {
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("not-a-socket");
+    std::fs::write(&path, "precious").expect("write");
+    std::fs::write(dir.path().join("m.toml"), "").expect("write");
+    let out = Command::new(bin("minderd"))
+        .arg("-c")
+        .arg(dir.path().join("m.toml"))
+        .arg("--listen")
+        .arg(format!("unix://{}", path.display()))
+        .output()
+        .expect("runs");
+    assert_eq!(code(&out), 1);
+    assert!(
+        stderr(&out).contains("exists and is not a socket"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(
+        std::fs::read_to_string(&path).expect("still there"),
+        "precious"
+    );
+}
+
+#[test]
+fn the_socket_is_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let d = Daemon::start("");
+    let mode = std::fs::metadata(&d.socket)
+        .expect("socket")
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o700);
+}

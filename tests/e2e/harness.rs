@@ -1,0 +1,248 @@
+//! Runs the real `minderd` and `minder` binaries in a temporary directory.
+//!
+//! Each [`Daemon`] gets its own directory, socket and log. Tests wait for conditions by
+//! polling up to a deadline ([`wait_for`]); they never sleep to synchronise.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// Where cargo put the binaries: next to the directory holding this test executable.
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("the test executable has a path");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>/deps/<test>");
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: build the workspace first (cargo build --workspace), as scripts/test does",
+        path.display()
+    );
+    path
+}
+
+/// Polls `cond` every 10 ms until it is true, or fails the test after `timeout`.
+pub fn wait_for(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !cond() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// A running minderd with its own directory.
+pub struct Daemon {
+    pub dir: tempfile::TempDir,
+    pub socket: PathBuf,
+    pub config: PathBuf,
+    pub log: PathBuf,
+    child: Option<Child>,
+}
+
+impl Daemon {
+    /// Writes `toml` as the configuration and starts minderd on a socket in the directory.
+    /// `{dir}` in `toml` is replaced by the directory's path.
+    pub fn start(toml: &str) -> Daemon {
+        let dir = tempfile::Builder::new()
+            .prefix("minder-e2e-")
+            .tempdir()
+            .expect("a temp dir");
+        let config = dir.path().join("minder.toml");
+        std::fs::write(
+            &config,
+            toml.replace("{dir}", &dir.path().display().to_string()),
+        )
+        .expect("write config");
+        let mut d = Daemon {
+            socket: dir.path().join("minder.sock"),
+            log: dir.path().join("minderd.log"),
+            config,
+            dir,
+            child: None,
+        };
+        d.spawn(&[]);
+        d
+    }
+
+    /// Starts minderd (again) with extra arguments, and waits until it answers.
+    pub fn spawn(&mut self, extra: &[&str]) {
+        let child = Command::new(bin("minderd"))
+            .arg("-c")
+            .arg(&self.config)
+            .arg("--listen")
+            .arg(format!("unix://{}", self.socket.display()))
+            .arg("-l")
+            .arg(&self.log)
+            .args(extra)
+            .env("TMPDIR", self.dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("minderd starts");
+        self.child = Some(child);
+        wait_for("minderd to answer", Duration::from_secs(10), || {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                panic!(
+                    "minderd exited during start-up with {status}:\n{}",
+                    self.stderr_so_far()
+                );
+            }
+            self.ctl(&["version"]).status.success()
+        });
+    }
+
+    fn stderr_so_far(&mut self) -> String {
+        use std::io::Read;
+        let mut s = String::new();
+        if let Some(e) = self.child.as_mut().and_then(|c| c.stderr.as_mut()) {
+            let _ = e.read_to_string(&mut s);
+        }
+        s
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// Runs `minder` against this daemon.
+    pub fn ctl(&self, args: &[&str]) -> Output {
+        Command::new(bin("minder"))
+            .arg("-s")
+            .arg(format!("unix://{}", self.socket.display()))
+            .args(args)
+            .env("NO_COLOR", "1")
+            .env_remove("MINDER_SERVER")
+            .output()
+            .expect("minder runs")
+    }
+
+    /// `minder --json status NAME`: the process's fields.
+    pub fn process(&self, name: &str) -> Value {
+        let out = self.ctl(&["--json", "status", name]);
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "status --json {name}: {e}: {}",
+                String::from_utf8_lossy(&out.stdout)
+            )
+        });
+        v["processes"][0].clone()
+    }
+
+    pub fn state(&self, name: &str) -> String {
+        self.process(name)["state"]
+            .as_str()
+            .unwrap_or("?")
+            .to_string()
+    }
+
+    /// Waits until `name` is in `state`.
+    pub fn wait_state(&self, name: &str, state: &str, timeout: Duration) {
+        wait_for(&format!("{name} to be {state}"), timeout, || {
+            self.state(name) == state
+        });
+    }
+
+    /// The daemon's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The log lines containing `needle`, with their times (seconds since the epoch).
+    pub fn log_lines(&self, needle: &str) -> Vec<(f64, String)> {
+        self.log()
+            .lines()
+            .filter(|l| l.contains(needle))
+            .map(|l| (log_time(l), l.to_string()))
+            .collect()
+    }
+
+    /// Asks the daemon to stop (SIGTERM) and waits for it to exit.
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("the daemon is running");
+        // Only the daemon this test started, by its pid.
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = child.try_wait().expect("wait for minderd") {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("minderd did not stop within 30 s of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Waits for the daemon to exit on its own (after `minder shutdown`).
+    pub fn wait_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("the daemon is running");
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = child.try_wait().expect("wait for minderd") {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "minderd did not exit within {timeout:?}"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if self.child.is_some() {
+            self.stop();
+        }
+    }
+}
+
+/// The time at the start of a daemon log line (`2026-11-24 05:07:01,123 ...`), in seconds.
+pub fn log_time(line: &str) -> f64 {
+    let stamp = line.get(..23).unwrap_or("");
+    chrono::NaiveDateTime::parse_from_str(stamp, "%Y-%m-%d %H:%M:%S,%3f")
+        .map(|t| t.and_utc().timestamp_millis() as f64 / 1000.0)
+        .unwrap_or_else(|_| panic!("not a log line: {line}"))
+}
+
+/// Text of a command's stdout.
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// The exit code of a command that exited.
+pub fn code(o: &Output) -> i32 {
+    o.status.code().expect("exited, not killed")
+}
+
+/// Whether a process exists (and is not a zombie).
+pub fn alive(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rsplit(')')
+            .next()
+            .is_some_and(|rest| !rest.trim_start().starts_with('Z')),
+        Err(_) => false,
+    }
+}
