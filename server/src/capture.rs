@@ -9,7 +9,6 @@ use std::io::Write;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
-use tokio::io::AsyncReadExt;
 
 /// Opens a log file for appending, creating it if needed.
 pub fn open_log(path: &Path) -> std::io::Result<File> {
@@ -19,39 +18,56 @@ pub fn open_log(path: &Path) -> std::io::Result<File> {
         .open(path)
 }
 
+/// How much is read from a pipe at once.
+const CHUNK: usize = 64 * 1024;
+
+thread_local! {
+    /// One read buffer per runtime thread, shared by every pipe: an idle pipe holds no memory,
+    /// so a thousand quiet programs cost nothing here. It is used only between an await and the
+    /// next, never across one.
+    static BUFFER: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0; CHUNK]);
+}
+
 /// Starts copying `pipe` into `file` until the pipe closes.
 pub fn spawn(pipe: OwnedFd, mut file: File, path: PathBuf, process: String) {
     tokio::spawn(async move {
-        let mut reader = match tokio::net::unix::pipe::Receiver::from_owned_fd(pipe) {
+        let reader = match tokio::net::unix::pipe::Receiver::from_owned_fd(pipe) {
             Ok(r) => r,
             Err(e) => {
                 tracing::error!("cannot read the output of {process}: {e}");
                 return;
             }
         };
-        let mut buf = vec![0u8; 64 * 1024];
         let mut failed = false;
         loop {
-            match reader.read(&mut buf).await {
-                Ok(0) => break,
-                Ok(n) => {
-                    // A failed write is reported once; reading goes on so the child never
-                    // blocks on a full pipe.
-                    if let Err(e) = file.write_all(&buf[..n]) {
-                        if !failed {
-                            tracing::error!(
-                                "cannot write the log of {process} to {}: {e}",
-                                path.display()
-                            );
-                            failed = true;
+            if let Err(e) = reader.readable().await {
+                tracing::error!("cannot read the output of {process}: {e}");
+                return;
+            }
+            // Drain what is there without awaiting, into this thread's buffer.
+            let done = BUFFER.with_borrow_mut(|buf| loop {
+                match reader.try_read(buf) {
+                    Ok(0) => return true,
+                    Ok(n) => {
+                        // A failed write is reported once; reading goes on so the child never
+                        // blocks on a full pipe.
+                        if let Err(e) = file.write_all(&buf[..n]) {
+                            if !failed {
+                                tracing::error!("cannot write the log of {process} to {}: {e}", path.display());
+                                failed = true;
+                            }
                         }
                     }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return false,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(e) => {
+                        tracing::error!("cannot read the output of {process}: {e}");
+                        return true;
+                    }
                 }
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    tracing::error!("cannot read the output of {process}: {e}");
-                    break;
-                }
+            });
+            if done {
+                return;
             }
         }
     });
