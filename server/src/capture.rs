@@ -9,7 +9,6 @@ use std::io::Write;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
-
 /// Opens a log file for appending, creating it if needed.
 pub fn open_log(path: &Path) -> std::io::Result<File> {
     std::fs::OpenOptions::new()
@@ -53,7 +52,10 @@ pub fn spawn(pipe: OwnedFd, mut file: File, path: PathBuf, process: String) {
                         // blocks on a full pipe.
                         if let Err(e) = file.write_all(&buf[..n]) {
                             if !failed {
-                                tracing::error!("cannot write the log of {process} to {}: {e}", path.display());
+                                tracing::error!(
+                                    "cannot write the log of {process} to {}: {e}",
+                                    path.display()
+                                );
                                 failed = true;
                             }
                         }

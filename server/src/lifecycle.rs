@@ -410,7 +410,9 @@ pub fn step(m: &Machine, event: Event, ctx: &Ctx<'_>) -> Result<Step, Refusal> {
         (State::Starting { pid, .. }, Event::Ready) => {
             out.ready(*pid, ctx);
         }
-        (State::Backoff { retry_at, .. }, Event::Timer) if ctx.now >= *retry_at && !ctx.shutting_down => {
+        (State::Backoff { retry_at, .. }, Event::Timer)
+            if ctx.now >= *retry_at && !ctx.shutting_down =>
+        {
             out.actions.push(Action::Spawn);
         }
         (

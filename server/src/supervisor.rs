@@ -45,9 +45,7 @@ impl Target {
             );
         }
         match s.split_once(':') {
-            Some(("", _)) => {
-                Err(format!("{s:?} has no group name before ':'"))
-            }
+            Some(("", _)) => Err(format!("{s:?} has no group name before ':'")),
             Some((_, rest)) if rest.contains(':') => Err(format!(
                 "{s:?} has more than one ':'; use GROUP:NAME or GROUP:*"
             )),

@@ -234,3 +234,56 @@ startretries = 0
         assert!(desc.contains(why), "{name}: {desc}");
     }
 }
+
+#[test]
+fn descriptors_above_two_are_not_inherited() {
+    use std::os::unix::process::CommandExt;
+    let dir = tempfile::tempdir().expect("dir");
+    std::fs::write(
+        dir.path().join("m.toml"),
+        format!(
+            "[program.fds]\ncommand = \"sh -c 'ls /proc/$$/fd'\"\nstartsecs = 0\nautorestart = false\nstdout_logfile = \"{}/fds.out\"\n",
+            dir.path().display()
+        ),
+    )
+    .expect("write");
+    let sock = dir.path().join("m.sock");
+    // minderd itself inherits a descriptor that is not close-on-exec, as from a careless parent.
+    let leaked = std::fs::File::open("/dev/null").expect("open");
+    let leaked_fd = std::os::fd::AsRawFd::as_raw_fd(&leaked);
+    let mut cmd = std::process::Command::new(crate::harness::bin("minderd"));
+    cmd.arg("-c")
+        .arg(dir.path().join("m.toml"))
+        .arg("--listen")
+        .arg(format!("unix://{}", sock.display()));
+    cmd.arg("-l").arg(dir.path().join("d.log"));
+    // SAFETY: dup2 and fcntl are async-signal-safe.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::dup2(leaked_fd, 9) < 0 || libc::fcntl(9, libc::F_SETFD, 0) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().expect("minderd starts");
+    wait_for("the program to list its descriptors", 10 * SECS, || {
+        std::fs::read_to_string(dir.path().join("fds.out")).is_ok_and(|s| s.lines().count() >= 3)
+    });
+    let fds: Vec<String> = std::fs::read_to_string(dir.path().join("fds.out"))
+        .expect("out")
+        .lines()
+        .map(String::from)
+        .collect();
+    // 0, 1 and 2, plus the one ls itself opens to read the directory.
+    assert!(
+        !fds.contains(&"9".to_string()),
+        "descriptor 9 leaked into the child: {fds:?}"
+    );
+    assert!(fds.len() <= 4, "{fds:?}");
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    );
+    assert!(child.wait().expect("exits").success());
+}

@@ -202,3 +202,70 @@ fn the_socket_is_private() {
         & 0o777;
     assert_eq!(mode, 0o700);
 }
+
+#[test]
+fn daemonize_reports_start_up_and_writes_the_pidfile() {
+    let dir = tempfile::tempdir().expect("dir");
+    let conf = dir.path().join("m.toml");
+    std::fs::write(
+        &conf,
+        "[program.s]\ncommand = \"sleep 100\"\nstartsecs = 0\n",
+    )
+    .expect("write");
+    let sock = dir.path().join("m.sock");
+    let pidfile = dir.path().join("m.pid");
+    let daemonize = |extra: &[&str]| {
+        Command::new(bin("minderd"))
+            .arg("-c")
+            .arg(&conf)
+            .arg("--listen")
+            .arg(format!("unix://{}", sock.display()))
+            .arg("-j")
+            .arg(&pidfile)
+            .arg("-l")
+            .arg(dir.path().join("d.log"))
+            .arg("--daemonize")
+            .args(extra)
+            .output()
+            .expect("minderd runs")
+    };
+    let out = daemonize(&[]);
+    // The foreground process returns only once the daemon is listening.
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let pid: i32 = std::fs::read_to_string(&pidfile)
+        .expect("pidfile")
+        .trim()
+        .parse()
+        .expect("a pid");
+    let ctl = |args: &[&str]| {
+        Command::new(bin("minder"))
+            .arg("-s")
+            .arg(format!("unix://{}", sock.display()))
+            .args(args)
+            .output()
+            .expect("runs")
+    };
+    assert_eq!(
+        crate::harness::stdout(&ctl(&["pid"])).trim(),
+        pid.to_string()
+    );
+    // A second one fails, and says why, from the foreground.
+    let again = daemonize(&[]);
+    assert_eq!(code(&again), 1);
+    assert!(
+        stderr(&again).contains("another minderd is already listening"),
+        "{}",
+        stderr(&again)
+    );
+    // TERM (to the daemon this test started, by its pid) stops it and removes socket and pidfile.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .expect("signal");
+    crate::harness::wait_for("the daemon to exit", 30 * SECS, || {
+        !crate::harness::alive(pid)
+    });
+    assert!(!pidfile.exists(), "the pidfile is removed");
+    assert!(!sock.exists(), "the socket is removed");
+}
