@@ -41,15 +41,11 @@ impl FromStr for Address {
         if let Some(path) = s.strip_prefix("unix://") {
             let path = Path::new(path);
             if !path.is_absolute() {
-                return Err(format!(
-                    "{s:?}: a unix socket path must be absolute ({hint})"
-                ));
+                return Err(format!("{s:?}: a unix socket path must be absolute ({hint})"));
             }
             return Ok(Address::Unix(path.to_path_buf()));
         }
-        let hostport = s
-            .strip_prefix("tcp://")
-            .or_else(|| s.strip_prefix("http://"));
+        let hostport = s.strip_prefix("tcp://").or_else(|| s.strip_prefix("http://"));
         match hostport {
             Some(hp) => {
                 let hp = hp.trim_end_matches('/');
@@ -57,9 +53,7 @@ impl FromStr for Address {
                     Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => {
                         Ok(Address::Tcp(hp.to_string()))
                     }
-                    _ => Err(format!(
-                        "{s:?}: expected host:port after the scheme ({hint})"
-                    )),
+                    _ => Err(format!("{s:?}: expected host:port after the scheme ({hint})")),
                 }
             }
             None => Err(format!("{s:?} is not an address ({hint})")),
@@ -88,22 +82,10 @@ mod tests {
 
     #[test]
     fn parses() {
-        assert_eq!(
-            "unix:///run/m.sock".parse(),
-            Ok(Address::Unix("/run/m.sock".into()))
-        );
-        assert_eq!(
-            "tcp://127.0.0.1:9001".parse(),
-            Ok(Address::Tcp("127.0.0.1:9001".into()))
-        );
-        assert_eq!(
-            "http://localhost:9001".parse(),
-            Ok(Address::Tcp("localhost:9001".into()))
-        );
-        assert_eq!(
-            "tcp://[::1]:9001".parse(),
-            Ok(Address::Tcp("[::1]:9001".into()))
-        );
+        assert_eq!("unix:///run/m.sock".parse(), Ok(Address::Unix("/run/m.sock".into())));
+        assert_eq!("tcp://127.0.0.1:9001".parse(), Ok(Address::Tcp("127.0.0.1:9001".into())));
+        assert_eq!("http://localhost:9001".parse(), Ok(Address::Tcp("localhost:9001".into())));
+        assert_eq!("tcp://[::1]:9001".parse(), Ok(Address::Tcp("[::1]:9001".into())));
         assert!("unix://relative.sock".parse::<Address>().is_err());
         assert!("tcp://nohost".parse::<Address>().is_err());
         assert!("tcp://host:99999".parse::<Address>().is_err());
@@ -113,10 +95,7 @@ mod tests {
     #[test]
     fn round_trips() {
         for s in ["unix:///run/m.sock", "tcp://127.0.0.1:9001"] {
-            assert_eq!(
-                s.parse::<Address>().map(|a| a.to_string()).as_deref(),
-                Ok(s)
-            );
+            assert_eq!(s.parse::<Address>().map(|a| a.to_string()).as_deref(), Ok(s));
         }
     }
 }

@@ -17,8 +17,7 @@ pub mod pb {
     tonic::include_proto!("minder.v1");
 
     /// The encoded descriptor set of every `.proto` file, for the reflection service.
-    pub const FILE_DESCRIPTOR_SET: &[u8] =
-        include_bytes!(concat!(env!("OUT_DIR"), "/minder_descriptor.bin"));
+    pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/minder_descriptor.bin"));
 }
 
 /// The version of the API in `proto/` (the `v1` in `minder.v1`).

@@ -10,15 +10,10 @@ pub use nix::sys::signal::Signal;
 pub fn parse(text: &str) -> Result<Signal, String> {
     let t = text.trim();
     if let Ok(n) = t.parse::<i32>() {
-        return Signal::try_from(n)
-            .map_err(|_| format!("{n} is not a signal number on this system"));
+        return Signal::try_from(n).map_err(|_| format!("{n} is not a signal number on this system"));
     }
     let upper = t.to_ascii_uppercase();
-    let name = if upper.starts_with("SIG") {
-        upper
-    } else {
-        format!("SIG{upper}")
-    };
+    let name = if upper.starts_with("SIG") { upper } else { format!("SIG{upper}") };
     Signal::from_str(&name).map_err(|_| {
         format!("{text:?} is not a signal name; use a name like TERM, HUP, INT, QUIT, KILL, USR1, USR2, or a number")
     })
@@ -31,9 +26,7 @@ pub fn name(sig: Signal) -> &'static str {
 
 /// The name of a raw signal number, or the number itself when it has no name here.
 pub fn name_of(n: i32) -> String {
-    Signal::try_from(n)
-        .map(|s| s.as_str().to_string())
-        .unwrap_or_else(|_| format!("signal {n}"))
+    Signal::try_from(n).map(|s| s.as_str().to_string()).unwrap_or_else(|_| format!("signal {n}"))
 }
 
 #[cfg(test)]

@@ -40,11 +40,7 @@ pub fn resolve(server: Option<&str>, config_path: Option<&Path>) -> Result<Addre
     if let Some(path) = path {
         let cfg = config::load(&path).map_err(|e| ConnectError::Config(e.to_string()))?;
         let listen = &cfg.daemon.listen;
-        if let Some(a) = listen
-            .iter()
-            .find(|a| matches!(a, Address::Unix(_)))
-            .or(listen.first())
-        {
+        if let Some(a) = listen.iter().find(|a| matches!(a, Address::Unix(_))).or(listen.first()) {
             return Ok(a.clone());
         }
     }

@@ -5,6 +5,7 @@
 
 pub mod client;
 mod output;
+mod streams;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -51,12 +52,7 @@ Names: NAME, GROUP:NAME, GROUP:* (every process of a group), or all.";
 #[command(name = "minder", version, max_term_width = 100, after_help = EXIT_CODES)]
 pub struct Cli {
     /// Read the daemon's address from this configuration file.
-    #[arg(
-        short = 'c',
-        long = "configuration",
-        value_name = "FILE",
-        global = true
-    )]
+    #[arg(short = 'c', long = "configuration", value_name = "FILE")]
     pub config: Option<PathBuf>,
 
     /// The daemon's address: unix:///path or tcp://host:port [env: MINDER_SERVER].
@@ -118,19 +114,75 @@ pub enum Command {
         /// Processes: NAME, GROUP:NAME, or all.
         names: Vec<String>,
     },
+    /// Print what processes wrote (the last 1600 bytes of stdout by default); -f follows.
+    /// supervisorctl's `tail -f NAME` and `tail -1600 NAME stderr` work too.
+    Tail {
+        /// Keep printing new output until interrupted.
+        #[arg(short = 'f', long)]
+        follow: bool,
+        /// Start with the last LINES lines.
+        #[arg(short = 'n', long = "lines", value_name = "LINES", conflicts_with = "bytes")]
+        lines: Option<u64>,
+        /// Start with the last BYTES bytes.
+        #[arg(short = 'c', long = "bytes", value_name = "BYTES")]
+        bytes: Option<u64>,
+        /// Processes (NAME, GROUP:NAME, GROUP:*, all), then optionally stdout or stderr.
+        #[arg(required = true, value_name = "NAME")]
+        names: Vec<String>,
+    },
+    /// Print minderd's own log; -f follows.
+    Maintail {
+        #[arg(short = 'f', long)]
+        follow: bool,
+        #[arg(short = 'n', long = "lines", value_name = "LINES", conflicts_with = "bytes")]
+        lines: Option<u64>,
+        #[arg(short = 'c', long = "bytes", value_name = "BYTES")]
+        bytes: Option<u64>,
+    },
+    /// Empty the log files of processes (their rotated backups are kept).
+    Clear {
+        /// Processes: NAME, GROUP:NAME, GROUP:* or all.
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Attach to a process: follow its output, and send typed lines to its stdin. Ctrl-C
+    /// detaches without stopping it.
+    Fg {
+        /// The process: NAME or GROUP:NAME.
+        name: String,
+    },
+    /// Print state changes as they happen, until interrupted.
+    Events {
+        /// Print every process's current state first.
+        #[arg(long)]
+        snapshot: bool,
+    },
     /// Stop every process and minderd itself.
     Shutdown,
     /// Print minderd's version.
     Version,
 }
 
+/// supervisorctl's `tail -1600 NAME`: a bare `-N` after `tail` or `maintail` means the last N
+/// bytes.
+fn supervisorctl_spellings(args: impl Iterator<Item = std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    let mut in_tail = false;
+    args.map(|a| {
+        let s = a.to_string_lossy();
+        if s == "tail" || s == "maintail" {
+            in_tail = true;
+        } else if in_tail && s.len() > 1 && s.starts_with('-') && s[1..].bytes().all(|b| b.is_ascii_digit()) {
+            return format!("--bytes={}", &s[1..]).into();
+        }
+        a
+    })
+    .collect()
+}
+
 /// Parses the command line and runs it.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let cli = Cli::parse_from(supervisorctl_spellings(std::env::args_os()));
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("minder: cannot start: {e}");
@@ -142,11 +194,7 @@ pub fn main() -> ExitCode {
 
 /// Runs one command; returns the exit code.
 pub async fn run(cli: Cli) -> u8 {
-    let server = cli.server.clone().or_else(|| {
-        std::env::var("MINDER_SERVER")
-            .ok()
-            .filter(|s| !s.is_empty())
-    });
+    let server = cli.server.clone().or_else(|| std::env::var("MINDER_SERVER").ok().filter(|s| !s.is_empty()));
     let unreachable = |e: &ConnectError, status: bool| -> u8 {
         eprintln!("minder: {e}");
         match e {
@@ -186,13 +234,20 @@ pub async fn run(cli: Cli) -> u8 {
             act(client.signal_processes(req).await, json, Verb::Signal)
         }
         Command::Pid { names } => pid(&mut client, names, json).await,
+        Command::Tail { follow, lines, bytes, names } => {
+            streams::tail(&mut client, names, follow, from(lines, bytes), json).await
+        }
+        Command::Maintail { follow, lines, bytes } => {
+            streams::maintail(&mut client, follow, from(lines, bytes), json).await
+        }
+        Command::Clear { names } => {
+            act(client.clear_logs(pb::ClearLogsRequest { names }).await, json, Verb::Clear)
+        }
+        Command::Fg { name } => streams::fg(&mut client, name).await,
+        Command::Events { snapshot } => streams::events(&mut client, snapshot, json).await,
         Command::Shutdown => match client.shutdown(pb::ShutdownRequest {}).await {
             Ok(_) => {
-                output::line(
-                    json,
-                    "Shut down",
-                    serde_json::json!({"result": "shutting down"}),
-                );
+                output::line(json, "Shut down", serde_json::json!({"result": "shutting down"}));
                 Ok(exit::OK)
             }
             Err(s) if s.code() == tonic::Code::FailedPrecondition => {
@@ -204,11 +259,7 @@ pub async fn run(cli: Cli) -> u8 {
         Command::Version => match client.get_daemon_info(pb::GetDaemonInfoRequest {}).await {
             Ok(info) => {
                 let info = info.into_inner();
-                output::line(
-                    json,
-                    &info.version,
-                    serde_json::json!({"version": info.version}),
-                );
+                output::line(json, &info.version, serde_json::json!({"version": info.version}));
                 Ok(exit::OK)
             }
             Err(s) => Err(s),
@@ -232,10 +283,7 @@ async fn status(
     names: Vec<String>,
     json: bool,
 ) -> Result<u8, tonic::Status> {
-    let resp = client
-        .list_processes(pb::ListProcessesRequest { names })
-        .await?
-        .into_inner();
+    let resp = client.list_processes(pb::ListProcessesRequest { names }).await?.into_inner();
     let mut code = exit::OK;
     for bad in &resp.unmatched {
         if !json {
@@ -261,6 +309,14 @@ async fn status(
     Ok(code)
 }
 
+fn from(lines: Option<u64>, bytes: Option<u64>) -> streams::From {
+    match (lines, bytes) {
+        (Some(n), _) => streams::From::Lines(n),
+        (None, Some(n)) => streams::From::Bytes(n),
+        (None, None) => streams::From::Default,
+    }
+}
+
 /// The commands that act on processes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Verb {
@@ -268,6 +324,7 @@ enum Verb {
     Stop,
     Restart,
     Signal,
+    Clear,
 }
 
 fn act(
@@ -298,13 +355,12 @@ fn act(
 fn exit_for(verb: Verb, r: &pb::ProcessResult) -> Option<u8> {
     use pb::ResultCode as C;
     let code = r.code();
-    let group_selector =
-        r.process.is_none() && (r.full_name.ends_with(":*") || r.full_name.ends_with(':'));
+    let group_selector = r.process.is_none() && (r.full_name.ends_with(":*") || r.full_name.ends_with(':'));
     let ignored = match verb {
         Verb::Start => code == C::AlreadyStarted,
         Verb::Stop => code == C::NotRunning,
         Verb::Restart => code == C::AlreadyStarted || code == C::NotRunning,
-        Verb::Signal => false,
+        Verb::Signal | Verb::Clear => false,
     };
     match code {
         C::Success => None,
@@ -321,31 +377,18 @@ async fn pid(
     json: bool,
 ) -> Result<u8, tonic::Status> {
     if names.is_empty() {
-        let info = client
-            .get_daemon_info(pb::GetDaemonInfoRequest {})
-            .await?
-            .into_inner();
-        output::line(
-            json,
-            &info.pid.to_string(),
-            serde_json::json!({"pid": info.pid}),
-        );
+        let info = client.get_daemon_info(pb::GetDaemonInfoRequest {}).await?.into_inner();
+        output::line(json, &info.pid.to_string(), serde_json::json!({"pid": info.pid}));
         return Ok(exit::OK);
     }
     let mut code = exit::OK;
     let mut found = Vec::new();
     if names.iter().any(|n| n == "all") {
-        let all = client
-            .list_processes(pb::ListProcessesRequest { names: vec![] })
-            .await?
-            .into_inner();
+        let all = client.list_processes(pb::ListProcessesRequest { names: vec![] }).await?.into_inner();
         found = all.processes;
     } else {
         for name in &names {
-            match client
-                .get_process(pb::GetProcessRequest { name: name.clone() })
-                .await
-            {
+            match client.get_process(pb::GetProcessRequest { name: name.clone() }).await {
                 Ok(p) => {
                     let p = p.into_inner();
                     if p.pid == 0 {
@@ -353,12 +396,7 @@ async fn pid(
                     }
                     found.push(p);
                 }
-                Err(s)
-                    if matches!(
-                        s.code(),
-                        tonic::Code::NotFound | tonic::Code::InvalidArgument
-                    ) =>
-                {
+                Err(s) if matches!(s.code(), tonic::Code::NotFound | tonic::Code::InvalidArgument) => {
                     if !json {
                         println!("No such process {name}");
                     }
@@ -369,10 +407,8 @@ async fn pid(
         }
     }
     if json {
-        let pids: Vec<_> = found
-            .iter()
-            .map(|p| serde_json::json!({"name": p.full_name, "pid": p.pid}))
-            .collect();
+        let pids: Vec<_> =
+            found.iter().map(|p| serde_json::json!({"name": p.full_name, "pid": p.pid})).collect();
         output::print_json(&serde_json::json!({ "processes": pids }));
     } else {
         for p in &found {

@@ -8,7 +8,7 @@ use tabled::settings::{Padding, Style};
 use tabled::{Table, Tabled};
 
 /// Whether to colour output: only on a terminal, and never when NO_COLOR is set.
-fn colour() -> bool {
+pub fn colour() -> bool {
     std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()) && std::io::stdout().is_terminal()
 }
 
@@ -93,11 +93,7 @@ pub fn status_table(processes: &[pb::ProcessInfo]) -> String {
     let rows = processes.iter().map(|p| Row {
         name: p.full_name.clone(),
         state: coloured_state(p),
-        pid: if p.pid == 0 {
-            String::new()
-        } else {
-            p.pid.to_string()
-        },
+        pid: if p.pid == 0 { String::new() } else { p.pid.to_string() },
         uptime: p.uptime.as_ref().map(uptime).unwrap_or_default(),
         description: if p.state() == pb::ProcessState::Running {
             String::new()
@@ -115,10 +111,16 @@ pub fn status_table(processes: &[pb::ProcessInfo]) -> String {
     out
 }
 
+/// A time as the daemon's log shows it, in local time.
+pub fn local_time(t: &prost_types::Timestamp) -> String {
+    chrono::DateTime::from_timestamp(t.seconds, t.nanos.max(0) as u32)
+        .map(|dt| dt.with_timezone(&chrono::Local).format("%Y-%m-%d %H:%M:%S,%3f").to_string())
+        .unwrap_or_default()
+}
+
 fn rfc3339(t: &prost_types::Timestamp) -> Value {
-    chrono::DateTime::from_timestamp(t.seconds, t.nanos.max(0) as u32).map_or(Value::Null, |dt| {
-        Value::String(dt.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
-    })
+    chrono::DateTime::from_timestamp(t.seconds, t.nanos.max(0) as u32)
+        .map_or(Value::Null, |dt| Value::String(dt.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)))
 }
 
 /// A process as JSON: every field of ProcessInfo, states and codes by name.
@@ -213,8 +215,5 @@ pub fn line(json: bool, text: &str, value: Value) {
 }
 
 pub fn print_json(v: &Value) {
-    println!(
-        "{}",
-        serde_json::to_string_pretty(v).unwrap_or_else(|_| "null".into())
-    );
+    println!("{}", serde_json::to_string_pretty(v).unwrap_or_else(|_| "null".into()));
 }

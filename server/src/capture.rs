@@ -1,21 +1,14 @@
-//! Copies a child's output from its pipe into its log file.
+//! Copies a child's output from its pipe into its log channel.
 //!
 //! minderd reads the pipe itself (the child is never handed the file) so that it can rotate,
-//! count and stream what the child writes. One task per channel per spawn; it ends when the
-//! child (and anything it forked that kept the pipe) closes its end.
+//! count and stream what the child writes. One task per output per spawn; it ends when the
+//! child (and anything it forked that kept the pipe) closes its end. The child never waits on
+//! minderd's disk: a failed write is reported and the bytes dropped.
 
-use std::fs::File;
-use std::io::Write;
 use std::os::fd::OwnedFd;
-use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-/// Opens a log file for appending, creating it if needed.
-pub fn open_log(path: &Path) -> std::io::Result<File> {
-    std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-}
+use crate::logs::LogChannel;
 
 /// How much is read from a pipe at once.
 const CHUNK: usize = 64 * 1024;
@@ -27,8 +20,8 @@ thread_local! {
     static BUFFER: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0; CHUNK]);
 }
 
-/// Starts copying `pipe` into `file` until the pipe closes.
-pub fn spawn(pipe: OwnedFd, mut file: File, path: PathBuf, process: String) {
+/// Starts copying `pipe` into `channel` until the pipe closes.
+pub fn spawn(pipe: OwnedFd, channel: Arc<LogChannel>, process: String) {
     tokio::spawn(async move {
         let reader = match tokio::net::unix::pipe::Receiver::from_owned_fd(pipe) {
             Ok(r) => r,
@@ -37,29 +30,16 @@ pub fn spawn(pipe: OwnedFd, mut file: File, path: PathBuf, process: String) {
                 return;
             }
         };
-        let mut failed = false;
         loop {
             if let Err(e) = reader.readable().await {
                 tracing::error!("cannot read the output of {process}: {e}");
-                return;
+                break;
             }
             // Drain what is there without awaiting, into this thread's buffer.
             let done = BUFFER.with_borrow_mut(|buf| loop {
                 match reader.try_read(buf) {
                     Ok(0) => return true,
-                    Ok(n) => {
-                        // A failed write is reported once; reading goes on so the child never
-                        // blocks on a full pipe.
-                        if let Err(e) = file.write_all(&buf[..n]) {
-                            if !failed {
-                                tracing::error!(
-                                    "cannot write the log of {process} to {}: {e}",
-                                    path.display()
-                                );
-                                failed = true;
-                            }
-                        }
-                    }
+                    Ok(n) => channel.write(&buf[..n]),
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return false,
                     Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                     Err(e) => {
@@ -69,8 +49,9 @@ pub fn spawn(pipe: OwnedFd, mut file: File, path: PathBuf, process: String) {
                 }
             });
             if done {
-                return;
+                break;
             }
         }
+        channel.close();
     });
 }

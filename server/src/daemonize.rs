@@ -65,10 +65,7 @@ pub fn daemonize() -> std::io::Result<Readiness> {
                 // SAFETY: _exit skips destructors, which belong to the daemon now.
                 unsafe { libc::_exit(0) };
             }
-            let null = std::fs::OpenOptions::new()
-                .read(true)
-                .write(true)
-                .open("/dev/null")?;
+            let null = std::fs::OpenOptions::new().read(true).write(true).open("/dev/null")?;
             nix::unistd::dup2_stdin(&null).map_err(std::io::Error::from)?;
             nix::unistd::dup2_stdout(&null).map_err(std::io::Error::from)?;
             nix::unistd::dup2_stderr(&null).map_err(std::io::Error::from)?;

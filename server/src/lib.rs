@@ -13,9 +13,11 @@
 
 pub mod capture;
 pub mod daemonize;
+pub mod events;
 pub mod lifecycle;
 pub mod listen;
 pub mod logging;
+pub mod logs;
 pub mod process;
 pub mod reaper;
 pub mod rpc;
@@ -33,6 +35,7 @@ use tokio::task::JoinSet;
 use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
 
 use crate::listen::Listener;
+use crate::logs::LogChannel;
 use crate::process::Shared;
 use crate::reaper::Reaper;
 use crate::rpc::Service;
@@ -44,10 +47,12 @@ use crate::supervisor::Supervisor;
 const DRAIN: Duration = Duration::from_secs(2);
 
 /// Runs the daemon on `listeners` until TERM, INT or QUIT, a Shutdown request, or `shutdown`
-/// resolves; then stops every process, level by level, and returns.
+/// resolves; then stops every process, level by level, and returns. `daemon_log` is minderd's
+/// own log channel, when it logs to a file.
 pub async fn run(
     config: &Config,
     listeners: Vec<Listener>,
+    daemon_log: Option<Arc<LogChannel>>,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     let reaper = Reaper::start()?;
@@ -55,6 +60,7 @@ pub async fn run(
     let mut int = signal(SignalKind::interrupt())?;
     let mut quit = signal(SignalKind::quit())?;
     let mut hup = signal(SignalKind::hangup())?;
+    let mut usr2 = signal(SignalKind::user_defined2())?;
 
     let server_url = listeners.first().map(|l| l.address().to_string());
     let shared = Arc::new(Shared::new(reaper, BaseEnv::from_process(server_url)));
@@ -64,13 +70,9 @@ pub async fn run(
     let mut servers = JoinSet::new();
     for l in listeners {
         tracing::info!("listening at {}", l.address());
-        servers.spawn(serve(l, Service::new(Arc::clone(&sup)), serving.clone()));
+        servers.spawn(serve(l, Service::new(Arc::clone(&sup), daemon_log.clone()), serving.clone()));
     }
-    tracing::info!(
-        "minderd {} started with pid {}",
-        minder::VERSION,
-        std::process::id()
-    );
+    tracing::info!("minderd {} started with pid {}", minder::VERSION, std::process::id());
     sup.autostart().await;
 
     tokio::pin!(shutdown);
@@ -81,6 +83,13 @@ pub async fn run(
             _ = term.recv() => { tracing::warn!("received SIGTERM indicating exit request"); break }
             _ = int.recv() => { tracing::warn!("received SIGINT indicating exit request"); break }
             _ = quit.recv() => { tracing::warn!("received SIGQUIT indicating exit request"); break }
+            _ = usr2.recv() => {
+                tracing::info!("received SIGUSR2 indicating log reopen request");
+                if let Some(l) = &daemon_log {
+                    l.reopen();
+                }
+                sup.reopen_logs();
+            }
             _ = hup.recv() => {
                 tracing::warn!("received SIGHUP: re-reading the configuration is not available yet; ignored");
             }
@@ -88,10 +97,7 @@ pub async fn run(
     }
     sup.shutdown().await;
     let _ = stop_serving.send(true);
-    let drained = tokio::time::timeout(DRAIN, async {
-        while servers.join_next().await.is_some() {}
-    })
-    .await;
+    let drained = tokio::time::timeout(DRAIN, async { while servers.join_next().await.is_some() {} }).await;
     if drained.is_err() {
         servers.abort_all();
     }
@@ -107,16 +113,12 @@ async fn serve(listener: Listener, service: Service, mut stop: watch::Receiver<b
     let router = tonic::transport::Server::builder().add_service(service.server());
     let result = match listener {
         Listener::Unix { listener, socket } => {
-            let r = router
-                .serve_with_incoming_shutdown(UnixListenerStream::new(listener), signal)
-                .await;
+            let r = router.serve_with_incoming_shutdown(UnixListenerStream::new(listener), signal).await;
             drop(socket);
             r
         }
         Listener::Tcp { listener, .. } => {
-            router
-                .serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal)
-                .await
+            router.serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal).await
         }
     };
     if let Err(e) = result {

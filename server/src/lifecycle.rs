@@ -21,21 +21,13 @@ pub enum State {
     /// Not running: never started, or stopped on request.
     Stopped,
     /// Spawned; not yet ready. `attempt` counts the failed starts before this one.
-    Starting {
-        pid: u32,
-        since: Instant,
-        attempt: u32,
-    },
+    Starting { pid: u32, since: Instant, attempt: u32 },
     /// Ready and running.
     Running { pid: u32, since: Instant },
     /// The last start failed; the next attempt is at `retry_at`.
     Backoff { attempt: u32, retry_at: Instant },
     /// The stop signal has been sent. `kill_at` is when SIGKILL follows; `None` once it has.
-    Stopping {
-        pid: u32,
-        since: Instant,
-        kill_at: Option<Instant>,
-    },
+    Stopping { pid: u32, since: Instant, kill_at: Option<Instant> },
     /// Exited on its own after it was running.
     Exited,
     /// Gave up after startretries failed starts.
@@ -90,10 +82,7 @@ impl Kind {
 
     /// supervisord's STOPPED_STATES: `stop` has finished; `status` exits 3.
     pub fn is_stopped(self) -> bool {
-        matches!(
-            self,
-            Kind::Stopped | Kind::Exited | Kind::Fatal | Kind::Unknown
-        )
+        matches!(self, Kind::Stopped | Kind::Exited | Kind::Fatal | Kind::Unknown)
     }
 
     /// supervisord's SIGNALLABLE_STATES: there is a child to signal.
@@ -157,10 +146,7 @@ impl fmt::Display for ExitStatus {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ExitStatus::Code(c) => write!(f, "exit status {c}"),
-            ExitStatus::Signal {
-                signal: s,
-                core_dumped,
-            } => {
+            ExitStatus::Signal { signal: s, core_dumped } => {
                 write!(f, "terminated by {}", signal::name_of(*s))?;
                 if *core_dumped {
                     f.write_str(" (core dumped)")?;
@@ -190,11 +176,7 @@ pub struct Machine {
 
 impl Machine {
     pub fn new() -> Self {
-        Machine {
-            state: State::Stopped,
-            last_exit: None,
-            spawn_error: None,
-        }
+        Machine { state: State::Stopped, last_exit: None, spawn_error: None }
     }
 }
 
@@ -304,11 +286,7 @@ pub fn deadline(state: &State, policy: &Policy) -> Option<Instant> {
 /// reason supervisord gives; other events that do not apply (a stale exit, an early timer) leave
 /// the machine as it is.
 pub fn step(m: &Machine, event: Event, ctx: &Ctx<'_>) -> Result<Step, Refusal> {
-    let mut out = Out {
-        machine: m.clone(),
-        actions: Vec::new(),
-        from: m.state.kind(),
-    };
+    let mut out = Out { machine: m.clone(), actions: Vec::new(), from: m.state.kind() };
     let p = ctx.policy;
     let name = ctx.name;
     match (&m.state, event) {
@@ -332,21 +310,11 @@ pub fn step(m: &Machine, event: Event, ctx: &Ctx<'_>) -> Result<Step, Refusal> {
                     signal::name(p.stopsignal)
                 ),
             );
-            out.actions.push(Action::Kill {
-                signal: p.stopsignal,
-                group: p.stopasgroup,
-            });
-            out.go(State::Stopping {
-                pid,
-                since: ctx.now,
-                kill_at: Some(ctx.now + p.stopwaitsecs),
-            });
+            out.actions.push(Action::Kill { signal: p.stopsignal, group: p.stopasgroup });
+            out.go(State::Stopping { pid, since: ctx.now, kill_at: Some(ctx.now + p.stopwaitsecs) });
         }
         (State::Backoff { .. }, Event::Stop) => {
-            out.log(
-                Level::Debug,
-                format!("Attempted to kill {name}, which is in BACKOFF state."),
-            );
+            out.log(Level::Debug, format!("Attempted to kill {name}, which is in BACKOFF state."));
             out.go(State::Stopped);
         }
         (State::Stopping { .. }, Event::Stop) => {}
@@ -356,22 +324,13 @@ pub fn step(m: &Machine, event: Event, ctx: &Ctx<'_>) -> Result<Step, Refusal> {
             State::Starting { pid, .. } | State::Running { pid, .. } | State::Stopping { pid, .. },
             Event::Signal(sig),
         ) => {
-            out.log(
-                Level::Debug,
-                format!("sending {name} (pid {pid}) sig {}", signal::name(sig)),
-            );
-            out.actions.push(Action::Kill {
-                signal: sig,
-                group: false,
-            });
+            out.log(Level::Debug, format!("sending {name} (pid {pid}) sig {}", signal::name(sig)));
+            out.actions.push(Action::Kill { signal: sig, group: false });
         }
         (_, Event::Signal(_)) => return Err(Refusal::NotRunning),
 
         // --- spawning -------------------------------------------------------------------
-        (
-            State::Stopped | State::Exited | State::Fatal | State::Backoff { .. },
-            Event::Spawned { pid },
-        ) => {
+        (State::Stopped | State::Exited | State::Fatal | State::Backoff { .. }, Event::Spawned { pid }) => {
             let attempt = match m.state {
                 State::Backoff { attempt, .. } => attempt,
                 _ => 0,
@@ -379,11 +338,7 @@ pub fn step(m: &Machine, event: Event, ctx: &Ctx<'_>) -> Result<Step, Refusal> {
             out.machine.last_exit = None;
             out.machine.spawn_error = None;
             out.log(Level::Info, format!("spawned: '{name}' with pid {pid}"));
-            out.go(State::Starting {
-                pid,
-                since: ctx.now,
-                attempt,
-            });
+            out.go(State::Starting { pid, since: ctx.now, attempt });
             if p.startsecs.is_zero() {
                 out.ready(pid, ctx);
             }
@@ -410,32 +365,13 @@ pub fn step(m: &Machine, event: Event, ctx: &Ctx<'_>) -> Result<Step, Refusal> {
         (State::Starting { pid, .. }, Event::Ready) => {
             out.ready(*pid, ctx);
         }
-        (State::Backoff { retry_at, .. }, Event::Timer)
-            if ctx.now >= *retry_at && !ctx.shutting_down =>
-        {
+        (State::Backoff { retry_at, .. }, Event::Timer) if ctx.now >= *retry_at && !ctx.shutting_down => {
             out.actions.push(Action::Spawn);
         }
-        (
-            State::Stopping {
-                pid,
-                since,
-                kill_at: Some(at),
-            },
-            Event::Timer,
-        ) if ctx.now >= *at => {
-            out.log(
-                Level::Warn,
-                format!("killing '{name}' ({pid}) with SIGKILL"),
-            );
-            out.actions.push(Action::Kill {
-                signal: Signal::SIGKILL,
-                group: p.killasgroup,
-            });
-            out.machine.state = State::Stopping {
-                pid: *pid,
-                since: *since,
-                kill_at: None,
-            };
+        (State::Stopping { pid, since, kill_at: Some(at) }, Event::Timer) if ctx.now >= *at => {
+            out.log(Level::Warn, format!("killing '{name}' ({pid}) with SIGKILL"));
+            out.actions.push(Action::Kill { signal: Signal::SIGKILL, group: p.killasgroup });
+            out.machine.state = State::Stopping { pid: *pid, since: *since, kill_at: None };
         }
 
         // --- exits ----------------------------------------------------------------------
@@ -443,10 +379,7 @@ pub fn step(m: &Machine, event: Event, ctx: &Ctx<'_>) -> Result<Step, Refusal> {
         (State::Stopping { .. }, Event::Exited { status, .. }) => {
             let expected = p.exitcodes.contains(&status.code_or_minus_one());
             out.machine.last_exit = Some(Exit { status, expected });
-            out.log(
-                if expected { Level::Info } else { Level::Warn },
-                format!("stopped: {name} ({status})"),
-            );
+            out.log(if expected { Level::Info } else { Level::Warn }, format!("stopped: {name} ({status})"));
             out.go(State::Stopped);
         }
         (State::Starting { since, attempt, .. }, Event::Exited { status, .. })
@@ -455,12 +388,8 @@ pub fn step(m: &Machine, event: Event, ctx: &Ctx<'_>) -> Result<Step, Refusal> {
             // Did not stay up for startsecs: a failed start.
             let attempt = *attempt;
             out.machine.last_exit = None;
-            out.machine.spawn_error =
-                Some("Exited too quickly (process log may have details)".into());
-            out.log(
-                Level::Warn,
-                format!("exited: {name} ({status}; not expected)"),
-            );
+            out.machine.spawn_error = Some("Exited too quickly (process log may have details)".into());
+            out.log(Level::Warn, format!("exited: {name} ({status}; not expected)"));
             out.backoff(attempt + 1, ctx);
         }
         (
@@ -476,12 +405,8 @@ pub fn step(m: &Machine, event: Event, ctx: &Ctx<'_>) -> Result<Step, Refusal> {
             if expected {
                 out.log(Level::Info, format!("exited: {name} ({status}; expected)"));
             } else {
-                out.machine.spawn_error =
-                    Some(format!("Bad exit code {}", status.code_or_minus_one()));
-                out.log(
-                    Level::Warn,
-                    format!("exited: {name} ({status}; not expected)"),
-                );
+                out.machine.spawn_error = Some(format!("Bad exit code {}", status.code_or_minus_one()));
+                out.log(Level::Warn, format!("exited: {name} ({status}; not expected)"));
             }
             out.go(State::Exited);
             let restart = match p.autorestart {
@@ -499,10 +424,7 @@ pub fn step(m: &Machine, event: Event, ctx: &Ctx<'_>) -> Result<Step, Refusal> {
             Event::SignalFailed { reason },
         ) => {
             let pid = *pid;
-            out.log(
-                Level::Warn,
-                format!("unknown problem signalling {name} ({pid}): {reason}"),
-            );
+            out.log(Level::Warn, format!("unknown problem signalling {name} ({pid}): {reason}"));
             out.go(State::Unknown { pid });
         }
 
@@ -510,10 +432,7 @@ pub fn step(m: &Machine, event: Event, ctx: &Ctx<'_>) -> Result<Step, Refusal> {
         // nothing.
         _ => {}
     }
-    Ok(Step {
-        machine: out.machine,
-        actions: out.actions,
-    })
+    Ok(Step { machine: out.machine, actions: out.actions })
 }
 
 /// Builds one step's result.
@@ -531,10 +450,7 @@ impl Out {
 
     /// Records a transition to `to` without setting the state's data.
     fn transition(&mut self, to: Kind) {
-        self.actions.push(Action::Transition {
-            from: self.from,
-            to,
-        });
+        self.actions.push(Action::Transition { from: self.from, to });
         self.from = to;
     }
 
@@ -553,10 +469,7 @@ impl Out {
                 format_secs(secs)
             ),
         );
-        self.go(State::Running {
-            pid,
-            since: ctx.now,
-        });
+        self.go(State::Running { pid, since: ctx.now });
     }
 
     /// Enters BACKOFF for failed start number `attempt`, and FATAL at once when that was the
@@ -567,10 +480,7 @@ impl Out {
         if attempt > ctx.policy.startretries {
             self.log(
                 Level::Info,
-                format!(
-                    "gave up: {} entered FATAL state, too many start retries too quickly",
-                    ctx.name
-                ),
+                format!("gave up: {} entered FATAL state, too many start retries too quickly", ctx.name),
             );
             self.go(State::Fatal);
         }
@@ -614,21 +524,8 @@ mod tests {
     }
 
     fn run(state: State, event: Event, now_ms: u64, p: &Policy) -> Result<Step, Refusal> {
-        let m = Machine {
-            state,
-            last_exit: None,
-            spawn_error: None,
-        };
-        step(
-            &m,
-            event,
-            &Ctx {
-                now: at(now_ms),
-                name: "web",
-                policy: p,
-                shutting_down: false,
-            },
-        )
+        let m = Machine { state, last_exit: None, spawn_error: None };
+        step(&m, event, &Ctx { now: at(now_ms), name: "web", policy: p, shutting_down: false })
     }
 
     fn transitions(s: &Step) -> Vec<(Kind, Kind)> {
@@ -657,76 +554,32 @@ mod tests {
 
     #[allow(non_snake_case)] // reads like the state it builds, as in the table below
     fn STARTING(attempt: u32) -> State {
-        State::Starting {
-            pid: 7,
-            since: at(0),
-            attempt,
-        }
+        State::Starting { pid: 7, since: at(0), attempt }
     }
 
     fn running() -> State {
-        State::Running {
-            pid: 7,
-            since: at(0),
-        }
+        State::Running { pid: 7, since: at(0) }
     }
 
     fn stopping() -> State {
-        State::Stopping {
-            pid: 7,
-            since: at(0),
-            kill_at: Some(at(10_000)),
-        }
+        State::Stopping { pid: 7, since: at(0), kill_at: Some(at(10_000)) }
     }
 
     fn exit(code: i32) -> Event {
-        Event::Exited {
-            pid: 7,
-            status: ExitStatus::Code(code),
-        }
+        Event::Exited { pid: 7, status: ExitStatus::Code(code) }
     }
 
     /// Every edge of the lifecycle, as (from, event, time, to-kinds visited). This table is the
     /// single source the diagram in docs/ARCHITECTURE.md is checked against.
     fn table() -> Vec<(&'static str, State, Event, u64, Vec<Kind>)> {
         use Kind::*;
-        let backoff1 = State::Backoff {
-            attempt: 1,
-            retry_at: at(1000),
-        };
-        let backoff3 = State::Backoff {
-            attempt: 3,
-            retry_at: at(3000),
-        };
+        let backoff1 = State::Backoff { attempt: 1, retry_at: at(1000) };
+        let backoff3 = State::Backoff { attempt: 3, retry_at: at(3000) };
         vec![
-            (
-                "start",
-                State::Stopped,
-                Event::Spawned { pid: 7 },
-                0,
-                vec![Starting],
-            ),
-            (
-                "start",
-                State::Exited,
-                Event::Spawned { pid: 7 },
-                0,
-                vec![Starting],
-            ),
-            (
-                "start",
-                State::Fatal,
-                Event::Spawned { pid: 7 },
-                0,
-                vec![Starting],
-            ),
-            (
-                "retry",
-                backoff1.clone(),
-                Event::Spawned { pid: 7 },
-                1000,
-                vec![Starting],
-            ),
+            ("start", State::Stopped, Event::Spawned { pid: 7 }, 0, vec![Starting]),
+            ("start", State::Exited, Event::Spawned { pid: 7 }, 0, vec![Starting]),
+            ("start", State::Fatal, Event::Spawned { pid: 7 }, 0, vec![Starting]),
+            ("retry", backoff1.clone(), Event::Spawned { pid: 7 }, 1000, vec![Starting]),
             (
                 "spawn error",
                 State::Stopped,
@@ -741,80 +594,20 @@ mod tests {
                 3000,
                 vec![Starting, Backoff, Fatal],
             ),
-            (
-                "startsecs elapsed",
-                STARTING(0),
-                Event::Timer,
-                1000,
-                vec![Running],
-            ),
+            ("startsecs elapsed", STARTING(0), Event::Timer, 1000, vec![Running]),
             ("ready", STARTING(0), Event::Ready, 10, vec![Running]),
-            (
-                "exit before startsecs",
-                STARTING(0),
-                exit(0),
-                500,
-                vec![Backoff],
-            ),
-            (
-                "exit before startsecs, last retry",
-                STARTING(3),
-                exit(1),
-                500,
-                vec![Backoff, Fatal],
-            ),
-            (
-                "exit after startsecs, before the timer",
-                STARTING(0),
-                exit(1),
-                1500,
-                vec![Running, Exited],
-            ),
+            ("exit before startsecs", STARTING(0), exit(0), 500, vec![Backoff]),
+            ("exit before startsecs, last retry", STARTING(3), exit(1), 500, vec![Backoff, Fatal]),
+            ("exit after startsecs, before the timer", STARTING(0), exit(1), 1500, vec![Running, Exited]),
             ("exit", running(), exit(0), 5000, vec![Exited]),
             ("stop", running(), Event::Stop, 5000, vec![Stopping]),
             ("stop", STARTING(0), Event::Stop, 500, vec![Stopping]),
             ("stop", backoff1, Event::Stop, 500, vec![Stopped]),
-            (
-                "exit while stopping",
-                stopping(),
-                exit(0),
-                5000,
-                vec![Stopped],
-            ),
-            (
-                "signal fails",
-                running(),
-                Event::SignalFailed {
-                    reason: "EPERM".into(),
-                },
-                5000,
-                vec![Unknown],
-            ),
-            (
-                "signal fails",
-                STARTING(0),
-                Event::SignalFailed {
-                    reason: "EPERM".into(),
-                },
-                500,
-                vec![Unknown],
-            ),
-            (
-                "signal fails",
-                stopping(),
-                Event::SignalFailed {
-                    reason: "EPERM".into(),
-                },
-                5000,
-                vec![Unknown],
-            ),
-            (
-                "exit while unknown",
-                State::Unknown { pid: 7 },
-                exit(0),
-                5000,
-                vec![Exited],
-            ),
+            ("exit while stopping", stopping(), exit(0), 5000, vec![Stopped]),
+            ("signal fails", running(), Event::SignalFailed { reason: "EPERM".into() }, 5000, vec![Unknown]),
+            ("signal fails", STARTING(0), Event::SignalFailed { reason: "EPERM".into() }, 500, vec![Unknown]),
+            ("signal fails", stopping(), Event::SignalFailed { reason: "EPERM".into() }, 5000, vec![Unknown]),
+            ("exit while unknown", State::Unknown { pid: 7 }, exit(0), 5000, vec![Exited]),
         ]
     }
 
@@ -826,11 +619,7 @@ mod tests {
                 .unwrap_or_else(|r| panic!("{what}: refused {r:?}"));
             let got: Vec<Kind> = transitions(&s).into_iter().map(|(_, to)| to).collect();
             assert_eq!(got, want, "{what}: {state:?} + {event:?}");
-            assert_eq!(
-                s.machine.state.kind(),
-                *want.last().expect("rows list at least one kind"),
-                "{what}"
-            );
+            assert_eq!(s.machine.state.kind(), *want.last().expect("rows list at least one kind"), "{what}");
         }
     }
 
@@ -839,12 +628,8 @@ mod tests {
     #[test]
     fn diagram_matches_table() {
         let doc = include_str!("../../docs/ARCHITECTURE.md");
-        let start = doc
-            .find("<!-- lifecycle-diagram -->")
-            .expect("diagram start marker");
-        let end = doc
-            .find("<!-- /lifecycle-diagram -->")
-            .expect("diagram end marker");
+        let start = doc.find("<!-- lifecycle-diagram -->").expect("diagram start marker");
+        let end = doc.find("<!-- /lifecycle-diagram -->").expect("diagram end marker");
         let mut documented = std::collections::BTreeSet::new();
         for line in doc[start..end].lines() {
             let Some((edge, _why)) = line.trim().trim_start_matches("- ").split_once(':') else {
@@ -866,10 +651,7 @@ mod tests {
         }
         // Autorestart (EXITED -> STARTING) and the retry (BACKOFF -> STARTING) go through a
         // Spawn action first; the table covers them as Spawned events from those states.
-        assert_eq!(
-            documented, produced,
-            "docs/ARCHITECTURE.md's diagram and the table differ"
-        );
+        assert_eq!(documented, produced, "docs/ARCHITECTURE.md's diagram and the table differ");
     }
 
     #[test]
@@ -880,17 +662,10 @@ mod tests {
         let mut waits = Vec::new();
         let mut attempts = 0;
         loop {
-            let ctx = |now| Ctx {
-                now: at(now),
-                name: "web",
-                policy: &p,
-                shutting_down: false,
-            };
+            let ctx = |now| Ctx { now: at(now), name: "web", policy: &p, shutting_down: false };
             let s = step(&m, Event::Spawned { pid: 7 }, &ctx(now)).expect("spawn accepted");
             attempts += 1;
-            m = step(&s.machine, exit(1), &ctx(now + 10))
-                .expect("exit accepted")
-                .machine;
+            m = step(&s.machine, exit(1), &ctx(now + 10)).expect("exit accepted").machine;
             match m.state {
                 State::Backoff { retry_at, .. } => {
                     waits.push(retry_at.duration_since(at(now + 10)).as_secs());
@@ -904,49 +679,25 @@ mod tests {
         }
         assert_eq!(waits, vec![1, 2, 3]);
         assert_eq!(attempts, 4, "startretries=3 means four attempts");
-        assert_eq!(
-            m.spawn_error.as_deref(),
-            Some("Exited too quickly (process log may have details)")
-        );
+        assert_eq!(m.spawn_error.as_deref(), Some("Exited too quickly (process log may have details)"));
     }
 
     #[test]
     fn running_resets_the_attempts() {
         let p = policy();
-        let s = run(
-            State::Backoff {
-                attempt: 2,
-                retry_at: at(0),
-            },
-            Event::Spawned { pid: 7 },
-            0,
-            &p,
-        )
-        .expect("spawn");
+        let s = run(State::Backoff { attempt: 2, retry_at: at(0) }, Event::Spawned { pid: 7 }, 0, &p)
+            .expect("spawn");
         let s = step(
             &s.machine,
             Event::Timer,
-            &Ctx {
-                now: at(1000),
-                name: "web",
-                policy: &p,
-                shutting_down: false,
-            },
+            &Ctx { now: at(1000), name: "web", policy: &p, shutting_down: false },
         )
         .expect("timer");
         assert_eq!(s.machine.state.kind(), Kind::Running);
         // A later quick exit counts from one again (Running has no attempt count to carry).
-        let s = step(
-            &s.machine,
-            exit(1),
-            &Ctx {
-                now: at(5000),
-                name: "web",
-                policy: &p,
-                shutting_down: false,
-            },
-        )
-        .expect("exit");
+        let s =
+            step(&s.machine, exit(1), &Ctx { now: at(5000), name: "web", policy: &p, shutting_down: false })
+                .expect("exit");
         assert_eq!(s.machine.state.kind(), Kind::Exited);
     }
 
@@ -960,192 +711,84 @@ mod tests {
             (AutoRestart::Unexpected, 1, true),
             (AutoRestart::Unexpected, 2, false),
         ] {
-            let p = Policy {
-                autorestart,
-                exitcodes: vec![0, 2],
-                ..policy()
-            };
+            let p = Policy { autorestart, exitcodes: vec![0, 2], ..policy() };
             let s = run(running(), exit(code), 5000, &p).expect("exit");
-            assert_eq!(
-                has(&s, &Action::Spawn),
-                restarts,
-                "{autorestart:?} exit {code}"
-            );
+            assert_eq!(has(&s, &Action::Spawn), restarts, "{autorestart:?} exit {code}");
             assert_eq!(s.machine.last_exit.map(|e| e.expected), Some(code != 1));
         }
         // Death by a signal is never expected.
-        let p = Policy {
-            autorestart: AutoRestart::Unexpected,
-            ..policy()
-        };
+        let p = Policy { autorestart: AutoRestart::Unexpected, ..policy() };
         let s = run(
             running(),
-            Event::Exited {
-                pid: 7,
-                status: ExitStatus::Signal {
-                    signal: 9,
-                    core_dumped: false,
-                },
-            },
+            Event::Exited { pid: 7, status: ExitStatus::Signal { signal: 9, core_dumped: false } },
             5000,
             &p,
         )
         .expect("exit");
         assert!(has(&s, &Action::Spawn));
-        assert_eq!(
-            logs(&s),
-            vec!["exited: web (terminated by SIGKILL; not expected)".to_string()]
-        );
+        assert_eq!(logs(&s), vec!["exited: web (terminated by SIGKILL; not expected)".to_string()]);
     }
 
     #[test]
     fn nothing_restarts_while_shutting_down() {
-        let p = Policy {
-            autorestart: AutoRestart::True,
-            ..policy()
-        };
-        let ctx = Ctx {
-            now: at(5000),
-            name: "web",
-            policy: &p,
-            shutting_down: true,
-        };
-        let s = step(
-            &Machine {
-                state: running(),
-                last_exit: None,
-                spawn_error: None,
-            },
-            exit(1),
-            &ctx,
-        )
-        .expect("exit");
+        let p = Policy { autorestart: AutoRestart::True, ..policy() };
+        let ctx = Ctx { now: at(5000), name: "web", policy: &p, shutting_down: true };
+        let s = step(&Machine { state: running(), last_exit: None, spawn_error: None }, exit(1), &ctx)
+            .expect("exit");
         assert!(!has(&s, &Action::Spawn));
         let b = Machine {
-            state: State::Backoff {
-                attempt: 1,
-                retry_at: at(0),
-            },
+            state: State::Backoff { attempt: 1, retry_at: at(0) },
             last_exit: None,
             spawn_error: None,
         };
-        assert!(!has(
-            &step(&b, Event::Timer, &ctx).expect("timer"),
-            &Action::Spawn
-        ));
+        assert!(!has(&step(&b, Event::Timer, &ctx).expect("timer"), &Action::Spawn));
     }
 
     #[test]
     fn stop_signals_then_kills_after_stopwaitsecs() {
-        let p = Policy {
-            stopasgroup: true,
-            killasgroup: true,
-            ..policy()
-        };
+        let p = Policy { stopasgroup: true, killasgroup: true, ..policy() };
         let s = run(running(), Event::Stop, 5000, &p).expect("stop");
-        assert!(has(
-            &s,
-            &Action::Kill {
-                signal: Signal::SIGTERM,
-                group: true
-            }
-        ));
+        assert!(has(&s, &Action::Kill { signal: Signal::SIGTERM, group: true }));
         assert_eq!(deadline(&s.machine.state, &p), Some(at(15_000)));
-        let ctx = |ms| Ctx {
-            now: at(ms),
-            name: "web",
-            policy: &p,
-            shutting_down: false,
-        };
+        let ctx = |ms| Ctx { now: at(ms), name: "web", policy: &p, shutting_down: false };
         // A timer before the deadline does nothing.
         let early = step(&s.machine, Event::Timer, &ctx(14_999)).expect("timer");
         assert!(early.actions.is_empty());
         let late = step(&s.machine, Event::Timer, &ctx(15_000)).expect("timer");
-        assert!(has(
-            &late,
-            &Action::Kill {
-                signal: Signal::SIGKILL,
-                group: true
-            }
-        ));
-        assert_eq!(
-            deadline(&late.machine.state, &p),
-            None,
-            "SIGKILL is sent once"
-        );
+        assert!(has(&late, &Action::Kill { signal: Signal::SIGKILL, group: true }));
+        assert_eq!(deadline(&late.machine.state, &p), None, "SIGKILL is sent once");
         let done = step(
             &late.machine,
-            Event::Exited {
-                pid: 7,
-                status: ExitStatus::Signal {
-                    signal: 9,
-                    core_dumped: false,
-                },
-            },
+            Event::Exited { pid: 7, status: ExitStatus::Signal { signal: 9, core_dumped: false } },
             &ctx(15_001),
         )
         .expect("exit");
         assert_eq!(done.machine.state, State::Stopped);
-        assert_eq!(
-            logs(&done),
-            vec!["stopped: web (terminated by SIGKILL)".to_string()]
-        );
+        assert_eq!(logs(&done), vec!["stopped: web (terminated by SIGKILL)".to_string()]);
     }
 
     #[test]
     fn refusals() {
         let p = policy();
+        assert_eq!(run(running(), Event::Start, 0, &p), Err(Refusal::AlreadyStarted));
+        assert_eq!(run(STARTING(0), Event::Start, 0, &p), Err(Refusal::AlreadyStarted));
         assert_eq!(
-            run(running(), Event::Start, 0, &p),
-            Err(Refusal::AlreadyStarted)
-        );
-        assert_eq!(
-            run(STARTING(0), Event::Start, 0, &p),
-            Err(Refusal::AlreadyStarted)
-        );
-        assert_eq!(
-            run(
-                State::Backoff {
-                    attempt: 1,
-                    retry_at: at(0)
-                },
-                Event::Start,
-                0,
-                &p
-            ),
+            run(State::Backoff { attempt: 1, retry_at: at(0) }, Event::Start, 0, &p),
             Err(Refusal::AlreadyStarted)
         );
         assert_eq!(run(stopping(), Event::Start, 0, &p), Err(Refusal::Stopping));
-        assert_eq!(
-            run(State::Unknown { pid: 7 }, Event::Start, 0, &p),
-            Err(Refusal::Unknown)
-        );
+        assert_eq!(run(State::Unknown { pid: 7 }, Event::Start, 0, &p), Err(Refusal::Unknown));
         for s in [State::Stopped, State::Exited, State::Fatal] {
             assert_eq!(run(s.clone(), Event::Stop, 0, &p), Err(Refusal::NotRunning));
-            assert_eq!(
-                run(s, Event::Signal(Signal::SIGHUP), 0, &p),
-                Err(Refusal::NotRunning)
-            );
+            assert_eq!(run(s, Event::Signal(Signal::SIGHUP), 0, &p), Err(Refusal::NotRunning));
         }
-        assert!(
-            run(stopping(), Event::Stop, 0, &p).is_ok(),
-            "a second stop waits for the first"
-        );
+        assert!(run(stopping(), Event::Stop, 0, &p).is_ok(), "a second stop waits for the first");
     }
 
     #[test]
     fn stale_exits_are_ignored() {
         let p = policy();
-        let s = run(
-            running(),
-            Event::Exited {
-                pid: 8,
-                status: ExitStatus::Code(0),
-            },
-            5000,
-            &p,
-        )
-        .expect("ok");
+        let s = run(running(), Event::Exited { pid: 8, status: ExitStatus::Code(0) }, 5000, &p).expect("ok");
         assert_eq!(s.machine.state, running());
         assert!(s.actions.is_empty());
     }
@@ -1158,17 +801,14 @@ mod tests {
         let s = step(
             &s.machine,
             Event::Timer,
-            &Ctx {
-                now: at(1000),
-                name: "web",
-                policy: &p,
-                shutting_down: false,
-            },
+            &Ctx { now: at(1000), name: "web", policy: &p, shutting_down: false },
         )
         .expect("timer");
         assert_eq!(
             logs(&s),
-            vec!["success: web entered RUNNING state, process has stayed up for > than 1 seconds (startsecs)"]
+            vec![
+                "success: web entered RUNNING state, process has stayed up for > than 1 seconds (startsecs)"
+            ]
         );
         let s = run(STARTING(3), exit(1), 10, &p).expect("exit");
         assert_eq!(
@@ -1182,30 +822,12 @@ mod tests {
 
     #[test]
     fn startsecs_zero_is_running_at_once() {
-        let p = Policy {
-            startsecs: Duration::ZERO,
-            ..policy()
-        };
+        let p = Policy { startsecs: Duration::ZERO, ..policy() };
         let s = run(State::Stopped, Event::Spawned { pid: 7 }, 0, &p).expect("spawn");
-        assert_eq!(
-            transitions(&s),
-            vec![
-                (Kind::Stopped, Kind::Starting),
-                (Kind::Starting, Kind::Running)
-            ]
-        );
+        assert_eq!(transitions(&s), vec![(Kind::Stopped, Kind::Starting), (Kind::Starting, Kind::Running)]);
         // And an immediate exit is then an exit from RUNNING, as in supervisord.
-        let s = step(
-            &s.machine,
-            exit(0),
-            &Ctx {
-                now: at(0),
-                name: "web",
-                policy: &p,
-                shutting_down: false,
-            },
-        )
-        .expect("exit");
+        let s = step(&s.machine, exit(0), &Ctx { now: at(0), name: "web", policy: &p, shutting_down: false })
+            .expect("exit");
         assert_eq!(s.machine.state, State::Exited);
     }
 }

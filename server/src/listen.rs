@@ -15,14 +15,8 @@ use tokio::net::{TcpListener, UnixListener};
 /// A bound listener, ready to serve.
 #[derive(Debug)]
 pub enum Listener {
-    Unix {
-        listener: UnixListener,
-        socket: SocketFile,
-    },
-    Tcp {
-        listener: TcpListener,
-        address: Address,
-    },
+    Unix { listener: UnixListener, socket: SocketFile },
+    Tcp { listener: TcpListener, address: Address },
 }
 
 impl Listener {
@@ -55,9 +49,13 @@ impl Drop for SocketFile {
 /// Why an address could not be bound; the message says what to do.
 #[derive(Debug, thiserror::Error)]
 pub enum BindError {
-    #[error("another minderd is already listening at {0} (stop it first, or choose another socket with --listen)")]
+    #[error(
+        "another minderd is already listening at {0} (stop it first, or choose another socket with --listen)"
+    )]
     InUse(Address),
-    #[error("{0} exists and is not a socket; minderd will not replace it (remove it, or choose another path)")]
+    #[error(
+        "{0} exists and is not a socket; minderd will not replace it (remove it, or choose another path)"
+    )]
     NotASocket(PathBuf),
     #[error("cannot listen at {address}: {source}")]
     Io { address: Address, source: io::Error },
@@ -66,11 +64,7 @@ pub enum BindError {
 /// Binds every address (the default socket when there are none). Unix sockets get `mode`.
 pub async fn bind_all(addresses: &[Address], mode: u32) -> Result<Vec<Listener>, BindError> {
     let defaults = [Address::Unix(default_socket())];
-    let addresses = if addresses.is_empty() {
-        &defaults[..]
-    } else {
-        addresses
-    };
+    let addresses = if addresses.is_empty() { &defaults[..] } else { addresses };
     let mut out = Vec::new();
     for a in addresses {
         out.push(bind(a, mode).await?);
@@ -79,10 +73,7 @@ pub async fn bind_all(addresses: &[Address], mode: u32) -> Result<Vec<Listener>,
 }
 
 pub async fn bind(address: &Address, mode: u32) -> Result<Listener, BindError> {
-    let io_err = |source| BindError::Io {
-        address: address.clone(),
-        source,
-    };
+    let io_err = |source| BindError::Io { address: address.clone(), source };
     match address {
         Address::Tcp(hostport) => {
             let listener = TcpListener::bind(hostport.as_str()).await.map_err(io_err)?;
@@ -123,23 +114,16 @@ fn bind_unix(path: &Path, mode: u32) -> Result<Listener, UnixBind> {
         }
     }
     match std::fs::symlink_metadata(path) {
-        Ok(meta) if meta.file_type().is_socket() => {
-            match std::os::unix::net::UnixStream::connect(path) {
-                Ok(_) => return Err(UnixBind::InUse),
-                Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
-                    std::fs::remove_file(path)?
-                }
-                Err(e) => return Err(UnixBind::Io(e)),
-            }
-        }
+        Ok(meta) if meta.file_type().is_socket() => match std::os::unix::net::UnixStream::connect(path) {
+            Ok(_) => return Err(UnixBind::InUse),
+            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => std::fs::remove_file(path)?,
+            Err(e) => return Err(UnixBind::Io(e)),
+        },
         Ok(_) => return Err(UnixBind::NotASocket),
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
         Err(e) => return Err(UnixBind::Io(e)),
     }
-    let file_name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
+    let file_name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let tmp = path.with_file_name(format!(".{file_name}.{}.tmp", std::process::id()));
     let _ = std::fs::remove_file(&tmp);
     let std_listener = std::os::unix::net::UnixListener::bind(&tmp)?;
@@ -154,9 +138,6 @@ fn bind_unix(path: &Path, mode: u32) -> Result<Listener, UnixBind> {
     let listener = UnixListener::from_std(std_listener)?;
     Ok(Listener::Unix {
         listener,
-        socket: SocketFile {
-            path: path.to_path_buf(),
-            dev_ino: (meta.dev(), meta.ino()),
-        },
+        socket: SocketFile { path: path.to_path_buf(), dev_ino: (meta.dev(), meta.ino()) },
     })
 }

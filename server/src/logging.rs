@@ -2,17 +2,20 @@
 //! `2026-11-24 05:07:01,123 INFO spawned: 'web' with pid 20535`.
 
 use std::fmt;
-use std::path::Path;
-use std::sync::Mutex;
+use std::io::Write;
+use std::sync::Arc;
 
 use minder::config::LogLevel;
 use tracing::{Event, Level, Subscriber};
 use tracing_subscriber::filter::{LevelFilter, Targets};
 use tracing_subscriber::fmt::format::Writer;
+use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
+
+use crate::logs::{LogChannel, LogSpec};
 
 /// Formats events as supervisord's log lines.
 struct SupervisordFormat;
@@ -22,12 +25,7 @@ where
     S: Subscriber + for<'a> LookupSpan<'a>,
     N: for<'a> FormatFields<'a> + 'static,
 {
-    fn format_event(
-        &self,
-        ctx: &FmtContext<'_, S, N>,
-        mut w: Writer<'_>,
-        event: &Event<'_>,
-    ) -> fmt::Result {
+    fn format_event(&self, ctx: &FmtContext<'_, S, N>, mut w: Writer<'_>, event: &Event<'_>) -> fmt::Result {
         let now = chrono::Local::now();
         let level = match *event.metadata().level() {
             Level::ERROR => "ERRO",
@@ -51,29 +49,70 @@ fn filter(level: LogLevel) -> Targets {
         LogLevel::Trace | LogLevel::Blather => LevelFilter::TRACE,
     };
     // minder's own messages at the configured level; libraries only when they warn.
-    Targets::new()
-        .with_target("minderd", level)
-        .with_target("minder", level)
-        .with_default(LevelFilter::WARN)
+    Targets::new().with_target("minderd", level).with_target("minder", level).with_default(LevelFilter::WARN)
 }
 
-/// Sends the daemon's log to `logfile` (appending), or to standard output.
-pub fn init(level: LogLevel, logfile: Option<&Path>) -> std::io::Result<()> {
-    let registry = tracing_subscriber::registry().with(filter(level));
-    let layer = tracing_subscriber::fmt::layer().event_format(SupervisordFormat);
-    match logfile {
-        Some(path) => {
-            let file = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(path)?;
-            registry
-                .with(layer.with_writer(Mutex::new(file)).with_ansi(false))
-                .init();
-        }
-        None => registry
-            .with(layer.with_writer(std::io::stdout).with_ansi(false))
-            .init(),
+/// Writes each formatted event into the daemon's log channel as one write, so a line is never
+/// split by a rotation.
+struct ChannelWriter(Arc<LogChannel>);
+
+/// One event's bytes, written to the channel when dropped.
+struct Line {
+    channel: Arc<LogChannel>,
+    buf: Vec<u8>,
+}
+
+impl Write for Line {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.buf.extend_from_slice(b);
+        Ok(b.len())
     }
-    Ok(())
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for Line {
+    fn drop(&mut self) {
+        if !self.buf.is_empty() {
+            self.channel.write(&self.buf);
+        }
+    }
+}
+
+impl<'a> MakeWriter<'a> for ChannelWriter {
+    type Writer = Line;
+
+    fn make_writer(&'a self) -> Line {
+        Line { channel: Arc::clone(&self.0), buf: Vec::with_capacity(128) }
+    }
+}
+
+/// Where the daemon's log goes, and how it rotates.
+#[derive(Debug, Clone)]
+pub struct LogTarget {
+    pub level: LogLevel,
+    /// `None` for standard output.
+    pub file: Option<LogSpec>,
+}
+
+/// Sends the daemon's log to its file (through a log channel, which rotates it and lets
+/// `maintail` read it), or to standard output. Returns the channel, if any.
+pub fn init(target: LogTarget) -> std::io::Result<Option<Arc<LogChannel>>> {
+    let registry = tracing_subscriber::registry().with(filter(target.level));
+    let layer = tracing_subscriber::fmt::layer().event_format(SupervisordFormat).with_ansi(false);
+    match target.file {
+        Some(spec) => {
+            // Fail now, with the reason, rather than at the first line.
+            std::fs::OpenOptions::new().create(true).append(true).open(&spec.path)?;
+            let channel = LogChannel::new(spec);
+            registry.with(layer.with_writer(ChannelWriter(Arc::clone(&channel)))).init();
+            Ok(Some(channel))
+        }
+        None => {
+            registry.with(layer.with_writer(std::io::stdout)).init();
+            Ok(None)
+        }
+    }
 }

@@ -53,10 +53,7 @@ fn main() -> ExitCode {
     let args = Args::parse();
     spawn::ensure_std_fds();
     let Some(path) = args.config.clone().or_else(config::find) else {
-        let searched: Vec<String> = config::search_paths()
-            .iter()
-            .map(|p| p.display().to_string())
-            .collect();
+        let searched: Vec<String> = config::search_paths().iter().map(|p| p.display().to_string()).collect();
         eprintln!(
             "minderd: no configuration file; give one with -c FILE (looked for {})",
             searched.join(", ")
@@ -83,19 +80,11 @@ fn main() -> ExitCode {
         config.daemon.pidfile = args.pidfile.clone();
     }
     let readiness = if args.daemonize {
-        let state_dir = minder::address::default_socket()
-            .parent()
-            .map(PathBuf::from)
-            .unwrap_or_else(std::env::temp_dir);
+        let state_dir =
+            minder::address::default_socket().parent().map(PathBuf::from).unwrap_or_else(std::env::temp_dir);
         // In the background there is no terminal to log to, and the pid must be findable.
-        config
-            .daemon
-            .logfile
-            .get_or_insert_with(|| state_dir.join("minderd.log"));
-        config
-            .daemon
-            .pidfile
-            .get_or_insert_with(|| state_dir.join("minderd.pid"));
+        config.daemon.logfile.get_or_insert_with(|| state_dir.join("minderd.log"));
+        config.daemon.pidfile.get_or_insert_with(|| state_dir.join("minderd.pid"));
         match daemonize::daemonize() {
             Ok(r) => r,
             Err(e) => {
@@ -106,19 +95,28 @@ fn main() -> ExitCode {
     } else {
         Readiness::none()
     };
-    if let Err(e) = logging::init(config.daemon.loglevel, config.daemon.logfile.as_deref()) {
-        let why = format!("cannot open the log file: {e}");
-        eprintln!("minderd: {why}");
-        readiness.failed(&why);
-        return ExitCode::from(1);
-    }
+    let target = logging::LogTarget {
+        level: config.daemon.loglevel,
+        file: config.daemon.logfile.clone().map(|path| minderd::logs::LogSpec {
+            path,
+            maxbytes: 50 * 1024 * 1024,
+            backups: 10,
+            timestamps: false,
+        }),
+    };
+    let daemon_log = match logging::init(target) {
+        Ok(channel) => channel,
+        Err(e) => {
+            let why = format!("cannot open the log file: {e}");
+            eprintln!("minderd: {why}");
+            readiness.failed(&why);
+            return ExitCode::from(1);
+        }
+    };
     for w in &config.warnings {
         tracing::warn!("{w}");
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             readiness.failed(&format!("cannot start the runtime: {e}"));
@@ -127,16 +125,15 @@ fn main() -> ExitCode {
         }
     };
     runtime.block_on(async move {
-        let listeners =
-            match listen::bind_all(&config.daemon.listen, config.daemon.socket_mode).await {
-                Ok(l) => l,
-                Err(e) => {
-                    tracing::error!("{e}");
-                    eprintln!("minderd: {e}");
-                    readiness.failed(&e.to_string());
-                    return ExitCode::from(1);
-                }
-            };
+        let listeners = match listen::bind_all(&config.daemon.listen, config.daemon.socket_mode).await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!("{e}");
+                eprintln!("minderd: {e}");
+                readiness.failed(&e.to_string());
+                return ExitCode::from(1);
+            }
+        };
         let pidfile = match &config.daemon.pidfile {
             Some(p) => match Pidfile::write(p) {
                 Ok(f) => Some(f),
@@ -150,7 +147,7 @@ fn main() -> ExitCode {
             None => None,
         };
         readiness.ready();
-        let result = minderd::run(&config, listeners, std::future::pending()).await;
+        let result = minderd::run(&config, listeners, daemon_log, std::future::pending()).await;
         drop(pidfile);
         match result {
             Ok(()) => ExitCode::SUCCESS,
@@ -174,9 +171,7 @@ impl Pidfile {
 
 impl Drop for Pidfile {
     fn drop(&mut self) {
-        if std::fs::read_to_string(&self.0)
-            .is_ok_and(|s| s.trim() == std::process::id().to_string())
-        {
+        if std::fs::read_to_string(&self.0).is_ok_and(|s| s.trim() == std::process::id().to_string()) {
             let _ = std::fs::remove_file(&self.0);
         }
     }

@@ -6,8 +6,6 @@
 //! task ever changes its state.
 
 use std::collections::VecDeque;
-use std::os::fd::OwnedFd;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -18,9 +16,9 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
 use crate::capture;
-use crate::lifecycle::{
-    self, Action, Ctx, Event, Exit, ExitStatus, Kind, Level, Machine, Policy, Refusal,
-};
+use crate::events::{EventBus, EventKind, ProcessChange};
+use crate::lifecycle::{self, Action, Ctx, Event, Exit, ExitStatus, Kind, Level, Machine, Policy, Refusal};
+use crate::logs::LogChannel;
 use crate::reaper::Reaper;
 use crate::spawn::{self, BaseEnv, SpawnError};
 
@@ -53,16 +51,14 @@ pub enum Fault {
 pub struct Shared {
     pub reaper: Arc<Reaper>,
     pub base_env: BaseEnv,
+    /// The history of state changes, for event watchers.
+    pub events: EventBus,
     shutting_down: AtomicBool,
 }
 
 impl Shared {
     pub fn new(reaper: Arc<Reaper>, base_env: BaseEnv) -> Self {
-        Shared {
-            reaper,
-            base_env,
-            shutting_down: AtomicBool::new(false),
-        }
+        Shared { reaper, base_env, events: EventBus::new(), shutting_down: AtomicBool::new(false) }
     }
 
     pub fn shutting_down(&self) -> bool {
@@ -75,11 +71,12 @@ impl Shared {
     }
 }
 
-/// Where a process's output goes, resolved once (AUTO becomes a real path).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LogPaths {
-    pub stdout: Option<PathBuf>,
-    pub stderr: Option<PathBuf>,
+/// Where a process's output goes: a log channel per captured output, none where it is
+/// discarded (NONE) or merged into stdout (redirect_stderr).
+#[derive(Debug, Clone)]
+pub struct Logs {
+    pub stdout: Option<Arc<LogChannel>>,
+    pub stderr: Option<Arc<LogChannel>>,
 }
 
 /// A process as everyone but its task sees it.
@@ -124,20 +121,16 @@ impl Snapshot {
         match self.state {
             Kind::Running => {
                 let up = self.uptime().unwrap_or_default().as_secs();
-                format!(
-                    "pid {}, uptime {}",
-                    self.pid.unwrap_or(0),
-                    python_timedelta(up)
-                )
+                format!("pid {}, uptime {}", self.pid.unwrap_or(0), python_timedelta(up))
             }
             Kind::Backoff | Kind::Fatal => match &self.spawn_error {
                 Some(e) if !e.is_empty() => e.clone(),
                 _ => format!("unknown error (try \"tail {name}\")"),
             },
             Kind::Stopped | Kind::Exited => match self.stop.or(self.start) {
-                Some(t) if self.start.is_some() => chrono::DateTime::<chrono::Local>::from(t)
-                    .format("%b %d %I:%M %p")
-                    .to_string(),
+                Some(t) if self.start.is_some() => {
+                    chrono::DateTime::<chrono::Local>::from(t).format("%b %d %I:%M %p").to_string()
+                }
                 _ => "Not started".to_string(),
             },
             _ => String::new(),
@@ -176,13 +169,21 @@ enum Command {
         signal: Signal,
         reply: oneshot::Sender<Result<(), Fault>>,
     },
+    /// Hands out the running child's stdin.
+    Stdin {
+        reply: oneshot::Sender<Result<Stdin, Fault>>,
+    },
 }
+
+/// The write end of a running child's stdin. Writers queue on the lock in order; the process's
+/// task never waits for the child to read.
+pub type Stdin = Arc<tokio::sync::Mutex<tokio::net::unix::pipe::Sender>>;
 
 /// A handle on a process's task: cheap to clone, never blocks on the task to read state.
 #[derive(Debug, Clone)]
 pub struct ProcessHandle {
     pub config: Arc<ProcessConfig>,
-    pub logs: Arc<LogPaths>,
+    pub logs: Arc<Logs>,
     tx: mpsc::Sender<Command>,
     snapshot: watch::Receiver<Snapshot>,
 }
@@ -208,7 +209,7 @@ fn gone() -> Fault {
 impl ProcessHandle {
     /// Starts the task that owns the process. It runs until every handle is dropped and the
     /// process has no child.
-    pub fn spawn(config: ProcessConfig, logs: LogPaths, shared: Arc<Shared>) -> ProcessHandle {
+    pub fn spawn(config: ProcessConfig, logs: Logs, shared: Arc<Shared>) -> ProcessHandle {
         let config = Arc::new(config);
         let logs = Arc::new(logs);
         let (tx, rx) = mpsc::channel(64);
@@ -230,12 +231,7 @@ impl ProcessHandle {
             stop_waiters: Vec::new(),
         };
         tokio::spawn(actor.run(rx));
-        ProcessHandle {
-            config,
-            logs,
-            tx,
-            snapshot,
-        }
+        ProcessHandle { config, logs, tx, snapshot }
     }
 
     pub fn snapshot(&self) -> Snapshot {
@@ -261,14 +257,7 @@ impl ProcessHandle {
         } else {
             (None, None)
         };
-        self.tx
-            .send(Command::Start {
-                explicit,
-                spawned,
-                settled,
-            })
-            .await
-            .map_err(|_| gone())?;
+        self.tx.send(Command::Start { explicit, spawned, settled }).await.map_err(|_| gone())?;
         spawned_rx.await.unwrap_or(Err(gone()))?;
         Ok(Started(settled_rx))
     }
@@ -276,21 +265,27 @@ impl ProcessHandle {
     /// Stops the process; with `wait`, answers once it has stopped.
     pub async fn stop(&self, wait: bool) -> Result<(), Fault> {
         let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(Command::Stop { wait, reply })
-            .await
-            .map_err(|_| gone())?;
+        self.tx.send(Command::Stop { wait, reply }).await.map_err(|_| gone())?;
         rx.await.unwrap_or(Err(gone()))
     }
 
     /// Sends a signal without changing the process's state.
     pub async fn signal(&self, signal: Signal) -> Result<(), Fault> {
         let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(Command::Signal { signal, reply })
-            .await
-            .map_err(|_| gone())?;
+        self.tx.send(Command::Signal { signal, reply }).await.map_err(|_| gone())?;
         rx.await.unwrap_or(Err(gone()))
+    }
+
+    /// Writes `data` to the running child's stdin.
+    pub async fn send_stdin(&self, data: &[u8]) -> Result<(), Fault> {
+        use tokio::io::AsyncWriteExt;
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(Command::Stdin { reply }).await.map_err(|_| gone())?;
+        let stdin = rx.await.unwrap_or(Err(gone()))?;
+        let mut pipe = stdin.lock().await;
+        pipe.write_all(data)
+            .await
+            .map_err(|e| Fault::Failed(format!("cannot write to the stdin of {}: {e}", self.config.name)))
     }
 }
 
@@ -319,14 +314,14 @@ fn refusal_fault(r: Refusal) -> Fault {
 /// The task that owns one process.
 struct Actor {
     config: Arc<ProcessConfig>,
-    logs: Arc<LogPaths>,
+    logs: Arc<Logs>,
     policy: Policy,
     machine: Machine,
     shared: Arc<Shared>,
     /// The current child's pid and where its exit will arrive.
     child: Option<(u32, oneshot::Receiver<ExitStatus>)>,
     /// The write end of the current child's stdin (closed when the child is gone).
-    stdin: Option<OwnedFd>,
+    stdin: Option<Stdin>,
     snapshot: watch::Sender<Snapshot>,
     start_wall: Option<SystemTime>,
     up_since: Option<Instant>,
@@ -372,11 +367,7 @@ impl Actor {
 
     async fn command(&mut self, cmd: Command) {
         match cmd {
-            Command::Start {
-                explicit,
-                spawned,
-                settled,
-            } => {
+            Command::Start { explicit, spawned, settled } => {
                 // As supervisord's startProcess: a command that cannot run is refused before
                 // anything changes.
                 if explicit {
@@ -419,10 +410,17 @@ impl Actor {
             Command::Signal { signal, reply } => {
                 let result = match self.feed(Event::Signal(signal)).await {
                     Err(r) => Err(refusal_fault(r)),
-                    Ok(()) if self.machine.state.kind() == Kind::Unknown => Err(Fault::Failed(
-                        format!("could not signal {}", self.config.name),
-                    )),
+                    Ok(()) if self.machine.state.kind() == Kind::Unknown => {
+                        Err(Fault::Failed(format!("could not signal {}", self.config.name)))
+                    }
                     Ok(()) => Ok(()),
+                };
+                let _ = reply.send(result);
+            }
+            Command::Stdin { reply } => {
+                let result = match (&self.stdin, self.machine.state.kind()) {
+                    (Some(stdin), Kind::Starting | Kind::Running | Kind::Stopping) => Ok(Arc::clone(stdin)),
+                    _ => Err(Fault::NotRunning),
                 };
                 let _ = reply.send(result);
             }
@@ -435,6 +433,7 @@ impl Actor {
     async fn feed(&mut self, event: Event) -> Result<(), Refusal> {
         let mut queue = VecDeque::from([event]);
         let mut first = true;
+        let mut changes = Vec::new();
         while let Some(ev) = queue.pop_front() {
             let ctx = Ctx {
                 now: Instant::now(),
@@ -449,6 +448,8 @@ impl Actor {
             };
             first = false;
             let now = ctx.now;
+            // Events name the child concerned: the new one, or the one that just ended.
+            let pid = step.machine.state.pid().or(self.machine.state.pid());
             self.machine = step.machine;
             for action in step.actions {
                 match action {
@@ -461,11 +462,28 @@ impl Actor {
                             queue.push_back(ev);
                         }
                     }
-                    Action::Transition { from: _, to } => {
+                    Action::Transition { from, to } => {
                         if to == Kind::Starting {
                             self.start_wall = Some(SystemTime::now());
                             self.up_since = Some(now);
                         }
+                        changes.push(ProcessChange {
+                            name: self.config.name.clone(),
+                            group: self.config.group.clone(),
+                            from,
+                            to,
+                            pid,
+                            exit: if matches!(to, Kind::Exited | Kind::Stopped) {
+                                self.machine.last_exit
+                            } else {
+                                None
+                            },
+                            spawn_error: if matches!(to, Kind::Backoff | Kind::Fatal) {
+                                self.machine.spawn_error.clone()
+                            } else {
+                                None
+                            },
+                        });
                     }
                     Action::Log { level, message } => match level {
                         Level::Debug => tracing::debug!("{message}"),
@@ -476,7 +494,7 @@ impl Actor {
             }
         }
         self.settle();
-        self.publish();
+        self.publish(changes);
         Ok(())
     }
 
@@ -486,9 +504,9 @@ impl Actor {
         let outcome = match kind {
             Kind::Starting => None,
             Kind::Running => Some(Ok(())),
-            Kind::Backoff | Kind::Fatal if self.machine.spawn_error.is_some() => Some(Err(
-                Fault::SpawnError(self.machine.spawn_error.clone().unwrap_or_default()),
-            )),
+            Kind::Backoff | Kind::Fatal if self.machine.spawn_error.is_some() => {
+                Some(Err(Fault::SpawnError(self.machine.spawn_error.clone().unwrap_or_default())))
+            }
             _ => Some(Err(Fault::AbnormalTermination)),
         };
         if let Some(outcome) = outcome {
@@ -503,8 +521,10 @@ impl Actor {
         }
     }
 
-    fn publish(&self) {
-        self.snapshot.send_replace(Snapshot {
+    /// Publishes the state changes of one step, and the new snapshot with them, atomically
+    /// with respect to event watchers.
+    fn publish(&self, changes: Vec<ProcessChange>) {
+        let snapshot = Snapshot {
             state: self.machine.state.kind(),
             pid: self.machine.state.pid(),
             start: self.start_wall,
@@ -513,47 +533,33 @@ impl Actor {
             last_exit: self.machine.last_exit,
             spawn_error: self.machine.spawn_error.clone(),
             spawn_count: self.spawn_count,
-        });
+        };
+        let events = changes.into_iter().map(EventKind::Process);
+        self.shared.events.publish_with(events, || self.snapshot.send_replace(snapshot));
     }
 
-    /// Opens the logs, spawns the child and starts capturing its output.
+    /// Spawns the child and starts capturing its output into its log channels.
     async fn spawn(&mut self) -> Event {
-        let name = &self.config.name;
-        let open = |path: &Option<PathBuf>| -> Result<Option<(std::fs::File, PathBuf)>, String> {
-            match path {
-                Some(p) => capture::open_log(p)
-                    .map(|f| Some((f, p.clone())))
-                    .map_err(|e| format!("cannot open the log file {}: {e}", p.display())),
-                None => Ok(None),
-            }
-        };
-        let (stdout_log, stderr_log) = match (open(&self.logs.stdout), open(&self.logs.stderr)) {
-            (Ok(o), Ok(e)) => (o, e),
-            (Err(reason), _) | (_, Err(reason)) => return Event::SpawnFailed { reason },
-        };
-        match spawn::spawn(
-            &self.config,
-            &self.logs,
-            &self.shared.base_env,
-            &self.shared.reaper,
-        )
-        .await
-        {
+        match spawn::spawn(&self.config, &self.logs, &self.shared.base_env, &self.shared.reaper).await {
             Ok(child) => {
-                if let (Some(pipe), Some((file, path))) = (child.stdout, stdout_log) {
-                    capture::spawn(pipe, file, path, name.clone());
+                for (pipe, channel) in [(child.stdout, &self.logs.stdout), (child.stderr, &self.logs.stderr)]
+                {
+                    if let (Some(pipe), Some(channel)) = (pipe, channel) {
+                        capture::spawn(pipe, Arc::clone(channel), self.config.name.clone());
+                    }
                 }
-                if let (Some(pipe), Some((file, path))) = (child.stderr, stderr_log) {
-                    capture::spawn(pipe, file, path, name.clone());
-                }
-                self.stdin = Some(child.stdin);
+                self.stdin = match tokio::net::unix::pipe::Sender::from_owned_fd(child.stdin) {
+                    Ok(s) => Some(Arc::new(tokio::sync::Mutex::new(s))),
+                    Err(e) => {
+                        tracing::warn!("cannot keep the stdin of {}: {e}", self.config.name);
+                        None
+                    }
+                };
                 self.child = Some((child.pid, child.exit));
                 self.spawn_count += 1;
                 Event::Spawned { pid: child.pid }
             }
-            Err(e) => Event::SpawnFailed {
-                reason: e.to_string(),
-            },
+            Err(e) => Event::SpawnFailed { reason: e.to_string() },
         }
     }
 
@@ -571,9 +577,7 @@ impl Actor {
                 );
                 None
             }
-            Err(e) => Some(Event::SignalFailed {
-                reason: spawn::errno_text(e),
-            }),
+            Err(e) => Some(Event::SignalFailed { reason: spawn::errno_text(e) }),
         }
     }
 }

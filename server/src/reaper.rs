@@ -108,10 +108,7 @@ fn decode(status: libc::c_int) -> Option<ExitStatus> {
     if libc::WIFEXITED(status) {
         Some(ExitStatus::Code(libc::WEXITSTATUS(status)))
     } else if libc::WIFSIGNALED(status) {
-        Some(ExitStatus::Signal {
-            signal: libc::WTERMSIG(status),
-            core_dumped: libc::WCOREDUMP(status),
-        })
+        Some(ExitStatus::Signal { signal: libc::WTERMSIG(status), core_dumped: libc::WCOREDUMP(status) })
     } else {
         None
     }

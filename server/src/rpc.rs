@@ -3,31 +3,55 @@
 //! Conversions between the two live here and nowhere else, with one mapping from
 //! [`RequestError`] to `tonic::Status`.
 
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use minder::pb;
 use minder::signal;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
+use crate::events::{DaemonPhase, Event, EventKind, Since};
 use crate::lifecycle::{Exit, ExitStatus, Kind};
+use crate::logs::{Chunk, LogChannel, ReadError};
 use crate::process::{Fault, ProcessHandle};
 use crate::supervisor::{DaemonState, Outcome, RequestError, Supervisor};
+
+/// The default start of a tail, as supervisorctl's: the last 1600 bytes.
+const TAIL_BYTES: u64 = 1600;
+
+/// How many messages a stream buffers for a slow client before its producers wait.
+const STREAM_BUFFER: usize = 16;
+
+type Stream<T> = Pin<Box<dyn tokio_stream::Stream<Item = Result<T, Status>> + Send>>;
 
 /// The service minderd serves on every listener.
 #[derive(Debug, Clone)]
 pub struct Service {
     sup: Arc<Supervisor>,
+    /// minderd's own log, when it goes to a file.
+    daemon_log: Option<Arc<LogChannel>>,
 }
 
 impl Service {
-    pub fn new(sup: Arc<Supervisor>) -> Self {
-        Service { sup }
+    pub fn new(sup: Arc<Supervisor>, daemon_log: Option<Arc<LogChannel>>) -> Self {
+        Service { sup, daemon_log }
     }
 
     /// The tonic server for this service.
     pub fn server(self) -> pb::supervisor_server::SupervisorServer<Service> {
         pb::supervisor_server::SupervisorServer::new(self)
+    }
+}
+
+impl From<ReadError> for Status {
+    fn from(e: ReadError) -> Status {
+        match e {
+            ReadError::NotRegular(_) => Status::failed_precondition(e.to_string()),
+            ReadError::BeyondEnd { .. } => Status::out_of_range(e.to_string()),
+        }
     }
 }
 
@@ -46,10 +70,7 @@ fn timestamp(t: SystemTime) -> prost_types::Timestamp {
 }
 
 fn duration(d: Duration) -> prost_types::Duration {
-    prost_types::Duration {
-        seconds: d.as_secs() as i64,
-        nanos: d.subsec_nanos() as i32,
-    }
+    prost_types::Duration { seconds: d.as_secs() as i64, nanos: d.subsec_nanos() as i32 }
 }
 
 pub fn state(kind: Kind) -> pb::ProcessState {
@@ -70,11 +91,7 @@ fn exit_status(e: &Exit) -> pb::ExitStatus {
         ExitStatus::Code(c) => pb::exit_status::How::Code(c),
         ExitStatus::Signal { signal, .. } => pb::exit_status::How::Signal(signal),
     };
-    pb::ExitStatus {
-        how: Some(how),
-        expected: e.expected,
-        description: e.status.to_string(),
-    }
+    pb::ExitStatus { how: Some(how), expected: e.expected, description: e.status.to_string() }
 }
 
 /// A process as the API describes it.
@@ -94,18 +111,8 @@ pub fn process_info(h: &ProcessHandle) -> pb::ProcessInfo {
         exit_status: snap.last_exit.as_ref().map(exit_status),
         spawn_error: snap.spawn_error.clone().unwrap_or_default(),
         description: snap.description(&c.name),
-        stdout_logfile: h
-            .logs
-            .stdout
-            .as_ref()
-            .map(|p| p.display().to_string())
-            .unwrap_or_default(),
-        stderr_logfile: h
-            .logs
-            .stderr
-            .as_ref()
-            .map(|p| p.display().to_string())
-            .unwrap_or_default(),
+        stdout_logfile: h.logs.stdout.as_ref().map(|c| c.path().display().to_string()).unwrap_or_default(),
+        stderr_logfile: h.logs.stderr.as_ref().map(|c| c.path().display().to_string()).unwrap_or_default(),
         spawn_count: snap.spawn_count,
     }
 }
@@ -162,17 +169,155 @@ fn results(outcomes: Vec<Outcome>) -> pb::ProcessActionResponse {
     pb::ProcessActionResponse { results }
 }
 
+fn daemon_state(s: DaemonState) -> pb::DaemonState {
+    match s {
+        DaemonState::Running => pb::DaemonState::Running,
+        DaemonState::Shutdown => pb::DaemonState::Shutdown,
+    }
+}
+
+fn phase(p: DaemonPhase) -> pb::DaemonState {
+    match p {
+        DaemonPhase::Running => pb::DaemonState::Running,
+        DaemonPhase::Shutdown => pb::DaemonState::Shutdown,
+    }
+}
+
+/// One event as the API describes it.
+fn event(e: &Event, instance: &str) -> pb::Event {
+    let kind = match &e.kind {
+        EventKind::Process(c) => pb::event::Kind::Process(pb::ProcessStateChange {
+            name: c.name.clone(),
+            group: c.group.clone(),
+            full_name: minder::config::full_name(&c.group, &c.name),
+            from: state(c.from).into(),
+            to: state(c.to).into(),
+            pid: c.pid.unwrap_or(0),
+            exit_status: c.exit.as_ref().map(exit_status),
+            spawn_error: c.spawn_error.clone().unwrap_or_default(),
+        }),
+        EventKind::Daemon { from, to } => pb::event::Kind::Daemon(pb::DaemonStateChange {
+            from: phase(*from).into(),
+            to: phase(*to).into(),
+        }),
+    };
+    pb::Event { seq: e.seq, time: Some(timestamp(e.time)), instance: instance.to_string(), kind: Some(kind) }
+}
+
+/// Every process, with the number of the last change the picture includes.
+fn snapshot(sup: &Supervisor) -> pb::Event {
+    let (seq, processes) =
+        sup.events().snapshot_with(|| sup.all_by_name().iter().map(process_info).collect());
+    pb::Event {
+        seq,
+        time: Some(timestamp(SystemTime::now())),
+        instance: sup.events().instance.clone(),
+        kind: Some(pb::event::Kind::Snapshot(pb::Snapshot {
+            processes,
+            daemon_state: daemon_state(sup.state()).into(),
+        })),
+    }
+}
+
+/// Streams events to `tx` from after `next`, until the client goes away.
+async fn pump_events(sup: Arc<Supervisor>, mut next: u64, tx: mpsc::Sender<Result<pb::Event, Status>>) {
+    let bus = sup.events();
+    let mut published = bus.subscribe();
+    loop {
+        published.borrow_and_update();
+        match bus.since(next) {
+            Since::Events(events) if events.is_empty() => {
+                tokio::select! {
+                    changed = published.changed() => if changed.is_err() { return },
+                    () = tx.closed() => return,
+                }
+            }
+            Since::Events(events) => {
+                for e in events {
+                    if tx.send(Ok(event(&e, &bus.instance))).await.is_err() {
+                        return;
+                    }
+                    next = e.seq;
+                }
+            }
+            Since::Lagged { missed } => {
+                let lagged = pb::Event {
+                    seq: next,
+                    time: Some(timestamp(SystemTime::now())),
+                    instance: bus.instance.clone(),
+                    kind: Some(pb::event::Kind::Lagged(pb::Lagged { missed })),
+                };
+                let snap = snapshot(&sup);
+                next = snap.seq;
+                if tx.send(Ok(lagged)).await.is_err() || tx.send(Ok(snap)).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Where a tail starts in `channel`.
+fn start_of(channel: &LogChannel, start: Option<&Start>) -> Result<u64, Status> {
+    Ok(match start {
+        None => channel.start_for_last_bytes(TAIL_BYTES),
+        Some(Start::LastBytes(n)) => channel.start_for_last_bytes(*n),
+        Some(Start::LastLines(n)) => channel.start_for_last_lines(*n)?,
+        Some(Start::Offset(o)) => {
+            let end = channel.end();
+            if *o > end {
+                return Err(ReadError::BeyondEnd { offset: *o, end }.into());
+            }
+            *o
+        }
+    })
+}
+
+/// Where to start reading, in either request's terms.
+enum Start {
+    LastBytes(u64),
+    LastLines(u64),
+    Offset(u64),
+}
+
+/// Starts streaming `channel` from `pos` into `tx`, each chunk labelled.
+fn spawn_tail(
+    channel: Arc<LogChannel>,
+    pos: u64,
+    follow: bool,
+    process: String,
+    which: pb::LogChannel,
+    tx: mpsc::Sender<Result<pb::LogChunk, Status>>,
+) {
+    tokio::spawn(async move {
+        let errors = tx.clone();
+        let label = move |c: Chunk| {
+            Ok(pb::LogChunk {
+                process: process.clone(),
+                channel: which.into(),
+                offset: c.offset,
+                data: c.data,
+                skipped: c.skipped,
+            })
+        };
+        if let Err(e) = channel.stream(pos, follow, tx, label).await {
+            let _ = errors.send(Err(e.into())).await;
+        }
+    });
+}
+
 #[tonic::async_trait]
 impl pb::supervisor_server::Supervisor for Service {
+    type TailLogStream = Stream<pb::LogChunk>;
+    type TailDaemonLogStream = Stream<pb::LogChunk>;
+    type WatchEventsStream = Stream<pb::Event>;
+
     async fn get_daemon_info(
         &self,
         _req: Request<pb::GetDaemonInfoRequest>,
     ) -> Result<Response<pb::DaemonInfo>, Status> {
         let f = self.sup.facts();
-        let state = match self.sup.state() {
-            DaemonState::Running => pb::DaemonState::Running,
-            DaemonState::Shutdown => pb::DaemonState::Shutdown,
-        };
+        let state = daemon_state(self.sup.state());
         Ok(Response::new(pb::DaemonInfo {
             version: minder::VERSION.to_string(),
             api_version: minder::API_VERSION.to_string(),
@@ -241,6 +386,143 @@ impl pb::supervisor_server::Supervisor for Service {
         Ok(Response::new(results(outcomes)))
     }
 
+    async fn tail_log(
+        &self,
+        req: Request<pb::TailLogRequest>,
+    ) -> Result<Response<Self::TailLogStream>, Status> {
+        let r = req.into_inner();
+        let handles = self.sup.select_for_reading(&r.names)?;
+        let mut wanted = Vec::new();
+        for c in &r.channels {
+            match pb::LogChannel::try_from(*c) {
+                Ok(c @ (pb::LogChannel::Stdout | pb::LogChannel::Stderr)) => wanted.push(c),
+                _ => {
+                    return Err(Status::invalid_argument(format!(
+                        "{c} is not a process output; use STDOUT or STDERR"
+                    )))
+                }
+            }
+        }
+        let explicit = !wanted.is_empty();
+        if !explicit {
+            wanted = vec![pb::LogChannel::Stdout, pb::LogChannel::Stderr];
+        }
+        let start = match r.start {
+            Some(pb::tail_log_request::Start::LastBytes(n)) => Some(Start::LastBytes(n)),
+            Some(pb::tail_log_request::Start::LastLines(n)) => Some(Start::LastLines(n)),
+            Some(pb::tail_log_request::Start::Offset(o)) => Some(Start::Offset(o)),
+            None => None,
+        };
+        let mut sources = Vec::new();
+        for h in &handles {
+            for which in &wanted {
+                let (channel, name) = match which {
+                    pb::LogChannel::Stdout => (&h.logs.stdout, "stdout"),
+                    _ => (&h.logs.stderr, "stderr"),
+                };
+                let full = h.config.full_name();
+                match channel {
+                    Some(ch) => {
+                        ch.readable()?;
+                        let resume =
+                            r.resume.iter().find(|p| p.process == full && p.channel == *which as i32);
+                        let pos = match resume {
+                            Some(p) => start_of(ch, Some(&Start::Offset(p.offset)))?,
+                            None => start_of(ch, start.as_ref())?,
+                        };
+                        sources.push((Arc::clone(ch), pos, full, *which));
+                    }
+                    None if explicit || (handles.len() == 1 && *which == pb::LogChannel::Stdout) => {
+                        let why = if *which == pb::LogChannel::Stderr && h.config.redirect_stderr {
+                            "is redirected to its stdout"
+                        } else {
+                            "is not captured (its log file is NONE)"
+                        };
+                        return Err(Status::failed_precondition(format!("the {name} of {full} {why}")));
+                    }
+                    None => {}
+                }
+            }
+        }
+        if sources.is_empty() {
+            return Err(Status::failed_precondition("none of the selected outputs is captured"));
+        }
+        let (tx, rx) = mpsc::channel(STREAM_BUFFER);
+        for (channel, pos, full, which) in sources {
+            spawn_tail(channel, pos, r.follow, full, which, tx.clone());
+        }
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn tail_daemon_log(
+        &self,
+        req: Request<pb::TailDaemonLogRequest>,
+    ) -> Result<Response<Self::TailDaemonLogStream>, Status> {
+        let r = req.into_inner();
+        let Some(channel) = &self.daemon_log else {
+            return Err(Status::failed_precondition(
+                "minderd logs to standard output; set [daemon] logfile to read its log back",
+            ));
+        };
+        let start = match r.start {
+            Some(pb::tail_daemon_log_request::Start::LastBytes(n)) => Some(Start::LastBytes(n)),
+            Some(pb::tail_daemon_log_request::Start::LastLines(n)) => Some(Start::LastLines(n)),
+            Some(pb::tail_daemon_log_request::Start::Offset(o)) => Some(Start::Offset(o)),
+            None => None,
+        };
+        channel.readable()?;
+        let pos = start_of(channel, start.as_ref())?;
+        let (tx, rx) = mpsc::channel(STREAM_BUFFER);
+        spawn_tail(Arc::clone(channel), pos, r.follow, String::new(), pb::LogChannel::Daemon, tx);
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn clear_logs(
+        &self,
+        req: Request<pb::ClearLogsRequest>,
+    ) -> Result<Response<pb::ProcessActionResponse>, Status> {
+        let outcomes = self.sup.clear_logs(&req.into_inner().names).await?;
+        Ok(Response::new(results(outcomes)))
+    }
+
+    async fn send_stdin(
+        &self,
+        req: Request<pb::SendStdinRequest>,
+    ) -> Result<Response<pb::SendStdinResponse>, Status> {
+        let r = req.into_inner();
+        let h = self.sup.get(&r.name)?;
+        match h.send_stdin(&r.data).await {
+            Ok(()) => Ok(Response::new(pb::SendStdinResponse {})),
+            Err(Fault::NotRunning) => Err(Status::failed_precondition(format!("{} is not running", r.name))),
+            Err(e) => Err(Status::failed_precondition(e.to_string())),
+        }
+    }
+
+    async fn watch_events(
+        &self,
+        req: Request<pb::WatchEventsRequest>,
+    ) -> Result<Response<Self::WatchEventsStream>, Status> {
+        let r = req.into_inner();
+        let (tx, rx) = mpsc::channel(STREAM_BUFFER);
+        let sup = Arc::clone(&self.sup);
+        tokio::spawn(async move {
+            let bus = sup.events();
+            let resume = r.since_seq > 0 && r.instance == bus.instance && bus.holds(r.since_seq);
+            let next = if resume {
+                r.since_seq
+            } else {
+                let snap = snapshot(&sup);
+                let seq = snap.seq;
+                if tx.send(Ok(snap)).await.is_err() {
+                    return;
+                }
+                seq
+            };
+            pump_events(sup, next, tx).await;
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
     async fn shutdown(
         &self,
         _req: Request<pb::ShutdownRequest>,
@@ -248,9 +530,7 @@ impl pb::supervisor_server::Supervisor for Service {
         if self.sup.request_shutdown() {
             Ok(Response::new(pb::ShutdownResponse {}))
         } else {
-            Err(Status::failed_precondition(
-                "minderd is already shutting down",
-            ))
+            Err(Status::failed_precondition("minderd is already shutting down"))
         }
     }
 }

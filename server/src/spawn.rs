@@ -19,7 +19,7 @@ use tokio::io::AsyncReadExt;
 use tokio::sync::oneshot;
 
 use crate::lifecycle::ExitStatus;
-use crate::process::LogPaths;
+use crate::process::Logs;
 use crate::reaper::Reaper;
 
 /// Why a spawn could not happen.
@@ -47,10 +47,7 @@ pub struct BaseEnv {
 
 impl BaseEnv {
     pub fn from_process(server_url: Option<String>) -> Self {
-        BaseEnv {
-            vars: std::env::vars_os().collect(),
-            server_url,
-        }
+        BaseEnv { vars: std::env::vars_os().collect(), server_url }
     }
 }
 
@@ -106,36 +103,24 @@ pub fn resolve_executable(config: &ProcessConfig, base: &BaseEnv) -> Result<Path
             .find_map(|p| std::fs::metadata(&p).ok().map(|m| (p, m)))
     };
     let Some((path, meta)) = found else {
-        return Err(SpawnError::NoFile(format!(
-            "can't find command '{program}'"
-        )));
+        return Err(SpawnError::NoFile(format!("can't find command '{program}'")));
     };
     let shown = path.display();
     if meta.is_dir() {
-        return Err(SpawnError::NotExecutable(format!(
-            "command at '{shown}' is a directory"
-        )));
+        return Err(SpawnError::NotExecutable(format!("command at '{shown}' is a directory")));
     }
     if meta.permissions().mode() & 0o111 == 0 {
-        return Err(SpawnError::NotExecutable(format!(
-            "command at '{shown}' is not executable"
-        )));
+        return Err(SpawnError::NotExecutable(format!("command at '{shown}' is not executable")));
     }
     if nix::unistd::access(&path, nix::unistd::AccessFlags::X_OK).is_err() {
-        return Err(SpawnError::NotExecutable(format!(
-            "no permission to run command '{shown}'"
-        )));
+        return Err(SpawnError::NotExecutable(format!("no permission to run command '{shown}'")));
     }
     Ok(path)
 }
 
 /// Builds the child's environment: the daemon's, then SUPERVISOR_* and MINDER_*, then the
 /// user's HOME/USER/LOGNAME when switching user, then the program's own `environment`.
-fn environment(
-    config: &ProcessConfig,
-    base: &BaseEnv,
-    user: Option<&nix::unistd::User>,
-) -> Vec<CString> {
+fn environment(config: &ProcessConfig, base: &BaseEnv, user: Option<&nix::unistd::User>) -> Vec<CString> {
     let mut env = base.vars.clone();
     let mut set = |k: &str, v: &OsStr| {
         env.insert(k.into(), v.to_os_string());
@@ -168,8 +153,7 @@ fn environment(
 }
 
 fn cstring(s: impl AsRef<OsStr>, what: &str) -> Result<CString, SpawnError> {
-    CString::new(s.as_ref().as_bytes())
-        .map_err(|_| SpawnError::Other(format!("{what} contains a NUL byte")))
+    CString::new(s.as_ref().as_bytes()).map_err(|_| SpawnError::Other(format!("{what} contains a NUL byte")))
 }
 
 fn user_creds(name: &str) -> Result<(nix::unistd::User, Option<Creds>), SpawnError> {
@@ -180,11 +164,7 @@ fn user_creds(name: &str) -> Result<(nix::unistd::User, Option<Creds>), SpawnErr
     let user = match found {
         Ok(Some(u)) => u,
         Ok(None) => return Err(SpawnError::Other(format!("Can't find username '{name}'"))),
-        Err(e) => {
-            return Err(SpawnError::Other(format!(
-                "cannot look up user '{name}': {e}"
-            )))
-        }
+        Err(e) => return Err(SpawnError::Other(format!("cannot look up user '{name}': {e}"))),
     };
     let me = nix::unistd::Uid::current();
     if me == user.uid {
@@ -197,11 +177,7 @@ fn user_creds(name: &str) -> Result<(nix::unistd::User, Option<Creds>), SpawnErr
         )));
     }
     let groups = supplementary_groups(&user)?;
-    let creds = Creds {
-        uid: user.uid.as_raw(),
-        gid: user.gid.as_raw(),
-        groups,
-    };
+    let creds = Creds { uid: user.uid.as_raw(), gid: user.gid.as_raw(), groups };
     Ok((user, Some(creds)))
 }
 
@@ -209,12 +185,7 @@ fn user_creds(name: &str) -> Result<(nix::unistd::User, Option<Creds>), SpawnErr
 fn supplementary_groups(user: &nix::unistd::User) -> Result<Vec<libc::gid_t>, SpawnError> {
     let name = cstring(&user.name, "the user name")?;
     let mut groups: Vec<libc::gid_t> = nix::unistd::getgrouplist(&name, user.gid)
-        .map_err(|e| {
-            SpawnError::Other(format!(
-                "cannot list the groups of user '{}': {e}",
-                user.name
-            ))
-        })?
+        .map_err(|e| SpawnError::Other(format!("cannot list the groups of user '{}': {e}", user.name)))?
         .into_iter()
         .map(|g| g.as_raw())
         .collect();
@@ -252,11 +223,11 @@ pub fn errno_text(e: Errno) -> String {
     format!("{e:?} ({})", e.desc())
 }
 
-/// Spawns the process described by `config`; its output is piped where `logs` has a file, and
-/// goes to /dev/null where it has none.
+/// Spawns the process described by `config`; its output is piped where `logs` has a channel,
+/// and goes to /dev/null where it has none.
 pub async fn spawn(
     config: &ProcessConfig,
-    logs: &LogPaths,
+    logs: &Logs,
     base: &BaseEnv,
     reaper: &Reaper,
 ) -> Result<Child, SpawnError> {
@@ -269,17 +240,9 @@ pub async fn spawn(
         None => (None, None),
     };
     let c_path = cstring(&path, "the command")?;
-    let c_argv = config
-        .argv
-        .iter()
-        .map(|a| cstring(a, "the command"))
-        .collect::<Result<Vec<_>, _>>()?;
+    let c_argv = config.argv.iter().map(|a| cstring(a, "the command")).collect::<Result<Vec<_>, _>>()?;
     let c_env = environment(config, base, user.as_ref());
-    let c_dir = config
-        .directory
-        .as_ref()
-        .map(|d| cstring(d, "directory"))
-        .transpose()?;
+    let c_dir = config.directory.as_ref().map(|d| cstring(d, "directory")).transpose()?;
 
     // The parent's and the child's ends of stdin, stdout and stderr.
     let (stdin_child, stdin_parent) = pipe()?;
@@ -304,9 +267,7 @@ pub async fn spawn(
     let stdio = [
         stdin_child.as_raw_fd(),
         stdout_child.as_raw_fd(),
-        stderr_child
-            .as_ref()
-            .map_or(stdout_child.as_raw_fd(), AsRawFd::as_raw_fd),
+        stderr_child.as_ref().map_or(stdout_child.as_raw_fd(), AsRawFd::as_raw_fd),
     ];
     let (err_r, err_w) = pipe()?;
 
@@ -323,16 +284,9 @@ pub async fn spawn(
     );
     let (pid, exit) = forked.map_err(|e| {
         SpawnError::Other(if e == Errno::EAGAIN {
-            format!(
-                "Too many processes in process table to spawn '{}'",
-                config.name
-            )
+            format!("Too many processes in process table to spawn '{}'", config.name)
         } else {
-            format!(
-                "unknown error during fork for '{}': {}",
-                config.name,
-                errno_text(e)
-            )
+            format!("unknown error during fork for '{}': {}", config.name, errno_text(e))
         })
     })?;
     drop((stdin_child, stdout_child, stderr_child, err_w));
@@ -346,42 +300,26 @@ pub async fn spawn(
         .await
         .map_err(|e| SpawnError::Other(format!("cannot read the spawn report: {e}")))?;
     if report.len() >= 5 {
-        let errno = Errno::from_raw(i32::from_ne_bytes([
-            report[1], report[2], report[3], report[4],
-        ]));
+        let errno = Errno::from_raw(i32::from_ne_bytes([report[1], report[2], report[3], report[4]]));
         let what = match report[0] {
             x if x == Stage::Pgrp as u8 => "couldn't set the process group".to_string(),
             x if x == Stage::Stdio as u8 => "couldn't set up stdin, stdout and stderr".to_string(),
-            x if x == Stage::Groups as u8 => format!(
-                "couldn't set the groups of user {}",
-                config.user.as_deref().unwrap_or("?")
-            ),
+            x if x == Stage::Groups as u8 => {
+                format!("couldn't set the groups of user {}", config.user.as_deref().unwrap_or("?"))
+            }
             x if x == Stage::Setgid as u8 || x == Stage::Setuid as u8 => {
-                format!(
-                    "couldn't setuid to {}",
-                    config.user.as_deref().unwrap_or("?")
-                )
+                format!("couldn't setuid to {}", config.user.as_deref().unwrap_or("?"))
             }
             x if x == Stage::Chdir as u8 => format!(
                 "couldn't chdir to {}",
-                config
-                    .directory
-                    .as_deref()
-                    .unwrap_or(Path::new("?"))
-                    .display()
+                config.directory.as_deref().unwrap_or(Path::new("?")).display()
             ),
             _ => format!("couldn't exec {}", path.display()),
         };
         // The child has exited 127; the reaper reaps it and nobody listens.
         return Err(SpawnError::Other(format!("{what}: {}", errno_text(errno))));
     }
-    Ok(Child {
-        pid: pid as u32,
-        exit,
-        stdin: stdin_parent,
-        stdout: stdout_parent,
-        stderr: stderr_parent,
-    })
+    Ok(Child { pid: pid as u32, exit, stdin: stdin_parent, stdout: stdout_parent, stderr: stderr_parent })
 }
 
 /// Forks and execs. Everything the child touches is allocated here, before the fork; the raw
@@ -398,16 +336,10 @@ fn fork_exec(
     err_w: &OwnedFd,
     reaper: &Reaper,
 ) -> Result<(i32, oneshot::Receiver<ExitStatus>), Errno> {
-    let argv_ptrs: Vec<*const libc::c_char> = argv
-        .iter()
-        .map(|a| a.as_ptr())
-        .chain(std::iter::once(std::ptr::null()))
-        .collect();
-    let env_ptrs: Vec<*const libc::c_char> = env
-        .iter()
-        .map(|a| a.as_ptr())
-        .chain(std::iter::once(std::ptr::null()))
-        .collect();
+    let argv_ptrs: Vec<*const libc::c_char> =
+        argv.iter().map(|a| a.as_ptr()).chain(std::iter::once(std::ptr::null())).collect();
+    let env_ptrs: Vec<*const libc::c_char> =
+        env.iter().map(|a| a.as_ptr()).chain(std::iter::once(std::ptr::null())).collect();
     let plan = ChildPlan {
         path: path.as_ptr(),
         argv: argv_ptrs.as_ptr(),
@@ -543,11 +475,7 @@ pub fn ensure_std_fds() {
     for fd in 0..3 {
         // SAFETY: F_GETFD only queries the descriptor.
         if unsafe { libc::fcntl(fd, libc::F_GETFD) } == -1 {
-            if let Ok(f) = std::fs::OpenOptions::new()
-                .read(true)
-                .write(true)
-                .open("/dev/null")
-            {
+            if let Ok(f) = std::fs::OpenOptions::new().read(true).write(true).open("/dev/null") {
                 let owned = OwnedFd::from(f);
                 if owned.as_raw_fd() != fd {
                     // SAFETY: dup2 onto a closed standard descriptor; `owned` is closed after.

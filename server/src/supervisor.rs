@@ -15,8 +15,10 @@ use minder::config::{Config, LogTarget, ProcessConfig};
 use minder::signal::Signal;
 use tokio::sync::{watch, Notify};
 
+use crate::events::{DaemonPhase, EventKind};
 use crate::lifecycle::Kind;
-use crate::process::{Fault, LogPaths, ProcessHandle, Shared};
+use crate::logs::{LogChannel, LogSpec};
+use crate::process::{Fault, Logs, ProcessHandle, Shared};
 
 /// The state of the daemon as a whole.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,24 +42,16 @@ impl Target {
             return Ok(Target::All);
         }
         if s.is_empty() {
-            return Err(
-                "an empty name selects nothing; use NAME, GROUP:*, GROUP:NAME or all".into(),
-            );
+            return Err("an empty name selects nothing; use NAME, GROUP:*, GROUP:NAME or all".into());
         }
         match s.split_once(':') {
             Some(("", _)) => Err(format!("{s:?} has no group name before ':'")),
-            Some((_, rest)) if rest.contains(':') => Err(format!(
-                "{s:?} has more than one ':'; use GROUP:NAME or GROUP:*"
-            )),
+            Some((_, rest)) if rest.contains(':') => {
+                Err(format!("{s:?} has more than one ':'; use GROUP:NAME or GROUP:*"))
+            }
             Some((group, "" | "*")) => Ok(Target::Group(group.to_string())),
-            Some((group, name)) => Ok(Target::Process {
-                group: group.into(),
-                name: name.into(),
-            }),
-            None => Ok(Target::Process {
-                group: s.into(),
-                name: s.into(),
-            }),
+            Some((group, name)) => Ok(Target::Process { group: group.into(), name: name.into() }),
+            None => Ok(Target::Process { group: s.into(), name: s.into() }),
         }
     }
 
@@ -121,20 +115,13 @@ pub struct Supervisor {
 
 impl std::fmt::Debug for Supervisor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Supervisor")
-            .field("facts", &self.facts)
-            .finish_non_exhaustive()
+        f.debug_struct("Supervisor").field("facts", &self.facts).finish_non_exhaustive()
     }
 }
 
 /// The order processes start in: group priority, process priority, then names.
 fn start_key(h: &ProcessHandle, group_priority: i32) -> (i32, i32, String, String) {
-    (
-        group_priority,
-        h.config.priority,
-        h.config.group.clone(),
-        h.config.name.clone(),
-    )
+    (group_priority, h.config.priority, h.config.group.clone(), h.config.name.clone())
 }
 
 impl Supervisor {
@@ -153,19 +140,10 @@ impl Supervisor {
         for g in &config.groups {
             let mut processes = BTreeMap::new();
             for p in &g.processes {
-                let logs = log_paths(p, &config.daemon.childlogdir, &config.daemon.identifier);
-                processes.insert(
-                    p.name.clone(),
-                    ProcessHandle::spawn(p.clone(), logs, Arc::clone(&shared)),
-                );
+                let logs = logs_for(p, &config.daemon.childlogdir, &config.daemon.identifier);
+                processes.insert(p.name.clone(), ProcessHandle::spawn(p.clone(), logs, Arc::clone(&shared)));
             }
-            registry.groups.insert(
-                g.name.clone(),
-                Group {
-                    priority: g.priority,
-                    processes,
-                },
-            );
+            registry.groups.insert(g.name.clone(), Group { priority: g.priority, processes });
         }
         Arc::new(Supervisor {
             shared,
@@ -195,14 +173,16 @@ impl Supervisor {
         let mut all: Vec<_> = reg
             .groups
             .values()
-            .flat_map(|g| {
-                g.processes
-                    .values()
-                    .map(move |h| (start_key(h, g.priority), h.clone()))
-            })
+            .flat_map(|g| g.processes.values().map(move |h| (start_key(h, g.priority), h.clone())))
             .collect();
         all.sort_by(|a, b| a.0.cmp(&b.0));
         all.into_iter().map(|(_, h)| h).collect()
+    }
+
+    /// Every process, sorted by group then name (the order of status listings).
+    pub fn all_by_name(&self) -> Vec<ProcessHandle> {
+        let reg = self.read();
+        reg.groups.values().flat_map(|g| g.processes.values().cloned()).collect()
     }
 
     /// The processes a target names, in start order, or why it names none.
@@ -218,23 +198,17 @@ impl Supervisor {
                 drop(reg);
                 Ok(self.all())
             }
-            Target::Group(name) => reg
-                .groups
-                .get(name)
-                .map(in_order)
-                .ok_or_else(|| "no such group".to_string()),
+            Target::Group(name) => {
+                reg.groups.get(name).map(in_order).ok_or_else(|| "no such group".to_string())
+            }
             Target::Process { group, name } => match reg.groups.get(group) {
-                Some(g) => g
-                    .processes
-                    .get(name)
-                    .map(|h| vec![h.clone()])
-                    .ok_or_else(|| {
-                        if group == name {
-                            format!("no such process (did you mean {group}:*?)")
-                        } else {
-                            "no such process".to_string()
-                        }
-                    }),
+                Some(g) => g.processes.get(name).map(|h| vec![h.clone()]).ok_or_else(|| {
+                    if group == name {
+                        format!("no such process (did you mean {group}:*?)")
+                    } else {
+                        "no such process".to_string()
+                    }
+                }),
                 None => Err("no such process".to_string()),
             },
         }
@@ -242,17 +216,10 @@ impl Supervisor {
 
     /// Lists the processes `selectors` name (all when empty), sorted by group then name, and
     /// the selectors that named nothing.
-    pub fn list(
-        &self,
-        selectors: &[String],
-    ) -> Result<(Vec<ProcessHandle>, Vec<String>), RequestError> {
+    pub fn list(&self, selectors: &[String]) -> Result<(Vec<ProcessHandle>, Vec<String>), RequestError> {
         let mut unmatched = Vec::new();
         let mut found: BTreeMap<(String, String), ProcessHandle> = BTreeMap::new();
-        let targets = if selectors.is_empty() {
-            vec!["all".to_string()]
-        } else {
-            selectors.to_vec()
-        };
+        let targets = if selectors.is_empty() { vec!["all".to_string()] } else { selectors.to_vec() };
         for s in &targets {
             let target = Target::parse(s).map_err(RequestError::InvalidArgument)?;
             match self.resolve(&target) {
@@ -309,9 +276,7 @@ impl Supervisor {
                 Ok(hs) => {
                     for h in hs {
                         let explicit = target.is_single();
-                        if (explicit || keep(h.snapshot().state))
-                            && seen.insert(h.config.full_name())
-                        {
+                        if (explicit || keep(h.snapshot().state)) && seen.insert(h.config.full_name()) {
                             chosen.push(h);
                         }
                     }
@@ -326,25 +291,16 @@ impl Supervisor {
         }
         let prio = |h: &ProcessHandle| {
             let reg = self.read();
-            reg.groups
-                .get(&h.config.group)
-                .map_or(h.config.priority, |g| g.priority)
+            reg.groups.get(&h.config.group).map_or(h.config.priority, |g| g.priority)
         };
-        let mut keyed: Vec<_> = chosen
-            .into_iter()
-            .map(|h| (start_key(&h, prio(&h)), h))
-            .collect();
+        let mut keyed: Vec<_> = chosen.into_iter().map(|h| (start_key(&h, prio(&h)), h)).collect();
         keyed.sort_by(|a, b| a.0.cmp(&b.0));
         Ok((keyed.into_iter().map(|(_, h)| h).collect(), bad))
     }
 
     /// Starts what `selectors` name, spawning in priority order, then (with `wait`) waiting for
     /// each to be RUNNING or to fail.
-    pub async fn start(
-        &self,
-        selectors: &[String],
-        wait: bool,
-    ) -> Result<Vec<Outcome>, RequestError> {
+    pub async fn start(&self, selectors: &[String], wait: bool) -> Result<Vec<Outcome>, RequestError> {
         let (chosen, mut outcomes) = self.select(selectors, |k| !k.is_running())?;
         let mut pending = Vec::new();
         for h in chosen {
@@ -357,12 +313,7 @@ impl Supervisor {
                 Ok(started) => started.settled().await,
                 Err(f) => Err(f),
             };
-            Outcome {
-                selector: h.config.full_name(),
-                process: Some(h),
-                done: "started",
-                result,
-            }
+            Outcome { selector: h.config.full_name(), process: Some(h), done: "started", result }
         }))
         .await;
         outcomes.extend(settled);
@@ -371,11 +322,7 @@ impl Supervisor {
 
     /// Stops what `selectors` name: every stop signal is sent (highest priority number first),
     /// then, with `wait`, each stop is waited for.
-    pub async fn stop(
-        &self,
-        selectors: &[String],
-        wait: bool,
-    ) -> Result<Vec<Outcome>, RequestError> {
+    pub async fn stop(&self, selectors: &[String], wait: bool) -> Result<Vec<Outcome>, RequestError> {
         let (mut chosen, mut outcomes) = self.select(selectors, Kind::is_running)?;
         chosen.reverse();
         outcomes.extend(stop_all(chosen, wait).await);
@@ -383,11 +330,7 @@ impl Supervisor {
     }
 
     /// Stops, then starts, what `selectors` name; the stop outcomes come first.
-    pub async fn restart(
-        &self,
-        selectors: &[String],
-        wait: bool,
-    ) -> Result<Vec<Outcome>, RequestError> {
+    pub async fn restart(&self, selectors: &[String], wait: bool) -> Result<Vec<Outcome>, RequestError> {
         let mut outcomes = self.stop(selectors, true).await?;
         // A process named on its own that was not running is simply started.
         outcomes.retain(|o| o.process.is_none() || o.result != Err(Fault::NotRunning));
@@ -398,11 +341,7 @@ impl Supervisor {
     }
 
     /// Sends `signal` to what `selectors` name (running processes of groups).
-    pub async fn signal(
-        &self,
-        selectors: &[String],
-        signal: Signal,
-    ) -> Result<Vec<Outcome>, RequestError> {
+    pub async fn signal(&self, selectors: &[String], signal: Signal) -> Result<Vec<Outcome>, RequestError> {
         let (chosen, mut outcomes) = self.select(selectors, Kind::is_signallable)?;
         for h in chosen {
             let result = h.signal(signal).await;
@@ -414,6 +353,57 @@ impl Supervisor {
             });
         }
         Ok(outcomes)
+    }
+
+    /// Empties the log files of what `selectors` name (every process of a group).
+    pub async fn clear_logs(&self, selectors: &[String]) -> Result<Vec<Outcome>, RequestError> {
+        let (chosen, mut outcomes) = self.select(selectors, |_| true)?;
+        for h in chosen {
+            let mut result = Ok(());
+            for ch in [&h.logs.stdout, &h.logs.stderr].into_iter().flatten() {
+                if let Err(e) = ch.clear() {
+                    result = Err(Fault::Failed(format!("cannot clear {}: {e}", ch.path().display())));
+                }
+            }
+            outcomes.push(Outcome {
+                selector: h.config.full_name(),
+                process: Some(h),
+                done: "cleared",
+                result,
+            });
+        }
+        Ok(outcomes)
+    }
+
+    /// Reopens every log file by its path (SIGUSR2).
+    pub fn reopen_logs(&self) {
+        for h in self.all() {
+            for ch in [&h.logs.stdout, &h.logs.stderr].into_iter().flatten() {
+                ch.reopen();
+            }
+        }
+    }
+
+    /// The processes `selectors` name, for reading their logs; a selector that names nothing
+    /// is NOT_FOUND.
+    pub fn select_for_reading(&self, selectors: &[String]) -> Result<Vec<ProcessHandle>, RequestError> {
+        if selectors.is_empty() {
+            return Err(RequestError::InvalidArgument(
+                "name at least one process: NAME, GROUP:*, GROUP:NAME or all".into(),
+            ));
+        }
+        let mut seen = BTreeSet::new();
+        let mut out = Vec::new();
+        for s in selectors {
+            let target = Target::parse(s).map_err(RequestError::InvalidArgument)?;
+            let hs = self.resolve(&target).map_err(|why| RequestError::NotFound(format!("{s} ({why})")))?;
+            for h in hs {
+                if seen.insert(h.config.full_name()) {
+                    out.push(h);
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// Starts every autostart process, in priority order, without waiting for any to be
@@ -432,9 +422,26 @@ impl Supervisor {
         if self.shared.shutting_down() || self.state() == DaemonState::Shutdown {
             return false;
         }
-        self.state.send_replace(DaemonState::Shutdown);
+        self.set_state(DaemonState::Shutdown);
         self.shutdown_requested.notify_one();
         true
+    }
+
+    /// Changes the daemon's state and tells event watchers.
+    fn set_state(&self, to: DaemonState) {
+        let from = self.state.send_replace(to);
+        if from != to {
+            let phase = |s| match s {
+                DaemonState::Running => DaemonPhase::Running,
+                DaemonState::Shutdown => DaemonPhase::Shutdown,
+            };
+            self.shared.events.publish(EventKind::Daemon { from: phase(from), to: phase(to) });
+        }
+    }
+
+    /// The event history shared with the process tasks.
+    pub fn events(&self) -> &crate::events::EventBus {
+        &self.shared.events
     }
 
     /// Resolves when a client has asked for a shutdown.
@@ -446,15 +453,12 @@ impl Supervisor {
     /// level fully stopped before the next; nothing restarts meanwhile.
     pub async fn shutdown(&self) {
         self.shared.begin_shutdown();
-        self.state.send_replace(DaemonState::Shutdown);
+        self.set_state(DaemonState::Shutdown);
         let mut levels: BTreeMap<i32, Vec<ProcessHandle>> = BTreeMap::new();
         {
             let reg = self.read();
             for g in reg.groups.values() {
-                levels
-                    .entry(g.priority)
-                    .or_default()
-                    .extend(g.processes.values().cloned());
+                levels.entry(g.priority).or_default().extend(g.processes.values().cloned());
             }
         }
         for (_, mut level) in levels.into_iter().rev() {
@@ -488,57 +492,55 @@ impl Supervisor {
 async fn stop_all(handles: Vec<ProcessHandle>, wait: bool) -> Vec<Outcome> {
     join_all(handles.into_iter().map(|h| async move {
         let result = h.stop(wait).await;
-        Outcome {
-            selector: h.config.full_name(),
-            process: Some(h),
-            done: "stopped",
-            result,
-        }
+        Outcome { selector: h.config.full_name(), process: Some(h), done: "stopped", result }
     }))
     .await
 }
 
-/// Resolves where a process's output goes. AUTO becomes a fresh file in childlogdir named
-/// as supervisord names it: `<name>-<channel>---<identifier>-XXXXXX.log`.
-fn log_paths(p: &ProcessConfig, childlogdir: &std::path::Path, identifier: &str) -> LogPaths {
-    let resolve = |target: &LogTarget, channel: &str| match target {
-        LogTarget::None => None,
-        LogTarget::File(path) => Some(path.clone()),
-        LogTarget::Auto => {
-            let prefix = format!("{}-{channel}---{identifier}-", p.name);
-            match tempfile::Builder::new()
-                .prefix(&prefix)
-                .suffix(".log")
-                .rand_bytes(6)
-                .tempfile_in(childlogdir)
-            {
-                Ok(f) => match f.keep() {
-                    Ok((_, path)) => Some(path),
+/// Sets up where a process's output goes. AUTO becomes a fresh file in childlogdir named as
+/// supervisord names it: `<name>-<channel>---<identifier>-XXXXXX.log`.
+fn logs_for(p: &ProcessConfig, childlogdir: &std::path::Path, identifier: &str) -> Logs {
+    let channel = |target: &LogTarget, which: &str| {
+        let path = match target {
+            LogTarget::None => return None,
+            LogTarget::File(path) => path.clone(),
+            LogTarget::Auto => {
+                let prefix = format!("{}-{which}---{identifier}-", p.name);
+                let made = tempfile::Builder::new()
+                    .prefix(&prefix)
+                    .suffix(".log")
+                    .rand_bytes(6)
+                    .tempfile_in(childlogdir)
+                    .and_then(|f| f.keep().map_err(|e| e.error));
+                match made {
+                    Ok((_, path)) => path,
                     Err(e) => {
-                        tracing::error!("cannot create an AUTO log file for {}: {e}", p.name);
-                        None
+                        tracing::error!(
+                            "cannot create an AUTO log file for {} in {}: {e}; its {which} is discarded",
+                            p.name,
+                            childlogdir.display()
+                        );
+                        return None;
                     }
-                },
-                Err(e) => {
-                    tracing::error!(
-                        "cannot create an AUTO log file for {} in {}: {e}",
-                        p.name,
-                        childlogdir.display()
-                    );
-                    None
                 }
             }
-        }
+        };
+        Some(LogChannel::new(LogSpec {
+            path,
+            maxbytes: DEFAULT_MAXBYTES,
+            backups: DEFAULT_BACKUPS,
+            timestamps: false,
+        }))
     };
-    LogPaths {
-        stdout: resolve(&p.stdout_logfile, "stdout"),
-        stderr: if p.redirect_stderr {
-            None
-        } else {
-            resolve(&p.stderr_logfile, "stderr")
-        },
+    Logs {
+        stdout: channel(&p.stdout_logfile, "stdout"),
+        stderr: if p.redirect_stderr { None } else { channel(&p.stderr_logfile, "stderr") },
     }
 }
+
+/// supervisord's defaults for *_logfile_maxbytes and *_logfile_backups.
+const DEFAULT_MAXBYTES: u64 = 50 * 1024 * 1024;
+const DEFAULT_BACKUPS: u32 = 10;
 
 #[cfg(test)]
 mod tests {
@@ -546,12 +548,7 @@ mod tests {
 
     #[test]
     fn selectors_like_split_namespec() {
-        let p = |g: &str, n: &str| {
-            Ok(Target::Process {
-                group: g.into(),
-                name: n.into(),
-            })
-        };
+        let p = |g: &str, n: &str| Ok(Target::Process { group: g.into(), name: n.into() });
         assert_eq!(Target::parse("all"), Ok(Target::All));
         assert_eq!(Target::parse("web"), p("web", "web"));
         assert_eq!(Target::parse("web:*"), Ok(Target::Group("web".into())));

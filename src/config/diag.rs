@@ -19,10 +19,7 @@ pub enum Origin {
 
 impl Origin {
     pub fn file(path: impl Into<PathBuf>, line: Option<u32>) -> Self {
-        Origin::File {
-            path: path.into(),
-            line,
-        }
+        Origin::File { path: path.into(), line }
     }
 
     /// The file this value came from, if it came from one.
@@ -37,10 +34,7 @@ impl Origin {
 impl fmt::Display for Origin {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Origin::File {
-                path,
-                line: Some(line),
-            } => write!(f, "{}:{line}", path.display()),
+            Origin::File { path, line: Some(line) } => write!(f, "{}:{line}", path.display()),
             Origin::File { path, line: None } => write!(f, "{}", path.display()),
             Origin::Env { var } => write!(f, "environment variable {var}"),
             Origin::Default => f.write_str("(default)"),
@@ -59,11 +53,7 @@ pub struct Diagnostic {
 
 impl Diagnostic {
     pub fn new(origin: Origin, key: impl Into<String>, message: impl Into<String>) -> Self {
-        Diagnostic {
-            origin,
-            key: key.into(),
-            message: message.into(),
-        }
+        Diagnostic { origin, key: key.into(), message: message.into() }
     }
 }
 
@@ -92,11 +82,7 @@ impl ConfigErrors {
 impl fmt::Display for ConfigErrors {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let n = self.errors.len();
-        write!(
-            f,
-            "{n} error{} in the configuration:",
-            if n == 1 { "" } else { "s" }
-        )?;
+        write!(f, "{n} error{} in the configuration:", if n == 1 { "" } else { "s" })?;
         for e in &self.errors {
             write!(f, "\n  {e}")?;
         }
@@ -107,9 +93,6 @@ impl fmt::Display for ConfigErrors {
 /// The 1-based line of a byte offset in `text`.
 pub(crate) fn line_of(text: &str, offset: usize) -> u32 {
     let end = offset.min(text.len());
-    let newlines = text.as_bytes()[..end]
-        .iter()
-        .filter(|&&b| b == b'\n')
-        .count();
+    let newlines = text.as_bytes()[..end].iter().filter(|&&b| b == b'\n').count();
     u32::try_from(newlines + 1).unwrap_or(u32::MAX)
 }

@@ -50,12 +50,8 @@ impl Vars {
 
     /// The names other than `ENV_*`, for "available: ..." in messages.
     fn names(&self) -> String {
-        let mut names: Vec<&str> = self
-            .vars
-            .keys()
-            .map(String::as_str)
-            .filter(|k| !k.starts_with("ENV_"))
-            .collect();
+        let mut names: Vec<&str> =
+            self.vars.keys().map(String::as_str).filter(|k| !k.starts_with("ENV_")).collect();
         names.push("ENV_<NAME>");
         names.join(", ")
     }
@@ -73,11 +69,7 @@ pub enum ExpandError {
     #[error("%({name}) is not a known name here; available: {available}")]
     Unknown { name: String, available: String },
     #[error("%({name}){conv}: {why}")]
-    Format {
-        name: String,
-        conv: char,
-        why: String,
-    },
+    Format { name: String, conv: char, why: String },
 }
 
 /// Expands every `%(name)X` in `text` and turns `%%` into `%`.
@@ -194,11 +186,8 @@ fn parse_spec(text: &str, mut i: usize) -> Option<(Spec, usize)> {
 }
 
 fn format_one(out: &mut String, name: &str, value: &Var, spec: &Spec) -> Result<(), ExpandError> {
-    let fail = |why: &str| ExpandError::Format {
-        name: name.to_string(),
-        conv: spec.conv,
-        why: why.to_string(),
-    };
+    let fail =
+        |why: &str| ExpandError::Format { name: name.to_string(), conv: spec.conv, why: why.to_string() };
     let body = match (spec.conv, value) {
         ('s', Var::Str(s)) => truncate(s, spec.precision),
         ('r' | 'a', Var::Str(s)) => truncate(&python_repr(s), spec.precision),
@@ -209,11 +198,7 @@ fn format_one(out: &mut String, name: &str, value: &Var, spec: &Spec) -> Result<
         ('o', Var::Int(n)) => signed(*n, spec, |m| alt(spec, "0o", format!("{m:o}"))),
         ('f' | 'F', Var::Int(n)) => {
             let p = spec.precision.unwrap_or(6);
-            signed(*n, spec, |m| {
-                format!("{m}.{}", "0".repeat(p))
-                    .trim_end_matches('.')
-                    .into()
-            })
+            signed(*n, spec, |m| format!("{m}.{}", "0".repeat(p)).trim_end_matches('.').into())
         }
         (_, Var::Str(_)) => return Err(fail("needs a number, but this name is text")),
         _ => return Err(fail("this conversion is not supported; use s or d")),
@@ -275,11 +260,7 @@ fn pad(out: &mut String, body: &str, spec: &Spec) {
 
 /// Python's `repr` of a str, for `%(name)r`.
 fn python_repr(s: &str) -> String {
-    let quote = if s.contains('\'') && !s.contains('"') {
-        '"'
-    } else {
-        '\''
-    };
+    let quote = if s.contains('\'') && !s.contains('"') { '"' } else { '\'' };
     let mut out = String::from(quote);
     for c in s.chars() {
         match c {
@@ -303,10 +284,7 @@ mod tests {
     use super::*;
 
     fn vars() -> Vars {
-        Vars::new()
-            .str("program_name", "web")
-            .int("process_num", 3)
-            .str("here", "/etc")
+        Vars::new().str("program_name", "web").int("process_num", 3).str("here", "/etc")
     }
 
     #[test]
@@ -338,19 +316,10 @@ mod tests {
 
     #[test]
     fn errors_say_what_to_write() {
-        assert_eq!(
-            expand("50%", &vars()),
-            Err(ExpandError::BarePercent { at: 2 })
-        );
-        assert_eq!(
-            expand("a % b", &vars()),
-            Err(ExpandError::BarePercent { at: 2 })
-        );
+        assert_eq!(expand("50%", &vars()), Err(ExpandError::BarePercent { at: 2 }));
+        assert_eq!(expand("a % b", &vars()), Err(ExpandError::BarePercent { at: 2 }));
         assert_eq!(expand("%(x", &vars()), Err(ExpandError::Unclosed { at: 0 }));
-        assert_eq!(
-            expand("%(here)", &vars()),
-            Err(ExpandError::BarePercent { at: 0 })
-        );
+        assert_eq!(expand("%(here)", &vars()), Err(ExpandError::BarePercent { at: 0 }));
         let e = expand("%(nope)s", &vars()).unwrap_err().to_string();
         assert!(e.contains("nope") && e.contains("program_name"), "{e}");
         let e = expand("%(program_name)d", &vars()).unwrap_err().to_string();

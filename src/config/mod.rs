@@ -184,15 +184,14 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
 
 /// [`load`], with the environment given explicitly (for `%(ENV_X)s` and `MINDER_…`).
 pub fn load_with_env(path: &Path, env: &BTreeMap<String, String>) -> Result<Config, ConfigErrors> {
-    let path = absolute(path)
-        .map_err(|e| ConfigErrors::one(Diagnostic::new(Origin::file(path, None), "", e)))?;
+    let path =
+        absolute(path).map_err(|e| ConfigErrors::one(Diagnostic::new(Origin::file(path, None), "", e)))?;
     let raw = toml::read(&path, env)?;
     resolve::resolve(&raw, env)
 }
 
 fn absolute(path: &Path) -> Result<PathBuf, String> {
-    let meta =
-        std::fs::metadata(path).map_err(|e| format!("cannot read the configuration file: {e}"))?;
+    let meta = std::fs::metadata(path).map_err(|e| format!("cannot read the configuration file: {e}"))?;
     if meta.is_dir() {
         return Err("is a directory, not a configuration file".into());
     }

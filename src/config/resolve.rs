@@ -30,11 +30,7 @@ struct Section<'a> {
 
 impl<'a> Section<'a> {
     fn new(raw: &'a RawSection, toml: bool) -> Self {
-        Section {
-            raw,
-            toml,
-            taken: BTreeSet::new(),
-        }
+        Section { raw, toml, taken: BTreeSet::new() }
     }
 
     /// How the user wrote this option: `program.web.startsecs` or `[program:web] startsecs`.
@@ -48,10 +44,7 @@ impl<'a> Section<'a> {
     }
 
     fn origin(&self, opt: &str) -> Origin {
-        self.raw
-            .options
-            .get(opt)
-            .map_or_else(|| self.raw.origin.clone(), |v| v.origin.clone())
+        self.raw.options.get(opt).map_or_else(|| self.raw.origin.clone(), |v| v.origin.clone())
     }
 
     fn get(&mut self, opt: &'a str) -> Option<&'a RawValue> {
@@ -128,16 +121,9 @@ fn text(raw: &Raw) -> Parsed<String> {
 fn expand_raw(raw: &Raw, vars: &Vars) -> Result<Raw, expand::ExpandError> {
     Ok(match raw {
         Raw::Str(s) => Raw::Str(expand::expand(s, vars)?),
-        Raw::List(items) => Raw::List(
-            items
-                .iter()
-                .map(|i| expand_raw(i, vars))
-                .collect::<Result<_, _>>()?,
-        ),
+        Raw::List(items) => Raw::List(items.iter().map(|i| expand_raw(i, vars)).collect::<Result<_, _>>()?),
         Raw::Table(t) => Raw::Table(
-            t.iter()
-                .map(|(k, v)| Ok((k.clone(), expand_raw(v, vars)?)))
-                .collect::<Result<_, _>>()?,
+            t.iter().map(|(k, v)| Ok((k.clone(), expand_raw(v, vars)?))).collect::<Result<_, _>>()?,
         ),
         other => other.clone(),
     })
@@ -147,10 +133,7 @@ fn expand_raw(raw: &Raw, vars: &Vars) -> Result<Raw, expand::ExpandError> {
 /// from the environment or defaults.
 fn here_of(origin: &Origin, main: &Path) -> String {
     let file = origin.path().unwrap_or(main);
-    file.parent()
-        .unwrap_or(Path::new("/"))
-        .display()
-        .to_string()
+    file.parent().unwrap_or(Path::new("/")).display().to_string()
 }
 
 /// supervisord's rule for process and group names, plus no control characters (they would
@@ -159,41 +142,27 @@ pub(super) fn check_name(name: &str) -> Result<(), String> {
     if name.trim().is_empty() {
         return Err("a name must not be empty".into());
     }
-    if let Some(c) = name
-        .chars()
-        .find(|c| matches!(c, ' ' | ':' | '/') || c.is_control())
-    {
-        return Err(format!("invalid name {name:?}: it must not contain {c:?} (nor spaces, ':', '/' or control characters)"));
+    if let Some(c) = name.chars().find(|c| matches!(c, ' ' | ':' | '/') || c.is_control()) {
+        return Err(format!(
+            "invalid name {name:?}: it must not contain {c:?} (nor spaces, ':', '/' or control characters)"
+        ));
     }
     Ok(())
 }
 
 fn host_node_name() -> String {
-    nix::unistd::gethostname()
-        .map(|h| h.to_string_lossy().into_owned())
-        .unwrap_or_default()
+    nix::unistd::gethostname().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default()
 }
 
-pub(super) fn resolve(
-    raw: &RawConfig,
-    env: &BTreeMap<String, String>,
-) -> Result<Config, ConfigErrors> {
-    let mut report = Report {
-        errors: Vec::new(),
-        warnings: raw.warnings.clone(),
-    };
+pub(super) fn resolve(raw: &RawConfig, env: &BTreeMap<String, String>) -> Result<Config, ConfigErrors> {
+    let mut report = Report { errors: Vec::new(), warnings: raw.warnings.clone() };
     let host = host_node_name();
 
     let daemon = resolve_daemon(raw, env, &host, &mut report);
 
     // ENV_X sees the daemon's environment over the real one, as in supervisord.
     let mut env_expansions = env.clone();
-    env_expansions.extend(
-        daemon
-            .environment
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone())),
-    );
+    env_expansions.extend(daemon.environment.iter().map(|(k, v)| (k.clone(), v.clone())));
 
     // Which group each program belongs to: its [group], or its own implicit group.
     let mut group_of: BTreeMap<String, String> = BTreeMap::new();
@@ -214,9 +183,8 @@ pub(super) fn resolve(
             .str("here", here_of(&section.origin, &raw.path))
             .str("host_node_name", host.clone())
             .str("group_name", section.name.clone());
-        let members = sec.take(&mut report, "programs", &vars, Vec::new(), |r| {
-            values::string_list(r, Some(','))
-        });
+        let members =
+            sec.take(&mut report, "programs", &vars, Vec::new(), |r| values::string_list(r, Some(',')));
         if sec.get("programs").is_none() {
             report.error(
                 section.origin.clone(),
@@ -236,7 +204,9 @@ pub(super) fn resolve(
                 report.error(
                     sec.origin("programs"),
                     sec.key("programs"),
-                    format!("program {member:?} is already in group {other:?}; a program belongs to one group"),
+                    format!(
+                        "program {member:?} is already in group {other:?}; a program belongs to one group"
+                    ),
                 );
             }
         }
@@ -248,24 +218,14 @@ pub(super) fn resolve(
     for (section, priority, _) in &explicit_groups {
         groups.insert(
             section.name.clone(),
-            GroupConfig {
-                name: section.name.clone(),
-                priority: *priority,
-                processes: Vec::new(),
-            },
+            GroupConfig { name: section.name.clone(), priority: *priority, processes: Vec::new() },
         );
     }
     for (name, section) in &programs {
         let group_name = group_of.get(*name).map_or(*name, String::as_str);
-        let Some((program_priority, processes)) = resolve_program(
-            section,
-            group_name,
-            raw,
-            &env_expansions,
-            &daemon,
-            &host,
-            &mut report,
-        ) else {
+        let Some((program_priority, processes)) =
+            resolve_program(section, group_name, raw, &env_expansions, &daemon, &host, &mut report)
+        else {
             continue;
         };
         if !group_of.contains_key(*name) && groups.contains_key(*name) {
@@ -276,22 +236,17 @@ pub(super) fn resolve(
             );
             continue;
         }
-        let group = groups
-            .entry(group_name.to_string())
-            .or_insert_with(|| GroupConfig {
-                name: group_name.to_string(),
-                priority: program_priority,
-                processes: Vec::new(),
-            });
+        let group = groups.entry(group_name.to_string()).or_insert_with(|| GroupConfig {
+            name: group_name.to_string(),
+            priority: program_priority,
+            processes: Vec::new(),
+        });
         for p in processes {
             if group.processes.iter().any(|q| q.name == p.name) {
                 report.error(
                     section.origin.clone(),
                     section.kind.label(name, raw.toml),
-                    format!(
-                        "process name {:?} is used twice in group {group_name:?}",
-                        p.name
-                    ),
+                    format!("process name {:?} is used twice in group {group_name:?}", p.name),
                 );
             } else {
                 group.processes.push(p);
@@ -300,10 +255,7 @@ pub(super) fn resolve(
     }
 
     for section in &raw.sections {
-        if !matches!(
-            section.kind,
-            SectionKind::Daemon | SectionKind::Program | SectionKind::Group
-        ) {
+        if !matches!(section.kind, SectionKind::Daemon | SectionKind::Program | SectionKind::Group) {
             report.warnings.push(Diagnostic::new(
                 section.origin.clone(),
                 section.kind.label(&section.name, raw.toml),
@@ -313,22 +265,14 @@ pub(super) fn resolve(
     }
 
     if !report.errors.is_empty() {
-        return Err(ConfigErrors {
-            errors: report.errors,
-        });
+        return Err(ConfigErrors { errors: report.errors });
     }
     let mut groups: Vec<GroupConfig> = groups.into_values().collect();
     for g in &mut groups {
-        g.processes
-            .sort_by(|a, b| (a.priority, &a.name).cmp(&(b.priority, &b.name)));
+        g.processes.sort_by(|a, b| (a.priority, &a.name).cmp(&(b.priority, &b.name)));
     }
     groups.sort_by(|a, b| (a.priority, &a.name).cmp(&(b.priority, &b.name)));
-    Ok(Config {
-        path: raw.path.clone(),
-        daemon,
-        groups,
-        warnings: report.warnings,
-    })
+    Ok(Config { path: raw.path.clone(), daemon, groups, warnings: report.warnings })
 }
 
 fn priority(raw: &Raw) -> Parsed<i32> {
@@ -378,10 +322,7 @@ fn resolve_daemon(
         .str("here", here_of(&section.origin, &raw.path))
         .str("host_node_name", host.to_string());
     d.listen = sec.take(report, "listen", &vars, Vec::new(), |r| {
-        values::string_list(r, None)?
-            .iter()
-            .map(|a| a.parse::<Address>())
-            .collect()
+        values::string_list(r, None)?.iter().map(|a| a.parse::<Address>()).collect()
     });
     d.socket_mode = sec.take(report, "socket_mode", &vars, d.socket_mode, values::octal);
     d.pidfile = sec.take(report, "pidfile", &vars, None, |r| path_text(r).map(Some));
@@ -398,13 +339,7 @@ fn resolve_daemon(
             Err(format!("{} is not an existing directory", p.display()))
         }
     });
-    d.environment = sec.take(
-        report,
-        "environment",
-        &vars,
-        BTreeMap::new(),
-        values::environment,
-    );
+    d.environment = sec.take(report, "environment", &vars, BTreeMap::new(), values::environment);
     sec.finish(report);
     d
 }
@@ -436,32 +371,14 @@ fn resolve_program(
 
     let priority = sec.take(report, "priority", &vars, 999, priority);
     let autostart = sec.take(report, "autostart", &vars, true, values::boolean);
-    let autorestart = sec.take(
-        report,
-        "autorestart",
-        &vars,
-        AutoRestart::Unexpected,
-        values::autorestart,
-    );
-    let startsecs = sec.take(
-        report,
-        "startsecs",
-        &vars,
-        Duration::from_secs(1),
-        values::seconds,
-    );
+    let autorestart = sec.take(report, "autorestart", &vars, AutoRestart::Unexpected, values::autorestart);
+    let startsecs = sec.take(report, "startsecs", &vars, Duration::from_secs(1), values::seconds);
     let startretries = sec.take(report, "startretries", &vars, 3, |r| {
         values::integer_in(r, 0, u32::MAX.into()).map(|n| n as u32)
     });
     let exitcodes = sec.take(report, "exitcodes", &vars, vec![0], values::exitcodes);
     let stopsignal = sec.take(report, "stopsignal", &vars, Signal::SIGTERM, values::signal);
-    let stopwaitsecs = sec.take(
-        report,
-        "stopwaitsecs",
-        &vars,
-        Duration::from_secs(10),
-        values::seconds,
-    );
+    let stopwaitsecs = sec.take(report, "stopwaitsecs", &vars, Duration::from_secs(10), values::seconds);
     let stopasgroup = sec.take(report, "stopasgroup", &vars, false, values::boolean);
     let killasgroup = sec.take(report, "killasgroup", &vars, stopasgroup, values::boolean);
     if stopasgroup && !killasgroup {
@@ -472,12 +389,9 @@ fn resolve_program(
         );
     }
     let redirect_stderr = sec.take(report, "redirect_stderr", &vars, false, values::boolean);
-    let numprocs = sec.take(report, "numprocs", &vars, 1, |r| {
-        values::integer_in(r, 1, 100_000)
-    });
-    let numprocs_start = sec.take(report, "numprocs_start", &vars, 0, |r| {
-        values::integer_in(r, 0, i64::from(i32::MAX))
-    });
+    let numprocs = sec.take(report, "numprocs", &vars, 1, |r| values::integer_in(r, 1, 100_000));
+    let numprocs_start =
+        sec.take(report, "numprocs_start", &vars, 0, |r| values::integer_in(r, 0, i64::from(i32::MAX)));
     let umask = sec.take(report, "umask", &vars, None, |r| values::octal(r).map(Some));
     let user = sec.take(report, "user", &vars, None, |r| {
         let name = text(r)?;
@@ -507,27 +421,15 @@ fn resolve_program(
         return None;
     }
     if sec.get("command").is_none() {
-        report.error(
-            section.origin.clone(),
-            sec.key("command"),
-            "required: the command to run",
-        );
+        report.error(section.origin.clone(), sec.key("command"), "required: the command to run");
         return None;
     }
 
     let mut processes = Vec::new();
     for num in numprocs_start..numprocs_start + numprocs {
         let mut pvars = vars.clone();
-        pvars
-            .set("process_num", Var::Int(num))
-            .set("numprocs", Var::Int(numprocs));
-        let own_env = sec.take(
-            report,
-            "environment",
-            &pvars,
-            BTreeMap::new(),
-            values::environment,
-        );
+        pvars.set("process_num", Var::Int(num)).set("numprocs", Var::Int(numprocs));
+        let own_env = sec.take(report, "environment", &pvars, BTreeMap::new(), values::environment);
         // Per-process options also see the program's own environment as ENV_X.
         let pvars = pvars.with_env(&own_env);
         let mut environment = daemon.environment.clone();
@@ -536,11 +438,7 @@ fn resolve_program(
         let name = match expand::expand(&name_template, &pvars) {
             Ok(n) => n,
             Err(e) => {
-                report.error(
-                    sec.origin("process_name"),
-                    sec.key("process_name"),
-                    e.to_string(),
-                );
+                report.error(sec.origin("process_name"), sec.key("process_name"), e.to_string());
                 return None;
             }
         };
@@ -564,28 +462,14 @@ fn resolve_program(
                 Vec::new()
             }
         };
-        let directory = sec.take(report, "directory", &pvars, None, |r| {
-            path_text(r).map(Some)
-        });
-        let stdout_logfile = sec.take(
-            report,
-            "stdout_logfile",
-            &pvars,
-            LogTarget::Auto,
-            log_target,
-        );
+        let directory = sec.take(report, "directory", &pvars, None, |r| path_text(r).map(Some));
+        let stdout_logfile = sec.take(report, "stdout_logfile", &pvars, LogTarget::Auto, log_target);
         let stderr_logfile = if redirect_stderr {
             // Read (so it is not called unknown) but ignored, as in supervisord.
             let _ = sec.get("stderr_logfile");
             LogTarget::None
         } else {
-            sec.take(
-                report,
-                "stderr_logfile",
-                &pvars,
-                LogTarget::Auto,
-                log_target,
-            )
+            sec.take(report, "stderr_logfile", &pvars, LogTarget::Auto, log_target)
         };
         processes.push(ProcessConfig {
             name,
@@ -625,9 +509,7 @@ fn log_target(raw: &Raw) -> Parsed<LogTarget> {
     match t.trim().to_ascii_lowercase().as_str() {
         "none" | "off" => Ok(LogTarget::None),
         "auto" => Ok(LogTarget::Auto),
-        "syslog" => {
-            Err("syslog as a log target is not supported; use a file path, AUTO or NONE".into())
-        }
+        "syslog" => Err("syslog as a log target is not supported; use a file path, AUTO or NONE".into()),
         _ => {
             let p = expand_user(&t);
             match p.parent() {

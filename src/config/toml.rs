@@ -27,17 +27,12 @@ struct Sources {
 
 impl Sources {
     fn parse(&mut self, path: &Path) -> Result<(), Diagnostic> {
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            Diagnostic::new(Origin::file(path, None), "", format!("cannot read: {e}"))
-        })?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Diagnostic::new(Origin::file(path, None), "", format!("cannot read: {e}")))?;
         let doc = ImDocument::parse(text.clone()).map_err(|e| {
             let line = e.span().map(|s| line_of(&text, s.start));
             let msg = e.message().trim().to_string();
-            Diagnostic::new(
-                Origin::file(path, line),
-                "",
-                format!("TOML syntax error: {msg}"),
-            )
+            Diagnostic::new(Origin::file(path, line), "", format!("TOML syntax error: {msg}"))
         })?;
         self.docs.insert(path.to_path_buf(), doc);
         Ok(())
@@ -54,22 +49,15 @@ impl Sources {
     }
 
     fn origin(&self, figment: &Figment, value: &Value, keys: &[&str]) -> Origin {
-        match figment
-            .get_metadata(value.tag())
-            .and_then(|m| m.source.as_ref())
-        {
+        match figment.get_metadata(value.tag()).and_then(|m| m.source.as_ref()) {
             Some(Source::File(path)) => Origin::file(path, self.line(path, keys)),
-            _ => Origin::Env {
-                var: format!("{ENV_PREFIX}{}", keys.join("__").to_uppercase()),
-            },
+            _ => Origin::Env { var: format!("{ENV_PREFIX}{}", keys.join("__").to_uppercase()) },
         }
     }
 }
 
 pub(super) fn read(main: &Path, env: &BTreeMap<String, String>) -> Result<RawConfig, ConfigErrors> {
-    let mut sources = Sources {
-        docs: HashMap::new(),
-    };
+    let mut sources = Sources { docs: HashMap::new() };
     sources.parse(main).map_err(ConfigErrors::one)?;
     let mut warnings = Vec::new();
     let includes = include_files(main, &sources, env, &mut warnings)?;
@@ -77,9 +65,7 @@ pub(super) fn read(main: &Path, env: &BTreeMap<String, String>) -> Result<RawCon
     for inc in &includes {
         if let Err(e) = sources.parse(inc) {
             errors.push(e);
-        } else if sources.line(inc, &["include"]).is_some()
-            || sources.docs[inc].contains_key("include")
-        {
+        } else if sources.line(inc, &["include"]).is_some() || sources.docs[inc].contains_key("include") {
             warnings.push(Diagnostic::new(
                 Origin::file(inc, sources.line(inc, &["include"])),
                 "include",
@@ -95,15 +81,13 @@ pub(super) fn read(main: &Path, env: &BTreeMap<String, String>) -> Result<RawCon
     for inc in &includes {
         figment = figment.merge(Toml::file_exact(inc));
     }
-    let env_provider = Env::prefixed(ENV_PREFIX).split("__").filter(|k| {
-        ["daemon.", "program.", "group."]
-            .iter()
-            .any(|p| k.starts_with(p))
-    });
+    let env_provider = Env::prefixed(ENV_PREFIX)
+        .split("__")
+        .filter(|k| ["daemon.", "program.", "group."].iter().any(|p| k.starts_with(p)));
     let figment = figment.merge(env_provider);
-    let mut data = figment.data().map_err(|e| {
-        ConfigErrors::one(Diagnostic::new(Origin::file(main, None), "", e.to_string()))
-    })?;
+    let mut data = figment
+        .data()
+        .map_err(|e| ConfigErrors::one(Diagnostic::new(Origin::file(main, None), "", e.to_string())))?;
     let root = data.remove(&Profile::Default).unwrap_or_default();
 
     let mut sections = Vec::new();
@@ -113,28 +97,12 @@ pub(super) fn read(main: &Path, env: &BTreeMap<String, String>) -> Result<RawCon
             "include" => {}
             "daemon" => match value {
                 Value::Dict(_, dict) => {
-                    sections.push(section(
-                        &sources,
-                        &figment,
-                        SectionKind::Daemon,
-                        "",
-                        dict,
-                        origin,
-                        &[key],
-                    ));
+                    sections.push(section(&sources, &figment, SectionKind::Daemon, "", dict, origin, &[key]));
                 }
-                _ => errors.push(Diagnostic::new(
-                    origin,
-                    key.clone(),
-                    "must be a table: [daemon]",
-                )),
+                _ => errors.push(Diagnostic::new(origin, key.clone(), "must be a table: [daemon]")),
             },
             "program" | "group" => {
-                let kind = if key == "program" {
-                    SectionKind::Program
-                } else {
-                    SectionKind::Group
-                };
+                let kind = if key == "program" { SectionKind::Program } else { SectionKind::Group };
                 let Value::Dict(_, dict) = value else {
                     errors.push(Diagnostic::new(
                         origin,
@@ -146,15 +114,9 @@ pub(super) fn read(main: &Path, env: &BTreeMap<String, String>) -> Result<RawCon
                 for (name, body) in dict {
                     let origin = sources.origin(&figment, body, &[key, name]);
                     match body {
-                        Value::Dict(_, opts) => sections.push(section(
-                            &sources,
-                            &figment,
-                            kind,
-                            name,
-                            opts,
-                            origin,
-                            &[key, name],
-                        )),
+                        Value::Dict(_, opts) => {
+                            sections.push(section(&sources, &figment, kind, name, opts, origin, &[key, name]))
+                        }
                         _ => errors.push(Diagnostic::new(
                             origin,
                             format!("{key}.{name}"),
@@ -173,12 +135,7 @@ pub(super) fn read(main: &Path, env: &BTreeMap<String, String>) -> Result<RawCon
     if !errors.is_empty() {
         return Err(ConfigErrors { errors });
     }
-    Ok(RawConfig {
-        path: main.to_path_buf(),
-        toml: true,
-        sections,
-        warnings,
-    })
+    Ok(RawConfig { path: main.to_path_buf(), toml: true, sections, warnings })
 }
 
 fn section(
@@ -196,21 +153,10 @@ fn section(
             let mut keys = prefix.to_vec();
             keys.push(k);
             let origin = sources.origin(figment, v, &keys);
-            (
-                k.clone(),
-                RawValue {
-                    value: to_raw(v),
-                    origin,
-                },
-            )
+            (k.clone(), RawValue { value: to_raw(v), origin })
         })
         .collect();
-    RawSection {
-        kind,
-        name: name.to_string(),
-        options,
-        origin,
-    }
+    RawSection { kind, name: name.to_string(), options, origin }
 }
 
 fn to_raw(v: &Value) -> Raw {
@@ -251,9 +197,7 @@ fn include_files(
     let origin = Origin::file(main, sources.line(main, &["include"]));
     let files = item.as_table_like().and_then(|t| t.get("files"));
     let patterns: Vec<String> = match files.and_then(|f| f.as_value()) {
-        Some(toml_edit::Value::String(s)) => {
-            s.value().split_whitespace().map(String::from).collect()
-        }
+        Some(toml_edit::Value::String(s)) => s.value().split_whitespace().map(String::from).collect(),
         Some(toml_edit::Value::Array(a)) => {
             let mut out = Vec::new();
             for v in a.iter() {
@@ -279,21 +223,12 @@ fn include_files(
         }
     };
     let dir = main.parent().unwrap_or(Path::new("/"));
-    let host = nix::unistd::gethostname()
-        .map(|h| h.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let vars = Vars::new()
-        .with_env(env)
-        .str("here", dir.display().to_string())
-        .str("host_node_name", host);
+    let host = nix::unistd::gethostname().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default();
+    let vars = Vars::new().with_env(env).str("here", dir.display().to_string()).str("host_node_name", host);
     let mut out: Vec<PathBuf> = Vec::new();
     for pattern in patterns {
         let pattern = expand::expand(&pattern, &vars).map_err(|e| {
-            ConfigErrors::one(Diagnostic::new(
-                origin.clone(),
-                "include.files",
-                e.to_string(),
-            ))
+            ConfigErrors::one(Diagnostic::new(origin.clone(), "include.files", e.to_string()))
         })?;
         let full = dir.join(&pattern);
         let matches = glob::glob(&full.to_string_lossy()).map_err(|e| {
@@ -303,10 +238,7 @@ fn include_files(
                 format!("bad pattern {pattern:?}: {e}"),
             ))
         })?;
-        let mut found: Vec<PathBuf> = matches
-            .filter_map(Result::ok)
-            .filter(|p| p.is_file())
-            .collect();
+        let mut found: Vec<PathBuf> = matches.filter_map(Result::ok).filter(|p| p.is_file()).collect();
         found.sort();
         if found.is_empty() {
             warnings.push(Diagnostic::new(

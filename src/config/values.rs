@@ -29,10 +29,7 @@ pub fn boolean(raw: &Raw) -> Parsed<bool> {
         Raw::Str(s) => match s.trim().to_ascii_lowercase().as_str() {
             "yes" | "true" | "on" | "1" => Ok(true),
             "no" | "false" | "off" | "0" => Ok(false),
-            _ => Err(format!(
-                "expected true or false (also yes/no, on/off, 1/0), got {}",
-                got(raw)
-            )),
+            _ => Err(format!("expected true or false (also yes/no, on/off, 1/0), got {}", got(raw))),
         },
         _ => Err(format!("expected true or false, got {}", got(raw))),
     }
@@ -68,31 +65,21 @@ pub fn seconds(raw: &Raw) -> Parsed<Duration> {
     let value = match raw {
         Raw::Int(n) => *n as f64,
         Raw::Float(x) => *x,
-        Raw::Str(s) => s.trim().parse::<f64>().map_err(|_| {
-            format!(
-                "expected a number of seconds like 10 or 0.5, got {}",
-                got(raw)
-            )
-        })?,
+        Raw::Str(s) => s
+            .trim()
+            .parse::<f64>()
+            .map_err(|_| format!("expected a number of seconds like 10 or 0.5, got {}", got(raw)))?,
         _ => return Err(format!("expected a number of seconds, got {}", got(raw))),
     };
     if !value.is_finite() || value < 0.0 {
-        return Err(format!(
-            "expected a number of seconds of 0 or more, got {}",
-            got(raw)
-        ));
+        return Err(format!("expected a number of seconds of 0 or more, got {}", got(raw)));
     }
     Duration::try_from_secs_f64(value).map_err(|_| format!("{} seconds is too long", got(raw)))
 }
 
 /// A size in bytes: `1024`, `50MB`, `1GB`, `10kb` (KB, MB and GB are powers of 1024).
 pub fn byte_size(raw: &Raw) -> Parsed<u64> {
-    let bad = || {
-        format!(
-            "expected a size like 1024, 10KB, 50MB or 1GB, got {}",
-            got(raw)
-        )
-    };
+    let bad = || format!("expected a size like 1024, 10KB, 50MB or 1GB, got {}", got(raw));
     match raw {
         Raw::Int(n) => u64::try_from(*n).map_err(|_| bad()),
         Raw::Str(s) => {
@@ -111,12 +98,7 @@ pub fn byte_size(raw: &Raw) -> Parsed<u64> {
 /// A umask or file mode in octal: `"022"` (as supervisord reads it) or a TOML integer such as
 /// `0o022`.
 pub fn octal(raw: &Raw) -> Parsed<u32> {
-    let bad = || {
-        format!(
-            "expected an octal mode like \"022\" or 0o022, got {}",
-            got(raw)
-        )
-    };
+    let bad = || format!("expected an octal mode like \"022\" or 0o022, got {}", got(raw));
     let n = match raw {
         Raw::Int(n) => u32::try_from(*n).map_err(|_| bad())?,
         Raw::Str(s) => {
@@ -137,28 +119,17 @@ pub fn signal(raw: &Raw) -> Parsed<Signal> {
     match raw {
         Raw::Str(s) => signal::parse(s),
         Raw::Int(n) => signal::parse(&n.to_string()),
-        _ => Err(format!(
-            "expected a signal name like TERM, got {}",
-            got(raw)
-        )),
+        _ => Err(format!("expected a signal name like TERM, got {}", got(raw))),
     }
 }
 
 /// Exit codes 0-255: a list (`[0, 2]`) or supervisord's comma list (`"0,2"`).
 pub fn exitcodes(raw: &Raw) -> Parsed<Vec<i32>> {
-    let bad = || {
-        format!(
-            "expected exit codes from 0 to 255 like \"0,2\" or [0, 2], got {}",
-            got(raw)
-        )
-    };
+    let bad = || format!("expected exit codes from 0 to 255 like \"0,2\" or [0, 2], got {}", got(raw));
     let items: Vec<Raw> = match raw {
         Raw::List(items) => items.clone(),
         Raw::Int(_) => vec![raw.clone()],
-        Raw::Str(s) => s
-            .split(',')
-            .map(|x| Raw::Str(x.trim().to_string()))
-            .collect(),
+        Raw::Str(s) => s.split(',').map(|x| Raw::Str(x.trim().to_string())).collect(),
         _ => return Err(bad()),
     };
     items
@@ -208,19 +179,11 @@ pub fn string_list(raw: &Raw, sep: Option<char>) -> Parsed<Vec<String>> {
             .iter()
             .map(|i| match i {
                 Raw::Str(s) => Ok(s.clone()),
-                other => Err(format!(
-                    "expected a list of strings, but one item is {}",
-                    other.kind()
-                )),
+                other => Err(format!("expected a list of strings, but one item is {}", other.kind())),
             })
             .collect(),
         Raw::Str(s) => Ok(match sep {
-            Some(c) => s
-                .split(c)
-                .map(str::trim)
-                .filter(|x| !x.is_empty())
-                .map(String::from)
-                .collect(),
+            Some(c) => s.split(c).map(str::trim).filter(|x| !x.is_empty()).map(String::from).collect(),
             None => s.split_whitespace().map(String::from).collect(),
         }),
         _ => Err(format!("expected a list of strings, got {}", got(raw))),
@@ -262,10 +225,7 @@ fn key_value_pairs(arg: &str) -> Parsed<BTreeMap<String, String>> {
                 "expected KEY=value pairs separated by commas (quote values that contain commas or spaces), got {arg:?}"
             ));
         }
-        out.insert(
-            kv[0].clone(),
-            kv[2].trim_matches(|c| c == '\'' || c == '"').to_string(),
-        );
+        out.insert(kv[0].clone(), kv[2].trim_matches(|c| c == '\'' || c == '"').to_string());
         i += 4;
     }
     Ok(out)
@@ -375,10 +335,7 @@ mod tests {
     #[test]
     fn exit_codes() {
         assert_eq!(exitcodes(&s("0,2")), Ok(vec![0, 2]));
-        assert_eq!(
-            exitcodes(&Raw::List(vec![Raw::Int(0), Raw::Int(3)])),
-            Ok(vec![0, 3])
-        );
+        assert_eq!(exitcodes(&Raw::List(vec![Raw::Int(0), Raw::Int(3)])), Ok(vec![0, 3]));
         assert!(exitcodes(&s("0,256")).is_err());
         assert!(exitcodes(&s("a")).is_err());
     }
@@ -393,12 +350,8 @@ mod tests {
     #[test]
     fn environment_strings_as_supervisord_reads_them() {
         let env = |x: &str| environment(&s(x));
-        let map = |pairs: &[(&str, &str)]| {
-            Ok(pairs
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect())
-        };
+        let map =
+            |pairs: &[(&str, &str)]| Ok(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect());
         assert_eq!(env("A=1,B=2"), map(&[("A", "1"), ("B", "2")]));
         assert_eq!(env("A=\"x,y\",B='z w'"), map(&[("A", "x,y"), ("B", "z w")]));
         assert_eq!(env("PATH=/usr/bin:/bin"), map(&[("PATH", "/usr/bin:/bin")]));

@@ -39,16 +39,9 @@ startsecs = 0
     let out = d.ctl(&["stop", "web:web_02"]);
     assert_eq!(stdout(&out), "web:web_02: stopped\n");
     let out = d.ctl(&["stop", "web:*"]);
-    assert_eq!(
-        stdout(&out),
-        "web:web_03: stopped\nweb:web_01: stopped\n",
-        "the rest, highest first"
-    );
+    assert_eq!(stdout(&out), "web:web_03: stopped\nweb:web_01: stopped\n", "the rest, highest first");
     let out = d.ctl(&["start", "web:*"]);
-    assert_eq!(
-        stdout(&out),
-        "web:web_01: started\nweb:web_02: started\nweb:web_03: started\n"
-    );
+    assert_eq!(stdout(&out), "web:web_01: started\nweb:web_02: started\nweb:web_03: started\n");
     assert_eq!(code(&out), 0);
 }
 
@@ -73,16 +66,11 @@ programs = ["api", "worker"]
     }
     let out = d.ctl(&["stop", "site:*"]);
     assert_eq!(code(&out), 0);
-    assert!(
-        stdout(&out).contains("site:api: stopped") && stdout(&out).contains("site:worker: stopped")
-    );
+    assert!(stdout(&out).contains("site:api: stopped") && stdout(&out).contains("site:worker: stopped"));
     // The programs' own implicit groups are gone.
     assert_eq!(code(&d.ctl(&["status", "api"])), 4);
     let out = d.ctl(&["start", "site"]);
-    assert_eq!(
-        stdout(&out),
-        "site: ERROR (no such process) (did you mean site:*?)\n"
-    );
+    assert_eq!(stdout(&out), "site: ERROR (no such process) (did you mean site:*?)\n");
     assert_eq!(code(&out), 1);
 }
 
@@ -105,34 +93,16 @@ startsecs = 0
         wait_for("the grandchild's pid", 10 * SECS, || {
             std::fs::read_to_string(&path).is_ok_and(|s| s.ends_with('\n'))
         });
-        std::fs::read_to_string(&path)
-            .expect("pid file")
-            .trim()
-            .parse()
-            .expect("a pid")
+        std::fs::read_to_string(&path).expect("pid file").trim().parse().expect("a pid")
     };
     let (g, a) = (grandchild("grouped"), grandchild("alone"));
     assert_eq!(code(&d.ctl(&["stop", "grouped", "alone"])), 0);
-    wait_for(
-        "the grouped grandchild to be gone (and reaped, not a zombie)",
-        10 * SECS,
-        || !alive(g),
-    );
+    wait_for("the grouped grandchild to be gone (and reaped, not a zombie)", 10 * SECS, || !alive(g));
     // Without stopasgroup only the shell gets the signal; its child lives on.
-    assert!(
-        alive(a),
-        "the grandchild of a program without stopasgroup survives its stop"
-    );
+    assert!(alive(a), "the grandchild of a program without stopasgroup survives its stop");
     // This test started it (through minderd): end it by its pid.
-    let _ = nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(a),
-        nix::sys::signal::Signal::SIGKILL,
-    );
-    wait_for(
-        "the orphan to be reaped by minderd, the subreaper",
-        10 * SECS,
-        || !alive(a),
-    );
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(a), nix::sys::signal::Signal::SIGKILL);
+    wait_for("the orphan to be reaped by minderd, the subreaper", 10 * SECS, || !alive(a));
 }
 
 #[test]
@@ -155,13 +125,7 @@ stdout_logfile = "{dir}/env.out"
     d.wait_state("env", "EXITED", 10 * SECS);
     let out = std::fs::read_to_string(d.path("env.out")).expect("the program's output");
     let dir = d.dir.path().canonicalize().expect("dir");
-    assert_eq!(
-        out,
-        format!(
-            "from-daemon program a,b\n1 env env env\n{}\n0027\n",
-            dir.display()
-        )
-    );
+    assert_eq!(out, format!("from-daemon program a,b\n1 env env env\n{}\n0027\n", dir.display()));
 }
 
 #[test]
@@ -176,27 +140,16 @@ autorestart = false
 stdout_logfile = "{dir}/nobody.out"
 "#,
     );
-    let nobody = nix::unistd::User::from_name("nobody")
-        .expect("passwd")
-        .expect("a nobody user");
+    let nobody = nix::unistd::User::from_name("nobody").expect("passwd").expect("a nobody user");
     if nix::unistd::Uid::current().is_root() {
         d.wait_state("asnobody", "EXITED", 10 * SECS);
         let out = std::fs::read_to_string(d.path("nobody.out")).expect("output");
-        assert_eq!(
-            out,
-            format!("{}\n{} nobody nobody\n", nobody.uid, nobody.dir.display())
-        );
+        assert_eq!(out, format!("{}\n{} nobody nobody\n", nobody.uid, nobody.dir.display()));
     } else {
         // Only root can switch users; the reason is the spawn error, not a mysterious exit.
         d.wait_state("asnobody", "FATAL", 20 * SECS);
-        let why = d.process("asnobody")["description"]
-            .as_str()
-            .unwrap_or("")
-            .to_string();
-        assert!(
-            why.contains("Can't drop privilege as nonroot user"),
-            "{why}"
-        );
+        let why = d.process("asnobody")["description"].as_str().unwrap_or("").to_string();
+        assert!(why.contains("Can't drop privilege as nonroot user"), "{why}");
     }
 }
 
@@ -219,18 +172,12 @@ startretries = 0
 "#,
     );
     for (name, why) in [
-        (
-            "nodir",
-            "couldn't chdir to /nonexistent/dir: ENOENT (No such file or directory)",
-        ),
+        ("nodir", "couldn't chdir to /nonexistent/dir: ENOENT (No such file or directory)"),
         ("nofile", "can't find command '/nonexistent/program'"),
         ("notexec", "is not executable"),
     ] {
         d.wait_state(name, "FATAL", 10 * SECS);
-        let desc = d.process(name)["description"]
-            .as_str()
-            .unwrap_or("")
-            .to_string();
+        let desc = d.process(name)["description"].as_str().unwrap_or("").to_string();
         assert!(desc.contains(why), "{name}: {desc}");
     }
 }
@@ -252,10 +199,7 @@ fn descriptors_above_two_are_not_inherited() {
     let leaked = std::fs::File::open("/dev/null").expect("open");
     let leaked_fd = std::os::fd::AsRawFd::as_raw_fd(&leaked);
     let mut cmd = std::process::Command::new(crate::harness::bin("minderd"));
-    cmd.arg("-c")
-        .arg(dir.path().join("m.toml"))
-        .arg("--listen")
-        .arg(format!("unix://{}", sock.display()));
+    cmd.arg("-c").arg(dir.path().join("m.toml")).arg("--listen").arg(format!("unix://{}", sock.display()));
     cmd.arg("-l").arg(dir.path().join("d.log"));
     // SAFETY: dup2 and fcntl are async-signal-safe.
     unsafe {
@@ -270,16 +214,10 @@ fn descriptors_above_two_are_not_inherited() {
     wait_for("the program to list its descriptors", 10 * SECS, || {
         std::fs::read_to_string(dir.path().join("fds.out")).is_ok_and(|s| s.lines().count() >= 3)
     });
-    let fds: Vec<String> = std::fs::read_to_string(dir.path().join("fds.out"))
-        .expect("out")
-        .lines()
-        .map(String::from)
-        .collect();
+    let fds: Vec<String> =
+        std::fs::read_to_string(dir.path().join("fds.out")).expect("out").lines().map(String::from).collect();
     // 0, 1 and 2, plus the one ls itself opens to read the directory.
-    assert!(
-        !fds.contains(&"9".to_string()),
-        "descriptor 9 leaked into the child: {fds:?}"
-    );
+    assert!(!fds.contains(&"9".to_string()), "descriptor 9 leaked into the child: {fds:?}");
     assert!(fds.len() <= 4, "{fds:?}");
     let _ = nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(child.id() as i32),

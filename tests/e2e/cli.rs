@@ -36,49 +36,22 @@ fn exit_codes_are_supervisorctls() {
         (&["status", "web"], 0, "status of running processes"),
         (&["status"], 3, "status with a stopped process listed"),
         (&["status", "web", "nope"], 4, "status with an unknown name"),
-        (
-            &["start", "web"],
-            0,
-            "start of a running process (already started)",
-        ),
-        (
-            &["start", "broken"],
-            1,
-            "start of a missing executable (no such file)",
-        ),
-        (
-            &["start", "quitter"],
-            7,
-            "start that exits before startsecs (spawn error)",
-        ),
+        (&["start", "web"], 0, "start of a running process (already started)"),
+        (&["start", "broken"], 1, "start of a missing executable (no such file)"),
+        (&["start", "quitter"], 7, "start that exits before startsecs (spawn error)"),
         (&["start", "nope:*"], 2, "start of an unknown group"),
         (&["start", "nope"], 1, "start of an unknown process"),
-        (
-            &["stop", "idle"],
-            0,
-            "stop of a process that is not running",
-        ),
+        (&["stop", "idle"], 0, "stop of a process that is not running"),
         (&["stop", "nope"], 1, "stop of an unknown process"),
         (&["pid", "idle"], 7, "pid of a stopped process"),
         (&["pid", "nope"], 1, "pid of an unknown process"),
         (&["pid", "web"], 0, "pid of a running process"),
-        (
-            &["signal", "HUP", "idle"],
-            7,
-            "signal to a process that is not running",
-        ),
+        (&["signal", "HUP", "idle"], 7, "signal to a process that is not running"),
         (&["signal", "NOSUCHSIG", "web"], 2, "a bad signal name"),
     ];
     for (args, want, what) in cases {
         let out = d.ctl(args);
-        assert_eq!(
-            code(&out),
-            *want,
-            "{what}: minder {}\n{}{}",
-            args.join(" "),
-            stdout(&out),
-            stderr(&out)
-        );
+        assert_eq!(code(&out), *want, "{what}: minder {}\n{}{}", args.join(" "), stdout(&out), stderr(&out));
     }
 }
 
@@ -98,10 +71,7 @@ autostart = false
         d.wait_state("slow", "STARTING", 10 * SECS);
         assert_eq!(code(&d.ctl(&["stop", "slow"])), 0);
         let out = start.join().expect("the start returns");
-        assert_eq!(
-            stdout(&out),
-            "slow: ERROR (abnormal termination): exited before it was running\n"
-        );
+        assert_eq!(stdout(&out), "slow: ERROR (abnormal termination): exited before it was running\n");
         assert_eq!(code(&out), 7);
     });
 }
@@ -120,7 +90,10 @@ fn no_daemon_is_one_clear_line() {
         assert_eq!(code(&out), want, "{args:?}");
         assert_eq!(
             stderr(&out),
-            format!("minder: no minderd at unix://{}: no such socket — start it with `minderd -c FILE`\n", sock.display())
+            format!(
+                "minder: no minderd at unix://{}: no such socket — start it with `minderd -c FILE`\n",
+                sock.display()
+            )
         );
         assert!(stdout(&out).is_empty());
     }
@@ -134,11 +107,7 @@ fn no_daemon_is_one_clear_line() {
         .output()
         .expect("runs");
     assert_eq!(code(&out), 4);
-    assert!(
-        stderr(&out).contains("connection refused"),
-        "{}",
-        stderr(&out)
-    );
+    assert!(stderr(&out).contains("connection refused"), "{}", stderr(&out));
 }
 
 /// The status table, with pids and times replaced by placeholders.
@@ -157,16 +126,10 @@ fn status_table_snapshot() {
 
 #[test]
 fn help_snapshots() {
-    let out = Command::new(bin("minder"))
-        .arg("--help")
-        .output()
-        .expect("runs");
+    let out = Command::new(bin("minder")).arg("--help").output().expect("runs");
     assert_eq!(code(&out), 0);
     insta::assert_snapshot!("minder_help", stdout(&out));
-    let out = Command::new(bin("minderd"))
-        .arg("--help")
-        .output()
-        .expect("runs");
+    let out = Command::new(bin("minderd")).arg("--help").output().expect("runs");
     assert_eq!(code(&out), 0);
     insta::assert_snapshot!("minderd_help", stdout(&out));
 }
@@ -182,8 +145,5 @@ fn json_results() {
     assert_eq!(results[0]["result"], "BAD_NAME");
     assert_eq!(results[1]["full_name"], "idle");
     assert_eq!(results[1]["result"], "SUCCESS");
-    assert_eq!(
-        results[1]["state"], "RUNNING",
-        "start waits for RUNNING (startsecs=1 by default)"
-    );
+    assert_eq!(results[1]["state"], "RUNNING", "start waits for RUNNING (startsecs=1 by default)");
 }

@@ -47,10 +47,7 @@ autostart = true
 "#,
     );
     assert_eq!(code, 2);
-    assert!(
-        !dir.path().join("never.sock").exists(),
-        "nothing was started"
-    );
+    assert!(!dir.path().join("never.sock").exists(), "nothing was started");
     for want in [
         "6 errors in the configuration:",
         "DIR/bad.toml:3: program.web.startsecs: expected a number of seconds like 10 or 0.5, got \"soon\"",
@@ -69,9 +66,7 @@ fn syntax_errors_name_the_line() {
     let (code, err, _dir) = check("[program.web]\ncommand = \"sleep 1\nautostart = true\n");
     assert_eq!(code, 2);
     assert!(
-        err.starts_with(
-            "minderd: 1 error in the configuration:\n  DIR/bad.toml:2: TOML syntax error"
-        ),
+        err.starts_with("minderd: 1 error in the configuration:\n  DIR/bad.toml:2: TOML syntax error"),
         "{err}"
     );
 }
@@ -97,11 +92,8 @@ fn environment_overrides_and_includes() {
         "[program.included]\ncommand = \"sleep 100\"\nstartsecs = 0\n",
     )
     .expect("write");
-    std::fs::write(
-        dir.path().join("conf.d/b.toml"),
-        "[program.disabled]\ncommand = \"sleep 100\"\n",
-    )
-    .expect("write");
+    std::fs::write(dir.path().join("conf.d/b.toml"), "[program.disabled]\ncommand = \"sleep 100\"\n")
+        .expect("write");
     let sock = dir.path().join("m.sock");
     let mut child = Command::new(bin("minderd"))
         .arg("-c")
@@ -125,19 +117,12 @@ fn environment_overrides_and_includes() {
     let state = |name: &str| {
         let v: serde_json::Value =
             serde_json::from_slice(&ctl(&["--json", "status", name]).stdout).expect("json");
-        v["processes"][0]["state"]
-            .as_str()
-            .unwrap_or("")
-            .to_string()
+        v["processes"][0]["state"].as_str().unwrap_or("").to_string()
     };
     crate::harness::wait_for("both autostarted programs", 10 * SECS, || {
         state("main") == "RUNNING" && state("included") == "RUNNING"
     });
-    assert_eq!(
-        state("disabled"),
-        "STOPPED",
-        "MINDER_PROGRAM__DISABLED__AUTOSTART=false overrode the file"
-    );
+    assert_eq!(state("disabled"), "STOPPED", "MINDER_PROGRAM__DISABLED__AUTOSTART=false overrode the file");
     let _ = nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(child.id() as i32),
         nix::sys::signal::Signal::SIGTERM,
@@ -157,11 +142,7 @@ fn a_live_socket_is_not_taken_over() {
         .output()
         .expect("runs");
     assert_eq!(code(&out), 1);
-    assert!(
-        stderr(&out).contains("another minderd is already listening at"),
-        "{}",
-        stderr(&out)
-    );
+    assert!(stderr(&out).contains("another minderd is already listening at"), "{}", stderr(&out));
     // The first daemon still answers.
     assert!(d.ctl(&["version"]).status.success());
 }
@@ -180,26 +161,15 @@ fn a_regular_file_at_the_socket_path_is_left_alone() {
         .output()
         .expect("runs");
     assert_eq!(code(&out), 1);
-    assert!(
-        stderr(&out).contains("exists and is not a socket"),
-        "{}",
-        stderr(&out)
-    );
-    assert_eq!(
-        std::fs::read_to_string(&path).expect("still there"),
-        "precious"
-    );
+    assert!(stderr(&out).contains("exists and is not a socket"), "{}", stderr(&out));
+    assert_eq!(std::fs::read_to_string(&path).expect("still there"), "precious");
 }
 
 #[test]
 fn the_socket_is_private() {
     use std::os::unix::fs::PermissionsExt;
     let d = Daemon::start("");
-    let mode = std::fs::metadata(&d.socket)
-        .expect("socket")
-        .permissions()
-        .mode()
-        & 0o777;
+    let mode = std::fs::metadata(&d.socket).expect("socket").permissions().mode() & 0o777;
     assert_eq!(mode, 0o700);
 }
 
@@ -207,11 +177,7 @@ fn the_socket_is_private() {
 fn daemonize_reports_start_up_and_writes_the_pidfile() {
     let dir = tempfile::tempdir().expect("dir");
     let conf = dir.path().join("m.toml");
-    std::fs::write(
-        &conf,
-        "[program.s]\ncommand = \"sleep 100\"\nstartsecs = 0\n",
-    )
-    .expect("write");
+    std::fs::write(&conf, "[program.s]\ncommand = \"sleep 100\"\nstartsecs = 0\n").expect("write");
     let sock = dir.path().join("m.sock");
     let pidfile = dir.path().join("m.pid");
     let daemonize = |extra: &[&str]| {
@@ -232,11 +198,7 @@ fn daemonize_reports_start_up_and_writes_the_pidfile() {
     let out = daemonize(&[]);
     // The foreground process returns only once the daemon is listening.
     assert_eq!(code(&out), 0, "{}", stderr(&out));
-    let pid: i32 = std::fs::read_to_string(&pidfile)
-        .expect("pidfile")
-        .trim()
-        .parse()
-        .expect("a pid");
+    let pid: i32 = std::fs::read_to_string(&pidfile).expect("pidfile").trim().parse().expect("a pid");
     let ctl = |args: &[&str]| {
         Command::new(bin("minder"))
             .arg("-s")
@@ -245,27 +207,15 @@ fn daemonize_reports_start_up_and_writes_the_pidfile() {
             .output()
             .expect("runs")
     };
-    assert_eq!(
-        crate::harness::stdout(&ctl(&["pid"])).trim(),
-        pid.to_string()
-    );
+    assert_eq!(crate::harness::stdout(&ctl(&["pid"])).trim(), pid.to_string());
     // A second one fails, and says why, from the foreground.
     let again = daemonize(&[]);
     assert_eq!(code(&again), 1);
-    assert!(
-        stderr(&again).contains("another minderd is already listening"),
-        "{}",
-        stderr(&again)
-    );
+    assert!(stderr(&again).contains("another minderd is already listening"), "{}", stderr(&again));
     // TERM (to the daemon this test started, by its pid) stops it and removes socket and pidfile.
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(pid),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .expect("signal");
-    crate::harness::wait_for("the daemon to exit", 30 * SECS, || {
-        !crate::harness::alive(pid)
-    });
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGTERM)
+        .expect("signal");
+    crate::harness::wait_for("the daemon to exit", 30 * SECS, || !crate::harness::alive(pid));
     assert!(!pidfile.exists(), "the pidfile is removed");
     assert!(!sock.exists(), "the socket is removed");
 }

@@ -12,10 +12,7 @@ use serde_json::Value;
 /// Where cargo put the binaries: next to the directory holding this test executable.
 pub fn bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("the test executable has a path");
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target/<profile>/deps/<test>");
+    let dir = exe.parent().and_then(Path::parent).expect("target/<profile>/deps/<test>");
     let path = dir.join(name);
     assert!(
         path.exists(),
@@ -29,10 +26,7 @@ pub fn bin(name: &str) -> PathBuf {
 pub fn wait_for(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;
     while !cond() {
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}"
-        );
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
         std::thread::sleep(Duration::from_millis(10));
     }
 }
@@ -50,16 +44,10 @@ impl Daemon {
     /// Writes `toml` as the configuration and starts minderd on a socket in the directory.
     /// `{dir}` in `toml` is replaced by the directory's path.
     pub fn start(toml: &str) -> Daemon {
-        let dir = tempfile::Builder::new()
-            .prefix("minder-e2e-")
-            .tempdir()
-            .expect("a temp dir");
+        let dir = tempfile::Builder::new().prefix("minder-e2e-").tempdir().expect("a temp dir");
         let config = dir.path().join("minder.toml");
-        std::fs::write(
-            &config,
-            toml.replace("{dir}", &dir.path().display().to_string()),
-        )
-        .expect("write config");
+        std::fs::write(&config, toml.replace("{dir}", &dir.path().display().to_string()))
+            .expect("write config");
         let mut d = Daemon {
             socket: dir.path().join("minder.sock"),
             log: dir.path().join("minderd.log"),
@@ -89,15 +77,8 @@ impl Daemon {
             .expect("minderd starts");
         self.child = Some(child);
         wait_for("minderd to answer", Duration::from_secs(10), || {
-            if let Some(status) = self
-                .child
-                .as_mut()
-                .and_then(|c| c.try_wait().ok().flatten())
-            {
-                panic!(
-                    "minderd exited during start-up with {status}:\n{}",
-                    self.stderr_so_far()
-                );
+            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                panic!("minderd exited during start-up with {status}:\n{}", self.stderr_so_far());
             }
             self.ctl(&["version"]).status.success()
         });
@@ -132,26 +113,18 @@ impl Daemon {
     pub fn process(&self, name: &str) -> Value {
         let out = self.ctl(&["--json", "status", name]);
         let v: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-            panic!(
-                "status --json {name}: {e}: {}",
-                String::from_utf8_lossy(&out.stdout)
-            )
+            panic!("status --json {name}: {e}: {}", String::from_utf8_lossy(&out.stdout))
         });
         v["processes"][0].clone()
     }
 
     pub fn state(&self, name: &str) -> String {
-        self.process(name)["state"]
-            .as_str()
-            .unwrap_or("?")
-            .to_string()
+        self.process(name)["state"].as_str().unwrap_or("?").to_string()
     }
 
     /// Waits until `name` is in `state`.
     pub fn wait_state(&self, name: &str, state: &str, timeout: Duration) {
-        wait_for(&format!("{name} to be {state}"), timeout, || {
-            self.state(name) == state
-        });
+        wait_for(&format!("{name} to be {state}"), timeout, || self.state(name) == state);
     }
 
     /// The daemon's log so far.
@@ -161,11 +134,7 @@ impl Daemon {
 
     /// The log lines containing `needle`, with their times (seconds since the epoch).
     pub fn log_lines(&self, needle: &str) -> Vec<(f64, String)> {
-        self.log()
-            .lines()
-            .filter(|l| l.contains(needle))
-            .map(|l| (log_time(l), l.to_string()))
-            .collect()
+        self.log().lines().filter(|l| l.contains(needle)).map(|l| (log_time(l), l.to_string())).collect()
     }
 
     /// Asks the daemon to stop (SIGTERM) and waits for it to exit.
@@ -197,10 +166,7 @@ impl Daemon {
             if let Some(status) = child.try_wait().expect("wait for minderd") {
                 return status;
             }
-            assert!(
-                Instant::now() < deadline,
-                "minderd did not exit within {timeout:?}"
-            );
+            assert!(Instant::now() < deadline, "minderd did not exit within {timeout:?}");
             std::thread::sleep(Duration::from_millis(10));
         }
     }
@@ -239,10 +205,7 @@ pub fn code(o: &Output) -> i32 {
 /// Whether a process exists (and is not a zombie).
 pub fn alive(pid: i32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => stat
-            .rsplit(')')
-            .next()
-            .is_some_and(|rest| !rest.trim_start().starts_with('Z')),
+        Ok(stat) => stat.rsplit(')').next().is_some_and(|rest| !rest.trim_start().starts_with('Z')),
         Err(_) => false,
     }
 }

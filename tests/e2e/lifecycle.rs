@@ -22,9 +22,7 @@ startsecs = 1.5
     assert_eq!(success.len(), 1, "{}", d.log());
     let up = success[0].0 - spawned[0].0;
     assert!(up >= 1.5, "RUNNING after {up} s, before startsecs=1.5");
-    assert!(success[0]
-        .1
-        .contains("process has stayed up for > than 1.5 seconds (startsecs)"));
+    assert!(success[0].1.contains("process has stayed up for > than 1.5 seconds (startsecs)"));
 }
 
 #[test]
@@ -37,17 +35,8 @@ startretries = 3
 "#,
     );
     d.wait_state("flaky", "FATAL", 20 * SECS);
-    let spawns: Vec<f64> = d
-        .log_lines("spawned: 'flaky'")
-        .iter()
-        .map(|(t, _)| *t)
-        .collect();
-    assert_eq!(
-        spawns.len(),
-        4,
-        "startretries=3 means 4 attempts:\n{}",
-        d.log()
-    );
+    let spawns: Vec<f64> = d.log_lines("spawned: 'flaky'").iter().map(|(t, _)| *t).collect();
+    assert_eq!(spawns.len(), 4, "startretries=3 means 4 attempts:\n{}", d.log());
     for (i, pair) in spawns.windows(2).enumerate() {
         let gap = pair[1] - pair[0];
         let want = (i + 1) as f64;
@@ -58,22 +47,14 @@ startretries = 3
         );
     }
     assert_eq!(
-        d.log_lines("gave up: flaky entered FATAL state, too many start retries too quickly")
-            .len(),
+        d.log_lines("gave up: flaky entered FATAL state, too many start retries too quickly").len(),
         1
     );
-    assert_eq!(
-        d.process("flaky")["description"],
-        "Exited too quickly (process log may have details)"
-    );
+    assert_eq!(d.process("flaky")["description"], "Exited too quickly (process log may have details)");
     // FATAL is left only by an explicit start.
     let out = d.ctl(&["start", "flaky"]);
     assert_eq!(code(&out), 7, "{}", stdout(&out));
-    assert!(
-        stdout(&out).contains("flaky: ERROR (spawn error)"),
-        "{}",
-        stdout(&out)
-    );
+    assert!(stdout(&out).contains("flaky: ERROR (spawn error)"), "{}", stdout(&out));
 }
 
 /// A program that runs for 0.3 s (past startsecs = 0.1) and exits with `code`.
@@ -106,14 +87,8 @@ fn autorestart_follows_exitcodes() {
         assert_eq!(p["exit_status"]["expected"], expected, "{name}: {p}");
     }
     let log = d.log();
-    assert!(
-        log.contains("exited: never (exit status 1; not expected)"),
-        "{log}"
-    );
-    assert!(
-        log.contains("exited: unexpected_ok (exit status 2; expected)"),
-        "{log}"
-    );
+    assert!(log.contains("exited: never (exit status 1; not expected)"), "{log}");
+    assert!(log.contains("exited: unexpected_ok (exit status 2; expected)"), "{log}");
 }
 
 #[test]
@@ -129,10 +104,7 @@ stopwaitsecs = 0.5
     d.wait_state("stubborn", "RUNNING", 10 * SECS);
     let pid = d.process("stubborn")["pid"].as_i64().expect("a pid") as i32;
     // The child must have installed its handler before it is signalled.
-    let log = d.process("stubborn")["stdout_logfile"]
-        .as_str()
-        .expect("a log")
-        .to_string();
+    let log = d.process("stubborn")["stdout_logfile"].as_str().expect("a log").to_string();
     wait_for("the child to be ready", 10 * SECS, || {
         std::fs::read_to_string(&log).is_ok_and(|s| s.contains("ready"))
     });
@@ -144,9 +116,7 @@ stopwaitsecs = 0.5
     let p = d.process("stubborn");
     assert_eq!(p["state"], "STOPPED");
     assert_eq!(p["exit_status"]["description"], "terminated by SIGKILL");
-    assert!(d
-        .log()
-        .contains("stopped: stubborn (terminated by SIGKILL)"));
+    assert!(d.log().contains("stopped: stubborn (terminated by SIGKILL)"));
 }
 
 #[test]
@@ -173,12 +143,7 @@ startsecs = 0
     wait_for("sleeper to be restarted after SIGKILL", 10 * SECS, || {
         d.process("sleeper")["spawn_count"].as_u64().unwrap_or(0) >= 3
     });
-    assert!(
-        d.log()
-            .contains("exited: sleeper (terminated by SIGKILL; not expected)"),
-        "{}",
-        d.log()
-    );
+    assert!(d.log().contains("exited: sleeper (terminated by SIGKILL; not expected)"), "{}", d.log());
 }
 
 #[test]
@@ -204,11 +169,7 @@ startsecs = 0
     for n in ["first", "second", "third"] {
         d.wait_state(n, "RUNNING", 10 * SECS);
     }
-    let order: Vec<String> = d
-        .log_lines("spawned: '")
-        .iter()
-        .map(|(_, l)| l.clone())
-        .collect();
+    let order: Vec<String> = d.log_lines("spawned: '").iter().map(|(_, l)| l.clone()).collect();
     let names: Vec<&str> = order.iter().filter_map(|l| l.split('\'').nth(1)).collect();
     assert_eq!(names, ["first", "second", "third"]);
     let mut d = d;
@@ -216,15 +177,9 @@ startsecs = 0
     assert_eq!(stdout(&out), "Shut down\n");
     let status = d.wait_exit(30 * SECS);
     assert!(status.success(), "minderd exited with {status}");
-    let stopped: Vec<String> = d
-        .log_lines("stopped: ")
-        .iter()
-        .map(|(_, l)| l.clone())
-        .collect();
-    let names: Vec<&str> = stopped
-        .iter()
-        .filter_map(|l| l.split("stopped: ").nth(1)?.split(' ').next())
-        .collect();
+    let stopped: Vec<String> = d.log_lines("stopped: ").iter().map(|(_, l)| l.clone()).collect();
+    let names: Vec<&str> =
+        stopped.iter().filter_map(|l| l.split("stopped: ").nth(1)?.split(' ').next()).collect();
     assert_eq!(names, ["third", "second", "first"], "{}", d.log());
     assert!(!d.socket.exists(), "the socket is removed at exit");
 }

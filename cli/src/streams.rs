@@ -1,0 +1,315 @@
+//! The commands that stream: `tail`, `maintail`, `fg`, `events`.
+
+use std::collections::HashMap;
+use std::io::Write;
+
+use minder::pb;
+use minder::pb::supervisor_client::SupervisorClient;
+use serde_json::json;
+use tonic::transport::Channel;
+
+use crate::exit;
+use crate::output;
+
+/// Where a tail starts.
+#[derive(Debug, Clone, Copy)]
+pub enum From {
+    /// supervisorctl's default: the last 1600 bytes.
+    Default,
+    Bytes(u64),
+    Lines(u64),
+}
+
+fn tail_start(from: From) -> Option<pb::tail_log_request::Start> {
+    match from {
+        From::Default => None,
+        From::Bytes(n) => Some(pb::tail_log_request::Start::LastBytes(n)),
+        From::Lines(n) => Some(pb::tail_log_request::Start::LastLines(n)),
+    }
+}
+
+/// Splits `tail`'s trailing words into names and an optional channel (`stdout`/`stderr`), as
+/// supervisorctl reads `tail NAME stderr`.
+pub fn names_and_channel(mut words: Vec<String>) -> (Vec<String>, Vec<pb::LogChannel>) {
+    let channel = match words.last().map(String::as_str) {
+        Some("stdout") if words.len() > 1 => Some(pb::LogChannel::Stdout),
+        Some("stderr") if words.len() > 1 => Some(pb::LogChannel::Stderr),
+        _ => None,
+    };
+    if channel.is_some() {
+        words.pop();
+    }
+    (words, channel.into_iter().collect())
+}
+
+/// Prints chunks as they come: raw for one source; with several, whole lines prefixed by
+/// their process (and channel), so they interleave readably.
+struct Printer {
+    prefixed: bool,
+    colour: bool,
+    /// Partial lines, per source, waiting for their end.
+    partial: HashMap<(String, i32), Vec<u8>>,
+    width: usize,
+}
+
+impl Printer {
+    fn label(process: &str, channel: i32) -> String {
+        if channel == pb::LogChannel::Stderr as i32 {
+            format!("{process} (stderr)")
+        } else {
+            process.to_string()
+        }
+    }
+
+    fn print(&mut self, out: &mut impl Write, chunk: &pb::LogChunk) -> std::io::Result<()> {
+        if chunk.skipped > 0 {
+            let what = if chunk.process.is_empty() {
+                "minderd's log".to_string()
+            } else {
+                Self::label(&chunk.process, chunk.channel)
+            };
+            eprintln!(
+                "minder: [{} bytes of {what} were rotated away before they could be read]",
+                chunk.skipped
+            );
+        }
+        if !self.prefixed {
+            out.write_all(&chunk.data)?;
+            return out.flush();
+        }
+        let label = Self::label(&chunk.process, chunk.channel);
+        self.width = self.width.max(label.len());
+        let key = (chunk.process.clone(), chunk.channel);
+        let buf = self.partial.entry(key).or_default();
+        buf.extend_from_slice(&chunk.data);
+        while let Some(nl) = buf.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = buf.drain(..=nl).collect();
+            let prefix = format!("{label:<width$} | ", width = self.width);
+            let prefix =
+                if self.colour { format!("\x1b[{}m{prefix}\x1b[0m", colour_for(&label)) } else { prefix };
+            out.write_all(prefix.as_bytes())?;
+            out.write_all(&line)?;
+        }
+        out.flush()
+    }
+
+    /// Prints what is left of unfinished lines when the stream ends.
+    fn finish(&mut self, out: &mut impl Write) -> std::io::Result<()> {
+        for ((process, channel), rest) in self.partial.drain() {
+            if !rest.is_empty() {
+                let label = Self::label(&process, channel);
+                write!(out, "{label:<width$} | ", width = self.width)?;
+                out.write_all(&rest)?;
+                writeln!(out)?;
+            }
+        }
+        out.flush()
+    }
+}
+
+/// A stable colour per name, so each process keeps its colour.
+fn colour_for(name: &str) -> u8 {
+    let palette = [36, 32, 33, 35, 34, 96, 92, 93, 95, 94];
+    let h = name.bytes().fold(0usize, |h, b| h.wrapping_mul(31).wrapping_add(b as usize));
+    palette[h % palette.len()]
+}
+
+/// Streams `resp` to standard output until it ends (or forever, when following).
+async fn print_stream(
+    resp: Result<tonic::Response<tonic::Streaming<pb::LogChunk>>, tonic::Status>,
+    prefixed: bool,
+    json: bool,
+) -> Result<u8, tonic::Status> {
+    let mut stream = resp?.into_inner();
+    let mut printer = Printer { prefixed, colour: output::colour(), partial: HashMap::new(), width: 0 };
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    while let Some(chunk) = stream.message().await? {
+        let written = if json {
+            let v = json!({
+                "process": chunk.process,
+                "channel": match pb::LogChannel::try_from(chunk.channel) {
+                    Ok(pb::LogChannel::Stderr) => "stderr",
+                    Ok(pb::LogChannel::Daemon) => "daemon",
+                    _ => "stdout",
+                },
+                "offset": chunk.offset,
+                "skipped": chunk.skipped,
+                "data": String::from_utf8_lossy(&chunk.data),
+            });
+            writeln!(out, "{v}").and_then(|()| out.flush())
+        } else {
+            printer.print(&mut out, &chunk)
+        };
+        if written.is_err() {
+            // Standard output closed (e.g. `| head`): stop quietly.
+            return Ok(exit::OK);
+        }
+    }
+    let _ = printer.finish(&mut out);
+    Ok(exit::OK)
+}
+
+pub async fn tail(
+    client: &mut SupervisorClient<Channel>,
+    words: Vec<String>,
+    follow: bool,
+    from: From,
+    json: bool,
+) -> Result<u8, tonic::Status> {
+    let (names, channels) = names_and_channel(words);
+    // With no channel named, one process shows its stdout, as supervisorctl's tail does;
+    // several show both of each.
+    let channels = if channels.is_empty() && names.len() == 1 && !names[0].ends_with('*') && names[0] != "all"
+    {
+        vec![pb::LogChannel::Stdout]
+    } else {
+        channels
+    };
+    let prefixed = names.len() > 1
+        || channels.len() != 1
+        || names.iter().any(|n| n.ends_with('*') || n.ends_with(':') || n == "all");
+    let req = pb::TailLogRequest {
+        names,
+        channels: channels.into_iter().map(|c| c as i32).collect(),
+        start: tail_start(from),
+        follow,
+        resume: vec![],
+    };
+    print_stream(client.tail_log(req).await, prefixed, json).await
+}
+
+pub async fn maintail(
+    client: &mut SupervisorClient<Channel>,
+    follow: bool,
+    from: From,
+    json: bool,
+) -> Result<u8, tonic::Status> {
+    let start = match from {
+        From::Default => None,
+        From::Bytes(n) => Some(pb::tail_daemon_log_request::Start::LastBytes(n)),
+        From::Lines(n) => Some(pb::tail_daemon_log_request::Start::LastLines(n)),
+    };
+    let req = pb::TailDaemonLogRequest { start, follow };
+    print_stream(client.tail_daemon_log(req).await, false, json).await
+}
+
+/// `fg`: follow a process's output and send what is typed to its stdin; Ctrl-C (or end of
+/// input) detaches without stopping it.
+pub async fn fg(client: &mut SupervisorClient<Channel>, name: String) -> Result<u8, tonic::Status> {
+    let info = client.get_process(pb::GetProcessRequest { name: name.clone() }).await?.into_inner();
+    if info.state() != pb::ProcessState::Running {
+        println!("Error: process not running");
+        return Ok(exit::GENERIC);
+    }
+    let req = pb::TailLogRequest {
+        names: vec![name.clone()],
+        channels: vec![],
+        start: Some(pb::tail_log_request::Start::LastBytes(0)),
+        follow: true,
+        resume: vec![],
+    };
+    let output = print_stream(client.tail_log(req).await, false, false);
+    let mut typed = client.clone();
+    let input = async move {
+        use tokio::io::AsyncBufReadExt;
+        let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            let data = format!("{line}\n").into_bytes();
+            if let Err(s) = typed.send_stdin(pb::SendStdinRequest { name: name.clone(), data }).await {
+                eprintln!("minder: {}", s.message());
+                return exit::GENERIC;
+            }
+        }
+        exit::OK
+    };
+    tokio::select! {
+        r = output => r,
+        code = input => Ok(code),
+        _ = tokio::signal::ctrl_c() => Ok(exit::OK),
+    }
+}
+
+/// `events`: a live feed of state changes (and, with `snapshot`, the states first).
+pub async fn events(
+    client: &mut SupervisorClient<Channel>,
+    snapshot: bool,
+    json: bool,
+) -> Result<u8, tonic::Status> {
+    let mut stream = client
+        .watch_events(pb::WatchEventsRequest { since_seq: 0, instance: String::new() })
+        .await?
+        .into_inner();
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    while let Some(e) = stream.message().await? {
+        let time = e.time.as_ref().map(output::local_time).unwrap_or_default();
+        let line = match &e.kind {
+            Some(pb::event::Kind::Snapshot(s)) => {
+                if !snapshot {
+                    continue;
+                }
+                if json {
+                    json!({
+                        "seq": e.seq, "time": time, "instance": e.instance, "type": "snapshot",
+                        "processes": s.processes.iter().map(output::process_json).collect::<Vec<_>>(),
+                    })
+                    .to_string()
+                } else {
+                    s.processes
+                        .iter()
+                        .map(|p| format!("{time} {} {}", p.full_name, output::state_name(p.state())))
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                }
+            }
+            Some(pb::event::Kind::Process(c)) => {
+                let from = output::state_name(c.from());
+                let to = output::state_name(c.to());
+                let detail = match (&c.exit_status, c.spawn_error.is_empty()) {
+                    (Some(x), _) => format!(
+                        " ({}; {})",
+                        x.description,
+                        if x.expected { "expected" } else { "not expected" }
+                    ),
+                    (None, false) => format!(" ({})", c.spawn_error),
+                    _ => String::new(),
+                };
+                if json {
+                    json!({
+                        "seq": e.seq, "time": time, "type": "process", "name": c.full_name,
+                        "group": c.group, "from": from, "to": to,
+                        "pid": if c.pid == 0 { serde_json::Value::Null } else { json!(c.pid) },
+                        "exit_status": c.exit_status.as_ref().map(|x| json!({"description": x.description, "expected": x.expected})),
+                        "spawn_error": c.spawn_error,
+                    })
+                    .to_string()
+                } else {
+                    format!("{time} {} {from} -> {to}{detail}", c.full_name)
+                }
+            }
+            Some(pb::event::Kind::Daemon(d)) => {
+                let name = |s: i32| match pb::DaemonState::try_from(s) {
+                    Ok(pb::DaemonState::Running) => "RUNNING",
+                    Ok(pb::DaemonState::Restarting) => "RESTARTING",
+                    Ok(pb::DaemonState::Shutdown) => "SHUTDOWN",
+                    _ => "UNKNOWN",
+                };
+                if json {
+                    json!({"seq": e.seq, "time": time, "type": "daemon", "from": name(d.from), "to": name(d.to)}).to_string()
+                } else {
+                    format!("{time} minderd {} -> {}", name(d.from), name(d.to))
+                }
+            }
+            Some(pb::event::Kind::Lagged(l)) => {
+                eprintln!("minder: fell behind; {} events were dropped", l.missed);
+                continue;
+            }
+            None => continue,
+        };
+        if writeln!(out, "{line}").and_then(|()| out.flush()).is_err() {
+            return Ok(exit::OK);
+        }
+    }
+    Ok(exit::OK)
+}

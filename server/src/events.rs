@@ -1,0 +1,210 @@
+//! The daemon's history of state changes, for `WatchEvents`.
+//!
+//! Every change gets the next sequence number and goes into a bounded ring. A watcher reads
+//! from the ring at its own pace; one that falls so far behind that what it needs has left the
+//! ring is told so (with how many it missed), never silently skipped. Process tasks publish
+//! their changes and their new snapshot under the ring's lock, so a snapshot taken under the
+//! same lock is exactly "the state after event N".
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::SystemTime;
+
+use tokio::sync::watch;
+
+use crate::lifecycle::{Exit, Kind};
+
+/// How many changes the ring keeps for watchers that fall behind or resume.
+pub const HISTORY: usize = 16_384;
+
+/// A change of one process's state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProcessChange {
+    pub name: String,
+    pub group: String,
+    pub from: Kind,
+    pub to: Kind,
+    pub pid: Option<u32>,
+    /// How it ended, on a change caused by an exit.
+    pub exit: Option<Exit>,
+    pub spawn_error: Option<String>,
+}
+
+/// The daemon's own state, as events report it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DaemonPhase {
+    Running,
+    Shutdown,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EventKind {
+    Process(ProcessChange),
+    Daemon { from: DaemonPhase, to: DaemonPhase },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    pub seq: u64,
+    pub time: SystemTime,
+    pub kind: EventKind,
+}
+
+#[derive(Debug)]
+struct Ring {
+    events: VecDeque<Arc<Event>>,
+    /// The sequence number the next event gets; the first is 1.
+    next: u64,
+}
+
+/// What a watcher gets when it asks for events after a sequence number.
+#[derive(Debug)]
+pub enum Since {
+    /// The events that followed, in order (possibly none yet).
+    Events(Vec<Arc<Event>>),
+    /// The watcher asked for events that have left the ring: this many are lost.
+    Lagged { missed: u64 },
+}
+
+#[derive(Debug)]
+pub struct EventBus {
+    ring: Mutex<Ring>,
+    /// The last sequence number published, for watchers to wait on.
+    last: watch::Sender<u64>,
+    /// Identifies this run of the daemon, so a client resuming against a restarted daemon
+    /// (whose numbers start again) knows to start over.
+    pub instance: String,
+}
+
+impl EventBus {
+    pub fn new() -> EventBus {
+        let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+        EventBus {
+            ring: Mutex::new(Ring { events: VecDeque::new(), next: 1 }),
+            last: watch::channel(0).0,
+            instance: format!("{}-{}", std::process::id(), now.as_nanos()),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Ring> {
+        // Pushes and pops cannot leave the ring half-changed.
+        self.ring.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Publishes `kinds` in order, running `then` under the same lock (a process publishes its
+    /// new snapshot there).
+    pub fn publish_with<R>(&self, kinds: impl IntoIterator<Item = EventKind>, then: impl FnOnce() -> R) -> R {
+        let mut ring = self.lock();
+        let time = SystemTime::now();
+        let mut published = false;
+        for kind in kinds {
+            let seq = ring.next;
+            ring.next += 1;
+            ring.events.push_back(Arc::new(Event { seq, time, kind }));
+            if ring.events.len() > HISTORY {
+                ring.events.pop_front();
+            }
+            published = true;
+        }
+        let last = ring.next - 1;
+        let r = then();
+        drop(ring);
+        if published {
+            self.last.send_replace(last);
+        }
+        r
+    }
+
+    pub fn publish(&self, kind: EventKind) {
+        self.publish_with([kind], || ());
+    }
+
+    /// Runs `f` while nothing can be published; returns the last sequence number with it.
+    pub fn snapshot_with<R>(&self, f: impl FnOnce() -> R) -> (u64, R) {
+        let ring = self.lock();
+        let last = ring.next - 1;
+        (last, f())
+    }
+
+    /// The events after `seq`.
+    pub fn since(&self, seq: u64) -> Since {
+        let ring = self.lock();
+        let oldest = ring.events.front().map_or(ring.next, |e| e.seq);
+        if seq + 1 < oldest {
+            return Since::Lagged { missed: oldest - (seq + 1) };
+        }
+        let skip = (seq + 1).saturating_sub(oldest) as usize;
+        Since::Events(ring.events.iter().skip(skip).cloned().collect())
+    }
+
+    /// Whether `seq` can still be resumed from.
+    pub fn holds(&self, seq: u64) -> bool {
+        let ring = self.lock();
+        let oldest = ring.events.front().map_or(ring.next, |e| e.seq);
+        seq + 1 >= oldest && seq < ring.next
+    }
+
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.last.subscribe()
+    }
+}
+
+impl Default for EventBus {
+    fn default() -> Self {
+        EventBus::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn change(n: u32) -> EventKind {
+        EventKind::Process(ProcessChange {
+            name: format!("p{n}"),
+            group: "g".into(),
+            from: Kind::Stopped,
+            to: Kind::Starting,
+            pid: Some(n),
+            exit: None,
+            spawn_error: None,
+        })
+    }
+
+    #[test]
+    fn numbers_are_consecutive_and_resumable() {
+        let bus = EventBus::new();
+        for n in 0..5 {
+            bus.publish(change(n));
+        }
+        let Since::Events(all) = bus.since(0) else { panic!("lagged") };
+        assert_eq!(all.iter().map(|e| e.seq).collect::<Vec<_>>(), [1, 2, 3, 4, 5]);
+        let Since::Events(rest) = bus.since(3) else { panic!("lagged") };
+        assert_eq!(rest.iter().map(|e| e.seq).collect::<Vec<_>>(), [4, 5]);
+        let Since::Events(none) = bus.since(5) else { panic!("lagged") };
+        assert!(none.is_empty());
+        assert!(bus.holds(2) && !bus.holds(9));
+    }
+
+    #[test]
+    fn a_watcher_that_falls_behind_is_told_how_far() {
+        let bus = EventBus::new();
+        for n in 0..(HISTORY as u32 + 10) {
+            bus.publish(change(n));
+        }
+        match bus.since(0) {
+            Since::Lagged { missed } => assert_eq!(missed, 10),
+            Since::Events(_) => panic!("events that left the ring were served"),
+        }
+        let Since::Events(tail) = bus.since(10) else { panic!("lagged") };
+        assert_eq!(tail.len(), HISTORY);
+    }
+
+    #[test]
+    fn a_snapshot_is_consistent_with_the_sequence() {
+        let bus = EventBus::new();
+        bus.publish(change(1));
+        let (seq, value) = bus.snapshot_with(|| 42);
+        assert_eq!((seq, value), (1, 42));
+    }
+}
