@@ -49,7 +49,6 @@ struct Printer {
     colour: bool,
     /// Partial lines, per source, waiting for their end.
     partial: HashMap<(String, i32), Vec<u8>>,
-    width: usize,
 }
 
 impl Printer {
@@ -78,13 +77,12 @@ impl Printer {
             return out.flush();
         }
         let label = Self::label(&chunk.process, chunk.channel);
-        self.width = self.width.max(label.len());
         let key = (chunk.process.clone(), chunk.channel);
         let buf = self.partial.entry(key).or_default();
         buf.extend_from_slice(&chunk.data);
         while let Some(nl) = buf.iter().position(|&b| b == b'\n') {
             let line: Vec<u8> = buf.drain(..=nl).collect();
-            let prefix = format!("{label:<width$} | ", width = self.width);
+            let prefix = format!("{label} | ");
             let prefix =
                 if self.colour { format!("\x1b[{}m{prefix}\x1b[0m", colour_for(&label)) } else { prefix };
             out.write_all(prefix.as_bytes())?;
@@ -98,7 +96,7 @@ impl Printer {
         for ((process, channel), rest) in self.partial.drain() {
             if !rest.is_empty() {
                 let label = Self::label(&process, channel);
-                write!(out, "{label:<width$} | ", width = self.width)?;
+                write!(out, "{label} | ")?;
                 out.write_all(&rest)?;
                 writeln!(out)?;
             }
@@ -121,7 +119,7 @@ async fn print_stream(
     json: bool,
 ) -> Result<u8, tonic::Status> {
     let mut stream = resp?.into_inner();
-    let mut printer = Printer { prefixed, colour: output::colour(), partial: HashMap::new(), width: 0 };
+    let mut printer = Printer { prefixed, colour: output::colour(), partial: HashMap::new() };
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     while let Some(chunk) = stream.message().await? {

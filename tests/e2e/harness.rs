@@ -93,6 +93,11 @@ impl Daemon {
         s
     }
 
+    /// The daemon's pid.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("the daemon is running").id()
+    }
+
     pub fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }
@@ -107,6 +112,14 @@ impl Daemon {
             .env_remove("MINDER_SERVER")
             .output()
             .expect("minder runs")
+    }
+
+    /// A gRPC client connected to this daemon.
+    pub async fn client(&self) -> minder::pb::supervisor_client::SupervisorClient<tonic::transport::Channel> {
+        let uri = format!("unix://{}", self.socket.display());
+        let channel =
+            tonic::transport::Endpoint::from_shared(uri).expect("uri").connect().await.expect("connects");
+        minder::pb::supervisor_client::SupervisorClient::new(channel)
     }
 
     /// `minder --json status NAME`: the process's fields.

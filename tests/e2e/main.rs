@@ -8,3 +8,4 @@ mod children;
 mod cli;
 mod config;
 mod lifecycle;
+mod logs;

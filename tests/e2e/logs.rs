@@ -1,0 +1,401 @@
+//! Captured output and live streams: tail, follow, clear, reopen, stdin, events.
+
+use std::io::{BufRead, Read, Write};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use minder::pb;
+
+use crate::harness::{bin, code, stdout, wait_for, Daemon};
+
+const SECS: Duration = Duration::from_secs(1);
+
+/// The exact bytes `sh -c 'i=0; while [ $i -lt N ]; do ...'` below writes: line i is
+/// "line <i>" padded with dots to 64 bytes.
+fn expected_lines(n: usize) -> Vec<u8> {
+    let mut out = Vec::new();
+    for i in 0..n {
+        let mut line = format!("line {i:08} ");
+        while line.len() < 63 {
+            line.push('.');
+        }
+        line.push('\n');
+        out.extend_from_slice(line.as_bytes());
+    }
+    out
+}
+
+/// A program that writes `n` 64-byte lines as fast as it can, then sleeps.
+fn writer(name: &str, n: usize, extra: &str) -> String {
+    format!(
+        "[program.{name}]\ncommand = \"python3 -c 'import sys\\nfor i in range({n}): sys.stdout.write(\\\"line %%08d \\\" %% i + \\\".\\\" * 49 + \\\"\\\\n\\\")\\nsys.stdout.flush()\\nimport time; time.sleep(100)'\"\nstartsecs = 0\n{extra}\n"
+    )
+}
+
+/// Collects a TailLog stream until `want` bytes (data plus skipped) have arrived.
+async fn collect(stream: &mut tonic::Streaming<pb::LogChunk>, from: u64, want: usize) -> (Vec<u8>, u64) {
+    let mut data = Vec::new();
+    let mut skipped = 0;
+    while data.len() + (skipped as usize) < want {
+        let chunk = tokio::time::timeout(Duration::from_secs(30), stream.message())
+            .await
+            .expect("a chunk within 30 s")
+            .expect("no error")
+            .expect("the stream goes on");
+        assert_eq!(chunk.offset, from + data.len() as u64 + skipped + chunk.skipped, "chunks are contiguous");
+        skipped += chunk.skipped;
+        data.extend_from_slice(&chunk.data);
+    }
+    (data, skipped)
+}
+
+fn tail_req(name: &str, start: pb::tail_log_request::Start, follow: bool) -> pb::TailLogRequest {
+    pb::TailLogRequest {
+        names: vec![name.into()],
+        channels: vec![pb::LogChannel::Stdout as i32],
+        start: Some(start),
+        follow,
+        resume: vec![],
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tail_last_lines_last_bytes_and_offsets() {
+    let d = Daemon::start(&writer("w", 100, ""));
+    let want = expected_lines(100);
+    let log = d.process("w")["stdout_logfile"].as_str().expect("a log").to_string();
+    wait_for("all lines in the log", 10 * SECS, || std::fs::metadata(&log).is_ok_and(|m| m.len() == 6400));
+    let mut c = d.client().await;
+    let read = |req| {
+        let mut c = c.clone();
+        async move {
+            let mut s = c.tail_log(req).await.expect("tail").into_inner();
+            let mut out = Vec::new();
+            while let Some(chunk) = s.message().await.expect("ok") {
+                out.extend(chunk.data);
+            }
+            out
+        }
+    };
+    use pb::tail_log_request::Start;
+    assert_eq!(read(tail_req("w", Start::LastLines(2), false)).await, want[6272..]);
+    assert_eq!(read(tail_req("w", Start::LastBytes(100), false)).await, want[6300..]);
+    assert_eq!(read(tail_req("w", Start::Offset(64), false)).await, want[64..]);
+    // The default is supervisorctl's: the last 1600 bytes.
+    let mut req = tail_req("w", Start::LastLines(0), false);
+    req.start = None;
+    assert_eq!(read(req).await, want[6400 - 1600..]);
+    // An offset beyond the end is refused, and says where the end is.
+    let err = c.tail_log(tail_req("w", Start::Offset(10_000), false)).await.expect_err("refused");
+    assert_eq!(err.code(), tonic::Code::OutOfRange);
+    assert!(err.message().contains("6400"), "{}", err.message());
+    // The CLI, as supervisorctl spells it.
+    let out = d.ctl(&["tail", "-128", "w"]);
+    assert_eq!(out.stdout, want[6400 - 128..]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn followers_get_every_byte_and_a_stalled_one_stalls_nothing() {
+    const LINES: usize = 40_000; // 2.56 MB
+    let d = Daemon::start(&writer("w", LINES, "autostart = false"));
+    let mut c = d.client().await;
+    // Subscribe before the output exists, from offset 0.
+    let mut fast = c
+        .tail_log(tail_req("w", pb::tail_log_request::Start::Offset(0), true))
+        .await
+        .expect("tail")
+        .into_inner();
+    let mut second = c
+        .tail_log(tail_req("w", pb::tail_log_request::Start::Offset(0), true))
+        .await
+        .expect("tail")
+        .into_inner();
+    // A follower that is never read from, on a connection of its own (on a shared HTTP/2
+    // connection its unread data would hold back the others' flow-control window).
+    let _stalled = d
+        .client()
+        .await
+        .tail_log(tail_req("w", pb::tail_log_request::Start::Offset(0), true))
+        .await
+        .expect("tail")
+        .into_inner();
+    assert_eq!(code(&d.ctl(&["start", "w"])), 0);
+    let want = expected_lines(LINES);
+    let (got, skipped) = collect(&mut fast, 0, want.len()).await;
+    assert_eq!(skipped, 0);
+    assert!(got == want, "the follower's bytes differ from what the child wrote");
+    let (got2, _) = collect(&mut second, 0, want.len()).await;
+    assert!(got2 == want);
+    // Capture went on to the end although one follower read nothing.
+    let log = d.process("w")["stdout_logfile"].as_str().expect("a log").to_string();
+    assert_eq!(std::fs::metadata(&log).expect("log").len(), want.len() as u64);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reconnecting_client_resumes_with_no_gap_and_no_duplicate() {
+    let d = Daemon::start(&writer("w", 1000, ""));
+    let want = expected_lines(1000);
+    let mut c = d.client().await;
+    let mut s = c
+        .tail_log(tail_req("w", pb::tail_log_request::Start::Offset(0), true))
+        .await
+        .expect("tail")
+        .into_inner();
+    let (first, _) = collect(&mut s, 0, 1000).await;
+    drop(s);
+    let resume_at = first.len() as u64;
+    let mut req = tail_req("w", pb::tail_log_request::Start::LastBytes(0), true);
+    req.resume = vec![pb::ResumePoint {
+        process: "w".into(),
+        channel: pb::LogChannel::Stdout as i32,
+        offset: resume_at,
+    }];
+    let mut s = c.tail_log(req).await.expect("tail").into_inner();
+    let (rest, _) = collect(&mut s, resume_at, want.len() - first.len()).await;
+    let mut all = first;
+    all.extend(rest);
+    assert!(all == want);
+}
+
+#[test]
+fn several_names_interleave_with_prefixes() {
+    let d = Daemon::start(
+        r#"
+[program.a]
+command = "sh -c 'echo from-a; sleep 100'"
+startsecs = 0
+
+[program.b]
+command = "sh -c 'echo from-b; echo err-b >&2; sleep 100'"
+startsecs = 0
+"#,
+    );
+    wait_for("both outputs", 10 * SECS, || {
+        let out = stdout(&d.ctl(&["tail", "a", "b"]));
+        out.contains("from-a") && out.contains("from-b") && out.contains("err-b")
+    });
+    let out = stdout(&d.ctl(&["tail", "a", "b"]));
+    let mut lines: Vec<&str> = out.lines().collect();
+    lines.sort();
+    assert_eq!(lines, ["a | from-a", "b (stderr) | err-b", "b | from-b"]);
+}
+
+#[test]
+fn redirect_stderr_and_clear() {
+    let d = Daemon::start(
+        r#"
+[program.both]
+command = "sh -c 'echo out; echo err >&2; sleep 100'"
+startsecs = 0
+redirect_stderr = true
+stdout_logfile = "{dir}/both.log"
+"#,
+    );
+    let log = d.path("both.log");
+    wait_for("both lines in one file", 10 * SECS, || {
+        std::fs::read_to_string(&log).is_ok_and(|s| s.contains("out\n") && s.contains("err\n"))
+    });
+    let out = d.ctl(&["tail", "both", "stderr"]);
+    assert_ne!(code(&out), 0);
+    assert!(crate::harness::stderr(&out).contains("the stderr of both is redirected to its stdout"));
+    let out = d.ctl(&["clear", "both"]);
+    assert_eq!(stdout(&out), "both: cleared\n");
+    assert_eq!(std::fs::read_to_string(&log).expect("still there"), "");
+}
+
+#[test]
+fn sigusr2_reopens_a_log_moved_away() {
+    let d = Daemon::start(
+        r#"
+[program.ticker]
+command = "python3 -u -c 'import sys, time\nfor line in sys.stdin: print(line.strip(), flush=True)'"
+startsecs = 0
+stdout_logfile = "{dir}/ticker.log"
+"#,
+    );
+    d.wait_state("ticker", "RUNNING", 10 * SECS);
+    let say = |word: &str| {
+        let out = d.ctl(&["--json", "status", "ticker"]);
+        assert_eq!(code(&out), 0);
+        rt().block_on(async {
+            let mut c = d.client().await;
+            c.send_stdin(pb::SendStdinRequest {
+                name: "ticker".into(),
+                data: format!("{word}\n").into_bytes(),
+            })
+            .await
+            .expect("stdin");
+        });
+    };
+    let log = d.path("ticker.log");
+    say("before");
+    wait_for("before", 10 * SECS, || std::fs::read_to_string(&log).is_ok_and(|s| s == "before\n"));
+    // logrotate's "create" mode: rename, then signal.
+    std::fs::rename(&log, d.path("ticker.log.old")).expect("rename");
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(d.pid() as i32), nix::sys::signal::Signal::SIGUSR2)
+        .expect("signal");
+    wait_for("the reopen to be logged", 10 * SECS, || {
+        d.log().contains("received SIGUSR2 indicating log reopen request")
+    });
+    say("after");
+    wait_for("after, in a new file", 10 * SECS, || {
+        std::fs::read_to_string(&log).is_ok_and(|s| s == "after\n")
+    });
+    assert_eq!(std::fs::read_to_string(d.path("ticker.log.old")).expect("old"), "before\n");
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime")
+}
+
+#[test]
+fn fg_sends_typed_lines_and_shows_the_output() {
+    let d = Daemon::start("[program.echo]\ncommand = \"cat\"\nstartsecs = 0\n");
+    d.wait_state("echo", "RUNNING", 10 * SECS);
+    let mut fg = Command::new(bin("minder"))
+        .arg("-s")
+        .arg(format!("unix://{}", d.socket.display()))
+        .args(["fg", "echo"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("fg runs");
+    let mut input = fg.stdin.take().expect("stdin");
+    let output = fg.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(output).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    writeln!(input, "ping").expect("type");
+    let line = rx.recv_timeout(Duration::from_secs(10)).expect("the echo comes back");
+    assert_eq!(line, "ping");
+    drop(input); // end of input detaches
+    let status = fg.wait().expect("fg exits");
+    assert!(status.success());
+    assert_eq!(d.state("echo"), "RUNNING", "detaching leaves it running");
+}
+
+#[test]
+fn maintail_shows_the_daemons_log() {
+    let d = Daemon::start("[program.s]\ncommand = \"sleep 100\"\nstartsecs = 0\n");
+    d.wait_state("s", "RUNNING", 10 * SECS);
+    let out = stdout(&d.ctl(&["maintail", "-n", "2"]));
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 2, "{out}");
+    assert!(out.contains("success: s entered RUNNING state"), "{out}");
+}
+
+#[test]
+fn a_target_of_dev_stdout_goes_to_minderds_stdout() {
+    let dir = tempfile::tempdir().expect("dir");
+    std::fs::write(
+        dir.path().join("m.toml"),
+        "[program.loud]\ncommand = \"sh -c 'echo to-the-container-log; sleep 100'\"\nstartsecs = 0\nstdout_logfile = \"/dev/stdout\"\n",
+    )
+    .expect("write");
+    let mut child = Command::new(bin("minderd"))
+        .arg("-c")
+        .arg(dir.path().join("m.toml"))
+        .arg("--listen")
+        .arg(format!("unix://{}/m.sock", dir.path().display()))
+        .arg("-l")
+        .arg(dir.path().join("d.log"))
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("minderd starts");
+    let mut out = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 256];
+        let mut seen = Vec::new();
+        while let Ok(n) = out.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            seen.extend_from_slice(&buf[..n]);
+            if String::from_utf8_lossy(&seen).contains("to-the-container-log\n") {
+                let _ = tx.send(());
+            }
+        }
+    });
+    rx.recv_timeout(Duration::from_secs(10)).expect("the child's line on minderd's stdout");
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    );
+    assert!(child.wait().expect("exits").success());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn events_come_in_order_and_resume() {
+    let d = Daemon::start("[program.e]\ncommand = \"sleep 100\"\nstartsecs = 0\n");
+    d.wait_state("e", "RUNNING", 10 * SECS);
+    let mut c = d.client().await;
+    let mut s = c.watch_events(pb::WatchEventsRequest::default()).await.expect("watch").into_inner();
+    let first = s.message().await.expect("ok").expect("an event");
+    let Some(pb::event::Kind::Snapshot(snap)) = &first.kind else { panic!("a snapshot first: {first:?}") };
+    assert_eq!(snap.processes.len(), 1);
+    assert_eq!(snap.processes[0].state(), pb::ProcessState::Running);
+    assert_eq!(code(&d.ctl(&["restart", "e"])), 0);
+    let mut seen = Vec::new();
+    let mut last = first.seq;
+    while seen.len() < 4 {
+        let e = s.message().await.expect("ok").expect("an event");
+        assert_eq!(e.seq, last + 1, "consecutive numbers");
+        last = e.seq;
+        if let Some(pb::event::Kind::Process(p)) = e.kind {
+            seen.push(format!("{:?}->{:?}", p.from(), p.to()));
+        }
+    }
+    assert_eq!(seen, ["Running->Stopping", "Stopping->Stopped", "Stopped->Starting", "Starting->Running"]);
+    drop(s);
+    // Missed while disconnected, then resumed: exactly the missed ones, no snapshot.
+    assert_eq!(code(&d.ctl(&["stop", "e"])), 0);
+    let req = pb::WatchEventsRequest { since_seq: last, instance: first.instance.clone() };
+    let mut s = c.watch_events(req).await.expect("watch").into_inner();
+    let e = s.message().await.expect("ok").expect("an event");
+    assert_eq!(e.seq, last + 1);
+    let Some(pb::event::Kind::Process(p)) = e.kind else { panic!("a change, not a snapshot") };
+    assert_eq!((p.from(), p.to()), (pb::ProcessState::Running, pb::ProcessState::Stopping));
+    // A different instance (a restarted daemon) gets a snapshot instead.
+    let req = pb::WatchEventsRequest { since_seq: last, instance: "another".into() };
+    let mut s = c.watch_events(req).await.expect("watch").into_inner();
+    let e = s.message().await.expect("ok").expect("an event");
+    assert!(matches!(e.kind, Some(pb::event::Kind::Snapshot(_))));
+}
+
+#[test]
+fn events_cli_prints_changes() {
+    let d = Daemon::start("[program.e]\ncommand = \"sleep 100\"\nstartsecs = 0\n");
+    d.wait_state("e", "RUNNING", 10 * SECS);
+    let mut ev = Command::new(bin("minder"))
+        .arg("-s")
+        .arg(format!("unix://{}", d.socket.display()))
+        .args(["--json", "events"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("events runs");
+    let out = ev.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    // The watcher is connected once a change made now reaches it.
+    let mut got = Vec::new();
+    wait_for("the events client to see a stop", 10 * SECS, || {
+        let _ = d.ctl(&["restart", "e"]);
+        while let Ok(l) = rx.recv_timeout(Duration::from_millis(200)) {
+            got.push(l);
+        }
+        got.iter().any(|l| l.contains("\"to\":\"STOPPED\""))
+    });
+    let v: serde_json::Value = serde_json::from_str(&got[0]).expect("one JSON object per line");
+    assert_eq!(v["type"], "process");
+    assert_eq!(v["name"], "e");
+    let _ = ev.kill();
+    let _ = ev.wait();
+}
