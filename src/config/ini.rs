@@ -11,7 +11,7 @@
 //! a key as well as `=`; keys are lowercased, section names are not; a section given twice is
 //! one section; `[DEFAULT]` is inherited by every section. Nothing is expanded here except
 //! `%(here)s` in a file that has an `[include]`, because supervisord does that one textually
-//! as it reads each file (see [`Sheet::replace_here`]); every other `%(name)s` is left to
+//! as it reads each file (see `Sheet::replace_here`); every other `%(name)s` is left to
 //! `resolve`.
 
 use std::collections::{BTreeMap, HashMap};

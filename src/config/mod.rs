@@ -527,6 +527,119 @@ mod tests {
             .any(|p| p.ends_with("etc/supervisord.conf") && p.is_absolute()));
     }
 
+    fn ctx(dir: &Path) -> Context {
+        Context {
+            env: [("HOME".to_string(), "/home/t".to_string())].into(),
+            host_node_name: "host".into(),
+            cwd: dir.to_path_buf(),
+        }
+    }
+
+    #[test]
+    fn toml_has_the_supervisord_sections_too() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("minder.toml");
+        std::fs::write(
+            &path,
+            r#"
+[daemon]
+listen = ["unix:///run/m.sock"]
+[daemon.credentials."unix:///run/m.sock"]
+username = "u"
+password = "p"
+
+[inet_http_server]
+port = ":9001"
+username = "admin"
+password = "{SHA}82ab876d1387bfafe46cc1c8a2ef074eae50cb1d"
+
+[ctl]
+serverurl = "http://127.0.0.1:9001"
+prompt = "m"
+
+[eventlistener.watch]
+command = "/usr/bin/watch"
+events = "PROCESS_STATE, tick_60"
+
+[fcgi-program.php]
+command = "/usr/bin/php-cgi"
+socket = "unix:///run/%(program_name)s.sock"
+socket_mode = "0660"
+
+[rpcinterface.supervisor]
+"supervisor.rpcinterface_factory" = "supervisor.rpcinterface:make_main_rpcinterface"
+
+[typo]
+x = 1
+"#,
+        )?;
+        let c = load_in(&path, &ctx(dir.path())).map_err(|e| anyhow::anyhow!("{e}"))?;
+        assert_eq!(
+            c.daemon.listen,
+            [
+                Address::Unix("/run/m.sock".into()),
+                Address::Tcp("0.0.0.0:9001".into())
+            ]
+        );
+        assert_eq!(c.daemon.credentials.len(), 2);
+        assert!(
+            c.daemon.nodaemon,
+            "a TOML configuration stays in the foreground"
+        );
+        assert_eq!(c.daemon.logfile, None);
+        assert_eq!(c.daemon.identifier, "minder");
+        assert_eq!(
+            c.client.as_ref().map(|cl| cl.serverurl.clone()),
+            Some(Address::Tcp("127.0.0.1:9001".into()))
+        );
+        let watch = c.groups.iter().find(|g| g.name == "watch").expect("pool");
+        assert_eq!(
+            watch.kind,
+            GroupKind::EventListener(EventListenerPool {
+                events: vec!["PROCESS_STATE".into(), "TICK_60".into()],
+                buffer_size: 10,
+                result_handler: "supervisor.dispatchers:default_handler".into(),
+            })
+        );
+        assert_eq!(watch.priority, -1);
+        let php = c.groups.iter().find(|g| g.name == "php").expect("fcgi");
+        assert_eq!(
+            php.kind,
+            GroupKind::FcgiProgram(FcgiSocket {
+                address: Address::Unix("/run/php.sock".into()),
+                backlog: None,
+                owner: None,
+                mode: Some(0o660),
+            })
+        );
+        assert_eq!(c.rpcinterfaces.len(), 1);
+        let warned: Vec<String> = c.warnings.iter().map(ToString::to_string).collect();
+        assert!(
+            warned
+                .iter()
+                .any(|w| w.contains("typo") && w.contains("unknown section")),
+            "{warned:?}"
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn the_extension_chooses_the_front_end() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        // The same text is INI in a .conf and a TOML error in a .toml.
+        let text = "[supervisord]\n[program:x]\ncommand=/bin/cat\n";
+        std::fs::write(dir.path().join("a.conf"), text)?;
+        std::fs::write(dir.path().join("a.toml"), text)?;
+        let c =
+            load_in(Path::new("a.conf"), &ctx(dir.path())).map_err(|e| anyhow::anyhow!("{e}"))?;
+        assert_eq!(c.processes().count(), 1);
+        assert_eq!(c.daemon.identifier, "supervisor");
+        assert_eq!(c.daemon.logfile, Some(dir.path().join("supervisord.log")));
+        let err = load_in(Path::new("a.toml"), &ctx(dir.path())).expect_err("not TOML");
+        assert!(err.to_string().contains("a.toml"), "{err}");
+        Ok(())
+    }
+
     #[test]
     fn passwords() {
         assert_eq!(

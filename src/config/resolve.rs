@@ -479,11 +479,12 @@ pub(super) fn resolve(raw: &RawConfig, ctx: &Context) -> Result<Config, ConfigEr
     let shared = Shared { raw, ctx };
 
     let mut daemon = resolve_daemon(&shared, &mut report);
-    resolve_servers(&shared, &mut daemon, &mut report);
+    // supervisorctl reads its section with its own parser, which never sees the daemon's
+    // environment.
     let client = resolve_client(&shared, &mut report);
 
-    // ENV_X sees the daemon's environment over the real one, as in supervisord (which adds
-    // `[supervisord] environment` to its expansions once it has read it).
+    // From here on ENV_X sees the daemon's environment over the real one, as in supervisord
+    // (which adds `[supervisord] environment` to its expansions once it has read it).
     let mut env_expansions = ctx.env.clone();
     env_expansions.extend(
         daemon
@@ -491,6 +492,7 @@ pub(super) fn resolve(raw: &RawConfig, ctx: &Context) -> Result<Config, ConfigEr
             .iter()
             .map(|(k, v)| (k.clone(), v.clone())),
     );
+    resolve_servers(&shared, &env_expansions, &mut daemon, &mut report);
     let rpcinterfaces = resolve_rpcinterfaces(&shared, &env_expansions, &mut report);
     let groups = resolve_groups(&shared, &env_expansions, &daemon, &mut report);
 
@@ -719,9 +721,14 @@ fn credentials(sec: &mut Section<'_>, report: &mut Report, vars: &Vars) -> Optio
 }
 
 /// `[inet_http_server]` and `[unix_http_server]`: listen addresses, with their credentials.
-fn resolve_servers(shared: &Shared<'_>, d: &mut DaemonConfig, report: &mut Report) {
+fn resolve_servers(
+    shared: &Shared<'_>,
+    env_expansions: &BTreeMap<String, String>,
+    d: &mut DaemonConfig,
+    report: &mut Report,
+) {
     let ctx = shared.ctx;
-    let vars = Vars::new().with_env(&ctx.env);
+    let vars = Vars::new().with_env(env_expansions);
     // supervisord makes the inet servers first, then the unix ones.
     for section in shared.raw.sections_of(SectionKind::InetServer) {
         let mut sec = Section::new(section, shared);
@@ -971,7 +978,7 @@ fn resolve_groups(
                     report.error(
                         sec.origin("programs"),
                         sec.key("programs"),
-                        format!("names {member:?}, which is not a defined program or fcgi-program"),
+                        format!("names program {member:?}, which is not defined (there is no [program:{member}] or [fcgi-program:{member}])"),
                     );
                     continue;
                 }
