@@ -1,8 +1,9 @@
 //! Writes a resolved [`Config`] as an equivalent native TOML configuration: the migration
 //! path from supervisord.conf (`minder config convert FILE.conf`).
 //!
-//! The output says everything explicitly (no value is left to a default, since the two
-//! formats' defaults differ) and is read back into the same [`Config`]. Expansions are already
+//! The output writes every daemon setting out (the two formats' daemon defaults differ) and
+//! leaves out the program settings at their default (the same in both); it reads back into
+//! the same [`Config`]. Expansions are already
 //! done, so every literal `%` is written `%%`. A program of several processes is written back
 //! as one `[program.NAME]` with `numprocs`, its per-process options as templates using
 //! `%(process_num)d`; when no such template reproduces every process, each process becomes a
@@ -309,42 +310,75 @@ fn program_table(
     }
 }
 
-/// One process's settings as a program table (without numprocs or templates).
+/// One process's settings as a program table (without numprocs or templates). Settings at
+/// their default are left out: a program's defaults are the same in both formats.
 fn process_table(p: &ProcessConfig, daemon: &DaemonConfig) -> Table {
     let mut t = Table::new();
-    t.insert("command", s(&p.command));
-    t.insert("priority", int(p.priority));
-    t.insert("autostart", toml_edit::value(p.autostart));
-    t.insert(
+    let mut put = |key: &str, item: Item, default: bool| {
+        if !default {
+            t.insert(key, item);
+        }
+    };
+    put("command", s(&p.command), false);
+    put("priority", int(p.priority), p.priority == 999);
+    put("autostart", toml_edit::value(p.autostart), p.autostart);
+    let autorestart = match p.autorestart {
+        super::AutoRestart::True => "true",
+        super::AutoRestart::False => "false",
+        super::AutoRestart::Unexpected => "unexpected",
+    };
+    put(
         "autorestart",
-        s(match p.autorestart {
-            super::AutoRestart::True => "true",
-            super::AutoRestart::False => "false",
-            super::AutoRestart::Unexpected => "unexpected",
-        }),
+        s(autorestart),
+        p.autorestart == super::AutoRestart::Unexpected,
     );
-    t.insert("startsecs", secs(p.startsecs));
-    t.insert("startretries", int(p.startretries));
+    put(
+        "startsecs",
+        secs(p.startsecs),
+        p.startsecs.as_secs_f64() == 1.0,
+    );
+    put("startretries", int(p.startretries), p.startretries == 3);
     let mut codes = Array::new();
     for c in &p.exitcodes {
         codes.push(i64::from(*c));
     }
-    t.insert("exitcodes", toml_edit::value(codes));
-    t.insert("stopsignal", s(p.stopsignal.as_str()));
-    t.insert("stopwaitsecs", secs(p.stopwaitsecs));
-    t.insert("stopasgroup", toml_edit::value(p.stopasgroup));
-    t.insert("killasgroup", toml_edit::value(p.killasgroup));
+    put("exitcodes", toml_edit::value(codes), p.exitcodes == [0]);
+    put(
+        "stopsignal",
+        s(p.stopsignal.as_str().trim_start_matches("SIG")),
+        p.stopsignal == crate::signal::Signal::SIGTERM,
+    );
+    put(
+        "stopwaitsecs",
+        secs(p.stopwaitsecs),
+        p.stopwaitsecs.as_secs_f64() == 10.0,
+    );
+    put(
+        "stopasgroup",
+        toml_edit::value(p.stopasgroup),
+        !p.stopasgroup,
+    );
+    put(
+        "killasgroup",
+        toml_edit::value(p.killasgroup),
+        p.killasgroup == p.stopasgroup,
+    );
     if let Some(u) = &p.user {
-        t.insert("user", s(u));
+        put("user", s(u), false);
     }
     if let Some(d) = &p.directory {
-        t.insert("directory", path(d));
+        put("directory", path(d), false);
     }
     if let Some(m) = p.umask {
-        t.insert("umask", toml_edit::value(format!("{m:03o}")));
+        put("umask", toml_edit::value(format!("{m:03o}")), false);
     }
-    t.insert("environment", env_table(&own_environment(p, daemon)));
-    t.insert("redirect_stderr", toml_edit::value(p.redirect_stderr));
+    let own = own_environment(p, daemon);
+    put("environment", env_table(&own), own.is_empty());
+    put(
+        "redirect_stderr",
+        toml_edit::value(p.redirect_stderr),
+        !p.redirect_stderr,
+    );
     for (ch, target, maxbytes, backups, capture, events, syslog) in [
         (
             "stdout",
@@ -365,14 +399,36 @@ fn process_table(p: &ProcessConfig, daemon: &DaemonConfig) -> Table {
             p.stderr_syslog,
         ),
     ] {
-        t.insert(&format!("{ch}_logfile"), log_target(target));
-        t.insert(&format!("{ch}_logfile_maxbytes"), int(maxbytes));
-        t.insert(&format!("{ch}_logfile_backups"), int(backups));
-        t.insert(&format!("{ch}_capture_maxbytes"), int(capture));
-        t.insert(&format!("{ch}_events_enabled"), toml_edit::value(events));
-        t.insert(&format!("{ch}_syslog"), toml_edit::value(syslog));
+        put(
+            &format!("{ch}_logfile"),
+            log_target(target),
+            *target == LogTarget::Auto,
+        );
+        put(
+            &format!("{ch}_logfile_maxbytes"),
+            int(maxbytes),
+            maxbytes == 50 << 20,
+        );
+        put(
+            &format!("{ch}_logfile_backups"),
+            int(backups),
+            backups == 10,
+        );
+        put(
+            &format!("{ch}_capture_maxbytes"),
+            int(capture),
+            capture == 0,
+        );
+        put(
+            &format!("{ch}_events_enabled"),
+            toml_edit::value(events),
+            !events,
+        );
+        put(&format!("{ch}_syslog"), toml_edit::value(syslog), !syslog);
     }
-    t.insert("serverurl", s(p.serverurl.as_deref().unwrap_or("AUTO")));
+    if let Some(url) = &p.serverurl {
+        put("serverurl", s(url), false);
+    }
     t
 }
 

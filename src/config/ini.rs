@@ -110,6 +110,8 @@ struct Opt {
 
 #[derive(Debug)]
 struct Section {
+    /// `[header]` as first written, for messages.
+    label: String,
     class: Class,
     origin: Origin,
     options: BTreeMap<String, Opt>,
@@ -199,6 +201,7 @@ impl Sheet {
             return Target::Section(i);
         }
         self.sections.push(Section {
+            label,
             class: class.clone(),
             origin,
             options: BTreeMap::new(),
@@ -286,9 +289,13 @@ impl Sheet {
                 },
             );
             if let (Some(prev), false) = (previous, target == Target::Ignored) {
+                let section = match target {
+                    Target::Section(i) => self.sections[i].label.as_str(),
+                    _ => "[DEFAULT]",
+                };
                 self.warnings.push(Diagnostic::new(
                     origin,
-                    name.clone(),
+                    format!("{section} {name}"),
                     format!(
                         "given again (first at {}); this later value is the one used",
                         prev.origin
@@ -692,8 +699,10 @@ mod tests {
             "{text:?}"
         );
         assert!(
-            text.iter()
-                .any(|w| w.contains(":5") && w.contains("first at /etc/s.conf:2")),
+            text.iter().any(
+                |w| w.starts_with("/etc/s.conf:5: [program:x] a: given again")
+                    && w.contains("first at /etc/s.conf:2")
+            ),
             "{text:?}"
         );
         assert!(
