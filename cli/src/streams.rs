@@ -299,6 +299,15 @@ pub async fn events(
                     format!("{time} minderd {} -> {}", name(d.from), name(d.to))
                 }
             }
+            Some(pb::event::Kind::Group(g)) => {
+                let what = if g.added { "added" } else { "removed" };
+                if json {
+                    json!({"seq": e.seq, "time": time, "type": "group", "name": g.name, "change": what})
+                        .to_string()
+                } else {
+                    format!("{time} group {} {what}", g.name)
+                }
+            }
             Some(pb::event::Kind::Lagged(l)) => {
                 eprintln!("minder: fell behind; {} events were dropped", l.missed);
                 continue;

@@ -34,13 +34,22 @@ pub struct ProcessChange {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DaemonPhase {
     Running,
+    /// Stopping everything to start it again (reload --restart-all).
+    Restarting,
     Shutdown,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EventKind {
     Process(ProcessChange),
-    Daemon { from: DaemonPhase, to: DaemonPhase },
+    Daemon {
+        from: DaemonPhase,
+        to: DaemonPhase,
+    },
+    /// A group appeared (update, add) — supervisord's PROCESS_GROUP_ADDED.
+    GroupAdded(String),
+    /// A group went away (update, remove) — supervisord's PROCESS_GROUP_REMOVED.
+    GroupRemoved(String),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

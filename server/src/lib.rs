@@ -18,11 +18,13 @@ pub mod lifecycle;
 pub mod listen;
 pub mod logging;
 pub mod logs;
+pub mod plan;
 pub mod process;
 pub mod reaper;
 pub mod rpc;
 pub mod spawn;
 pub mod supervisor;
+pub mod update;
 
 use std::future::Future;
 use std::sync::Arc;

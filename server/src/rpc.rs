@@ -172,6 +172,7 @@ fn results(outcomes: Vec<Outcome>) -> pb::ProcessActionResponse {
 fn daemon_state(s: DaemonState) -> pb::DaemonState {
     match s {
         DaemonState::Running => pb::DaemonState::Running,
+        DaemonState::Restarting => pb::DaemonState::Restarting,
         DaemonState::Shutdown => pb::DaemonState::Shutdown,
     }
 }
@@ -179,6 +180,7 @@ fn daemon_state(s: DaemonState) -> pb::DaemonState {
 fn phase(p: DaemonPhase) -> pb::DaemonState {
     match p {
         DaemonPhase::Running => pb::DaemonState::Running,
+        DaemonPhase::Restarting => pb::DaemonState::Restarting,
         DaemonPhase::Shutdown => pb::DaemonState::Shutdown,
     }
 }
@@ -196,6 +198,12 @@ fn event(e: &Event, instance: &str) -> pb::Event {
             exit_status: c.exit.as_ref().map(exit_status),
             spawn_error: c.spawn_error.clone().unwrap_or_default(),
         }),
+        EventKind::GroupAdded(name) => {
+            pb::event::Kind::Group(pb::GroupChange { name: name.clone(), added: true })
+        }
+        EventKind::GroupRemoved(name) => {
+            pb::event::Kind::Group(pb::GroupChange { name: name.clone(), added: false })
+        }
         EventKind::Daemon { from, to } => pb::event::Kind::Daemon(pb::DaemonStateChange {
             from: phase(*from).into(),
             to: phase(*to).into(),

@@ -24,6 +24,8 @@ use crate::process::{Fault, Logs, ProcessHandle, Shared};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DaemonState {
     Running,
+    /// Stopping everything to start it again (reload --restart-all).
+    Restarting,
     Shutdown,
 }
 
@@ -106,11 +108,16 @@ struct Registry {
 }
 
 pub struct Supervisor {
-    shared: Arc<Shared>,
+    pub(crate) shared: Arc<Shared>,
     registry: RwLock<Registry>,
     facts: DaemonFacts,
     state: watch::Sender<DaemonState>,
     shutdown_requested: Notify,
+    /// The configuration as last read (at start, or by reread): what update, add and avail
+    /// work from. Running processes may differ from it until an update.
+    pub(crate) loaded: std::sync::Mutex<Arc<Config>>,
+    /// One reread, update, add, remove or reload at a time.
+    pub(crate) changing: tokio::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for Supervisor {
@@ -136,22 +143,90 @@ impl Supervisor {
                 .map(|h| h.to_string_lossy().into_owned())
                 .unwrap_or_default(),
         };
-        let mut registry = Registry::default();
-        for g in &config.groups {
-            let mut processes = BTreeMap::new();
-            for p in &g.processes {
-                let logs = logs_for(p, &config.daemon.childlogdir, &config.daemon.identifier);
-                processes.insert(p.name.clone(), ProcessHandle::spawn(p.clone(), logs, Arc::clone(&shared)));
-            }
-            registry.groups.insert(g.name.clone(), Group { priority: g.priority, processes });
-        }
-        Arc::new(Supervisor {
+        let sup = Arc::new(Supervisor {
             shared,
-            registry: RwLock::new(registry),
+            registry: RwLock::new(Registry::default()),
             facts,
             state: watch::channel(DaemonState::Running).0,
             shutdown_requested: Notify::new(),
-        })
+            loaded: std::sync::Mutex::new(Arc::new(config.clone())),
+            changing: tokio::sync::Mutex::new(()),
+        });
+        for g in &config.groups {
+            for p in &g.processes {
+                sup.install(p.clone(), g.priority, None, &config.daemon);
+            }
+        }
+        sup
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Registry> {
+        // Writers never panic half-way through an update, so a poisoned lock is still sound.
+        self.registry.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Starts a task for `p` and puts it in the registry (replacing any process of that name).
+    /// `reuse` gives the log channels of the process it replaces, kept where the file is the
+    /// same so followers carry on.
+    pub(crate) fn install(
+        &self,
+        p: ProcessConfig,
+        group_priority: i32,
+        reuse: Option<(&ProcessConfig, &Logs)>,
+        daemon: &minder::config::DaemonConfig,
+    ) -> ProcessHandle {
+        let mut logs = logs_for(&p, &daemon.childlogdir, &daemon.identifier, reuse);
+        if p.redirect_stderr {
+            logs.stderr = None;
+        }
+        let group = p.group.clone();
+        let name = p.name.clone();
+        let h = ProcessHandle::spawn(p, logs, Arc::clone(&self.shared));
+        let mut reg = self.write();
+        let g = reg
+            .groups
+            .entry(group)
+            .or_insert_with(|| Group { priority: group_priority, processes: BTreeMap::new() });
+        g.priority = group_priority;
+        g.processes.insert(name, h.clone());
+        h
+    }
+
+    /// Takes a process out of the registry (its group too, once empty). The caller has stopped
+    /// it; its task ends when the last handle goes.
+    pub(crate) fn uninstall(&self, group: &str, name: &str) -> Option<ProcessHandle> {
+        let mut reg = self.write();
+        let g = reg.groups.get_mut(group)?;
+        let h = g.processes.remove(name);
+        if g.processes.is_empty() {
+            reg.groups.remove(group);
+        }
+        h
+    }
+
+    pub(crate) fn set_group_priority(&self, group: &str, priority: i32) {
+        if let Some(g) = self.write().groups.get_mut(group) {
+            g.priority = priority;
+        }
+    }
+
+    /// Every running process's settings, and every group's priority, for planning.
+    pub(crate) fn running(&self) -> (BTreeMap<crate::plan::Key, ProcessConfig>, BTreeMap<String, i32>) {
+        let reg = self.read();
+        let procs = reg
+            .groups
+            .iter()
+            .flat_map(|(g, grp)| {
+                grp.processes.iter().map(move |(n, h)| ((g.clone(), n.clone()), (*h.config).clone()))
+            })
+            .collect();
+        let groups = reg.groups.iter().map(|(g, grp)| (g.clone(), grp.priority)).collect();
+        (procs, groups)
+    }
+
+    /// The handle of one process, by group and name.
+    pub(crate) fn handle(&self, group: &str, name: &str) -> Option<ProcessHandle> {
+        self.read().groups.get(group)?.processes.get(name).cloned()
     }
 
     pub fn facts(&self) -> &DaemonFacts {
@@ -428,11 +503,12 @@ impl Supervisor {
     }
 
     /// Changes the daemon's state and tells event watchers.
-    fn set_state(&self, to: DaemonState) {
+    pub(crate) fn set_state(&self, to: DaemonState) {
         let from = self.state.send_replace(to);
         if from != to {
             let phase = |s| match s {
                 DaemonState::Running => DaemonPhase::Running,
+                DaemonState::Restarting => DaemonPhase::Restarting,
                 DaemonState::Shutdown => DaemonPhase::Shutdown,
             };
             self.shared.events.publish(EventKind::Daemon { from: phase(from), to: phase(to) });
@@ -454,6 +530,12 @@ impl Supervisor {
     pub async fn shutdown(&self) {
         self.shared.begin_shutdown();
         self.set_state(DaemonState::Shutdown);
+        self.stop_levels().await;
+    }
+
+    /// Stops every process, one group-priority level at a time, highest number first, each
+    /// level fully stopped before the next.
+    pub(crate) async fn stop_levels(&self) {
         let mut levels: BTreeMap<i32, Vec<ProcessHandle>> = BTreeMap::new();
         {
             let reg = self.read();
@@ -499,8 +581,23 @@ async fn stop_all(handles: Vec<ProcessHandle>, wait: bool) -> Vec<Outcome> {
 
 /// Sets up where a process's output goes. AUTO becomes a fresh file in childlogdir named as
 /// supervisord names it: `<name>-<channel>---<identifier>-XXXXXX.log`.
-fn logs_for(p: &ProcessConfig, childlogdir: &std::path::Path, identifier: &str) -> Logs {
+fn logs_for(
+    p: &ProcessConfig,
+    childlogdir: &std::path::Path,
+    identifier: &str,
+    reuse: Option<(&ProcessConfig, &Logs)>,
+) -> Logs {
     let channel = |target: &LogTarget, which: &str| {
+        // The same target as the process this one replaces: keep its channel (and AUTO file).
+        if let Some((old, old_logs)) = reuse {
+            let (old_target, old_channel) = match which {
+                "stdout" => (&old.stdout_logfile, &old_logs.stdout),
+                _ => (&old.stderr_logfile, &old_logs.stderr),
+            };
+            if old_target == target && old_channel.is_some() {
+                return old_channel.clone();
+            }
+        }
         let path = match target {
             LogTarget::None => return None,
             LogTarget::File(path) => path.clone(),

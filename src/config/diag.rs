@@ -57,6 +57,18 @@ impl Diagnostic {
     }
 }
 
+/// As `{"origin": "file:line", "key": ..., "message": ...}` in the effective configuration.
+impl serde::Serialize for Diagnostic {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct as _;
+        let mut st = s.serialize_struct("Diagnostic", 3)?;
+        st.serialize_field("origin", &self.origin.to_string())?;
+        st.serialize_field("key", &self.key)?;
+        st.serialize_field("message", &self.message)?;
+        st.end()
+    }
+}
+
 impl fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.key.is_empty() {

@@ -1,13 +1,16 @@
 //! The one configuration model, read from native TOML (through figment, with `MINDER_…`
 //! environment overrides) or from supervisord.conf.
 //!
-//! Reading is two steps. A front end ([`toml`]) turns files into a [`raw::RawConfig`]: sections
-//! of options that remember their file and line. [`resolve`] then gives those options their
+//! Reading is two steps. A front end (`toml` for `*.toml`, `ini` for supervisord.conf) turns
+//! files into a [`raw::RawConfig`]: sections of options that remember their file and line. [`resolve`] then gives those options their
 //! meaning — defaults, `%(name)s` expansions, numprocs, groups, validation — the same way for
-//! every front end, collecting every problem before it reports any.
+//! every front end, collecting every problem before it reports any. [`convert`] goes the
+//! other way: it writes a resolved configuration as native TOML.
 
+pub mod convert;
 pub mod diag;
 pub mod expand;
+mod ini;
 pub mod raw;
 mod resolve;
 mod toml;
@@ -17,20 +20,28 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use convert::to_toml;
 pub use diag::{ConfigErrors, Diagnostic, Origin};
 pub use values::AutoRestart;
 
 use crate::address::Address;
 use crate::signal::Signal;
 
-/// A whole configuration, resolved and valid.
-#[derive(Debug, Clone, PartialEq)]
+/// A whole configuration, resolved and valid. It serializes to JSON as the effective
+/// configuration (`minderd --check-config --json`).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Config {
     /// The main configuration file, absolute.
     pub path: PathBuf,
     pub daemon: DaemonConfig,
     /// Every group, in start order: by priority, then name.
     pub groups: Vec<GroupConfig>,
+    /// How the command line reaches this daemon (`[supervisorctl]`, `[ctl]`), if the file says.
+    /// `None`: the command line connects to one of `daemon.listen`.
+    pub client: Option<ClientConfig>,
+    /// The `[rpcinterface:x]` sections, in file order. supervisord loads these Python
+    /// factories; minder records them so a converted configuration keeps them.
+    pub rpcinterfaces: Vec<RpcInterfaceConfig>,
     /// Things that are not errors but deserve a word (an unknown option, say).
     pub warnings: Vec<Diagnostic>,
 }
@@ -42,24 +53,138 @@ impl Config {
     }
 }
 
-/// The daemon's own settings.
-#[derive(Debug, Clone, PartialEq)]
+/// The daemon's own settings (`[supervisord]`, `[daemon]`, and the http server sections).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct DaemonConfig {
     /// Where to serve the API; empty means the default socket ([`crate::address::default_socket`]).
+    /// From `daemon.listen`, `[inet_http_server] port` and `[unix_http_server] file`, in that
+    /// order.
+    #[serde(serialize_with = "ser_addresses")]
     pub listen: Vec<Address>,
-    /// The mode of a unix socket minderd creates.
+    /// The mode of a unix socket minderd creates (`[unix_http_server] chmod`, default 0700).
     pub socket_mode: u32,
+    /// Who owns a unix socket minderd creates (`[unix_http_server] chown`); `None` leaves it
+    /// to the daemon's user.
+    pub socket_owner: Option<Owner>,
+    /// The credentials a client must present on a listener (`username` and `password` of the
+    /// server sections). A listener with no entry here asks for none.
+    #[serde(serialize_with = "ser_credentials")]
+    pub credentials: BTreeMap<Address, Credentials>,
     /// Where to write the daemon's pid, if anywhere.
     pub pidfile: Option<PathBuf>,
-    /// The daemon's own log; `None` means standard output.
+    /// The daemon's own log; `None` means standard output (or syslog, when `syslog` is set).
     pub logfile: Option<PathBuf>,
+    /// The daemon logs to syslog (`logfile = syslog`).
+    pub syslog: bool,
+    /// Rotate the daemon log at this size; 0 never rotates.
+    pub logfile_maxbytes: u64,
+    /// How many rotated daemon logs to keep.
+    pub logfile_backups: u32,
     pub loglevel: LogLevel,
+    /// The daemon's umask, set at start.
+    pub umask: u32,
+    /// Stay in the foreground. supervisord's default is to daemonize (false); a TOML
+    /// configuration's is to stay (true), as minderd always has.
+    pub nodaemon: bool,
+    /// With nodaemon, do not copy the daemon log to standard output.
+    pub silent: bool,
+    /// Raise the soft limit of open files to at least this many at start, or exit.
+    pub minfds: u64,
+    /// Raise the soft limit of processes to at least this many at start, or exit.
+    pub minprocs: u64,
+    /// Keep old AUTO child logs at start instead of deleting them.
+    pub nocleanup: bool,
+    /// Switch to this user (name or uid) after start; exit if that fails.
+    pub user: Option<String>,
+    /// chdir here when daemonizing.
+    pub directory: Option<PathBuf>,
+    /// Remove ANSI escape sequences from child logs.
+    pub strip_ansi: bool,
     /// Names this daemon in AUTO log file names and in DaemonInfo.
     pub identifier: String,
     /// Where AUTO child log files go.
     pub childlogdir: PathBuf,
     /// Added to every child's environment (under the program's own).
     pub environment: BTreeMap<String, String>,
+}
+
+/// A socket's owner: `user[:group]`, resolved to ids when the configuration is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Owner {
+    pub uid: u32,
+    /// `None` keeps the socket's group.
+    pub gid: Option<u32>,
+}
+
+/// A username and password a client must present (HTTP basic auth in supervisord).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Credentials {
+    pub username: String,
+    pub password: Password,
+}
+
+/// A password as the configuration gives it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Password {
+    /// Compared as written.
+    Plain(String),
+    /// `{SHA}` followed by the hex SHA-1 of the password (stored lowercase, 40 digits):
+    /// the client's password matches when its SHA-1 does.
+    Sha1(String),
+}
+
+impl Password {
+    /// Reads a password as supervisord does: `{SHA}hex` is a digest, anything else plain.
+    pub fn parse(text: &str) -> Result<Password, String> {
+        match text.strip_prefix("{SHA}") {
+            Some(hex) if hex.len() == 40 && hex.bytes().all(|b| b.is_ascii_hexdigit()) => {
+                Ok(Password::Sha1(hex.to_ascii_lowercase()))
+            }
+            Some(_) => Err(
+                "a password starting with {SHA} must be followed by the 40 hex digits of a SHA-1 digest (e.g. from `echo -n secret | sha1sum`)".into(),
+            ),
+            None => Ok(Password::Plain(text.to_string())),
+        }
+    }
+
+    /// The password as it would be written in a configuration file.
+    pub fn as_written(&self) -> String {
+        match self {
+            Password::Plain(p) => p.clone(),
+            Password::Sha1(hex) => format!("{{SHA}}{hex}"),
+        }
+    }
+}
+
+impl serde::Serialize for Password {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.as_written())
+    }
+}
+
+/// Where the command line connects (`[supervisorctl]` in supervisord.conf, `[ctl]` in TOML).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ClientConfig {
+    /// `unix:///path` or `http://host:port` (as `tcp://`); supervisorctl's default is
+    /// `http://localhost:9001`.
+    #[serde(serialize_with = "ser_address")]
+    pub serverurl: Address,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    /// The interactive shell's prompt (`supervisor`).
+    pub prompt: String,
+    /// Where the interactive shell keeps its history, if anywhere.
+    pub history_file: Option<PathBuf>,
+}
+
+/// An `[rpcinterface:x]` section: a Python factory and the options passed to it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct RpcInterfaceConfig {
+    pub name: String,
+    /// `supervisor.rpcinterface_factory`, e.g. `supervisor.rpcinterface:make_main_rpcinterface`.
+    pub factory: String,
+    /// Every other option of the section, expanded.
+    pub options: BTreeMap<String, String>,
 }
 
 /// supervisord's log levels, most severe first.
@@ -90,16 +215,73 @@ impl LogLevel {
             _ => return None,
         })
     }
+
+    /// The name as a configuration spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            LogLevel::Critical => "critical",
+            LogLevel::Error => "error",
+            LogLevel::Warn => "warn",
+            LogLevel::Info => "info",
+            LogLevel::Debug => "debug",
+            LogLevel::Trace => "trace",
+            LogLevel::Blather => "blather",
+        }
+    }
 }
 
 /// A set of processes addressed together (`group:*`).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct GroupConfig {
     pub name: String,
     /// Lower starts first; at shutdown, higher stops first.
     pub priority: i32,
+    /// What kind of group this is, with what that kind needs (in JSON, its fields sit beside
+    /// the group's: `"kind": "event-listener", "events": [...]`).
+    #[serde(flatten)]
+    pub kind: GroupKind,
     /// The processes, by priority then name.
     pub processes: Vec<ProcessConfig>,
+}
+
+/// What a group is: plain programs, an event listener pool, or a FastCGI program.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum GroupKind {
+    /// A `[program:x]` (a group of its own) or a `[group:x]` of programs.
+    Programs,
+    /// An `[eventlistener:x]` pool: its processes speak the event listener protocol on
+    /// stdin/stdout (their stdout is never a log).
+    EventListener(EventListenerPool),
+    /// An `[fcgi-program:x]`: the daemon binds the socket before the first process starts
+    /// and gives it to every process as its file descriptor 0.
+    FcgiProgram(FcgiSocket),
+}
+
+/// What an event listener pool subscribes to and how it buffers.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct EventListenerPool {
+    /// Event type names, upper case, sorted, each once (`PROCESS_STATE`, `TICK_60`, ...).
+    pub events: Vec<String>,
+    /// How many events wait for a free listener before the oldest is dropped.
+    pub buffer_size: u32,
+    /// supervisord's Python result handler, `module:function`.
+    pub result_handler: String,
+}
+
+/// The socket of a FastCGI program.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct FcgiSocket {
+    /// `unix:///abs/path` or `tcp://host:port`.
+    #[serde(serialize_with = "ser_address")]
+    pub address: Address,
+    /// listen(2)'s backlog; `None` lets the daemon choose.
+    pub backlog: Option<u32>,
+    /// A unix socket's owner (`socket_owner`, or the program's user when that differs from
+    /// the daemon's).
+    pub owner: Option<Owner>,
+    /// A unix socket's mode (`socket_mode`, default 0700); `None` for TCP.
+    pub mode: Option<u32>,
 }
 
 /// Where one of a process's output channels goes.
@@ -122,6 +304,9 @@ pub struct ProcessConfig {
     pub group: String,
     /// The program (section) this process comes from.
     pub program: String,
+    /// Its number among the program's processes: numprocs_start, numprocs_start + 1, ...
+    /// (`%(process_num)d`); 0 for a program of one process.
+    pub process_num: u32,
     /// The command as written, after expansions.
     pub command: String,
     /// The command split into words, as `shlex.split` does; never empty.
@@ -149,7 +334,26 @@ pub struct ProcessConfig {
     pub environment: BTreeMap<String, String>,
     pub redirect_stderr: bool,
     pub stdout_logfile: LogTarget,
+    /// Rotate the stdout log at this size (default 50MB); 0 never rotates.
+    pub stdout_logfile_maxbytes: u64,
+    /// How many rotated stdout logs to keep (default 10).
+    pub stdout_logfile_backups: u32,
+    /// Capture mode's buffer: text between `<!--XSUPERVISOR:BEGIN-->` and
+    /// `<!--XSUPERVISOR:END-->` on stdout becomes a PROCESS_COMMUNICATION event; 0 is off.
+    pub stdout_capture_maxbytes: u64,
+    /// Emit a PROCESS_LOG_STDOUT event for every stdout write.
+    pub stdout_events_enabled: bool,
+    /// Also send stdout to syslog, tagged with the process name.
+    pub stdout_syslog: bool,
     pub stderr_logfile: LogTarget,
+    pub stderr_logfile_maxbytes: u64,
+    pub stderr_logfile_backups: u32,
+    pub stderr_capture_maxbytes: u64,
+    pub stderr_events_enabled: bool,
+    pub stderr_syslog: bool,
+    /// SUPERVISOR_SERVER_URL for this process; `None` (`AUTO`) means the daemon's own
+    /// address (a unix listener first, else a TCP one).
+    pub serverurl: Option<String>,
 }
 
 impl ProcessConfig {
@@ -176,26 +380,84 @@ fn ser_signal<S: serde::Serializer>(sig: &Signal, s: S) -> Result<S::Ok, S::Erro
     s.serialize_str(sig.as_str().trim_start_matches("SIG"))
 }
 
+fn ser_address<S: serde::Serializer>(a: &Address, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(a)
+}
+
+fn ser_addresses<S: serde::Serializer>(list: &[Address], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(list.iter().map(ToString::to_string))
+}
+
+fn ser_credentials<S: serde::Serializer>(
+    map: &BTreeMap<Address, Credentials>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    s.collect_map(map.iter().map(|(a, c)| (a.to_string(), c)))
+}
+
+/// What the machine supplies to a configuration: the environment (`%(ENV_X)s`, `~`, the
+/// temporary directory), the host name (`%(host_node_name)s`) and the current directory
+/// (relative paths). [`load`] takes them from this process; tests pin them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Context {
+    pub env: BTreeMap<String, String>,
+    pub host_node_name: String,
+    pub cwd: PathBuf,
+}
+
+impl Context {
+    /// This process's environment, host name and current directory.
+    pub fn from_process() -> Context {
+        Context::with_env(std::env::vars().collect())
+    }
+
+    /// `env`, with this machine's host name and this process's current directory.
+    pub fn with_env(env: BTreeMap<String, String>) -> Context {
+        Context {
+            env,
+            host_node_name: nix::unistd::gethostname()
+                .map(|h| h.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            cwd: std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/")),
+        }
+    }
+}
+
 /// Reads and resolves the configuration at `path`, with `MINDER_…` environment overrides.
+///
+/// A file whose name ends in `.toml` is minder's native format; anything else is read as
+/// supervisord.conf, exactly as supervisord 4.3 reads it.
 pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
-    let env: BTreeMap<String, String> = std::env::vars().collect();
-    load_with_env(path, &env)
+    load_in(path, &Context::from_process())
 }
 
 /// [`load`], with the environment given explicitly (for `%(ENV_X)s` and `MINDER_…`).
 pub fn load_with_env(path: &Path, env: &BTreeMap<String, String>) -> Result<Config, ConfigErrors> {
-    let path =
-        absolute(path).map_err(|e| ConfigErrors::one(Diagnostic::new(Origin::file(path, None), "", e)))?;
-    let raw = toml::read(&path, env)?;
-    resolve::resolve(&raw, env)
+    load_in(path, &Context::with_env(env.clone()))
 }
 
-fn absolute(path: &Path) -> Result<PathBuf, String> {
-    let meta = std::fs::metadata(path).map_err(|e| format!("cannot read the configuration file: {e}"))?;
+/// [`load`], with everything the machine supplies given explicitly.
+pub fn load_in(path: &Path, ctx: &Context) -> Result<Config, ConfigErrors> {
+    let path = absolute(path, &ctx.cwd)
+        .map_err(|e| ConfigErrors::one(Diagnostic::new(Origin::file(path, None), "", e)))?;
+    let raw = if is_toml(&path) { toml::read(&path, ctx)? } else { ini::read(&path, ctx)? };
+    resolve::resolve(&raw, ctx)
+}
+
+/// Whether `path` names a native TOML configuration (by its extension).
+pub fn is_toml(path: &Path) -> bool {
+    path.extension().is_some_and(|e| e.eq_ignore_ascii_case("toml"))
+}
+
+/// The configuration file's absolute path, normalized as Python's `os.path.abspath` does
+/// (supervisord derives `%(here)s` from it).
+fn absolute(path: &Path, cwd: &Path) -> Result<PathBuf, String> {
+    let full = values::normpath(&cwd.join(path));
+    let meta = std::fs::metadata(&full).map_err(|e| format!("cannot read the configuration file: {e}"))?;
     if meta.is_dir() {
         return Err("is a directory, not a configuration file".into());
     }
-    std::path::absolute(path).map_err(|e| e.to_string())
+    Ok(full)
 }
 
 /// Where minderd and minder look for a configuration when not given one, in order: minder's
@@ -208,10 +470,166 @@ pub fn search_paths() -> Vec<PathBuf> {
         paths.push(PathBuf::from(home).join(".config/minder/minder.toml"));
     }
     paths.push(PathBuf::from("/etc/minder/minder.toml"));
+    // supervisord's own search path, in its order (options.py `Options.__init__`): next to
+    // the binary first, then the current directory, then /etc.
+    let here = std::env::current_exe().ok().and_then(|exe| exe.parent()?.parent().map(Path::to_path_buf));
+    if let Some(here) = here {
+        paths.push(here.join("etc/supervisord.conf"));
+        paths.push(here.join("supervisord.conf"));
+    }
+    for p in [
+        "supervisord.conf",
+        "etc/supervisord.conf",
+        "/etc/supervisord.conf",
+        "/etc/supervisor/supervisord.conf",
+    ] {
+        paths.push(PathBuf::from(p));
+    }
     paths
 }
 
 /// The first configuration file in [`search_paths`] that exists.
 pub fn find() -> Option<PathBuf> {
     search_paths().into_iter().find(|p| p.is_file())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn search_path_ends_with_supervisords_own() {
+        let paths = search_paths();
+        let tail: Vec<String> = paths[paths.len() - 4..].iter().map(|p| p.display().to_string()).collect();
+        assert_eq!(
+            tail,
+            [
+                "supervisord.conf",
+                "etc/supervisord.conf",
+                "/etc/supervisord.conf",
+                "/etc/supervisor/supervisord.conf"
+            ]
+        );
+        assert_eq!(paths[0], PathBuf::from("minder.toml"));
+        assert!(paths.iter().any(|p| p.ends_with("etc/supervisord.conf") && p.is_absolute()));
+    }
+
+    fn ctx(dir: &Path) -> Context {
+        Context {
+            env: [("HOME".to_string(), "/home/t".to_string())].into(),
+            host_node_name: "host".into(),
+            cwd: dir.to_path_buf(),
+        }
+    }
+
+    #[test]
+    fn toml_has_the_supervisord_sections_too() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("minder.toml");
+        std::fs::write(
+            &path,
+            r#"
+[daemon]
+listen = ["unix:///run/m.sock"]
+[daemon.credentials."unix:///run/m.sock"]
+username = "u"
+password = "p"
+
+[inet_http_server]
+port = ":9001"
+username = "admin"
+password = "{SHA}82ab876d1387bfafe46cc1c8a2ef074eae50cb1d"
+
+[ctl]
+serverurl = "http://127.0.0.1:9001"
+prompt = "m"
+
+[eventlistener.watch]
+command = "/usr/bin/watch"
+events = "PROCESS_STATE, tick_60"
+
+[fcgi-program.php]
+command = "/usr/bin/php-cgi"
+socket = "unix:///run/%(program_name)s.sock"
+socket_mode = "0660"
+
+[rpcinterface.supervisor]
+"supervisor.rpcinterface_factory" = "supervisor.rpcinterface:make_main_rpcinterface"
+
+[typo]
+x = 1
+"#,
+        )?;
+        let c = load_in(&path, &ctx(dir.path())).map_err(|e| anyhow::anyhow!("{e}"))?;
+        assert_eq!(
+            c.daemon.listen,
+            [Address::Unix("/run/m.sock".into()), Address::Tcp("0.0.0.0:9001".into())]
+        );
+        assert_eq!(c.daemon.credentials.len(), 2);
+        assert!(c.daemon.nodaemon, "a TOML configuration stays in the foreground");
+        assert_eq!(c.daemon.logfile, None);
+        assert_eq!(c.daemon.identifier, "minder");
+        assert_eq!(
+            c.client.as_ref().map(|cl| cl.serverurl.clone()),
+            Some(Address::Tcp("127.0.0.1:9001".into()))
+        );
+        let watch = c.groups.iter().find(|g| g.name == "watch").expect("pool");
+        assert_eq!(
+            watch.kind,
+            GroupKind::EventListener(EventListenerPool {
+                events: vec!["PROCESS_STATE".into(), "TICK_60".into()],
+                buffer_size: 10,
+                result_handler: "supervisor.dispatchers:default_handler".into(),
+            })
+        );
+        assert_eq!(watch.priority, -1);
+        let php = c.groups.iter().find(|g| g.name == "php").expect("fcgi");
+        assert_eq!(
+            php.kind,
+            GroupKind::FcgiProgram(FcgiSocket {
+                address: Address::Unix("/run/php.sock".into()),
+                backlog: None,
+                owner: None,
+                mode: Some(0o660),
+            })
+        );
+        assert_eq!(c.rpcinterfaces.len(), 1);
+        let warned: Vec<String> = c.warnings.iter().map(ToString::to_string).collect();
+        assert!(warned.iter().any(|w| w.contains("typo") && w.contains("unknown section")), "{warned:?}");
+        Ok(())
+    }
+
+    #[test]
+    fn the_extension_chooses_the_front_end() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        // The same text is INI in a .conf and a TOML error in a .toml.
+        let text = "[supervisord]\n[program:x]\ncommand=/bin/cat\n";
+        std::fs::write(dir.path().join("a.conf"), text)?;
+        std::fs::write(dir.path().join("a.toml"), text)?;
+        let c = load_in(Path::new("a.conf"), &ctx(dir.path())).map_err(|e| anyhow::anyhow!("{e}"))?;
+        assert_eq!(c.processes().count(), 1);
+        assert_eq!(c.daemon.identifier, "supervisor");
+        assert_eq!(c.daemon.logfile, Some(dir.path().join("supervisord.log")));
+        let err = load_in(Path::new("a.toml"), &ctx(dir.path())).expect_err("not TOML");
+        assert!(err.to_string().contains("a.toml"), "{err}");
+        Ok(())
+    }
+
+    #[test]
+    fn passwords() {
+        assert_eq!(Password::parse("s3cret"), Ok(Password::Plain("s3cret".into())));
+        let sha = "{SHA}82AB876D1387BFAFE46CC1C8A2EF074EAE50CB1D";
+        assert_eq!(
+            Password::parse(sha),
+            Ok(Password::Sha1("82ab876d1387bfafe46cc1c8a2ef074eae50cb1d".into()))
+        );
+        assert!(Password::parse("{SHA}abc").is_err());
+        assert_eq!(
+            Password::parse(sha).map(|p| p.as_written()),
+            Ok(sha.replace(
+                "82AB876D1387BFAFE46CC1C8A2EF074EAE50CB1D",
+                "82ab876d1387bfafe46cc1c8a2ef074eae50cb1d"
+            ))
+        );
+    }
 }

@@ -100,6 +100,9 @@ pub struct RawConfig {
     /// Whether it was written in TOML (it changes how option names are shown).
     pub toml: bool,
     pub sections: Vec<RawSection>,
+    /// Options every section inherits unless it sets them itself: supervisord.conf's
+    /// `[DEFAULT]` section (Python's configparser gives it to every section). Empty for TOML.
+    pub defaults: BTreeMap<String, RawValue>,
     /// What the front end noticed but could read past (an unknown section, say).
     pub warnings: Vec<super::diag::Diagnostic>,
 }
@@ -107,5 +110,10 @@ pub struct RawConfig {
 impl RawConfig {
     pub fn section(&self, kind: SectionKind) -> Option<&RawSection> {
         self.sections.iter().find(|s| s.kind == kind)
+    }
+
+    /// Every section of one kind, in the order they were first given.
+    pub fn sections_of(&self, kind: SectionKind) -> impl Iterator<Item = &RawSection> {
+        self.sections.iter().filter(move |s| s.kind == kind)
     }
 }

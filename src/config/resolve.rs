@@ -1,7 +1,15 @@
-//! Gives a [`RawConfig`] its meaning: defaults, expansions, numprocs, groups and validation.
+//! Gives a [`RawConfig`] its meaning: defaults, expansions, numprocs, groups and validation,
+//! the same for both front ends, following supervisord 4.3's `options.py` section by section.
 //!
 //! Every option is read through [`Section::take`], which records an error and carries on with
 //! the default, so one pass finds every problem. Options nobody took are unknown: a warning.
+//!
+//! Which `%(name)s` an option may use is supervisord's choice, kept here: `%(here)s` and
+//! `%(ENV_X)s` everywhere; `%(program_name)s`, `%(group_name)s` and `%(host_node_name)s` in
+//! program-like sections; `%(process_num)d` and `%(numprocs)d` only in the options expanded
+//! once per process (command, process_name, environment, directory, the std*_logfile family).
+//! Where supervisord expands a value twice (`[supervisord] environment`, `std*_logfile`), so
+//! does a supervisord.conf here, so that `%%` means what it means there.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -11,45 +19,147 @@ use super::diag::{ConfigErrors, Diagnostic, Origin};
 use super::expand::{self, Var, Vars};
 use super::raw::{Raw, RawConfig, RawSection, RawValue, SectionKind};
 use super::values::{self, AutoRestart, Parsed};
-use super::{Config, DaemonConfig, GroupConfig, LogLevel, LogTarget, ProcessConfig};
+use super::{
+    ClientConfig, Config, Context, Credentials, DaemonConfig, EventListenerPool, FcgiSocket, GroupConfig,
+    GroupKind, LogLevel, LogTarget, Owner, Password, ProcessConfig, RpcInterfaceConfig,
+};
 use crate::address::Address;
 use crate::signal::Signal;
+
+/// The event types an `[eventlistener:x] events` line may name (supervisord's `EventTypes`).
+pub const EVENT_TYPES: &[&str] = &[
+    "EVENT",
+    "PROCESS_COMMUNICATION",
+    "PROCESS_COMMUNICATION_STDERR",
+    "PROCESS_COMMUNICATION_STDOUT",
+    "PROCESS_GROUP",
+    "PROCESS_GROUP_ADDED",
+    "PROCESS_GROUP_REMOVED",
+    "PROCESS_LOG",
+    "PROCESS_LOG_STDERR",
+    "PROCESS_LOG_STDOUT",
+    "PROCESS_STATE",
+    "PROCESS_STATE_BACKOFF",
+    "PROCESS_STATE_EXITED",
+    "PROCESS_STATE_FATAL",
+    "PROCESS_STATE_RUNNING",
+    "PROCESS_STATE_STARTING",
+    "PROCESS_STATE_STOPPED",
+    "PROCESS_STATE_STOPPING",
+    "PROCESS_STATE_UNKNOWN",
+    "REMOTE_COMMUNICATION",
+    "SUPERVISOR_STATE_CHANGE",
+    "SUPERVISOR_STATE_CHANGE_RUNNING",
+    "SUPERVISOR_STATE_CHANGE_STOPPING",
+    "TICK",
+    "TICK_3600",
+    "TICK_5",
+    "TICK_60",
+];
+
+/// supervisord's default event listener result handler.
+pub const DEFAULT_RESULT_HANDLER: &str = "supervisor.dispatchers:default_handler";
 
 /// Collects errors and warnings across the whole configuration.
 struct Report {
     errors: Vec<Diagnostic>,
     warnings: Vec<Diagnostic>,
+    /// `[DEFAULT]` options some section used; the others are unknown.
+    defaults_taken: BTreeSet<String>,
+}
+
+impl Report {
+    fn error(&mut self, origin: Origin, key: impl Into<String>, msg: impl Into<String>) {
+        self.errors.push(Diagnostic::new(origin, key, msg));
+    }
+
+    fn warn(&mut self, origin: Origin, key: impl Into<String>, msg: impl Into<String>) {
+        self.warnings.push(Diagnostic::new(origin, key, msg));
+    }
+}
+
+/// Everything a section needs from the whole configuration.
+struct Shared<'a> {
+    raw: &'a RawConfig,
+    ctx: &'a Context,
+}
+
+impl Shared<'_> {
+    fn toml(&self) -> bool {
+        self.raw.toml
+    }
 }
 
 /// One section being read: which options have been taken, and how to name them.
 struct Section<'a> {
     raw: &'a RawSection,
-    toml: bool,
+    shared: &'a Shared<'a>,
     taken: BTreeSet<&'a str>,
 }
 
 impl<'a> Section<'a> {
-    fn new(raw: &'a RawSection, toml: bool) -> Self {
-        Section { raw, toml, taken: BTreeSet::new() }
+    fn new(raw: &'a RawSection, shared: &'a Shared<'a>) -> Self {
+        Section { raw, shared, taken: BTreeSet::new() }
     }
 
     /// How the user wrote this option: `program.web.startsecs` or `[program:web] startsecs`.
     fn key(&self, opt: &str) -> String {
-        let label = self.raw.kind.label(&self.raw.name, self.toml);
-        if self.toml {
-            format!("{label}.{opt}")
-        } else {
-            format!("{label} {opt}")
+        let label = self.raw.kind.label(&self.raw.name, self.shared.toml());
+        match (opt.is_empty(), self.shared.toml()) {
+            (true, _) => label,
+            (false, true) => format!("{label}.{opt}"),
+            (false, false) => format!("{label} {opt}"),
         }
     }
 
-    fn origin(&self, opt: &str) -> Origin {
-        self.raw.options.get(opt).map_or_else(|| self.raw.origin.clone(), |v| v.origin.clone())
+    fn label(&self) -> String {
+        self.key("")
     }
 
-    fn get(&mut self, opt: &'a str) -> Option<&'a RawValue> {
+    fn origin(&self, opt: &str) -> Origin {
+        self.peek(opt).map_or_else(|| self.raw.origin.clone(), |v| v.origin.clone())
+    }
+
+    /// The option's value, from the section or else from `[DEFAULT]`, without taking it.
+    fn peek(&self, opt: &str) -> Option<&'a RawValue> {
+        self.raw.options.get(opt).or_else(|| self.shared.raw.defaults.get(opt))
+    }
+
+    fn get(&mut self, report: &mut Report, opt: &'a str) -> Option<&'a RawValue> {
         self.taken.insert(opt);
-        self.raw.options.get(opt)
+        if !self.raw.options.contains_key(opt) && self.shared.raw.defaults.contains_key(opt) {
+            report.defaults_taken.insert(opt.to_string());
+        }
+        self.peek(opt)
+    }
+
+    /// `vars` plus `%(here)s`: the directory of the file the value was written in.
+    fn vars_for(&self, value: &RawValue, vars: &Vars) -> Vars {
+        vars.clone().str("here", here_of(&value.origin, &self.shared.raw.path))
+    }
+
+    /// The option's value with its text expanded `passes` times (supervisord expands a few
+    /// options twice), or `None` if not given or the expansion failed (reported).
+    fn expanded(
+        &mut self,
+        report: &mut Report,
+        opt: &'a str,
+        vars: &Vars,
+        passes: usize,
+    ) -> Option<(Raw, Origin)> {
+        let value = self.get(report, opt)?;
+        let vars = self.vars_for(value, vars);
+        let mut raw = value.value.clone();
+        for _ in 0..passes {
+            match expand_raw(&raw, &vars) {
+                Ok(v) => raw = v,
+                Err(e) => {
+                    report.error(value.origin.clone(), self.key(opt), e.to_string());
+                    return None;
+                }
+            }
+        }
+        Some((raw, value.origin.clone()))
     }
 
     /// Reads `opt` with `parse` after expanding its text with `vars`, or gives `default`.
@@ -62,20 +172,29 @@ impl<'a> Section<'a> {
         default: T,
         parse: impl Fn(&Raw) -> Parsed<T>,
     ) -> T {
-        let Some(value) = self.get(opt) else {
+        self.take_n(report, opt, vars, 1, default, parse)
+    }
+
+    fn take_n<T>(
+        &mut self,
+        report: &mut Report,
+        opt: &'a str,
+        vars: &Vars,
+        passes: usize,
+        default: T,
+        parse: impl Fn(&Raw) -> Parsed<T>,
+    ) -> T {
+        if self.peek(opt).is_none() {
+            self.taken.insert(opt);
+            return default;
+        }
+        let Some((raw, origin)) = self.expanded(report, opt, vars, passes) else {
             return default;
         };
-        let expanded = match expand_raw(&value.value, vars) {
-            Ok(v) => v,
-            Err(e) => {
-                report.error(value.origin.clone(), self.key(opt), e.to_string());
-                return default;
-            }
-        };
-        match parse(&expanded) {
+        match parse(&raw) {
             Ok(v) => v,
             Err(msg) => {
-                report.error(value.origin.clone(), self.key(opt), msg);
+                report.error(origin, self.key(opt), msg);
                 default
             }
         }
@@ -86,23 +205,113 @@ impl<'a> Section<'a> {
         self.take(report, opt, vars, None, |r| text(r).map(Some))
     }
 
+    /// Marks options as read without reading them (supervisord ignores them here).
+    fn ignore(&mut self, opts: &[&'a str]) {
+        self.taken.extend(opts.iter().copied());
+    }
+
     /// Reports every option no one asked for.
     fn finish(self, report: &mut Report) {
         for (name, value) in &self.raw.options {
             if !self.taken.contains(name.as_str()) {
-                report.warnings.push(Diagnostic::new(
-                    value.origin.clone(),
-                    self.key(name),
-                    "unknown option, ignored (check its spelling)",
-                ));
+                let hint = spelling_hint(name);
+                report.warn(value.origin.clone(), self.key(name), format!("unknown option, ignored{hint}"));
             }
         }
     }
 }
 
-impl Report {
-    fn error(&mut self, origin: Origin, key: impl Into<String>, msg: impl Into<String>) {
-        self.errors.push(Diagnostic::new(origin, key, msg));
+/// Every option name supervisord knows, for "did you mean" hints.
+const KNOWN_OPTIONS: &[&str] = &[
+    "command",
+    "process_name",
+    "numprocs",
+    "numprocs_start",
+    "priority",
+    "autostart",
+    "autorestart",
+    "startsecs",
+    "startretries",
+    "exitcodes",
+    "stopsignal",
+    "stopwaitsecs",
+    "stopasgroup",
+    "killasgroup",
+    "user",
+    "redirect_stderr",
+    "stdout_logfile",
+    "stdout_logfile_maxbytes",
+    "stdout_logfile_backups",
+    "stdout_capture_maxbytes",
+    "stdout_events_enabled",
+    "stdout_syslog",
+    "stderr_logfile",
+    "stderr_logfile_maxbytes",
+    "stderr_logfile_backups",
+    "stderr_capture_maxbytes",
+    "stderr_events_enabled",
+    "stderr_syslog",
+    "environment",
+    "directory",
+    "umask",
+    "serverurl",
+    "events",
+    "buffer_size",
+    "result_handler",
+    "socket",
+    "socket_backlog",
+    "socket_owner",
+    "socket_mode",
+    "programs",
+    "logfile",
+    "logfile_maxbytes",
+    "logfile_backups",
+    "loglevel",
+    "pidfile",
+    "nodaemon",
+    "silent",
+    "minfds",
+    "minprocs",
+    "nocleanup",
+    "childlogdir",
+    "strip_ansi",
+    "identifier",
+    "file",
+    "chmod",
+    "chown",
+    "username",
+    "password",
+    "port",
+    "prompt",
+    "history_file",
+];
+
+/// " (did you mean autostart?)" for `auto_start`, `autostrat` and the like.
+fn spelling_hint(name: &str) -> String {
+    let squash = |s: &str| s.replace(['_', '-'], "").to_ascii_lowercase();
+    let n = squash(name);
+    let close = KNOWN_OPTIONS.iter().find(|k| {
+        let k2 = squash(k);
+        k2 == n
+            || (k2.len() == n.len() && {
+                let diff: Vec<usize> = k2
+                    .bytes()
+                    .zip(n.bytes())
+                    .enumerate()
+                    .filter(|(_, (a, b))| a != b)
+                    .map(|(i, _)| i)
+                    .collect();
+                // One letter wrong, or two neighbours swapped.
+                diff.len() == 1
+                    || (diff.len() == 2
+                        && diff[1] == diff[0] + 1
+                        && k2.as_bytes()[diff[0]] == n.as_bytes()[diff[1]]
+                        && k2.as_bytes()[diff[1]] == n.as_bytes()[diff[0]])
+            })
+    });
+    match close {
+        Some(k) => format!(" (did you mean {k}?)"),
+        None => " (check its spelling)".to_string(),
     }
 }
 
@@ -150,57 +359,532 @@ pub(super) fn check_name(name: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn host_node_name() -> String {
-    nix::unistd::gethostname().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default()
+fn priority(raw: &Raw) -> Parsed<i32> {
+    values::integer_in(raw, i32::MIN.into(), i32::MAX.into()).map(|n| n as i32)
 }
 
-pub(super) fn resolve(raw: &RawConfig, env: &BTreeMap<String, String>) -> Result<Config, ConfigErrors> {
-    let mut report = Report { errors: Vec::new(), warnings: raw.warnings.clone() };
-    let host = host_node_name();
+fn count(raw: &Raw) -> Parsed<u32> {
+    values::integer_in(raw, 0, u32::MAX.into()).map(|n| n as u32)
+}
 
-    let daemon = resolve_daemon(raw, env, &host, &mut report);
+fn count64(raw: &Raw) -> Parsed<u64> {
+    values::integer_in(raw, 0, i64::MAX).map(|n| n as u64)
+}
 
-    // ENV_X sees the daemon's environment over the real one, as in supervisord.
-    let mut env_expansions = env.clone();
-    env_expansions.extend(daemon.environment.iter().map(|(k, v)| (k.clone(), v.clone())));
-
-    // Which group each program belongs to: its [group], or its own implicit group.
-    let mut group_of: BTreeMap<String, String> = BTreeMap::new();
-    let programs: BTreeMap<&str, &RawSection> = raw
-        .sections
-        .iter()
-        .filter(|s| s.kind == SectionKind::Program)
-        .map(|s| (s.name.as_str(), s))
-        .collect();
-    let mut explicit_groups = Vec::new();
-    for section in raw.sections.iter().filter(|s| s.kind == SectionKind::Group) {
-        let mut sec = Section::new(section, raw.toml);
-        if let Err(e) = check_name(&section.name) {
-            report.error(section.origin.clone(), sec.key(""), e);
+/// supervisord's `existing_dirpath`: `~` expanded; the directory part, if any, must exist.
+/// The path is otherwise kept as written (a relative one stays relative).
+fn dirpath(raw: &Raw, env: &BTreeMap<String, String>) -> Parsed<PathBuf> {
+    let p = values::expand_user(&text(raw)?, env);
+    match p.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() && !dir.is_dir() => {
+            Err(format!("the directory {} does not exist (create it first)", dir.display()))
         }
-        let vars = Vars::new()
-            .with_env(&env_expansions)
-            .str("here", here_of(&section.origin, &raw.path))
-            .str("host_node_name", host.clone())
-            .str("group_name", section.name.clone());
-        let members =
-            sec.take(&mut report, "programs", &vars, Vec::new(), |r| values::string_list(r, Some(',')));
-        if sec.get("programs").is_none() {
-            report.error(
-                section.origin.clone(),
-                sec.key("programs"),
-                "required: the programs this group runs, e.g. programs = [\"web\", \"worker\"]",
+        _ => Ok(p),
+    }
+}
+
+/// supervisord's `existing_directory`: `~` expanded, and it must be a directory.
+fn existing_directory(raw: &Raw, env: &BTreeMap<String, String>) -> Parsed<PathBuf> {
+    let t = text(raw)?;
+    let p = values::expand_user(&t, env);
+    if p.is_dir() {
+        Ok(p)
+    } else {
+        Err(format!("{t} is not an existing directory"))
+    }
+}
+
+/// supervisord's `normalize_path`: `~` expanded, made absolute, `..` and `.` removed.
+fn normalize_path(p: &Path, ctx: &Context) -> PathBuf {
+    let p = values::expand_user(&p.to_string_lossy(), &ctx.env);
+    values::normpath(&ctx.cwd.join(p))
+}
+
+/// supervisord's `name_to_uid`: a user name, or a uid that must exist.
+fn name_to_uid(name: &str) -> Parsed<u32> {
+    lookup_user(name).map(|u| u.uid.as_raw())
+}
+
+/// supervisord's `name_to_gid`: a group name, or a gid that must exist.
+fn name_to_gid(name: &str) -> Parsed<u32> {
+    let found = match name.parse::<u32>() {
+        Ok(gid) => nix::unistd::Group::from_gid(nix::unistd::Gid::from_raw(gid)),
+        Err(_) => nix::unistd::Group::from_name(name),
+    };
+    match found {
+        Ok(Some(g)) => Ok(g.gid.as_raw()),
+        Ok(None) => Err(format!("no such group {name:?} on this system")),
+        Err(e) => Err(format!("cannot look up group {name:?}: {e}")),
+    }
+}
+
+/// supervisord's `colon_separated_user_group`: `user` or `user:group`, names or ids.
+fn owner(raw: &Raw) -> Parsed<Owner> {
+    let t = text(raw)?;
+    let (user, group) = match t.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (t.as_str(), None),
+    };
+    Ok(Owner { uid: name_to_uid(user)?, gid: group.map(name_to_gid).transpose()? })
+}
+
+/// Finds a user by name or numeric uid.
+pub(super) fn lookup_user(name: &str) -> Parsed<nix::unistd::User> {
+    let found = match name.parse::<u32>() {
+        Ok(uid) => nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid)),
+        Err(_) => nix::unistd::User::from_name(name),
+    };
+    match found {
+        Ok(Some(u)) => Ok(u),
+        Ok(None) => Err(format!("no such user {name:?} on this system")),
+        Err(e) => Err(format!("cannot look up user {name:?}: {e}")),
+    }
+}
+
+pub(super) fn resolve(raw: &RawConfig, ctx: &Context) -> Result<Config, ConfigErrors> {
+    let mut report =
+        Report { errors: Vec::new(), warnings: raw.warnings.clone(), defaults_taken: BTreeSet::new() };
+    let shared = Shared { raw, ctx };
+
+    let mut daemon = resolve_daemon(&shared, &mut report);
+    // supervisorctl reads its section with its own parser, which never sees the daemon's
+    // environment.
+    let client = resolve_client(&shared, &mut report);
+
+    // From here on ENV_X sees the daemon's environment over the real one, as in supervisord
+    // (which adds `[supervisord] environment` to its expansions once it has read it).
+    let mut env_expansions = ctx.env.clone();
+    env_expansions.extend(daemon.environment.iter().map(|(k, v)| (k.clone(), v.clone())));
+    resolve_servers(&shared, &env_expansions, &mut daemon, &mut report);
+    let rpcinterfaces = resolve_rpcinterfaces(&shared, &env_expansions, &mut report);
+    let groups = resolve_groups(&shared, &env_expansions, &daemon, &mut report);
+
+    for (name, value) in &raw.defaults {
+        if !report.defaults_taken.contains(name) {
+            let hint = spelling_hint(name);
+            report.warn(
+                value.origin.clone(),
+                format!("[DEFAULT] {name}"),
+                format!("unknown option, ignored (no section uses it){hint}"),
             );
         }
-        let priority = sec.take(&mut report, "priority", &vars, 999, priority);
+    }
+
+    if !report.errors.is_empty() {
+        return Err(ConfigErrors { errors: report.errors });
+    }
+    Ok(Config { path: raw.path.clone(), daemon, groups, client, rpcinterfaces, warnings: report.warnings })
+}
+
+fn resolve_daemon(shared: &Shared<'_>, report: &mut Report) -> DaemonConfig {
+    let ctx = shared.ctx;
+    let ini = !shared.toml();
+    // A supervisord.conf gets supervisord's defaults; minder's own format keeps minder's
+    // (log to standard output, no pidfile, stay in the foreground).
+    let mut d = DaemonConfig {
+        listen: Vec::new(),
+        socket_mode: 0o700,
+        socket_owner: None,
+        credentials: BTreeMap::new(),
+        pidfile: ini.then(|| normalize_path(Path::new("supervisord.pid"), ctx)),
+        logfile: ini.then(|| normalize_path(Path::new("supervisord.log"), ctx)),
+        syslog: false,
+        logfile_maxbytes: 50 << 20,
+        logfile_backups: 10,
+        loglevel: LogLevel::Info,
+        umask: 0o022,
+        nodaemon: !ini,
+        silent: false,
+        minfds: 1024,
+        minprocs: 200,
+        nocleanup: false,
+        user: None,
+        directory: None,
+        strip_ansi: false,
+        identifier: if ini { "supervisor" } else { "minder" }.to_string(),
+        childlogdir: temp_dir(&ctx.env),
+        environment: BTreeMap::new(),
+    };
+    let Some(section) = shared.raw.section(SectionKind::Daemon) else {
+        return d;
+    };
+    let env = &ctx.env;
+    let mut sec = Section::new(section, shared);
+    // supervisord expands [supervisord] options before it has read its environment, and
+    // without %(host_node_name)s (options.py `read_config`).
+    let vars = Vars::new().with_env(env);
+    if shared.toml() {
+        d.listen = sec.take(report, "listen", &vars, Vec::new(), |r| {
+            values::string_list(r, None)?.iter().map(|a| a.parse::<Address>()).collect()
+        });
+        d.socket_mode = sec.take(report, "socket_mode", &vars, d.socket_mode, values::octal);
+        d.socket_owner = sec.take(report, "socket_owner", &vars, None, |r| owner(r).map(Some));
+        d.credentials = sec.take(report, "credentials", &vars, BTreeMap::new(), credentials_table);
+    }
+    d.minfds = sec.take(report, "minfds", &vars, d.minfds, count64);
+    d.minprocs = sec.take(report, "minprocs", &vars, d.minprocs, count64);
+    d.directory = sec.take(report, "directory", &vars, None, |r| existing_directory(r, env).map(Some));
+    d.user = sec.take(report, "user", &vars, None, |r| {
+        let name = text(r)?;
+        lookup_user(&name)?;
+        Ok(Some(name))
+    });
+    d.umask = sec.take(report, "umask", &vars, d.umask, values::octal);
+    let logfile = sec.take(report, "logfile", &vars, None, |r| {
+        // Only the exact word: `SYSLOG` is a file named SYSLOG, as in supervisord.
+        if text(r)? == "syslog" {
+            return Ok(Some(None));
+        }
+        dirpath(r, env).map(|p| Some(Some(normalize_path(&p, ctx))))
+    });
+    match logfile {
+        Some(Some(path)) => d.logfile = Some(path),
+        Some(None) => {
+            d.logfile = None;
+            d.syslog = true;
+        }
+        None => {}
+    }
+    d.logfile_maxbytes = sec.take(report, "logfile_maxbytes", &vars, d.logfile_maxbytes, values::byte_size);
+    d.logfile_backups = sec.take(report, "logfile_backups", &vars, d.logfile_backups, count);
+    d.loglevel = sec.take(report, "loglevel", &vars, d.loglevel, |r| {
+        LogLevel::parse(&text(r)?).ok_or_else(|| format!("expected one of {}", LogLevel::NAMES))
+    });
+    d.pidfile = sec.take(report, "pidfile", &vars, d.pidfile.clone(), |r| {
+        dirpath(r, env).map(|p| Some(normalize_path(&p, ctx)))
+    });
+    d.identifier = sec.take(report, "identifier", &vars, d.identifier.clone(), text);
+    d.nodaemon = sec.take(report, "nodaemon", &vars, d.nodaemon, values::boolean);
+    d.silent = sec.take(report, "silent", &vars, d.silent, values::boolean);
+    d.childlogdir =
+        sec.take(report, "childlogdir", &vars, d.childlogdir.clone(), |r| existing_directory(r, env));
+    d.nocleanup = sec.take(report, "nocleanup", &vars, d.nocleanup, values::boolean);
+    d.strip_ansi = sec.take(report, "strip_ansi", &vars, d.strip_ansi, values::boolean);
+    // supervisord expands `environment` twice: once as every option (no host_node_name), then
+    // again with host_node_name. So `%%(host_node_name)s` works there and `%(host_node_name)s`
+    // is refused, exactly as supervisord 4.3 does.
+    let with_host = vars.clone().str("host_node_name", ctx.host_node_name.clone());
+    d.environment = if shared.toml() {
+        sec.take(report, "environment", &with_host, BTreeMap::new(), values::environment)
+    } else {
+        match sec.expanded(report, "environment", &vars, 1) {
+            None => BTreeMap::new(),
+            Some((first, origin)) => {
+                let here = here_of(&origin, &shared.raw.path);
+                match expand_raw(&first, &with_host.clone().str("here", here)) {
+                    Ok(second) => values::environment(&second).unwrap_or_else(|e| {
+                        report.error(origin, sec.key("environment"), e);
+                        BTreeMap::new()
+                    }),
+                    Err(e) => {
+                        report.error(origin, sec.key("environment"), e.to_string());
+                        BTreeMap::new()
+                    }
+                }
+            }
+        }
+    };
+    sec.finish(report);
+    d
+}
+
+/// Python's `tempfile.gettempdir()`: TMPDIR, TEMP or TMP if it names a directory, else /tmp.
+fn temp_dir(env: &BTreeMap<String, String>) -> PathBuf {
+    ["TMPDIR", "TEMP", "TMP"]
+        .iter()
+        .filter_map(|k| env.get(*k))
+        .map(PathBuf::from)
+        .find(|p| p.is_dir())
+        .unwrap_or_else(|| PathBuf::from("/tmp"))
+}
+
+/// TOML's `[daemon.credentials."ADDRESS"]` tables: `username` and `password` per listener.
+fn credentials_table(raw: &Raw) -> Parsed<BTreeMap<Address, Credentials>> {
+    let hint =
+        "expected tables like [daemon.credentials.\"tcp://127.0.0.1:9001\"] with username and password";
+    let Raw::Table(table) = raw else {
+        return Err(hint.into());
+    };
+    let mut out = BTreeMap::new();
+    for (addr, body) in table {
+        let address: Address = addr.parse()?;
+        let field = |name: &str| match body {
+            Raw::Table(t) => match t.get(name) {
+                Some(Raw::Str(s)) => Ok(s.clone()),
+                _ => Err(format!("{addr}: {name} is required and must be a string ({hint})")),
+            },
+            _ => Err(hint.to_string()),
+        };
+        let username = field("username")?;
+        let password = Password::parse(&field("password")?)?;
+        out.insert(address, Credentials { username, password });
+    }
+    Ok(out)
+}
+
+/// `username` and `password` of a server section: both or neither.
+fn credentials(sec: &mut Section<'_>, report: &mut Report, vars: &Vars) -> Option<Credentials> {
+    let username = sec.text(report, "username", vars);
+    let password = sec.take(report, "password", vars, None, |r| Password::parse(&text(r)?).map(Some));
+    match (username, password) {
+        (Some(username), Some(password)) => Some(Credentials { username, password }),
+        (None, None) => None,
+        (u, _) => {
+            let (given, missing) =
+                if u.is_some() { ("username", "password") } else { ("password", "username") };
+            report.error(
+                sec.origin(given),
+                sec.key(missing),
+                format!("required with {given}: give both username and password, or neither (supervisord: \"incomplete authentication\")"),
+            );
+            None
+        }
+    }
+}
+
+/// `[inet_http_server]` and `[unix_http_server]`: listen addresses, with their credentials.
+fn resolve_servers(
+    shared: &Shared<'_>,
+    env_expansions: &BTreeMap<String, String>,
+    d: &mut DaemonConfig,
+    report: &mut Report,
+) {
+    let ctx = shared.ctx;
+    let vars = Vars::new().with_env(env_expansions);
+    // supervisord makes the inet servers first, then the unix ones.
+    for section in shared.raw.sections_of(SectionKind::InetServer) {
+        let mut sec = Section::new(section, shared);
+        let port = sec.take(report, "port", &vars, None, |r| inet_address(&text(r)?).map(Some));
+        if sec.peek("port").is_none() {
+            report.error(
+                section.origin.clone(),
+                sec.key("port"),
+                "required: the address to listen on, e.g. port = 127.0.0.1:9001 (:9001 or *:9001 for every interface)",
+            );
+        }
+        let creds = credentials(&mut sec, report, &vars);
+        if let Some(addr) = port {
+            if let Some(c) = creds {
+                d.credentials.insert(addr.clone(), c);
+            }
+            d.listen.push(addr);
+        }
+        sec.finish(report);
+    }
+    let mut unix_settings: Option<(u32, Option<Owner>, Origin)> = None;
+    for section in shared.raw.sections_of(SectionKind::UnixServer) {
+        let mut sec = Section::new(section, shared);
+        let file = sec.take(report, "file", &vars, None, |r| {
+            let t = text(r)?;
+            let t = t.trim();
+            if t.is_empty() {
+                return Err("expected the path of the socket to create".into());
+            }
+            Ok(Some(normalize_path(Path::new(t), ctx)))
+        });
+        if sec.peek("file").is_none() {
+            report.error(
+                section.origin.clone(),
+                sec.key("file"),
+                "required: the path of the socket, e.g. file = /run/supervisor.sock",
+            );
+        }
+        let chmod = sec.take(report, "chmod", &vars, 0o700, values::octal);
+        let chown = sec.take(report, "chown", &vars, None, |r| owner(r).map(Some));
+        let creds = credentials(&mut sec, report, &vars);
+        match &unix_settings {
+            Some((mode, own, first)) if (*mode, *own) != (chmod, chown) => report.error(
+                section.origin.clone(),
+                sec.label(),
+                format!("minder gives all its unix sockets one chmod and chown, and the server at {first} has others; make them the same"),
+            ),
+            Some(_) => {}
+            None => unix_settings = Some((chmod, chown, section.origin.clone())),
+        }
+        if let Some(path) = file {
+            let addr = Address::Unix(path);
+            if let Some(c) = creds {
+                d.credentials.insert(addr.clone(), c);
+            }
+            d.listen.push(addr);
+        }
+        sec.finish(report);
+    }
+    if let Some((mode, own, _)) = unix_settings {
+        d.socket_mode = mode;
+        d.socket_owner = own;
+    }
+}
+
+/// supervisord's `inet_address`: `host:port`, or a bare port; an empty host or `*` is every
+/// interface.
+fn inet_address(s: &str) -> Parsed<Address> {
+    let (host, port) = match s.rsplit_once(':') {
+        Some((h, p)) => (h.to_lowercase(), p),
+        None => (String::new(), s),
+    };
+    let port: u16 = values::integer(&Raw::Str(port.to_string()))
+        .ok()
+        .filter(|p| (1..=65535).contains(p))
+        .and_then(|p| u16::try_from(p).ok())
+        .ok_or_else(|| {
+            format!("{s:?} has no valid port number (1-65535); write host:port, :port or *:port")
+        })?;
+    let host = if host.is_empty() || host == "*" { "0.0.0.0".to_string() } else { host };
+    Ok(Address::Tcp(format!("{host}:{port}")))
+}
+
+/// `[supervisorctl]` (`[ctl]` in TOML): where the command line connects.
+fn resolve_client(shared: &Shared<'_>, report: &mut Report) -> Option<ClientConfig> {
+    let section = shared.raw.section(SectionKind::Ctl)?;
+    let ctx = shared.ctx;
+    let mut sec = Section::new(section, shared);
+    let vars = Vars::new().with_env(&ctx.env);
+    let default = Address::Tcp("localhost:9001".into());
+    let serverurl = sec.take(report, "serverurl", &vars, default.clone(), |r| server_url(&text(r)?, ctx));
+    let username = sec.text(report, "username", &vars);
+    let password = sec.text(report, "password", &vars);
+    let prompt = sec.take(report, "prompt", &vars, "supervisor".to_string(), text);
+    let history_file = sec.take(report, "history_file", &vars, None, |r| {
+        let t = text(r)?;
+        Ok((!t.is_empty()).then(|| normalize_path(Path::new(&t), ctx)))
+    });
+    sec.finish(report);
+    Some(ClientConfig { serverurl, username, password, prompt, history_file })
+}
+
+/// supervisorctl's `serverurl`: `unix://PATH` (made absolute) or `http://host[:port][/path]`.
+fn server_url(url: &str, ctx: &Context) -> Parsed<Address> {
+    if let Some(path) = url.strip_prefix("unix://") {
+        if path.is_empty() {
+            return Err(format!("{url:?} has no socket path; write unix:///path/to.sock"));
+        }
+        return Ok(Address::Unix(normalize_path(Path::new(path), ctx)));
+    }
+    let Some(rest) = url.strip_prefix("http://") else {
+        return Err(format!(
+            "{url:?} is not a URL supervisorctl can use; write unix:///path/to.sock or http://host:port"
+        ));
+    };
+    let netloc = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let netloc = netloc.rsplit_once('@').map_or(netloc, |(_, h)| h);
+    if netloc.is_empty() {
+        return Err(format!("{url:?} has no host; write http://host:port"));
+    }
+    let has_port = match netloc.rsplit_once(':') {
+        Some((_, p)) if !netloc.ends_with(']') => {
+            if p.parse::<u16>().is_err() {
+                return Err(format!("{url:?} has a bad port number"));
+            }
+            true
+        }
+        _ => false,
+    };
+    // Python's http client uses port 80 when the URL names none.
+    Ok(Address::Tcp(if has_port { netloc.to_string() } else { format!("{netloc}:80") }))
+}
+
+/// `[rpcinterface:x]`: recorded (minder serves its own API, not supervisord's Python one).
+fn resolve_rpcinterfaces(
+    shared: &Shared<'_>,
+    env_expansions: &BTreeMap<String, String>,
+    report: &mut Report,
+) -> Vec<RpcInterfaceConfig> {
+    const FACTORY: &str = "supervisor.rpcinterface_factory";
+    let vars = Vars::new().with_env(env_expansions);
+    let mut out = Vec::new();
+    for section in shared.raw.sections_of(SectionKind::RpcInterface) {
+        let mut sec = Section::new(section, shared);
+        let factory = sec.text(report, FACTORY, &vars);
+        if factory.is_none() {
+            report.error(
+                section.origin.clone(),
+                sec.key(FACTORY),
+                "required: the factory of this RPC interface, e.g. supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface",
+            );
+        }
+        // Every other option (the [DEFAULT] ones too, as in supervisord) goes to the factory.
+        let names: BTreeSet<&str> = section
+            .options
+            .keys()
+            .chain(shared.raw.defaults.keys())
+            .map(String::as_str)
+            .filter(|k| *k != FACTORY)
+            .collect();
+        let mut options = BTreeMap::new();
+        for name in names {
+            if let Some(v) = sec.text(report, name, &vars) {
+                options.insert(name.to_string(), v);
+            }
+        }
+        sec.finish(report);
+        out.push(RpcInterfaceConfig {
+            name: section.name.clone(),
+            factory: factory.unwrap_or_default(),
+            options,
+        });
+    }
+    out
+}
+
+/// Groups, as supervisord's `process_groups_from_parser` builds them: `[group:x]` sections
+/// (taking their programs out of their own groups), the remaining `[program:x]` each a group
+/// of its own, every `[eventlistener:x]` a pool, every remaining `[fcgi-program:x]` a group
+/// with its socket. Sorted by priority, then name.
+fn resolve_groups(
+    shared: &Shared<'_>,
+    env_expansions: &BTreeMap<String, String>,
+    daemon: &DaemonConfig,
+    report: &mut Report,
+) -> Vec<GroupConfig> {
+    let raw = shared.raw;
+    let by_name = |kind| -> BTreeMap<&str, &RawSection> {
+        raw.sections_of(kind).map(|s| (s.name.as_str(), s)).collect()
+    };
+    let programs = by_name(SectionKind::Program);
+    let fcgis = by_name(SectionKind::FcgiProgram);
+    let global = Vars::new().with_env(env_expansions);
+    let mut groups: Vec<GroupConfig> = Vec::new();
+    let mut in_group: BTreeMap<(SectionKind, &str), String> = BTreeMap::new();
+
+    for section in raw.sections_of(SectionKind::Group) {
+        let mut sec = Section::new(section, shared);
+        if let Err(e) = check_name(&section.name) {
+            report.error(section.origin.clone(), sec.label(), e);
+        }
+        let members = sec.take(report, "programs", &global, Vec::new(), values::comma_list);
+        if members.is_empty() {
+            report.warn(
+                sec.origin("programs"),
+                sec.key("programs"),
+                "this group has no programs (give them as programs = a,b)",
+            );
+        }
+        let priority = sec.take(report, "priority", &global, 999, priority);
+        let mut processes = Vec::new();
         for member in &members {
-            if !programs.contains_key(member.as_str()) {
-                report.error(
-                    sec.origin("programs"),
-                    sec.key("programs"),
-                    format!("names program {member:?}, which is not defined"),
-                );
-            } else if let Some(other) = group_of.insert(member.clone(), section.name.clone()) {
+            let member_section = match (programs.get(member.as_str()), fcgis.get(member.as_str())) {
+                (Some(p), None) => *p,
+                (None, Some(f)) => *f,
+                (Some(_), Some(_)) => {
+                    report.error(
+                        sec.origin("programs"),
+                        sec.key("programs"),
+                        format!("{member:?} is ambiguous: there is both a [program:{member}] and an [fcgi-program:{member}]"),
+                    );
+                    continue;
+                }
+                (None, None) => {
+                    report.error(
+                        sec.origin("programs"),
+                        sec.key("programs"),
+                        format!("names program {member:?}, which is not defined (there is no [program:{member}] or [fcgi-program:{member}])"),
+                    );
+                    continue;
+                }
+            };
+            let key = (member_section.kind, member_section.name.as_str());
+            if let Some(other) = in_group.insert(key, section.name.clone()) {
                 report.error(
                     sec.origin("programs"),
                     sec.key("programs"),
@@ -208,199 +892,319 @@ pub(super) fn resolve(raw: &RawConfig, env: &BTreeMap<String, String>) -> Result
                         "program {member:?} is already in group {other:?}; a program belongs to one group"
                     ),
                 );
+                continue;
             }
-        }
-        sec.finish(&mut report);
-        explicit_groups.push((section, priority, members));
-    }
-
-    let mut groups: BTreeMap<String, GroupConfig> = BTreeMap::new();
-    for (section, priority, _) in &explicit_groups {
-        groups.insert(
-            section.name.clone(),
-            GroupConfig { name: section.name.clone(), priority: *priority, processes: Vec::new() },
-        );
-    }
-    for (name, section) in &programs {
-        let group_name = group_of.get(*name).map_or(*name, String::as_str);
-        let Some((program_priority, processes)) =
-            resolve_program(section, group_name, raw, &env_expansions, &daemon, &host, &mut report)
-        else {
-            continue;
-        };
-        if !group_of.contains_key(*name) && groups.contains_key(*name) {
-            report.error(
-                section.origin.clone(),
-                section.kind.label(name, raw.toml),
-                format!("a group is also named {name:?}; rename one of them"),
-            );
-            continue;
-        }
-        let group = groups.entry(group_name.to_string()).or_insert_with(|| GroupConfig {
-            name: group_name.to_string(),
-            priority: program_priority,
-            processes: Vec::new(),
-        });
-        for p in processes {
-            if group.processes.iter().any(|q| q.name == p.name) {
-                report.error(
-                    section.origin.clone(),
-                    section.kind.label(name, raw.toml),
-                    format!("process name {:?} is used twice in group {group_name:?}", p.name),
+            let mut psec = Section::new(member_section, shared);
+            if member_section.kind == SectionKind::FcgiProgram {
+                // supervisord makes an fcgi-program in a [group] a plain program and never
+                // reads its socket options.
+                psec.ignore(&["socket", "socket_backlog", "socket_owner", "socket_mode"]);
+                report.warn(
+                    member_section.origin.clone(),
+                    psec.label(),
+                    format!("in [group:{}], this runs as a plain program: supervisord ignores the socket of an fcgi-program that belongs to a group", section.name),
                 );
-            } else {
-                group.processes.push(p);
+            }
+            if let Some((_, procs)) = resolve_program(&mut psec, &section.name, &global, daemon, report) {
+                processes.extend(procs);
+            }
+            psec.finish(report);
+        }
+        sec.finish(report);
+        groups.push(GroupConfig {
+            name: section.name.clone(),
+            priority,
+            kind: GroupKind::Programs,
+            processes,
+        });
+    }
+
+    for (name, section) in &programs {
+        if in_group.contains_key(&(SectionKind::Program, *name)) {
+            continue;
+        }
+        let mut sec = Section::new(section, shared);
+        if let Some((priority, processes)) = resolve_program(&mut sec, name, &global, daemon, report) {
+            groups.push(GroupConfig {
+                name: name.to_string(),
+                priority,
+                kind: GroupKind::Programs,
+                processes,
+            });
+        }
+        sec.finish(report);
+    }
+
+    for section in raw.sections_of(SectionKind::EventListener) {
+        let mut sec = Section::new(section, shared);
+        let vars = program_vars(&global, &section.name, &section.name, shared);
+        // Listeners start first and stop last: their pool's priority defaults to -1 (while
+        // each listener process keeps the usual 999, as in supervisord).
+        let pool_priority = sec.take(report, "priority", &vars, -1, priority);
+        let buffer_size = sec.take(report, "buffer_size", &vars, 10, |r| {
+            values::integer_in(r, 1, u32::MAX.into()).map(|n| n as u32)
+        });
+        let result_handler =
+            sec.take(report, "result_handler", &vars, DEFAULT_RESULT_HANDLER.to_string(), text);
+        if result_handler != DEFAULT_RESULT_HANDLER {
+            report.warn(
+                sec.origin("result_handler"),
+                sec.key("result_handler"),
+                format!("minder cannot run supervisord's Python result handlers; {DEFAULT_RESULT_HANDLER} is used instead"),
+            );
+        }
+        let errors_before = report.errors.len();
+        let events = sec.take(report, "events", &vars, Vec::new(), |r| {
+            let mut names = BTreeSet::new();
+            for e in values::comma_list(r)? {
+                let upper = e.to_uppercase();
+                if !EVENT_TYPES.contains(&upper.as_str()) {
+                    return Err(format!("unknown event type {e:?}; known: {}", EVENT_TYPES.join(", ")));
+                }
+                names.insert(upper);
+            }
+            Ok(names.into_iter().collect::<Vec<_>>())
+        });
+        if events.is_empty() && report.errors.len() == errors_before {
+            report.error(
+                sec.origin("events"),
+                sec.key("events"),
+                "required: the events this listener subscribes to, e.g. events = PROCESS_STATE,TICK_60",
+            );
+        }
+        if sec.take(report, "redirect_stderr", &vars, false, values::boolean) {
+            report.error(
+                sec.origin("redirect_stderr"),
+                sec.key("redirect_stderr"),
+                "cannot be true for an event listener: its stdout speaks the event listener protocol, and stderr mixed in would break it",
+            );
+        }
+        if let Some((_, processes)) = resolve_program(&mut sec, &section.name, &global, daemon, report) {
+            groups.push(GroupConfig {
+                name: section.name.clone(),
+                priority: pool_priority,
+                kind: GroupKind::EventListener(EventListenerPool { events, buffer_size, result_handler }),
+                processes,
+            });
+        }
+        sec.finish(report);
+    }
+
+    for (name, section) in &fcgis {
+        if in_group.contains_key(&(SectionKind::FcgiProgram, *name)) {
+            continue;
+        }
+        let mut sec = Section::new(section, shared);
+        let socket = fcgi_socket(&mut sec, &global, report);
+        if let Some((priority, processes)) = resolve_program(&mut sec, name, &global, daemon, report) {
+            if let Some(socket) = socket {
+                groups.push(GroupConfig {
+                    name: name.to_string(),
+                    priority,
+                    kind: GroupKind::FcgiProgram(socket),
+                    processes,
+                });
             }
         }
+        sec.finish(report);
     }
 
-    for section in &raw.sections {
-        if !matches!(section.kind, SectionKind::Daemon | SectionKind::Program | SectionKind::Group) {
-            report.warnings.push(Diagnostic::new(
-                section.origin.clone(),
-                section.kind.label(&section.name, raw.toml),
-                "this section is not supported in this configuration format, ignored",
-            ));
+    let mut seen: BTreeMap<&str, &str> = BTreeMap::new();
+    for g in &groups {
+        let kind = match g.kind {
+            GroupKind::Programs => "group",
+            GroupKind::EventListener(_) => "eventlistener",
+            GroupKind::FcgiProgram(_) => "fcgi-program",
+        };
+        if let Some(other) = seen.insert(&g.name, kind) {
+            let origin = raw
+                .sections
+                .iter()
+                .rev()
+                .find(|s| s.name == g.name && s.kind != SectionKind::RpcInterface)
+                .map_or_else(|| Origin::file(&raw.path, None), |s| s.origin.clone());
+            report.error(
+                origin,
+                g.name.clone(),
+                format!("two groups are named {:?} (a {other} and a {kind}); rename one of them", g.name),
+            );
         }
     }
-
-    if !report.errors.is_empty() {
-        return Err(ConfigErrors { errors: report.errors });
-    }
-    let mut groups: Vec<GroupConfig> = groups.into_values().collect();
     for g in &mut groups {
         g.processes.sort_by(|a, b| (a.priority, &a.name).cmp(&(b.priority, &b.name)));
+        let mut names = BTreeSet::new();
+        for p in &g.processes {
+            if !names.insert(p.name.as_str()) {
+                report.error(
+                    Origin::file(&raw.path, None),
+                    g.name.clone(),
+                    format!("process name {:?} is used twice in group {:?}", p.name, g.name),
+                );
+            }
+        }
     }
     groups.sort_by(|a, b| (a.priority, &a.name).cmp(&(b.priority, &b.name)));
-    Ok(Config { path: raw.path.clone(), daemon, groups, warnings: report.warnings })
+    groups
 }
 
-fn priority(raw: &Raw) -> Parsed<i32> {
-    values::integer_in(raw, i32::MIN.into(), i32::MAX.into()).map(|n| n as i32)
+/// The expansions of a program-like section (before the per-process ones).
+fn program_vars(global: &Vars, program: &str, group: &str, shared: &Shared<'_>) -> Vars {
+    global
+        .clone()
+        .str("program_name", program)
+        .str("group_name", group)
+        .str("host_node_name", shared.ctx.host_node_name.clone())
 }
 
-fn path_text(raw: &Raw) -> Parsed<PathBuf> {
-    let t = text(raw)?;
-    if t.is_empty() {
-        return Err("expected a path, got an empty string".into());
+/// An `[fcgi-program:x]` socket, read as supervisord's `parse_fcgi_socket` reads it.
+fn fcgi_socket(sec: &mut Section<'_>, global: &Vars, report: &mut Report) -> Option<FcgiSocket> {
+    let ctx = sec.shared.ctx;
+    let errors_before = report.errors.len();
+    // supervisord gives `socket` only %(program_name)s (and %(here)s, %(ENV_X)s).
+    let vars = global.clone().str("program_name", sec.raw.name.clone());
+    let user_uid = sec.peek("user").and_then(|v| text(&v.value).ok()).and_then(|u| name_to_uid(&u).ok());
+    let backlog = sec.take(report, "socket_backlog", &vars, None, |r| {
+        values::integer_in(r, 1, 65535).map(|n| Some(n as u32))
+    });
+    let owner_given = sec.take(report, "socket_owner", &vars, None, |r| owner(r).map(Some));
+    let mode_given = sec.take(report, "socket_mode", &vars, None, |r| values::octal(r).map(Some));
+    let socket = sec.text(report, "socket", &vars).unwrap_or_default();
+    if socket.is_empty() {
+        report.error(
+            sec.origin("socket"),
+            sec.key("socket"),
+            "required: the socket to bind, e.g. socket = tcp://127.0.0.1:9002 or unix:///run/%(program_name)s.sock",
+        );
+        return None;
     }
-    Ok(expand_user(&t))
-}
-
-/// `~` and `~/x` as Python's `os.path.expanduser` reads them (supervisord applies it to paths).
-fn expand_user(p: &str) -> PathBuf {
-    if p == "~" || p.starts_with("~/") {
-        if let Some(home) = std::env::var_os("HOME") {
-            return PathBuf::from(home).join(p.trim_start_matches('~').trim_start_matches('/'));
+    let address = if let Some(path) = socket.strip_prefix("unix://") {
+        if !path.starts_with('/') {
+            report.error(
+                sec.origin("socket"),
+                sec.key("socket"),
+                format!("the unix socket path {path:?} must be absolute (unix:///path)"),
+            );
+            return None;
         }
+        Address::Unix(normalize_path(Path::new(path), ctx))
+    } else {
+        if owner_given.is_some() || mode_given.is_some() {
+            let opt = if owner_given.is_some() { "socket_owner" } else { "socket_mode" };
+            report.error(
+                sec.origin(opt),
+                sec.key(opt),
+                "applies only to a unix socket (socket = unix:///path)",
+            );
+        }
+        match socket.strip_prefix("tcp://").and_then(|hp| hp.rsplit_once(':')).filter(|(h, p)| {
+            !h.is_empty()
+                && !h.contains(|c: char| c == ':' || c.is_whitespace())
+                && !p.is_empty()
+                && p.bytes().all(|b| b.is_ascii_digit())
+        }) {
+            Some((host, port)) => match port.parse::<u16>() {
+                Ok(p) if p >= 1 => Address::Tcp(format!("{}:{p}", host.to_lowercase())),
+                _ => {
+                    report.error(
+                        sec.origin("socket"),
+                        sec.key("socket"),
+                        format!("port {port} is not between 1 and 65535"),
+                    );
+                    return None;
+                }
+            },
+            None => {
+                report.error(
+                    sec.origin("socket"),
+                    sec.key("socket"),
+                    format!("{socket:?} is not a socket: write tcp://host:port or unix:///absolute/path"),
+                );
+                return None;
+            }
+        }
+    };
+    if report.errors.len() > errors_before {
+        return None;
     }
-    PathBuf::from(p)
+    let unix = matches!(address, Address::Unix(_));
+    // A unix socket belongs to the program's user when that is not the daemon's, so the
+    // program can use it after dropping privileges.
+    let me = nix::unistd::getuid().as_raw();
+    let owner = owner_given.or_else(|| {
+        let uid = user_uid.filter(|u| unix && *u != me)?;
+        let gid = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
+            .ok()
+            .flatten()
+            .map(|u| u.gid.as_raw());
+        Some(Owner { uid, gid })
+    });
+    Some(FcgiSocket {
+        address,
+        backlog,
+        owner: if unix { owner } else { None },
+        mode: unix.then(|| mode_given.unwrap_or(0o700)),
+    })
 }
 
-fn resolve_daemon(
-    raw: &RawConfig,
-    env: &BTreeMap<String, String>,
-    host: &str,
-    report: &mut Report,
-) -> DaemonConfig {
-    let mut d = DaemonConfig {
-        listen: Vec::new(),
-        socket_mode: 0o700,
-        pidfile: None,
-        logfile: None,
-        loglevel: LogLevel::Info,
-        identifier: "minder".to_string(),
-        childlogdir: std::env::temp_dir(),
-        environment: BTreeMap::new(),
-    };
-    let Some(section) = raw.section(SectionKind::Daemon) else {
-        return d;
-    };
-    let mut sec = Section::new(section, raw.toml);
-    let vars = Vars::new()
-        .with_env(env)
-        .str("here", here_of(&section.origin, &raw.path))
-        .str("host_node_name", host.to_string());
-    d.listen = sec.take(report, "listen", &vars, Vec::new(), |r| {
-        values::string_list(r, None)?.iter().map(|a| a.parse::<Address>()).collect()
-    });
-    d.socket_mode = sec.take(report, "socket_mode", &vars, d.socket_mode, values::octal);
-    d.pidfile = sec.take(report, "pidfile", &vars, None, |r| path_text(r).map(Some));
-    d.logfile = sec.take(report, "logfile", &vars, None, |r| path_text(r).map(Some));
-    d.loglevel = sec.take(report, "loglevel", &vars, d.loglevel, |r| {
-        LogLevel::parse(&text(r)?).ok_or_else(|| format!("expected one of {}", LogLevel::NAMES))
-    });
-    d.identifier = sec.take(report, "identifier", &vars, d.identifier.clone(), text);
-    d.childlogdir = sec.take(report, "childlogdir", &vars, d.childlogdir.clone(), |r| {
-        let p = path_text(r)?;
-        if p.is_dir() {
-            Ok(p)
-        } else {
-            Err(format!("{} is not an existing directory", p.display()))
-        }
-    });
-    d.environment = sec.take(report, "environment", &vars, BTreeMap::new(), values::environment);
-    sec.finish(report);
-    d
+/// One value per output channel, read once per process.
+struct Channel {
+    logfile: LogTarget,
+    maxbytes: u64,
+    backups: u32,
+    syslog: bool,
 }
 
-/// Resolves one program section into its processes. Returns the program's priority too (the
-/// priority of its implicit group). `None` when the section is too broken to go on with.
-fn resolve_program(
-    section: &RawSection,
+/// Resolves one program-like section into its processes, with the section-level priority
+/// (its own group's priority). `None` when the section is too broken to go on with.
+fn resolve_program<'a>(
+    sec: &mut Section<'a>,
     group_name: &str,
-    raw: &RawConfig,
-    env_expansions: &BTreeMap<String, String>,
+    global: &Vars,
     daemon: &DaemonConfig,
-    host: &str,
     report: &mut Report,
 ) -> Option<(i32, Vec<ProcessConfig>)> {
     let errors_before = report.errors.len();
-    let mut sec = Section::new(section, raw.toml);
+    let section = sec.raw;
+    let shared = sec.shared;
+    let env = &shared.ctx.env;
     if let Err(e) = check_name(&section.name) {
-        report.error(section.origin.clone(), sec.key(""), e);
+        report.error(section.origin.clone(), sec.label(), e);
         return None;
     }
-    let here = here_of(&section.origin, &raw.path);
-    let vars = Vars::new()
-        .with_env(env_expansions)
-        .str("here", here)
-        .str("program_name", section.name.clone())
-        .str("group_name", group_name.to_string())
-        .str("host_node_name", host.to_string());
+    let vars = program_vars(global, &section.name, group_name, shared);
 
     let priority = sec.take(report, "priority", &vars, 999, priority);
     let autostart = sec.take(report, "autostart", &vars, true, values::boolean);
     let autorestart = sec.take(report, "autorestart", &vars, AutoRestart::Unexpected, values::autorestart);
     let startsecs = sec.take(report, "startsecs", &vars, Duration::from_secs(1), values::seconds);
-    let startretries = sec.take(report, "startretries", &vars, 3, |r| {
-        values::integer_in(r, 0, u32::MAX.into()).map(|n| n as u32)
-    });
-    let exitcodes = sec.take(report, "exitcodes", &vars, vec![0], values::exitcodes);
+    let startretries = sec.take(report, "startretries", &vars, 3, count);
     let stopsignal = sec.take(report, "stopsignal", &vars, Signal::SIGTERM, values::signal);
     let stopwaitsecs = sec.take(report, "stopwaitsecs", &vars, Duration::from_secs(10), values::seconds);
     let stopasgroup = sec.take(report, "stopasgroup", &vars, false, values::boolean);
     let killasgroup = sec.take(report, "killasgroup", &vars, stopasgroup, values::boolean);
-    if stopasgroup && !killasgroup {
-        report.error(
-            sec.origin("killasgroup"),
-            sec.key("killasgroup"),
-            "cannot be false when stopasgroup is true (a group that is stopped must also be killable as a group)",
-        );
-    }
+    let exitcodes = sec.take(report, "exitcodes", &vars, vec![0], values::exitcodes);
     let redirect_stderr = sec.take(report, "redirect_stderr", &vars, false, values::boolean);
-    let numprocs = sec.take(report, "numprocs", &vars, 1, |r| values::integer_in(r, 1, 100_000));
+    // supervisord makes no process for numprocs = 0 (a way to switch a program off).
+    let numprocs = sec.take(report, "numprocs", &vars, 1, |r| values::integer_in(r, 0, 100_000));
     let numprocs_start =
         sec.take(report, "numprocs_start", &vars, 0, |r| values::integer_in(r, 0, i64::from(i32::MAX)));
-    let umask = sec.take(report, "umask", &vars, None, |r| values::octal(r).map(Some));
+    let stdout_capture_maxbytes = sec.take(report, "stdout_capture_maxbytes", &vars, 0, values::byte_size);
+    let stdout_events_enabled = sec.take(report, "stdout_events_enabled", &vars, false, values::boolean);
+    let stderr_capture_maxbytes = sec.take(report, "stderr_capture_maxbytes", &vars, 0, values::byte_size);
+    let stderr_events_enabled = sec.take(report, "stderr_events_enabled", &vars, false, values::boolean);
+    let serverurl = sec.take(report, "serverurl", &vars, None, |r| {
+        let t = text(r)?;
+        Ok((!t.trim().eq_ignore_ascii_case("auto") && !t.is_empty()).then_some(t))
+    });
     let user = sec.take(report, "user", &vars, None, |r| {
         let name = text(r)?;
         lookup_user(&name)?;
         Ok(Some(name))
     });
+    let umask = sec.take(report, "umask", &vars, None, |r| values::octal(r).map(Some));
 
-    // Per-process options are expanded once per process, with process_num and numprocs.
-    let name_template = match sec.get("process_name") {
+    // Options expanded once per process are read raw here, as supervisord reads them.
+    let name_template = match sec.get(report, "process_name") {
         Some(v) => match text(&v.value) {
             Ok(t) => t,
             Err(e) => {
@@ -415,27 +1219,37 @@ fn resolve_program(
             sec.origin("process_name"),
             sec.key("process_name"),
             format!(
-                "must contain %(process_num) when numprocs is greater than 1 (numprocs = {numprocs}), e.g. process_name = \"%(program_name)s_%(process_num)02d\""
+                "must contain %(process_num) when numprocs is greater than 1 (numprocs = {numprocs}), e.g. process_name = %(program_name)s_%(process_num)02d"
             ),
         );
         return None;
     }
-    if sec.get("command").is_none() {
+    if stopasgroup && !killasgroup {
+        report.error(
+            sec.origin("killasgroup"),
+            sec.key("killasgroup"),
+            "cannot be false when stopasgroup is true (a group that is stopped must also be killable as a group)",
+        );
+    }
+    if sec.peek("command").is_none() {
         report.error(section.origin.clone(), sec.key("command"), "required: the command to run");
         return None;
     }
+    // supervisord expands the log file names twice (once as every option, once more per
+    // process), so a literal % there is %%%%.
+    let log_passes = if shared.toml() { 1 } else { 2 };
 
     let mut processes = Vec::new();
     for num in numprocs_start..numprocs_start + numprocs {
         let mut pvars = vars.clone();
         pvars.set("process_num", Var::Int(num)).set("numprocs", Var::Int(numprocs));
         let own_env = sec.take(report, "environment", &pvars, BTreeMap::new(), values::environment);
-        // Per-process options also see the program's own environment as ENV_X.
+        // The other per-process options also see the program's own environment as ENV_X.
         let pvars = pvars.with_env(&own_env);
         let mut environment = daemon.environment.clone();
         environment.extend(own_env);
 
-        let name = match expand::expand(&name_template, &pvars) {
+        let name = match expand::expand(&name_template, &sec.vars_for_opt("process_name", &pvars)) {
             Ok(n) => n,
             Err(e) => {
                 report.error(sec.origin("process_name"), sec.key("process_name"), e.to_string());
@@ -454,27 +1268,73 @@ fn resolve_program(
                 Vec::new()
             }
             None => {
+                // The usual cause in supervisord.conf: ` ;` inside quotes still starts a
+                // comment (supervisord would accept the file and fail at every start).
+                let why = if shared.toml() {
+                    String::new()
+                } else {
+                    "; note that in supervisord.conf a ';' or '#' after a blank starts a comment even inside quotes, so the line may have been cut there (put the command in a script, or drop the blank before the ';')".to_string()
+                };
                 report.error(
                     sec.origin("command"),
                     sec.key("command"),
-                    format!("cannot be split into words (is a quote not closed?): {command:?}"),
+                    format!("cannot be split into words (is a quote not closed?): {command:?}{why}"),
                 );
                 Vec::new()
             }
         };
-        let directory = sec.take(report, "directory", &pvars, None, |r| path_text(r).map(Some));
-        let stdout_logfile = sec.take(report, "stdout_logfile", &pvars, LogTarget::Auto, log_target);
-        let stderr_logfile = if redirect_stderr {
-            // Read (so it is not called unknown) but ignored, as in supervisord.
-            let _ = sec.get("stderr_logfile");
-            LogTarget::None
-        } else {
-            sec.take(report, "stderr_logfile", &pvars, LogTarget::Auto, log_target)
+        // Kept as written: supervisord chdirs to it as it is (no ~ expansion), when not empty.
+        let directory = sec.take(report, "directory", &pvars, None, |r| {
+            let t = text(r)?;
+            Ok((!t.is_empty()).then(|| PathBuf::from(t)))
+        });
+        let mut channel = |ch: &'static str, report: &mut Report| -> Channel {
+            let (lf, mb, bu, sy) = match ch {
+                "stdout" => {
+                    ("stdout_logfile", "stdout_logfile_maxbytes", "stdout_logfile_backups", "stdout_syslog")
+                }
+                _ => ("stderr_logfile", "stderr_logfile_maxbytes", "stderr_logfile_backups", "stderr_syslog"),
+            };
+            let logfile =
+                sec.take_n(report, lf, &pvars, log_passes, (LogTarget::Auto, false), |r| log_target(r, env));
+            let maxbytes = sec.take(report, mb, &pvars, 50 << 20, values::byte_size);
+            let backups = sec.take(report, bu, &pvars, 10, count);
+            let mut syslog = sec.take(report, sy, &pvars, false, values::boolean);
+            let (logfile, deprecated_syslog) = logfile;
+            if deprecated_syslog {
+                report.warn(
+                    sec.origin(lf),
+                    sec.key(lf),
+                    format!("{lf}=syslog is deprecated (as in supervisord); write {sy}=true instead"),
+                );
+                syslog = true;
+            }
+            if logfile == LogTarget::Auto && maxbytes == 0 {
+                report.warn(
+                    sec.origin(mb),
+                    sec.key(lf),
+                    format!("AUTO logging without rotation ({mb} = 0) can fill the disk; set {mb} above 0"),
+                );
+            }
+            Channel { logfile, maxbytes, backups, syslog }
         };
+        let stdout = channel("stdout", report);
+        let mut stderr = channel("stderr", report);
+        if redirect_stderr {
+            if matches!(stderr.logfile, LogTarget::File(_)) {
+                report.warn(
+                    sec.origin("stderr_logfile"),
+                    sec.key("stderr_logfile"),
+                    "ignored: redirect_stderr is true, so stderr goes to the stdout log",
+                );
+            }
+            stderr.logfile = LogTarget::None;
+        }
         processes.push(ProcessConfig {
             name,
             group: group_name.to_string(),
             program: section.name.clone(),
+            process_num: u32::try_from(num).unwrap_or_default(),
             command,
             argv,
             priority,
@@ -492,46 +1352,108 @@ fn resolve_program(
             umask,
             environment,
             redirect_stderr,
-            stdout_logfile,
-            stderr_logfile,
+            stdout_logfile: stdout.logfile,
+            stdout_logfile_maxbytes: stdout.maxbytes,
+            stdout_logfile_backups: stdout.backups,
+            stdout_capture_maxbytes,
+            stdout_events_enabled,
+            stdout_syslog: stdout.syslog,
+            stderr_logfile: stderr.logfile,
+            stderr_logfile_maxbytes: stderr.maxbytes,
+            stderr_logfile_backups: stderr.backups,
+            stderr_capture_maxbytes,
+            stderr_events_enabled,
+            stderr_syslog: stderr.syslog,
+            serverurl: serverurl.clone(),
         });
         if report.errors.len() > errors_before {
             // Every process would repeat the same errors; one set is enough.
             break;
         }
+        // Warnings too: one set per program, not one per process.
+        dedup_warnings(report);
     }
-    sec.finish(report);
+    // Options read only inside the loop must count as read even for numprocs = 0.
+    sec.ignore(&[
+        "environment",
+        "command",
+        "directory",
+        "stdout_logfile",
+        "stdout_logfile_maxbytes",
+        "stdout_logfile_backups",
+        "stdout_syslog",
+        "stderr_logfile",
+        "stderr_logfile_maxbytes",
+        "stderr_logfile_backups",
+        "stderr_syslog",
+    ]);
     (report.errors.len() == errors_before).then_some((priority, processes))
 }
 
-fn log_target(raw: &Raw) -> Parsed<LogTarget> {
-    let t = text(raw)?;
-    match t.trim().to_ascii_lowercase().as_str() {
-        "none" | "off" => Ok(LogTarget::None),
-        "auto" => Ok(LogTarget::Auto),
-        "syslog" => Err("syslog as a log target is not supported; use a file path, AUTO or NONE".into()),
-        _ => {
-            let p = expand_user(&t);
-            match p.parent() {
-                Some(dir) if !dir.as_os_str().is_empty() && !dir.is_dir() => Err(format!(
-                    "the directory {} does not exist (create it, or use AUTO or NONE)",
-                    dir.display()
-                )),
-                _ => Ok(LogTarget::File(p)),
-            }
+/// Drops repeated warnings (the same place, option and message).
+fn dedup_warnings(report: &mut Report) {
+    let mut seen = BTreeSet::new();
+    report.warnings.retain(|w| seen.insert((w.origin.to_string(), w.key.clone(), w.message.clone())));
+}
+
+impl<'a> Section<'a> {
+    /// `vars` plus `%(here)s` for an option read raw (such as process_name).
+    fn vars_for_opt(&self, opt: &str, vars: &Vars) -> Vars {
+        match self.peek(opt) {
+            Some(v) => self.vars_for(v, vars),
+            None => vars.clone().str("here", here_of(&self.raw.origin, &self.shared.raw.path)),
         }
     }
 }
 
-/// Finds a user by name or numeric uid.
-pub(super) fn lookup_user(name: &str) -> Parsed<nix::unistd::User> {
-    let found = match name.parse::<u32>() {
-        Ok(uid) => nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid)),
-        Err(_) => nix::unistd::User::from_name(name),
-    };
-    match found {
-        Ok(Some(u)) => Ok(u),
-        Ok(None) => Err(format!("no such user {name:?} on this system")),
-        Err(e) => Err(format!("cannot look up user {name:?}: {e}")),
+/// supervisord's `logfile_name`: NONE/off/empty discard, AUTO, a path whose directory exists;
+/// the deprecated `syslog` (second of the pair) means no file and stdout/stderr_syslog.
+fn log_target(raw: &Raw, env: &BTreeMap<String, String>) -> Parsed<(LogTarget, bool)> {
+    let t = text(raw)?;
+    match t.to_lowercase().as_str() {
+        "none" | "off" | "" => Ok((LogTarget::None, false)),
+        "auto" => Ok((LogTarget::Auto, false)),
+        "syslog" => Ok((LogTarget::None, true)),
+        _ => dirpath(raw, env).map(|p| (LogTarget::File(p), false)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spelling_hints() {
+        assert_eq!(spelling_hint("auto_start"), " (did you mean autostart?)");
+        assert_eq!(spelling_hint("autostrat"), " (did you mean autostart?)");
+        assert_eq!(spelling_hint("stopsignl"), " (check its spelling)");
+        assert_eq!(spelling_hint("comand"), " (check its spelling)");
+        assert_eq!(spelling_hint("commund"), " (did you mean command?)");
+    }
+
+    #[test]
+    fn inet_addresses_as_supervisord_reads_them() {
+        let a = |s: &str| inet_address(s).map(|a| a.to_string());
+        assert_eq!(a("127.0.0.1:9001").as_deref(), Ok("tcp://127.0.0.1:9001"));
+        assert_eq!(a(":9001").as_deref(), Ok("tcp://0.0.0.0:9001"));
+        assert_eq!(a("*:9001").as_deref(), Ok("tcp://0.0.0.0:9001"));
+        assert_eq!(a("9001").as_deref(), Ok("tcp://0.0.0.0:9001"));
+        assert_eq!(a("LocalHost:9001").as_deref(), Ok("tcp://localhost:9001"));
+        assert!(a("host:").is_err());
+        assert!(a("host:0").is_err());
+        assert!(a("host:65536").is_err());
+    }
+
+    #[test]
+    fn server_urls() {
+        let ctx = Context { env: BTreeMap::new(), host_node_name: "h".into(), cwd: PathBuf::from("/srv") };
+        let u = |s: &str| server_url(s, &ctx).map(|a| a.to_string());
+        assert_eq!(u("unix:///run/s.sock").as_deref(), Ok("unix:///run/s.sock"));
+        assert_eq!(u("unix://s.sock").as_deref(), Ok("unix:///srv/s.sock"));
+        assert_eq!(u("http://localhost:9001").as_deref(), Ok("tcp://localhost:9001"));
+        assert_eq!(u("http://localhost:9001/RPC2").as_deref(), Ok("tcp://localhost:9001"));
+        assert_eq!(u("http://example").as_deref(), Ok("tcp://example:80"));
+        assert!(u("https://example:443").is_err());
+        assert!(u("localhost:9001").is_err());
     }
 }

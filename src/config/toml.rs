@@ -15,6 +15,7 @@ use toml_edit::ImDocument;
 use super::diag::{line_of, ConfigErrors, Diagnostic, Origin};
 use super::expand::{self, Vars};
 use super::raw::{Raw, RawConfig, RawSection, RawValue, SectionKind};
+use super::Context;
 
 /// The prefix of environment variables that override the files:
 /// `MINDER_DAEMON__LOGLEVEL=debug`, `MINDER_PROGRAM__WEB__AUTOSTART=false`.
@@ -56,11 +57,28 @@ impl Sources {
     }
 }
 
-pub(super) fn read(main: &Path, env: &BTreeMap<String, String>) -> Result<RawConfig, ConfigErrors> {
+/// The singleton tables (`[daemon]`) and the tables of named tables (`[program.NAME]`) of
+/// the native format, with the section each one is.
+const SINGLETONS: &[(&str, SectionKind)] = &[
+    ("daemon", SectionKind::Daemon),
+    ("ctl", SectionKind::Ctl),
+    ("unix_http_server", SectionKind::UnixServer),
+    ("inet_http_server", SectionKind::InetServer),
+];
+const NAMED: &[(&str, SectionKind)] = &[
+    ("program", SectionKind::Program),
+    ("group", SectionKind::Group),
+    ("eventlistener", SectionKind::EventListener),
+    ("fcgi-program", SectionKind::FcgiProgram),
+    ("rpcinterface", SectionKind::RpcInterface),
+];
+
+pub(super) fn read(main: &Path, ctx: &Context) -> Result<RawConfig, ConfigErrors> {
+    let env = &ctx.env;
     let mut sources = Sources { docs: HashMap::new() };
     sources.parse(main).map_err(ConfigErrors::one)?;
     let mut warnings = Vec::new();
-    let includes = include_files(main, &sources, env, &mut warnings)?;
+    let includes = include_files(main, &sources, env, &ctx.host_node_name, &mut warnings)?;
     let mut errors = Vec::new();
     for inc in &includes {
         if let Err(e) = sources.parse(inc) {
@@ -83,7 +101,7 @@ pub(super) fn read(main: &Path, env: &BTreeMap<String, String>) -> Result<RawCon
     }
     let env_provider = Env::prefixed(ENV_PREFIX)
         .split("__")
-        .filter(|k| ["daemon.", "program.", "group."].iter().any(|p| k.starts_with(p)));
+        .filter(|k| SINGLETONS.iter().chain(NAMED).any(|(table, _)| k.starts_with(&format!("{table}."))));
     let figment = figment.merge(env_provider);
     let mut data = figment
         .data()
@@ -93,49 +111,51 @@ pub(super) fn read(main: &Path, env: &BTreeMap<String, String>) -> Result<RawCon
     let mut sections = Vec::new();
     for (key, value) in &root {
         let origin = sources.origin(&figment, value, &[key]);
-        match key.as_str() {
-            "include" => {}
-            "daemon" => match value {
+        if key == "include" {
+            continue;
+        }
+        if let Some((_, kind)) = SINGLETONS.iter().find(|(t, _)| t == key) {
+            match value {
                 Value::Dict(_, dict) => {
-                    sections.push(section(&sources, &figment, SectionKind::Daemon, "", dict, origin, &[key]));
+                    sections.push(section(&sources, &figment, *kind, "", dict, origin, &[key]))
                 }
-                _ => errors.push(Diagnostic::new(origin, key.clone(), "must be a table: [daemon]")),
-            },
-            "program" | "group" => {
-                let kind = if key == "program" { SectionKind::Program } else { SectionKind::Group };
-                let Value::Dict(_, dict) = value else {
-                    errors.push(Diagnostic::new(
-                        origin,
-                        key.clone(),
-                        format!("must be a table of tables: [{key}.NAME]"),
-                    ));
-                    continue;
-                };
-                for (name, body) in dict {
-                    let origin = sources.origin(&figment, body, &[key, name]);
-                    match body {
-                        Value::Dict(_, opts) => {
-                            sections.push(section(&sources, &figment, kind, name, opts, origin, &[key, name]))
-                        }
-                        _ => errors.push(Diagnostic::new(
-                            origin,
-                            format!("{key}.{name}"),
-                            format!("must be a table: [{key}.{name}]"),
-                        )),
+                _ => errors.push(Diagnostic::new(origin, key.clone(), format!("must be a table: [{key}]"))),
+            }
+        } else if let Some((_, kind)) = NAMED.iter().find(|(t, _)| t == key) {
+            let Value::Dict(_, dict) = value else {
+                errors.push(Diagnostic::new(
+                    origin,
+                    key.clone(),
+                    format!("must be a table of tables: [{key}.NAME]"),
+                ));
+                continue;
+            };
+            for (name, body) in dict {
+                let origin = sources.origin(&figment, body, &[key, name]);
+                match body {
+                    Value::Dict(_, opts) => {
+                        sections.push(section(&sources, &figment, *kind, name, opts, origin, &[key, name]))
                     }
+                    _ => errors.push(Diagnostic::new(
+                        origin,
+                        format!("{key}.{name}"),
+                        format!("must be a table: [{key}.{name}]"),
+                    )),
                 }
             }
-            other => warnings.push(Diagnostic::new(
+        } else {
+            let known: Vec<&str> = SINGLETONS.iter().chain(NAMED).map(|(t, _)| *t).collect();
+            warnings.push(Diagnostic::new(
                 origin,
-                other.to_string(),
-                "unknown section, ignored (known: daemon, program, group, include)",
-            )),
+                key.clone(),
+                format!("unknown section, ignored (known: {}, include)", known.join(", ")),
+            ));
         }
     }
     if !errors.is_empty() {
         return Err(ConfigErrors { errors });
     }
-    Ok(RawConfig { path: main.to_path_buf(), toml: true, sections, warnings })
+    Ok(RawConfig { path: main.to_path_buf(), toml: true, sections, defaults: BTreeMap::new(), warnings })
 }
 
 fn section(
@@ -188,6 +208,7 @@ fn include_files(
     main: &Path,
     sources: &Sources,
     env: &BTreeMap<String, String>,
+    host: &str,
     warnings: &mut Vec<Diagnostic>,
 ) -> Result<Vec<PathBuf>, ConfigErrors> {
     let doc = &sources.docs[main];
@@ -223,8 +244,10 @@ fn include_files(
         }
     };
     let dir = main.parent().unwrap_or(Path::new("/"));
-    let host = nix::unistd::gethostname().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default();
-    let vars = Vars::new().with_env(env).str("here", dir.display().to_string()).str("host_node_name", host);
+    let vars = Vars::new()
+        .with_env(env)
+        .str("here", dir.display().to_string())
+        .str("host_node_name", host.to_string());
     let mut out: Vec<PathBuf> = Vec::new();
     for pattern in patterns {
         let pattern = expand::expand(&pattern, &vars).map_err(|e| {

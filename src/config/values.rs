@@ -3,6 +3,8 @@
 //! is allowed; the caller adds the file, line and option.
 
 use std::collections::BTreeMap;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::raw::Raw;
@@ -129,6 +131,8 @@ pub fn exitcodes(raw: &Raw) -> Parsed<Vec<i32>> {
     let items: Vec<Raw> = match raw {
         Raw::List(items) => items.clone(),
         Raw::Int(_) => vec![raw.clone()],
+        // supervisord's list_of_ints: an empty value is an empty list (no exit is expected).
+        Raw::Str(s) if s.is_empty() => Vec::new(),
         Raw::Str(s) => s.split(',').map(|x| Raw::Str(x.trim().to_string())).collect(),
         _ => return Err(bad()),
     };
@@ -188,6 +192,76 @@ pub fn string_list(raw: &Raw, sep: Option<char>) -> Parsed<Vec<String>> {
         }),
         _ => Err(format!("expected a list of strings, got {}", got(raw))),
     }
+}
+
+/// supervisord's `list_of_strings`: a comma list with each item stripped, empty items kept
+/// (so `programs = a,` names a program "" and is refused, as in supervisord); an empty value
+/// is an empty list. A TOML list is taken as it is.
+pub fn comma_list(raw: &Raw) -> Parsed<Vec<String>> {
+    match raw {
+        Raw::Str(s) if s.is_empty() => Ok(Vec::new()),
+        Raw::Str(s) => Ok(s.split(',').map(|x| x.trim().to_string()).collect()),
+        other => string_list(other, Some(',')),
+    }
+}
+
+/// Python's `os.path.normpath` on a POSIX path: collapses `//`, `.` and `a/..` lexically,
+/// without looking at the file system (supervisord's `normalize_path` uses it).
+pub fn normpath(path: &Path) -> PathBuf {
+    let bytes = path.as_os_str().as_bytes();
+    if bytes.is_empty() {
+        return PathBuf::from(".");
+    }
+    // POSIX lets an implementation give "//" a meaning of its own; Python keeps exactly two.
+    let lead: &[u8] = if bytes.starts_with(b"//") && !bytes.starts_with(b"///") {
+        b"//"
+    } else if bytes.starts_with(b"/") {
+        b"/"
+    } else {
+        b""
+    };
+    let mut parts: Vec<&[u8]> = Vec::new();
+    for part in bytes.split(|&b| b == b'/') {
+        match part {
+            b"" | b"." => {}
+            b".." if parts.last().is_some_and(|p| *p != b"..") => {
+                parts.pop();
+            }
+            b".." if !lead.is_empty() => {}
+            other => parts.push(other),
+        }
+    }
+    let mut out = lead.to_vec();
+    out.extend(parts.join(&b'/'));
+    if out.is_empty() {
+        out.push(b'.');
+    }
+    PathBuf::from(std::ffi::OsString::from_vec(out))
+}
+
+/// Python's `os.path.expanduser`: `~` and `~/x` from HOME in `env` (else the current user's
+/// home), `~name/x` from the password database; anything else unchanged.
+pub fn expand_user(p: &str, env: &BTreeMap<String, String>) -> PathBuf {
+    let Some(rest) = p.strip_prefix('~') else {
+        return PathBuf::from(p);
+    };
+    let (user, tail) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, ""),
+    };
+    let home = if user.is_empty() {
+        env.get("HOME")
+            .map(PathBuf::from)
+            .or_else(|| nix::unistd::User::from_uid(nix::unistd::getuid()).ok().flatten().map(|u| u.dir))
+    } else {
+        nix::unistd::User::from_name(user).ok().flatten().map(|u| u.dir)
+    };
+    let Some(home) = home else {
+        return PathBuf::from(p);
+    };
+    // Python strips the home's trailing slash, and gives "/" if nothing is left.
+    let joined = format!("{}{tail}", home.to_string_lossy().trim_end_matches('/'));
+    PathBuf::from(if joined.is_empty() { "/".to_string() } else { joined })
 }
 
 /// Environment variables: a TOML table, or supervisord's `KEY="value",KEY2=value2`.
@@ -338,6 +412,40 @@ mod tests {
         assert_eq!(exitcodes(&Raw::List(vec![Raw::Int(0), Raw::Int(3)])), Ok(vec![0, 3]));
         assert!(exitcodes(&s("0,256")).is_err());
         assert!(exitcodes(&s("a")).is_err());
+    }
+
+    #[test]
+    fn python_normpath() {
+        // Each expected value is Python's posixpath.normpath of the input.
+        for (input, want) in [
+            ("/a/b/../c", "/a/c"),
+            ("/a/./b//c/", "/a/b/c"),
+            ("a/../../b", "../b"),
+            ("/../a", "/a"),
+            ("//a/b", "//a/b"),
+            ("///a", "/a"),
+            ("", "."),
+            ("a/..", "."),
+        ] {
+            assert_eq!(normpath(Path::new(input)), PathBuf::from(want), "{input}");
+        }
+    }
+
+    #[test]
+    fn user_expansion() {
+        let env: BTreeMap<String, String> = [("HOME".to_string(), "/home/x/".to_string())].into();
+        assert_eq!(expand_user("~/log", &env), PathBuf::from("/home/x/log"));
+        assert_eq!(expand_user("~", &env), PathBuf::from("/home/x"));
+        assert_eq!(expand_user("/a/~", &env), PathBuf::from("/a/~"));
+        assert_eq!(expand_user("~root/x", &env), PathBuf::from("/root/x"));
+        assert_eq!(expand_user("~no-such-user-here/x", &env), PathBuf::from("~no-such-user-here/x"));
+    }
+
+    #[test]
+    fn comma_lists_keep_empty_items() {
+        assert_eq!(comma_list(&s("a, b,")), Ok(vec!["a".into(), "b".into(), String::new()]));
+        assert_eq!(comma_list(&s("")), Ok(vec![]));
+        assert_eq!(exitcodes(&s("")), Ok(vec![]));
     }
 
     #[test]
