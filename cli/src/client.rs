@@ -39,6 +39,10 @@ pub fn resolve(server: Option<&str>, config_path: Option<&Path>) -> Result<Addre
     };
     if let Some(path) = path {
         let cfg = config::load(&path).map_err(|e| ConnectError::Config(e.to_string()))?;
+        // A supervisord.conf's [supervisorctl] serverurl says where, as it does for supervisorctl.
+        if let Some(client) = &cfg.client {
+            return Ok(client.serverurl.clone());
+        }
         let listen = &cfg.daemon.listen;
         if let Some(a) = listen.iter().find(|a| matches!(a, Address::Unix(_))).or(listen.first()) {
             return Ok(a.clone());

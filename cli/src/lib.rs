@@ -3,6 +3,7 @@
 //! Each command is one or a few RPCs. Output is a table (status), supervisorctl's own lines
 //! (start, stop, …), or JSON with `--json`; exit codes are supervisorctl's.
 
+mod changes;
 pub mod client;
 mod output;
 mod streams;
@@ -157,6 +158,39 @@ pub enum Command {
         #[arg(long)]
         snapshot: bool,
     },
+    /// Read the configuration file again and show what differs from what runs (nothing
+    /// starts or stops).
+    Reread,
+    /// Read the configuration and apply it: add new processes, remove old ones, and restart
+    /// only the processes whose settings changed.
+    Update {
+        /// Show what would be done, and do nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Groups to update (all of them with none, or "all").
+        groups: Vec<String>,
+    },
+    /// Add groups that are in the configuration last read but not running.
+    Add {
+        #[arg(required = true)]
+        groups: Vec<String>,
+    },
+    /// Remove groups whose processes are all stopped.
+    Remove {
+        #[arg(required = true)]
+        groups: Vec<String>,
+    },
+    /// List the configured processes and whether each is in use.
+    Avail,
+    /// Read the configuration and apply all of it, as update does.
+    Reload {
+        /// Stop everything and start it afresh, as supervisord's reload does.
+        #[arg(long)]
+        restart_all: bool,
+    },
+    /// Work with configuration files (no daemon needed).
+    #[command(subcommand)]
+    Config(ConfigCommand),
     /// Stop every process and minderd itself.
     Shutdown,
     /// Print minderd's version.
@@ -177,6 +211,15 @@ fn supervisorctl_spellings(args: impl Iterator<Item = std::ffi::OsString>) -> Ve
         a
     })
     .collect()
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Print the native TOML equivalent of a configuration (a supervisord.conf, say).
+    Convert {
+        /// The configuration to convert.
+        file: PathBuf,
+    },
 }
 
 /// Parses the command line and runs it.
@@ -205,6 +248,9 @@ pub async fn run(cli: Cli) -> u8 {
             _ => exit::GENERIC,
         }
     };
+    if let Command::Config(ConfigCommand::Convert { file }) = &cli.command {
+        return changes::convert(file);
+    }
     let is_status = matches!(cli.command, Command::Status { .. });
     let address = match client::resolve(server.as_deref(), cli.config.as_deref()) {
         Ok(a) => a,
@@ -245,6 +291,13 @@ pub async fn run(cli: Cli) -> u8 {
         }
         Command::Fg { name } => streams::fg(&mut client, name).await,
         Command::Events { snapshot } => streams::events(&mut client, snapshot, json).await,
+        Command::Reread => changes::reread(&mut client, json).await,
+        Command::Update { dry_run, groups } => changes::update(&mut client, groups, dry_run, json).await,
+        Command::Add { groups } => changes::add_remove(&mut client, groups, true, json).await,
+        Command::Remove { groups } => changes::add_remove(&mut client, groups, false, json).await,
+        Command::Avail => changes::avail(&mut client, json).await,
+        Command::Reload { restart_all } => changes::reload(&mut client, restart_all, json).await,
+        Command::Config(_) => unreachable!("handled before connecting"),
         Command::Shutdown => match client.shutdown(pb::ShutdownRequest {}).await {
             Ok(_) => {
                 output::line(json, "Shut down", serde_json::json!({"result": "shutting down"}));

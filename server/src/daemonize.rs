@@ -34,7 +34,7 @@ impl Readiness {
 
 /// Forks into the background. Returns in the daemon only; the original process waits for the
 /// daemon's report and exits with it. Must be called before any thread is started.
-pub fn daemonize() -> std::io::Result<Readiness> {
+pub fn daemonize(directory: Option<&std::path::Path>) -> std::io::Result<Readiness> {
     let (r, w) = nix::unistd::pipe().map_err(std::io::Error::from)?;
     // SAFETY: called before the runtime starts any thread, so the child is a full copy.
     match unsafe { nix::unistd::fork() }.map_err(std::io::Error::from)? {
@@ -64,6 +64,9 @@ pub fn daemonize() -> std::io::Result<Readiness> {
             {
                 // SAFETY: _exit skips destructors, which belong to the daemon now.
                 unsafe { libc::_exit(0) };
+            }
+            if let Some(dir) = directory {
+                std::env::set_current_dir(dir)?;
             }
             let null = std::fs::OpenOptions::new().read(true).write(true).open("/dev/null")?;
             nix::unistd::dup2_stdin(&null).map_err(std::io::Error::from)?;

@@ -22,6 +22,7 @@ pub mod plan;
 pub mod process;
 pub mod reaper;
 pub mod rpc;
+pub mod setup;
 pub mod spawn;
 pub mod supervisor;
 pub mod update;
@@ -93,7 +94,15 @@ pub async fn run(
                 sup.reopen_logs();
             }
             _ = hup.recv() => {
-                tracing::warn!("received SIGHUP: re-reading the configuration is not available yet; ignored");
+                tracing::warn!("received SIGHUP indicating restart request");
+                // Applied in the background so signals and requests keep being answered.
+                let sup = Arc::clone(&sup);
+                tokio::spawn(async move {
+                    match sup.reload(false).await {
+                        Ok(done) => tracing::info!("configuration reloaded: {} process(es) added, changed or removed", done.len()),
+                        Err(e) => tracing::error!("reload refused, nothing changed: {e}"),
+                    }
+                });
             }
         }
     }

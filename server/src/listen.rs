@@ -141,3 +141,42 @@ fn bind_unix(path: &Path, mode: u32) -> Result<Listener, UnixBind> {
         socket: SocketFile { path: path.to_path_buf(), dev_ino: (meta.dev(), meta.ino()) },
     })
 }
+
+/// Binds a FastCGI program's socket ([fcgi-program:x] socket=): a TCP address, or a unix
+/// socket given its mode and owner. Every process of the program gets it as its stdin.
+pub fn bind_fcgi(sock: &minder::config::FcgiSocket) -> Result<std::os::fd::OwnedFd, String> {
+    use std::os::fd::OwnedFd;
+    let what = |e: &dyn std::fmt::Display| format!("could not create FastCGI socket {}: {e}", sock.address);
+    let fd: OwnedFd = match &sock.address {
+        Address::Tcp(hostport) => {
+            std::net::TcpListener::bind(hostport.as_str()).map_err(|e| what(&e))?.into()
+        }
+        Address::Unix(path) => {
+            match std::fs::symlink_metadata(path) {
+                Ok(m) if m.file_type().is_socket() => std::fs::remove_file(path).map_err(|e| what(&e))?,
+                Ok(_) => return Err(what(&"the path exists and is not a socket")),
+                Err(_) => {}
+            }
+            let l = std::os::unix::net::UnixListener::bind(path).map_err(|e| what(&e))?;
+            if let Some(mode) = sock.mode {
+                std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+                    .map_err(|e| what(&e))?;
+            }
+            if let Some(owner) = &sock.owner {
+                nix::unistd::chown(
+                    path,
+                    Some(nix::unistd::Uid::from_raw(owner.uid)),
+                    owner.gid.map(nix::unistd::Gid::from_raw),
+                )
+                .map_err(|e| what(&e))?;
+            }
+            l.into()
+        }
+    };
+    if let Some(backlog) = sock.backlog {
+        let backlog =
+            nix::sys::socket::Backlog::new(backlog.min(i32::MAX as u32) as i32).map_err(|e| what(&e))?;
+        nix::sys::socket::listen(&fd, backlog).map_err(|e| what(&e))?;
+    }
+    Ok(fd)
+}

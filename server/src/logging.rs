@@ -95,6 +95,8 @@ pub struct LogTarget {
     pub level: LogLevel,
     /// `None` for standard output.
     pub file: Option<LogSpec>,
+    /// With a file, copy every line to standard output too (supervisord in the foreground).
+    pub echo: bool,
 }
 
 /// Sends the daemon's log to its file (through a log channel, which rotates it and lets
@@ -107,7 +109,13 @@ pub fn init(target: LogTarget) -> std::io::Result<Option<Arc<LogChannel>>> {
             // Fail now, with the reason, rather than at the first line.
             std::fs::OpenOptions::new().create(true).append(true).open(&spec.path)?;
             let channel = LogChannel::new(spec);
-            registry.with(layer.with_writer(ChannelWriter(Arc::clone(&channel)))).init();
+            let echo = target.echo.then(|| {
+                tracing_subscriber::fmt::layer()
+                    .event_format(SupervisordFormat)
+                    .with_ansi(false)
+                    .with_writer(std::io::stdout)
+            });
+            registry.with(layer.with_writer(ChannelWriter(Arc::clone(&channel)))).with(echo).init();
             Ok(Some(channel))
         }
         None => {

@@ -34,6 +34,8 @@ pub struct LogSpec {
     pub backups: u32,
     /// Prefix every line with the time it was captured (minder's extension, supervisor #553).
     pub timestamps: bool,
+    /// Remove ANSI escape sequences first (`[supervisord] strip_ansi`).
+    pub strip_ansi: bool,
 }
 
 /// A stretch of the logical stream that is in one file.
@@ -69,6 +71,8 @@ struct State {
     next_id: u64,
     /// For timestamps: the next byte starts a line.
     at_line_start: bool,
+    /// For strip_ansi: inside an escape sequence (it may span writes).
+    in_escape: Escape,
     /// A write failed and was reported; the next failure is not reported again.
     failing: bool,
     /// Errors to report once the lock is released: the daemon's own log is a channel too, and
@@ -171,6 +175,7 @@ impl LogChannel {
             size,
             next_id,
             at_line_start: true,
+            in_escape: Escape::No,
             failing: false,
             pending: Vec::new(),
         };
@@ -179,6 +184,10 @@ impl LogChannel {
 
     pub fn path(&self) -> &Path {
         &self.spec.path
+    }
+
+    pub fn spec(&self) -> &LogSpec {
+        &self.spec
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -196,6 +205,13 @@ impl LogChannel {
     /// until a write succeeds again; what could not be written is lost, never blocks the child.
     pub fn write(&self, data: &[u8]) {
         let mut st = self.lock();
+        let stripped;
+        let data = if self.spec.strip_ansi {
+            stripped = strip_ansi(data, &mut st.in_escape);
+            &stripped[..]
+        } else {
+            data
+        };
         let stamped;
         let data = if self.spec.timestamps {
             stamped = stamp(data, &mut st.at_line_start);
@@ -592,6 +608,41 @@ pub struct Chunk {
     pub skipped: u64,
 }
 
+/// Where strip_ansi is in an escape sequence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Escape {
+    No,
+    /// Just after ESC.
+    Esc,
+    /// After `ESC [`, until a terminator.
+    Csi,
+}
+
+/// Removes ANSI escape sequences as supervisord's `strip_escapes` does: from `ESC [` up to and
+/// including the first of `HfABCDRsuJKhlpm`. The state carries sequences across writes.
+fn strip_ansi(data: &[u8], state: &mut Escape) -> Vec<u8> {
+    const TERMINATORS: &[u8] = b"HfABCDRsuJKhlpm";
+    let mut out = Vec::with_capacity(data.len());
+    for &b in data {
+        *state = match (*state, b) {
+            (Escape::No, 0x1b) => Escape::Esc,
+            (Escape::No, b) => {
+                out.push(b);
+                Escape::No
+            }
+            (Escape::Esc, b'[') => Escape::Csi,
+            (Escape::Esc, b) => {
+                // Not a CSI sequence: keep the ESC and this byte, as supervisord does.
+                out.extend_from_slice(&[0x1b, b]);
+                Escape::No
+            }
+            (Escape::Csi, b) if TERMINATORS.contains(&b) => Escape::No,
+            (Escape::Csi, _) => Escape::Csi,
+        };
+    }
+    out
+}
+
 /// Prefixes each line of `data` with the current time, `YYYY-MM-DD HH:MM:SS,mmm `, tracking
 /// across calls whether the next byte starts a line.
 fn stamp(data: &[u8], at_line_start: &mut bool) -> Vec<u8> {
@@ -612,7 +663,15 @@ mod tests {
     use super::*;
 
     fn spec(dir: &Path, maxbytes: u64, backups: u32) -> LogSpec {
-        LogSpec { path: dir.join("out.log"), maxbytes, backups, timestamps: false }
+        LogSpec { path: dir.join("out.log"), maxbytes, backups, timestamps: false, strip_ansi: false }
+    }
+
+    #[test]
+    fn ansi_sequences_are_stripped_across_writes() {
+        let mut st = Escape::No;
+        let mut out = strip_ansi(b"\x1b[1;31mred\x1b[", &mut st);
+        out.extend(strip_ansi(b"0m plain \x1bx", &mut st));
+        assert_eq!(out, b"red plain \x1bx");
     }
 
     fn read(p: PathBuf) -> String {

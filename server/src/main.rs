@@ -1,53 +1,122 @@
-//! `minderd`: reads the configuration, binds the listeners, and runs the daemon.
+//! `minderd`: reads the configuration, applies the daemon's settings, binds the listeners, and
+//! runs the daemon.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::Parser;
 use minder::address::Address;
-use minder::config::{self, LogLevel};
+use minder::config::{self, Config, LogLevel};
 use minderd::daemonize::{self, Readiness};
-use minderd::{listen, logging, spawn};
+use minderd::{listen, logging, setup, spawn};
 
 /// minderd supervises programs as supervisord does, and serves the minder.v1 gRPC API on a
-/// unix socket (by default) or TCP. Control it with `minder`.
+/// unix socket (by default) or TCP. Control it with `minder`. It reads its own TOML
+/// configuration or a supervisord.conf, unmodified; supervisord's options work here too.
 #[derive(Debug, Parser)]
 #[command(name = "minderd", version, max_term_width = 100)]
 struct Args {
-    /// The configuration file. Without it, minderd looks for ./minder.toml,
-    /// ~/.config/minder/minder.toml, then /etc/minder/minder.toml.
+    /// The configuration file (TOML, or supervisord's INI). Without it, minderd looks for
+    /// ./minder.toml, ~/.config/minder/minder.toml, /etc/minder/minder.toml, then
+    /// supervisord's search path.
     #[arg(short = 'c', long = "configuration", value_name = "FILE")]
     config: Option<PathBuf>,
+
+    /// Check the configuration and print it, every option resolved, then exit: 0 when it is
+    /// valid, 2 with every error listed when it is not. Nothing is started.
+    #[arg(long)]
+    check_config: bool,
+
+    /// With --check-config, print JSON.
+    #[arg(long, requires = "check_config")]
+    json: bool,
 
     /// Serve on this address instead of the configured ones: unix:///path or
     /// tcp://host:port. May be given more than once.
     #[arg(long, value_name = "ADDRESS")]
     listen: Vec<Address>,
 
-    /// Fork into the background once listening, and write the pidfile.
+    /// Fork into the background once listening (supervisord's default, nodaemon=false).
     #[arg(long, conflicts_with = "nodaemon")]
     daemonize: bool,
 
-    /// Stay in the foreground (the default; accepted for supervisord's -n).
+    /// Stay in the foreground (a TOML configuration's default).
     #[arg(short = 'n', long)]
     nodaemon: bool,
 
-    /// Write the daemon's pid to this file.
-    #[arg(short = 'j', long, value_name = "FILE")]
-    pidfile: Option<PathBuf>,
+    /// In the foreground, do not copy the log to standard output.
+    #[arg(short = 's', long)]
+    silent: bool,
+
+    /// Run as this user once listening (name or uid; minderd must start as root).
+    #[arg(short = 'u', long, value_name = "USER")]
+    user: Option<String>,
+
+    /// The daemon's umask, in octal (default 022).
+    #[arg(short = 'm', long, value_name = "UMASK", value_parser = parse_octal)]
+    umask: Option<u32>,
+
+    /// chdir here when going into the background.
+    #[arg(short = 'd', long, value_name = "DIR")]
+    directory: Option<PathBuf>,
 
     /// Write the daemon's log to this file instead of standard output.
     #[arg(short = 'l', long, value_name = "FILE")]
     logfile: Option<PathBuf>,
 
+    /// Rotate the daemon's log at this size (50MB, 1GB, 0 never).
+    #[arg(short = 'y', long = "logfile_maxbytes", value_name = "BYTES", value_parser = parse_size)]
+    logfile_maxbytes: Option<u64>,
+
+    /// How many rotated daemon logs to keep.
+    #[arg(short = 'z', long = "logfile_backups", value_name = "NUM")]
+    logfile_backups: Option<u32>,
+
     /// The daemon's log level: critical, error, warn, info, debug, trace or blather.
     #[arg(short = 'e', long, value_name = "LEVEL", value_parser = parse_level)]
     loglevel: Option<LogLevel>,
+
+    /// Write the daemon's pid to this file.
+    #[arg(short = 'j', long, value_name = "FILE")]
+    pidfile: Option<PathBuf>,
+
+    /// The daemon's identifier (in AUTO log names and DaemonInfo).
+    #[arg(short = 'i', long, value_name = "STR")]
+    identifier: Option<String>,
+
+    /// Where AUTO child logs go.
+    #[arg(short = 'q', long, value_name = "DIR")]
+    childlogdir: Option<PathBuf>,
+
+    /// Keep the AUTO child logs of earlier runs.
+    #[arg(short = 'k', long)]
+    nocleanup: bool,
+
+    /// The least number of open files the daemon needs (the limit is raised, or it exits).
+    #[arg(short = 'a', long, value_name = "NUM")]
+    minfds: Option<u64>,
+
+    /// Strip ANSI escape sequences from child logs.
+    #[arg(short = 't', long = "strip_ansi")]
+    strip_ansi: bool,
 }
 
 fn parse_level(s: &str) -> Result<LogLevel, String> {
     LogLevel::parse(s).ok_or_else(|| format!("expected one of {}", LogLevel::NAMES))
 }
+
+fn parse_octal(s: &str) -> Result<u32, String> {
+    config::values::octal(&config::raw::Raw::Str(s.to_string()))
+}
+
+fn parse_size(s: &str) -> Result<u64, String> {
+    config::values::byte_size(&config::raw::Raw::Str(s.to_string()))
+}
+
+/// Exit codes: 0 after a clean shutdown, 1 when start-up fails, 2 for a bad configuration
+/// (as supervisord's usage errors).
+const START_FAILED: u8 = 1;
+const BAD_CONFIG: u8 = 2;
 
 fn main() -> ExitCode {
     let args = Args::parse();
@@ -58,91 +127,93 @@ fn main() -> ExitCode {
             "minderd: no configuration file; give one with -c FILE (looked for {})",
             searched.join(", ")
         );
-        return ExitCode::from(2);
+        return ExitCode::from(BAD_CONFIG);
     };
     let mut config = match config::load(&path) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("minderd: {e}");
-            return ExitCode::from(2);
+            return ExitCode::from(BAD_CONFIG);
         }
     };
-    if !args.listen.is_empty() {
-        config.daemon.listen = args.listen.clone();
+    apply_args(&args, &mut config);
+    if args.check_config {
+        return check_config(&config, args.json);
     }
-    if let Some(level) = args.loglevel {
-        config.daemon.loglevel = level;
+    for w in &config.warnings {
+        eprintln!("minderd: warning: {w}");
     }
-    if args.logfile.is_some() {
-        config.daemon.logfile = args.logfile.clone();
+    if let Err(e) = setup::before_start(&config.daemon) {
+        eprintln!("minderd: {e}");
+        return ExitCode::from(START_FAILED);
     }
-    if args.pidfile.is_some() {
-        config.daemon.pidfile = args.pidfile.clone();
-    }
-    let readiness = if args.daemonize {
+    let background = args.daemonize || (!config.daemon.nodaemon && !args.nodaemon);
+    let readiness = if background {
         let state_dir =
             minder::address::default_socket().parent().map(PathBuf::from).unwrap_or_else(std::env::temp_dir);
         // In the background there is no terminal to log to, and the pid must be findable.
         config.daemon.logfile.get_or_insert_with(|| state_dir.join("minderd.log"));
         config.daemon.pidfile.get_or_insert_with(|| state_dir.join("minderd.pid"));
-        match daemonize::daemonize() {
+        match daemonize::daemonize(config.daemon.directory.as_deref()) {
             Ok(r) => r,
             Err(e) => {
                 eprintln!("minderd: cannot go into the background: {e}");
-                return ExitCode::from(1);
+                return ExitCode::from(START_FAILED);
             }
         }
     } else {
         Readiness::none()
     };
+    let fail = |readiness: Readiness, why: String| {
+        eprintln!("minderd: {why}");
+        readiness.failed(&why);
+        ExitCode::from(START_FAILED)
+    };
     let target = logging::LogTarget {
         level: config.daemon.loglevel,
         file: config.daemon.logfile.clone().map(|path| minderd::logs::LogSpec {
             path,
-            maxbytes: 50 * 1024 * 1024,
-            backups: 10,
+            maxbytes: config.daemon.logfile_maxbytes,
+            backups: config.daemon.logfile_backups,
             timestamps: false,
+            strip_ansi: false,
         }),
+        // supervisord copies its log to standard output in the foreground unless silent.
+        echo: !background && !config.daemon.silent,
     };
     let daemon_log = match logging::init(target) {
         Ok(channel) => channel,
-        Err(e) => {
-            let why = format!("cannot open the log file: {e}");
-            eprintln!("minderd: {why}");
-            readiness.failed(&why);
-            return ExitCode::from(1);
-        }
+        Err(e) => return fail(readiness, format!("cannot open the log file: {e}")),
     };
     for w in &config.warnings {
         tracing::warn!("{w}");
     }
+    for w in setup::unsupported(&config) {
+        tracing::warn!("{w}");
+    }
+    if !config.daemon.nocleanup {
+        setup::clear_auto_logs(&config.daemon.childlogdir, &config.daemon.identifier);
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
-        Err(e) => {
-            readiness.failed(&format!("cannot start the runtime: {e}"));
-            eprintln!("minderd: cannot start the runtime: {e}");
-            return ExitCode::from(1);
-        }
+        Err(e) => return fail(readiness, format!("cannot start the runtime: {e}")),
     };
     runtime.block_on(async move {
         let listeners = match listen::bind_all(&config.daemon.listen, config.daemon.socket_mode).await {
             Ok(l) => l,
             Err(e) => {
                 tracing::error!("{e}");
-                eprintln!("minderd: {e}");
-                readiness.failed(&e.to_string());
-                return ExitCode::from(1);
+                return fail(readiness, e.to_string());
             }
         };
+        if let Err(e) = setup::after_bind(&config.daemon, &listeners) {
+            tracing::error!("{e}");
+            return fail(readiness, e);
+        }
         let pidfile = match &config.daemon.pidfile {
             Some(p) => match Pidfile::write(p) {
                 Ok(f) => Some(f),
-                Err(e) => {
-                    let why = format!("cannot write the pidfile {}: {e}", p.display());
-                    eprintln!("minderd: {why}");
-                    readiness.failed(&why);
-                    return ExitCode::from(1);
-                }
+                Err(e) => return fail(readiness, format!("cannot write the pidfile {}: {e}", p.display())),
             },
             None => None,
         };
@@ -153,17 +224,100 @@ fn main() -> ExitCode {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 tracing::error!("{e}");
-                ExitCode::from(1)
+                ExitCode::from(START_FAILED)
             }
         }
     })
+}
+
+/// Command-line options override the file, as supervisord's do.
+fn apply_args(args: &Args, config: &mut Config) {
+    let d = &mut config.daemon;
+    if !args.listen.is_empty() {
+        d.listen = args.listen.clone();
+    }
+    if args.nodaemon {
+        d.nodaemon = true;
+    }
+    d.silent |= args.silent;
+    if args.user.is_some() {
+        d.user = args.user.clone();
+    }
+    if let Some(m) = args.umask {
+        d.umask = m;
+    }
+    if args.directory.is_some() {
+        d.directory = args.directory.clone();
+    }
+    if args.logfile.is_some() {
+        d.logfile = args.logfile.clone();
+    }
+    if let Some(n) = args.logfile_maxbytes {
+        d.logfile_maxbytes = n;
+    }
+    if let Some(n) = args.logfile_backups {
+        d.logfile_backups = n;
+    }
+    if let Some(level) = args.loglevel {
+        d.loglevel = level;
+    }
+    if args.pidfile.is_some() {
+        d.pidfile = args.pidfile.clone();
+    }
+    if let Some(i) = &args.identifier {
+        d.identifier = i.clone();
+    }
+    if let Some(dir) = &args.childlogdir {
+        d.childlogdir = dir.clone();
+    }
+    d.nocleanup |= args.nocleanup;
+    if let Some(n) = args.minfds {
+        d.minfds = n;
+    }
+    d.strip_ansi |= args.strip_ansi;
+}
+
+/// Prints the effective configuration: every process with every option resolved.
+fn check_config(config: &Config, json: bool) -> ExitCode {
+    if json {
+        match serde_json::to_string_pretty(config) {
+            Ok(s) => println!("{s}"),
+            Err(e) => {
+                eprintln!("minderd: cannot print the configuration: {e}");
+                return ExitCode::from(START_FAILED);
+            }
+        }
+    } else {
+        for w in &config.warnings {
+            println!("# warning: {w}");
+        }
+        let show = |v: &serde_json::Value| match v {
+            serde_json::Value::Object(m) => m.iter().map(|(k, v)| format!("{k} = {v}\n")).collect::<String>(),
+            other => format!("{other}\n"),
+        };
+        println!("[daemon]");
+        print!("{}", serde_json::to_value(&config.daemon).map(|v| show(&v)).unwrap_or_default());
+        let mut processes: Vec<_> = config.processes().collect();
+        processes.sort_by_key(|p| p.full_name());
+        for p in processes {
+            println!("\n[process.\"{}\"]", p.full_name());
+            print!("{}", serde_json::to_value(p).map(|v| show(&v)).unwrap_or_default());
+        }
+        let n = config.processes().count();
+        eprintln!(
+            "minderd: {} is valid: {n} process{}",
+            config.path.display(),
+            if n == 1 { "" } else { "es" }
+        );
+    }
+    ExitCode::SUCCESS
 }
 
 /// The pidfile; removed on drop if it still holds this process's pid.
 struct Pidfile(PathBuf);
 
 impl Pidfile {
-    fn write(path: &std::path::Path) -> std::io::Result<Pidfile> {
+    fn write(path: &Path) -> std::io::Result<Pidfile> {
         std::fs::write(path, format!("{}\n", std::process::id()))?;
         Ok(Pidfile(path.to_path_buf()))
     }

@@ -71,12 +71,17 @@ impl Shared {
     }
 }
 
-/// Where a process's output goes: a log channel per captured output, none where it is
-/// discarded (NONE) or merged into stdout (redirect_stderr).
+/// A process's standard descriptors: where its output goes (a log channel per captured output,
+/// none where it is discarded or merged into stdout), and what its stdin is.
 #[derive(Debug, Clone)]
-pub struct Logs {
+pub struct Stdio {
     pub stdout: Option<Arc<LogChannel>>,
     pub stderr: Option<Arc<LogChannel>>,
+    /// For a FastCGI program, the listening socket every process gets as its stdin; otherwise
+    /// stdin is a pipe minderd writes to (SendStdin).
+    pub socket: Option<Arc<std::os::fd::OwnedFd>>,
+    /// Why the FastCGI socket could not be bound: every spawn fails with it.
+    pub socket_error: Option<String>,
 }
 
 /// A process as everyone but its task sees it.
@@ -183,7 +188,7 @@ pub type Stdin = Arc<tokio::sync::Mutex<tokio::net::unix::pipe::Sender>>;
 #[derive(Debug, Clone)]
 pub struct ProcessHandle {
     pub config: Arc<ProcessConfig>,
-    pub logs: Arc<Logs>,
+    pub logs: Arc<Stdio>,
     tx: mpsc::Sender<Command>,
     snapshot: watch::Receiver<Snapshot>,
 }
@@ -209,7 +214,7 @@ fn gone() -> Fault {
 impl ProcessHandle {
     /// Starts the task that owns the process. It runs until every handle is dropped and the
     /// process has no child.
-    pub fn spawn(config: ProcessConfig, logs: Logs, shared: Arc<Shared>) -> ProcessHandle {
+    pub fn spawn(config: ProcessConfig, logs: Stdio, shared: Arc<Shared>) -> ProcessHandle {
         let config = Arc::new(config);
         let logs = Arc::new(logs);
         let (tx, rx) = mpsc::channel(64);
@@ -314,7 +319,7 @@ fn refusal_fault(r: Refusal) -> Fault {
 /// The task that owns one process.
 struct Actor {
     config: Arc<ProcessConfig>,
-    logs: Arc<Logs>,
+    logs: Arc<Stdio>,
     policy: Policy,
     machine: Machine,
     shared: Arc<Shared>,
@@ -548,12 +553,13 @@ impl Actor {
                         capture::spawn(pipe, Arc::clone(channel), self.config.name.clone());
                     }
                 }
-                self.stdin = match tokio::net::unix::pipe::Sender::from_owned_fd(child.stdin) {
-                    Ok(s) => Some(Arc::new(tokio::sync::Mutex::new(s))),
-                    Err(e) => {
+                self.stdin = match child.stdin.map(tokio::net::unix::pipe::Sender::from_owned_fd) {
+                    Some(Ok(s)) => Some(Arc::new(tokio::sync::Mutex::new(s))),
+                    Some(Err(e)) => {
                         tracing::warn!("cannot keep the stdin of {}: {e}", self.config.name);
                         None
                     }
+                    None => None,
                 };
                 self.child = Some((child.pid, child.exit));
                 self.spawn_count += 1;

@@ -16,8 +16,10 @@ use tonic::{Request, Response, Status};
 use crate::events::{DaemonPhase, Event, EventKind, Since};
 use crate::lifecycle::{Exit, ExitStatus, Kind};
 use crate::logs::{Chunk, LogChannel, ReadError};
+use crate::plan::Plan;
 use crate::process::{Fault, ProcessHandle};
 use crate::supervisor::{DaemonState, Outcome, RequestError, Supervisor};
+use crate::update::{Applied, Change, UpdateError};
 
 /// The default start of a tail, as supervisorctl's: the last 1600 bytes.
 const TAIL_BYTES: u64 = 1600;
@@ -51,6 +53,18 @@ impl From<ReadError> for Status {
         match e {
             ReadError::NotRegular(_) => Status::failed_precondition(e.to_string()),
             ReadError::BeyondEnd { .. } => Status::out_of_range(e.to_string()),
+        }
+    }
+}
+
+impl From<UpdateError> for Status {
+    fn from(e: UpdateError) -> Status {
+        match e {
+            UpdateError::Config(errors) => Status::failed_precondition(errors.to_string()),
+            UpdateError::BadName(m) => Status::not_found(m),
+            UpdateError::StillRunning(m) => Status::failed_precondition(m),
+            e @ UpdateError::AlreadyAdded(_) => Status::already_exists(e.to_string()),
+            UpdateError::ShuttingDown => Status::unavailable("minderd is shutting down"),
         }
     }
 }
@@ -167,6 +181,56 @@ fn results(outcomes: Vec<Outcome>) -> pb::ProcessActionResponse {
         })
         .collect();
     pb::ProcessActionResponse { results }
+}
+
+fn config_change(group: &str, name: &str, change: &Change) -> pb::ConfigChange {
+    let (kind, options) = match change {
+        Change::Added => (pb::ChangeKind::Added, vec![]),
+        Change::Changed(o) => (pb::ChangeKind::Changed, o.clone()),
+        Change::Removed => (pb::ChangeKind::Removed, vec![]),
+    };
+    pb::ConfigChange {
+        name: name.to_string(),
+        group: group.to_string(),
+        full_name: minder::config::full_name(group, name),
+        kind: kind.into(),
+        options,
+        stopped: false,
+        started: false,
+        code: pb::ResultCode::Success.into(),
+        message: String::new(),
+    }
+}
+
+/// A plan, reported but not applied (Reread).
+fn planned(p: &Plan) -> pb::ConfigChanges {
+    let mut changes: Vec<pb::ConfigChange> =
+        p.remove.iter().map(|(g, n)| config_change(g, n, &Change::Removed)).collect();
+    changes
+        .extend(p.change.iter().map(|(c, o)| config_change(&c.group, &c.name, &Change::Changed(o.clone()))));
+    changes.extend(p.add.iter().map(|c| config_change(&c.group, &c.name, &Change::Added)));
+    pb::ConfigChanges { changes, applied: false }
+}
+
+fn applied(done: Vec<Applied>, applied: bool) -> pb::ConfigChanges {
+    let changes = done
+        .into_iter()
+        .map(|a| {
+            let mut c = config_change(&a.group, &a.name, &a.change);
+            match a.result {
+                Ok(d) => {
+                    c.stopped = d.stopped;
+                    c.started = d.started;
+                }
+                Err(f) => {
+                    c.code = result_code(&Err(f.clone())).into();
+                    c.message = f.to_string();
+                }
+            }
+            c
+        })
+        .collect();
+    pb::ConfigChanges { changes, applied }
 }
 
 fn daemon_state(s: DaemonState) -> pb::DaemonState {
@@ -529,6 +593,59 @@ impl pb::supervisor_server::Supervisor for Service {
             pump_events(sup, next, tx).await;
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn reread(&self, _req: Request<pb::RereadRequest>) -> Result<Response<pb::ConfigChanges>, Status> {
+        let plan = self.sup.reread().await?;
+        Ok(Response::new(planned(&plan)))
+    }
+
+    async fn update(&self, req: Request<pb::UpdateRequest>) -> Result<Response<pb::ConfigChanges>, Status> {
+        let r = req.into_inner();
+        let done = self.sup.update(&r.groups, r.dry_run).await?;
+        Ok(Response::new(applied(done, !r.dry_run)))
+    }
+
+    async fn add_group(
+        &self,
+        req: Request<pb::AddGroupRequest>,
+    ) -> Result<Response<pb::ConfigChanges>, Status> {
+        let done = self.sup.add_group(&req.into_inner().name).await?;
+        Ok(Response::new(applied(done, true)))
+    }
+
+    async fn remove_group(
+        &self,
+        req: Request<pb::RemoveGroupRequest>,
+    ) -> Result<Response<pb::ConfigChanges>, Status> {
+        let done = self.sup.remove_group(&req.into_inner().name).await?;
+        Ok(Response::new(applied(done, true)))
+    }
+
+    async fn reload(&self, req: Request<pb::ReloadRequest>) -> Result<Response<pb::ConfigChanges>, Status> {
+        let done = self.sup.reload(req.into_inner().restart_all).await?;
+        Ok(Response::new(applied(done, true)))
+    }
+
+    async fn list_available(
+        &self,
+        _req: Request<pb::ListAvailableRequest>,
+    ) -> Result<Response<pb::ListAvailableResponse>, Status> {
+        let processes = self
+            .sup
+            .available()
+            .into_iter()
+            .map(|a| pb::AvailableProcess {
+                full_name: minder::config::full_name(&a.group, &a.name),
+                name: a.name,
+                group: a.group,
+                in_use: a.in_use,
+                autostart: a.autostart,
+                group_priority: a.group_priority,
+                priority: a.priority,
+            })
+            .collect();
+        Ok(Response::new(pb::ListAvailableResponse { processes }))
     }
 
     async fn shutdown(

@@ -19,7 +19,7 @@ use tokio::io::AsyncReadExt;
 use tokio::sync::oneshot;
 
 use crate::lifecycle::ExitStatus;
-use crate::process::Logs;
+use crate::process::Stdio;
 use crate::reaper::Reaper;
 
 /// Why a spawn could not happen.
@@ -56,8 +56,9 @@ impl BaseEnv {
 pub struct Child {
     pub pid: u32,
     pub exit: oneshot::Receiver<ExitStatus>,
-    /// The write end of the child's stdin.
-    pub stdin: OwnedFd,
+    /// The write end of the child's stdin (none for a FastCGI program, whose stdin is its
+    /// socket).
+    pub stdin: Option<OwnedFd>,
     /// The read ends of its stdout and stderr, where they are captured (not NONE).
     pub stdout: Option<OwnedFd>,
     pub stderr: Option<OwnedFd>,
@@ -130,7 +131,7 @@ fn environment(config: &ProcessConfig, base: &BaseEnv, user: Option<&nix::unistd
     set("SUPERVISOR_GROUP_NAME", config.group.as_ref());
     set("MINDER_PROCESS_NAME", config.name.as_ref());
     set("MINDER_GROUP_NAME", config.group.as_ref());
-    if let Some(url) = &base.server_url {
+    if let Some(url) = config.serverurl.as_ref().or(base.server_url.as_ref()) {
         set("SUPERVISOR_SERVER_URL", url.as_ref());
         set("MINDER_SERVER", url.as_ref());
     }
@@ -227,7 +228,7 @@ pub fn errno_text(e: Errno) -> String {
 /// and goes to /dev/null where it has none.
 pub async fn spawn(
     config: &ProcessConfig,
-    logs: &Logs,
+    logs: &Stdio,
     base: &BaseEnv,
     reaper: &Reaper,
 ) -> Result<Child, SpawnError> {
@@ -245,7 +246,21 @@ pub async fn spawn(
     let c_dir = config.directory.as_ref().map(|d| cstring(d, "directory")).transpose()?;
 
     // The parent's and the child's ends of stdin, stdout and stderr.
-    let (stdin_child, stdin_parent) = pipe()?;
+    if let Some(why) = &logs.socket_error {
+        return Err(SpawnError::Other(why.clone()));
+    }
+    // stdin: the FastCGI socket, or a pipe minderd keeps the write end of.
+    let (stdin_child, stdin_parent) = match &logs.socket {
+        Some(sock) => {
+            let dup =
+                sock.try_clone().map_err(|e| SpawnError::Other(format!("cannot pass the socket: {e}")))?;
+            (dup, None)
+        }
+        None => {
+            let (r, w) = pipe()?;
+            (r, Some(w))
+        }
+    };
     let (stdout_parent, stdout_child) = match logs.stdout {
         None => (None, dev_null()?),
         Some(_) => {

@@ -11,14 +11,16 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
 use futures_util::future::join_all;
-use minder::config::{Config, LogTarget, ProcessConfig};
+use std::os::fd::OwnedFd;
+
+use minder::config::{Config, FcgiSocket, GroupConfig, GroupKind, LogTarget, ProcessConfig};
 use minder::signal::Signal;
 use tokio::sync::{watch, Notify};
 
 use crate::events::{DaemonPhase, EventKind};
 use crate::lifecycle::Kind;
 use crate::logs::{LogChannel, LogSpec};
-use crate::process::{Fault, Logs, ProcessHandle, Shared};
+use crate::process::{Fault, ProcessHandle, Shared, Stdio};
 
 /// The state of the daemon as a whole.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -118,6 +120,8 @@ pub struct Supervisor {
     pub(crate) loaded: std::sync::Mutex<Arc<Config>>,
     /// One reread, update, add, remove or reload at a time.
     pub(crate) changing: tokio::sync::Mutex<()>,
+    /// The bound socket of each FastCGI group, kept while its settings stay the same.
+    sockets: std::sync::Mutex<BTreeMap<String, (FcgiSocket, Bound)>>,
 }
 
 impl std::fmt::Debug for Supervisor {
@@ -125,6 +129,9 @@ impl std::fmt::Debug for Supervisor {
         f.debug_struct("Supervisor").field("facts", &self.facts).finish_non_exhaustive()
     }
 }
+
+/// A FastCGI socket as bound, or why it could not be.
+type Bound = Result<Arc<OwnedFd>, String>;
 
 /// The order processes start in: group priority, process priority, then names.
 fn start_key(h: &ProcessHandle, group_priority: i32) -> (i32, i32, String, String) {
@@ -151,13 +158,31 @@ impl Supervisor {
             shutdown_requested: Notify::new(),
             loaded: std::sync::Mutex::new(Arc::new(config.clone())),
             changing: tokio::sync::Mutex::new(()),
+            sockets: std::sync::Mutex::new(BTreeMap::new()),
         });
         for g in &config.groups {
             for p in &g.processes {
-                sup.install(p.clone(), g.priority, None, &config.daemon);
+                sup.install(p.clone(), g, None, &config.daemon);
             }
         }
         sup
+    }
+
+    /// The FastCGI socket of group `g`, bound on first use (and again when its settings change).
+    fn socket_for(&self, g: &GroupConfig) -> Option<Bound> {
+        let GroupKind::FcgiProgram(spec) = &g.kind else { return None };
+        let mut sockets = self.sockets.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((old, bound)) = sockets.get(&g.name) {
+            if old == spec && bound.is_ok() {
+                return Some(bound.clone());
+            }
+        }
+        let bound = crate::listen::bind_fcgi(spec).map(Arc::new);
+        if let Err(e) = &bound {
+            tracing::error!("{e}");
+        }
+        sockets.insert(g.name.clone(), (spec.clone(), bound.clone()));
+        Some(bound)
     }
 
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, Registry> {
@@ -171,13 +196,16 @@ impl Supervisor {
     pub(crate) fn install(
         &self,
         p: ProcessConfig,
-        group_priority: i32,
-        reuse: Option<(&ProcessConfig, &Logs)>,
+        group: &GroupConfig,
+        reuse: Option<(&ProcessConfig, &Stdio)>,
         daemon: &minder::config::DaemonConfig,
     ) -> ProcessHandle {
-        let mut logs = logs_for(&p, &daemon.childlogdir, &daemon.identifier, reuse);
-        if p.redirect_stderr {
-            logs.stderr = None;
+        let group_priority = group.priority;
+        let mut logs = logs_for(&p, daemon, reuse);
+        match self.socket_for(group) {
+            Some(Ok(sock)) => logs.socket = Some(sock),
+            Some(Err(why)) => logs.socket_error = Some(why),
+            None => {}
         }
         let group = p.group.clone();
         let name = p.name.clone();
@@ -583,19 +611,31 @@ async fn stop_all(handles: Vec<ProcessHandle>, wait: bool) -> Vec<Outcome> {
 /// supervisord names it: `<name>-<channel>---<identifier>-XXXXXX.log`.
 fn logs_for(
     p: &ProcessConfig,
-    childlogdir: &std::path::Path,
-    identifier: &str,
-    reuse: Option<(&ProcessConfig, &Logs)>,
-) -> Logs {
+    daemon: &minder::config::DaemonConfig,
+    reuse: Option<(&ProcessConfig, &Stdio)>,
+) -> Stdio {
+    let (childlogdir, identifier, strip_ansi) = (&daemon.childlogdir, &daemon.identifier, daemon.strip_ansi);
     let channel = |target: &LogTarget, which: &str| {
-        // The same target as the process this one replaces: keep its channel (and AUTO file).
+        let (maxbytes, backups) = match which {
+            "stdout" => (p.stdout_logfile_maxbytes, p.stdout_logfile_backups),
+            _ => (p.stderr_logfile_maxbytes, p.stderr_logfile_backups),
+        };
+        let spec = |path| LogSpec { path, maxbytes, backups, timestamps: p.log_timestamps, strip_ansi };
+        // The same target and settings as the process this one replaces: keep its channel
+        // (and its AUTO file), so followers carry on.
         if let Some((old, old_logs)) = reuse {
             let (old_target, old_channel) = match which {
                 "stdout" => (&old.stdout_logfile, &old_logs.stdout),
                 _ => (&old.stderr_logfile, &old_logs.stderr),
             };
-            if old_target == target && old_channel.is_some() {
-                return old_channel.clone();
+            if let Some(ch) = old_channel.as_ref().filter(|_| old_target == target) {
+                if *ch.spec() == spec(ch.path().to_path_buf()) {
+                    return Some(Arc::clone(ch));
+                }
+                if *target == LogTarget::Auto {
+                    // Same AUTO file, new rotation settings.
+                    return Some(LogChannel::new(spec(ch.path().to_path_buf())));
+                }
             }
         }
         let path = match target {
@@ -622,22 +662,15 @@ fn logs_for(
                 }
             }
         };
-        Some(LogChannel::new(LogSpec {
-            path,
-            maxbytes: DEFAULT_MAXBYTES,
-            backups: DEFAULT_BACKUPS,
-            timestamps: false,
-        }))
+        Some(LogChannel::new(spec(path)))
     };
-    Logs {
+    Stdio {
         stdout: channel(&p.stdout_logfile, "stdout"),
         stderr: if p.redirect_stderr { None } else { channel(&p.stderr_logfile, "stderr") },
+        socket: None,
+        socket_error: None,
     }
 }
-
-/// supervisord's defaults for *_logfile_maxbytes and *_logfile_backups.
-const DEFAULT_MAXBYTES: u64 = 50 * 1024 * 1024;
-const DEFAULT_BACKUPS: u32 = 10;
 
 #[cfg(test)]
 mod tests {

@@ -30,9 +30,16 @@ pub struct Applied {
     pub group: String,
     pub name: String,
     pub change: Change,
-    /// What was done about it: Ok("started") / Ok("stopped") / Ok("") when nothing needed
-    /// doing beyond the change itself; a fault when a stop or start failed.
-    pub result: Result<&'static str, Fault>,
+    /// What was done: whether it was stopped, and whether it was started (a changed process
+    /// may be both); a fault when a stop or start failed.
+    pub result: Result<Done, Fault>,
+}
+
+/// The stops and starts an update made for one process.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Done {
+    pub stopped: bool,
+    pub started: bool,
 }
 
 /// Why an update could not be done.
@@ -44,6 +51,8 @@ pub enum UpdateError {
     BadName(String),
     #[error("{0}")]
     StillRunning(String),
+    #[error("{0} is already added")]
+    AlreadyAdded(String),
     #[error("minderd is shutting down")]
     ShuttingDown,
 }
@@ -113,21 +122,24 @@ impl Supervisor {
     /// additions (lowest first).
     async fn apply(&self, p: Plan, cfg: &Config, dry_run: bool) -> Vec<Applied> {
         let mut out = Vec::new();
-        let group_priority = |g: &str| cfg.groups.iter().find(|x| x.name == g).map_or(999, |x| x.priority);
+        let group_of = |g: &str| cfg.groups.iter().find(|x| x.name == g);
+        let group_priority = |g: &str| group_of(g).map_or(999, |x| x.priority);
         if dry_run {
-            out.extend(p.remove.iter().map(|(g, n)| applied(g, n, Change::Removed, Ok(""))));
+            out.extend(p.remove.iter().map(|(g, n)| applied(g, n, Change::Removed, Ok(Done::default()))));
             out.extend(
-                p.change.iter().map(|(c, o)| applied(&c.group, &c.name, Change::Changed(o.clone()), Ok(""))),
+                p.change.iter().map(|(c, o)| {
+                    applied(&c.group, &c.name, Change::Changed(o.clone()), Ok(Done::default()))
+                }),
             );
-            out.extend(p.add.iter().map(|c| applied(&c.group, &c.name, Change::Added, Ok(""))));
+            out.extend(p.add.iter().map(|c| applied(&c.group, &c.name, Change::Added, Ok(Done::default()))));
             return out;
         }
         let mut remove = p.remove.clone();
         remove.sort_by_key(|(g, n)| std::cmp::Reverse(self.handle(g, n).map_or(0, |h| h.config.priority)));
         for (g, n) in remove {
             let result = match self.handle(&g, &n) {
-                Some(h) => stop_if_running(&h).await,
-                None => Ok(""),
+                Some(h) => stop_if_running(&h).await.map(|stopped| Done { stopped, started: false }),
+                None => Ok(Done::default()),
             };
             if result.is_ok() {
                 self.uninstall(&g, &n);
@@ -146,15 +158,15 @@ impl Supervisor {
             let Some(old) = self.handle(&c.group, &c.name) else { continue };
             let was_running = old.snapshot().state.is_running();
             let result = match stop_if_running(&old).await {
-                Ok(_) => {
-                    let h = self.install(
-                        c.clone(),
-                        group_priority(&c.group),
-                        Some((&old.config, &old.logs)),
-                        &cfg.daemon,
-                    );
-                    start_if(&h, was_running || c.autostart).await
-                }
+                Ok(stopped) => match group_of(&c.group) {
+                    Some(g) => {
+                        let h = self.install(c.clone(), g, Some((&old.config, &old.logs)), &cfg.daemon);
+                        start_if(&h, was_running || c.autostart)
+                            .await
+                            .map(|started| Done { stopped, started })
+                    }
+                    None => Err(Fault::Failed(format!("group {} is not in the configuration", c.group))),
+                },
                 Err(f) => Err(f),
             };
             out.push(applied(&c.group, &c.name, Change::Changed(options), result));
@@ -166,12 +178,14 @@ impl Supervisor {
         }
         let mut added = Vec::new();
         for c in add {
-            let h = self.install(c.clone(), group_priority(&c.group), None, &cfg.daemon);
-            added.push(h);
+            if let Some(g) = group_of(&c.group) {
+                added.push(self.install(c.clone(), g, None, &cfg.daemon));
+            }
         }
         // Autostart the new ones in priority order, as at daemon start.
         for h in added {
-            let result = start_if(&h, h.config.autostart).await;
+            let result =
+                start_if(&h, h.config.autostart).await.map(|started| Done { stopped: false, started });
             out.push(applied(&h.config.group, &h.config.name, Change::Added, result));
         }
         out
@@ -192,7 +206,7 @@ impl Supervisor {
         };
         let (_, running_groups) = self.running();
         if running_groups.contains_key(name) {
-            return Err(UpdateError::StillRunning(format!("{name} is already added")));
+            return Err(UpdateError::AlreadyAdded(name.to_string()));
         }
         let p = Plan { add: g.processes.clone(), groups_added: vec![name.to_string()], ..Plan::default() };
         Ok(self.apply(p, &cfg, false).await)
@@ -260,7 +274,7 @@ impl Supervisor {
         let mut out = Vec::new();
         for (g, n) in running.keys() {
             self.uninstall(g, n);
-            out.push(applied(g, n, Change::Removed, Ok("stopped")));
+            out.push(applied(g, n, Change::Removed, Ok(Done { stopped: true, started: false })));
         }
         for g in running_groups.keys() {
             self.shared.events.publish(EventKind::GroupRemoved(g.clone()));
@@ -276,30 +290,30 @@ impl Supervisor {
     }
 }
 
-fn applied(group: &str, name: &str, change: Change, result: Result<&'static str, Fault>) -> Applied {
+fn applied(group: &str, name: &str, change: Change, result: Result<Done, Fault>) -> Applied {
     Applied { group: group.to_string(), name: name.to_string(), change, result }
 }
 
-/// Stops a process (and waits) if it is running.
-async fn stop_if_running(h: &crate::process::ProcessHandle) -> Result<&'static str, Fault> {
+/// Stops a process (and waits) if it is running; whether it had to.
+async fn stop_if_running(h: &crate::process::ProcessHandle) -> Result<bool, Fault> {
     match h.snapshot().state {
-        Kind::Stopped | Kind::Exited | Kind::Fatal => Ok(""),
+        Kind::Stopped | Kind::Exited | Kind::Fatal => Ok(false),
         _ => match h.stop(true).await {
-            Ok(()) | Err(Fault::NotRunning) => Ok("stopped"),
+            Ok(()) => Ok(true),
+            Err(Fault::NotRunning) => Ok(false),
             Err(f) => Err(f),
         },
     }
 }
 
-/// Starts a process (without waiting for RUNNING) when `start`.
-async fn start_if(h: &crate::process::ProcessHandle, start: bool) -> Result<&'static str, Fault> {
+/// Starts a process (without waiting for RUNNING) when `start`; whether it did.
+async fn start_if(h: &crate::process::ProcessHandle, start: bool) -> Result<bool, Fault> {
     if !start {
-        return Ok("");
+        return Ok(false);
     }
     // Spawn errors end in BACKOFF/FATAL, as at daemon start; they are not an update failure.
     match h.autostart().await {
-        Ok(_) => Ok("started"),
-        Err(Fault::SpawnError(_)) => Ok("started"),
+        Ok(_) | Err(Fault::SpawnError(_)) => Ok(true),
         Err(f) => Err(f),
     }
 }

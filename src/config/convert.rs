@@ -346,6 +346,7 @@ fn process_table(p: &ProcessConfig, daemon: &DaemonConfig) -> Table {
     let own = own_environment(p, daemon);
     put("environment", env_table(&own), own.is_empty());
     put("redirect_stderr", toml_edit::value(p.redirect_stderr), !p.redirect_stderr);
+    put("log_timestamps", toml_edit::value(p.log_timestamps), !p.log_timestamps);
     for (ch, target, maxbytes, backups, capture, events, syslog) in [
         (
             "stdout",

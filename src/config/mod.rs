@@ -333,6 +333,9 @@ pub struct ProcessConfig {
     /// SUPERVISOR_* and MINDER_* variables when it spawns.
     pub environment: BTreeMap<String, String>,
     pub redirect_stderr: bool,
+    /// Prefix every captured line with the time minderd read it, `YYYY-MM-DD HH:MM:SS,mmm `
+    /// (minder's extension; supervisor #553).
+    pub log_timestamps: bool,
     pub stdout_logfile: LogTarget,
     /// Rotate the stdout log at this size (default 50MB); 0 never rotates.
     pub stdout_logfile_maxbytes: u64,

@@ -239,6 +239,7 @@ const KNOWN_OPTIONS: &[&str] = &[
     "killasgroup",
     "user",
     "redirect_stderr",
+    "log_timestamps",
     "stdout_logfile",
     "stdout_logfile_maxbytes",
     "stdout_logfile_backups",
@@ -1184,6 +1185,8 @@ fn resolve_program<'a>(
     let killasgroup = sec.take(report, "killasgroup", &vars, stopasgroup, values::boolean);
     let exitcodes = sec.take(report, "exitcodes", &vars, vec![0], values::exitcodes);
     let redirect_stderr = sec.take(report, "redirect_stderr", &vars, false, values::boolean);
+    // minder's extension (supervisor #553): the time at the start of every captured line.
+    let log_timestamps = sec.take(report, "log_timestamps", &vars, false, values::boolean);
     // supervisord makes no process for numprocs = 0 (a way to switch a program off).
     let numprocs = sec.take(report, "numprocs", &vars, 1, |r| values::integer_in(r, 0, 100_000));
     let numprocs_start =
@@ -1352,6 +1355,7 @@ fn resolve_program<'a>(
             umask,
             environment,
             redirect_stderr,
+            log_timestamps,
             stdout_logfile: stdout.logfile,
             stdout_logfile_maxbytes: stdout.maxbytes,
             stdout_logfile_backups: stdout.backups,

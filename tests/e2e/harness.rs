@@ -93,6 +93,12 @@ impl Daemon {
         s
     }
 
+    /// Starts the daemon with `extra` arguments and returns the stdout log path of process `a`.
+    pub fn process_log_path_after_start(&mut self, extra: &[&str]) -> String {
+        self.spawn(extra);
+        self.process("a")["stdout_logfile"].as_str().expect("a log").to_string()
+    }
+
     /// The daemon's pid.
     pub fn pid(&self) -> u32 {
         self.child.as_ref().expect("the daemon is running").id()

@@ -399,3 +399,100 @@ fn events_cli_prints_changes() {
     let _ = ev.kill();
     let _ = ev.wait();
 }
+
+#[test]
+fn rotation_with_a_real_child_keeps_exact_sizes_and_shifts_backups() {
+    // 100 lines of 64 bytes = 6400 bytes; files of 1000 bytes, 3 backups.
+    let d = Daemon::start(&writer(
+        "w",
+        100,
+        "stdout_logfile = \"{dir}/w.log\"\nstdout_logfile_maxbytes = 1000\nstdout_logfile_backups = 3",
+    ));
+    let want = expected_lines(100);
+    let size = |p: &str| std::fs::metadata(d.path(p)).map(|m| m.len()).unwrap_or(u64::MAX);
+    wait_for("the last 400 bytes in the current file", 10 * SECS, || size("w.log") == 400);
+    assert_eq!((size("w.log.1"), size("w.log.2"), size("w.log.3")), (1000, 1000, 1000));
+    assert!(!d.path("w.log.4").exists(), "only three backups are kept");
+    // The files hold exactly the last 3400 bytes, oldest backup first.
+    let mut tail = Vec::new();
+    for f in ["w.log.3", "w.log.2", "w.log.1", "w.log"] {
+        tail.extend(std::fs::read(d.path(f)).expect("read"));
+    }
+    assert!(tail == want[3000..]);
+}
+
+#[test]
+fn no_backups_empties_the_file_at_maxbytes() {
+    let d = Daemon::start(&writer(
+        "w",
+        100,
+        "stdout_logfile = \"{dir}/w.log\"\nstdout_logfile_maxbytes = 1000\nstdout_logfile_backups = 0",
+    ));
+    wait_for("the current file to hold the last 400 bytes", 10 * SECS, || {
+        std::fs::read(d.path("w.log")).is_ok_and(|b| b == expected_lines(100)[6000..])
+    });
+    assert!(!d.path("w.log.1").exists());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_follower_loses_nothing_across_rotations() {
+    const LINES: usize = 20_000; // 1.28 MB through 100 KB files
+    let d = Daemon::start(&writer(
+        "w",
+        LINES,
+        "autostart = false\nstdout_logfile_maxbytes = 100000\nstdout_logfile_backups = 30",
+    ));
+    let mut c = d.client().await;
+    let mut s = c
+        .tail_log(tail_req("w", pb::tail_log_request::Start::Offset(0), true))
+        .await
+        .expect("tail")
+        .into_inner();
+    assert_eq!(code(&d.ctl(&["start", "w"])), 0);
+    let want = expected_lines(LINES);
+    let (got, skipped) = collect(&mut s, 0, want.len()).await;
+    assert_eq!(skipped, 0, "nothing was rotated away before it was read");
+    assert!(got == want, "the bytes differ from what the child wrote");
+    let log = d.process("w")["stdout_logfile"].as_str().expect("a log").to_string();
+    assert!(std::path::Path::new(&format!("{log}.12")).exists(), "the log did rotate, many times");
+}
+
+#[test]
+fn auto_logs_are_named_as_supervisord_names_them_and_cleared_at_start() {
+    let mut d = Daemon::start("[daemon]\nidentifier = \"e2e\"\n[program.a]\ncommand = \"sh -c 'echo hi; sleep 100'\"\nstartsecs = 0\n");
+    let log = d.process("a")["stdout_logfile"].as_str().expect("a log").to_string();
+    let file = std::path::Path::new(&log).file_name().expect("name").to_string_lossy().into_owned();
+    assert!(file.starts_with("a-stdout---e2e-") && file.ends_with(".log"), "{file}");
+    assert_eq!(file.len(), "a-stdout---e2e-".len() + 6 + ".log".len(), "six random characters: {file}");
+    assert!(log.starts_with(&d.dir.path().display().to_string()), "in childlogdir (the temp dir): {log}");
+    d.stop();
+    assert!(std::path::Path::new(&log).exists());
+    // A new daemon with the same identifier removes the old AUTO files (nocleanup = false).
+    d.spawn(&[]);
+    assert!(!std::path::Path::new(&log).exists(), "the previous run's AUTO log is cleared");
+    d.stop();
+    // With -k (nocleanup) they stay.
+    let kept = d.process_log_path_after_start(&["-k"]);
+    d.stop();
+    d.spawn(&["-k"]);
+    assert!(std::path::Path::new(&kept).exists(), "nocleanup keeps the previous run's AUTO log");
+}
+
+#[test]
+fn log_timestamps_prefix_every_line() {
+    let d = Daemon::start(
+        "[program.t]\ncommand = \"sh -c 'echo one; echo two; sleep 100'\"\nstartsecs = 0\nlog_timestamps = true\nstdout_logfile = \"{dir}/t.log\"\n",
+    );
+    wait_for("two lines", 10 * SECS, || {
+        std::fs::read_to_string(d.path("t.log")).is_ok_and(|s| s.lines().count() == 2)
+    });
+    let text = std::fs::read_to_string(d.path("t.log")).expect("read");
+    for (line, word) in text.lines().zip(["one", "two"]) {
+        let (stamp, rest) = line.split_at(24);
+        assert_eq!(rest, word);
+        assert!(
+            chrono::NaiveDateTime::parse_from_str(stamp.trim_end(), "%Y-%m-%d %H:%M:%S,%3f").is_ok(),
+            "{line}"
+        );
+    }
+}

@@ -6,6 +6,8 @@ mod harness;
 
 mod children;
 mod cli;
+mod compat;
 mod config;
 mod lifecycle;
 mod logs;
+mod reload;

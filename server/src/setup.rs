@@ -1,0 +1,166 @@
+//! The daemon's own settings, applied at start as supervisord applies them: umask and resource
+//! limits first, the socket's owner and the switch of user once the listeners are bound, and
+//! the AUTO logs of earlier runs cleared away.
+
+use std::path::Path;
+
+use minder::config::{Config, DaemonConfig, GroupKind};
+
+use crate::listen::Listener;
+
+/// Sets the umask and raises the open-file and process limits to minfds and minprocs, or says
+/// why it cannot (supervisord refuses to start then too).
+pub fn before_start(d: &DaemonConfig) -> Result<(), String> {
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(d.umask as libc::mode_t));
+    raise_limit(nix::sys::resource::Resource::RLIMIT_NOFILE, d.minfds, "minfds", "file descriptors")?;
+    #[cfg(not(target_os = "macos"))]
+    raise_limit(nix::sys::resource::Resource::RLIMIT_NPROC, d.minprocs, "minprocs", "processes")?;
+    Ok(())
+}
+
+fn raise_limit(res: nix::sys::resource::Resource, want: u64, option: &str, what: &str) -> Result<(), String> {
+    let (soft, hard) =
+        nix::sys::resource::getrlimit(res).map_err(|e| format!("cannot read the limit of {what}: {e}"))?;
+    if soft >= want {
+        return Ok(());
+    }
+    // Raise the hard limit too when allowed (root); otherwise up to it.
+    let new_hard = hard.max(want);
+    if nix::sys::resource::setrlimit(res, want, new_hard).is_ok() {
+        return Ok(());
+    }
+    if hard >= want && nix::sys::resource::setrlimit(res, want, hard).is_ok() {
+        return Ok(());
+    }
+    Err(format!(
+        "the minimum number of {what} required is {want}, as {option} says, but this environment only \
+         allows {hard}; raise the hard limit (ulimit -H) or lower {option}"
+    ))
+}
+
+/// After binding: gives unix sockets their owner, then switches to `user` if one is set.
+pub fn after_bind(d: &DaemonConfig, listeners: &[Listener]) -> Result<(), String> {
+    if let Some(owner) = &d.socket_owner {
+        for l in listeners {
+            if let minder::address::Address::Unix(path) = l.address() {
+                let gid = owner.gid.map(nix::unistd::Gid::from_raw);
+                nix::unistd::chown(&path, Some(nix::unistd::Uid::from_raw(owner.uid)), gid)
+                    .map_err(|e| format!("cannot chown {} to {}: {e}", path.display(), owner.uid))?;
+            }
+        }
+    }
+    if let Some(user) = &d.user {
+        drop_privileges(user)?;
+    }
+    Ok(())
+}
+
+/// supervisord's `drop_privileges`: nothing to do when already that user; root only otherwise.
+fn drop_privileges(user: &str) -> Result<(), String> {
+    let found = match user.parse::<u32>() {
+        Ok(uid) => nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid)),
+        Err(_) => nix::unistd::User::from_name(user),
+    };
+    let u = found
+        .map_err(|e| format!("cannot look up user {user}: {e}"))?
+        .ok_or_else(|| format!("no such user {user:?} (the daemon's user setting)"))?;
+    let me = nix::unistd::Uid::current();
+    if me == u.uid {
+        return Ok(());
+    }
+    if !me.is_root() {
+        return Err(format!("can't drop privilege to {user} as nonroot user (minderd runs as uid {me})"));
+    }
+    #[cfg(not(target_vendor = "apple"))]
+    {
+        let name = std::ffi::CString::new(u.name.clone()).map_err(|e| e.to_string())?;
+        let groups = nix::unistd::getgrouplist(&name, u.gid)
+            .map_err(|e| format!("cannot list {user}'s groups: {e}"))?;
+        nix::unistd::setgroups(&groups).map_err(|e| format!("could not set groups of {user}: {e}"))?;
+    }
+    nix::unistd::setgid(u.gid).map_err(|e| format!("could not set group id of {user}: {e}"))?;
+    nix::unistd::setuid(u.uid).map_err(|e| format!("could not set user id of {user}: {e}"))?;
+    Ok(())
+}
+
+/// Removes the AUTO child logs an earlier run with the same identifier left in `dir`
+/// (supervisord's `clear_autochildlogdir`: names like `x---<identifier>-y.log`, with rotated
+/// `.N` suffixes).
+pub fn clear_auto_logs(dir: &Path, identifier: &str) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        tracing::warn!("could not clear the child log directory {}", dir.display());
+        return;
+    };
+    let marker = format!("---{identifier}-");
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(at) = name.find(&marker).filter(|&at| at > 0) else { continue };
+        let rest = &name[at + marker.len()..];
+        let Some(dot) = rest.find(".log") else { continue };
+        let (stem, suffix) = (&rest[..dot], &rest[dot + 4..]);
+        let suffix_ok = suffix.is_empty()
+            || (suffix.starts_with('.')
+                && suffix.len() <= 5
+                && suffix[1..].bytes().all(|b| b.is_ascii_digit()));
+        if !stem.is_empty() && !stem.contains(char::is_whitespace) && suffix_ok {
+            if let Err(e) = std::fs::remove_file(entry.path()) {
+                tracing::warn!("failed to clean up {}: {e}", entry.path().display());
+            }
+        }
+    }
+}
+
+/// Settings that minderd reads but does not act on yet, for a warning at start: silence would
+/// let someone believe they work.
+pub fn unsupported(config: &Config) -> Vec<String> {
+    let mut out = Vec::new();
+    if config.daemon.syslog {
+        out.push("logfile = syslog is not supported yet; the daemon logs to standard output".to_string());
+    }
+    for g in &config.groups {
+        if let GroupKind::EventListener(_) = g.kind {
+            out.push(format!(
+                "[eventlistener:{}]: its processes run, but the event listener protocol is not implemented yet: \
+                 they receive no events",
+                g.name
+            ));
+        }
+    }
+    for p in config.processes() {
+        let name = p.full_name();
+        if p.stdout_capture_maxbytes > 0 || p.stderr_capture_maxbytes > 0 {
+            out.push(format!(
+                "{name}: *_capture_maxbytes (PROCESS_COMMUNICATION events) is not supported yet"
+            ));
+        }
+        if p.stdout_events_enabled || p.stderr_events_enabled {
+            out.push(format!("{name}: *_events_enabled (PROCESS_LOG events) is not supported yet"));
+        }
+        if p.stdout_syslog || p.stderr_syslog {
+            out.push(format!("{name}: *_syslog is not supported yet; the output goes to its log files only"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_auto_logs_of_this_identifier_are_cleared() {
+        let dir = tempfile::tempdir().expect("dir");
+        let keep = ["web-stdout---other-abc.log", "notes.log", "web.log", "---minder-x.log"];
+        let gone = ["web-stdout---minder-aB3xYz.log", "web_01-stderr---minder-q.log.3"];
+        for f in keep.iter().chain(gone.iter()) {
+            std::fs::write(dir.path().join(f), "x").expect("write");
+        }
+        clear_auto_logs(dir.path(), "minder");
+        for f in keep {
+            assert!(dir.path().join(f).exists(), "{f} was removed");
+        }
+        for f in gone {
+            assert!(!dir.path().join(f).exists(), "{f} was kept");
+        }
+    }
+}
