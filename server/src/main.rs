@@ -72,6 +72,11 @@ struct Args {
     #[arg(short = 'z', long = "logfile_backups", value_name = "NUM")]
     logfile_backups: Option<u32>,
 
+    /// How the daemon's log lines are written: supervisord (its format) or json (one object
+    /// per line).
+    #[arg(long, value_name = "FORMAT", default_value = "supervisord", value_parser = parse_format)]
+    log_format: logging::LogFormat,
+
     /// The daemon's log level: critical, error, warn, info, debug, trace or blather.
     #[arg(short = 'e', long, value_name = "LEVEL", value_parser = parse_level)]
     loglevel: Option<LogLevel>,
@@ -103,6 +108,14 @@ struct Args {
 
 fn parse_level(s: &str) -> Result<LogLevel, String> {
     LogLevel::parse(s).ok_or_else(|| format!("expected one of {}", LogLevel::NAMES))
+}
+
+fn parse_format(s: &str) -> Result<logging::LogFormat, String> {
+    match s {
+        "supervisord" => Ok(logging::LogFormat::Supervisord),
+        "json" => Ok(logging::LogFormat::Json),
+        _ => Err("expected supervisord or json".into()),
+    }
 }
 
 fn parse_octal(s: &str) -> Result<u32, String> {
@@ -180,6 +193,7 @@ fn main() -> ExitCode {
         }),
         // supervisord copies its log to standard output in the foreground unless silent.
         echo: !background && !config.daemon.silent,
+        format: args.log_format,
     };
     let daemon_log = match logging::init(target) {
         Ok(channel) => channel,

@@ -472,7 +472,10 @@ pub(super) fn resolve(raw: &RawConfig, ctx: &Context) -> Result<Config, ConfigEr
     }
 
     if !report.errors.is_empty() {
-        return Err(ConfigErrors { errors: report.errors });
+        // In the order of the files, so a long list reads top to bottom.
+        let mut errors = report.errors;
+        errors.sort_by(|a, b| origin_key(&a.origin).cmp(&origin_key(&b.origin)));
+        return Err(ConfigErrors { errors });
     }
     Ok(Config { path: raw.path.clone(), daemon, groups, client, rpcinterfaces, warnings: report.warnings })
 }
@@ -1263,9 +1266,12 @@ fn resolve_program<'a>(
             report.error(sec.origin("process_name"), sec.key("process_name"), e);
             return None;
         }
+        let errors_before_command = report.errors.len();
         let command = sec.text(report, "command", &pvars).unwrap_or_default();
         let argv = match shlex::split(&command) {
             Some(argv) if !argv.is_empty() => argv,
+            // The command could not be read (already reported): no second error about it.
+            _ if report.errors.len() > errors_before_command => Vec::new(),
             Some(_) => {
                 report.error(sec.origin("command"), sec.key("command"), "is empty");
                 Vec::new()
@@ -1459,5 +1465,14 @@ mod tests {
         assert_eq!(u("http://example").as_deref(), Ok("tcp://example:80"));
         assert!(u("https://example:443").is_err());
         assert!(u("localhost:9001").is_err());
+    }
+}
+
+/// Sorts origins by file, then line; environment overrides and defaults after files.
+fn origin_key(o: &Origin) -> (u8, String, u32) {
+    match o {
+        Origin::File { path, line } => (0, path.display().to_string(), line.unwrap_or(0)),
+        Origin::Env { var } => (1, var.clone(), 0),
+        Origin::Default => (2, String::new(), 0),
     }
 }

@@ -48,6 +48,12 @@ autostart = true
     );
     assert_eq!(code, 2);
     assert!(!dir.path().join("never.sock").exists(), "nothing was started");
+    // Listed in the order of the file.
+    let lines: Vec<u32> = err
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("DIR/bad.toml:")?.split(':').next()?.parse().ok())
+        .collect();
+    assert_eq!(lines, [3, 4, 6, 13, 16, 18], "{err}");
     for want in [
         "6 errors in the configuration:",
         "DIR/bad.toml:3: program.web.startsecs: expected a number of seconds like 10 or 0.5, got \"soon\"",
@@ -76,6 +82,7 @@ fn bad_expansions_are_errors() {
     let (code, err, _dir) = check("[program.web]\ncommand = \"echo 100%\"\n");
     assert_eq!(code, 2);
     assert!(err.contains("DIR/bad.toml:2: program.web.command: a '%' must start an expansion like %(program_name)s; write '%%' for a literal '%'"), "{err}");
+    assert!(err.starts_with("minderd: 1 error in the configuration:"), "one mistake, one error: {err}");
 }
 
 #[test]
@@ -218,4 +225,19 @@ fn daemonize_reports_start_up_and_writes_the_pidfile() {
     crate::harness::wait_for("the daemon to exit", 30 * SECS, || !crate::harness::alive(pid));
     assert!(!pidfile.exists(), "the pidfile is removed");
     assert!(!sock.exists(), "the socket is removed");
+}
+
+#[test]
+fn the_daemon_log_can_be_json() {
+    let mut d = Daemon::start("[program.j]\ncommand = \"sleep 100\"\nstartsecs = 0\n");
+    d.stop();
+    std::fs::remove_file(&d.log).expect("rm");
+    d.spawn(&["--log-format", "json"]);
+    d.wait_state("j", "RUNNING", 10 * SECS);
+    let log = d.log();
+    let line = log.lines().find(|l| l.contains("spawned: 'j'")).expect("a spawned line");
+    let v: serde_json::Value = serde_json::from_str(line).expect("one JSON object per line");
+    assert_eq!(v["level"], "INFO");
+    assert!(v["message"].as_str().is_some_and(|m| m.starts_with("spawned: 'j' with pid ")), "{line}");
+    assert!(chrono::DateTime::parse_from_rfc3339(v["time"].as_str().unwrap_or("")).is_ok(), "{line}");
 }
