@@ -474,7 +474,7 @@ pub(super) fn resolve(raw: &RawConfig, ctx: &Context) -> Result<Config, ConfigEr
     if !report.errors.is_empty() {
         // In the order of the files, so a long list reads top to bottom.
         let mut errors = report.errors;
-        errors.sort_by(|a, b| origin_key(&a.origin).cmp(&origin_key(&b.origin)));
+        errors.sort_by_key(|e| origin_key(&e.origin));
         return Err(ConfigErrors { errors });
     }
     Ok(Config { path: raw.path.clone(), daemon, groups, client, rpcinterfaces, warnings: report.warnings })
