@@ -1428,6 +1428,15 @@ fn log_target(raw: &Raw, env: &BTreeMap<String, String>) -> Parsed<(LogTarget, b
     }
 }
 
+/// Sorts origins by file, then line; environment overrides and defaults after files.
+fn origin_key(o: &Origin) -> (u8, String, u32) {
+    match o {
+        Origin::File { path, line } => (0, path.display().to_string(), line.unwrap_or(0)),
+        Origin::Env { var } => (1, var.clone(), 0),
+        Origin::Default => (2, String::new(), 0),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1465,14 +1474,5 @@ mod tests {
         assert_eq!(u("http://example").as_deref(), Ok("tcp://example:80"));
         assert!(u("https://example:443").is_err());
         assert!(u("localhost:9001").is_err());
-    }
-}
-
-/// Sorts origins by file, then line; environment overrides and defaults after files.
-fn origin_key(o: &Origin) -> (u8, String, u32) {
-    match o {
-        Origin::File { path, line } => (0, path.display().to_string(), line.unwrap_or(0)),
-        Origin::Env { var } => (1, var.clone(), 0),
-        Origin::Default => (2, String::new(), 0),
     }
 }
