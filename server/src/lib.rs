@@ -14,6 +14,7 @@
 pub mod capture;
 pub mod daemonize;
 pub mod events;
+pub mod health;
 pub mod lifecycle;
 pub mod listen;
 pub mod logging;
@@ -69,11 +70,19 @@ pub async fn run(
     let shared = Arc::new(Shared::new(reaper, BaseEnv::from_process(server_url)));
     let sup = Supervisor::new(config, shared);
 
+    let (reporter, health) = tonic_health::server::health_reporter();
+    tokio::spawn(health::follow(Arc::clone(&sup), reporter));
+    let routes = routes(
+        Service::new(Arc::clone(&sup), daemon_log.clone()),
+        HealthRoutes(tonic::service::Routes::new(health)),
+    )
+    .map_err(std::io::Error::other)?;
+
     let (stop_serving, serving) = watch::channel(false);
     let mut servers = JoinSet::new();
     for l in listeners {
         tracing::info!("listening at {}", l.address());
-        servers.spawn(serve(l, Service::new(Arc::clone(&sup), daemon_log.clone()), serving.clone()));
+        servers.spawn(serve(l, routes.clone(), serving.clone()));
     }
     tracing::info!("minderd {} started with pid {}", minder::VERSION, std::process::id());
     sup.autostart().await;
@@ -116,12 +125,28 @@ pub async fn run(
     Ok(())
 }
 
-/// Serves the API on one listener until `stop` turns true.
-async fn serve(listener: Listener, service: Service, mut stop: watch::Receiver<bool>) {
+/// Every service minderd serves on each listener: the Supervisor API, health, and reflection
+/// (so grpcurl and grpcui need no .proto).
+fn routes(supervisor: Service, health: HealthRoutes) -> Result<tonic::service::Routes, String> {
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(minder::pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let v1 = reflection().build_v1().map_err(|e| e.to_string())?;
+    let v1alpha = reflection().build_v1alpha().map_err(|e| e.to_string())?;
+    Ok(health.0.add_service(supervisor.server()).add_service(v1).add_service(v1alpha))
+}
+
+/// The health service as routes (its type is opaque, so it is added where it is made).
+struct HealthRoutes(tonic::service::Routes);
+
+/// Serves `routes` on one listener until `stop` turns true.
+async fn serve(listener: Listener, routes: tonic::service::Routes, mut stop: watch::Receiver<bool>) {
     let signal = async move {
         let _ = stop.wait_for(|s| *s).await;
     };
-    let router = tonic::transport::Server::builder().add_service(service.server());
+    let router = tonic::transport::Server::builder().add_routes(routes);
     let result = match listener {
         Listener::Unix { listener, socket } => {
             let r = router.serve_with_incoming_shutdown(UnixListenerStream::new(listener), signal).await;

@@ -10,4 +10,5 @@ mod compat;
 mod config;
 mod lifecycle;
 mod logs;
+mod mesh;
 mod reload;
