@@ -2,9 +2,7 @@
 //! reload, and `config convert` (which needs no daemon).
 
 use minder::pb;
-use minder::pb::supervisor_client::SupervisorClient;
 use serde_json::json;
-use tonic::transport::Channel;
 
 use crate::exit;
 use crate::output;
@@ -74,7 +72,7 @@ fn print_changes(changes: &pb::ConfigChanges, json: bool) -> u8 {
     }
 }
 
-pub async fn reread(client: &mut SupervisorClient<Channel>, json: bool) -> Result<u8, tonic::Status> {
+pub async fn reread(client: &mut crate::client::Client, json: bool) -> Result<u8, tonic::Status> {
     let changes = client.reread(pb::RereadRequest {}).await?.into_inner();
     if json {
         output::print_json(&changes_json(&changes));
@@ -101,7 +99,7 @@ pub async fn reread(client: &mut SupervisorClient<Channel>, json: bool) -> Resul
 }
 
 pub async fn update(
-    client: &mut SupervisorClient<Channel>,
+    client: &mut crate::client::Client,
     groups: Vec<String>,
     dry_run: bool,
     json: bool,
@@ -111,7 +109,7 @@ pub async fn update(
 }
 
 pub async fn reload(
-    client: &mut SupervisorClient<Channel>,
+    client: &mut crate::client::Client,
     restart_all: bool,
     json: bool,
 ) -> Result<u8, tonic::Status> {
@@ -121,7 +119,7 @@ pub async fn reload(
 
 /// supervisorctl's add and remove, one group at a time, with its messages.
 pub async fn add_remove(
-    client: &mut SupervisorClient<Channel>,
+    client: &mut crate::client::Client,
     names: Vec<String>,
     add: bool,
     json: bool,
@@ -164,7 +162,7 @@ pub async fn add_remove(
     Ok(code)
 }
 
-pub async fn avail(client: &mut SupervisorClient<Channel>, json: bool) -> Result<u8, tonic::Status> {
+pub async fn avail(client: &mut crate::client::Client, json: bool) -> Result<u8, tonic::Status> {
     let list = client.list_available(pb::ListAvailableRequest {}).await?.into_inner();
     if json {
         let v: Vec<_> = list

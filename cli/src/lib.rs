@@ -13,8 +13,6 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use minder::pb;
-use minder::pb::supervisor_client::SupervisorClient;
-use tonic::transport::Channel;
 
 use crate::client::ConnectError;
 
@@ -63,6 +61,9 @@ pub struct Cli {
     /// Print machine-readable JSON instead of tables and lines.
     #[arg(long, global = true)]
     pub json: bool,
+
+    #[command(flatten)]
+    pub connect: client::ConnectOptions,
 
     #[command(subcommand)]
     pub command: Command,
@@ -252,11 +253,11 @@ pub async fn run(cli: Cli) -> u8 {
         return changes::convert(file);
     }
     let is_status = matches!(cli.command, Command::Status { .. });
-    let address = match client::resolve(server.as_deref(), cli.config.as_deref()) {
+    let target = match client::resolve_target(server.as_deref(), cli.config.as_deref()) {
         Ok(a) => a,
         Err(e) => return unreachable(&e, is_status),
     };
-    let mut client = match client::connect(&address).await {
+    let mut client = match client::connect_to(&target, &cli.connect).await {
         Ok(c) => c,
         Err(e) => return unreachable(&e, is_status),
     };
@@ -332,7 +333,7 @@ pub async fn run(cli: Cli) -> u8 {
 }
 
 async fn status(
-    client: &mut SupervisorClient<Channel>,
+    client: &mut crate::client::Client,
     names: Vec<String>,
     json: bool,
 ) -> Result<u8, tonic::Status> {
@@ -425,7 +426,7 @@ fn exit_for(verb: Verb, r: &pb::ProcessResult) -> Option<u8> {
 }
 
 async fn pid(
-    client: &mut SupervisorClient<Channel>,
+    client: &mut crate::client::Client,
     names: Vec<String>,
     json: bool,
 ) -> Result<u8, tonic::Status> {

@@ -4,9 +4,7 @@ use std::collections::HashMap;
 use std::io::Write;
 
 use minder::pb;
-use minder::pb::supervisor_client::SupervisorClient;
 use serde_json::json;
-use tonic::transport::Channel;
 
 use crate::exit;
 use crate::output;
@@ -149,7 +147,7 @@ async fn print_stream(
 }
 
 pub async fn tail(
-    client: &mut SupervisorClient<Channel>,
+    client: &mut crate::client::Client,
     words: Vec<String>,
     follow: bool,
     from: From,
@@ -178,7 +176,7 @@ pub async fn tail(
 }
 
 pub async fn maintail(
-    client: &mut SupervisorClient<Channel>,
+    client: &mut crate::client::Client,
     follow: bool,
     from: From,
     json: bool,
@@ -194,7 +192,7 @@ pub async fn maintail(
 
 /// `fg`: follow a process's output and send what is typed to its stdin; Ctrl-C (or end of
 /// input) detaches without stopping it.
-pub async fn fg(client: &mut SupervisorClient<Channel>, name: String) -> Result<u8, tonic::Status> {
+pub async fn fg(client: &mut crate::client::Client, name: String) -> Result<u8, tonic::Status> {
     let info = client.get_process(pb::GetProcessRequest { name: name.clone() }).await?.into_inner();
     if info.state() != pb::ProcessState::Running {
         println!("Error: process not running");
@@ -230,7 +228,7 @@ pub async fn fg(client: &mut SupervisorClient<Channel>, name: String) -> Result<
 
 /// `events`: a live feed of state changes (and, with `snapshot`, the states first).
 pub async fn events(
-    client: &mut SupervisorClient<Channel>,
+    client: &mut crate::client::Client,
     snapshot: bool,
     json: bool,
 ) -> Result<u8, tonic::Status> {

@@ -11,6 +11,7 @@
 //! - [`rpc`]: the gRPC service; [`listen`]: the sockets it is served on.
 //! - [`logging`], [`daemonize`]: the daemon's own log, and going into the background.
 
+pub mod auth;
 pub mod capture;
 pub mod daemonize;
 pub mod events;
@@ -78,11 +79,12 @@ pub async fn run(
     )
     .map_err(std::io::Error::other)?;
 
+    let security = Security::new(&config.daemon)?;
     let (stop_serving, serving) = watch::channel(false);
     let mut servers = JoinSet::new();
     for l in listeners {
         tracing::info!("listening at {}", l.address());
-        servers.spawn(serve(l, routes.clone(), serving.clone()));
+        servers.spawn(serve(l, routes.clone(), security.clone(), serving.clone()));
     }
     tracing::info!("minderd {} started with pid {}", minder::VERSION, std::process::id());
     sup.autostart().await;
@@ -141,12 +143,81 @@ fn routes(supervisor: Service, health: HealthRoutes) -> Result<tonic::service::R
 /// The health service as routes (its type is opaque, so it is added where it is made).
 struct HealthRoutes(tonic::service::Routes);
 
-/// Serves `routes` on one listener until `stop` turns true.
-async fn serve(listener: Listener, routes: tonic::service::Routes, mut stop: watch::Receiver<bool>) {
+/// How each kind of listener is secured, from the daemon's settings.
+#[derive(Clone)]
+struct Security {
+    /// TLS for TCP listeners, if configured.
+    tls: Option<tonic::transport::ServerTlsConfig>,
+    daemon: minder::config::DaemonConfig,
+}
+
+impl Security {
+    fn new(d: &minder::config::DaemonConfig) -> std::io::Result<Security> {
+        let tls = match &d.tls {
+            None => None,
+            Some(files) => {
+                let read = |p: &std::path::Path| {
+                    std::fs::read(p).map_err(|e| {
+                        std::io::Error::new(e.kind(), format!("cannot read {}: {e}", p.display()))
+                    })
+                };
+                let identity = tonic::transport::Identity::from_pem(read(&files.cert)?, read(&files.key)?);
+                let mut tls = tonic::transport::ServerTlsConfig::new().identity(identity);
+                if let Some(ca) = &files.client_ca {
+                    tls = tls.client_ca_root(tonic::transport::Certificate::from_pem(read(ca)?));
+                }
+                Some(tls)
+            }
+        };
+        Ok(Security { tls, daemon: d.clone() })
+    }
+
+    fn access(&self, listener: &Listener) -> auth::Access {
+        let d = &self.daemon;
+        match listener {
+            Listener::Unix { .. } => auth::Access::Unix {
+                users: d
+                    .socket_users
+                    .iter()
+                    .filter_map(|u| nix::unistd::User::from_name(u).ok().flatten().map(|u| u.uid.as_raw()))
+                    .collect(),
+                groups: d
+                    .socket_groups
+                    .iter()
+                    .filter_map(|g| nix::unistd::Group::from_name(g).ok().flatten().map(|g| g.gid.as_raw()))
+                    .collect(),
+            },
+            Listener::Tcp { address, .. } => auth::Access::Tcp {
+                tokens: d.tokens.clone(),
+                basic: d.credentials.get(address).cloned(),
+                client_certs: d.tls.as_ref().is_some_and(|t| t.client_ca.is_some()),
+            },
+        }
+    }
+}
+
+/// Serves `routes` on one listener, secured as `security` says, until `stop` turns true.
+async fn serve(
+    listener: Listener,
+    routes: tonic::service::Routes,
+    security: Security,
+    mut stop: watch::Receiver<bool>,
+) {
     let signal = async move {
         let _ = stop.wait_for(|s| *s).await;
     };
-    let router = tonic::transport::Server::builder().add_routes(routes);
+    let access = std::sync::Arc::new(security.access(&listener));
+    let mut builder = tonic::transport::Server::builder();
+    if let (Listener::Tcp { .. }, Some(tls)) = (&listener, security.tls) {
+        builder = match builder.tls_config(tls) {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::error!("cannot set up TLS for {}: {e}", listener.address());
+                return;
+            }
+        };
+    }
+    let router = builder.layer(auth::AuthLayer(access)).add_routes(routes);
     let result = match listener {
         Listener::Unix { listener, socket } => {
             let r = router.serve_with_incoming_shutdown(UnixListenerStream::new(listener), signal).await;

@@ -36,6 +36,10 @@ struct Args {
     #[arg(long, value_name = "ADDRESS")]
     listen: Vec<Address>,
 
+    /// Allow a TCP listener on a non-loopback address with no authentication.
+    #[arg(long)]
+    insecure: bool,
+
     /// Fork into the background once listening (supervisord's default, nodaemon=false).
     #[arg(long, conflicts_with = "nodaemon")]
     daemonize: bool,
@@ -155,6 +159,10 @@ fn main() -> ExitCode {
     }
     for w in &config.warnings {
         eprintln!("minderd: warning: {w}");
+    }
+    if let Err(e) = setup::check_exposure(&config.daemon) {
+        eprintln!("minderd: {e}");
+        return ExitCode::from(START_FAILED);
     }
     if let Err(e) = setup::before_start(&config.daemon) {
         eprintln!("minderd: {e}");
@@ -289,6 +297,7 @@ fn apply_args(args: &Args, config: &mut Config) {
         d.minfds = n;
     }
     d.strip_ansi |= args.strip_ansi;
+    d.insecure |= args.insecure;
 }
 
 /// Prints the effective configuration: every process with every option resolved.

@@ -21,6 +21,11 @@ use crate::process::{Fault, ProcessHandle};
 use crate::supervisor::{DaemonState, Outcome, RequestError, Supervisor};
 use crate::update::{Applied, Change, UpdateError};
 
+/// Writes who asked for what to the daemon log (every request that changes something).
+fn audit<T>(req: &Request<T>, what: impl std::fmt::Display) {
+    tracing::info!("{} requested {what}", crate::auth::caller(req));
+}
+
 /// The default start of a tail, as supervisorctl's: the last 1600 bytes.
 const TAIL_BYTES: u64 = 1600;
 
@@ -425,6 +430,7 @@ impl pb::supervisor_server::Supervisor for Service {
         &self,
         req: Request<pb::StartProcessesRequest>,
     ) -> Result<Response<pb::ProcessActionResponse>, Status> {
+        audit(&req, format_args!("start {}", req.get_ref().names.join(" ")));
         let r = req.into_inner();
         let outcomes = self.sup.start(&r.names, !r.no_wait).await?;
         Ok(Response::new(results(outcomes)))
@@ -434,6 +440,7 @@ impl pb::supervisor_server::Supervisor for Service {
         &self,
         req: Request<pb::StopProcessesRequest>,
     ) -> Result<Response<pb::ProcessActionResponse>, Status> {
+        audit(&req, format_args!("stop {}", req.get_ref().names.join(" ")));
         let r = req.into_inner();
         let outcomes = self.sup.stop(&r.names, !r.no_wait).await?;
         Ok(Response::new(results(outcomes)))
@@ -443,6 +450,7 @@ impl pb::supervisor_server::Supervisor for Service {
         &self,
         req: Request<pb::RestartProcessesRequest>,
     ) -> Result<Response<pb::ProcessActionResponse>, Status> {
+        audit(&req, format_args!("restart {}", req.get_ref().names.join(" ")));
         let r = req.into_inner();
         let outcomes = self.sup.restart(&r.names, !r.no_wait).await?;
         Ok(Response::new(results(outcomes)))
@@ -452,6 +460,7 @@ impl pb::supervisor_server::Supervisor for Service {
         &self,
         req: Request<pb::SignalProcessesRequest>,
     ) -> Result<Response<pb::ProcessActionResponse>, Status> {
+        audit(&req, format_args!("signal {} {}", req.get_ref().signal, req.get_ref().names.join(" ")));
         let r = req.into_inner();
         let sig = signal::parse(&r.signal).map_err(Status::invalid_argument)?;
         let outcomes = self.sup.signal(&r.names, sig).await?;
@@ -553,6 +562,7 @@ impl pb::supervisor_server::Supervisor for Service {
         &self,
         req: Request<pb::ClearLogsRequest>,
     ) -> Result<Response<pb::ProcessActionResponse>, Status> {
+        audit(&req, format_args!("clear {}", req.get_ref().names.join(" ")));
         let outcomes = self.sup.clear_logs(&req.into_inner().names).await?;
         Ok(Response::new(results(outcomes)))
     }
@@ -561,6 +571,7 @@ impl pb::supervisor_server::Supervisor for Service {
         &self,
         req: Request<pb::SendStdinRequest>,
     ) -> Result<Response<pb::SendStdinResponse>, Status> {
+        audit(&req, format_args!("stdin of {} ({} bytes)", req.get_ref().name, req.get_ref().data.len()));
         let r = req.into_inner();
         let h = self.sup.get(&r.name)?;
         match h.send_stdin(&r.data).await {
@@ -595,12 +606,14 @@ impl pb::supervisor_server::Supervisor for Service {
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
-    async fn reread(&self, _req: Request<pb::RereadRequest>) -> Result<Response<pb::ConfigChanges>, Status> {
+    async fn reread(&self, req: Request<pb::RereadRequest>) -> Result<Response<pb::ConfigChanges>, Status> {
+        audit(&req, "reread");
         let plan = self.sup.reread().await?;
         Ok(Response::new(planned(&plan)))
     }
 
     async fn update(&self, req: Request<pb::UpdateRequest>) -> Result<Response<pb::ConfigChanges>, Status> {
+        audit(&req, format_args!("update {}", req.get_ref().groups.join(" ")));
         let r = req.into_inner();
         let done = self.sup.update(&r.groups, r.dry_run).await?;
         Ok(Response::new(applied(done, !r.dry_run)))
@@ -610,6 +623,7 @@ impl pb::supervisor_server::Supervisor for Service {
         &self,
         req: Request<pb::AddGroupRequest>,
     ) -> Result<Response<pb::ConfigChanges>, Status> {
+        audit(&req, format_args!("add {}", req.get_ref().name));
         let done = self.sup.add_group(&req.into_inner().name).await?;
         Ok(Response::new(applied(done, true)))
     }
@@ -618,11 +632,13 @@ impl pb::supervisor_server::Supervisor for Service {
         &self,
         req: Request<pb::RemoveGroupRequest>,
     ) -> Result<Response<pb::ConfigChanges>, Status> {
+        audit(&req, format_args!("remove {}", req.get_ref().name));
         let done = self.sup.remove_group(&req.into_inner().name).await?;
         Ok(Response::new(applied(done, true)))
     }
 
     async fn reload(&self, req: Request<pb::ReloadRequest>) -> Result<Response<pb::ConfigChanges>, Status> {
+        audit(&req, format_args!("reload{}", if req.get_ref().restart_all { " --restart-all" } else { "" }));
         let done = self.sup.reload(req.into_inner().restart_all).await?;
         Ok(Response::new(applied(done, true)))
     }
@@ -650,8 +666,9 @@ impl pb::supervisor_server::Supervisor for Service {
 
     async fn shutdown(
         &self,
-        _req: Request<pb::ShutdownRequest>,
+        req: Request<pb::ShutdownRequest>,
     ) -> Result<Response<pb::ShutdownResponse>, Status> {
+        audit(&req, "shutdown");
         if self.sup.request_shutdown() {
             Ok(Response::new(pb::ShutdownResponse {}))
         } else {

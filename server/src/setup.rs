@@ -38,6 +38,31 @@ fn raise_limit(res: nix::sys::resource::Resource, want: u64, option: &str, what:
     ))
 }
 
+/// Refuses a TCP listener that anyone on the network could reach without credentials
+/// (supervisord's CVE-2019-12105), unless the operator said `insecure`.
+pub fn check_exposure(d: &DaemonConfig) -> Result<(), String> {
+    for a in &d.listen {
+        let minder::address::Address::Tcp(hostport) = a else { continue };
+        let loopback = std::net::ToSocketAddrs::to_socket_addrs(hostport.as_str())
+            .map(|addrs| {
+                let addrs: Vec<_> = addrs.collect();
+                !addrs.is_empty() && addrs.iter().all(|s| s.ip().is_loopback())
+            })
+            .unwrap_or(false);
+        let authenticated = !d.tokens.is_empty()
+            || d.credentials.contains_key(a)
+            || d.tls.as_ref().is_some_and(|t| t.client_ca.is_some());
+        if !loopback && !authenticated && !d.insecure {
+            return Err(format!(
+                "refusing to listen at {a} without authentication: anyone who can reach it could control \
+                 every process. Set tokens_file, tls_client_ca, or [inet_http_server] username and password; \
+                 listen on a loopback address; or pass --insecure if the network is trusted"
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// After binding: gives unix sockets their owner, then switches to `user` if one is set.
 pub fn after_bind(d: &DaemonConfig, listeners: &[Listener]) -> Result<(), String> {
     if let Some(owner) = &d.socket_owner {

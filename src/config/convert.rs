@@ -194,6 +194,35 @@ fn daemon(d: &DaemonConfig) -> Table {
         t.insert("directory", path(p));
     }
     t.insert("strip_ansi", toml_edit::value(d.strip_ansi));
+    if let Some(tls) = &d.tls {
+        t.insert("tls_cert", path(&tls.cert));
+        t.insert("tls_key", path(&tls.key));
+        if let Some(ca) = &tls.client_ca {
+            t.insert("tls_client_ca", path(ca));
+        }
+    }
+    if let Some(p) = &d.tokens_file {
+        t.insert("tokens_file", path(p));
+    }
+    let list = |items: &[String]| {
+        let mut a = Array::new();
+        for i in items {
+            a.push(i.as_str());
+        }
+        toml_edit::value(a)
+    };
+    if !d.socket_users.is_empty() {
+        t.insert("socket_users", list(&d.socket_users));
+    }
+    if !d.socket_groups.is_empty() {
+        t.insert("socket_groups", list(&d.socket_groups));
+    }
+    if d.insecure {
+        t.insert("insecure", toml_edit::value(true));
+    }
+    if let Some(m) = &d.metrics {
+        t.insert("metrics", s(m));
+    }
     t.insert("identifier", s(&d.identifier));
     t.insert("environment", env_table(&d.environment));
     if !d.credentials.is_empty() {

@@ -104,8 +104,117 @@ pub struct DaemonConfig {
     pub identifier: String,
     /// Where AUTO child log files go.
     pub childlogdir: PathBuf,
+    /// TLS for TCP listeners (`tls_cert`, `tls_key`, `tls_client_ca`).
+    pub tls: Option<TlsFiles>,
+    /// The file the tokens were read from (`tokens_file`).
+    pub tokens_file: Option<PathBuf>,
+    /// Bearer tokens accepted on TCP listeners, read from `tokens_file`.
+    pub tokens: Vec<Token>,
+    /// Who may use a unix socket, beyond what its mode allows: user names and group names
+    /// (`socket_users`, `socket_groups`); both empty lets in anyone the mode lets in.
+    pub socket_users: Vec<String>,
+    pub socket_groups: Vec<String>,
+    /// Listen on a TCP address that is not loopback without any authentication. Refused
+    /// unless this is set (supervisord's CVE-2019-12105 was that default).
+    pub insecure: bool,
+    /// Serve Prometheus metrics over HTTP at this `host:port` (`metrics`).
+    pub metrics: Option<String>,
     /// Added to every child's environment (under the program's own).
     pub environment: BTreeMap<String, String>,
+}
+
+/// TLS for the TCP listeners.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct TlsFiles {
+    /// The server's certificate chain, PEM.
+    pub cert: PathBuf,
+    /// Its private key, PEM.
+    pub key: PathBuf,
+    /// When set, clients must present a certificate signed by this CA (mutual TLS).
+    pub client_ca: Option<PathBuf>,
+}
+
+/// What a bearer token may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Role {
+    /// Read state, logs and events; change nothing.
+    ReadOnly,
+    /// Everything.
+    Admin,
+}
+
+/// A bearer token from the tokens file: `NAME ROLE SECRET` per line.
+#[derive(Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Token {
+    /// Who the token stands for, in the audit log.
+    pub name: String,
+    pub role: Role,
+    /// Never printed (not in --check-config either).
+    #[serde(skip)]
+    pub secret: String,
+}
+
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Token").field("name", &self.name).field("role", &self.role).finish_non_exhaustive()
+    }
+}
+
+/// Reads a tokens file: one `NAME ROLE SECRET` per line (ROLE is `admin` or `read-only`),
+/// blank lines and `#` comments ignored. Every bad line is an error naming its line.
+pub fn read_tokens(path: &Path) -> Result<Vec<Token>, ConfigErrors> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        ConfigErrors::one(Diagnostic::new(
+            Origin::file(path, None),
+            "tokens_file",
+            format!("cannot read: {e}"),
+        ))
+    })?;
+    let mut tokens: Vec<Token> = Vec::new();
+    let mut errors = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let at = Origin::file(path, Some(i as u32 + 1));
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let [name, role, secret] = words[..] else {
+            errors.push(Diagnostic::new(at, "", "expected NAME ROLE SECRET (ROLE: admin or read-only)"));
+            continue;
+        };
+        let role = match role {
+            "admin" => Role::Admin,
+            "read-only" | "readonly" | "read" => Role::ReadOnly,
+            other => {
+                errors.push(Diagnostic::new(
+                    at,
+                    "",
+                    format!("unknown role {other:?}; use admin or read-only"),
+                ));
+                continue;
+            }
+        };
+        if secret.len() < 16 {
+            errors.push(Diagnostic::new(
+                at,
+                "",
+                format!("the token of {name} is too short: use at least 16 characters"),
+            ));
+            continue;
+        }
+        if tokens.iter().any(|t| t.secret == secret || t.name == name) {
+            errors.push(Diagnostic::new(at, "", format!("{name}: a name or token is used twice")));
+            continue;
+        }
+        tokens.push(Token { name: name.to_string(), role, secret: secret.to_string() });
+    }
+    if errors.is_empty() {
+        Ok(tokens)
+    } else {
+        Err(ConfigErrors { errors })
+    }
 }
 
 /// A socket's owner: `user[:group]`, resolved to ids when the configuration is read.

@@ -20,8 +20,9 @@ use super::expand::{self, Var, Vars};
 use super::raw::{Raw, RawConfig, RawSection, RawValue, SectionKind};
 use super::values::{self, AutoRestart, Parsed};
 use super::{
-    ClientConfig, Config, Context, Credentials, DaemonConfig, EventListenerPool, FcgiSocket, GroupConfig,
-    GroupKind, LogLevel, LogTarget, Owner, Password, ProcessConfig, RpcInterfaceConfig,
+    read_tokens, ClientConfig, Config, Context, Credentials, DaemonConfig, EventListenerPool, FcgiSocket,
+    GroupConfig, GroupKind, LogLevel, LogTarget, Owner, Password, ProcessConfig, RpcInterfaceConfig,
+    TlsFiles,
 };
 use crate::address::Address;
 use crate::signal::Signal;
@@ -276,6 +277,14 @@ const KNOWN_OPTIONS: &[&str] = &[
     "nocleanup",
     "childlogdir",
     "strip_ansi",
+    "tls_cert",
+    "tls_key",
+    "tls_client_ca",
+    "tokens_file",
+    "socket_users",
+    "socket_groups",
+    "insecure",
+    "metrics",
     "identifier",
     "file",
     "chmod",
@@ -508,6 +517,13 @@ fn resolve_daemon(shared: &Shared<'_>, report: &mut Report) -> DaemonConfig {
         identifier: if ini { "supervisor" } else { "minder" }.to_string(),
         childlogdir: temp_dir(&ctx.env),
         environment: BTreeMap::new(),
+        tls: None,
+        tokens_file: None,
+        tokens: Vec::new(),
+        socket_users: Vec::new(),
+        socket_groups: Vec::new(),
+        insecure: false,
+        metrics: None,
     };
     let Some(section) = shared.raw.section(SectionKind::Daemon) else {
         return d;
@@ -524,6 +540,61 @@ fn resolve_daemon(shared: &Shared<'_>, report: &mut Report) -> DaemonConfig {
         d.socket_mode = sec.take(report, "socket_mode", &vars, d.socket_mode, values::octal);
         d.socket_owner = sec.take(report, "socket_owner", &vars, None, |r| owner(r).map(Some));
         d.credentials = sec.take(report, "credentials", &vars, BTreeMap::new(), credentials_table);
+        let file = |r: &Raw| {
+            let p = PathBuf::from(text(r)?);
+            let p = if p.is_absolute() { p } else { ctx.cwd.join(p) };
+            if p.is_file() {
+                Ok(Some(p))
+            } else {
+                Err(format!("{} is not a readable file", p.display()))
+            }
+        };
+        let cert = sec.take(report, "tls_cert", &vars, None, file);
+        let key = sec.take(report, "tls_key", &vars, None, file);
+        let client_ca = sec.take(report, "tls_client_ca", &vars, None, file);
+        d.tls = match (cert, key) {
+            (Some(cert), Some(key)) => Some(TlsFiles { cert, key, client_ca }),
+            (None, None) if client_ca.is_none() => None,
+            _ => {
+                report.error(
+                    sec.origin("tls_cert"),
+                    sec.key("tls_cert"),
+                    "tls_cert and tls_key go together (and tls_client_ca needs both)",
+                );
+                None
+            }
+        };
+        d.tokens_file = sec.take(report, "tokens_file", &vars, None, file);
+        if let Some(path) = &d.tokens_file {
+            match read_tokens(path) {
+                Ok(t) => d.tokens = t,
+                Err(e) => report.errors.extend(e.errors),
+            }
+        }
+        let names = |r: &Raw| values::string_list(r, Some(','));
+        d.socket_users = sec.take(report, "socket_users", &vars, Vec::new(), |r| {
+            let users = names(r)?;
+            users.iter().try_for_each(|u| lookup_user(u).map(drop))?;
+            Ok(users)
+        });
+        d.socket_groups = sec.take(report, "socket_groups", &vars, Vec::new(), |r| {
+            let groups = names(r)?;
+            for g in &groups {
+                match nix::unistd::Group::from_name(g) {
+                    Ok(Some(_)) => {}
+                    _ => return Err(format!("no such group {g:?} on this system")),
+                }
+            }
+            Ok(groups)
+        });
+        d.insecure = sec.take(report, "insecure", &vars, false, values::boolean);
+        d.metrics = sec.take(report, "metrics", &vars, None, |r| {
+            let t = text(r)?;
+            match t.rsplit_once(':') {
+                Some((h, p)) if !h.is_empty() && p.parse::<u16>().is_ok() => Ok(Some(t)),
+                _ => Err(format!("expected host:port, like 127.0.0.1:9100, got {t:?}")),
+            }
+        });
     }
     d.minfds = sec.take(report, "minfds", &vars, d.minfds, count64);
     d.minprocs = sec.take(report, "minprocs", &vars, d.minprocs, count64);

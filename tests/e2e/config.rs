@@ -110,6 +110,7 @@ fn environment_overrides_and_includes() {
         .arg("-l")
         .arg(dir.path().join("d.log"))
         .env("MINDER_PROGRAM__DISABLED__AUTOSTART", "false")
+        .stdout(std::process::Stdio::null())
         .spawn()
         .expect("minderd starts");
     let ctl = |args: &[&str]| {

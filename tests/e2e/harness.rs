@@ -44,7 +44,16 @@ impl Daemon {
     /// Writes `toml` as the configuration and starts minderd on a socket in the directory.
     /// `{dir}` in `toml` is replaced by the directory's path.
     pub fn start(toml: &str) -> Daemon {
+        Daemon::start_with(toml, &[], &[])
+    }
+
+    /// As [`Daemon::start`], with `files` (name, contents) written into the directory first
+    /// and `extra` arguments for minderd.
+    pub fn start_with(toml: &str, files: &[(&str, &str)], extra: &[&str]) -> Daemon {
         let dir = tempfile::Builder::new().prefix("minder-e2e-").tempdir().expect("a temp dir");
+        for (name, contents) in files {
+            std::fs::write(dir.path().join(name), contents).expect("write a file");
+        }
         let config = dir.path().join("minder.toml");
         std::fs::write(&config, toml.replace("{dir}", &dir.path().display().to_string()))
             .expect("write config");
@@ -55,7 +64,7 @@ impl Daemon {
             dir,
             child: None,
         };
-        d.spawn(&[]);
+        d.spawn(extra);
         d
     }
 
@@ -80,7 +89,10 @@ impl Daemon {
             if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
                 panic!("minderd exited during start-up with {status}:\n{}", self.stderr_so_far());
             }
-            self.ctl(&["version"]).status.success()
+            // Up means answering, even if only to refuse this caller (socket_users).
+            let out = self.ctl(&["version"]);
+            out.status.success()
+                || String::from_utf8_lossy(&out.stderr).contains("is not allowed to use this socket")
         });
     }
 

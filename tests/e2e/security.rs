@@ -1,0 +1,324 @@
+//! Who may connect and what they may do: tokens, supervisord's passwords, TLS and mutual TLS,
+//! unix peer credentials, and the refusal to listen unprotected on a network.
+
+use std::process::Command;
+use std::time::Duration;
+
+use minder::pb;
+
+use crate::harness::{bin, code, stderr, stdout, wait_for, Daemon};
+
+const SECS: Duration = Duration::from_secs(1);
+
+const ADMIN: &str = "admin-token-0123456789";
+const READER: &str = "reader-token-0123456789";
+
+/// The TCP address a daemon reports listening at (it binds port 0).
+fn tcp_address(d: &Daemon) -> String {
+    let mut found = None;
+    wait_for("the TCP listener", 10 * SECS, || {
+        found =
+            d.log().lines().find_map(|l| l.split("listening at tcp://").nth(1).map(|a| a.trim().to_string()));
+        found.is_some()
+    });
+    found.expect("an address")
+}
+
+fn ctl_tcp(addr: &str, extra: &[&str], args: &[&str]) -> std::process::Output {
+    Command::new(bin("minder"))
+        .arg("-s")
+        .arg(format!("tcp://{addr}"))
+        .args(extra)
+        .args(args)
+        .env_remove("MINDER_TOKEN")
+        .output()
+        .expect("minder runs")
+}
+
+fn with_tokens() -> (Daemon, String) {
+    let tokens = format!("# name role token\nops admin {ADMIN}\ngrafana read-only {READER}\n");
+    let d = Daemon::start_with(
+        "[daemon]\ntokens_file = \"{dir}/tokens\"\n[program.web]\ncommand = \"sleep 100\"\nstartsecs = 0\n",
+        &[("tokens", &tokens)],
+        &["--listen", "tcp://127.0.0.1:0"],
+    );
+    let addr = tcp_address(&d);
+    (d, addr)
+}
+
+#[test]
+fn tokens_authenticate_and_roles_limit() {
+    let (d, addr) = with_tokens();
+    d.wait_state("web", "RUNNING", 10 * SECS);
+    // No token: refused, with the reason.
+    let out = ctl_tcp(&addr, &[], &["status"]);
+    assert_ne!(code(&out), 0);
+    assert!(stderr(&out).contains("credentials are required"), "{}", stderr(&out));
+    let out = ctl_tcp(&addr, &["--token", "not-a-token-at-all"], &["status"]);
+    assert!(stderr(&out).contains("the token is not valid"), "{}", stderr(&out));
+    // A read-only token may look, not touch.
+    let out = ctl_tcp(&addr, &["--token", READER], &["status", "web"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let out = ctl_tcp(&addr, &["--token", READER], &["stop", "web"]);
+    assert_ne!(code(&out), 0);
+    assert!(
+        stderr(&out).contains("token grafana is read-only and may not call StopProcesses"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(d.state("web"), "RUNNING");
+    // An admin token may.
+    let out = ctl_tcp(&addr, &["--token", ADMIN], &["stop", "web"]);
+    assert_eq!(stdout(&out), "web: stopped\n", "{}", stderr(&out));
+    // The audit log says who.
+    assert!(d.log().contains("token ops requested stop web"), "{}", d.log());
+    // Health needs no credentials (probes send none).
+    let out = ctl_tcp(&addr, &["--token", ADMIN], &["start", "web"]);
+    assert_eq!(code(&out), 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn grpc_status_codes_for_missing_wrong_and_read_only_tokens() {
+    let (d, addr) = with_tokens();
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .expect("uri")
+        .connect()
+        .await
+        .expect("connects");
+    let mut c = pb::supervisor_client::SupervisorClient::new(channel.clone());
+    let err = c.list_processes(pb::ListProcessesRequest::default()).await.expect_err("no token");
+    assert_eq!(err.code(), tonic::Code::Unauthenticated);
+    let with = |token: &'static str| {
+        move |mut req: tonic::Request<()>| {
+            req.metadata_mut().insert("authorization", format!("Bearer {token}").parse().expect("header"));
+            Ok(req)
+        }
+    };
+    let mut wrong = pb::supervisor_client::SupervisorClient::with_interceptor(
+        channel.clone(),
+        with("wrong-token-0123456789"),
+    );
+    let err = wrong.list_processes(pb::ListProcessesRequest::default()).await.expect_err("wrong token");
+    assert_eq!(err.code(), tonic::Code::Unauthenticated);
+    let mut reader = pb::supervisor_client::SupervisorClient::with_interceptor(channel.clone(), with(READER));
+    assert!(reader.list_processes(pb::ListProcessesRequest::default()).await.is_ok());
+    let err = reader
+        .stop_processes(pb::StopProcessesRequest { names: vec!["web".into()], no_wait: false })
+        .await
+        .expect_err("read-only");
+    assert_eq!(err.code(), tonic::Code::PermissionDenied);
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+    let ok = health.check(tonic_health::pb::HealthCheckRequest { service: String::new() }).await;
+    assert!(ok.is_ok(), "health checks need no token");
+    drop(d);
+}
+
+#[test]
+fn supervisord_username_and_password() {
+    let dir = tempfile::tempdir().expect("dir");
+    let conf = dir.path().join("supervisord.conf");
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+        l.local_addr().expect("addr").port()
+    };
+    std::fs::write(
+        &conf,
+        format!(
+            "[inet_http_server]\nport=127.0.0.1:{port}\nusername=user\npassword={{SHA}}82ab876d1387bfafe46cc1c8a2ef074eae50cb1d\n\
+             [supervisord]\nlogfile=%(here)s/d.log\npidfile=%(here)s/d.pid\n\
+             [supervisorctl]\nserverurl=http://127.0.0.1:{port}\nusername=user\npassword=thepassword\n\
+             [program:web]\ncommand=sleep 100\nstartsecs=0\n"
+        ),
+    )
+    .expect("write");
+    let mut daemon = Command::new(bin("minderd"))
+        .arg("-c")
+        .arg(&conf)
+        .arg("-n")
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("minderd");
+    let ctl = |extra: &[&str]| {
+        Command::new(bin("minder")).arg("-c").arg(&conf).args(extra).arg("status").output().expect("runs")
+    };
+    // supervisorctl's [supervisorctl] username and password are used, as supervisorctl uses them.
+    wait_for("the daemon to answer with the configured password", 10 * SECS, || code(&ctl(&[])) == 0);
+    let out = ctl(&["-p", "wrong"]);
+    assert_ne!(code(&out), 0);
+    assert!(stderr(&out).contains("the username or password is not valid"), "{}", stderr(&out));
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(daemon.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    );
+    assert!(daemon.wait().expect("exits").success());
+}
+
+#[test]
+fn a_network_listener_without_authentication_is_refused() {
+    let dir = tempfile::tempdir().expect("dir");
+    std::fs::write(dir.path().join("m.toml"), "").expect("write");
+    let run = |extra: &[&str]| {
+        Command::new(bin("minderd"))
+            .arg("-c")
+            .arg(dir.path().join("m.toml"))
+            .args(["--listen", "tcp://0.0.0.0:0"])
+            .args(extra)
+            .arg("--check-config")
+            .output()
+            .expect("runs")
+    };
+    // --check-config stops before listening: use the real start instead.
+    let out = Command::new(bin("minderd"))
+        .arg("-c")
+        .arg(dir.path().join("m.toml"))
+        .args(["--listen", "tcp://0.0.0.0:0"])
+        .output()
+        .expect("runs");
+    assert_eq!(code(&out), 1);
+    assert!(
+        stderr(&out).contains("refusing to listen at tcp://0.0.0.0:0 without authentication"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(code(&run(&[])), 0, "checking the configuration listens nowhere");
+    // With --insecure it starts (and is then shut down by this test).
+    let mut child = Command::new(bin("minderd"))
+        .arg("-c")
+        .arg(dir.path().join("m.toml"))
+        .args(["--listen", "tcp://0.0.0.0:0", "--listen"])
+        .arg(format!("unix://{}/m.sock", dir.path().display()))
+        .arg("--insecure")
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("starts");
+    let sock = dir.path().join("m.sock");
+    wait_for("the insecure daemon to answer", 10 * SECS, || {
+        Command::new(bin("minder"))
+            .arg("-s")
+            .arg(format!("unix://{}", sock.display()))
+            .arg("version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    });
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    );
+    assert!(child.wait().expect("exits").success());
+}
+
+#[test]
+fn unix_peer_credentials_are_checked() {
+    let me = nix::unistd::User::from_uid(nix::unistd::Uid::current()).expect("passwd").expect("me").name;
+    let other = if me == "nobody" { "root" } else { "nobody" };
+    let d = Daemon::start(&format!("[daemon]\nsocket_users = [\"{other}\"]\n"));
+    let out = d.ctl(&["status"]);
+    assert_ne!(code(&out), 0);
+    assert!(stderr(&out).contains("is not allowed to use this socket"), "{}", stderr(&out));
+    drop(d);
+    let d = Daemon::start(&format!(
+        "[daemon]\nsocket_users = [\"{me}\"]\n[program.s]\ncommand = \"sleep 100\"\nautostart = false\n"
+    ));
+    assert_eq!(code(&d.ctl(&["start", "s"])), 0);
+    let uid = nix::unistd::Uid::current();
+    assert!(d.log().contains(&format!("uid {uid} ({me}) requested start s")), "{}", d.log());
+}
+
+/// A CA, a server certificate for 127.0.0.1/localhost, a client certificate from the CA, and
+/// one from a CA the server does not know.
+struct Pki {
+    dir: tempfile::TempDir,
+}
+
+impl Pki {
+    fn new() -> Pki {
+        use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+        let dir = tempfile::tempdir().expect("dir");
+        let write = |name: &str, text: String| std::fs::write(dir.path().join(name), text).expect("write");
+        let ca = |cn: &str| {
+            let key = KeyPair::generate().expect("key");
+            let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
+            params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+            params.distinguished_name.push(rcgen::DnType::CommonName, cn);
+            let cert = params.self_signed(&key).expect("ca");
+            (params, key, cert)
+        };
+        let (ca_params, ca_key, ca_cert) = ca("minder test CA");
+        let issuer = Issuer::from_params(&ca_params, &ca_key);
+        write("ca.pem", ca_cert.pem());
+        let leaf = |names: Vec<String>, issuer: &Issuer<'_, &KeyPair>, prefix: &str| {
+            let key = KeyPair::generate().expect("key");
+            let cert = CertificateParams::new(names).expect("params").signed_by(&key, issuer).expect("leaf");
+            write(&format!("{prefix}.pem"), cert.pem());
+            write(&format!("{prefix}.key"), key.serialize_pem());
+        };
+        leaf(vec!["localhost".into(), "127.0.0.1".into()], &issuer, "server");
+        leaf(vec!["client".into()], &issuer, "client");
+        let (other_params, other_key, _) = ca("someone else's CA");
+        leaf(vec!["intruder".into()], &Issuer::from_params(&other_params, &other_key), "intruder");
+        Pki { dir }
+    }
+
+    fn path(&self, name: &str) -> String {
+        self.dir.path().join(name).display().to_string()
+    }
+}
+
+#[test]
+fn mutual_tls_accepts_the_right_certificate_and_refuses_others() {
+    let pki = Pki::new();
+    let d = Daemon::start_with(
+        &format!(
+            "[daemon]\ntls_cert = \"{}\"\ntls_key = \"{}\"\ntls_client_ca = \"{}\"\n",
+            pki.path("server.pem"),
+            pki.path("server.key"),
+            pki.path("ca.pem")
+        ),
+        &[],
+        &["--listen", "tcp://127.0.0.1:0"],
+    );
+    let addr = tcp_address(&d);
+    let tls = |cert: &str| {
+        vec![
+            "--tls-ca".to_string(),
+            pki.path("ca.pem"),
+            "--tls-cert".into(),
+            pki.path(&format!("{cert}.pem")),
+            "--tls-key".into(),
+            pki.path(&format!("{cert}.key")),
+            "--tls-domain".into(),
+            "localhost".into(),
+        ]
+    };
+    fn args(v: &[String]) -> Vec<&str> {
+        v.iter().map(String::as_str).collect()
+    }
+    let out = ctl_tcp(&addr, &args(&tls("client")), &["version"]);
+    assert_eq!(code(&out), 0, "the CA's client is let in: {}", stderr(&out));
+    let out = ctl_tcp(&addr, &args(&tls("intruder")), &["version"]);
+    assert_ne!(code(&out), 0, "a certificate from another CA is refused");
+    let out = ctl_tcp(&addr, &["--tls-ca", &pki.path("ca.pem"), "--tls-domain", "localhost"], &["version"]);
+    assert_ne!(code(&out), 0, "no client certificate is refused");
+    let out = ctl_tcp(&addr, &[], &["version"]);
+    assert_ne!(code(&out), 0, "plain text is refused");
+}
+
+#[test]
+fn tls_with_a_token() {
+    let pki = Pki::new();
+    let d = Daemon::start_with(
+        &format!(
+            "[daemon]\ntls_cert = \"{}\"\ntls_key = \"{}\"\ntokens_file = \"{{dir}}/tokens\"\n",
+            pki.path("server.pem"),
+            pki.path("server.key"),
+        ),
+        &[("tokens", &format!("ops admin {ADMIN}\n"))],
+        &["--listen", "tcp://127.0.0.1:0"],
+    );
+    let addr = tcp_address(&d);
+    let ca = pki.path("ca.pem");
+    let out = ctl_tcp(&addr, &["--tls-ca", &ca, "--tls-domain", "localhost", "--token", ADMIN], &["version"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let out = ctl_tcp(&addr, &["--tls-ca", &ca, "--tls-domain", "localhost"], &["version"]);
+    assert_ne!(code(&out), 0, "TLS alone does not authenticate without client certificates");
+}
