@@ -20,6 +20,8 @@ pub mod lifecycle;
 pub mod listen;
 pub mod logging;
 pub mod logs;
+pub mod metrics;
+pub mod notify;
 pub mod plan;
 pub mod process;
 pub mod reaper;
@@ -86,8 +88,20 @@ pub async fn run(
         tracing::info!("listening at {}", l.address());
         servers.spawn(serve(l, routes.clone(), security.clone(), serving.clone()));
     }
+    if let Some(addr) = &config.daemon.metrics {
+        let listener = tokio::net::TcpListener::bind(addr.as_str())
+            .await
+            .map_err(|e| std::io::Error::new(e.kind(), format!("cannot serve metrics at {addr}: {e}")))?;
+        tracing::info!("serving metrics at http://{}/metrics", listener.local_addr()?);
+        tokio::spawn(metrics::serve(listener, Arc::clone(&sup), serving.clone()));
+    }
     tracing::info!("minderd {} started with pid {}", minder::VERSION, std::process::id());
     sup.autostart().await;
+    notify::notify(&format!(
+        "READY=1\nSTATUS=supervising {} processes\nMAINPID={}",
+        sup.all().len(),
+        std::process::id()
+    ));
 
     tokio::pin!(shutdown);
     loop {
@@ -117,6 +131,7 @@ pub async fn run(
             }
         }
     }
+    notify::notify("STOPPING=1");
     sup.shutdown().await;
     let _ = stop_serving.send(true);
     let drained = tokio::time::timeout(DRAIN, async { while servers.join_next().await.is_some() {} }).await;

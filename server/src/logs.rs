@@ -93,6 +93,8 @@ pub enum ReadError {
 #[derive(Debug)]
 pub struct LogChannel {
     spec: LogSpec,
+    /// Bytes written to the files since minderd started (for metrics).
+    written: std::sync::atomic::AtomicU64,
     state: Mutex<State>,
     /// The logical end, published after every change, for followers to wait on.
     end: watch::Sender<u64>,
@@ -179,7 +181,12 @@ impl LogChannel {
             failing: false,
             pending: Vec::new(),
         };
-        Arc::new(LogChannel { spec, state: Mutex::new(state), end: watch::channel(end).0 })
+        Arc::new(LogChannel {
+            spec,
+            written: std::sync::atomic::AtomicU64::new(0),
+            state: Mutex::new(state),
+            end: watch::channel(end).0,
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -188,6 +195,11 @@ impl LogChannel {
 
     pub fn spec(&self) -> &LogSpec {
         &self.spec
+    }
+
+    /// Bytes written since minderd started.
+    pub fn written(&self) -> u64 {
+        self.written.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -242,6 +254,7 @@ impl LogChannel {
                 break;
             }
             st.failing = false;
+            self.written.fetch_add(now.len() as u64, std::sync::atomic::Ordering::Relaxed);
             self.wrote(&mut st, now.len() as u64);
             rest = later;
             if rotating && st.size >= self.spec.maxbytes {

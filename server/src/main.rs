@@ -36,6 +36,10 @@ struct Args {
     #[arg(long, value_name = "ADDRESS")]
     listen: Vec<Address>,
 
+    /// Serve Prometheus metrics over HTTP at this host:port (GET /metrics).
+    #[arg(long, value_name = "HOST:PORT")]
+    metrics: Option<String>,
+
     /// Allow a TCP listener on a non-loopback address with no authentication.
     #[arg(long)]
     insecure: bool,
@@ -298,6 +302,9 @@ fn apply_args(args: &Args, config: &mut Config) {
     }
     d.strip_ansi |= args.strip_ansi;
     d.insecure |= args.insecure;
+    if args.metrics.is_some() {
+        d.metrics = args.metrics.clone();
+    }
 }
 
 /// Prints the effective configuration: every process with every option resolved.

@@ -53,12 +53,22 @@ pub struct Shared {
     pub base_env: BaseEnv,
     /// The history of state changes, for event watchers.
     pub events: EventBus,
+    /// Spawns attempted and spawns that failed, since minderd started (for metrics).
+    pub spawns: std::sync::atomic::AtomicU64,
+    pub spawn_failures: std::sync::atomic::AtomicU64,
     shutting_down: AtomicBool,
 }
 
 impl Shared {
     pub fn new(reaper: Arc<Reaper>, base_env: BaseEnv) -> Self {
-        Shared { reaper, base_env, events: EventBus::new(), shutting_down: AtomicBool::new(false) }
+        Shared {
+            reaper,
+            base_env,
+            events: EventBus::new(),
+            spawns: std::sync::atomic::AtomicU64::new(0),
+            spawn_failures: std::sync::atomic::AtomicU64::new(0),
+            shutting_down: AtomicBool::new(false),
+        }
     }
 
     pub fn shutting_down(&self) -> bool {
@@ -545,6 +555,7 @@ impl Actor {
 
     /// Spawns the child and starts capturing its output into its log channels.
     async fn spawn(&mut self) -> Event {
+        self.shared.spawns.fetch_add(1, Ordering::Relaxed);
         match spawn::spawn(&self.config, &self.logs, &self.shared.base_env, &self.shared.reaper).await {
             Ok(child) => {
                 for (pipe, channel) in [(child.stdout, &self.logs.stdout), (child.stderr, &self.logs.stderr)]
@@ -565,7 +576,10 @@ impl Actor {
                 self.spawn_count += 1;
                 Event::Spawned { pid: child.pid }
             }
-            Err(e) => Event::SpawnFailed { reason: e.to_string() },
+            Err(e) => {
+                self.shared.spawn_failures.fetch_add(1, Ordering::Relaxed);
+                Event::SpawnFailed { reason: e.to_string() }
+            }
         }
     }
 

@@ -47,7 +47,9 @@ pub struct BaseEnv {
 
 impl BaseEnv {
     pub fn from_process(server_url: Option<String>) -> Self {
-        BaseEnv { vars: std::env::vars_os().collect(), server_url }
+        // systemd's notify socket is minderd's, not its children's.
+        let vars = std::env::vars_os().filter(|(k, _)| k != "NOTIFY_SOCKET").collect();
+        BaseEnv { vars, server_url }
     }
 }
 
