@@ -225,3 +225,66 @@ fn descriptors_above_two_are_not_inherited() {
     );
     assert!(child.wait().expect("exits").success());
 }
+
+/// As PID 1 of a container (a new PID namespace), minderd reaps orphans that are not its own
+/// children, shuts down on SIGTERM, and exits 0.
+#[test]
+fn as_pid_1_it_reaps_orphans_and_exits_cleanly_on_sigterm() {
+    let dir = tempfile::tempdir().expect("dir");
+    // The program leaves an orphan every time it runs: a grandchild that exits at once.
+    std::fs::write(
+        dir.path().join("m.toml"),
+        "[program.orphans]\ncommand = \"sh -c '(sh -c \\\"exit 0\\\" &) ; sleep 100'\"\nstartsecs = 0\n",
+    )
+    .expect("write");
+    let sock = dir.path().join("m.sock");
+    let mut unshare = std::process::Command::new("unshare")
+        .args(["--pid", "--fork", "--mount-proc"])
+        .arg(crate::harness::bin("minderd"))
+        .arg("-c")
+        .arg(dir.path().join("m.toml"))
+        .arg("--listen")
+        .arg(format!("unix://{}", sock.display()))
+        .arg("-l")
+        .arg(dir.path().join("d.log"))
+        .args(["-e", "debug"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("unshare runs");
+    let ctl = |args: &[&str]| {
+        std::process::Command::new(crate::harness::bin("minder"))
+            .arg("-s")
+            .arg(format!("unix://{}", sock.display()))
+            .args(args)
+            .output()
+            .expect("minder runs")
+    };
+    wait_for("minderd as PID 1", 10 * SECS, || stdout(&ctl(&["pid"])).trim() == "1");
+    // minderd's pid outside the namespace: unshare's only child.
+    let children = std::fs::read_to_string(format!("/proc/{}/task/{}/children", unshare.id(), unshare.id()))
+        .expect("children of unshare");
+    let minderd: i32 = children.split_whitespace().next().expect("a child").parse().expect("pid");
+    // Several runs leave several orphans; none stays a zombie.
+    for _ in 0..3 {
+        assert_eq!(code(&d_restart(&ctl)), 0);
+    }
+    // Each orphan is reaped by minderd, which logs it at debug level.
+    wait_for("three orphans reaped", 10 * SECS, || {
+        std::fs::read_to_string(dir.path().join("d.log"))
+            .is_ok_and(|l| l.matches("reaped unknown pid").count() >= 3)
+    });
+    wait_for("no zombie children of minderd", 10 * SECS, || {
+        let kids =
+            std::fs::read_to_string(format!("/proc/{minderd}/task/{minderd}/children")).unwrap_or_default();
+        kids.split_whitespace().all(|p| alive(p.parse().unwrap_or(0)))
+    });
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(minderd), nix::sys::signal::Signal::SIGTERM)
+        .expect("signal");
+    let status = unshare.wait().expect("unshare exits");
+    assert!(status.success(), "minderd as PID 1 exits 0 after SIGTERM: {status}");
+    assert!(std::fs::read_to_string(dir.path().join("d.log")).expect("log").contains("stopped: orphans"));
+}
+
+fn d_restart(ctl: &dyn Fn(&[&str]) -> std::process::Output) -> std::process::Output {
+    ctl(&["restart", "orphans"])
+}
