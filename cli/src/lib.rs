@@ -225,6 +225,9 @@ pub enum ConfigCommand {
 
 /// Parses the command line and runs it.
 pub fn main() -> ExitCode {
+    // `minder status | head`: a closed pipe ends minder quietly, as it ends other tools.
+    // SAFETY: restoring SIGPIPE's default disposition has no preconditions.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     let cli = Cli::parse_from(supervisorctl_spellings(std::env::args_os()));
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,

@@ -158,6 +158,36 @@ fn routes(supervisor: Service, health: HealthRoutes) -> Result<tonic::service::R
 /// The health service as routes (its type is opaque, so it is added where it is made).
 struct HealthRoutes(tonic::service::Routes);
 
+/// Accepted connections, riding out failures to accept: out of descriptors (EMFILE, ENFILE)
+/// the listener stays readable and would be retried in a tight loop, so minderd pauses a
+/// moment, says so (once per episode), and goes on; other errors are skipped.
+fn patient<S, T>(incoming: S) -> impl tokio_stream::Stream<Item = std::io::Result<T>>
+where
+    S: tokio_stream::Stream<Item = std::io::Result<T>> + Unpin,
+{
+    futures_util::stream::unfold((incoming, false), |(mut incoming, mut warned)| async move {
+        use tokio_stream::StreamExt as _;
+        loop {
+            match incoming.next().await? {
+                Ok(conn) => {
+                    if warned {
+                        tracing::info!("accepting connections again");
+                    }
+                    return Some((Ok(conn), (incoming, false)));
+                }
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) => {
+                    if !warned {
+                        tracing::warn!("cannot accept connections: {e}; waiting for descriptors to free up");
+                        warned = true;
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(e) => tracing::debug!("error accepting a connection: {e}"),
+            }
+        }
+    })
+}
+
 /// How each kind of listener is secured, from the daemon's settings.
 #[derive(Clone)]
 struct Security {
@@ -235,12 +265,13 @@ async fn serve(
     let router = builder.layer(auth::AuthLayer(access)).add_routes(routes);
     let result = match listener {
         Listener::Unix { listener, socket } => {
-            let r = router.serve_with_incoming_shutdown(UnixListenerStream::new(listener), signal).await;
+            let r =
+                router.serve_with_incoming_shutdown(patient(UnixListenerStream::new(listener)), signal).await;
             drop(socket);
             r
         }
         Listener::Tcp { listener, .. } => {
-            router.serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal).await
+            router.serve_with_incoming_shutdown(patient(TcpListenerStream::new(listener)), signal).await
         }
     };
     if let Err(e) = result {

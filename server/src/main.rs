@@ -142,6 +142,9 @@ const BAD_CONFIG: u8 = 2;
 fn main() -> ExitCode {
     let args = Args::parse();
     spawn::ensure_std_fds();
+    // A file-size limit must make log writes fail (EFBIG, reported), not kill the daemon.
+    // SAFETY: setting a signal's disposition to SIG_IGN has no preconditions.
+    unsafe { libc::signal(libc::SIGXFSZ, libc::SIG_IGN) };
     let Some(path) = args.config.clone().or_else(config::find) else {
         let searched: Vec<String> = config::search_paths().iter().map(|p| p.display().to_string()).collect();
         eprintln!(
@@ -309,6 +312,9 @@ fn apply_args(args: &Args, config: &mut Config) {
 
 /// Prints the effective configuration: every process with every option resolved.
 fn check_config(config: &Config, json: bool) -> ExitCode {
+    // Printing to a pipe that closes (`| head`) ends the command quietly, as other tools do.
+    // SAFETY: restoring SIGPIPE's default disposition has no preconditions.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     if json {
         match serde_json::to_string_pretty(config) {
             Ok(s) => println!("{s}"),

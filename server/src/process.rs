@@ -164,6 +164,9 @@ pub fn python_timedelta(secs: u64) -> String {
     }
 }
 
+/// How long a write to a child's stdin may wait for the child to read.
+const STDIN_PATIENCE: Duration = Duration::from_secs(2);
+
 /// Requests to a process's task.
 #[derive(Debug)]
 enum Command {
@@ -291,16 +294,37 @@ impl ProcessHandle {
         rx.await.unwrap_or(Err(gone()))
     }
 
-    /// Writes `data` to the running child's stdin.
+    /// Writes `data` to the running child's stdin. A child that does not read its stdin must
+    /// not hold the caller (or later writers) forever: if the pipe cannot take the data within
+    /// [`STDIN_PATIENCE`], the write fails, saying how much was written.
     pub async fn send_stdin(&self, data: &[u8]) -> Result<(), Fault> {
         use tokio::io::AsyncWriteExt;
         let (reply, rx) = oneshot::channel();
         self.tx.send(Command::Stdin { reply }).await.map_err(|_| gone())?;
         let stdin = rx.await.unwrap_or(Err(gone()))?;
-        let mut pipe = stdin.lock().await;
-        pipe.write_all(data)
-            .await
-            .map_err(|e| Fault::Failed(format!("cannot write to the stdin of {}: {e}", self.config.name)))
+        let name = &self.config.name;
+        let write = async {
+            let mut pipe = stdin.lock().await;
+            let mut written = 0;
+            while written < data.len() {
+                match pipe.write(&data[written..]).await {
+                    Ok(n) => written += n,
+                    Err(e) => return Err((written, e.to_string())),
+                }
+            }
+            Ok(())
+        };
+        match tokio::time::timeout(STDIN_PATIENCE, write).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err((n, e))) => Err(Fault::Failed(format!(
+                "cannot write to the stdin of {name} ({n} of {} bytes written): {e}",
+                data.len()
+            ))),
+            Err(_) => Err(Fault::Failed(format!(
+                "{name} is not reading its stdin (the pipe stayed full for {} s)",
+                STDIN_PATIENCE.as_secs()
+            ))),
+        }
     }
 }
 

@@ -23,7 +23,25 @@ use crate::update::{Applied, Change, UpdateError};
 
 /// Writes who asked for what to the daemon log (every request that changes something).
 fn audit<T>(req: &Request<T>, what: impl std::fmt::Display) {
-    tracing::info!("{} requested {what}", crate::auth::caller(req));
+    tracing::info!("{} requested {}", crate::auth::caller(req), bounded(what.to_string()));
+}
+
+/// The most of a client's input an error message or log line repeats: messages travel in
+/// HTTP/2 headers, and an echoed 200 KB name would get the connection torn down.
+const ECHO_LIMIT: usize = 512;
+
+/// `text`, cut to [`ECHO_LIMIT`] bytes (at a character boundary) with a note of the rest.
+pub fn bounded(mut text: String) -> String {
+    if text.len() > ECHO_LIMIT {
+        let mut cut = ECHO_LIMIT;
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        let rest = text.len() - cut;
+        text.truncate(cut);
+        text.push_str(&format!("… ({rest} more bytes)"));
+    }
+    text
 }
 
 /// The default start of a tail, as supervisorctl's: the last 1600 bytes.
@@ -56,8 +74,8 @@ impl Service {
 impl From<ReadError> for Status {
     fn from(e: ReadError) -> Status {
         match e {
-            ReadError::NotRegular(_) => Status::failed_precondition(e.to_string()),
-            ReadError::BeyondEnd { .. } => Status::out_of_range(e.to_string()),
+            ReadError::NotRegular(_) => Status::failed_precondition(bounded(e.to_string())),
+            ReadError::BeyondEnd { .. } => Status::out_of_range(bounded(e.to_string())),
         }
     }
 }
@@ -65,10 +83,11 @@ impl From<ReadError> for Status {
 impl From<UpdateError> for Status {
     fn from(e: UpdateError) -> Status {
         match e {
+            // Every configuration error is kept: they come from the operator's own files.
             UpdateError::Config(errors) => Status::failed_precondition(errors.to_string()),
-            UpdateError::BadName(m) => Status::not_found(m),
-            UpdateError::StillRunning(m) => Status::failed_precondition(m),
-            e @ UpdateError::AlreadyAdded(_) => Status::already_exists(e.to_string()),
+            UpdateError::BadName(m) => Status::not_found(bounded(m)),
+            UpdateError::StillRunning(m) => Status::failed_precondition(bounded(m)),
+            e @ UpdateError::AlreadyAdded(_) => Status::already_exists(bounded(e.to_string())),
             UpdateError::ShuttingDown => Status::unavailable("minderd is shutting down"),
         }
     }
@@ -77,8 +96,8 @@ impl From<UpdateError> for Status {
 impl From<RequestError> for Status {
     fn from(e: RequestError) -> Status {
         match e {
-            RequestError::InvalidArgument(m) => Status::invalid_argument(m),
-            RequestError::NotFound(name) => Status::not_found(format!("no such process: {name}")),
+            RequestError::InvalidArgument(m) => Status::invalid_argument(bounded(m)),
+            RequestError::NotFound(name) => Status::not_found(bounded(format!("no such process: {name}"))),
             RequestError::ShuttingDown => Status::unavailable("minderd is shutting down"),
         }
     }
@@ -462,7 +481,7 @@ impl pb::supervisor_server::Supervisor for Service {
     ) -> Result<Response<pb::ProcessActionResponse>, Status> {
         audit(&req, format_args!("signal {} {}", req.get_ref().signal, req.get_ref().names.join(" ")));
         let r = req.into_inner();
-        let sig = signal::parse(&r.signal).map_err(Status::invalid_argument)?;
+        let sig = signal::parse(&r.signal).map_err(|e| Status::invalid_argument(bounded(e)))?;
         let outcomes = self.sup.signal(&r.names, sig).await?;
         Ok(Response::new(results(outcomes)))
     }
@@ -519,7 +538,9 @@ impl pb::supervisor_server::Supervisor for Service {
                         } else {
                             "is not captured (its log file is NONE)"
                         };
-                        return Err(Status::failed_precondition(format!("the {name} of {full} {why}")));
+                        return Err(Status::failed_precondition(bounded(format!(
+                            "the {name} of {full} {why}"
+                        ))));
                     }
                     None => {}
                 }
@@ -576,8 +597,10 @@ impl pb::supervisor_server::Supervisor for Service {
         let h = self.sup.get(&r.name)?;
         match h.send_stdin(&r.data).await {
             Ok(()) => Ok(Response::new(pb::SendStdinResponse {})),
-            Err(Fault::NotRunning) => Err(Status::failed_precondition(format!("{} is not running", r.name))),
-            Err(e) => Err(Status::failed_precondition(e.to_string())),
+            Err(Fault::NotRunning) => {
+                Err(Status::failed_precondition(bounded(format!("{} is not running", r.name))))
+            }
+            Err(e) => Err(Status::failed_precondition(bounded(e.to_string()))),
         }
     }
 

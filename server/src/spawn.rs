@@ -358,6 +358,8 @@ fn fork_exec(
     let env_ptrs: Vec<*const libc::c_char> =
         env.iter().map(|a| a.as_ptr()).chain(std::iter::once(std::ptr::null())).collect();
     let plan = ChildPlan {
+        // SAFETY: getpid has no preconditions.
+        parent: unsafe { libc::getpid() },
         path: path.as_ptr(),
         argv: argv_ptrs.as_ptr(),
         envp: env_ptrs.as_ptr(),
@@ -386,6 +388,8 @@ fn max_fd() -> libc::c_int {
 
 /// Raw pointers into memory the parent owns, for the child to use before exec.
 struct ChildPlan<'a> {
+    /// minderd's pid, to notice it died before the child asked to die with it.
+    parent: libc::pid_t,
     path: *const libc::c_char,
     argv: *const *const libc::c_char,
     envp: *const *const libc::c_char,
@@ -418,6 +422,17 @@ fn exec_child(p: &ChildPlan<'_>) -> ! {
         for sig in 1..32 {
             if sig != libc::SIGKILL && sig != libc::SIGSTOP {
                 libc::signal(sig, libc::SIG_DFL);
+            }
+        }
+        // If minderd itself is killed (SIGKILL: no chance to stop its children), its children
+        // go down with it rather than live on orphaned, unsupervised. The kernel ties this to
+        // the forking thread, a runtime worker that lives as long as the daemon. A minderd
+        // that died before the request took effect is caught by the parent check.
+        #[cfg(target_os = "linux")]
+        {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
+            if libc::getppid() != p.parent {
+                libc::_exit(127);
             }
         }
         // Its own process group, so signals to minderd's group (Ctrl-C) do not reach it.

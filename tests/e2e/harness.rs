@@ -52,7 +52,11 @@ impl Daemon {
     pub fn start_with(toml: &str, files: &[(&str, &str)], extra: &[&str]) -> Daemon {
         let dir = tempfile::Builder::new().prefix("minder-e2e-").tempdir().expect("a temp dir");
         for (name, contents) in files {
-            std::fs::write(dir.path().join(name), contents).expect("write a file");
+            if name.ends_with('/') {
+                std::fs::create_dir_all(dir.path().join(name)).expect("make a directory");
+            } else {
+                std::fs::write(dir.path().join(name), contents).expect("write a file");
+            }
         }
         let config = dir.path().join("minder.toml");
         std::fs::write(&config, toml.replace("{dir}", &dir.path().display().to_string()))

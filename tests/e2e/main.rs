@@ -11,5 +11,6 @@ mod config;
 mod lifecycle;
 mod logs;
 mod mesh;
+mod reliability;
 mod reload;
 mod security;
