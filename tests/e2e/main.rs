@@ -8,6 +8,7 @@ mod children;
 mod cli;
 mod compat;
 mod config;
+mod deploy;
 mod lifecycle;
 mod logs;
 mod mesh;
