@@ -104,6 +104,10 @@ struct Args {
     /// Strip ANSI escape sequences from child logs.
     #[arg(short = 't', long = "strip_ansi")]
     strip_ansi: bool,
+
+    /// Write the man page, minderd.1, into DIR and exit (for packagers).
+    #[arg(long, value_name = "DIR", hide = true)]
+    generate_man: Option<PathBuf>,
 }
 
 fn parse_level(s: &str) -> Result<LogLevel, String> {
@@ -133,6 +137,21 @@ const BAD_CONFIG: u8 = 2;
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if let Some(dir) = &args.generate_man {
+        use clap::CommandFactory;
+        let written = std::fs::create_dir_all(dir)
+            .and_then(|()| clap_mangen::Man::new(Args::command()).generate_to(dir));
+        return match written {
+            Ok(path) => {
+                println!("{}", path.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("minderd: cannot write the man page in {}: {e}", dir.display());
+                ExitCode::from(START_FAILED)
+            }
+        };
+    }
     spawn::ensure_std_fds();
     let Some(path) = args.config.clone().or_else(config::find) else {
         let searched: Vec<String> = config::search_paths().iter().map(|p| p.display().to_string()).collect();

@@ -12,3 +12,4 @@ mod lifecycle;
 mod logs;
 mod mesh;
 mod reload;
+mod shell;
