@@ -38,30 +38,30 @@ fn print_changes(changes: &pb::ConfigChanges, json: bool) -> u8 {
     if json {
         output::print_json(&changes_json(changes));
     } else if changes.changes.is_empty() {
-        println!("No config updates to processes");
+        outln!("No config updates to processes");
     } else {
         for c in &changes.changes {
             let name = &c.full_name;
             if !changes.applied {
                 match c.kind() {
                     pb::ChangeKind::Changed => {
-                        println!("{name}: would be updated ({})", c.options.join(", "))
+                        outln!("{name}: would be updated ({})", c.options.join(", "))
                     }
-                    _ => println!("{name}: would be {}", kind_name(c)),
+                    _ => outln!("{name}: would be {}", kind_name(c)),
                 }
                 continue;
             }
             if c.stopped {
-                println!("{name}: stopped");
+                outln!("{name}: stopped");
             }
             match c.kind() {
-                pb::ChangeKind::Changed => println!("{name}: updated ({})", c.options.join(", ")),
-                _ => println!("{name}: {}", kind_name(c)),
+                pb::ChangeKind::Changed => outln!("{name}: updated ({})", c.options.join(", ")),
+                _ => outln!("{name}: {}", kind_name(c)),
             }
             if c.code() != pb::ResultCode::Success {
-                println!("{name}: ERROR ({})", c.message);
+                outln!("{name}: ERROR ({})", c.message);
             } else if c.started {
-                println!("{name}: started");
+                outln!("{name}: started");
             }
         }
     }
@@ -90,10 +90,10 @@ pub async fn reread(client: &mut crate::client::Client, json: bool) -> Result<u8
         .collect();
     lines.sort();
     if lines.is_empty() {
-        println!("No config updates to processes");
+        outln!("No config updates to processes");
     }
     for l in lines {
-        println!("{l}");
+        outln!("{l}");
     }
     Ok(exit::OK)
 }
@@ -153,7 +153,7 @@ pub async fn add_remove(
         if json {
             results.push(json!({"group": name, "ok": ok, "message": line}));
         } else {
-            println!("{line}");
+            outln!("{line}");
         }
     }
     if json {
@@ -179,7 +179,7 @@ pub async fn avail(client: &mut crate::client::Client, json: bool) -> Result<u8,
             let inuse = if p.in_use { "in use" } else { "avail" };
             let auto = if p.autostart { "auto" } else { "manual" };
             let prio = format!("{}:{}", p.group_priority, p.priority);
-            println!("{:<32} {inuse:<9} {auto:<9} {prio}", p.full_name);
+            outln!("{:<32} {inuse:<9} {auto:<9} {prio}", p.full_name);
         }
     }
     Ok(exit::OK)
@@ -192,7 +192,7 @@ pub fn convert(path: &std::path::Path) -> u8 {
             for w in &c.warnings {
                 eprintln!("minder: warning: {w}");
             }
-            print!("{}", minder::config::to_toml(&c));
+            out!("{}", minder::config::to_toml(&c));
             exit::OK
         }
         Err(e) => {

@@ -1,11 +1,39 @@
 //! `minder`: controls minderd over gRPC, as supervisorctl controls supervisord.
 //!
 //! Each command is one or a few RPCs. Output is a table (status), supervisorctl's own lines
-//! (start, stop, …), or JSON with `--json`; exit codes are supervisorctl's.
+//! (start, stop, …), or JSON with `--json`; exit codes are supervisorctl's. With no command,
+//! `shell` reads commands line by line and runs each exactly as the command line would
+//! (`execute`); `generate` writes completion scripts and man pages from the same definitions.
+
+/// `println!` for command output. When standard output has gone (`minder status | head`),
+/// minder ends quietly with 141 (128 + SIGPIPE), as other tools do, instead of panicking.
+/// (SIGPIPE itself stays ignored: a server closing a socket must be an error, not a death.)
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if writeln!(std::io::stdout(), $($arg)*).is_err() {
+            std::process::exit(141);
+        }
+    }};
+}
+
+/// `print!` for command output, as [`outln`].
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let mut stdout = std::io::stdout();
+        if write!(stdout, $($arg)*).and_then(|()| stdout.flush()).is_err() {
+            std::process::exit(141);
+        }
+    }};
+}
 
 mod changes;
 pub mod client;
+mod complete;
+mod generate;
 mod output;
+mod shell;
 mod streams;
 
 use std::path::PathBuf;
@@ -46,7 +74,7 @@ Exit codes (as supervisorctl's):
 
 Names: NAME, GROUP:NAME, GROUP:* (every process of a group), or all.";
 
-/// Control minderd, the minder process supervisor.
+/// Control minderd, the minder process supervisor; with no command, an interactive shell.
 #[derive(Debug, Parser)]
 #[command(name = "minder", version, max_term_width = 100, after_help = EXIT_CODES)]
 pub struct Cli {
@@ -65,8 +93,9 @@ pub struct Cli {
     #[command(flatten)]
     pub connect: client::ConnectOptions,
 
+    /// The command to run; with none, an interactive shell reads commands line by line.
     #[command(subcommand)]
-    pub command: Command,
+    pub command: Option<Command>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -196,18 +225,35 @@ pub enum Command {
     Shutdown,
     /// Print minderd's version.
     Version,
+    /// Print a completion script for a shell (commands and options; not process names).
+    #[command(
+        after_help = "For example: minder completions bash > /usr/share/bash-completion/completions/minder"
+    )]
+    Completions {
+        /// The shell to complete in.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Write the man pages (minder.1, minder-status.1, ...) into DIR; for packagers.
+    #[command(hide = true)]
+    Man {
+        /// Where to write them (created if need be).
+        dir: PathBuf,
+    },
 }
 
 /// supervisorctl's `tail -1600 NAME`: a bare `-N` after `tail` or `maintail` means the last N
 /// bytes.
-fn supervisorctl_spellings(args: impl Iterator<Item = std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+fn supervisorctl_spellings<T: From<String> + AsRef<std::ffi::OsStr>>(
+    args: impl Iterator<Item = T>,
+) -> Vec<T> {
     let mut in_tail = false;
     args.map(|a| {
-        let s = a.to_string_lossy();
+        let s = a.as_ref().to_string_lossy();
         if s == "tail" || s == "maintail" {
             in_tail = true;
         } else if in_tail && s.len() > 1 && s.starts_with('-') && s[1..].bytes().all(|b| b.is_ascii_digit()) {
-            return format!("--bytes={}", &s[1..]).into();
+            return T::from(format!("--bytes={}", &s[1..]));
         }
         a
     })
@@ -225,9 +271,6 @@ pub enum ConfigCommand {
 
 /// Parses the command line and runs it.
 pub fn main() -> ExitCode {
-    // `minder status | head`: a closed pipe ends minder quietly, as it ends other tools.
-    // SAFETY: restoring SIGPIPE's default disposition has no preconditions.
-    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     let cli = Cli::parse_from(supervisorctl_spellings(std::env::args_os()));
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
@@ -239,34 +282,73 @@ pub fn main() -> ExitCode {
     ExitCode::from(runtime.block_on(run(cli)))
 }
 
-/// Runs one command; returns the exit code.
-pub async fn run(cli: Cli) -> u8 {
-    let server = cli.server.clone().or_else(|| std::env::var("MINDER_SERVER").ok().filter(|s| !s.is_empty()));
-    let unreachable = |e: &ConnectError, status: bool| -> u8 {
-        eprintln!("minder: {e}");
-        match e {
-            _ if status => exit::UNKNOWN,
-            ConnectError::Refused(_) => exit::UNKNOWN,
-            ConnectError::NoSocket(_) => exit::NOT_RUNNING,
-            ConnectError::BadAddress(_) => exit::INVALID_ARGS,
-            _ => exit::GENERIC,
-        }
+/// Runs one command, or the interactive shell when there is none; returns the exit code.
+pub async fn run(mut cli: Cli) -> u8 {
+    let Some(command) = cli.command.take() else {
+        return shell::run(cli).await;
     };
-    if let Command::Config(ConfigCommand::Convert { file }) = &cli.command {
-        return changes::convert(file);
+    if let Some(code) = local(&command) {
+        return code;
     }
-    let is_status = matches!(cli.command, Command::Status { .. });
-    let target = match client::resolve_target(server.as_deref(), cli.config.as_deref()) {
-        Ok(a) => a,
-        Err(e) => return unreachable(&e, is_status),
-    };
-    let mut client = match client::connect_to(&target, &cli.connect).await {
+    let is_status = matches!(command, Command::Status { .. });
+    let mut client = match connect(&cli).await {
         Ok(c) => c,
-        Err(e) => return unreachable(&e, is_status),
+        Err(e) => return unreachable_daemon(&e, is_status),
     };
-    let json = cli.json;
-    let result = match cli.command {
-        Command::Status { names } => status(&mut client, names, json).await,
+    match execute(&mut client, command, cli.json).await {
+        Ok(code) => code,
+        Err(status) => failed(&status),
+    }
+}
+
+/// Finds the daemon as the options say (`-s`, `MINDER_SERVER`, `-c`, the search path) and
+/// connects to it.
+pub(crate) async fn connect(cli: &Cli) -> Result<client::Client, ConnectError> {
+    let server = cli.server.clone().or_else(|| std::env::var("MINDER_SERVER").ok().filter(|s| !s.is_empty()));
+    let target = client::resolve_target(server.as_deref(), cli.config.as_deref())?;
+    client::connect_to(&target, &cli.connect).await
+}
+
+/// Says why the daemon cannot be reached; returns the exit code for it.
+pub(crate) fn unreachable_daemon(e: &ConnectError, status: bool) -> u8 {
+    eprintln!("minder: {e}");
+    match e {
+        _ if status => exit::UNKNOWN,
+        ConnectError::Refused(_) => exit::UNKNOWN,
+        ConnectError::NoSocket(_) => exit::NOT_RUNNING,
+        ConnectError::BadAddress(_) => exit::INVALID_ARGS,
+        _ => exit::GENERIC,
+    }
+}
+
+/// Says why an RPC failed; returns the exit code for it.
+pub(crate) fn failed(status: &tonic::Status) -> u8 {
+    eprintln!("minder: {}", status.message());
+    match status.code() {
+        tonic::Code::InvalidArgument => exit::INVALID_ARGS,
+        tonic::Code::Unavailable if status.message().contains("connect") => exit::UNKNOWN,
+        _ => exit::GENERIC,
+    }
+}
+
+/// Runs the commands that need no daemon; `None` for the others.
+pub(crate) fn local(command: &Command) -> Option<u8> {
+    match command {
+        Command::Config(ConfigCommand::Convert { file }) => Some(changes::convert(file)),
+        Command::Completions { shell } => Some(generate::completions(*shell)),
+        Command::Man { dir } => Some(generate::man_pages(dir)),
+        _ => None,
+    }
+}
+
+/// Runs a command that talks to the daemon, over `client`.
+pub(crate) async fn execute(
+    client: &mut client::Client,
+    command: Command,
+    json: bool,
+) -> Result<u8, tonic::Status> {
+    match command {
+        Command::Status { names } => status(client, names, json).await,
         Command::Start { no_wait, names } => {
             let req = pb::StartProcessesRequest { names, no_wait };
             act(client.start_processes(req).await, json, Verb::Start)
@@ -283,54 +365,42 @@ pub async fn run(cli: Cli) -> u8 {
             let req = pb::SignalProcessesRequest { names, signal };
             act(client.signal_processes(req).await, json, Verb::Signal)
         }
-        Command::Pid { names } => pid(&mut client, names, json).await,
+        Command::Pid { names } => pid(client, names, json).await,
         Command::Tail { follow, lines, bytes, names } => {
-            streams::tail(&mut client, names, follow, from(lines, bytes), json).await
+            streams::tail(client, names, follow, from(lines, bytes), json).await
         }
         Command::Maintail { follow, lines, bytes } => {
-            streams::maintail(&mut client, follow, from(lines, bytes), json).await
+            streams::maintail(client, follow, from(lines, bytes), json).await
         }
         Command::Clear { names } => {
             act(client.clear_logs(pb::ClearLogsRequest { names }).await, json, Verb::Clear)
         }
-        Command::Fg { name } => streams::fg(&mut client, name).await,
-        Command::Events { snapshot } => streams::events(&mut client, snapshot, json).await,
-        Command::Reread => changes::reread(&mut client, json).await,
-        Command::Update { dry_run, groups } => changes::update(&mut client, groups, dry_run, json).await,
-        Command::Add { groups } => changes::add_remove(&mut client, groups, true, json).await,
-        Command::Remove { groups } => changes::add_remove(&mut client, groups, false, json).await,
-        Command::Avail => changes::avail(&mut client, json).await,
-        Command::Reload { restart_all } => changes::reload(&mut client, restart_all, json).await,
-        Command::Config(_) => unreachable!("handled before connecting"),
+        Command::Fg { name } => streams::fg(client, name).await,
+        Command::Events { snapshot } => streams::events(client, snapshot, json).await,
+        Command::Reread => changes::reread(client, json).await,
+        Command::Update { dry_run, groups } => changes::update(client, groups, dry_run, json).await,
+        Command::Add { groups } => changes::add_remove(client, groups, true, json).await,
+        Command::Remove { groups } => changes::add_remove(client, groups, false, json).await,
+        Command::Avail => changes::avail(client, json).await,
+        Command::Reload { restart_all } => changes::reload(client, restart_all, json).await,
         Command::Shutdown => match client.shutdown(pb::ShutdownRequest {}).await {
             Ok(_) => {
                 output::line(json, "Shut down", serde_json::json!({"result": "shutting down"}));
                 Ok(exit::OK)
             }
             Err(s) if s.code() == tonic::Code::FailedPrecondition => {
-                println!("ERROR: already shutting down");
+                outln!("ERROR: already shutting down");
                 Ok(exit::OK)
             }
             Err(s) => Err(s),
         },
-        Command::Version => match client.get_daemon_info(pb::GetDaemonInfoRequest {}).await {
-            Ok(info) => {
-                let info = info.into_inner();
-                output::line(json, &info.version, serde_json::json!({"version": info.version}));
-                Ok(exit::OK)
-            }
-            Err(s) => Err(s),
-        },
-    };
-    match result {
-        Ok(code) => code,
-        Err(status) => {
-            eprintln!("minder: {}", status.message());
-            match status.code() {
-                tonic::Code::InvalidArgument => exit::INVALID_ARGS,
-                tonic::Code::Unavailable if status.message().contains("connect") => exit::UNKNOWN,
-                _ => exit::GENERIC,
-            }
+        Command::Version => {
+            let info = client.get_daemon_info(pb::GetDaemonInfoRequest {}).await?.into_inner();
+            output::line(json, &info.version, serde_json::json!({"version": info.version}));
+            Ok(exit::OK)
+        }
+        Command::Config(_) | Command::Completions { .. } | Command::Man { .. } => {
+            unreachable!("local() runs the commands that need no daemon")
         }
     }
 }
@@ -345,8 +415,8 @@ async fn status(
     for bad in &resp.unmatched {
         if !json {
             match bad.split_once(':') {
-                Some((group, "" | "*")) => println!("{group}: ERROR (no such group)"),
-                _ => println!("{bad}: ERROR (no such process)"),
+                Some((group, "" | "*")) => outln!("{group}: ERROR (no such group)"),
+                _ => outln!("{bad}: ERROR (no such process)"),
             }
         }
         code = exit::UNKNOWN;
@@ -357,7 +427,7 @@ async fn status(
             "unmatched": resp.unmatched,
         }));
     } else {
-        print!("{}", output::status_table(&resp.processes));
+        out!("{}", output::status_table(&resp.processes));
     }
     // As supervisorctl: a stopped process wins over an unknown name.
     if resp.processes.iter().any(|p| output::is_stopped(p.state())) {
@@ -393,7 +463,7 @@ fn act(
     let mut code = exit::OK;
     for r in &results {
         if !json {
-            println!("{}", output::result_line(r));
+            outln!("{}", output::result_line(r));
         }
         if let Some(c) = exit_for(verb, r) {
             code = c;
@@ -455,7 +525,7 @@ async fn pid(
                 }
                 Err(s) if matches!(s.code(), tonic::Code::NotFound | tonic::Code::InvalidArgument) => {
                     if !json {
-                        println!("No such process {name}");
+                        outln!("No such process {name}");
                     }
                     code = exit::GENERIC;
                 }
@@ -469,7 +539,7 @@ async fn pid(
         output::print_json(&serde_json::json!({ "processes": pids }));
     } else {
         for p in &found {
-            println!("{}", p.pid);
+            outln!("{}", p.pid);
         }
     }
     Ok(code)

@@ -210,10 +210,10 @@ pub fn line(json: bool, text: &str, value: Value) {
     if json {
         print_json(&value);
     } else {
-        println!("{text}");
+        outln!("{text}");
     }
 }
 
 pub fn print_json(v: &Value) {
-    println!("{}", serde_json::to_string_pretty(v).unwrap_or_else(|_| "null".into()));
+    outln!("{}", serde_json::to_string_pretty(v).unwrap_or_else(|_| "null".into()));
 }

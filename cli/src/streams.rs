@@ -195,7 +195,7 @@ pub async fn maintail(
 pub async fn fg(client: &mut crate::client::Client, name: String) -> Result<u8, tonic::Status> {
     let info = client.get_process(pb::GetProcessRequest { name: name.clone() }).await?.into_inner();
     if info.state() != pb::ProcessState::Running {
-        println!("Error: process not running");
+        outln!("Error: process not running");
         return Ok(exit::GENERIC);
     }
     let req = pb::TailLogRequest {
@@ -205,13 +205,18 @@ pub async fn fg(client: &mut crate::client::Client, name: String) -> Result<u8, 
         follow: true,
         resume: vec![],
     };
-    let output = print_stream(client.tail_log(req).await, false, false);
+    // Once the daemon has answered, the stream starts at the end of the log as it is now: what
+    // the process writes from here on is shown. Only then is the user asked to type.
+    let stream = client.tail_log(req).await?;
+    // On stderr, so that standard output is only the process's.
+    eprintln!("==> Press Ctrl-C to exit <==");
+    let output = print_stream(Ok(stream), false, false);
     let mut typed = client.clone();
     let input = async move {
-        use tokio::io::AsyncBufReadExt;
-        let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
-        while let Ok(Some(line)) = lines.next_line().await {
-            let data = format!("{line}\n").into_bytes();
+        let Some(mut stdin) = StdinReader::start() else {
+            return exit::OK;
+        };
+        while let Some(data) = stdin.next().await {
             if let Err(s) = typed.send_stdin(pb::SendStdinRequest { name: name.clone(), data }).await {
                 eprintln!("minder: {}", s.message());
                 return exit::GENERIC;
@@ -223,6 +228,68 @@ pub async fn fg(client: &mut crate::client::Client, name: String) -> Result<u8, 
         r = output => r,
         code = input => Ok(code),
         _ = tokio::signal::ctrl_c() => Ok(exit::OK),
+    }
+}
+
+/// Standard input for `fg`, read on a thread of its own as it comes (a line at a time from a
+/// terminal). Unlike tokio's stdin, it stops as soon as it is dropped, with no read left
+/// pending: in the shell, such a read would swallow the next line typed at the prompt.
+struct StdinReader {
+    data: tokio::sync::mpsc::Receiver<Vec<u8>>,
+    /// Dropping it wakes the thread (its other end polls as hung up), which then ends.
+    _stop: std::os::fd::OwnedFd,
+}
+
+impl StdinReader {
+    fn start() -> Option<StdinReader> {
+        let (stop_rx, stop_tx) = match nix::unistd::pipe() {
+            Ok(p) => p,
+            Err(e) => {
+                eprintln!("minder: cannot read standard input: {e}");
+                return None;
+            }
+        };
+        let (tx, data) = tokio::sync::mpsc::channel(16);
+        std::thread::spawn(move || read_stdin(&stop_rx, &tx));
+        Some(StdinReader { data, _stop: stop_tx })
+    }
+
+    /// The next bytes typed; `None` at end of input.
+    async fn next(&mut self) -> Option<Vec<u8>> {
+        self.data.recv().await
+    }
+}
+
+fn read_stdin(stop: &std::os::fd::OwnedFd, tx: &tokio::sync::mpsc::Sender<Vec<u8>>) {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    use std::os::fd::AsFd;
+    let stdin = std::io::stdin();
+    let mut buf = vec![0u8; 4096];
+    loop {
+        let mut fds =
+            [PollFd::new(stdin.as_fd(), PollFlags::POLLIN), PollFd::new(stop.as_fd(), PollFlags::POLLIN)];
+        match poll(&mut fds, PollTimeout::NONE) {
+            Ok(_) => {}
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(_) => return,
+        }
+        if fds[1].any() != Some(false) {
+            return;
+        }
+        if fds[0].any() == Some(false) {
+            continue;
+        }
+        // Straight from the descriptor, past std's buffer: nothing is read ahead and kept.
+        match nix::unistd::read(stdin.as_fd(), &mut buf) {
+            Ok(0) => return,
+            Ok(n) => {
+                if tx.blocking_send(buf[..n].to_vec()).is_err() {
+                    return;
+                }
+            }
+            Err(nix::errno::Errno::EINTR | nix::errno::Errno::EAGAIN) => continue,
+            Err(_) => return,
+        }
     }
 }
 

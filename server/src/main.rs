@@ -112,6 +112,10 @@ struct Args {
     /// Strip ANSI escape sequences from child logs.
     #[arg(short = 't', long = "strip_ansi")]
     strip_ansi: bool,
+
+    /// Write the man page, minderd.1, into DIR and exit (for packagers).
+    #[arg(long, value_name = "DIR", hide = true)]
+    generate_man: Option<PathBuf>,
 }
 
 fn parse_level(s: &str) -> Result<LogLevel, String> {
@@ -141,6 +145,21 @@ const BAD_CONFIG: u8 = 2;
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if let Some(dir) = &args.generate_man {
+        use clap::CommandFactory;
+        let written = std::fs::create_dir_all(dir)
+            .and_then(|()| clap_mangen::Man::new(Args::command()).generate_to(dir));
+        return match written {
+            Ok(path) => {
+                println!("{}", path.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("minderd: cannot write the man page in {}: {e}", dir.display());
+                ExitCode::from(START_FAILED)
+            }
+        };
+    }
     spawn::ensure_std_fds();
     // A file-size limit must make log writes fail (EFBIG, reported), not kill the daemon.
     // SAFETY: setting a signal's disposition to SIG_IGN has no preconditions.

@@ -150,3 +150,24 @@ fn json_results() {
     assert_eq!(results[1]["result"], "SUCCESS");
     assert_eq!(results[1]["state"], "RUNNING", "start waits for RUNNING (startsecs=1 by default)");
 }
+
+/// `minder … | head`: when standard output closes early, minder ends quietly (141, as a tool
+/// killed by SIGPIPE), without a panic on standard error.
+#[test]
+fn a_closed_output_pipe_ends_quietly() {
+    for args in [&["completions", "bash"][..], &["man", "/nonexistent-dir-for-this-test"][..]] {
+        let mut child = Command::new(bin("minder"))
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("runs");
+        // Close the read end at once: every write minder makes fails.
+        drop(child.stdout.take());
+        let out = child.wait_with_output().expect("exits");
+        assert!(!stderr(&out).contains("panicked"), "{args:?}: {}", stderr(&out));
+        if args[0] == "completions" {
+            assert_eq!(out.status.code(), Some(141), "{args:?}");
+        }
+    }
+}

@@ -15,3 +15,4 @@ mod mesh;
 mod reliability;
 mod reload;
 mod security;
+mod shell;
