@@ -242,3 +242,61 @@ fn the_daemon_log_can_be_json() {
     assert!(v["message"].as_str().is_some_and(|m| m.starts_with("spawned: 'j' with pid ")), "{line}");
     assert!(chrono::DateTime::parse_from_rfc3339(v["time"].as_str().unwrap_or("")).is_ok(), "{line}");
 }
+
+/// [supervisord] user: minderd binds its socket, then runs as that user.
+#[test]
+fn the_daemon_drops_privileges_after_binding() {
+    let nobody = nix::unistd::User::from_name("nobody").expect("passwd").expect("nobody");
+    if !nix::unistd::Uid::current().is_root() {
+        // Only root can switch: minderd must refuse, and say why.
+        let dir = tempfile::tempdir().expect("dir");
+        std::fs::write(dir.path().join("m.toml"), "[daemon]\nuser = \"nobody\"\n").expect("write");
+        let out =
+            Command::new(bin("minderd")).arg("-c").arg(dir.path().join("m.toml")).output().expect("runs");
+        assert_eq!(code(&out), 1);
+        assert!(stderr(&out).contains("nonroot"), "{}", stderr(&out));
+        return;
+    }
+    let d = Daemon::start("[daemon]\nuser = \"nobody\"\n");
+    let status = std::fs::read_to_string(format!("/proc/{}/status", d.pid())).expect("status");
+    let uid_line = status.lines().find(|l| l.starts_with("Uid:")).expect("Uid line");
+    let uids: Vec<u32> = uid_line.split_whitespace().skip(1).map(|u| u.parse().expect("uid")).collect();
+    assert!(
+        uids.iter().all(|&u| u == nobody.uid.as_raw()),
+        "real, effective, saved and fs uid are nobody's: {uid_line}"
+    );
+    // The socket it bound as root still answers.
+    assert!(d.ctl(&["version"]).status.success());
+}
+
+/// minfds larger than the system allows: minderd refuses to start, as supervisord does.
+#[test]
+fn minfds_beyond_the_limit_refuses_to_start() {
+    let dir = tempfile::tempdir().expect("dir");
+    std::fs::write(dir.path().join("m.toml"), "[daemon]\nminfds = 1000000000\n").expect("write");
+    let out = Command::new(bin("minderd"))
+        .arg("-c")
+        .arg(dir.path().join("m.toml"))
+        .arg("--listen")
+        .arg(format!("unix://{}/m.sock", dir.path().display()))
+        .output()
+        .expect("runs");
+    assert_eq!(code(&out), 1);
+    assert!(
+        stderr(&out).contains("the minimum number of file descriptors required is 1000000000"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+/// umask applies to what minderd creates (its pidfile here).
+#[test]
+fn the_daemon_umask_applies() {
+    use std::os::unix::fs::PermissionsExt;
+    let mut d = Daemon::start("");
+    d.stop();
+    let pidfile = d.path("m.pid");
+    d.spawn(&["-m", "077", "-j", &pidfile.display().to_string()]);
+    let mode = std::fs::metadata(&pidfile).expect("pidfile").permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+}
