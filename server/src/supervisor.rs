@@ -622,22 +622,17 @@ fn logs_for(
                 }
             }
         };
-        Some(LogChannel::new(LogSpec {
-            path,
-            maxbytes: DEFAULT_MAXBYTES,
-            backups: DEFAULT_BACKUPS,
-            timestamps: false,
-        }))
+        let (maxbytes, backups) = match which {
+            "stdout" => (p.stdout_logfile_maxbytes, p.stdout_logfile_backups),
+            _ => (p.stderr_logfile_maxbytes, p.stderr_logfile_backups),
+        };
+        Some(LogChannel::new(LogSpec { path, maxbytes, backups, timestamps: false }))
     };
     Logs {
         stdout: channel(&p.stdout_logfile, "stdout"),
         stderr: if p.redirect_stderr { None } else { channel(&p.stderr_logfile, "stderr") },
     }
 }
-
-/// supervisord's defaults for *_logfile_maxbytes and *_logfile_backups.
-const DEFAULT_MAXBYTES: u64 = 50 * 1024 * 1024;
-const DEFAULT_BACKUPS: u32 = 10;
 
 #[cfg(test)]
 mod tests {
