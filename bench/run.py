@@ -70,6 +70,8 @@ def main(argv=None):
 
     signal.signal(signal.SIGTERM, interrupted)
     signal.signal(signal.SIGHUP, interrupted)
+    # Even when started with SIGINT ignored (a background job of a non-interactive shell).
+    signal.signal(signal.SIGINT, interrupted)
     daemons.become_subreaper()
 
     started = time.monotonic()

@@ -12,6 +12,7 @@ import json
 import os
 import re
 import resource
+import select
 import signal
 import socket
 import subprocess
@@ -45,6 +46,30 @@ def register(popen):
 
 def forget(popen):
     _started.pop(popen.pid, None)
+
+
+def wait_exit(popen, timeout):
+    """Waits until `popen` has exited, at most `timeout` s; True if it has (and is reaped).
+    A pidfd wakes us the moment it exits: Popen.wait(timeout) polls, with sleeps of up to
+    50 ms, which would be added to the shutdown being measured."""
+    if popen.poll() is not None:
+        return True
+    try:
+        fd = os.pidfd_open(popen.pid)
+    except (AttributeError, OSError):
+        try:
+            popen.wait(timeout)
+            return True
+        except subprocess.TimeoutExpired:
+            return False
+    try:
+        ready, _, _ = select.select([fd], [], [], timeout)
+    finally:
+        os.close(fd)
+    if not ready:
+        return False
+    popen.wait()
+    return True
 
 
 def _end(popen, grace):
@@ -179,6 +204,7 @@ class LogWatcher:
         monotonic time it saw the last one, or None after `timeout` seconds (or once `alive()`
         turns false)."""
         seen = 0
+        self.last_at = None  # when the last matching line was seen
         deadline = time.monotonic() + timeout
         while True:
             for line in self.new_lines():
@@ -186,8 +212,9 @@ class LogWatcher:
                     on_line(line)
                 if needle in line:
                     seen += 1
+                    self.last_at = time.monotonic()
                     if seen >= count:
-                        return time.monotonic()
+                        return self.last_at
             if time.monotonic() > deadline or (alive and not alive()):
                 self.seen = seen
                 return None
@@ -280,15 +307,14 @@ class Daemon:
         t0 = time.monotonic()
         self.popen.send_signal(signal.SIGTERM)
         killed = False
-        try:
-            self.popen.wait(grace)
-        except subprocess.TimeoutExpired:
+        if not wait_exit(self.popen, grace):
             self.popen.kill()
             self.popen.wait()
             killed = True
+        took = time.monotonic() - t0
         forget(self.popen)
         reap_orphans()
-        return time.monotonic() - t0, killed
+        return took, killed
 
     # -- the command line ----------------------------------------------------------------
 
