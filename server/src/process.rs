@@ -380,7 +380,7 @@ impl Actor {
             let deadline = lifecycle::deadline(&self.machine.state, &self.policy);
             tokio::select! {
                 cmd = rx.recv(), if !handles_gone => match cmd {
-                    Some(cmd) => self.command(cmd).await,
+                    Some(cmd) => Box::pin(self.command(cmd)).await,
                     None => handles_gone = true,
                 },
                 status = async { self.child.as_mut().map(|(_, rx)| rx).expect("guarded by the condition").await },
@@ -391,14 +391,14 @@ impl Actor {
                         Ok(status) => {
                             self.stop_wall = Some(SystemTime::now());
                             self.stdin = None;
-                            let _ = self.feed(Event::Exited { pid, status }).await;
+                            let _ = Box::pin(self.feed(Event::Exited { pid, status })).await;
                         }
                         // The reaper never drops a registration without answering it.
                         Err(_) => tracing::error!("lost track of {} (pid {pid})", self.config.name),
                     }
                 }
                 () = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
-                    let _ = self.feed(Event::Timer).await;
+                    let _ = Box::pin(self.feed(Event::Timer)).await;
                 }
             }
         }
