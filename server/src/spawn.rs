@@ -15,7 +15,6 @@ use std::path::{Path, PathBuf};
 
 use minder::config::ProcessConfig;
 use nix::errno::Errno;
-use tokio::io::AsyncReadExt;
 use tokio::sync::oneshot;
 
 use crate::lifecycle::ExitStatus;
@@ -287,6 +286,9 @@ pub async fn spawn(
         stderr_child.as_ref().map_or(stdout_child.as_raw_fd(), AsRawFd::as_raw_fd),
     ];
     let (err_r, err_w) = pipe()?;
+    // Read without waiting (spawn_report); a 5-byte report always fits an empty pipe.
+    nix::fcntl::fcntl(&err_r, nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK))
+        .map_err(|e| SpawnError::Other(format!("cannot make a pipe: {}", errno_text(e))))?;
 
     let forked = fork_exec(
         &c_path,
@@ -308,14 +310,7 @@ pub async fn spawn(
     })?;
     drop((stdin_child, stdout_child, stderr_child, err_w));
 
-    // The error pipe closes on a successful exec, or carries the stage and errno of a failure.
-    let mut report = Vec::new();
-    let mut reader = tokio::net::unix::pipe::Receiver::from_owned_fd(err_r)
-        .map_err(|e| SpawnError::Other(format!("cannot read the spawn report: {e}")))?;
-    reader
-        .read_to_end(&mut report)
-        .await
-        .map_err(|e| SpawnError::Other(format!("cannot read the spawn report: {e}")))?;
+    let report = spawn_report(err_r).await?;
     if report.len() >= 5 {
         let errno = Errno::from_raw(i32::from_ne_bytes([report[1], report[2], report[3], report[4]]));
         let what = match report[0] {
@@ -337,6 +332,36 @@ pub async fn spawn(
         return Err(SpawnError::Other(format!("{what}: {}", errno_text(errno))));
     }
     Ok(Child { pid: pid as u32, exit, stdin: stdin_parent, stdout: stdout_parent, stderr: stderr_parent })
+}
+
+/// What the child wrote to the error pipe: nothing after a successful exec, or the stage and
+/// errno of a failure.
+#[cfg(target_os = "linux")]
+async fn spawn_report(err_r: OwnedFd) -> Result<Vec<u8>, SpawnError> {
+    // The child was made with CLONE_VFORK, so by now it has exec'd or exited: a failure's report
+    // is already in the pipe. Its write end may still be open for a moment (exec closes it
+    // after releasing this process), so this reads without waiting for the end of the pipe.
+    let mut buf = [0u8; 5];
+    match nix::unistd::read(&err_r, &mut buf) {
+        Ok(n) => Ok(buf[..n].to_vec()),
+        Err(Errno::EAGAIN) => Ok(Vec::new()),
+        Err(e) => Err(SpawnError::Other(format!("cannot read the spawn report: {}", errno_text(e)))),
+    }
+}
+
+/// What the child wrote to the error pipe, read to its end: the pipe closes on a successful
+/// exec, or carries the stage and errno of a failure.
+#[cfg(not(target_os = "linux"))]
+async fn spawn_report(err_r: OwnedFd) -> Result<Vec<u8>, SpawnError> {
+    use tokio::io::AsyncReadExt;
+    let mut report = Vec::new();
+    let mut reader = tokio::net::unix::pipe::Receiver::from_owned_fd(err_r)
+        .map_err(|e| SpawnError::Other(format!("cannot read the spawn report: {e}")))?;
+    reader
+        .read_to_end(&mut report)
+        .await
+        .map_err(|e| SpawnError::Other(format!("cannot read the spawn report: {e}")))?;
+    Ok(report)
 }
 
 /// Forks and execs. Everything the child touches is allocated here, before the fork; the raw
