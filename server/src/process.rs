@@ -6,6 +6,7 @@
 //! task ever changes its state.
 
 use std::collections::VecDeque;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -247,6 +248,7 @@ impl ProcessHandle {
             spawn_count: 0,
             start_waiters: Vec::new(),
             stop_waiters: Vec::new(),
+            checked_path: None,
         };
         tokio::spawn(actor.run(rx));
         ProcessHandle { config, logs, tx, snapshot }
@@ -368,6 +370,8 @@ struct Actor {
     spawn_count: u32,
     start_waiters: Vec<oneshot::Sender<Result<(), Fault>>>,
     stop_waiters: Vec<oneshot::Sender<Result<(), Fault>>>,
+    /// The executable an explicit start has just checked, for the spawn that follows it.
+    checked_path: Option<PathBuf>,
 }
 
 impl Actor {
@@ -410,17 +414,23 @@ impl Actor {
                 // As supervisord's startProcess: a command that cannot run is refused before
                 // anything changes.
                 if explicit {
-                    if let Err(e) = spawn::resolve_executable(&self.config, &self.shared.base_env) {
-                        let fault = match e {
-                            SpawnError::NoFile(m) => Fault::NoFile(m),
-                            SpawnError::NotExecutable(m) => Fault::NotExecutable(m),
-                            SpawnError::Other(m) => Fault::Failed(m),
-                        };
-                        let _ = spawned.send(Err(fault));
-                        return;
+                    match spawn::resolve_executable(&self.config, &self.shared.base_env) {
+                        Ok(path) => self.checked_path = Some(path),
+                        Err(e) => {
+                            let fault = match e {
+                                SpawnError::NoFile(m) => Fault::NoFile(m),
+                                SpawnError::NotExecutable(m) => Fault::NotExecutable(m),
+                                SpawnError::Other(m) => Fault::Failed(m),
+                            };
+                            let _ = spawned.send(Err(fault));
+                            return;
+                        }
                     }
                 }
-                if let Err(r) = self.feed(Event::Start).await {
+                let fed = self.feed(Event::Start).await;
+                // Only the spawn this start made (if any) may use the checked path.
+                self.checked_path = None;
+                if let Err(r) = fed {
                     let _ = spawned.send(Err(refusal_fault(r)));
                     return;
                 }
@@ -580,7 +590,17 @@ impl Actor {
     /// Spawns the child and starts capturing its output into its log channels.
     async fn spawn(&mut self) -> Event {
         self.shared.spawns.fetch_add(1, Ordering::Relaxed);
-        match spawn::spawn(&self.config, &self.logs, &self.shared.base_env, &self.shared.reaper).await {
+        let path = match self.checked_path.take() {
+            Some(path) => Ok(path),
+            None => spawn::resolve_executable(&self.config, &self.shared.base_env),
+        };
+        let spawned = match path {
+            Ok(path) => {
+                spawn::spawn(&self.config, path, &self.logs, &self.shared.base_env, &self.shared.reaper).await
+            }
+            Err(e) => Err(e),
+        };
+        match spawned {
             Ok(child) => {
                 for (pipe, channel) in [(child.stdout, &self.logs.stdout), (child.stderr, &self.logs.stderr)]
                 {

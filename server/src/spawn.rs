@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::ffi::{CString, OsStr, OsString};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
-use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
@@ -123,32 +123,34 @@ pub fn resolve_executable(config: &ProcessConfig, base: &BaseEnv) -> Result<Path
 /// Builds the child's environment: the daemon's, then SUPERVISOR_* and MINDER_*, then the
 /// user's HOME/USER/LOGNAME when switching user, then the program's own `environment`.
 fn environment(config: &ProcessConfig, base: &BaseEnv, user: Option<&nix::unistd::User>) -> Vec<CString> {
-    let mut env = base.vars.clone();
-    let mut set = |k: &str, v: &OsStr| {
-        env.insert(k.into(), v.to_os_string());
-    };
-    set("SUPERVISOR_ENABLED", "1".as_ref());
-    set("SUPERVISOR_PROCESS_NAME", config.name.as_ref());
-    set("SUPERVISOR_GROUP_NAME", config.group.as_ref());
-    set("MINDER_PROCESS_NAME", config.name.as_ref());
-    set("MINDER_GROUP_NAME", config.group.as_ref());
+    // The few variables set here, over the daemon's many: only the result is allocated.
+    let mut set: BTreeMap<&OsStr, &OsStr> = BTreeMap::new();
+    set.insert("SUPERVISOR_ENABLED".as_ref(), "1".as_ref());
+    set.insert("SUPERVISOR_PROCESS_NAME".as_ref(), config.name.as_ref());
+    set.insert("SUPERVISOR_GROUP_NAME".as_ref(), config.group.as_ref());
+    set.insert("MINDER_PROCESS_NAME".as_ref(), config.name.as_ref());
+    set.insert("MINDER_GROUP_NAME".as_ref(), config.group.as_ref());
     if let Some(url) = config.serverurl.as_ref().or(base.server_url.as_ref()) {
-        set("SUPERVISOR_SERVER_URL", url.as_ref());
-        set("MINDER_SERVER", url.as_ref());
+        set.insert("SUPERVISOR_SERVER_URL".as_ref(), url.as_ref());
+        set.insert("MINDER_SERVER".as_ref(), url.as_ref());
     }
     if let Some(u) = user {
-        set("HOME", u.dir.as_os_str());
-        set("USER", u.name.as_ref());
-        set("LOGNAME", u.name.as_ref());
+        set.insert("HOME".as_ref(), u.dir.as_os_str());
+        set.insert("USER".as_ref(), u.name.as_ref());
+        set.insert("LOGNAME".as_ref(), u.name.as_ref());
     }
     for (k, v) in &config.environment {
-        set(k, v.as_ref());
+        set.insert(k.as_ref(), v.as_ref());
     }
-    env.into_iter()
+    let inherited = base.vars.iter().filter(|(k, _)| !set.contains_key(k.as_os_str()));
+    inherited
+        .map(|(k, v)| (k.as_os_str(), v.as_os_str()))
+        .chain(set.iter().map(|(k, v)| (*k, *v)))
         .filter_map(|(k, v)| {
-            let mut kv = k.into_vec();
+            let mut kv = Vec::with_capacity(k.len() + v.len() + 2);
+            kv.extend_from_slice(k.as_bytes());
             kv.push(b'=');
-            kv.extend(v.into_vec());
+            kv.extend_from_slice(v.as_bytes());
             CString::new(kv).ok()
         })
         .collect()
@@ -225,15 +227,16 @@ pub fn errno_text(e: Errno) -> String {
     format!("{e:?} ({})", e.desc())
 }
 
-/// Spawns the process described by `config`; its output is piped where `logs` has a channel,
+/// Spawns the process described by `config`, running `path` (from [`resolve_executable`],
+/// checked just before); its output is piped where `logs` has a channel,
 /// and goes to /dev/null where it has none.
 pub async fn spawn(
     config: &ProcessConfig,
+    path: PathBuf,
     logs: &Stdio,
     base: &BaseEnv,
     reaper: &Reaper,
 ) -> Result<Child, SpawnError> {
-    let path = resolve_executable(config, base)?;
     let (user, creds) = match &config.user {
         Some(name) => {
             let (u, c) = user_creds(name)?;
