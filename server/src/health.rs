@@ -5,7 +5,7 @@
 //!
 //! A task follows the event history and keeps the statuses current; it never asks a process.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use tonic_health::server::HealthReporter;
@@ -61,7 +61,7 @@ pub async fn follow(sup: Arc<Supervisor>, reporter: HealthReporter) {
     let mut published = bus.subscribe();
     let mut reporter = Reporter { inner: reporter, last: BTreeMap::new() };
     // Which processes each group had, to clear them when the group goes.
-    let mut members: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut members: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     let mut next = resync(&sup, &mut reporter, &mut members).await;
     loop {
         published.borrow_and_update();
@@ -76,7 +76,9 @@ pub async fn follow(sup: Arc<Supervisor>, reporter: HealthReporter) {
                     next = e.seq;
                     match &e.kind {
                         EventKind::Process(c) => {
-                            members.entry(c.group.clone()).or_default().push(c.name.clone());
+                            if !members.get(&c.group).is_some_and(|m| m.contains(&c.name)) {
+                                members.entry(c.group.clone()).or_default().insert(c.name.clone());
+                            }
                             for n in names(&c.group, &c.name) {
                                 reporter.set(n, status(c.to)).await;
                             }
@@ -112,7 +114,7 @@ pub async fn follow(sup: Arc<Supervisor>, reporter: HealthReporter) {
 async fn resync(
     sup: &Supervisor,
     reporter: &mut Reporter,
-    members: &mut BTreeMap<String, Vec<String>>,
+    members: &mut BTreeMap<String, BTreeSet<String>>,
 ) -> u64 {
     let (seq, states) = sup.events().snapshot_with(|| {
         sup.all()
@@ -121,7 +123,7 @@ async fn resync(
             .collect::<Vec<_>>()
     });
     for (group, name, kind) in states {
-        members.entry(group.clone()).or_default().push(name.clone());
+        members.entry(group.clone()).or_default().insert(name.clone());
         for n in names(&group, &name) {
             reporter.set(n, status(kind)).await;
         }

@@ -171,6 +171,42 @@ async fn flapping_load_loses_nothing() {
     );
 }
 
+/// Memory does not grow with the number of state changes. 20 programs restart as fast as they
+/// can; between 8,000 spawns (the event history of 16,384 events is full by then) and 24,000
+/// spawns, minderd's RSS stays put. (The health service once kept a name for every state
+/// change, about 160 bytes each.)
+#[tokio::test(flavor = "multi_thread")]
+async fn memory_stays_flat_under_endless_restarts() {
+    let d = Daemon::start(
+        "[program.flap]\ncommand = \"true\"\nnumprocs = 20\nprocess_name = \"flap_%(process_num)02d\"\n\
+         startsecs = 0\nautorestart = true\nstdout_logfile = \"NONE\"\nredirect_stderr = true\n",
+    );
+    let pid = d.pid();
+    let mut c = d.client().await;
+    let mut spawns_reach = async |n: u64| {
+        let deadline = Instant::now() + Duration::from_secs(300);
+        loop {
+            let list = c.list_processes(pb::ListProcessesRequest::default()).await.expect("status");
+            let spawns: u64 = list.into_inner().processes.iter().map(|p| u64::from(p.spawn_count)).sum();
+            if spawns >= n {
+                return spawns;
+            }
+            assert!(Instant::now() < deadline, "only {spawns} of {n} spawns");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    let early = spawns_reach(8_000).await;
+    let rss_early = rss_kb(pid);
+    let late = spawns_reach(early + 16_000).await;
+    let rss_late = rss_kb(pid);
+    eprintln!("RSS {rss_early} kB after {early} spawns, {rss_late} kB after {late}");
+    assert!(
+        rss_late < rss_early + 1024,
+        "minderd grew from {rss_early} kB to {rss_late} kB over {} spawns",
+        late - early
+    );
+}
+
 /// Descriptors come back: after streams end (clients gone) and processes stop, minderd holds
 /// exactly what it held before.
 #[tokio::test(flavor = "multi_thread")]
