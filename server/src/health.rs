@@ -3,130 +3,110 @@
 //! SERVING while it is RUNNING and NOT_SERVING otherwise. Kubernetes' gRPC probes and Envoy's
 //! health checks can so watch one supervised program.
 //!
-//! A task follows the event history and keeps the statuses current; it never asks a process.
+//! Statuses are read from what the daemon already keeps (its state and each process's
+//! snapshot), so the service holds nothing per process and cannot fall out of step.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::pin::Pin;
 use std::sync::Arc;
 
-use tonic_health::server::HealthReporter;
-use tonic_health::ServingStatus;
+use futures_util::Stream;
+use tokio::sync::watch;
+use tonic::{Request, Response, Status};
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_server::{Health, HealthServer};
+use tonic_health::pb::{HealthCheckRequest, HealthCheckResponse};
 
-use crate::events::{EventKind, Since};
 use crate::lifecycle::Kind;
-use crate::supervisor::Supervisor;
+use crate::supervisor::{DaemonState, Supervisor};
 
-/// The service names a process answers to.
-fn names(group: &str, name: &str) -> Vec<String> {
-    let full = minder::config::full_name(group, name);
-    let qualified = format!("{group}:{name}");
-    if full == qualified {
-        vec![full]
-    } else {
-        vec![full, qualified]
+/// The health service over `sup`.
+pub fn service(sup: Arc<Supervisor>) -> HealthServer<HealthService> {
+    HealthServer::new(HealthService { sup })
+}
+
+pub struct HealthService {
+    sup: Arc<Supervisor>,
+}
+
+impl std::fmt::Debug for HealthService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HealthService").finish_non_exhaustive()
     }
 }
 
-fn status(kind: Kind) -> ServingStatus {
-    if kind == Kind::Running {
-        ServingStatus::Serving
-    } else {
-        ServingStatus::NotServing
-    }
+/// What a name is the health of: the daemon's state, or one process's snapshots.
+enum Subject {
+    Daemon(watch::Receiver<DaemonState>),
+    Process(watch::Receiver<crate::process::Snapshot>),
 }
 
-/// The reporter, and what it last said for each name: watchers hear only real changes (the
-/// reporter itself would repeat NOT_SERVING for STOPPED -> STARTING).
-struct Reporter {
-    inner: HealthReporter,
-    last: BTreeMap<String, ServingStatus>,
-}
-
-impl Reporter {
-    async fn set(&mut self, name: String, s: ServingStatus) {
-        if self.last.get(&name) != Some(&s) {
-            self.inner.set_service_status(&name, s).await;
-            self.last.insert(name, s);
+impl Subject {
+    fn status(&mut self) -> ServingStatus {
+        let serving = match self {
+            Subject::Daemon(rx) => *rx.borrow_and_update() == DaemonState::Running,
+            Subject::Process(rx) => rx.borrow_and_update().state == Kind::Running,
+        };
+        if serving {
+            ServingStatus::Serving
+        } else {
+            ServingStatus::NotServing
         }
     }
 
-    async fn clear(&mut self, name: &str) {
-        self.inner.clear_service_status(name).await;
-        self.last.remove(name);
+    /// Resolves when the subject changes; false once it is gone.
+    async fn changed(&mut self) -> bool {
+        match self {
+            Subject::Daemon(rx) => rx.changed().await.is_ok(),
+            Subject::Process(rx) => rx.changed().await.is_ok(),
+        }
     }
 }
 
-/// Keeps `reporter` in step with the supervisor until the event history ends with it.
-pub async fn follow(sup: Arc<Supervisor>, reporter: HealthReporter) {
-    let bus = sup.events();
-    let mut published = bus.subscribe();
-    let mut reporter = Reporter { inner: reporter, last: BTreeMap::new() };
-    // Which processes each group had, to clear them when the group goes.
-    let mut members: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    let mut next = resync(&sup, &mut reporter, &mut members).await;
-    loop {
-        published.borrow_and_update();
-        match bus.since(next) {
-            Since::Events(events) if events.is_empty() => {
-                if published.changed().await.is_err() {
-                    return;
+impl HealthService {
+    fn subject(&self, service: &str) -> Result<Subject, Status> {
+        if service.is_empty() {
+            return Ok(Subject::Daemon(self.sup.watch_state()));
+        }
+        match self.sup.get(service) {
+            Ok(h) => Ok(Subject::Process(h.watch())),
+            Err(_) => Err(Status::not_found("service not registered")),
+        }
+    }
+}
+
+fn response(status: ServingStatus) -> HealthCheckResponse {
+    HealthCheckResponse { status: status as i32 }
+}
+
+type Statuses = Pin<Box<dyn Stream<Item = Result<HealthCheckResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Health for HealthService {
+    async fn check(
+        &self,
+        request: Request<HealthCheckRequest>,
+    ) -> Result<Response<HealthCheckResponse>, Status> {
+        let mut subject = self.subject(&request.get_ref().service)?;
+        Ok(Response::new(response(subject.status())))
+    }
+
+    type WatchStream = Statuses;
+
+    /// The current status, then each change of it (a change of state that leaves the status
+    /// as it was is not one); the stream ends if the process is removed.
+    async fn watch(&self, request: Request<HealthCheckRequest>) -> Result<Response<Statuses>, Status> {
+        let subject = self.subject(&request.get_ref().service)?;
+        let statuses = futures_util::stream::unfold((subject, None), |(mut subject, last)| async move {
+            loop {
+                let now = subject.status();
+                if last != Some(now) {
+                    return Some((Ok(response(now)), (subject, Some(now))));
+                }
+                if !subject.changed().await {
+                    return None;
                 }
             }
-            Since::Events(events) => {
-                for e in events {
-                    next = e.seq;
-                    match &e.kind {
-                        EventKind::Process(c) => {
-                            if !members.get(&c.group).is_some_and(|m| m.contains(&c.name)) {
-                                members.entry(c.group.clone()).or_default().insert(c.name.clone());
-                            }
-                            for n in names(&c.group, &c.name) {
-                                reporter.set(n, status(c.to)).await;
-                            }
-                        }
-                        EventKind::GroupRemoved(g) => {
-                            for name in members.remove(g).unwrap_or_default() {
-                                for n in names(g, &name) {
-                                    reporter.clear(&n).await;
-                                }
-                            }
-                        }
-                        EventKind::GroupAdded(_) => {
-                            // Its processes report as they change; until then, their state now.
-                            next = resync(&sup, &mut reporter, &mut members).await.max(next);
-                        }
-                        EventKind::Daemon { to, .. } => {
-                            let s = if *to == crate::events::DaemonPhase::Running {
-                                ServingStatus::Serving
-                            } else {
-                                ServingStatus::NotServing
-                            };
-                            reporter.set(String::new(), s).await;
-                        }
-                    }
-                }
-            }
-            Since::Lagged { .. } => next = resync(&sup, &mut reporter, &mut members).await,
-        }
+        });
+        Ok(Response::new(Box::pin(statuses)))
     }
-}
-
-/// Sets every process's status from a snapshot; returns the snapshot's sequence number.
-async fn resync(
-    sup: &Supervisor,
-    reporter: &mut Reporter,
-    members: &mut BTreeMap<String, BTreeSet<String>>,
-) -> u64 {
-    let (seq, states) = sup.events().snapshot_with(|| {
-        sup.all()
-            .iter()
-            .map(|h| (h.config.group.clone(), h.config.name.clone(), h.snapshot().state))
-            .collect::<Vec<_>>()
-    });
-    for (group, name, kind) in states {
-        members.entry(group.clone()).or_default().insert(name.clone());
-        for n in names(&group, &name) {
-            reporter.set(n, status(kind)).await;
-        }
-    }
-    seq
 }

@@ -40,6 +40,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
+use tonic_health::pb::health_server::HealthServer;
 
 use crate::listen::Listener;
 use crate::logs::LogChannel;
@@ -73,13 +74,9 @@ pub async fn run(
     let shared = Arc::new(Shared::new(reaper, BaseEnv::from_process(server_url)));
     let sup = Supervisor::new(config, shared);
 
-    let (reporter, health) = tonic_health::server::health_reporter();
-    tokio::spawn(health::follow(Arc::clone(&sup), reporter));
-    let routes = routes(
-        Service::new(Arc::clone(&sup), daemon_log.clone()),
-        HealthRoutes(tonic::service::Routes::new(health)),
-    )
-    .map_err(std::io::Error::other)?;
+    let routes =
+        routes(Service::new(Arc::clone(&sup), daemon_log.clone()), health::service(Arc::clone(&sup)))
+            .map_err(std::io::Error::other)?;
 
     let security = Security::new(&config.daemon)?;
     let (stop_serving, serving) = watch::channel(false);
@@ -144,7 +141,10 @@ pub async fn run(
 
 /// Every service minderd serves on each listener: the Supervisor API, health, and reflection
 /// (so grpcurl and grpcui need no .proto).
-fn routes(supervisor: Service, health: HealthRoutes) -> Result<tonic::service::Routes, String> {
+fn routes(
+    supervisor: Service,
+    health: HealthServer<health::HealthService>,
+) -> Result<tonic::service::Routes, String> {
     let reflection = || {
         tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(minder::pb::FILE_DESCRIPTOR_SET)
@@ -152,11 +152,11 @@ fn routes(supervisor: Service, health: HealthRoutes) -> Result<tonic::service::R
     };
     let v1 = reflection().build_v1().map_err(|e| e.to_string())?;
     let v1alpha = reflection().build_v1alpha().map_err(|e| e.to_string())?;
-    Ok(health.0.add_service(supervisor.server()).add_service(v1).add_service(v1alpha))
+    Ok(tonic::service::Routes::new(health)
+        .add_service(supervisor.server())
+        .add_service(v1)
+        .add_service(v1alpha))
 }
-
-/// The health service as routes (its type is opaque, so it is added where it is made).
-struct HealthRoutes(tonic::service::Routes);
 
 /// Accepted connections, riding out failures to accept: out of descriptors (EMFILE, ENFILE)
 /// the listener stays readable and would be retried in a tight loop, so minderd pauses a

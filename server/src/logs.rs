@@ -19,7 +19,7 @@ use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, Notify};
 
 /// How much a reader reads, and sends, at once.
 pub const CHUNK: usize = 64 * 1024;
@@ -96,8 +96,9 @@ pub struct LogChannel {
     /// Bytes written to the files since minderd started (for metrics).
     written: std::sync::atomic::AtomicU64,
     state: Mutex<State>,
-    /// The logical end, published after every change, for followers to wait on.
-    end: watch::Sender<u64>,
+    /// Woken after every write, for followers at the end to look again. (A `watch` channel
+    /// would allocate about 450 bytes per channel, for every process, followed or not.)
+    grown: Notify,
 }
 
 /// A file a reader has open, and where in the logical stream it begins.
@@ -185,7 +186,7 @@ impl LogChannel {
             spec,
             written: std::sync::atomic::AtomicU64::new(0),
             state: Mutex::new(state),
-            end: watch::channel(end).0,
+            grown: Notify::new(),
         })
     }
 
@@ -261,9 +262,8 @@ impl LogChannel {
                 self.rotate(&mut st);
             }
         }
-        let end = st.end;
         self.unlock(st);
-        self.end.send_replace(end);
+        self.grown.notify_waiters();
     }
 
     /// Accounts for `n` bytes appended to the current file, and notices if someone else
@@ -550,12 +550,13 @@ impl LogChannel {
         if pos > end {
             return Err(ReadError::BeyondEnd { offset: pos, end });
         }
-        let mut ends = self.end.subscribe();
         let mut held: Option<Held> = None;
         let mut skipped = 0;
         let mut buf = vec![0u8; CHUNK];
         loop {
-            ends.borrow_and_update();
+            // Made before looking, so a write from here on wakes it (notify_waiters reaches
+            // every Notified made before the call, polled yet or not).
+            let grown = self.grown.notified();
             // The file already open may hold more than the segments now say: it may have been
             // rotated away or unlinked since. Read it to its end before looking elsewhere.
             let n = held.as_ref().map_or(0, |h| h.read_at(&mut buf, pos));
@@ -602,7 +603,7 @@ impl LogChannel {
                         return Ok(());
                     }
                     tokio::select! {
-                        changed = ends.changed() => if changed.is_err() { return Ok(()) },
+                        () = grown => {},
                         () = tx.closed() => return Ok(()),
                     }
                 }

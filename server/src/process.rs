@@ -7,13 +7,13 @@
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use minder::config::ProcessConfig;
 use minder::signal::Signal;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{oneshot, watch};
 use tokio::time::Instant;
 
 use crate::capture;
@@ -203,8 +203,97 @@ pub type Stdin = Arc<tokio::sync::Mutex<tokio::net::unix::pipe::Sender>>;
 pub struct ProcessHandle {
     pub config: Arc<ProcessConfig>,
     pub logs: Arc<Stdio>,
-    tx: mpsc::Sender<Command>,
+    tx: Outbox,
     snapshot: watch::Receiver<Snapshot>,
+}
+
+/// A process task's commands: a queue and a wake-up. (A tokio mpsc channel would allocate a
+/// block of 32 slots, about 1.5 KB, for every process, busy or not.) It is unbounded, but
+/// every sender waits for its reply, so it holds at most one command per request in flight.
+#[derive(Debug, Default)]
+struct Mailbox {
+    queue: std::sync::Mutex<VecDeque<Command>>,
+    ready: tokio::sync::Notify,
+    /// Live [`Outbox`]es; at zero the task learns that every handle is gone.
+    senders: AtomicUsize,
+    /// The task has ended: nothing more is taken.
+    closed: AtomicBool,
+}
+
+impl Mailbox {
+    fn queue(&self) -> std::sync::MutexGuard<'_, VecDeque<Command>> {
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// The sending side, one per handle.
+#[derive(Debug)]
+struct Outbox(Arc<Mailbox>);
+
+impl Outbox {
+    fn new() -> (Outbox, Inbox) {
+        let mailbox = Arc::new(Mailbox { senders: AtomicUsize::new(1), ..Mailbox::default() });
+        (Outbox(Arc::clone(&mailbox)), Inbox(mailbox))
+    }
+
+    /// Queues `cmd`, or hands it back if the task has ended.
+    fn send(&self, cmd: Command) -> Result<(), Command> {
+        let mut queue = self.0.queue();
+        if self.0.closed.load(Ordering::Acquire) {
+            return Err(cmd);
+        }
+        queue.push_back(cmd);
+        drop(queue);
+        self.0.ready.notify_one();
+        Ok(())
+    }
+}
+
+impl Clone for Outbox {
+    fn clone(&self) -> Self {
+        self.0.senders.fetch_add(1, Ordering::Relaxed);
+        Outbox(Arc::clone(&self.0))
+    }
+}
+
+impl Drop for Outbox {
+    fn drop(&mut self) {
+        if self.0.senders.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.ready.notify_one();
+        }
+    }
+}
+
+/// The task's side. Dropped (the task ended, even by a panic), it refuses further commands
+/// and drops the queued ones, so their senders hear that the process is gone.
+struct Inbox(Arc<Mailbox>);
+
+impl Inbox {
+    /// The next command, or None once every handle is gone. Cancel-safe: a command is taken
+    /// from the queue only when it is returned.
+    async fn recv(&self) -> Option<Command> {
+        loop {
+            if let Some(cmd) = self.0.queue().pop_front() {
+                return Some(cmd);
+            }
+            if self.0.senders.load(Ordering::Acquire) == 0 {
+                return None;
+            }
+            // notify_one keeps a permit when nobody waits, so a send between the checks
+            // above and this wait is not missed.
+            self.0.ready.notified().await;
+        }
+    }
+}
+
+impl Drop for Inbox {
+    fn drop(&mut self) {
+        let mut queue = self.0.queue();
+        self.0.closed.store(true, Ordering::Release);
+        let pending = std::mem::take(&mut *queue);
+        drop(queue);
+        drop(pending);
+    }
 }
 
 /// A start that has spawned and may still be on its way to RUNNING.
@@ -231,7 +320,7 @@ impl ProcessHandle {
     pub fn spawn(config: ProcessConfig, logs: Stdio, shared: Arc<Shared>) -> ProcessHandle {
         let config = Arc::new(config);
         let logs = Arc::new(logs);
-        let (tx, rx) = mpsc::channel(64);
+        let (tx, rx) = Outbox::new();
         let (snap_tx, snapshot) = watch::channel(Snapshot::new());
         let actor = Actor {
             policy: policy(&config),
@@ -258,6 +347,12 @@ impl ProcessHandle {
         self.snapshot.borrow().clone()
     }
 
+    /// The process's snapshots as they change; the receiver closes when the process's task
+    /// ends (the process was removed and has no child).
+    pub fn watch(&self) -> watch::Receiver<Snapshot> {
+        self.snapshot.clone()
+    }
+
     /// Starts the process as a client asked; answers once the spawn was tried. With `wait`,
     /// the returned [`Started`] settles when it is RUNNING or has failed.
     pub async fn start(&self, wait: bool) -> Result<Started, Fault> {
@@ -277,7 +372,7 @@ impl ProcessHandle {
         } else {
             (None, None)
         };
-        self.tx.send(Command::Start { explicit, spawned, settled }).await.map_err(|_| gone())?;
+        self.tx.send(Command::Start { explicit, spawned, settled }).map_err(|_| gone())?;
         spawned_rx.await.unwrap_or(Err(gone()))?;
         Ok(Started(settled_rx))
     }
@@ -285,14 +380,14 @@ impl ProcessHandle {
     /// Stops the process; with `wait`, answers once it has stopped.
     pub async fn stop(&self, wait: bool) -> Result<(), Fault> {
         let (reply, rx) = oneshot::channel();
-        self.tx.send(Command::Stop { wait, reply }).await.map_err(|_| gone())?;
+        self.tx.send(Command::Stop { wait, reply }).map_err(|_| gone())?;
         rx.await.unwrap_or(Err(gone()))
     }
 
     /// Sends a signal without changing the process's state.
     pub async fn signal(&self, signal: Signal) -> Result<(), Fault> {
         let (reply, rx) = oneshot::channel();
-        self.tx.send(Command::Signal { signal, reply }).await.map_err(|_| gone())?;
+        self.tx.send(Command::Signal { signal, reply }).map_err(|_| gone())?;
         rx.await.unwrap_or(Err(gone()))
     }
 
@@ -302,7 +397,7 @@ impl ProcessHandle {
     pub async fn send_stdin(&self, data: &[u8]) -> Result<(), Fault> {
         use tokio::io::AsyncWriteExt;
         let (reply, rx) = oneshot::channel();
-        self.tx.send(Command::Stdin { reply }).await.map_err(|_| gone())?;
+        self.tx.send(Command::Stdin { reply }).map_err(|_| gone())?;
         let stdin = rx.await.unwrap_or(Err(gone()))?;
         let name = &self.config.name;
         let write = async {
@@ -375,7 +470,7 @@ struct Actor {
 }
 
 impl Actor {
-    async fn run(mut self, mut rx: mpsc::Receiver<Command>) {
+    async fn run(mut self, rx: Inbox) {
         let mut handles_gone = false;
         loop {
             if handles_gone && self.machine.state.pid().is_none() {

@@ -261,6 +261,11 @@ impl Supervisor {
         &self.facts
     }
 
+    /// The daemon's state as it changes.
+    pub fn watch_state(&self) -> watch::Receiver<DaemonState> {
+        self.state.subscribe()
+    }
+
     pub fn state(&self) -> DaemonState {
         *self.state.borrow()
     }
