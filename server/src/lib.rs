@@ -58,7 +58,7 @@ const DRAIN: Duration = Duration::from_secs(2);
 /// resolves; then stops every process, level by level, and returns. `daemon_log` is minderd's
 /// own log channel, when it logs to a file.
 pub async fn run(
-    config: &Config,
+    config: Arc<Config>,
     listeners: Vec<Listener>,
     daemon_log: Option<Arc<LogChannel>>,
     shutdown: impl Future<Output = ()>,
@@ -72,7 +72,7 @@ pub async fn run(
 
     let server_url = listeners.first().map(|l| l.address().to_string());
     let shared = Arc::new(Shared::new(reaper, BaseEnv::from_process(server_url)));
-    let sup = Supervisor::new(config, shared);
+    let sup = Supervisor::new(Arc::clone(&config), shared);
 
     let routes =
         routes(Service::new(Arc::clone(&sup), daemon_log.clone()), health::service(Arc::clone(&sup)))
@@ -92,6 +92,8 @@ pub async fn run(
         tracing::info!("serving metrics at http://{}/metrics", listener.local_addr()?);
         tokio::spawn(metrics::serve(listener, Arc::clone(&sup), serving.clone()));
     }
+    // From here on the supervisor's copy is the configuration (a reload replaces it).
+    drop(config);
     tracing::info!("minderd {} started with pid {}", minder::VERSION, std::process::id());
     sup.autostart().await;
     notify::notify(&format!(

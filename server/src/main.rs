@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use clap::Parser;
 use minder::address::Address;
@@ -266,7 +267,8 @@ fn main() -> ExitCode {
             None => None,
         };
         readiness.ready();
-        let result = minderd::run(&config, listeners, daemon_log, std::future::pending()).await;
+        // The configuration is the daemon's from here on: one copy, replaced on reload.
+        let result = minderd::run(Arc::new(config), listeners, daemon_log, std::future::pending()).await;
         drop(pidfile);
         match result {
             Ok(()) => ExitCode::SUCCESS,

@@ -8,6 +8,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use std::sync::Arc;
+
 use minder::config::{Config, ProcessConfig};
 
 /// A process, by group and name.
@@ -17,10 +19,10 @@ pub type Key = (String, String);
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Plan {
     /// New processes, to add (and start if autostart).
-    pub add: Vec<ProcessConfig>,
+    pub add: Vec<Arc<ProcessConfig>>,
     /// Processes whose settings changed: stopped, replaced, started again; with the names of
     /// the options that changed.
-    pub change: Vec<(ProcessConfig, Vec<String>)>,
+    pub change: Vec<(Arc<ProcessConfig>, Vec<String>)>,
     /// Processes no longer configured: stopped and removed.
     pub remove: Vec<Key>,
     /// Processes whose settings are the same: left alone.
@@ -58,7 +60,7 @@ pub fn changed_options(old: &ProcessConfig, new: &ProcessConfig) -> Vec<String> 
 /// Works out how to go from `running` (each process's current settings, and each group's
 /// priority) to `wanted`. With `only`, just those groups are considered (`update GROUP`).
 pub fn plan(
-    running: &BTreeMap<Key, ProcessConfig>,
+    running: &BTreeMap<Key, Arc<ProcessConfig>>,
     running_groups: &BTreeMap<String, i32>,
     wanted: &Config,
     only: Option<&BTreeSet<String>>,
@@ -77,7 +79,7 @@ pub fn plan(
             wanted_keys.insert(key.clone());
             match running.get(&key) {
                 None => p.add.push(proc.clone()),
-                Some(old) if old == proc => p.keep.push(key),
+                Some(old) if **old == **proc => p.keep.push(key),
                 Some(old) => p.change.push((proc.clone(), changed_options(old, proc))),
             }
         }
@@ -107,8 +109,13 @@ mod tests {
         minder::config::load_with_env(&path, &BTreeMap::new()).expect("valid")
     }
 
-    fn running(c: &Config) -> (BTreeMap<Key, ProcessConfig>, BTreeMap<String, i32>) {
-        let procs = c.processes().map(|p| ((p.group.clone(), p.name.clone()), p.clone())).collect();
+    fn running(c: &Config) -> (BTreeMap<Key, Arc<ProcessConfig>>, BTreeMap<String, i32>) {
+        let procs = c
+            .groups
+            .iter()
+            .flat_map(|g| &g.processes)
+            .map(|p| ((p.group.clone(), p.name.clone()), Arc::clone(p)))
+            .collect();
         let groups = c.groups.iter().map(|g| (g.name.clone(), g.priority)).collect();
         (procs, groups)
     }

@@ -317,8 +317,7 @@ fn gone() -> Fault {
 impl ProcessHandle {
     /// Starts the task that owns the process. It runs until every handle is dropped and the
     /// process has no child.
-    pub fn spawn(config: ProcessConfig, logs: Stdio, shared: Arc<Shared>) -> ProcessHandle {
-        let config = Arc::new(config);
+    pub fn spawn(config: Arc<ProcessConfig>, logs: Stdio, shared: Arc<Shared>) -> ProcessHandle {
         let logs = Arc::new(logs);
         let (tx, rx) = Outbox::new();
         let (snap_tx, snapshot) = watch::channel(Snapshot::new());

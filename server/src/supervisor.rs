@@ -140,7 +140,7 @@ fn start_key(h: &ProcessHandle, group_priority: i32) -> (i32, i32, String, Strin
 
 impl Supervisor {
     /// Builds the registry for `config` and starts a task per process (none is spawned yet).
-    pub fn new(config: &Config, shared: Arc<Shared>) -> Arc<Supervisor> {
+    pub fn new(config: Arc<Config>, shared: Arc<Shared>) -> Arc<Supervisor> {
         let facts = DaemonFacts {
             pid: std::process::id(),
             identifier: config.daemon.identifier.clone(),
@@ -156,7 +156,7 @@ impl Supervisor {
             facts,
             state: watch::channel(DaemonState::Running).0,
             shutdown_requested: Notify::new(),
-            loaded: std::sync::Mutex::new(Arc::new(config.clone())),
+            loaded: std::sync::Mutex::new(Arc::clone(&config)),
             changing: tokio::sync::Mutex::new(()),
             sockets: std::sync::Mutex::new(BTreeMap::new()),
         });
@@ -195,7 +195,7 @@ impl Supervisor {
     /// same so followers carry on.
     pub(crate) fn install(
         &self,
-        p: ProcessConfig,
+        p: Arc<ProcessConfig>,
         group: &GroupConfig,
         reuse: Option<(&ProcessConfig, &Stdio)>,
         daemon: &minder::config::DaemonConfig,
@@ -239,13 +239,13 @@ impl Supervisor {
     }
 
     /// Every running process's settings, and every group's priority, for planning.
-    pub(crate) fn running(&self) -> (BTreeMap<crate::plan::Key, ProcessConfig>, BTreeMap<String, i32>) {
+    pub(crate) fn running(&self) -> (BTreeMap<crate::plan::Key, Arc<ProcessConfig>>, BTreeMap<String, i32>) {
         let reg = self.read();
         let procs = reg
             .groups
             .iter()
             .flat_map(|(g, grp)| {
-                grp.processes.iter().map(move |(n, h)| ((g.clone(), n.clone()), (*h.config).clone()))
+                grp.processes.iter().map(move |(n, h)| ((g.clone(), n.clone()), Arc::clone(&h.config)))
             })
             .collect();
         let groups = reg.groups.iter().map(|(g, grp)| (g.clone(), grp.priority)).collect();

@@ -280,7 +280,7 @@ impl Supervisor {
             self.shared.events.publish(EventKind::GroupRemoved(g.clone()));
         }
         let p = Plan {
-            add: fresh.processes().cloned().collect(),
+            add: fresh.groups.iter().flat_map(|g| g.processes.iter().cloned()).collect(),
             groups_added: fresh.groups.iter().map(|g| g.name.clone()).collect(),
             ..Plan::default()
         };

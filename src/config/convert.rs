@@ -54,7 +54,7 @@ pub fn to_toml(config: &Config) -> String {
                 programs_of_group(g, &config.daemon, &mut programs, &mut groups, &mut notes)
             }
             GroupKind::EventListener(pool) => {
-                let mut t = program_table(&g.processes, &config.daemon, &mut notes, &g.name);
+                let mut t = program_table(&owned(&g.processes), &config.daemon, &mut notes, &g.name);
                 // An event listener's pool and processes read the same `priority`; only
                 // when it is not given do they differ (-1 and 999).
                 let proc_priority = g.processes.first().map_or(999, |p| p.priority);
@@ -73,7 +73,7 @@ pub fn to_toml(config: &Config) -> String {
                 listeners.insert(&g.name, Item::Table(t));
             }
             GroupKind::FcgiProgram(socket) => {
-                let mut t = program_table(&g.processes, &config.daemon, &mut notes, &g.name);
+                let mut t = program_table(&owned(&g.processes), &config.daemon, &mut notes, &g.name);
                 t.insert("priority", int(g.priority));
                 t.insert("socket", s(&socket.address.to_string()));
                 if let Some(b) = socket.backlog {
@@ -263,7 +263,7 @@ fn programs_of_group(
         && by_program.contains_key(g.name.as_str())
         && g.processes.iter().all(|p| p.priority == g.priority);
     if implicit {
-        let procs: Vec<ProcessConfig> = g.processes.clone();
+        let procs = owned(&g.processes);
         if let Some(t) = program_as_one(&procs, daemon) {
             programs.insert(&g.name, Item::Table(t));
             return;
@@ -309,6 +309,11 @@ fn programs_of_group(
 /// An empty group is written as a program with numprocs = 0 (as it most likely was).
 fn implicit_empty(g: &GroupConfig) -> bool {
     g.processes.is_empty()
+}
+
+/// The processes of a group, as values.
+fn owned(procs: &[std::sync::Arc<ProcessConfig>]) -> Vec<ProcessConfig> {
+    procs.iter().map(|p| (**p).clone()).collect()
 }
 
 /// The table of an event listener or FastCGI program: one program, possibly of many

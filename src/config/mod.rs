@@ -49,7 +49,7 @@ pub struct Config {
 impl Config {
     /// Every process of every group, in start order.
     pub fn processes(&self) -> impl Iterator<Item = &ProcessConfig> {
-        self.groups.iter().flat_map(|g| g.processes.iter())
+        self.groups.iter().flat_map(|g| g.processes.iter().map(|p| &**p))
     }
 }
 
@@ -349,8 +349,9 @@ pub struct GroupConfig {
     /// the group's: `"kind": "event-listener", "events": [...]`).
     #[serde(flatten)]
     pub kind: GroupKind,
-    /// The processes, by priority then name.
-    pub processes: Vec<ProcessConfig>,
+    /// The processes, by priority then name; shared with the daemon's process tasks, so a
+    /// running daemon holds each once.
+    pub processes: Vec<std::sync::Arc<ProcessConfig>>,
 }
 
 /// What a group is: plain programs, an event listener pool, or a FastCGI program.

@@ -990,7 +990,7 @@ fn resolve_groups(
             name: section.name.clone(),
             priority,
             kind: GroupKind::Programs,
-            processes,
+            processes: processes.into_iter().map(std::sync::Arc::new).collect(),
         });
     }
 
@@ -1004,7 +1004,7 @@ fn resolve_groups(
                 name: name.to_string(),
                 priority,
                 kind: GroupKind::Programs,
-                processes,
+                processes: processes.into_iter().map(std::sync::Arc::new).collect(),
             });
         }
         sec.finish(report);
@@ -1059,7 +1059,7 @@ fn resolve_groups(
                 name: section.name.clone(),
                 priority: pool_priority,
                 kind: GroupKind::EventListener(EventListenerPool { events, buffer_size, result_handler }),
-                processes,
+                processes: processes.into_iter().map(std::sync::Arc::new).collect(),
             });
         }
         sec.finish(report);
@@ -1077,7 +1077,7 @@ fn resolve_groups(
                     name: name.to_string(),
                     priority,
                     kind: GroupKind::FcgiProgram(socket),
-                    processes,
+                    processes: processes.into_iter().map(std::sync::Arc::new).collect(),
                 });
             }
         }
