@@ -198,6 +198,15 @@ enum Command {
 /// task never waits for the child to read.
 pub type Stdin = Arc<tokio::sync::Mutex<tokio::net::unix::pipe::Sender>>;
 
+/// The parent's end of a child's stdin pipe: registered with the reactor only when something
+/// is first written, as most children never get a byte (no epoll entry to add and remove for
+/// every spawn and exit).
+#[derive(Debug)]
+enum StdinEnd {
+    Unused(std::os::fd::OwnedFd),
+    Open(Stdin),
+}
+
 /// A handle on a process's task: cheap to clone, never blocks on the task to read state.
 #[derive(Debug, Clone)]
 pub struct ProcessHandle {
@@ -456,7 +465,7 @@ struct Actor {
     /// The current child's pid and where its exit will arrive.
     child: Option<(u32, oneshot::Receiver<ExitStatus>)>,
     /// The write end of the current child's stdin (closed when the child is gone).
-    stdin: Option<Stdin>,
+    stdin: Option<StdinEnd>,
     snapshot: watch::Sender<Snapshot>,
     start_wall: Option<SystemTime>,
     up_since: Option<Instant>,
@@ -561,8 +570,8 @@ impl Actor {
                 let _ = reply.send(result);
             }
             Command::Stdin { reply } => {
-                let result = match (&self.stdin, self.machine.state.kind()) {
-                    (Some(stdin), Kind::Starting | Kind::Running | Kind::Stopping) => Ok(Arc::clone(stdin)),
+                let result = match self.machine.state.kind() {
+                    Kind::Starting | Kind::Running | Kind::Stopping => self.open_stdin(),
                     _ => Err(Fault::NotRunning),
                 };
                 let _ = reply.send(result);
@@ -702,14 +711,7 @@ impl Actor {
                         capture::spawn(pipe, Arc::clone(channel), self.config.name.clone());
                     }
                 }
-                self.stdin = match child.stdin.map(tokio::net::unix::pipe::Sender::from_owned_fd) {
-                    Some(Ok(s)) => Some(Arc::new(tokio::sync::Mutex::new(s))),
-                    Some(Err(e)) => {
-                        tracing::warn!("cannot keep the stdin of {}: {e}", self.config.name);
-                        None
-                    }
-                    None => None,
-                };
+                self.stdin = child.stdin.map(StdinEnd::Unused);
                 self.child = Some((child.pid, child.exit));
                 self.spawn_count += 1;
                 Event::Spawned { pid: child.pid }
@@ -718,6 +720,27 @@ impl Actor {
                 self.shared.spawn_failures.fetch_add(1, Ordering::Relaxed);
                 Event::SpawnFailed { reason: e.to_string() }
             }
+        }
+    }
+
+    /// The running child's stdin, registered with the reactor on first use.
+    fn open_stdin(&mut self) -> Result<Stdin, Fault> {
+        match self.stdin.take() {
+            Some(StdinEnd::Open(stdin)) => {
+                self.stdin = Some(StdinEnd::Open(Arc::clone(&stdin)));
+                Ok(stdin)
+            }
+            Some(StdinEnd::Unused(fd)) => match tokio::net::unix::pipe::Sender::from_owned_fd(fd) {
+                Ok(pipe) => {
+                    let stdin = Arc::new(tokio::sync::Mutex::new(pipe));
+                    self.stdin = Some(StdinEnd::Open(Arc::clone(&stdin)));
+                    Ok(stdin)
+                }
+                Err(e) => {
+                    Err(Fault::Failed(format!("cannot write to the stdin of {}: {e}", self.config.name)))
+                }
+            },
+            None => Err(Fault::NotRunning),
         }
     }
 
