@@ -162,11 +162,11 @@ fn several_names_interleave_with_prefixes() {
     let d = Daemon::start(
         r#"
 [program.a]
-command = "sh -c 'echo from-a; sleep 100'"
+command = "sh -c 'echo from-a; exec sleep 100'"
 startsecs = 0
 
 [program.b]
-command = "sh -c 'echo from-b; echo err-b >&2; sleep 100'"
+command = "sh -c 'echo from-b; echo err-b >&2; exec sleep 100'"
 startsecs = 0
 "#,
     );
@@ -185,7 +185,7 @@ fn redirect_stderr_and_clear() {
     let d = Daemon::start(
         r#"
 [program.both]
-command = "sh -c 'echo out; echo err >&2; sleep 100'"
+command = "sh -c 'echo out; echo err >&2; exec sleep 100'"
 startsecs = 0
 redirect_stderr = true
 stdout_logfile = "{dir}/both.log"
@@ -292,7 +292,7 @@ fn a_target_of_dev_stdout_goes_to_minderds_stdout() {
     let dir = tempfile::tempdir().expect("dir");
     std::fs::write(
         dir.path().join("m.toml"),
-        "[program.loud]\ncommand = \"sh -c 'echo to-the-container-log; sleep 100'\"\nstartsecs = 0\nstdout_logfile = \"/dev/stdout\"\n",
+        "[program.loud]\ncommand = \"sh -c 'echo to-the-container-log; exec sleep 100'\"\nstartsecs = 0\nstdout_logfile = \"/dev/stdout\"\n",
     )
     .expect("write");
     let mut child = Command::new(bin("minderd"))
@@ -459,7 +459,7 @@ async fn a_follower_loses_nothing_across_rotations() {
 
 #[test]
 fn auto_logs_are_named_as_supervisord_names_them_and_cleared_at_start() {
-    let mut d = Daemon::start("[daemon]\nidentifier = \"e2e\"\n[program.a]\ncommand = \"sh -c 'echo hi; sleep 100'\"\nstartsecs = 0\n");
+    let mut d = Daemon::start("[daemon]\nidentifier = \"e2e\"\n[program.a]\ncommand = \"sh -c 'echo hi; exec sleep 100'\"\nstartsecs = 0\n");
     let log = d.process("a")["stdout_logfile"].as_str().expect("a log").to_string();
     let file = std::path::Path::new(&log).file_name().expect("name").to_string_lossy().into_owned();
     assert!(file.starts_with("a-stdout---e2e-") && file.ends_with(".log"), "{file}");
@@ -481,7 +481,7 @@ fn auto_logs_are_named_as_supervisord_names_them_and_cleared_at_start() {
 #[test]
 fn log_timestamps_prefix_every_line() {
     let d = Daemon::start(
-        "[program.t]\ncommand = \"sh -c 'echo one; echo two; sleep 100'\"\nstartsecs = 0\nlog_timestamps = true\nstdout_logfile = \"{dir}/t.log\"\n",
+        "[program.t]\ncommand = \"sh -c 'echo one; echo two; exec sleep 100'\"\nstartsecs = 0\nlog_timestamps = true\nstdout_logfile = \"{dir}/t.log\"\n",
     );
     wait_for("two lines", 10 * SECS, || {
         std::fs::read_to_string(d.path("t.log")).is_ok_and(|s| s.lines().count() == 2)

@@ -91,7 +91,7 @@ fn sample(text: &str, series: &str) -> Option<f64> {
 #[test]
 fn metrics_report_states_restarts_and_output() {
     let d = Daemon::start_with(
-        "[program.run]\ncommand = \"sh -c 'printf hello; sleep 100'\"\nstartsecs = 0\n\n[program.idle]\ncommand = \"true\"\nautostart = false\nstartretries = 0\n",
+        "[program.run]\ncommand = \"sh -c 'printf hello; exec sleep 100'\"\nstartsecs = 0\n\n[program.idle]\ncommand = \"true\"\nautostart = false\nstartretries = 0\n",
         &[],
         &["--metrics", "127.0.0.1:0"],
     );

@@ -410,7 +410,7 @@ async fn a_thousand_concurrent_clients() {
 #[test]
 fn a_child_that_closes_its_stdout() {
     let d = Daemon::start(
-        "[program.closer]\ncommand = \"sh -c 'echo before; exec >&-; sleep 100'\"\nstartsecs = 0\nstdout_logfile = \"{dir}/closer.log\"\n",
+        "[program.closer]\ncommand = \"sh -c 'echo before; exec >&-; exec sleep 100'\"\nstartsecs = 0\nstdout_logfile = \"{dir}/closer.log\"\n",
     );
     d.wait_state("closer", "RUNNING", 10 * SECS);
     wait_for("the line written before stdout closed", 10 * SECS, || {
