@@ -219,10 +219,7 @@ fn descriptors_above_two_are_not_inherited() {
     // 0, 1 and 2, plus the one ls itself opens to read the directory.
     assert!(!fds.contains(&"9".to_string()), "descriptor 9 leaked into the child: {fds:?}");
     assert!(fds.len() <= 4, "{fds:?}");
-    let _ = nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    );
+    crate::harness::sigterm(&child);
     assert!(child.wait().expect("exits").success());
 }
 
@@ -251,14 +248,7 @@ fn as_pid_1_it_reaps_orphans_and_exits_cleanly_on_sigterm() {
         .stdout(std::process::Stdio::null())
         .spawn()
         .expect("unshare runs");
-    let ctl = |args: &[&str]| {
-        std::process::Command::new(crate::harness::bin("minder"))
-            .arg("-s")
-            .arg(format!("unix://{}", sock.display()))
-            .args(args)
-            .output()
-            .expect("minder runs")
-    };
+    let ctl = |args: &[&str]| crate::harness::ctl_at(&sock, args);
     wait_for("minderd as PID 1", 10 * SECS, || stdout(&ctl(&["pid"])).trim() == "1");
     // minderd's pid outside the namespace: unshare's only child.
     let children = std::fs::read_to_string(format!("/proc/{}/task/{}/children", unshare.id(), unshare.id()))

@@ -81,12 +81,7 @@ fn no_daemon_is_one_clear_line() {
     let dir = tempfile::tempdir().expect("dir");
     let sock = dir.path().join("absent.sock");
     for (args, want) in [(&["status"][..], 4), (&["start", "web"][..], 7)] {
-        let out = Command::new(bin("minder"))
-            .arg("-s")
-            .arg(format!("unix://{}", sock.display()))
-            .args(args)
-            .output()
-            .expect("minder runs");
+        let out = crate::harness::ctl_at(&sock, args);
         assert_eq!(code(&out), want, "{args:?}");
         assert_eq!(
             stderr(&out),
@@ -99,13 +94,7 @@ fn no_daemon_is_one_clear_line() {
     }
     // A stale socket that refuses connections.
     let _stale = std::os::unix::net::UnixListener::bind(&sock).map(drop);
-    let out = Command::new(bin("minder"))
-        .arg("-s")
-        .arg(format!("unix://{}", sock.display()))
-        .arg("stop")
-        .arg("x")
-        .output()
-        .expect("runs");
+    let out = crate::harness::ctl_at(&sock, &["stop", "x"]);
     assert_eq!(code(&out), 4);
     assert!(stderr(&out).contains("connection refused"), "{}", stderr(&out));
 }

@@ -145,10 +145,7 @@ startsecs=0
     }
     names.sort();
     assert_eq!(names, ["hello_0", "hello_1"], "two processes served one socket");
-    let _ = nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(daemon.id() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    );
+    crate::harness::sigterm(&daemon);
     assert!(daemon.wait().expect("exits").success());
 }
 

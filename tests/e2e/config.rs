@@ -113,14 +113,7 @@ fn environment_overrides_and_includes() {
         .stdout(std::process::Stdio::null())
         .spawn()
         .expect("minderd starts");
-    let ctl = |args: &[&str]| {
-        Command::new(bin("minder"))
-            .arg("-s")
-            .arg(format!("unix://{}", sock.display()))
-            .args(args)
-            .output()
-            .expect("runs")
-    };
+    let ctl = |args: &[&str]| crate::harness::ctl_at(&sock, args);
     crate::harness::wait_for("minderd", 10 * SECS, || ctl(&["version"]).status.success());
     let state = |name: &str| {
         let v: serde_json::Value =
@@ -131,10 +124,7 @@ fn environment_overrides_and_includes() {
         state("main") == "RUNNING" && state("included") == "RUNNING"
     });
     assert_eq!(state("disabled"), "STOPPED", "MINDER_PROGRAM__DISABLED__AUTOSTART=false overrode the file");
-    let _ = nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    );
+    crate::harness::sigterm(&child);
     let status = child.wait().expect("exits");
     assert!(status.success());
 }
@@ -207,14 +197,7 @@ fn daemonize_reports_start_up_and_writes_the_pidfile() {
     // The foreground process returns only once the daemon is listening.
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     let pid: i32 = std::fs::read_to_string(&pidfile).expect("pidfile").trim().parse().expect("a pid");
-    let ctl = |args: &[&str]| {
-        Command::new(bin("minder"))
-            .arg("-s")
-            .arg(format!("unix://{}", sock.display()))
-            .args(args)
-            .output()
-            .expect("runs")
-    };
+    let ctl = |args: &[&str]| crate::harness::ctl_at(&sock, args);
     assert_eq!(crate::harness::stdout(&ctl(&["pid"])).trim(), pid.to_string());
     // A second one fails, and says why, from the foreground.
     let again = daemonize(&[]);

@@ -22,6 +22,24 @@ pub fn bin(name: &str) -> PathBuf {
     path
 }
 
+/// Runs `minder -s unix://SOCK ARGS…` against a daemon a test started itself.
+pub fn ctl_at(sock: &Path, args: &[&str]) -> Output {
+    Command::new(bin("minder"))
+        .arg("-s")
+        .arg(format!("unix://{}", sock.display()))
+        .args(args)
+        .output()
+        .expect("minder runs")
+}
+
+/// Sends SIGTERM to a daemon a test started itself, by its pid (and to nothing else).
+pub fn sigterm(child: &Child) {
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    );
+}
+
 /// Polls `cond` every 10 ms until it is true, or fails the test after `timeout`.
 pub fn wait_for(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;
@@ -175,11 +193,7 @@ impl Daemon {
     /// Asks the daemon to stop (SIGTERM) and waits for it to exit.
     pub fn stop(&mut self) -> std::process::ExitStatus {
         let mut child = self.child.take().expect("the daemon is running");
-        // Only the daemon this test started, by its pid.
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(child.id() as i32),
-            nix::sys::signal::Signal::SIGTERM,
-        );
+        sigterm(&child);
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Some(status) = child.try_wait().expect("wait for minderd") {

@@ -321,10 +321,7 @@ fn a_target_of_dev_stdout_goes_to_minderds_stdout() {
         }
     });
     rx.recv_timeout(Duration::from_secs(10)).expect("the child's line on minderd's stdout");
-    let _ = nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    );
+    crate::harness::sigterm(&child);
     assert!(child.wait().expect("exits").success());
 }
 

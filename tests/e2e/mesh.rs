@@ -162,10 +162,7 @@ fn sd_notify_says_ready_and_stopping() {
         .output()
         .expect("runs");
     assert!(out.status.success());
-    let _ = nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    );
+    crate::harness::sigterm(&child);
     let n = sock.recv(&mut buf).expect("a notification within 10 s");
     assert_eq!(String::from_utf8_lossy(&buf[..n]), "STOPPING=1");
     assert!(child.wait().expect("exits").success());

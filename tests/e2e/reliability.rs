@@ -450,14 +450,7 @@ fn a_full_disk_is_reported_and_blocks_nothing() {
         });
     }
     let mut child = cmd.spawn().expect("minderd");
-    let ctl = |args: &[&str]| {
-        std::process::Command::new(crate::harness::bin("minder"))
-            .arg("-s")
-            .arg(format!("unix://{}", sock.display()))
-            .args(args)
-            .output()
-            .expect("runs")
-    };
+    let ctl = |args: &[&str]| crate::harness::ctl_at(&sock, args);
     // The child writes its 2 MB and finishes: it was never blocked by the full log.
     wait_for("the flood to finish", 30 * SECS, || {
         crate::harness::stdout(&ctl(&["status", "flood"])).contains("EXITED")
@@ -467,10 +460,7 @@ fn a_full_disk_is_reported_and_blocks_nothing() {
     assert_eq!(std::fs::read_to_string(dir.path().join("flood.err")).expect("stderr log"), "done\n");
     assert!(child.try_wait().expect("wait").is_none(), "minderd is still running");
     assert_eq!(code(&ctl(&["version"])), 0);
-    let _ = nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    );
+    crate::harness::sigterm(&child);
     assert!(child.wait().expect("exits").success());
 }
 

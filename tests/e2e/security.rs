@@ -146,10 +146,7 @@ fn supervisord_username_and_password() {
     let out = ctl(&["-p", "wrong"]);
     assert_ne!(code(&out), 0);
     assert!(stderr(&out).contains("the username or password is not valid"), "{}", stderr(&out));
-    let _ = nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(daemon.id() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    );
+    crate::harness::sigterm(&daemon);
     assert!(daemon.wait().expect("exits").success());
 }
 
@@ -193,17 +190,9 @@ fn a_network_listener_without_authentication_is_refused() {
         .expect("starts");
     let sock = dir.path().join("m.sock");
     wait_for("the insecure daemon to answer", 10 * SECS, || {
-        Command::new(bin("minder"))
-            .arg("-s")
-            .arg(format!("unix://{}", sock.display()))
-            .arg("version")
-            .output()
-            .is_ok_and(|o| o.status.success())
+        crate::harness::ctl_at(&sock, &["version"]).status.success()
     });
-    let _ = nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    );
+    crate::harness::sigterm(&child);
     assert!(child.wait().expect("exits").success());
 }
 
