@@ -49,7 +49,7 @@ class Daemon:
     """A minderd of our own in a temp dir; ``{dir}`` in the configuration is that dir, where
     ``files`` ({name: text}) are written before minderd starts."""
 
-    def __init__(self, toml: str, files=None):
+    def __init__(self, toml: str, files=None, args=()):
         self.tmp = tempfile.TemporaryDirectory(prefix="minder-py-")
         self.dir = pathlib.Path(self.tmp.name)
         for name, text in (files or {}).items():
@@ -62,7 +62,7 @@ class Daemon:
         env = dict(os.environ, TMPDIR=str(self.dir))
         env.pop("MINDER_SERVER", None)
         self.proc = subprocess.Popen(
-            [minderd_bin(), "-c", self.config, "--listen", self.address, "-l", self.log],
+            [minderd_bin(), "-c", self.config, "--listen", self.address, "-l", self.log, *args],
             env=env,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
@@ -93,6 +93,17 @@ class Daemon:
         except grpc.RpcError:
             return False
 
+    def tcp_address(self) -> str:
+        """The TCP address minderd reports listening at (it was given port 0)."""
+
+        def find():
+            for line in self.log.read_text().splitlines() if self.log.exists() else ():
+                if "listening at tcp://" in line:
+                    return line.split("listening at ", 1)[1].strip()
+            return None
+
+        return wait_for("the TCP listener", find)
+
     def state(self, name: str) -> str:
         return state_name(self.client.get_process(name).state)
 
@@ -115,9 +126,34 @@ class Daemon:
         self.tmp.cleanup()
 
 
+def make_pki(dir: pathlib.Path) -> None:
+    """A CA, a server certificate for localhost/127.0.0.1 and a client certificate, made with
+    the openssl command line (run-tests makes sure it is there)."""
+
+    def openssl(*args):
+        subprocess.run(["openssl", *args], cwd=dir, check=True, capture_output=True)
+
+    openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+            "-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=minder test CA")
+    (dir / "ext").write_text(
+        "[server]\nsubjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n"
+        "[client]\nbasicConstraints=CA:FALSE\nextendedKeyUsage=clientAuth\n"
+    )
+    for name in ("server", "client"):
+        openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN={name}")
+        openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+                "-CAcreateserial", "-out", f"{name}.pem", "-days", "2", "-extfile", "ext",
+                "-extensions", name)
+
+
+ADMIN_TOKEN = "admin-token-0123456789"
+READER_TOKEN = "reader-token-0123456789"
+
+
 class ClientTest(unittest.TestCase):
-    def daemon(self, toml: str, files=None) -> Daemon:
-        d = Daemon(toml, files)
+    def daemon(self, toml: str, files=None, args=()) -> Daemon:
+        d = Daemon(toml, files, args)
         self.addCleanup(d.stop)
         return d
 
@@ -245,6 +281,74 @@ class ClientTest(unittest.TestCase):
         with self.assertRaises(grpc.RpcError) as e:
             c.check_health("nope")
         self.assertEqual(e.exception.code(), grpc.StatusCode.NOT_FOUND)
+
+    def test_tokens_over_tcp(self):
+        d = self.daemon(
+            '[daemon]\ntokens_file = "{dir}/tokens"\n'
+            '[program.web]\ncommand = "sleep 100"\nstartsecs = 0\n',
+            files={"tokens": f"ops admin {ADMIN_TOKEN}\ngrafana read-only {READER_TOKEN}\n"},
+            args=["--listen", "tcp://127.0.0.1:0"],
+        )
+        d.wait_state("web", "RUNNING")
+        addr = d.tcp_address()
+        with Client(addr, token=ADMIN_TOKEN, timeout=DEADLINE) as admin:
+            self.assertEqual(admin.daemon_info().pid, d.proc.pid)
+            [r] = admin.restart("web")
+            self.assertEqual(r.code, pb.RESULT_CODE_SUCCESS)
+            # Streams carry the token too.
+            with admin.watch_events(timeout=DEADLINE) as events:
+                self.assertEqual(next(events).WhichOneof("kind"), "snapshot")
+        with Client(addr, token=READER_TOKEN, timeout=DEADLINE) as reader:
+            self.assertEqual([p.full_name for p in reader.list_processes()], ["web"])
+            with self.assertRaises(grpc.RpcError) as e:
+                reader.stop("web")
+            self.assertEqual(e.exception.code(), grpc.StatusCode.PERMISSION_DENIED)
+        for who in (Client(addr, timeout=DEADLINE), Client(addr, token="wrong-token", timeout=DEADLINE)):
+            with who, self.assertRaises(grpc.RpcError) as e:
+                who.list_processes()
+            self.assertEqual(e.exception.code(), grpc.StatusCode.UNAUTHENTICATED)
+
+    def test_username_and_password_over_tcp(self):
+        # supervisord's [inet_http_server] credentials, the password stored as a SHA-1 hash.
+        d = self.daemon(
+            '[inet_http_server]\nport = "127.0.0.1:0"\nusername = "user"\n'
+            'password = "{SHA}82ab876d1387bfafe46cc1c8a2ef074eae50cb1d"\n'
+            '[program.web]\ncommand = "sleep 100"\nstartsecs = 0\n',
+        )
+        addr = d.tcp_address()
+        with Client(addr, username="user", password="thepassword", timeout=DEADLINE) as c:
+            self.assertEqual(c.daemon_info().pid, d.proc.pid)
+        with Client(addr, username="user", password="wrong", timeout=DEADLINE) as c:
+            with self.assertRaises(grpc.RpcError) as e:
+                c.daemon_info()
+            self.assertEqual(e.exception.code(), grpc.StatusCode.UNAUTHENTICATED)
+        with self.assertRaisesRegex(ValueError, "go together"):
+            Client(addr, username="user")
+
+    def test_mutual_tls(self):
+        pki = pathlib.Path(self.enterContext(tempfile.TemporaryDirectory(prefix="minder-pki-")))
+        make_pki(pki)
+        d = self.daemon(
+            f'[daemon]\ntls_cert = "{pki}/server.pem"\ntls_key = "{pki}/server.key"\n'
+            f'tls_client_ca = "{pki}/ca.pem"\ntokens_file = "{{dir}}/tokens"\n',
+            files={"tokens": f"ops admin {ADMIN_TOKEN}\n"},
+            args=["--listen", "tcp://127.0.0.1:0"],
+        )
+        addr = d.tcp_address()
+        with Client(addr, tls_ca=pki / "ca.pem", tls_cert=pki / "client.pem", tls_key=pki / "client.key",
+                    timeout=DEADLINE) as c:
+            self.assertEqual(c.daemon_info().pid, d.proc.pid)
+        # The CA given as bytes, a token instead of a certificate, and the name to check.
+        with Client(addr, tls_ca=(pki / "ca.pem").read_bytes(), tls_domain="localhost", token=ADMIN_TOKEN,
+                    timeout=DEADLINE) as c:
+            with self.assertRaises(grpc.RpcError) as e:
+                c.daemon_info()
+            # Without a client certificate the handshake itself is refused.
+            self.assertEqual(e.exception.code(), grpc.StatusCode.UNAVAILABLE)
+        with Client(addr, timeout=DEADLINE) as plain:
+            with self.assertRaises(grpc.RpcError) as e:
+                plain.daemon_info()
+            self.assertEqual(e.exception.code(), grpc.StatusCode.UNAVAILABLE)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,10 @@ that can be cancelled and used in a ``with`` block.
 
 from __future__ import annotations
 
-from typing import Iterable, Iterator, Optional, Sequence, TypeVar
+import base64
+import collections
+import os
+from typing import Iterable, Iterator, Optional, Sequence, TypeVar, Union
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -18,6 +21,45 @@ from ._generated import supervisor_pb2 as pb
 from ._generated import supervisor_pb2_grpc as pb_grpc
 
 T = TypeVar("T")
+PathOrBytes = Union[str, bytes, "os.PathLike[str]"]
+
+
+def _pem(value: Optional[PathOrBytes]) -> Optional[bytes]:
+    """PEM bytes as given, or read from a path."""
+    if value is None or isinstance(value, bytes):
+        return value
+    with open(value, "rb") as f:
+        return f.read()
+
+
+class _CallDetails(
+    collections.namedtuple(
+        "_CallDetails", ("method", "timeout", "metadata", "credentials", "wait_for_ready", "compression")
+    ),
+    grpc.ClientCallDetails,
+):
+    pass
+
+
+class _Authorization(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor):
+    """Adds the ``authorization`` header to every call."""
+
+    def __init__(self, value: str):
+        self._value = value
+
+    def _details(self, d):
+        metadata = [m for m in (d.metadata or ()) if m[0] != "authorization"]
+        metadata.append(("authorization", self._value))
+        return _CallDetails(
+            d.method, d.timeout, metadata, d.credentials,
+            getattr(d, "wait_for_ready", None), getattr(d, "compression", None),
+        )
+
+    def intercept_unary_unary(self, continuation, details, request):
+        return continuation(self._details(details), request)
+
+    def intercept_unary_stream(self, continuation, details, request):
+        return continuation(self._details(details), request)
 
 
 def target(address: str) -> str:
@@ -104,22 +146,76 @@ class Client:
     >>> with Client("unix:///run/minder.sock") as c:
     ...     for p in c.list_processes():
     ...         print(p.full_name, state_name(p.state), p.description)
+    >>> Client("tcp://10.0.0.5:9001", token="...", tls_ca="ca.pem")
+    >>> Client("tcp://127.0.0.1:9001", username="admin", password="...")
 
     ``timeout`` (seconds) is the default deadline of unary calls; streams have none unless
     given one.
     """
 
-    def __init__(self, address: str, *, timeout: Optional[float] = 30.0, options=()):
+    def __init__(
+        self,
+        address: str,
+        *,
+        timeout: Optional[float] = 30.0,
+        token: Optional[str] = None,
+        username: Optional[str] = None,
+        password: Optional[str] = None,
+        tls_ca: Optional[PathOrBytes] = None,
+        tls_cert: Optional[PathOrBytes] = None,
+        tls_key: Optional[PathOrBytes] = None,
+        tls: Optional[bool] = None,
+        tls_domain: Optional[str] = None,
+        options=(),
+    ):
+        """``token`` (a bearer token from minderd's ``tokens_file``) or ``username`` and
+        ``password`` (supervisord's ``[inet_http_server]`` credentials) authenticate the caller.
+        TLS is used for TCP addresses when ``tls`` is true or any ``tls_*`` is given:
+        ``tls_ca`` is the CA that signed minderd's certificate (default: the system's roots),
+        ``tls_cert`` and ``tls_key`` a client certificate for mutual TLS. Each ``tls_*`` is a
+        path or the PEM bytes themselves; ``tls_domain`` is the name to check minderd's
+        certificate against, when it is not the address's host."""
+        if token is not None and (username is not None or password is not None):
+            raise ValueError("give either token or username and password, not both")
+        if (username is None) != (password is None):
+            raise ValueError("username and password go together")
+        if (tls_cert is None) != (tls_key is None):
+            raise ValueError("tls_cert and tls_key go together")
         self.address = address
         self.timeout = timeout
         t = target(address)
+        unix = t.startswith("unix:")
+        use_tls = bool(tls) or any(x is not None for x in (tls_ca, tls_cert, tls_key, tls_domain))
+        if unix and use_tls:
+            raise ValueError(f"{address!r}: TLS is for TCP addresses; a unix socket is protected by its mode")
         options = list(options)
-        if t.startswith("unix:") and not any(k == "grpc.default_authority" for k, _ in options):
+        if unix and not any(k == "grpc.default_authority" for k, _ in options):
             # gRPC C-core sends the socket's path, percent-encoded, as :authority
             # ("tmp%2Fm.sock"), which minderd's HTTP/2 stack (hyper/h2) rejects with a
             # PROTOCOL_ERROR reset. Go's grpc and tonic send "localhost"; so do we.
             options.append(("grpc.default_authority", "localhost"))
-        self.channel = grpc.insecure_channel(t, options=options)
+        if tls_domain is not None:
+            options.append(("grpc.ssl_target_name_override", tls_domain))
+        if use_tls:
+            creds = grpc.ssl_channel_credentials(
+                root_certificates=_pem(tls_ca),
+                private_key=_pem(tls_key),
+                certificate_chain=_pem(tls_cert),
+            )
+            channel = grpc.secure_channel(t, creds, options=options)
+        else:
+            channel = grpc.insecure_channel(t, options=options)
+        header = None
+        if token is not None:
+            header = "Bearer " + token
+        elif username is not None:
+            pair = f"{username}:{password}".encode()
+            header = "Basic " + base64.b64encode(pair).decode("ascii")
+        if header is not None:
+            # Metadata on every call, not call credentials: gRPC refuses call credentials on
+            # an insecure channel, and a loopback TCP listener with a password is one.
+            channel = grpc.intercept_channel(channel, _Authorization(header))
+        self.channel = channel
         self.stub = pb_grpc.SupervisorStub(self.channel)
         self.health_stub = health_pb2_grpc.HealthStub(self.channel)
 
