@@ -10,6 +10,7 @@ afterwards. Tests poll for conditions up to deadlines; they never sleep to synch
 import os
 import pathlib
 import signal
+import socket
 import subprocess
 import tempfile
 import time
@@ -293,8 +294,8 @@ class ClientTest(unittest.TestCase):
         addr = d.tcp_address()
         with Client(addr, token=ADMIN_TOKEN, timeout=DEADLINE) as admin:
             self.assertEqual(admin.daemon_info().pid, d.proc.pid)
-            [r] = admin.restart("web")
-            self.assertEqual(r.code, pb.RESULT_CODE_SUCCESS)
+            results = admin.restart("web")  # the stop's result, then the start's
+            self.assertEqual([r.code for r in results], [pb.RESULT_CODE_SUCCESS] * 2)
             # Streams carry the token too.
             with admin.watch_events(timeout=DEADLINE) as events:
                 self.assertEqual(next(events).WhichOneof("kind"), "snapshot")
@@ -310,12 +311,19 @@ class ClientTest(unittest.TestCase):
 
     def test_username_and_password_over_tcp(self):
         # supervisord's [inet_http_server] credentials, the password stored as a SHA-1 hash.
+        # supervisord refuses port 0 here, so the test finds a free port.
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
         d = self.daemon(
-            '[inet_http_server]\nport = "127.0.0.1:0"\nusername = "user"\n'
+            f'[inet_http_server]\nport = "127.0.0.1:{port}"\nusername = "user"\n'
             'password = "{SHA}82ab876d1387bfafe46cc1c8a2ef074eae50cb1d"\n'
             '[program.web]\ncommand = "sleep 100"\nstartsecs = 0\n',
+            # --listen replaces the configuration's addresses; the credentials stay with theirs.
+            args=["--listen", f"tcp://127.0.0.1:{port}"],
         )
         addr = d.tcp_address()
+        self.assertEqual(addr, f"tcp://127.0.0.1:{port}")
         with Client(addr, username="user", password="thepassword", timeout=DEADLINE) as c:
             self.assertEqual(c.daemon_info().pid, d.proc.pid)
         with Client(addr, username="user", password="wrong", timeout=DEADLINE) as c:
