@@ -15,6 +15,7 @@ pub mod auth;
 pub mod capture;
 pub mod daemonize;
 pub mod events;
+pub mod frontend;
 pub mod health;
 pub mod lifecycle;
 pub mod listen;
