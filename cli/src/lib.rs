@@ -712,3 +712,39 @@ async fn pid(
     }
     Ok(code)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hoisted(args: &[&str]) -> Vec<String> {
+        hoist_configuration(args.iter().map(|a| a.to_string()).collect())
+    }
+
+    #[test]
+    fn the_configuration_option_moves_before_the_command() {
+        assert_eq!(hoisted(&["minder", "status", "-c", "f", "web"]), ["minder", "-c", "f", "status", "web"]);
+        assert_eq!(hoisted(&["minder", "status", "web", "-cf"]), ["minder", "-cf", "status", "web"]);
+        assert_eq!(
+            hoisted(&["minder", "-s", "x", "status", "--configuration=f"]),
+            ["minder", "-s", "x", "--configuration=f", "status"]
+        );
+        assert_eq!(
+            hoisted(&["minder", "-u", "status", "stop", "--configuration", "f", "all"]),
+            ["minder", "-u", "status", "--configuration", "f", "stop", "all"],
+            "-u takes a value: the command is the word after it"
+        );
+        // tail's -c is its byte count; only the long option moves there.
+        assert_eq!(hoisted(&["minder", "tail", "-c", "5", "web"]), ["minder", "tail", "-c", "5", "web"]);
+        assert_eq!(
+            hoisted(&["minder", "tail", "web", "--configuration", "f"]),
+            ["minder", "--configuration", "f", "tail", "web"]
+        );
+        // Nothing after --, and nothing without a command.
+        assert_eq!(hoisted(&["minder", "start", "--", "-c", "f"]), ["minder", "start", "--", "-c", "f"]);
+        assert_eq!(hoisted(&["minder", "-c", "f"]), ["minder", "-c", "f"]);
+        // The result parses.
+        let cli = Cli::try_parse_from(hoisted(&["minder", "status", "web", "-c", "f.conf"])).expect("parses");
+        assert_eq!(cli.config.as_deref(), Some(std::path::Path::new("f.conf")));
+    }
+}

@@ -331,9 +331,11 @@ fn include_files(
                 format!("bad pattern {pattern:?}: {e}"),
             ))
         })?;
-        // Directories are skipped; anything else that is not a regular file (a FIFO, a
-        // device) is kept, so that reading it refuses it by name instead of dropping it.
-        let mut found: Vec<PathBuf> = matches.filter_map(Result::ok).filter(|p| !p.is_dir()).collect();
+        // Directories and dangling links are skipped; anything else that is not a regular
+        // file (a FIFO, a device) is kept, so that reading it refuses it by name instead of
+        // dropping it.
+        let mut found: Vec<PathBuf> =
+            matches.filter_map(Result::ok).filter(|p| p.exists() && !p.is_dir()).collect();
         found.sort();
         if found.is_empty() {
             warnings.push(Diagnostic::new(
