@@ -33,6 +33,7 @@ fn context() -> Context {
         env,
         host_node_name: v["host_node_name"].as_str().unwrap_or_default().to_string(),
         cwd: corpus(),
+        host_checks: true,
     }
 }
 
@@ -500,4 +501,70 @@ fn the_effective_configuration_serializes_to_json() {
     assert_eq!(ordered["events"], json!(["SUPERVISOR_STATE_CHANGE"]));
     assert_eq!(ordered["processes"][0]["stopsignal"], "TERM");
     assert_eq!(ordered["processes"][0]["startsecs"], 1.0);
+}
+
+/// A reproducible corpus of commands made of the characters that matter to shlex.
+fn shlex_corpus() -> Vec<String> {
+    const PIECES: &[&str] =
+        &["a", "b", " ", "  ", "\t", "\n", "\r", "\\", "'", "\"", "#", "$", "é", "\\\"", "\\\\", "''", "x y"];
+    // A small linear congruential generator: the same corpus on every run, no dependency.
+    let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = move || {
+        state = state.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+        (state >> 33) as usize
+    };
+    (0..3000)
+        .map(|_| {
+            let len = next() % 12;
+            (0..len).map(|_| PIECES[next() % PIECES.len()]).collect::<String>()
+        })
+        .collect()
+}
+
+/// minder splits `command` exactly as Python's `shlex.split` (which supervisord uses) does,
+/// on a generated corpus, compared with Python itself when python3 is installed.
+#[test]
+fn commands_split_as_python_shlex_split_does() {
+    use std::io::Write as _;
+    let corpus = shlex_corpus();
+    let script = "import json, shlex, sys\n\
+        out = []\n\
+        for s in json.load(sys.stdin):\n\
+        \x20   try:\n\
+        \x20       out.append(shlex.split(s))\n\
+        \x20   except ValueError as e:\n\
+        \x20       out.append(str(e))\n\
+        json.dump(out, sys.stdout)\n";
+    let child = std::process::Command::new("python3")
+        .args(["-c", script])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn();
+    let Ok(mut child) = child else {
+        eprintln!("python3 is not installed: the fixed table in values.rs still checks shlex_split");
+        return;
+    };
+    let input = serde_json::to_vec(&corpus).expect("JSON");
+    child.stdin.take().expect("stdin").write_all(&input).expect("write to python3");
+    let out = child.wait_with_output().expect("python3 runs");
+    assert!(out.status.success(), "python3 failed");
+    let expected: Vec<Value> = serde_json::from_slice(&out.stdout).expect("python3 printed JSON");
+    assert_eq!(expected.len(), corpus.len());
+    let mut mismatches = Vec::new();
+    for (s, want) in corpus.iter().zip(&expected) {
+        let got = match config::values::shlex_split(s) {
+            Ok(words) => json!(words),
+            Err(e) => json!(e.to_string()),
+        };
+        if &got != want {
+            mismatches.push(format!("{s:?}: python {want}, minder {got}"));
+        }
+    }
+    assert!(
+        mismatches.is_empty(),
+        "{} of {} differ:\n{}",
+        mismatches.len(),
+        corpus.len(),
+        mismatches.join("\n")
+    );
 }

@@ -269,9 +269,82 @@ pub enum ConfigCommand {
     },
 }
 
+/// `minder status -c FILE`: the configuration option after the command, moved before it so
+/// that clap, which keeps `-c` for the top level (tail's `-c` is its byte count), finds it.
+/// Only `-c FILE`, `-cFILE`, `--configuration FILE` and `--configuration=FILE` move; in `tail`
+/// and `maintail` only the long forms do. Nothing moves after `--`.
+fn hoist_configuration<T: AsRef<std::ffi::OsStr>>(args: Vec<T>) -> Vec<T> {
+    /// Top-level options that take a value as the next argument.
+    const TAKES_VALUE: &[&str] = &[
+        "-c",
+        "--configuration",
+        "-s",
+        "--serverurl",
+        "-u",
+        "--username",
+        "-p",
+        "--password",
+        "--token",
+        "--tls-ca",
+        "--tls-cert",
+        "--tls-key",
+        "--tls-domain",
+    ];
+    let text = |a: &T| a.as_ref().to_string_lossy().into_owned();
+    let mut i = 1;
+    let command_at = loop {
+        let Some(a) = args.get(i).map(text) else { return args };
+        if a == "--" {
+            return args;
+        }
+        if TAKES_VALUE.contains(&a.as_str()) {
+            i += 2;
+        } else if a.starts_with('-') {
+            i += 1;
+        } else {
+            break i;
+        }
+    };
+    let in_tail = matches!(text(&args[command_at]).as_str(), "tail" | "maintail");
+    let mut head: Vec<T> = Vec::new();
+    let mut moved: Vec<T> = Vec::new();
+    let mut rest: Vec<T> = Vec::new();
+    let mut iter = args.into_iter().enumerate();
+    let mut after_dashes = false;
+    while let Some((at, a)) = iter.next() {
+        let s = text(&a);
+        if at < command_at {
+            head.push(a);
+            continue;
+        }
+        after_dashes |= s == "--";
+        let long = s == "--configuration";
+        let short = !in_tail && s == "-c";
+        if !after_dashes && (long || short) {
+            moved.push(a);
+            if let Some((_, value)) = iter.next() {
+                moved.push(value);
+            }
+        } else if !after_dashes
+            && (s.starts_with("--configuration=") || (!in_tail && s.starts_with("-c") && s.len() > 2))
+        {
+            moved.push(a);
+        } else {
+            rest.push(a);
+        }
+    }
+    head.extend(moved);
+    head.extend(rest);
+    head
+}
+
 /// Parses the command line and runs it.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse_from(supervisorctl_spellings(std::env::args_os()));
+    let mut cli = Cli::parse_from(hoist_configuration(supervisorctl_spellings(std::env::args_os())));
+    if let Err(e) = ask_password(&mut cli) {
+        eprintln!("minder: cannot read the password: {e}");
+        return ExitCode::from(exit::GENERIC);
+    }
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -280,6 +353,66 @@ pub fn main() -> ExitCode {
         }
     };
     ExitCode::from(runtime.block_on(run(cli)))
+}
+
+/// supervisorctl's password prompt: with a username (`-u`, or the configuration's) and no
+/// password (`-p`, or the configuration's) and no token, asks for the password before
+/// connecting, without echo, on the terminal; when standard input is not a terminal, reads one
+/// line from it. Without this, the shell would read the password typed next as a command, run
+/// it and keep it in the history file.
+fn ask_password(cli: &mut Cli) -> std::io::Result<()> {
+    if cli.command.as_ref().is_some_and(is_local) || cli.connect.password.is_some() {
+        return Ok(());
+    }
+    if cli.connect.token.is_some() || std::env::var("MINDER_TOKEN").is_ok_and(|t| !t.is_empty()) {
+        return Ok(());
+    }
+    let configured = || {
+        let server =
+            cli.server.clone().or_else(|| std::env::var("MINDER_SERVER").ok().filter(|s| !s.is_empty()));
+        client::resolve_target(server.as_deref(), cli.config.as_deref()).ok()
+    };
+    let needs = match &cli.connect.username {
+        Some(_) => configured().is_none_or(|t| t.password.is_none()),
+        None => configured().is_some_and(|t| t.username.is_some() && t.password.is_none()),
+    };
+    if needs {
+        cli.connect.password = Some(read_password("Password:")?);
+    }
+    Ok(())
+}
+
+/// Reads a password: on the controlling terminal with echo off when standard input is a
+/// terminal (as Python's getpass, which supervisorctl uses), else one line of standard input.
+fn read_password(prompt: &str) -> std::io::Result<String> {
+    use nix::sys::termios::{self, LocalFlags, SetArg};
+    use std::io::{BufRead as _, IsTerminal as _, Write as _};
+    let mut line = String::new();
+    if std::io::stdin().is_terminal() {
+        let tty = std::fs::OpenOptions::new().read(true).write(true).open("/dev/tty")?;
+        let saved = termios::tcgetattr(&tty)?;
+        let mut quiet = saved.clone();
+        // No echo, but the newline typed still moves the cursor (ECHONL), as getpass does.
+        quiet.local_flags.remove(LocalFlags::ECHO | LocalFlags::ECHOE | LocalFlags::ECHOK);
+        quiet.local_flags.insert(LocalFlags::ECHONL);
+        // Echo goes off before the prompt shows, so nothing typed after it is ever echoed.
+        termios::tcsetattr(&tty, SetArg::TCSAFLUSH, &quiet)?;
+        let read = (&tty)
+            .write_all(prompt.as_bytes())
+            .and_then(|()| (&tty).flush())
+            .and_then(|()| std::io::BufReader::new(&tty).read_line(&mut line));
+        // Restored whatever the read gave, keeping what was typed after the password. (A
+        // Ctrl-C here ends minder with echo still off, as it would Python's getpass killed by a
+        // signal; the shell that ran it restores the terminal.)
+        let restored = termios::tcsetattr(&tty, SetArg::TCSANOW, &saved);
+        read?;
+        restored?;
+    } else {
+        std::io::stdin().lock().read_line(&mut line)?;
+    }
+    let end = line.trim_end_matches(['\n', '\r']).len();
+    line.truncate(end);
+    Ok(line)
 }
 
 /// Runs one command, or the interactive shell when there is none; returns the exit code.
@@ -331,6 +464,11 @@ pub(crate) fn failed(status: &tonic::Status) -> u8 {
     }
 }
 
+/// Whether a command needs no daemon.
+fn is_local(command: &Command) -> bool {
+    matches!(command, Command::Config(_) | Command::Completions { .. } | Command::Man { .. })
+}
+
 /// Runs the commands that need no daemon; `None` for the others.
 pub(crate) fn local(command: &Command) -> Option<u8> {
     match command {
@@ -367,7 +505,12 @@ pub(crate) async fn execute(
         }
         Command::Pid { names } => pid(client, names, json).await,
         Command::Tail { follow, lines, bytes, names } => {
-            streams::tail(client, names, follow, from(lines, bytes), json).await
+            match streams::tail(client, names.clone(), follow, from(lines, bytes), json).await {
+                Err(s) if s.code() == tonic::Code::NotFound => {
+                    no_such_process_names(client, names, json, s).await
+                }
+                other => other,
+            }
         }
         Command::Maintail { follow, lines, bytes } => {
             streams::maintail(client, follow, from(lines, bytes), json).await
@@ -403,6 +546,31 @@ pub(crate) async fn execute(
             unreachable!("local() runs the commands that need no daemon")
         }
     }
+}
+
+/// supervisorctl's answer to `tail` with a name it does not know: `NAME: ERROR (no such
+/// process name)` on standard output, exit status 1. The names come from asking which of them
+/// match nothing (the tail's own error names only the first).
+async fn no_such_process_names(
+    client: &mut crate::client::Client,
+    words: Vec<String>,
+    json: bool,
+    error: tonic::Status,
+) -> Result<u8, tonic::Status> {
+    let (names, _) = streams::names_and_channel(words);
+    let unmatched = client.list_processes(pb::ListProcessesRequest { names }).await?.into_inner().unmatched;
+    if unmatched.is_empty() {
+        // Gone between the two calls: report the tail's own error.
+        return Err(error);
+    }
+    if json {
+        output::print_json(&serde_json::json!({ "unmatched": unmatched, "error": "no such process name" }));
+    } else {
+        for name in &unmatched {
+            outln!("{name}: ERROR (no such process name)");
+        }
+    }
+    Ok(exit::GENERIC)
 }
 
 async fn status(
@@ -543,4 +711,40 @@ async fn pid(
         }
     }
     Ok(code)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hoisted(args: &[&str]) -> Vec<String> {
+        hoist_configuration(args.iter().map(|a| a.to_string()).collect())
+    }
+
+    #[test]
+    fn the_configuration_option_moves_before_the_command() {
+        assert_eq!(hoisted(&["minder", "status", "-c", "f", "web"]), ["minder", "-c", "f", "status", "web"]);
+        assert_eq!(hoisted(&["minder", "status", "web", "-cf"]), ["minder", "-cf", "status", "web"]);
+        assert_eq!(
+            hoisted(&["minder", "-s", "x", "status", "--configuration=f"]),
+            ["minder", "-s", "x", "--configuration=f", "status"]
+        );
+        assert_eq!(
+            hoisted(&["minder", "-u", "status", "stop", "--configuration", "f", "all"]),
+            ["minder", "-u", "status", "--configuration", "f", "stop", "all"],
+            "-u takes a value: the command is the word after it"
+        );
+        // tail's -c is its byte count; only the long option moves there.
+        assert_eq!(hoisted(&["minder", "tail", "-c", "5", "web"]), ["minder", "tail", "-c", "5", "web"]);
+        assert_eq!(
+            hoisted(&["minder", "tail", "web", "--configuration", "f"]),
+            ["minder", "--configuration", "f", "tail", "web"]
+        );
+        // Nothing after --, and nothing without a command.
+        assert_eq!(hoisted(&["minder", "start", "--", "-c", "f"]), ["minder", "start", "--", "-c", "f"]);
+        assert_eq!(hoisted(&["minder", "-c", "f"]), ["minder", "-c", "f"]);
+        // The result parses.
+        let cli = Cli::try_parse_from(hoisted(&["minder", "status", "web", "-c", "f.conf"])).expect("parses");
+        assert_eq!(cli.config.as_deref(), Some(std::path::Path::new("f.conf")));
+    }
 }

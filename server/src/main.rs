@@ -32,6 +32,13 @@ struct Args {
     #[arg(long, requires = "check_config")]
     json: bool,
 
+    /// With --check-config, skip what only the machine that will run the configuration can
+    /// tell: that its users, groups, log directories, `directory` and TLS/token files exist.
+    /// Everything else (syntax, values, expansions, groups, includes) is still checked: for
+    /// validating a configuration in CI before deploying it.
+    #[arg(long, requires = "check_config")]
+    no_host_checks: bool,
+
     /// Serve on this address instead of the configured ones: unix:///path or
     /// tcp://host:port. May be given more than once.
     #[arg(long, value_name = "ADDRESS")]
@@ -173,7 +180,7 @@ fn main() -> ExitCode {
         );
         return ExitCode::from(BAD_CONFIG);
     };
-    let mut config = match config::load(&path) {
+    let mut config = match load(&path, !args.no_host_checks) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("minderd: {e}");
@@ -280,6 +287,13 @@ fn main() -> ExitCode {
     })
 }
 
+/// Reads the configuration, checking what must exist on this machine when `host_checks`.
+fn load(path: &Path, host_checks: bool) -> Result<Config, config::ConfigErrors> {
+    let mut ctx = config::Context::from_process();
+    ctx.host_checks = host_checks;
+    config::load_in(path, &ctx)
+}
+
 /// Command-line options override the file, as supervisord's do.
 fn apply_args(args: &Args, config: &mut Config) {
     let d = &mut config.daemon;
@@ -331,13 +345,14 @@ fn apply_args(args: &Args, config: &mut Config) {
     }
 }
 
-/// Prints the effective configuration: every process with every option resolved.
+/// Prints the effective configuration: every process with every option resolved, secrets
+/// redacted (see [`redact`]) and modes in octal.
 fn check_config(config: &Config, json: bool) -> ExitCode {
     // Printing to a pipe that closes (`| head`) ends the command quietly, as other tools do.
     // SAFETY: restoring SIGPIPE's default disposition has no preconditions.
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     if json {
-        match serde_json::to_string_pretty(config) {
+        match serde_json::to_value(config).and_then(|v| serde_json::to_string_pretty(&redacted(v))) {
             Ok(s) => println!("{s}"),
             Err(e) => {
                 eprintln!("minderd: cannot print the configuration: {e}");
@@ -353,12 +368,12 @@ fn check_config(config: &Config, json: bool) -> ExitCode {
             other => format!("{other}\n"),
         };
         println!("[daemon]");
-        print!("{}", serde_json::to_value(&config.daemon).map(|v| show(&v)).unwrap_or_default());
+        print!("{}", serde_json::to_value(&config.daemon).map(|v| show(&redacted(v))).unwrap_or_default());
         let mut processes: Vec<_> = config.processes().collect();
         processes.sort_by_key(|p| p.full_name());
         for p in processes {
             println!("\n[process.\"{}\"]", p.full_name());
-            print!("{}", serde_json::to_value(p).map(|v| show(&v)).unwrap_or_default());
+            print!("{}", serde_json::to_value(p).map(|v| show(&redacted(v))).unwrap_or_default());
         }
         let n = config.processes().count();
         eprintln!(
@@ -368,6 +383,59 @@ fn check_config(config: &Config, json: bool) -> ExitCode {
         );
     }
     ExitCode::SUCCESS
+}
+
+/// What --check-config prints in place of a secret.
+const REDACTED: &str = "<redacted>";
+
+/// The options whose value is a file mode or umask, printed in octal as they are written.
+const MODE_KEYS: &[&str] = &["umask", "socket_mode", "mode"];
+
+/// `v` ready to print: see [`redact`].
+fn redacted(mut v: serde_json::Value) -> serde_json::Value {
+    redact(&mut v);
+    v
+}
+
+/// Hides secrets in the effective configuration, which is printed, pasted into tickets and
+/// kept in CI logs: every `password` (plain or `{SHA}`: a SHA-1 of a password is easily
+/// reversed), and the `environment` (and `[rpcinterface:x]` option) values whose name says
+/// they are secret ([`is_secret_name`]). Tokens are never serialized at all. Modes and umasks
+/// become octal strings ("0022"), as they are written in a configuration.
+fn redact(v: &mut serde_json::Value) {
+    use serde_json::Value;
+    let Value::Object(map) = v else {
+        if let Value::Array(items) = v {
+            items.iter_mut().for_each(redact);
+        }
+        return;
+    };
+    for (key, value) in map.iter_mut() {
+        match (key.as_str(), &mut *value) {
+            ("password", Value::String(s)) => *s = REDACTED.to_string(),
+            ("environment" | "options", Value::Object(vars)) => {
+                for (name, val) in vars.iter_mut() {
+                    if is_secret_name(name) {
+                        *val = Value::from(REDACTED);
+                    }
+                }
+            }
+            (k, Value::Number(n)) if MODE_KEYS.contains(&k) => {
+                if let Some(mode) = n.as_u64() {
+                    *value = Value::from(format!("{mode:04o}"));
+                }
+            }
+            _ => redact(value),
+        }
+    }
+}
+
+/// Whether an environment variable's name says it holds a secret: it contains PASS
+/// (PASSWORD, PASSWD, PASSPHRASE), TOKEN, SECRET, KEY or CREDENTIAL, in any case.
+/// Erring towards hiding: `KEYBOARD_LAYOUT` is hidden too.
+fn is_secret_name(name: &str) -> bool {
+    let upper = name.to_ascii_uppercase();
+    ["PASS", "TOKEN", "SECRET", "KEY", "CREDENTIAL"].iter().any(|w| upper.contains(w))
 }
 
 /// The pidfile; removed on drop if it still holds this process's pid.

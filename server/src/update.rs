@@ -74,13 +74,24 @@ impl Supervisor {
     /// stops.
     pub async fn reread(&self) -> Result<Plan, UpdateError> {
         let _one = self.changing.lock().await;
-        let fresh = self.read_config()?;
+        let fresh = self.read_config().await?;
         let (running, groups) = self.running();
         Ok(plan::plan(&running, &groups, &fresh, None))
     }
 
-    fn read_config(&self) -> Result<Arc<Config>, UpdateError> {
-        let fresh = Arc::new(config::load(&self.facts().config_path).map_err(UpdateError::Config)?);
+    /// Reads and resolves the configuration file on a blocking thread: reading files, globbing
+    /// includes and looking up users can all wait on the system (a slow disk, NSS), and an
+    /// async worker that waits stalls every other request (status, stop) scheduled on it.
+    async fn read_config(&self) -> Result<Arc<Config>, UpdateError> {
+        let path = self.facts().config_path.clone();
+        let loaded = tokio::task::spawn_blocking(move || config::load(&path)).await.map_err(|e| {
+            UpdateError::Config(ConfigErrors::one(config::Diagnostic::new(
+                config::Origin::file(&self.facts().config_path, None),
+                "",
+                format!("reading the configuration failed: {e}"),
+            )))
+        })?;
+        let fresh = Arc::new(loaded.map_err(UpdateError::Config)?);
         for w in &fresh.warnings {
             tracing::warn!("{w}");
         }
@@ -99,7 +110,7 @@ impl Supervisor {
             return Err(UpdateError::ShuttingDown);
         }
         let _one = self.changing.lock().await;
-        let fresh = self.read_config()?;
+        let fresh = self.read_config().await?;
         let only: Option<BTreeSet<String>> = if groups.is_empty() || groups.iter().any(|g| g == "all") {
             None
         } else {
@@ -267,7 +278,7 @@ impl Supervisor {
         }
         let _one = self.changing.lock().await;
         // Read first: a bad configuration must leave everything running.
-        let fresh = self.read_config()?;
+        let fresh = self.read_config().await?;
         self.set_state(DaemonState::Restarting);
         self.stop_levels().await;
         let (running, running_groups) = self.running();

@@ -20,6 +20,7 @@ use std::path::{Path, PathBuf};
 
 use super::diag::{line_of, ConfigErrors, Diagnostic, Origin};
 use super::expand::{self, Vars};
+use super::file::ReadError;
 use super::raw::{Raw, RawConfig, RawSection, RawValue, SectionKind};
 use super::values::normpath;
 use super::Context;
@@ -388,9 +389,8 @@ fn dir_of(path: &Path) -> String {
 }
 
 pub(super) fn read(main: &Path, ctx: &Context) -> Result<RawConfig, ConfigErrors> {
-    let bytes = std::fs::read(main).map_err(|e| {
-        ConfigErrors::one(Diagnostic::new(Origin::file(main, None), "", format!("cannot read: {e}")))
-    })?;
+    let bytes = super::file::read(main)
+        .map_err(|e| ConfigErrors::one(Diagnostic::new(Origin::file(main, None), "", e.to_string())))?;
     let text = decode(main, bytes).map_err(ConfigErrors::one)?;
     let mut sheet = Sheet::default();
     sheet.read_text(main, &text, false);
@@ -398,7 +398,7 @@ pub(super) fn read(main: &Path, ctx: &Context) -> Result<RawConfig, ConfigErrors
         let main_dir = dir_of(main);
         sheet.replace_here(main, &main_dir);
         for file in include_files(&mut sheet, main, ctx) {
-            match std::fs::read(&file) {
+            match super::file::read(&file) {
                 Ok(bytes) => match decode(&file, bytes) {
                     Ok(text) => {
                         sheet.read_text(&file, &text, true);
@@ -406,7 +406,11 @@ pub(super) fn read(main: &Path, ctx: &Context) -> Result<RawConfig, ConfigErrors
                     }
                     Err(e) => sheet.errors.push(e),
                 },
-                Err(e) => sheet.warnings.push(Diagnostic::new(
+                // A FIFO or a device would hang or exhaust supervisord; minder refuses it.
+                Err(ReadError::Refused(why)) => {
+                    sheet.errors.push(Diagnostic::new(Origin::file(&file, None), "[include] files", why))
+                }
+                Err(ReadError::Io(e)) => sheet.warnings.push(Diagnostic::new(
                     Origin::file(&file, None),
                     "[include] files",
                     format!("cannot read this included file, skipped (supervisord skips it silently): {e}"),

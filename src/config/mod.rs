@@ -10,6 +10,7 @@
 pub mod convert;
 pub mod diag;
 pub mod expand;
+pub mod file;
 mod ini;
 pub mod raw;
 mod resolve;
@@ -164,12 +165,8 @@ impl std::fmt::Debug for Token {
 /// Reads a tokens file: one `NAME ROLE SECRET` per line (ROLE is `admin` or `read-only`),
 /// blank lines and `#` comments ignored. Every bad line is an error naming its line.
 pub fn read_tokens(path: &Path) -> Result<Vec<Token>, ConfigErrors> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        ConfigErrors::one(Diagnostic::new(
-            Origin::file(path, None),
-            "tokens_file",
-            format!("cannot read: {e}"),
-        ))
+    let text = file::read_to_string(path).map_err(|e| {
+        ConfigErrors::one(Diagnostic::new(Origin::file(path, None), "tokens_file", e.to_string()))
     })?;
     let mut tokens: Vec<Token> = Vec::new();
     let mut errors = Vec::new();
@@ -280,7 +277,8 @@ pub struct ClientConfig {
     pub serverurl: Address,
     pub username: Option<String>,
     pub password: Option<String>,
-    /// The interactive shell's prompt (`supervisor`).
+    /// The interactive shell's prompt, without the "> " (default `supervisor` in a
+    /// supervisord.conf, as supervisorctl's, and `minder` in a TOML configuration).
     pub prompt: String,
     /// Where the interactive shell keeps its history, if anywhere.
     pub history_file: Option<PathBuf>,
@@ -516,6 +514,11 @@ pub struct Context {
     pub env: BTreeMap<String, String>,
     pub host_node_name: String,
     pub cwd: PathBuf,
+    /// Check what must exist on the machine that runs the configuration: users, groups, the
+    /// directories of log files, `directory`, TLS and token files. On by default; off for
+    /// `minderd --check-config --no-host-checks`, which validates a configuration on another
+    /// machine (a CI pipeline) than the one it is for. Everything else is checked either way.
+    pub host_checks: bool,
 }
 
 impl Context {
@@ -532,6 +535,7 @@ impl Context {
                 .map(|h| h.to_string_lossy().into_owned())
                 .unwrap_or_default(),
             cwd: std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/")),
+            host_checks: true,
         }
     }
 }
@@ -632,6 +636,7 @@ mod tests {
             env: [("HOME".to_string(), "/home/t".to_string())].into(),
             host_node_name: "host".into(),
             cwd: dir.to_path_buf(),
+            host_checks: true,
         }
     }
 
@@ -725,6 +730,71 @@ x = 1
         assert_eq!(c.daemon.logfile, Some(dir.path().join("supervisord.log")));
         let err = load_in(Path::new("a.toml"), &ctx(dir.path())).expect_err("not TOML");
         assert!(err.to_string().contains("a.toml"), "{err}");
+        Ok(())
+    }
+
+    #[test]
+    fn the_default_prompt_follows_the_format() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        std::fs::write(dir.path().join("m.toml"), "[ctl]\nserverurl = \"unix:///run/m.sock\"\n")?;
+        std::fs::write(dir.path().join("s.conf"), "[supervisord]\n[supervisorctl]\n")?;
+        let prompt = |name: &str| -> anyhow::Result<Option<String>> {
+            let c = load_in(Path::new(name), &ctx(dir.path())).map_err(|e| anyhow::anyhow!("{e}"))?;
+            Ok(c.client.map(|cl| cl.prompt))
+        };
+        assert_eq!(prompt("m.toml")?.as_deref(), Some("minder"));
+        assert_eq!(prompt("s.conf")?.as_deref(), Some("supervisor"));
+        Ok(())
+    }
+
+    #[test]
+    fn a_section_repeated_across_toml_includes_is_warned_about() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        std::fs::create_dir(dir.path().join("conf.d"))?;
+        std::fs::write(
+            dir.path().join("m.toml"),
+            "[include]\nfiles = [\"conf.d/*.toml\"]\n\n[program.web]\ncommand = \"/bin/cat\"\n",
+        )?;
+        std::fs::write(dir.path().join("conf.d/a.toml"), "[program.api]\ncommand = \"/bin/cat\"\n")?;
+        std::fs::write(dir.path().join("conf.d/b.toml"), "[program.web]\nautostart = false\n")?;
+        let c = load_in(Path::new("m.toml"), &ctx(dir.path())).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let warned: Vec<String> = c.warnings.iter().map(ToString::to_string).collect();
+        let main = dir.path().join("m.toml").display().to_string();
+        assert!(
+            warned.iter().any(|w| w.contains("conf.d/b.toml:1: program.web")
+                && w.contains(&format!("also given at {main}:4"))),
+            "{warned:?}"
+        );
+        assert_eq!(warned.iter().filter(|w| w.contains("also given")).count(), 1, "{warned:?}");
+        // Still merged, as before.
+        let web = c.processes().find(|p| p.name == "web").expect("web");
+        assert!(!web.autostart);
+        Ok(())
+    }
+
+    #[test]
+    fn a_fifo_or_device_is_refused_as_main_file_or_include() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        nix::unistd::mkfifo(&dir.path().join("fifo.conf"), nix::sys::stat::Mode::S_IRWXU)?;
+        let err = load_in(Path::new("fifo.conf"), &ctx(dir.path())).expect_err("a FIFO is refused");
+        assert!(err.to_string().contains("fifo.conf: is a named pipe (FIFO)"), "{err}");
+        let err = load_in(Path::new("/dev/zero"), &ctx(dir.path())).expect_err("a device is refused");
+        assert!(err.to_string().contains("/dev/zero: is a character device"), "{err}");
+        for (main, include, text) in [
+            ("s.conf", "inc.conf", "[supervisord]\n[include]\nfiles = inc.conf\n"),
+            ("m.toml", "inc.toml", "[include]\nfiles = [\"inc.toml\"]\n"),
+        ] {
+            std::fs::write(dir.path().join(main), text)?;
+            nix::unistd::mkfifo(&dir.path().join(include), nix::sys::stat::Mode::S_IRWXU)?;
+            // Before, the INI reader blocked here for a writer, and the TOML one dropped the
+            // include silently.
+            let err = load_in(Path::new(main), &ctx(dir.path())).expect_err("a FIFO include is refused");
+            assert!(
+                err.to_string().contains(&format!("{include}: [include] files: is a named pipe"))
+                    || err.to_string().contains(&format!("{include}: is a named pipe")),
+                "{err}"
+            );
+        }
         Ok(())
     }
 

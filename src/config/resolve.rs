@@ -213,9 +213,21 @@ impl<'a> Section<'a> {
 
     /// Reports every option no one asked for.
     fn finish(self, report: &mut Report) {
+        // Suggestions come from the options this section reads, so that an option of another
+        // kind of section is never "corrected" to itself.
+        let own: Vec<&str> = self.taken.iter().copied().collect();
         for (name, value) in &self.raw.options {
             if !self.taken.contains(name.as_str()) {
-                let hint = spelling_hint(name);
+                let hint = if name.starts_with('[') {
+                    " (it looks like a section header without its closing ']': the options after it are read into the section above)".to_string()
+                } else if KNOWN_OPTIONS.contains(&name.as_str()) {
+                    format!(
+                        " ({name} is not an option of {}; is a section header above it missing or broken?)",
+                        self.label()
+                    )
+                } else {
+                    spelling_hint(name, &own)
+                };
                 report.warn(value.origin.clone(), self.key(name), format!("unknown option, ignored{hint}"));
             }
         }
@@ -296,32 +308,40 @@ const KNOWN_OPTIONS: &[&str] = &[
     "history_file",
 ];
 
-/// " (did you mean autostart?)" for `auto_start`, `autostrat` and the like.
-fn spelling_hint(name: &str) -> String {
-    let squash = |s: &str| s.replace(['_', '-'], "").to_ascii_lowercase();
+/// " (did you mean autostart?)" for `auto_start`, `autostrat`, `startsec` and the like: the
+/// candidate that differs by one letter (wrong, missing, extra, or two neighbours swapped),
+/// ignoring case, `_` and `-`.
+fn spelling_hint(name: &str, candidates: &[&str]) -> String {
+    let squash = |s: &str| -> Vec<char> {
+        s.chars().filter(|c| !matches!(c, '_' | '-')).flat_map(char::to_lowercase).collect()
+    };
     let n = squash(name);
-    let close = KNOWN_OPTIONS.iter().find(|k| {
-        let k2 = squash(k);
-        k2 == n
-            || (k2.len() == n.len() && {
-                let diff: Vec<usize> = k2
-                    .bytes()
-                    .zip(n.bytes())
-                    .enumerate()
-                    .filter(|(_, (a, b))| a != b)
-                    .map(|(i, _)| i)
-                    .collect();
-                // One letter wrong, or two neighbours swapped.
-                diff.len() == 1
-                    || (diff.len() == 2
-                        && diff[1] == diff[0] + 1
-                        && k2.as_bytes()[diff[0]] == n.as_bytes()[diff[1]]
-                        && k2.as_bytes()[diff[1]] == n.as_bytes()[diff[0]])
-            })
-    });
+    let close = candidates
+        .iter()
+        .find(|k| squash(k) == n)
+        .or_else(|| candidates.iter().find(|k| one_edit_apart(&squash(k), &n)));
     match close {
         Some(k) => format!(" (did you mean {k}?)"),
         None => " (check its spelling)".to_string(),
+    }
+}
+
+/// Whether `a` becomes `b` by one substitution, insertion, deletion, or swap of neighbours.
+fn one_edit_apart(a: &[char], b: &[char]) -> bool {
+    let (short, long) = if a.len() <= b.len() { (a, b) } else { (b, a) };
+    let prefix = short.iter().zip(long).take_while(|(x, y)| x == y).count();
+    match long.len() - short.len() {
+        0 => {
+            let diff: Vec<usize> = (0..a.len()).filter(|&i| a[i] != b[i]).collect();
+            diff.len() == 1
+                || (diff.len() == 2
+                    && diff[1] == diff[0] + 1
+                    && a[diff[0]] == b[diff[1]]
+                    && a[diff[1]] == b[diff[0]])
+        }
+        // Skip the one extra character of the longer; the rest must match.
+        1 => short[prefix..] == long[prefix + 1..],
+        _ => false,
     }
 }
 
@@ -381,23 +401,25 @@ fn count64(raw: &Raw) -> Parsed<u64> {
     values::integer_in(raw, 0, i64::MAX).map(|n| n as u64)
 }
 
-/// supervisord's `existing_dirpath`: `~` expanded; the directory part, if any, must exist.
-/// The path is otherwise kept as written (a relative one stays relative).
-fn dirpath(raw: &Raw, env: &BTreeMap<String, String>) -> Parsed<PathBuf> {
-    let p = values::expand_user(&text(raw)?, env);
+/// supervisord's `existing_dirpath`: `~` expanded; the directory part, if any, must exist
+/// (unless host checks are off). The path is otherwise kept as written (a relative one stays
+/// relative).
+fn dirpath(raw: &Raw, ctx: &Context) -> Parsed<PathBuf> {
+    let p = values::expand_user(&text(raw)?, &ctx.env);
     match p.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() && !dir.is_dir() => {
+        Some(dir) if ctx.host_checks && !dir.as_os_str().is_empty() && !dir.is_dir() => {
             Err(format!("the directory {} does not exist (create it first)", dir.display()))
         }
         _ => Ok(p),
     }
 }
 
-/// supervisord's `existing_directory`: `~` expanded, and it must be a directory.
-fn existing_directory(raw: &Raw, env: &BTreeMap<String, String>) -> Parsed<PathBuf> {
+/// supervisord's `existing_directory`: `~` expanded, and it must be a directory (unless
+/// host checks are off).
+fn existing_directory(raw: &Raw, ctx: &Context) -> Parsed<PathBuf> {
     let t = text(raw)?;
-    let p = values::expand_user(&t, env);
-    if p.is_dir() {
+    let p = values::expand_user(&t, &ctx.env);
+    if !ctx.host_checks || p.is_dir() {
         Ok(p)
     } else {
         Err(format!("{t} is not an existing directory"))
@@ -410,32 +432,51 @@ fn normalize_path(p: &Path, ctx: &Context) -> PathBuf {
     values::normpath(&ctx.cwd.join(p))
 }
 
-/// supervisord's `name_to_uid`: a user name, or a uid that must exist.
-fn name_to_uid(name: &str) -> Parsed<u32> {
-    lookup_user(name).map(|u| u.uid.as_raw())
+/// The id given to a user or group that could not be looked up because host checks are off
+/// (`minderd --check-config --no-host-checks`): (uid_t)-1, which chown(2) reads as "leave
+/// unchanged". Such a configuration is only printed, never run.
+const UNRESOLVED_ID: u32 = u32::MAX;
+
+/// supervisord's `name_to_uid`: a user name, or a uid that must exist (with host checks).
+fn name_to_uid(name: &str, ctx: &Context) -> Parsed<u32> {
+    match lookup_user(name) {
+        Ok(u) => Ok(u.uid.as_raw()),
+        Err(_) if !ctx.host_checks => Ok(name.parse().unwrap_or(UNRESOLVED_ID)),
+        Err(e) => Err(e),
+    }
 }
 
-/// supervisord's `name_to_gid`: a group name, or a gid that must exist.
-fn name_to_gid(name: &str) -> Parsed<u32> {
+/// supervisord's `name_to_gid`: a group name, or a gid that must exist (with host checks).
+fn name_to_gid(name: &str, ctx: &Context) -> Parsed<u32> {
     let found = match name.parse::<u32>() {
         Ok(gid) => nix::unistd::Group::from_gid(nix::unistd::Gid::from_raw(gid)),
         Err(_) => nix::unistd::Group::from_name(name),
     };
     match found {
         Ok(Some(g)) => Ok(g.gid.as_raw()),
+        _ if !ctx.host_checks => Ok(name.parse().unwrap_or(UNRESOLVED_ID)),
         Ok(None) => Err(format!("no such group {name:?} on this system")),
         Err(e) => Err(format!("cannot look up group {name:?}: {e}")),
     }
 }
 
+/// A user that must exist on this machine, unless host checks are off.
+fn check_user(name: &str, ctx: &Context) -> Parsed<()> {
+    if ctx.host_checks {
+        lookup_user(name).map(drop)
+    } else {
+        Ok(())
+    }
+}
+
 /// supervisord's `colon_separated_user_group`: `user` or `user:group`, names or ids.
-fn owner(raw: &Raw) -> Parsed<Owner> {
+fn owner(raw: &Raw, ctx: &Context) -> Parsed<Owner> {
     let t = text(raw)?;
     let (user, group) = match t.split_once(':') {
         Some((u, g)) => (u, Some(g)),
         None => (t.as_str(), None),
     };
-    Ok(Owner { uid: name_to_uid(user)?, gid: group.map(name_to_gid).transpose()? })
+    Ok(Owner { uid: name_to_uid(user, ctx)?, gid: group.map(|g| name_to_gid(g, ctx)).transpose()? })
 }
 
 /// Finds a user by name or numeric uid.
@@ -471,7 +512,7 @@ pub(super) fn resolve(raw: &RawConfig, ctx: &Context) -> Result<Config, ConfigEr
 
     for (name, value) in &raw.defaults {
         if !report.defaults_taken.contains(name) {
-            let hint = spelling_hint(name);
+            let hint = spelling_hint(name, KNOWN_OPTIONS);
             report.warn(
                 value.origin.clone(),
                 format!("[DEFAULT] {name}"),
@@ -538,12 +579,12 @@ fn resolve_daemon(shared: &Shared<'_>, report: &mut Report) -> DaemonConfig {
             values::string_list(r, None)?.iter().map(|a| a.parse::<Address>()).collect()
         });
         d.socket_mode = sec.take(report, "socket_mode", &vars, d.socket_mode, values::octal);
-        d.socket_owner = sec.take(report, "socket_owner", &vars, None, |r| owner(r).map(Some));
+        d.socket_owner = sec.take(report, "socket_owner", &vars, None, |r| owner(r, ctx).map(Some));
         d.credentials = sec.take(report, "credentials", &vars, BTreeMap::new(), credentials_table);
         let file = |r: &Raw| {
             let p = PathBuf::from(text(r)?);
             let p = if p.is_absolute() { p } else { ctx.cwd.join(p) };
-            if p.is_file() {
+            if !ctx.host_checks || p.is_file() {
                 Ok(Some(p))
             } else {
                 Err(format!("{} is not a readable file", p.display()))
@@ -565,7 +606,9 @@ fn resolve_daemon(shared: &Shared<'_>, report: &mut Report) -> DaemonConfig {
             }
         };
         d.tokens_file = sec.take(report, "tokens_file", &vars, None, file);
-        if let Some(path) = &d.tokens_file {
+        // Without host checks, a tokens file that is not here is not read (it is still
+        // checked when it is).
+        if let Some(path) = d.tokens_file.as_ref().filter(|p| ctx.host_checks || p.exists()) {
             match read_tokens(path) {
                 Ok(t) => d.tokens = t,
                 Err(e) => report.errors.extend(e.errors),
@@ -598,10 +641,10 @@ fn resolve_daemon(shared: &Shared<'_>, report: &mut Report) -> DaemonConfig {
     }
     d.minfds = sec.take(report, "minfds", &vars, d.minfds, count64);
     d.minprocs = sec.take(report, "minprocs", &vars, d.minprocs, count64);
-    d.directory = sec.take(report, "directory", &vars, None, |r| existing_directory(r, env).map(Some));
+    d.directory = sec.take(report, "directory", &vars, None, |r| existing_directory(r, ctx).map(Some));
     d.user = sec.take(report, "user", &vars, None, |r| {
         let name = text(r)?;
-        lookup_user(&name)?;
+        check_user(&name, ctx)?;
         Ok(Some(name))
     });
     d.umask = sec.take(report, "umask", &vars, d.umask, values::octal);
@@ -610,7 +653,7 @@ fn resolve_daemon(shared: &Shared<'_>, report: &mut Report) -> DaemonConfig {
         if text(r)? == "syslog" {
             return Ok(Some(None));
         }
-        dirpath(r, env).map(|p| Some(Some(normalize_path(&p, ctx))))
+        dirpath(r, ctx).map(|p| Some(Some(normalize_path(&p, ctx))))
     });
     match logfile {
         Some(Some(path)) => d.logfile = Some(path),
@@ -626,13 +669,13 @@ fn resolve_daemon(shared: &Shared<'_>, report: &mut Report) -> DaemonConfig {
         LogLevel::parse(&text(r)?).ok_or_else(|| format!("expected one of {}", LogLevel::NAMES))
     });
     d.pidfile = sec.take(report, "pidfile", &vars, d.pidfile.clone(), |r| {
-        dirpath(r, env).map(|p| Some(normalize_path(&p, ctx)))
+        dirpath(r, ctx).map(|p| Some(normalize_path(&p, ctx)))
     });
     d.identifier = sec.take(report, "identifier", &vars, d.identifier.clone(), text);
     d.nodaemon = sec.take(report, "nodaemon", &vars, d.nodaemon, values::boolean);
     d.silent = sec.take(report, "silent", &vars, d.silent, values::boolean);
     d.childlogdir =
-        sec.take(report, "childlogdir", &vars, d.childlogdir.clone(), |r| existing_directory(r, env));
+        sec.take(report, "childlogdir", &vars, d.childlogdir.clone(), |r| existing_directory(r, ctx));
     d.nocleanup = sec.take(report, "nocleanup", &vars, d.nocleanup, values::boolean);
     d.strip_ansi = sec.take(report, "strip_ansi", &vars, d.strip_ansi, values::boolean);
     // supervisord expands `environment` twice: once as every option (no host_node_name), then
@@ -765,7 +808,7 @@ fn resolve_servers(
             );
         }
         let chmod = sec.take(report, "chmod", &vars, 0o700, values::octal);
-        let chown = sec.take(report, "chown", &vars, None, |r| owner(r).map(Some));
+        let chown = sec.take(report, "chown", &vars, None, |r| owner(r, ctx).map(Some));
         let creds = credentials(&mut sec, report, &vars);
         match &unix_settings {
             Some((mode, own, first)) if (*mode, *own) != (chmod, chown) => report.error(
@@ -819,7 +862,9 @@ fn resolve_client(shared: &Shared<'_>, report: &mut Report) -> Option<ClientConf
     let serverurl = sec.take(report, "serverurl", &vars, default.clone(), |r| server_url(&text(r)?, ctx));
     let username = sec.text(report, "username", &vars);
     let password = sec.text(report, "password", &vars);
-    let prompt = sec.take(report, "prompt", &vars, "supervisor".to_string(), text);
+    // supervisorctl's default prompt in a supervisord.conf; minder's own in its own format.
+    let default_prompt = if shared.toml() { "minder" } else { "supervisor" };
+    let prompt = sec.take(report, "prompt", &vars, default_prompt.to_string(), text);
     let history_file = sec.take(report, "history_file", &vars, None, |r| {
         let t = text(r)?;
         Ok((!t.is_empty()).then(|| normalize_path(Path::new(&t), ctx)))
@@ -1137,11 +1182,14 @@ fn fcgi_socket(sec: &mut Section<'_>, global: &Vars, report: &mut Report) -> Opt
     let errors_before = report.errors.len();
     // supervisord gives `socket` only %(program_name)s (and %(here)s, %(ENV_X)s).
     let vars = global.clone().str("program_name", sec.raw.name.clone());
-    let user_uid = sec.peek("user").and_then(|v| text(&v.value).ok()).and_then(|u| name_to_uid(&u).ok());
+    let user_uid = sec
+        .peek("user")
+        .and_then(|v| text(&v.value).ok())
+        .and_then(|u| lookup_user(&u).ok().map(|u| u.uid.as_raw()));
     let backlog = sec.take(report, "socket_backlog", &vars, None, |r| {
         values::integer_in(r, 1, 65535).map(|n| Some(n as u32))
     });
-    let owner_given = sec.take(report, "socket_owner", &vars, None, |r| owner(r).map(Some));
+    let owner_given = sec.take(report, "socket_owner", &vars, None, |r| owner(r, ctx).map(Some));
     let mode_given = sec.take(report, "socket_mode", &vars, None, |r| values::octal(r).map(Some));
     let socket = sec.text(report, "socket", &vars).unwrap_or_default();
     if socket.is_empty() {
@@ -1241,7 +1289,6 @@ fn resolve_program<'a>(
     let errors_before = report.errors.len();
     let section = sec.raw;
     let shared = sec.shared;
-    let env = &shared.ctx.env;
     if let Err(e) = check_name(&section.name) {
         report.error(section.origin.clone(), sec.label(), e);
         return None;
@@ -1275,7 +1322,7 @@ fn resolve_program<'a>(
     });
     let user = sec.take(report, "user", &vars, None, |r| {
         let name = text(r)?;
-        lookup_user(&name)?;
+        check_user(&name, shared.ctx)?;
         Ok(Some(name))
     });
     let umask = sec.take(report, "umask", &vars, None, |r| values::octal(r).map(Some));
@@ -1339,15 +1386,23 @@ fn resolve_program<'a>(
         }
         let errors_before_command = report.errors.len();
         let command = sec.text(report, "command", &pvars).unwrap_or_default();
-        let argv = match shlex::split(&command) {
-            Some(argv) if !argv.is_empty() => argv,
+        let argv = match values::shlex_split(&command) {
+            Ok(argv) if !argv.is_empty() => argv,
             // The command could not be read (already reported): no second error about it.
             _ if report.errors.len() > errors_before_command => Vec::new(),
-            Some(_) => {
+            Ok(_) => {
                 report.error(sec.origin("command"), sec.key("command"), "is empty");
                 Vec::new()
             }
-            None => {
+            Err(values::SplitError::NoEscapedCharacter) => {
+                report.error(
+                    sec.origin("command"),
+                    sec.key("command"),
+                    format!("cannot be split into words: it ends with a backslash that escapes nothing: {command:?}"),
+                );
+                Vec::new()
+            }
+            Err(values::SplitError::NoClosingQuotation) => {
                 // The usual cause in supervisord.conf: ` ;` inside quotes still starts a
                 // comment (supervisord would accept the file and fail at every start).
                 let why = if shared.toml() {
@@ -1375,8 +1430,9 @@ fn resolve_program<'a>(
                 }
                 _ => ("stderr_logfile", "stderr_logfile_maxbytes", "stderr_logfile_backups", "stderr_syslog"),
             };
-            let logfile =
-                sec.take_n(report, lf, &pvars, log_passes, (LogTarget::Auto, false), |r| log_target(r, env));
+            let logfile = sec.take_n(report, lf, &pvars, log_passes, (LogTarget::Auto, false), |r| {
+                log_target(r, shared.ctx)
+            });
             let maxbytes = sec.take(report, mb, &pvars, 50 << 20, values::byte_size);
             let backups = sec.take(report, bu, &pvars, 10, count);
             let mut syslog = sec.take(report, sy, &pvars, false, values::boolean);
@@ -1489,13 +1545,13 @@ impl<'a> Section<'a> {
 
 /// supervisord's `logfile_name`: NONE/off/empty discard, AUTO, a path whose directory exists;
 /// the deprecated `syslog` (second of the pair) means no file and stdout/stderr_syslog.
-fn log_target(raw: &Raw, env: &BTreeMap<String, String>) -> Parsed<(LogTarget, bool)> {
+fn log_target(raw: &Raw, ctx: &Context) -> Parsed<(LogTarget, bool)> {
     let t = text(raw)?;
     match t.to_lowercase().as_str() {
         "none" | "off" | "" => Ok((LogTarget::None, false)),
         "auto" => Ok((LogTarget::Auto, false)),
         "syslog" => Ok((LogTarget::None, true)),
-        _ => dirpath(raw, env).map(|p| (LogTarget::File(p), false)),
+        _ => dirpath(raw, ctx).map(|p| (LogTarget::File(p), false)),
     }
 }
 
@@ -1514,11 +1570,69 @@ mod tests {
 
     #[test]
     fn spelling_hints() {
-        assert_eq!(spelling_hint("auto_start"), " (did you mean autostart?)");
-        assert_eq!(spelling_hint("autostrat"), " (did you mean autostart?)");
-        assert_eq!(spelling_hint("stopsignl"), " (check its spelling)");
-        assert_eq!(spelling_hint("comand"), " (check its spelling)");
-        assert_eq!(spelling_hint("commund"), " (did you mean command?)");
+        let hint = |name| spelling_hint(name, KNOWN_OPTIONS);
+        assert_eq!(hint("auto_start"), " (did you mean autostart?)");
+        assert_eq!(hint("autostrat"), " (did you mean autostart?)");
+        assert_eq!(hint("startsec"), " (did you mean startsecs?)");
+        assert_eq!(hint("stopsignl"), " (did you mean stopsignal?)");
+        assert_eq!(hint("comand"), " (did you mean command?)");
+        assert_eq!(hint("commandd"), " (did you mean command?)");
+        assert_eq!(hint("commund"), " (did you mean command?)");
+        assert_eq!(hint("stpsgnl"), " (check its spelling)");
+        assert_eq!(hint("xyz"), " (check its spelling)");
+        // Only the options of the section are suggested.
+        assert_eq!(spelling_hint("comand", &["logfile", "pidfile"]), " (check its spelling)");
+    }
+
+    fn load_text(name: &str, text: &str) -> Vec<String> {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).expect("write");
+        let ctx = Context {
+            env: BTreeMap::new(),
+            host_node_name: "h".into(),
+            cwd: dir.path().to_path_buf(),
+            host_checks: true,
+        };
+        let c = super::super::load_in(&path, &ctx).expect("loads");
+        c.warnings.iter().map(ToString::to_string).collect()
+    }
+
+    #[test]
+    fn misspelled_options_get_a_suggestion_in_both_formats() {
+        let ini = load_text("s.conf", "[supervisord]\n[program:web]\ncommand=/bin/cat\nstartsec=5\n");
+        assert!(
+            ini.iter().any(|w| w.contains("[program:web] startsec") && w.contains("did you mean startsecs?")),
+            "{ini:?}"
+        );
+        let toml = load_text("m.toml", "[program.web]\ncommand = \"/bin/cat\"\nstartsec = 5\n");
+        assert!(
+            toml.iter().any(|w| w.contains("program.web.startsec") && w.contains("did you mean startsecs?")),
+            "{toml:?}"
+        );
+    }
+
+    #[test]
+    fn a_broken_section_header_is_not_corrected_to_itself() {
+        // `[program:web` has no closing bracket: configparser reads it as an option of
+        // [supervisord], and the command after it too.
+        let ini = load_text("s.conf", "[supervisord]\n[program:web\ncommand=/bin/cat\n");
+        assert!(!ini.iter().any(|w| w.contains("did you mean command?")), "{ini:?}");
+        assert!(
+            ini.iter()
+                .any(|w| w.contains("[supervisord] command") && w.contains("not an option of [supervisord]")),
+            "{ini:?}"
+        );
+        assert!(
+            ini.iter().any(|w| w.contains("[supervisord] [program") && w.contains("closing ']'")),
+            "{ini:?}"
+        );
+        let toml = load_text("m.toml", "[daemon]\ncommand = \"/bin/cat\"\n");
+        assert!(!toml.iter().any(|w| w.contains("did you mean command?")), "{toml:?}");
+        assert!(
+            toml.iter().any(|w| w.contains("daemon.command") && w.contains("not an option of daemon")),
+            "{toml:?}"
+        );
     }
 
     #[test]
@@ -1536,7 +1650,12 @@ mod tests {
 
     #[test]
     fn server_urls() {
-        let ctx = Context { env: BTreeMap::new(), host_node_name: "h".into(), cwd: PathBuf::from("/srv") };
+        let ctx = Context {
+            env: BTreeMap::new(),
+            host_node_name: "h".into(),
+            cwd: PathBuf::from("/srv"),
+            host_checks: true,
+        };
         let u = |s: &str| server_url(s, &ctx).map(|a| a.to_string());
         assert_eq!(u("unix:///run/s.sock").as_deref(), Ok("unix:///run/s.sock"));
         assert_eq!(u("unix://s.sock").as_deref(), Ok("unix:///srv/s.sock"));

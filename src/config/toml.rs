@@ -21,15 +21,16 @@ use super::Context;
 /// `MINDER_DAEMON__LOGLEVEL=debug`, `MINDER_PROGRAM__WEB__AUTOSTART=false`.
 pub const ENV_PREFIX: &str = "MINDER_";
 
-/// The parsed files, kept to find the line of a key.
+/// The parsed files, kept to find the line of a key; each file is read once, and figment
+/// merges the same text (see [`FileText`]).
 struct Sources {
     docs: HashMap<PathBuf, ImDocument<String>>,
 }
 
 impl Sources {
     fn parse(&mut self, path: &Path) -> Result<(), Diagnostic> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| Diagnostic::new(Origin::file(path, None), "", format!("cannot read: {e}")))?;
+        let text = super::file::read_to_string(path)
+            .map_err(|e| Diagnostic::new(Origin::file(path, None), "", e.to_string()))?;
         let doc = ImDocument::parse(text.clone()).map_err(|e| {
             let line = e.span().map(|s| line_of(&text, s.start));
             let msg = e.message().trim().to_string();
@@ -54,6 +55,31 @@ impl Sources {
             Some(Source::File(path)) => Origin::file(path, self.line(path, keys)),
             _ => Origin::Env { var: format!("{ENV_PREFIX}{}", keys.join("__").to_uppercase()) },
         }
+    }
+}
+
+/// A file already read (and checked) by [`Sources::parse`], given to figment as text with the
+/// file as its source: figment reading the path again could meet a different file there (a
+/// FIFO, say) than the one checked.
+struct FileText {
+    path: PathBuf,
+    text: String,
+}
+
+impl FileText {
+    fn of(sources: &Sources, path: &Path) -> FileText {
+        let text = sources.docs.get(path).map(|d| d.raw().to_string()).unwrap_or_default();
+        FileText { path: path.to_path_buf(), text }
+    }
+}
+
+impl figment::Provider for FileText {
+    fn metadata(&self) -> figment::Metadata {
+        figment::Metadata::from("TOML file", Source::File(self.path.clone()))
+    }
+
+    fn data(&self) -> Result<figment::value::Map<Profile, Dict>, figment::Error> {
+        Toml::string(&self.text).data()
     }
 }
 
@@ -94,10 +120,11 @@ pub(super) fn read(main: &Path, ctx: &Context) -> Result<RawConfig, ConfigErrors
     if !errors.is_empty() {
         return Err(ConfigErrors { errors });
     }
+    warn_about_repeated_sections(main, &includes, &sources, &mut warnings);
 
-    let mut figment = Figment::new().merge(Toml::file_exact(main));
+    let mut figment = Figment::new().merge(FileText::of(&sources, main));
     for inc in &includes {
-        figment = figment.merge(Toml::file_exact(inc));
+        figment = figment.merge(FileText::of(&sources, inc));
     }
     let env_provider = Env::prefixed(ENV_PREFIX)
         .split("__")
@@ -202,6 +229,49 @@ fn num(n: Num) -> Raw {
     }
 }
 
+/// A section given in more than one file (`[program.web]` in the main file and in an
+/// include, say) is merged by figment, an option given twice taking the later file's value.
+/// That is rarely meant, so it is a warning, as the supervisord.conf front end gives.
+fn warn_about_repeated_sections(
+    main: &Path,
+    includes: &[PathBuf],
+    sources: &Sources,
+    warnings: &mut Vec<Diagnostic>,
+) {
+    let mut first: BTreeMap<(String, String), Origin> = BTreeMap::new();
+    for file in std::iter::once(main).chain(includes.iter().map(PathBuf::as_path)) {
+        let Some(doc) = sources.docs.get(file) else { continue };
+        for (key, item) in doc.iter() {
+            let names: Vec<String> = if SINGLETONS.iter().any(|(t, _)| *t == key) {
+                vec![String::new()]
+            } else if NAMED.iter().any(|(t, _)| *t == key) {
+                item.as_table_like()
+                    .map(|t| t.iter().map(|(n, _)| n.to_string()).collect())
+                    .unwrap_or_default()
+            } else {
+                continue;
+            };
+            for name in names {
+                let keys: Vec<&str> = if name.is_empty() { vec![key] } else { vec![key, name.as_str()] };
+                let here = Origin::file(file, sources.line(file, &keys));
+                let label = keys.join(".");
+                match first.get(&(key.to_string(), name.clone())) {
+                    Some(there) => warnings.push(Diagnostic::new(
+                        here,
+                        label,
+                        format!(
+                            "this section is also given at {there}; the two are merged (an option given in both takes this later file's value)"
+                        ),
+                    )),
+                    None => {
+                        first.insert((key.to_string(), name), here);
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// The files `[include] files` names: globs relative to the main file's directory, each
 /// pattern's matches sorted, duplicates and the main file itself left out.
 fn include_files(
@@ -261,7 +331,11 @@ fn include_files(
                 format!("bad pattern {pattern:?}: {e}"),
             ))
         })?;
-        let mut found: Vec<PathBuf> = matches.filter_map(Result::ok).filter(|p| p.is_file()).collect();
+        // Directories and dangling links are skipped; anything else that is not a regular
+        // file (a FIFO, a device) is kept, so that reading it refuses it by name instead of
+        // dropping it.
+        let mut found: Vec<PathBuf> =
+            matches.filter_map(Result::ok).filter(|p| p.exists() && !p.is_dir()).collect();
         found.sort();
         if found.is_empty() {
             warnings.push(Diagnostic::new(

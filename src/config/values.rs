@@ -366,12 +366,149 @@ fn python_shlex_tokens(s: &str, extra_word_chars: &str) -> Parsed<Vec<String>> {
     Ok(tokens)
 }
 
+/// Why [`shlex_split`] could not split a command: Python's `ValueError` messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SplitError {
+    /// A quote was opened and never closed.
+    NoClosingQuotation,
+    /// The text ends with a backslash that escapes nothing.
+    NoEscapedCharacter,
+}
+
+impl std::fmt::Display for SplitError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            SplitError::NoClosingQuotation => "No closing quotation",
+            SplitError::NoEscapedCharacter => "No escaped character",
+        })
+    }
+}
+
+/// Python's `shlex.split(s)`, which supervisord applies to `command`: a port of
+/// `shlex.read_token` with `posix=True`, `whitespace_split=True` and no comment characters.
+///
+/// It is not a shell's splitting, and differs from one (and from the `shlex` crate) where it
+/// matters: inside double quotes a backslash escapes only `"` and `\` and is otherwise kept
+/// (`"\$HOME"` stays `\$HOME`); outside quotes a backslash escapes any character, a newline
+/// included (kept as a newline, not a line continuation); `#` is an ordinary character;
+/// only space, tab, CR and LF separate words; `''` and `""` are empty words.
+pub fn shlex_split(s: &str) -> Result<Vec<String>, SplitError> {
+    /// `read_token`'s states: between words, in a word, in quotes, after a backslash (with
+    /// the state to return to).
+    #[derive(Clone, Copy, PartialEq, Eq)]
+    enum State {
+        Blank,
+        Word,
+        Quote(char),
+        Escape(Escaped),
+    }
+    #[derive(Clone, Copy, PartialEq, Eq)]
+    enum Escaped {
+        Word,
+        DoubleQuote,
+    }
+    let is_blank = |c: char| matches!(c, ' ' | '\t' | '\r' | '\n');
+    let mut words = Vec::new();
+    let mut token = String::new();
+    // A word that had quotes in it is a word even when empty (`''`).
+    let mut quoted = false;
+    let mut state = State::Blank;
+    for c in s.chars() {
+        state = match state {
+            State::Blank | State::Word if is_blank(c) => {
+                if state == State::Word || quoted {
+                    words.push(std::mem::take(&mut token));
+                    quoted = false;
+                }
+                State::Blank
+            }
+            State::Blank | State::Word => match c {
+                '\\' => State::Escape(Escaped::Word),
+                '\'' | '"' => State::Quote(c),
+                _ => {
+                    token.push(c);
+                    State::Word
+                }
+            },
+            State::Quote(q) => {
+                quoted = true;
+                if c == q {
+                    State::Word
+                } else if c == '\\' && q == '"' {
+                    State::Escape(Escaped::DoubleQuote)
+                } else {
+                    token.push(c);
+                    state
+                }
+            }
+            State::Escape(back) => {
+                // In double quotes the backslash stays unless it escapes `"` or `\`.
+                if back == Escaped::DoubleQuote && c != '"' && c != '\\' {
+                    token.push('\\');
+                }
+                token.push(c);
+                match back {
+                    Escaped::Word => State::Word,
+                    Escaped::DoubleQuote => State::Quote('"'),
+                }
+            }
+        };
+    }
+    match state {
+        State::Quote(_) => Err(SplitError::NoClosingQuotation),
+        State::Escape(_) => Err(SplitError::NoEscapedCharacter),
+        State::Word => {
+            words.push(token);
+            Ok(words)
+        }
+        State::Blank => {
+            if quoted {
+                words.push(token);
+            }
+            Ok(words)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn s(x: &str) -> Raw {
         Raw::Str(x.to_string())
+    }
+
+    #[test]
+    fn commands_split_as_pythons_shlex_split() {
+        // Every expected value is what Python 3's shlex.split gives for the same text.
+        let ok = |s: &str, words: &[&str]| {
+            assert_eq!(shlex_split(s), Ok(words.iter().map(|w| w.to_string()).collect()), "{s:?}");
+        };
+        ok(r#"bash -c "echo \$HOME""#, &["bash", "-c", r"echo \$HOME"]);
+        ok(r"a\ b c", &["a b", "c"]);
+        ok(r#""a\"b" \'x\' "\\""#, &["a\"b", "'x'", "\\"]);
+        ok(r"'a\b' \\ x", &[r"a\b", "\\", "x"]);
+        ok("echo #not-a-comment", &["echo", "#not-a-comment"]);
+        ok("a''b '' \"\"", &["ab", "", ""]);
+        ok("x\ty\rz\nw", &["x", "y", "z", "w"]);
+        ok("a\\\nb", &["a\nb"]);
+        ok("a\x0bb\x0cc", &["a\x0bb\x0cc"]);
+        ok(r#""a"'b'c"#, &["abc"]);
+        ok("  lead  trail  ", &["lead", "trail"]);
+        ok(r#""\n\t\a""#, &[r"\n\t\a"]);
+        ok("é ünï \"cödé\"", &["é", "ünï", "cödé"]);
+        ok(r#""a b"c d"#, &["a bc", "d"]);
+        ok(r#"\"\'"#, &["\"'"]);
+        ok("\"\"", &[""]);
+        ok("", &[]);
+        ok("   ", &[]);
+        ok("a;b|c&&d>e", &["a;b|c&&d>e"]);
+        ok("\"$(x)\" `y`", &["$(x)", "`y`"]);
+        assert_eq!(shlex_split("it's"), Err(SplitError::NoClosingQuotation));
+        assert_eq!(shlex_split("\"unterminated"), Err(SplitError::NoClosingQuotation));
+        assert_eq!(shlex_split(r"'\''"), Err(SplitError::NoClosingQuotation));
+        assert_eq!(shlex_split("ends\\"), Err(SplitError::NoEscapedCharacter));
+        assert_eq!(shlex_split("\"in quotes \\"), Err(SplitError::NoEscapedCharacter));
     }
 
     #[test]

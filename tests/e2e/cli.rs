@@ -160,3 +160,53 @@ fn a_closed_output_pipe_ends_quietly() {
         }
     }
 }
+
+/// Global options work after the command too (`minder status -c FILE`), while `tail -c N`
+/// keeps meaning bytes.
+#[test]
+fn global_options_after_the_command() {
+    let d = Daemon::start(&format!("{PROGRAMS}\n[ctl]\nserverurl = \"unix://{{dir}}/minder.sock\"\n"));
+    d.wait_state("web", "RUNNING", 10 * SECS);
+    let config = d.config.display().to_string();
+    // Elsewhere than the configuration, so only -c can find it.
+    let elsewhere = tempfile::tempdir().expect("dir");
+    let run = |args: &[&str]| {
+        Command::new(bin("minder"))
+            .args(args)
+            .current_dir(elsewhere.path())
+            .env_remove("MINDER_SERVER")
+            .env("HOME", elsewhere.path())
+            .env("XDG_CONFIG_HOME", elsewhere.path())
+            .output()
+            .expect("runs")
+    };
+    for args in [
+        vec!["status", "web", "-c", config.as_str()],
+        vec!["status", "web", "--configuration", config.as_str()],
+        vec!["status", "web", &format!("--configuration={config}")],
+        vec!["--json", "status", "-c", config.as_str(), "web"],
+    ] {
+        let out = run(&args);
+        assert_eq!(code(&out), 0, "{args:?}: {}", stderr(&out));
+        assert!(stdout(&out).contains("RUNNING"), "{args:?}: {}", stdout(&out));
+    }
+    let sock = format!("unix://{}", d.socket.display());
+    let out = run(&["tail", "-c", "3", "web", "-s", &sock]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+}
+
+/// `tail` with an unknown name answers as supervisorctl's: `NAME: ERROR (no such process
+/// name)` on standard output, exit status 1.
+#[test]
+fn tail_of_an_unknown_name() {
+    let d = Daemon::start(PROGRAMS);
+    let out = d.ctl(&["tail", "nosuch"]);
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    assert_eq!(stdout(&out), "nosuch: ERROR (no such process name)\n");
+    let out = d.ctl(&["tail", "web", "nosuch", "stderr"]);
+    assert_eq!(code(&out), 1);
+    assert_eq!(stdout(&out), "nosuch: ERROR (no such process name)\n");
+    let out = d.ctl(&["tail", "-f", "nosuch"]);
+    assert_eq!(code(&out), 1);
+    assert_eq!(stdout(&out), "nosuch: ERROR (no such process name)\n");
+}

@@ -283,3 +283,168 @@ fn the_daemon_umask_applies() {
     let mode = std::fs::metadata(&pidfile).expect("pidfile").permissions().mode() & 0o777;
     assert_eq!(mode, 0o600);
 }
+
+/// Runs `cmd` to its end, or fails the test if it is still running after `limit` (killing it,
+/// by its pid): what these tests guard against is a hang.
+fn output_within(mut cmd: Command, limit: Duration) -> std::process::Output {
+    let mut child = cmd
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("runs");
+    let deadline = std::time::Instant::now() + limit;
+    while child.try_wait().expect("wait").is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{cmd:?} still running after {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    child.wait_with_output().expect("output")
+}
+
+/// A named pipe or a device as the configuration file is refused at once, naming it (before,
+/// minderd waited forever for a writer, or read /dev/zero until memory ran out).
+#[test]
+fn a_fifo_or_a_device_as_configuration_is_refused() {
+    let dir = tempfile::tempdir().expect("dir");
+    for name in ["minder.toml", "supervisord.conf"] {
+        let fifo = dir.path().join(name);
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).expect("mkfifo");
+        let mut cmd = Command::new(bin("minderd"));
+        cmd.arg("-c").arg(&fifo).arg("--listen").arg(format!("unix://{}/never.sock", dir.path().display()));
+        let out = output_within(cmd, 10 * SECS);
+        assert_eq!(code(&out), 2, "{}", stderr(&out));
+        let err = stderr(&out);
+        assert!(err.contains(&format!("{}: is a named pipe (FIFO)", fifo.display())), "{err}");
+    }
+    let mut cmd = Command::new(bin("minderd"));
+    cmd.args(["-c", "/dev/zero", "--check-config"]);
+    let out = output_within(cmd, 10 * SECS);
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    assert!(stderr(&out).contains("/dev/zero: is a character device"), "{}", stderr(&out));
+}
+
+/// An included file replaced by a named pipe makes `reread` fail with a message naming it,
+/// changes nothing, and leaves the daemon answering (`status`, `stop`).
+#[test]
+fn an_include_that_becomes_a_fifo_fails_reread_and_the_daemon_answers() {
+    let d = Daemon::start_with(
+        "[include]\nfiles = [\"conf.d/*.toml\"]\n\n[program.main]\ncommand = \"sleep 100\"\nstartsecs = 0\n",
+        &[("conf.d/", ""), ("conf.d/a.toml", "[program.inc]\ncommand = \"sleep 100\"\nstartsecs = 0\n")],
+        &[],
+    );
+    d.wait_state("inc", "RUNNING", 10 * SECS);
+    let include = d.path("conf.d/a.toml");
+    std::fs::remove_file(&include).expect("rm");
+    nix::unistd::mkfifo(&include, nix::sys::stat::Mode::S_IRWXU).expect("mkfifo");
+    let ctl = |args: &[&str]| {
+        let mut cmd = Command::new(bin("minder"));
+        cmd.arg("-s").arg(format!("unix://{}", d.socket.display())).args(args).env_remove("MINDER_SERVER");
+        output_within(cmd, 20 * SECS)
+    };
+    let out = ctl(&["reread"]);
+    assert_ne!(code(&out), 0, "{}", crate::harness::stdout(&out));
+    assert!(
+        stderr(&out).contains(&format!("{}: is a named pipe (FIFO)", include.display())),
+        "{}",
+        stderr(&out)
+    );
+    let out = ctl(&["update"]);
+    assert_ne!(code(&out), 0, "update refuses too");
+    // Nothing changed, and the daemon still answers.
+    let out = ctl(&["status", "inc"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(crate::harness::stdout(&out).contains("RUNNING"));
+    assert_eq!(code(&ctl(&["stop", "main"])), 0);
+}
+
+/// `--check-config` hides passwords and secret-looking environment values and shows modes in
+/// octal, in text and in JSON.
+#[test]
+fn check_config_redacts_secrets_and_shows_modes_in_octal() {
+    let dir = tempfile::tempdir().expect("dir");
+    let conf = dir.path().join("supervisord.conf");
+    std::fs::write(
+        &conf,
+        "[unix_http_server]\nfile=%(here)s/s.sock\nchmod=0770\nusername=u\npassword=plain-secret-1\n\
+         [inet_http_server]\nport=127.0.0.1:9\nusername=u\npassword={SHA}82ab876d1387bfafe46cc1c8a2ef074eae50cb1d\n\
+         [supervisord]\nlogfile=%(here)s/d.log\numask=027\nenvironment=DB_PASSWORD=\"env-secret-2\",LANG=\"C\"\n\
+         [supervisorctl]\nserverurl=unix://%(here)s/s.sock\nusername=u\npassword=ctl-secret-3\n\
+         [program:web]\ncommand=sleep 1\numask=002\nenvironment=API_TOKEN=\"env-secret-4\",aws_secret_access_key=\"env-secret-5\",PORT=\"80\"\n",
+    )
+    .expect("write");
+    for json in [false, true] {
+        let mut cmd = Command::new(bin("minderd"));
+        cmd.arg("--check-config").arg("-c").arg(&conf);
+        if json {
+            cmd.arg("--json");
+        }
+        let out = cmd.output().expect("runs");
+        assert_eq!(code(&out), 0, "{}", stderr(&out));
+        let text = crate::harness::stdout(&out);
+        for secret in
+            ["plain-secret-1", "82ab876d", "env-secret-2", "ctl-secret-3", "env-secret-4", "env-secret-5"]
+        {
+            assert!(!text.contains(secret), "{secret} printed (json: {json}):\n{text}");
+        }
+        assert!(text.contains("<redacted>"), "{text}");
+        // What is not secret is still shown.
+        assert!(text.contains("\"LANG\":\"C\"") || text.contains("\"LANG\": \"C\""), "{text}");
+        assert!(text.contains("\"PORT\":\"80\"") || text.contains("\"PORT\": \"80\""), "{text}");
+        if json {
+            let v: serde_json::Value = serde_json::from_str(&text).expect("json");
+            assert_eq!(v["daemon"]["umask"], "0027");
+            assert_eq!(v["daemon"]["socket_mode"], "0770");
+            assert_eq!(v["groups"][0]["processes"][0]["umask"], "0002");
+        } else {
+            assert!(text.contains("umask = \"0027\"") && text.contains("socket_mode = \"0770\""), "{text}");
+            assert!(text.contains("umask = \"0002\""), "{text}");
+        }
+    }
+}
+
+/// `--check-config --no-host-checks` accepts users and directories that exist only on the
+/// target machine, and still refuses everything else.
+#[test]
+fn check_config_without_host_checks() {
+    let dir = tempfile::tempdir().expect("dir");
+    let conf = dir.path().join("m.toml");
+    let text = "[daemon]\nchildlogdir = \"/nonexistent-minder-dir/logs\"\nuser = \"no-such-user-minder\"\n\
+                [program.web]\ncommand = \"sleep 1\"\nuser = \"no-such-user-minder\"\n\
+                stdout_logfile = \"/nonexistent-minder-dir/web.log\"\n";
+    std::fs::write(&conf, text).expect("write");
+    let run = |extra: &[&str]| {
+        Command::new(bin("minderd"))
+            .arg("--check-config")
+            .args(extra)
+            .arg("-c")
+            .arg(&conf)
+            .output()
+            .expect("runs")
+    };
+    let out = run(&[]);
+    assert_eq!(code(&out), 2);
+    let err = stderr(&out);
+    for key in ["daemon.childlogdir", "daemon.user", "program.web.user", "program.web.stdout_logfile"] {
+        assert!(err.contains(key), "{key} not checked: {err}");
+    }
+    let out = run(&["--no-host-checks", "--json"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(v["groups"][0]["processes"][0]["user"], "no-such-user-minder");
+    // Values, expansions and syntax are still checked.
+    std::fs::write(&conf, format!("{text}startsecs = \"soon\"\nprocess_name = \"%(nope)s\"\n"))
+        .expect("write");
+    let out = run(&["--no-host-checks"]);
+    assert_eq!(code(&out), 2);
+    let err = stderr(&out);
+    assert!(err.contains("program.web.startsecs") && err.contains("program.web.process_name"), "{err}");
+    assert!(!err.contains("no-such-user"), "{err}");
+    // Only with --check-config.
+    let out =
+        Command::new(bin("minderd")).arg("--no-host-checks").arg("-c").arg(&conf).output().expect("runs");
+    assert_eq!(code(&out), 2, "a usage error");
+}

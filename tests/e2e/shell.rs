@@ -336,3 +336,51 @@ fn man_pages() {
     assert!(!man.join("minder-man.1").exists(), "hidden commands get no page");
     assert!(!man.join("minder-help.1").exists());
 }
+
+/// `-u` without `-p` asks for the password first, as supervisorctl does: not echoed, not run
+/// as a command, not in the history file, and it authenticates. Without a terminal, the
+/// password is the first line of standard input.
+#[test]
+fn the_password_is_asked_for_without_echo() {
+    const PASSWORD: &str = "typed-not-shown-42";
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+        l.local_addr().expect("addr").port()
+    };
+    let tcp = format!("tcp://127.0.0.1:{port}");
+    let d = Daemon::start_with(
+        &format!(
+            "{PROGRAMS}\n[daemon.credentials.\"{tcp}\"]\nusername = \"admin\"\npassword = \"{PASSWORD}\"\n"
+        ),
+        &[],
+        &["--listen", &tcp],
+    );
+    let home = d.path("home");
+    let mut sh = Pty::spawn(&["-s", &tcp, "-u", "admin"], &home);
+    sh.expect("Password:");
+    sh.send(&format!("{PASSWORD}\r"));
+    let entry = sh.prompt();
+    assert!(entry.contains("worker") && entry.contains("RUNNING"), "authenticated: {entry:?}");
+    sh.send("exit\r");
+    assert_eq!(sh.wait().code(), Some(0));
+    assert!(!sh.screen.contains(PASSWORD), "the password was echoed:\n{}", sh.screen);
+    let history = std::fs::read_to_string(home.join("state/minder/history")).unwrap_or_default();
+    assert!(!history.contains(PASSWORD), "the password is in the history: {history:?}");
+
+    let piped = |input: &str| {
+        let mut child = Command::new(bin("minder"))
+            .args(["-s", &tcp, "-u", "admin", "status", "worker"])
+            .env_remove("MINDER_TOKEN")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("runs");
+        child.stdin.take().expect("stdin").write_all(input.as_bytes()).expect("write");
+        child.wait_with_output().expect("output")
+    };
+    let out = piped(&format!("{PASSWORD}\n"));
+    assert_eq!(code(&out), 0, "{}", crate::harness::stderr(&out));
+    let out = piped("wrong\n");
+    assert!(crate::harness::stderr(&out).contains("the username or password is not valid"), "{out:?}");
+}
