@@ -215,12 +215,12 @@ fn unix_peer_credentials_are_checked() {
 
 /// A CA, a server certificate for 127.0.0.1/localhost, a client certificate from the CA, and
 /// one from a CA the server does not know.
-struct Pki {
+pub(crate) struct Pki {
     dir: tempfile::TempDir,
 }
 
 impl Pki {
-    fn new() -> Pki {
+    pub(crate) fn new() -> Pki {
         use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
         let dir = tempfile::tempdir().expect("dir");
         let write = |name: &str, text: String| std::fs::write(dir.path().join(name), text).expect("write");
@@ -248,7 +248,7 @@ impl Pki {
         Pki { dir }
     }
 
-    fn path(&self, name: &str) -> String {
+    pub(crate) fn path(&self, name: &str) -> String {
         self.dir.path().join(name).display().to_string()
     }
 }
