@@ -164,10 +164,11 @@ fn wait_all_closed(d: &Limited, conns: &mut [(TcpStream, Option<Instant>)], nofi
         if probes < 3 && conns.iter().any(|(_, at)| at.is_none()) {
             probes += 1;
             let t = Instant::now();
-            let out = ctl_at(&d.socket(), &["status"]);
-            assert!(
-                !stderr(&out).contains("rror") && !String::from_utf8_lossy(&out.stdout).is_empty(),
-                "minder status over the unix socket failed while connections were held: {}",
+            let out = ctl_at(&d.socket(), &["version"]);
+            assert_eq!(
+                code(&out),
+                0,
+                "minder over the unix socket failed while connections were held: {}",
                 stderr(&out)
             );
             assert!(t.elapsed() < 5 * SECS, "minder status took {:?}", t.elapsed());
@@ -293,28 +294,10 @@ fn read_frame(s: &mut impl Read) -> Option<(u8, u8, u32, Vec<u8>)> {
     Some((h[3], h[4], stream, payload))
 }
 
-/// 20,000 Health/Watch streams on one connection (health needs no credentials): the server
-/// accepts at most 128 at once and refuses the rest (REFUSED_STREAM, then GOAWAY), and the
-/// daemon's resident memory stays bounded. Then, over several connections, one peer may hold
-/// at most 256 health streams: the rest are answered RESOURCE_EXHAUSTED.
-#[tokio::test(flavor = "multi_thread")]
-async fn a_stream_flood_is_refused_and_memory_stays_bounded() {
-    let d = Daemon::start_with(
-        "[program.s]\ncommand = \"sleep 100\"\nstartsecs = 0\n",
-        &[],
-        &["--listen", "tcp://127.0.0.1:0"],
-    );
-    d.wait_state("s", "RUNNING", 10 * SECS);
-    let pid = d.pid();
-    let before = rss_kb(pid);
-    let mut addr = None;
-    wait_for("the TCP listener", 10 * SECS, || {
-        addr =
-            d.log().lines().find_map(|l| l.split("listening at tcp://").nth(1).map(|a| a.trim().to_string()));
-        addr.is_some()
-    });
-    // Over TCP: the per-peer count below is the unix caller's, a peer of its own.
-    let mut s = TcpStream::connect(addr.expect("address")).expect("connects");
+/// Opens `n` Health/Watch streams at once on one new connection to `addr`, and says what came
+/// back within 3 s of the last answer.
+fn raw_flood(addr: &str, n: u32) -> Answers {
+    let mut s = TcpStream::connect(addr).expect("connects");
     s.set_read_timeout(Some(10 * SECS)).expect("timeout");
     s.write_all(PREFACE).expect("preface");
     // The server's SETTINGS, acknowledged, as a client must.
@@ -341,14 +324,50 @@ async fn a_stream_flood_is_refused_and_memory_stays_bounded() {
         }
         a
     });
-    let flood: Vec<u8> = (0..20_000u32).flat_map(|i| watch_request(2 * i + 1)).collect();
-    let _ = s.write_all(&flood); // The server may close the connection part way: so much the better.
-    let answers = answers.join().expect("reader");
+    let flood: Vec<u8> = (0..n).flat_map(|i| watch_request(2 * i + 1)).collect();
+    // The server may close the connection part way: so much the better.
+    let _ = s.write_all(&flood);
+    answers.join().expect("reader")
+}
+
+/// 20,000 Health/Watch streams on one connection (health needs no credentials): the server
+/// accepts at most 128 at once and refuses the rest (REFUSED_STREAM, then GOAWAY), and the
+/// daemon's resident memory stays bounded. Then, over several connections, one peer may hold
+/// at most 256 health streams: the rest are answered RESOURCE_EXHAUSTED.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stream_flood_is_refused_and_memory_stays_bounded() {
+    let d = Daemon::start_with(
+        "[program.s]\ncommand = \"sleep 100\"\nstartsecs = 0\n",
+        &[],
+        &["--listen", "tcp://127.0.0.1:0"],
+    );
+    d.wait_state("s", "RUNNING", 10 * SECS);
+    let pid = d.pid();
+    let before = rss_kb(pid);
+    let mut addr = None;
+    wait_for("the TCP listener", 10 * SECS, || {
+        addr =
+            d.log().lines().find_map(|l| l.split("listening at tcp://").nth(1).map(|a| a.trim().to_string()));
+        addr.is_some()
+    });
+    let addr = addr.expect("address");
+    // Over TCP: the per-peer count below is the unix caller's, a peer of its own.
+    // 300 streams on one connection: 128 are served (and stay open, being watches), the
+    // other 172 refused.
+    let answers = raw_flood(&addr, 300);
+    assert_eq!((answers.answered.len(), answers.refused), (128, 172), "{answers:?}");
+    // 20,000: refused, and the connection closed once so many were (hyper's limit on streams
+    // it had to reset); memory stays bounded.
+    let answers = raw_flood(&addr, 20_000);
     let during = rss_kb(pid);
-    assert!(!answers.answered.is_empty(), "some streams are served: {answers:?}");
+    eprintln!(
+        "stream flood: {} streams answered, {} refused, GOAWAY {}; RSS {before} kB before, {during} kB during",
+        answers.answered.len(),
+        answers.refused,
+        answers.goaway
+    );
     assert!(answers.answered.len() <= 128, "at most 128 streams at once: {}", answers.answered.len());
     assert!(answers.refused > 0 || answers.goaway, "the rest are refused: {answers:?}");
-    drop(s);
     assert!(
         during.saturating_sub(before) < 30 * 1024,
         "RSS grew from {before} kB to {during} kB under the flood"
@@ -411,6 +430,7 @@ async fn a_stream_flood_is_refused_and_memory_stays_bounded() {
     }
     assert!(again.is_some(), "health streams are counted down when they go");
     let after = rss_kb(pid);
+    eprintln!("RSS after 256 watchers came and went: {after} kB");
     assert!(after.saturating_sub(before) < 30 * 1024, "RSS went from {before} kB to {after} kB");
 }
 
