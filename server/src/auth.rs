@@ -292,8 +292,13 @@ impl Shield {
         Admission::At(slot)
     }
 
-    /// Counts and (rate-limited) logs a failed authentication of `peer`.
-    fn failed(&self, key: PeerKey, peer: Option<&Peer>, why: &str, now: Instant) {
+    /// Counts and (rate-limited) logs a failed authentication of `peer`: a refused request, or
+    /// a TLS handshake that failed (a client certificate from another CA, say).
+    pub fn failed(&self, peer: Option<&Peer>, why: &str) {
+        self.failed_at(PeerKey::of(peer), peer, why, Instant::now());
+    }
+
+    fn failed_at(&self, key: PeerKey, peer: Option<&Peer>, why: &str, now: Instant) {
         let mut map = self.failures.lock().unwrap_or_else(PoisonError::into_inner);
         if map.len() >= MAX_PEERS && !map.contains_key(&key) {
             map.retain(|_, r| now.duration_since(r.last_failure) < WINDOW);
@@ -452,11 +457,11 @@ where
                     path.rsplit('/').next().unwrap_or(&path)
                 )),
                 Err(Refusal::Unauthenticated(why)) => {
-                    shield.failed(key, peer.as_ref(), &why, Instant::now());
+                    shield.failed_at(key, peer.as_ref(), &why, Instant::now());
                     tonic::Status::unauthenticated(why)
                 }
                 Err(Refusal::Denied(why)) => {
-                    shield.failed(key, peer.as_ref(), &why, Instant::now());
+                    shield.failed_at(key, peer.as_ref(), &why, Instant::now());
                     tonic::Status::permission_denied(why)
                 }
             };

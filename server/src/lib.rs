@@ -135,7 +135,12 @@ pub async fn run(
             Listener::Unix { listener, socket } => (Socket::Unix(listener), Some(socket), None),
             Listener::Tcp { listener, .. } => (Socket::Tcp(listener), None, tls.clone()),
         };
-        let app = GrpcApp { service: tower::Layer::layer(&layer, routes.clone()), access, tls };
+        let app = GrpcApp {
+            service: tower::Layer::layer(&layer, routes.clone()),
+            access,
+            shield: Arc::clone(&shield),
+            tls,
+        };
         let (gates, limits, serving) = (gates.clone(), limits.clone(), serving.clone());
         servers.spawn(async move {
             serve::serve(socket, app, gates, limits, serving).await;
@@ -237,6 +242,7 @@ fn access(d: &DaemonConfig, listener: &Listener) -> auth::Access {
 struct GrpcApp {
     service: auth::AuthService<tonic::service::Routes>,
     access: Arc<auth::Access>,
+    shield: Arc<auth::Shield>,
     tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
@@ -263,5 +269,10 @@ impl serve::App for GrpcApp {
 
     fn tls(&self) -> Option<tokio_rustls::TlsAcceptor> {
         self.tls.clone()
+    }
+
+    /// Logged and counted as the failed authentication it usually is.
+    fn handshake_failed(&self, peer: &serve::Peer, why: &str) {
+        self.shield.failed(Some(peer), why);
     }
 }

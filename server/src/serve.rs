@@ -172,6 +172,10 @@ pub trait App: Clone + Send + Sync + 'static {
     fn admitted(&self, uid: u32, gid: u32) -> bool;
     /// The TLS acceptor, for TCP connections.
     fn tls(&self) -> Option<tokio_rustls::TlsAcceptor>;
+    /// A TLS handshake with `peer` failed (not timed out): `why`.
+    fn handshake_failed(&self, peer: &Peer, why: &str) {
+        tracing::debug!("TLS handshake with {peer} failed: {why}");
+    }
 }
 
 /// Accepts on `socket` and serves `app` until `stop` turns true; then lets open connections
@@ -311,7 +315,7 @@ async fn connection<A: App>(io: Io, mut peer: Peer, app: A, limits: Limits, stop
                     let tls = match tokio::time::timeout_at(deadline, acceptor.accept(s)).await {
                         Ok(Ok(tls)) => tls,
                         Ok(Err(e)) => {
-                            tracing::debug!("TLS handshake with {peer} failed: {e}");
+                            app.handshake_failed(&peer, &format!("TLS handshake failed: {e}"));
                             return;
                         }
                         Err(_) => {
