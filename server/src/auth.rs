@@ -7,17 +7,43 @@
 //! `[inet_http_server]`), or by a client certificate verified during the TLS handshake. It then
 //! checks the caller's role against the method: read-only callers may look (status, logs,
 //! events), only admins may change anything. Health checks need no credentials, so Kubernetes
-//! and Envoy probes work. The caller goes on to the handler in the request's extensions, for
-//! the audit log.
+//! and Envoy probes work; each peer may hold at most [`HEALTH_STREAMS_PER_PEER`] of them open.
+//! The caller goes on to the handler in the request's extensions, for the audit log.
+//!
+//! Failures are logged with the peer, at most once per [`LOG_EVERY`] per peer (with a count
+//! of those not logged). A TCP peer with more than [`FREE_FAILURES`] failures in a minute is
+//! slowed down: its requests are then checked one at a time, [`PENALTY`] apart, and refused
+//! unchecked (RESOURCE_EXHAUSTED) when more than [`MAX_WAIT`] of them are queued. A minute
+//! without a failure forgives it.
 
+use std::collections::HashMap;
 use std::future::Future;
+use std::net::IpAddr;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use base64::Engine as _;
 use minder::config::{Credentials, Password, Role, Token};
-use tonic::transport::server::UdsConnectInfo;
+use tokio::time::Instant;
+
+use crate::serve::{Guarded, Peer};
+
+/// Failures a TCP peer may make in [`WINDOW`] before it is slowed down.
+pub const FREE_FAILURES: u32 = 10;
+/// How long a peer's failures are remembered after its last one.
+pub const WINDOW: Duration = Duration::from_secs(60);
+/// Once slowed down, a peer's requests are checked this far apart.
+pub const PENALTY: Duration = Duration::from_millis(500);
+/// The longest a slowed-down peer's request waits; beyond it, it is refused unchecked.
+pub const MAX_WAIT: Duration = Duration::from_secs(5);
+/// A peer's failures are logged at most this often.
+pub const LOG_EVERY: Duration = Duration::from_secs(10);
+/// Health streams (Check or Watch) one peer may have open at once.
+pub const HEALTH_STREAMS_PER_PEER: usize = 256;
+/// Peers remembered at once; beyond it the stalest are forgotten.
+const MAX_PEERS: usize = 4096;
 
 /// Who made a request, as the audit log names them.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,6 +63,16 @@ pub enum Access {
 }
 
 impl Access {
+    /// Whether a unix caller is let in (root always is: it could change the socket anyway).
+    pub fn admits_unix(&self, uid: u32, gid: u32) -> bool {
+        match self {
+            Access::Unix { users, groups } => {
+                uid == 0 || self.open() || users.contains(&uid) || in_groups(uid, gid, groups)
+            }
+            Access::Tcp { .. } => false,
+        }
+    }
+
     fn open(&self) -> bool {
         match self {
             Access::Unix { users, groups } => users.is_empty() && groups.is_empty(),
@@ -77,7 +113,8 @@ fn password_matches(stored: &Password, given: &str) -> bool {
             use sha1::Digest;
             let digest = sha1::Sha1::digest(given.as_bytes());
             let given_hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-            same(hex.to_ascii_lowercase().as_bytes(), given_hex.as_bytes())
+            // Exactly as Supervisor compares: its lowercase hex digest against what follows {SHA}.
+            same(hex.as_bytes(), given_hex.as_bytes())
         }
     }
 }
@@ -109,15 +146,17 @@ fn in_groups(uid: u32, gid: u32, groups: &[u32]) -> bool {
 fn identify<B>(access: &Access, req: &http::Request<B>) -> Result<Caller, Refusal> {
     match access {
         Access::Unix { users, groups } => {
-            let cred = req.extensions().get::<UdsConnectInfo>().and_then(|i| i.peer_cred);
-            let Some(cred) = cred else {
+            let cred = match req.extensions().get::<Peer>() {
+                Some(Peer::Unix { uid: Some(uid), gid: Some(gid) }) => Some((*uid, *gid)),
+                _ => None,
+            };
+            let Some((uid, gid)) = cred else {
                 return if access.open() {
                     Ok(Caller { who: "unix socket".into(), role: Role::Admin })
                 } else {
                     Err(Refusal::Unauthenticated("the peer's credentials are unknown".into()))
                 };
             };
-            let (uid, gid) = (cred.uid(), cred.gid());
             let who = format!("uid {uid} ({})", user_name(uid));
             if access.open() || users.contains(&uid) || in_groups(uid, gid, groups) {
                 Ok(Caller { who, role: Role::Admin })
@@ -151,8 +190,10 @@ fn identify<B>(access: &Access, req: &http::Request<B>) -> Result<Caller, Refusa
                     _ => Err(Refusal::Unauthenticated("the username or password is not valid".into())),
                 };
             }
-            if *client_certs {
-                // The TLS handshake already refused anyone without a certificate from the CA.
+            let verified =
+                matches!(req.extensions().get::<Peer>(), Some(Peer::Tcp { client_cert: true, .. }));
+            if *client_certs && verified {
+                // The TLS handshake verified the certificate against the configured CA.
                 return Ok(Caller { who: "client certificate".into(), role: Role::Admin });
             }
             if access.open() {
@@ -177,15 +218,171 @@ fn allowed(role: Role, path: &str) -> bool {
     }
 }
 
+/// Whom failures and health streams are counted against: a TCP peer's address (an IPv6
+/// address by its /64, which one host usually holds whole), or a unix caller's uid.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum PeerKey {
+    Ip(IpAddr),
+    Uid(Option<u32>),
+}
+
+impl PeerKey {
+    fn of(peer: Option<&Peer>) -> PeerKey {
+        match peer {
+            Some(Peer::Tcp { addr, .. }) => match addr.ip() {
+                IpAddr::V6(v6) if v6.to_ipv4_mapped().is_none() => {
+                    let bits = u128::from(v6) & !((1u128 << 64) - 1);
+                    PeerKey::Ip(IpAddr::V6(bits.into()))
+                }
+                IpAddr::V6(v6) => {
+                    PeerKey::Ip(IpAddr::V4(v6.to_ipv4_mapped().unwrap_or(std::net::Ipv4Addr::UNSPECIFIED)))
+                }
+                ip => PeerKey::Ip(ip),
+            },
+            Some(Peer::Unix { uid, .. }) => PeerKey::Uid(*uid),
+            None => PeerKey::Uid(None),
+        }
+    }
+}
+
+/// One peer's recent failures.
+#[derive(Debug)]
+struct Record {
+    failures: u32,
+    last_failure: Instant,
+    /// When the next of its requests may be checked, once it is slowed down.
+    next_slot: Instant,
+    /// When a failure of it was last logged, and how many came since.
+    logged: Option<Instant>,
+    unlogged: u32,
+}
+
+/// What a listener's layer shares with every other: failed authentications and open health
+/// streams, per peer.
+#[derive(Debug, Default)]
+pub struct Shield {
+    failures: Mutex<HashMap<PeerKey, Record>>,
+    health: Mutex<HashMap<PeerKey, usize>>,
+}
+
+/// What to do with a request before checking its credentials.
+enum Admission {
+    Now,
+    At(Instant),
+    Refuse,
+}
+
+impl Shield {
+    /// Whether a request from `key` may be checked now, later, or not at all.
+    fn admission(&self, key: &PeerKey, now: Instant) -> Admission {
+        if !matches!(key, PeerKey::Ip(_)) {
+            return Admission::Now;
+        }
+        let mut map = self.failures.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(r) = map.get_mut(key) else { return Admission::Now };
+        if r.failures <= FREE_FAILURES || now.duration_since(r.last_failure) >= WINDOW {
+            return Admission::Now;
+        }
+        let slot = r.next_slot.max(now);
+        if slot.duration_since(now) > MAX_WAIT {
+            r.unlogged += 1;
+            return Admission::Refuse;
+        }
+        r.next_slot = slot + PENALTY;
+        Admission::At(slot)
+    }
+
+    /// Counts and (rate-limited) logs a failed authentication of `peer`: a refused request, or
+    /// a TLS handshake that failed (a client certificate from another CA, say).
+    pub fn failed(&self, peer: Option<&Peer>, why: &str) {
+        self.failed_at(PeerKey::of(peer), peer, why, Instant::now());
+    }
+
+    fn failed_at(&self, key: PeerKey, peer: Option<&Peer>, why: &str, now: Instant) {
+        let mut map = self.failures.lock().unwrap_or_else(PoisonError::into_inner);
+        if map.len() >= MAX_PEERS && !map.contains_key(&key) {
+            map.retain(|_, r| now.duration_since(r.last_failure) < WINDOW);
+            if map.len() >= MAX_PEERS {
+                // Forget the stalest half rather than grow without bound.
+                let mut times: Vec<Instant> = map.values().map(|r| r.last_failure).collect();
+                times.sort_unstable();
+                let cut = times[times.len() / 2];
+                map.retain(|_, r| r.last_failure > cut);
+            }
+        }
+        let r = map.entry(key.clone()).or_insert(Record {
+            failures: 0,
+            last_failure: now,
+            next_slot: now,
+            logged: None,
+            unlogged: 0,
+        });
+        if now.duration_since(r.last_failure) >= WINDOW {
+            r.failures = 0;
+        }
+        r.failures += 1;
+        r.last_failure = now;
+        let peer = peer.map_or_else(|| "an unknown peer".to_string(), ToString::to_string);
+        if r.logged.is_some_and(|t| now.duration_since(t) < LOG_EVERY) {
+            r.unlogged += 1;
+            return;
+        }
+        let more = match std::mem::take(&mut r.unlogged) {
+            0 => String::new(),
+            n => format!(" ({n} more failed attempts from it not logged)"),
+        };
+        let slowed = if matches!(key, PeerKey::Ip(_)) && r.failures > FREE_FAILURES {
+            format!("; {} failures in a row, so its requests are now answered {PENALTY:?} apart", r.failures)
+        } else {
+            String::new()
+        };
+        r.logged = Some(now);
+        tracing::warn!("authentication failed for {peer}: {why}{more}{slowed}");
+    }
+
+    /// Counts a health stream of `key`; None when it has too many open.
+    fn health_stream(self: &Arc<Self>, key: PeerKey) -> Option<HealthGuard> {
+        let mut map = self.health.lock().unwrap_or_else(PoisonError::into_inner);
+        let n = map.entry(key.clone()).or_insert(0);
+        if *n >= HEALTH_STREAMS_PER_PEER {
+            return None;
+        }
+        *n += 1;
+        Some(HealthGuard { shield: Arc::clone(self), key })
+    }
+}
+
+/// One open health stream of a peer; uncounted when dropped (with the response body).
+#[derive(Debug)]
+pub struct HealthGuard {
+    shield: Arc<Shield>,
+    key: PeerKey,
+}
+
+impl Drop for HealthGuard {
+    fn drop(&mut self) {
+        let mut map = self.shield.health.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(n) = map.get_mut(&self.key) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.key);
+            }
+        }
+    }
+}
+
 /// Adds [`Access`] checks in front of a service.
 #[derive(Debug, Clone)]
-pub struct AuthLayer(pub Arc<Access>);
+pub struct AuthLayer {
+    pub access: Arc<Access>,
+    pub shield: Arc<Shield>,
+}
 
 impl<S> tower::Layer<S> for AuthLayer {
     type Service = AuthService<S>;
 
     fn layer(&self, inner: S) -> AuthService<S> {
-        AuthService { inner, access: Arc::clone(&self.0) }
+        AuthService { inner, access: Arc::clone(&self.access), shield: Arc::clone(&self.shield) }
     }
 }
 
@@ -193,6 +390,7 @@ impl<S> tower::Layer<S> for AuthLayer {
 pub struct AuthService<S> {
     inner: S,
     access: Arc<Access>,
+    shield: Arc<Shield>,
 }
 
 type BoxFuture<R, E> = Pin<Box<dyn Future<Output = Result<R, E>> + Send>>;
@@ -215,25 +413,60 @@ where
     }
 
     fn call(&mut self, mut req: http::Request<B>) -> Self::Future {
+        // The clone that was not polled ready stays; the ready one serves this request.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
         let path = req.uri().path().to_string();
-        // Probes carry no credentials; health reveals only whether a process runs.
+        let peer = req.extensions().get::<Peer>().cloned();
+        let key = PeerKey::of(peer.as_ref());
+        // Probes carry no credentials; health reveals only whether a process runs. Its
+        // streams are bounded per peer, as nothing else bounds an unauthenticated caller.
         if path.starts_with("/grpc.health.v1.Health/") {
-            return Box::pin(self.inner.call(req));
+            let Some(guard) = self.shield.health_stream(key) else {
+                let status = tonic::Status::resource_exhausted(format!(
+                    "too many health streams open from this peer (at most {HEALTH_STREAMS_PER_PEER})"
+                ));
+                return Box::pin(async move { Ok(status.into_http()) });
+            };
+            return Box::pin(async move {
+                let resp = inner.call(req).await?;
+                Ok(resp.map(|body| tonic::body::Body::new(Guarded { body, guard })))
+            });
         }
-        let status = match identify(&self.access, &req) {
-            Ok(caller) if allowed(caller.role, &path) => {
-                req.extensions_mut().insert(caller);
-                return Box::pin(self.inner.call(req));
+        let access = Arc::clone(&self.access);
+        let shield = Arc::clone(&self.shield);
+        Box::pin(async move {
+            match shield.admission(&key, Instant::now()) {
+                Admission::Now => {}
+                Admission::At(t) => tokio::time::sleep_until(t).await,
+                Admission::Refuse => {
+                    return Ok(tonic::Status::resource_exhausted(
+                        "too many failed authentication attempts from this address; try again in a minute",
+                    )
+                    .into_http());
+                }
             }
-            Ok(caller) => tonic::Status::permission_denied(format!(
-                "{} is read-only and may not call {}",
-                caller.who,
-                path.rsplit('/').next().unwrap_or(&path)
-            )),
-            Err(Refusal::Unauthenticated(why)) => tonic::Status::unauthenticated(why),
-            Err(Refusal::Denied(why)) => tonic::Status::permission_denied(why),
-        };
-        Box::pin(async move { Ok(status.into_http()) })
+            let status = match identify(&access, &req) {
+                Ok(caller) if allowed(caller.role, &path) => {
+                    req.extensions_mut().insert(caller);
+                    return inner.call(req).await;
+                }
+                Ok(caller) => tonic::Status::permission_denied(format!(
+                    "{} is read-only and may not call {}",
+                    caller.who,
+                    path.rsplit('/').next().unwrap_or(&path)
+                )),
+                Err(Refusal::Unauthenticated(why)) => {
+                    shield.failed_at(key, peer.as_ref(), &why, Instant::now());
+                    tonic::Status::unauthenticated(why)
+                }
+                Err(Refusal::Denied(why)) => {
+                    shield.failed_at(key, peer.as_ref(), &why, Instant::now());
+                    tonic::Status::permission_denied(why)
+                }
+            };
+            Ok(status.into_http())
+        })
     }
 }
 

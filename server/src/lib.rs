@@ -8,7 +8,8 @@
 //! - [`process`]: one task per process, owning its machine, child and timers.
 //! - [`supervisor`]: the registry of groups and processes; selection; ordered start and stop.
 //! - [`spawn`], [`reaper`], [`capture`]: children — starting, reaping, their output.
-//! - [`rpc`]: the gRPC service; [`listen`]: the sockets it is served on.
+//! - [`rpc`]: the gRPC service; [`listen`]: binding the sockets it is served on; [`serve`]: the
+//!   one accept loop every listener (the API's and the metrics port) is served by.
 //! - [`logging`], [`daemonize`]: the daemon's own log, and going into the background.
 
 pub mod auth;
@@ -27,6 +28,7 @@ pub mod plan;
 pub mod process;
 pub mod reaper;
 pub mod rpc;
+pub mod serve;
 pub mod setup;
 pub mod spawn;
 pub mod supervisor;
@@ -36,11 +38,10 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use minder::config::Config;
+use minder::config::{Config, DaemonConfig};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
-use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
 use tonic_health::pb::health_server::HealthServer;
 
 use crate::listen::Listener;
@@ -48,6 +49,7 @@ use crate::logs::LogChannel;
 use crate::process::Shared;
 use crate::reaper::Reaper;
 use crate::rpc::Service;
+use crate::serve::{Gates, Limits, Socket};
 use crate::spawn::BaseEnv;
 use crate::supervisor::Supervisor;
 
@@ -55,12 +57,47 @@ use crate::supervisor::Supervisor;
 /// would never finish are cut after it.
 const DRAIN: Duration = Duration::from_secs(2);
 
-/// Runs the daemon on `listeners` until TERM, INT or QUIT, a Shutdown request, or `shutdown`
+/// Everything minderd serves on, set up before it announces it is ready: the API's listeners,
+/// the TLS they use, and the metrics port. Any failure here is fatal at start-up, so that a
+/// daemon that said it is ready serves everything it was told to.
+pub struct Endpoints {
+    pub listeners: Vec<Listener>,
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
+    pub metrics: Option<tokio::net::TcpListener>,
+}
+
+impl std::fmt::Debug for Endpoints {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Endpoints")
+            .field("listeners", &self.listeners)
+            .field("tls", &self.tls.is_some())
+            .field("metrics", &self.metrics)
+            .finish()
+    }
+}
+
+impl Endpoints {
+    /// Reads the TLS files and binds the metrics port, for `listeners` already bound.
+    pub async fn prepare(d: &DaemonConfig, listeners: Vec<Listener>) -> Result<Endpoints, String> {
+        let tls = d.tls.as_ref().map(serve::tls_acceptor).transpose()?;
+        let metrics = match &d.metrics {
+            Some(addr) => Some(
+                tokio::net::TcpListener::bind(addr.as_str())
+                    .await
+                    .map_err(|e| format!("cannot serve metrics at {addr}: {e}"))?,
+            ),
+            None => None,
+        };
+        Ok(Endpoints { listeners, tls, metrics })
+    }
+}
+
+/// Runs the daemon on `endpoints` until TERM, INT or QUIT, a Shutdown request, or `shutdown`
 /// resolves; then stops every process, level by level, and returns. `daemon_log` is minderd's
 /// own log channel, when it logs to a file.
 pub async fn run(
     config: Arc<Config>,
-    listeners: Vec<Listener>,
+    endpoints: Endpoints,
     daemon_log: Option<Arc<LogChannel>>,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
@@ -71,6 +108,7 @@ pub async fn run(
     let mut hup = signal(SignalKind::hangup())?;
     let mut usr2 = signal(SignalKind::user_defined2())?;
 
+    let Endpoints { listeners, tls, metrics } = endpoints;
     let server_url = listeners.first().map(|l| l.address().to_string());
     let shared = Arc::new(Shared::new(reaper, BaseEnv::from_process(server_url)));
     let sup = Supervisor::new(Arc::clone(&config), shared);
@@ -79,19 +117,43 @@ pub async fn run(
         routes(Service::new(Arc::clone(&sup), daemon_log.clone()), health::service(Arc::clone(&sup)))
             .map_err(std::io::Error::other)?;
 
-    let security = Security::new(&config.daemon)?;
+    let limits = Limits::for_processes(config.processes().count());
+    let gates = Gates::new(&limits);
+    tracing::info!(
+        "serving at most {} TCP and {} unix socket connections at once ({} streams each)",
+        limits.tcp,
+        limits.unix + limits.unix_admin,
+        limits.streams_per_connection
+    );
+    let shield = Arc::new(auth::Shield::default());
     let (stop_serving, serving) = watch::channel(false);
     let mut servers = JoinSet::new();
     for l in listeners {
         tracing::info!("listening at {}", l.address());
-        servers.spawn(serve(l, routes.clone(), security.clone(), serving.clone()));
+        let access = Arc::new(access(&config.daemon, &l));
+        let layer = auth::AuthLayer { access: Arc::clone(&access), shield: Arc::clone(&shield) };
+        let (socket, file, tls) = match l {
+            Listener::Unix { listener, socket } => (Socket::Unix(listener), Some(socket), None),
+            Listener::Tcp { listener, .. } => (Socket::Tcp(listener), None, tls.clone()),
+        };
+        let app = GrpcApp {
+            service: tower::Layer::layer(&layer, routes.clone()),
+            access,
+            shield: Arc::clone(&shield),
+            tls,
+        };
+        let (gates, limits, serving) = (gates.clone(), limits.clone(), serving.clone());
+        servers.spawn(async move {
+            serve::serve(socket, app, gates, limits, serving).await;
+            // The socket file goes when its listener stops being served.
+            drop(file);
+        });
     }
-    if let Some(addr) = &config.daemon.metrics {
-        let listener = tokio::net::TcpListener::bind(addr.as_str())
-            .await
-            .map_err(|e| std::io::Error::new(e.kind(), format!("cannot serve metrics at {addr}: {e}")))?;
+    if let Some(listener) = metrics {
         tracing::info!("serving metrics at http://{}/metrics", listener.local_addr()?);
-        tokio::spawn(metrics::serve(listener, Arc::clone(&sup), serving.clone()));
+        let app = metrics::MetricsApp::new(Arc::clone(&sup));
+        let (gates, limits, serving) = (gates.clone(), limits.clone(), serving.clone());
+        servers.spawn(async move { serve::serve(Socket::Tcp(listener), app, gates, limits, serving).await });
     }
     // From here on the supervisor's copy is the configuration (a reload replaces it).
     drop(config);
@@ -161,123 +223,57 @@ fn routes(
         .add_service(v1alpha))
 }
 
-/// Accepted connections, riding out failures to accept: out of descriptors (EMFILE, ENFILE)
-/// the listener stays readable and would be retried in a tight loop, so minderd pauses a
-/// moment, says so (once per episode), and goes on; other errors are skipped.
-fn patient<S, T>(incoming: S) -> impl tokio_stream::Stream<Item = std::io::Result<T>>
-where
-    S: tokio_stream::Stream<Item = std::io::Result<T>> + Unpin,
-{
-    futures_util::stream::unfold((incoming, false), |(mut incoming, mut warned)| async move {
-        use tokio_stream::StreamExt as _;
-        loop {
-            match incoming.next().await? {
-                Ok(conn) => {
-                    if warned {
-                        tracing::info!("accepting connections again");
-                    }
-                    return Some((Ok(conn), (incoming, false)));
-                }
-                Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) => {
-                    if !warned {
-                        tracing::warn!("cannot accept connections: {e}; waiting for descriptors to free up");
-                        warned = true;
-                    }
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-                Err(e) => tracing::debug!("error accepting a connection: {e}"),
-            }
+/// Who may use `listener`, from the daemon's settings (users and groups were resolved to
+/// ids when the configuration was read).
+fn access(d: &DaemonConfig, listener: &Listener) -> auth::Access {
+    match listener {
+        Listener::Unix { .. } => {
+            auth::Access::Unix { users: d.socket_uids.clone(), groups: d.socket_gids.clone() }
         }
-    })
+        Listener::Tcp { address, .. } => auth::Access::Tcp {
+            tokens: d.tokens.clone(),
+            basic: d.credentials.get(address).cloned(),
+            client_certs: d.tls.as_ref().is_some_and(|t| t.client_ca.is_some()),
+        },
+    }
 }
 
-/// How each kind of listener is secured, from the daemon's settings.
+/// The API as [`serve`] serves it: HTTP/2, behind the auth layer.
 #[derive(Clone)]
-struct Security {
-    /// TLS for TCP listeners, if configured.
-    tls: Option<tonic::transport::ServerTlsConfig>,
-    daemon: minder::config::DaemonConfig,
+struct GrpcApp {
+    service: auth::AuthService<tonic::service::Routes>,
+    access: Arc<auth::Access>,
+    shield: Arc<auth::Shield>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
-impl Security {
-    fn new(d: &minder::config::DaemonConfig) -> std::io::Result<Security> {
-        let tls = match &d.tls {
-            None => None,
-            Some(files) => {
-                let read = |p: &std::path::Path| {
-                    std::fs::read(p).map_err(|e| {
-                        std::io::Error::new(e.kind(), format!("cannot read {}: {e}", p.display()))
-                    })
-                };
-                let identity = tonic::transport::Identity::from_pem(read(&files.cert)?, read(&files.key)?);
-                let mut tls = tonic::transport::ServerTlsConfig::new().identity(identity);
-                if let Some(ca) = &files.client_ca {
-                    tls = tls.client_ca_root(tonic::transport::Certificate::from_pem(read(ca)?));
-                }
-                Some(tls)
-            }
-        };
-        Ok(Security { tls, daemon: d.clone() })
+impl serve::App for GrpcApp {
+    type Service = auth::AuthService<tonic::service::Routes>;
+    type Body = tonic::body::Body;
+    type BodyError = tonic::Status;
+    type Error = std::convert::Infallible;
+    type Future = std::pin::Pin<
+        Box<dyn Future<Output = Result<http::Response<tonic::body::Body>, std::convert::Infallible>> + Send>,
+    >;
+
+    fn service(&self) -> Self::Service {
+        self.service.clone()
     }
 
-    fn access(&self, listener: &Listener) -> auth::Access {
-        let d = &self.daemon;
-        match listener {
-            Listener::Unix { .. } => auth::Access::Unix {
-                users: d
-                    .socket_users
-                    .iter()
-                    .filter_map(|u| nix::unistd::User::from_name(u).ok().flatten().map(|u| u.uid.as_raw()))
-                    .collect(),
-                groups: d
-                    .socket_groups
-                    .iter()
-                    .filter_map(|g| nix::unistd::Group::from_name(g).ok().flatten().map(|g| g.gid.as_raw()))
-                    .collect(),
-            },
-            Listener::Tcp { address, .. } => auth::Access::Tcp {
-                tokens: d.tokens.clone(),
-                basic: d.credentials.get(address).cloned(),
-                client_certs: d.tls.as_ref().is_some_and(|t| t.client_ca.is_some()),
-            },
-        }
+    fn http2(&self) -> bool {
+        true
     }
-}
 
-/// Serves `routes` on one listener, secured as `security` says, until `stop` turns true.
-async fn serve(
-    listener: Listener,
-    routes: tonic::service::Routes,
-    security: Security,
-    mut stop: watch::Receiver<bool>,
-) {
-    let signal = async move {
-        let _ = stop.wait_for(|s| *s).await;
-    };
-    let access = std::sync::Arc::new(security.access(&listener));
-    let mut builder = tonic::transport::Server::builder();
-    if let (Listener::Tcp { .. }, Some(tls)) = (&listener, security.tls) {
-        builder = match builder.tls_config(tls) {
-            Ok(b) => b,
-            Err(e) => {
-                tracing::error!("cannot set up TLS for {}: {e}", listener.address());
-                return;
-            }
-        };
+    fn admitted(&self, uid: u32, gid: u32) -> bool {
+        self.access.admits_unix(uid, gid)
     }
-    let router = builder.layer(auth::AuthLayer(access)).add_routes(routes);
-    let result = match listener {
-        Listener::Unix { listener, socket } => {
-            let r =
-                router.serve_with_incoming_shutdown(patient(UnixListenerStream::new(listener)), signal).await;
-            drop(socket);
-            r
-        }
-        Listener::Tcp { listener, .. } => {
-            router.serve_with_incoming_shutdown(patient(TcpListenerStream::new(listener)), signal).await
-        }
-    };
-    if let Err(e) = result {
-        tracing::error!("the API server stopped: {e}");
+
+    fn tls(&self) -> Option<tokio_rustls::TlsAcceptor> {
+        self.tls.clone()
+    }
+
+    /// Logged and counted as the failed authentication it usually is.
+    fn handshake_failed(&self, peer: &serve::Peer, why: &str) {
+        self.shield.failed(Some(peer), why);
     }
 }

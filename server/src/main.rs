@@ -262,7 +262,16 @@ fn main() -> ExitCode {
                 return fail(readiness, e.to_string());
             }
         };
-        if let Err(e) = setup::after_bind(&config.daemon, &listeners) {
+        // TLS and the metrics port are set up before readiness too: a daemon that said it is
+        // ready serves on everything it was told to, or it does not start.
+        let endpoints = match minderd::Endpoints::prepare(&config.daemon, listeners).await {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::error!("{e}");
+                return fail(readiness, e);
+            }
+        };
+        if let Err(e) = setup::after_bind(&config.daemon, &endpoints.listeners) {
             tracing::error!("{e}");
             return fail(readiness, e);
         }
@@ -275,7 +284,7 @@ fn main() -> ExitCode {
         };
         readiness.ready();
         // The configuration is the daemon's from here on: one copy, replaced on reload.
-        let result = minderd::run(Arc::new(config), listeners, daemon_log, std::future::pending()).await;
+        let result = minderd::run(Arc::new(config), endpoints, daemon_log, std::future::pending()).await;
         drop(pidfile);
         match result {
             Ok(()) => ExitCode::SUCCESS,

@@ -17,13 +17,13 @@
 //! | `minder_process_resident_memory_bytes` | gauge | process, group | resident memory of the running child |
 //! | `minder_log_bytes_total` | counter | process, group, channel | bytes of output written to its log |
 
+use std::convert::Infallible;
 use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::UNIX_EPOCH;
 
 use http_body_util::Full;
 use hyper::body::Bytes;
-use tokio::net::TcpListener;
 
 use crate::lifecycle::{ExitStatus, Kind};
 use crate::supervisor::Supervisor;
@@ -152,37 +152,71 @@ pub fn render(sup: &Supervisor) -> String {
     t.0
 }
 
-/// Serves GET /metrics on `listener` until `stop` turns true.
-pub async fn serve(
-    listener: TcpListener,
+/// The metrics endpoint as [`crate::serve`] serves it: HTTP/1, GET /metrics, no
+/// credentials, on the same accept loop (and under the same TCP connection cap) as the API.
+#[derive(Clone)]
+pub struct MetricsApp {
     sup: Arc<Supervisor>,
-    mut stop: tokio::sync::watch::Receiver<bool>,
-) {
-    loop {
-        let accepted = tokio::select! {
-            a = listener.accept() => a,
-            _ = stop.wait_for(|s| *s) => return,
+}
+
+impl std::fmt::Debug for MetricsApp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MetricsApp").finish_non_exhaustive()
+    }
+}
+
+impl MetricsApp {
+    pub fn new(sup: Arc<Supervisor>) -> MetricsApp {
+        MetricsApp { sup }
+    }
+}
+
+impl crate::serve::App for MetricsApp {
+    type Service = MetricsApp;
+    type Body = Full<Bytes>;
+    type BodyError = Infallible;
+    type Error = Infallible;
+    type Future = std::future::Ready<Result<http::Response<Full<Bytes>>, Infallible>>;
+
+    fn service(&self) -> MetricsApp {
+        self.clone()
+    }
+
+    fn http2(&self) -> bool {
+        false
+    }
+
+    fn admitted(&self, _uid: u32, _gid: u32) -> bool {
+        false
+    }
+
+    fn tls(&self) -> Option<tokio_rustls::TlsAcceptor> {
+        None
+    }
+}
+
+impl<B> tower::Service<http::Request<B>> for MetricsApp {
+    type Response = http::Response<Full<Bytes>>;
+    type Error = Infallible;
+    type Future = std::future::Ready<Result<Self::Response, Infallible>>;
+
+    fn poll_ready(&mut self, _cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Infallible>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        let resp = if req.uri().path() == "/metrics" && req.method() == http::Method::GET {
+            let mut r = http::Response::new(Full::new(Bytes::from(render(&self.sup))));
+            r.headers_mut().insert(
+                http::header::CONTENT_TYPE,
+                http::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            );
+            r
+        } else {
+            let mut r = http::Response::new(Full::new(Bytes::from_static(b"see /metrics\n")));
+            *r.status_mut() = http::StatusCode::NOT_FOUND;
+            r
         };
-        let Ok((stream, _)) = accepted else { continue };
-        let sup = Arc::clone(&sup);
-        tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                let sup = Arc::clone(&sup);
-                async move {
-                    let resp = if req.uri().path() == "/metrics" && req.method() == hyper::Method::GET {
-                        hyper::Response::builder()
-                            .header("content-type", "text/plain; version=0.0.4; charset=utf-8")
-                            .body(Full::new(Bytes::from(render(&sup))))
-                    } else {
-                        hyper::Response::builder()
-                            .status(404)
-                            .body(Full::new(Bytes::from_static(b"see /metrics\n")))
-                    };
-                    resp.map_err(|e| std::io::Error::other(e.to_string()))
-                }
-            });
-            let io = hyper_util::rt::TokioIo::new(stream);
-            let _ = hyper::server::conn::http1::Builder::new().serve_connection(io, service).await;
-        });
+        std::future::ready(Ok(resp))
     }
 }

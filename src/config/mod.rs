@@ -115,6 +115,12 @@ pub struct DaemonConfig {
     /// (`socket_users`, `socket_groups`); both empty lets in anyone the mode lets in.
     pub socket_users: Vec<String>,
     pub socket_groups: Vec<String>,
+    /// `socket_users` and `socket_groups` as ids, resolved once when the configuration is read
+    /// (a name or number that does not resolve is an error there): what the daemon checks.
+    #[serde(skip)]
+    pub socket_uids: Vec<u32>,
+    #[serde(skip)]
+    pub socket_gids: Vec<u32>,
     /// Listen on a TCP address that is not loopback without any authentication. Refused
     /// unless this is set (supervisord's CVE-2019-12105 was that default).
     pub insecure: bool,
@@ -234,22 +240,39 @@ pub struct Credentials {
 pub enum Password {
     /// Compared as written.
     Plain(String),
-    /// `{SHA}` followed by the hex SHA-1 of the password (stored lowercase, 40 digits):
-    /// the client's password matches when its SHA-1 does.
+    /// `{SHA}` followed by the hex SHA-1 of the password, kept as written: the client's
+    /// password matches when the lowercase hex of its SHA-1 is exactly that, as in Supervisor.
     Sha1(String),
 }
 
 impl Password {
-    /// Reads a password as supervisord does: `{SHA}hex` is a digest, anything else plain.
+    /// Reads a password as supervisord does: `{SHA}…` is a digest, anything else plain.
+    /// Supervisor accepts any text after `{SHA}`; see [`Password::never_matches`].
     pub fn parse(text: &str) -> Result<Password, String> {
-        match text.strip_prefix("{SHA}") {
-            Some(hex) if hex.len() == 40 && hex.bytes().all(|b| b.is_ascii_hexdigit()) => {
-                Ok(Password::Sha1(hex.to_ascii_lowercase()))
+        Ok(match text.strip_prefix("{SHA}") {
+            Some(hex) => Password::Sha1(hex.to_string()),
+            None => Password::Plain(text.to_string()),
+        })
+    }
+
+    /// Why no password can ever match this one, when that is so: a `{SHA}` value that is not
+    /// 40 lowercase hex digits (Supervisor compares the digest's lowercase hex as text).
+    pub fn never_matches(&self) -> Option<String> {
+        match self {
+            Password::Sha1(hex)
+                if hex.len() != 40
+                    || !hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) =>
+            {
+                let hint = if hex.len() == 40 && hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    " (write its hex digits in lowercase)"
+                } else {
+                    " (it must be the 40 lowercase hex digits of a SHA-1 digest, e.g. from `echo -n secret | sha1sum`)"
+                };
+                Some(format!(
+                    "the {{SHA}} password can never match: no SHA-1 digest is written {hex:?}{hint}"
+                ))
             }
-            Some(_) => Err(
-                "a password starting with {SHA} must be followed by the 40 hex digits of a SHA-1 digest (e.g. from `echo -n secret | sha1sum`)".into(),
-            ),
-            None => Ok(Password::Plain(text.to_string())),
+            _ => None,
         }
     }
 
@@ -801,18 +824,16 @@ x = 1
     #[test]
     fn passwords() {
         assert_eq!(Password::parse("s3cret"), Ok(Password::Plain("s3cret".into())));
-        let sha = "{SHA}82AB876D1387BFAFE46CC1C8A2EF074EAE50CB1D";
-        assert_eq!(
-            Password::parse(sha),
-            Ok(Password::Sha1("82ab876d1387bfafe46cc1c8a2ef074eae50cb1d".into()))
-        );
-        assert!(Password::parse("{SHA}abc").is_err());
-        assert_eq!(
-            Password::parse(sha).map(|p| p.as_written()),
-            Ok(sha.replace(
-                "82AB876D1387BFAFE46CC1C8A2EF074EAE50CB1D",
-                "82ab876d1387bfafe46cc1c8a2ef074eae50cb1d"
-            ))
-        );
+        let sha = "{SHA}82ab876d1387bfafe46cc1c8a2ef074eae50cb1d";
+        let parsed = Password::parse(sha).expect("a digest");
+        assert_eq!(parsed, Password::Sha1("82ab876d1387bfafe46cc1c8a2ef074eae50cb1d".into()));
+        assert_eq!(parsed.never_matches(), None);
+        assert_eq!(parsed.as_written(), sha);
+        // Supervisor accepts any {SHA} value; one no digest can equal gets a warning.
+        for never in ["{SHA}abc", "{SHA}82AB876D1387BFAFE46CC1C8A2EF074EAE50CB1D", "{SHA}"] {
+            let p = Password::parse(never).expect("accepted as Supervisor accepts it");
+            assert_eq!(p.as_written(), never, "kept as written");
+            assert!(p.never_matches().is_some_and(|w| w.contains("can never match")), "{never}");
+        }
     }
 }

@@ -563,6 +563,8 @@ fn resolve_daemon(shared: &Shared<'_>, report: &mut Report) -> DaemonConfig {
         tokens: Vec::new(),
         socket_users: Vec::new(),
         socket_groups: Vec::new(),
+        socket_uids: Vec::new(),
+        socket_gids: Vec::new(),
         insecure: false,
         metrics: None,
     };
@@ -581,6 +583,11 @@ fn resolve_daemon(shared: &Shared<'_>, report: &mut Report) -> DaemonConfig {
         d.socket_mode = sec.take(report, "socket_mode", &vars, d.socket_mode, values::octal);
         d.socket_owner = sec.take(report, "socket_owner", &vars, None, |r| owner(r, ctx).map(Some));
         d.credentials = sec.take(report, "credentials", &vars, BTreeMap::new(), credentials_table);
+        for (addr, c) in &d.credentials {
+            if let Some(why) = c.password.never_matches() {
+                report.warn(sec.origin("credentials"), sec.key("credentials"), format!("{addr}: {why}"));
+            }
+        }
         let file = |r: &Raw| {
             let p = PathBuf::from(text(r)?);
             let p = if p.is_absolute() { p } else { ctx.cwd.join(p) };
@@ -615,21 +622,19 @@ fn resolve_daemon(shared: &Shared<'_>, report: &mut Report) -> DaemonConfig {
             }
         }
         let names = |r: &Raw| values::string_list(r, Some(','));
-        d.socket_users = sec.take(report, "socket_users", &vars, Vec::new(), |r| {
+        // Resolved here, once, to the ids the daemon checks: a name or number that does not
+        // resolve is an error (failing closed; an empty list would let everyone in).
+        (d.socket_users, d.socket_uids) = sec.take(report, "socket_users", &vars, Default::default(), |r| {
             let users = names(r)?;
-            users.iter().try_for_each(|u| lookup_user(u).map(drop))?;
-            Ok(users)
+            let uids = users.iter().map(|u| name_to_uid(u)).collect::<Parsed<Vec<u32>>>()?;
+            Ok((users, uids))
         });
-        d.socket_groups = sec.take(report, "socket_groups", &vars, Vec::new(), |r| {
-            let groups = names(r)?;
-            for g in &groups {
-                match nix::unistd::Group::from_name(g) {
-                    Ok(Some(_)) => {}
-                    _ => return Err(format!("no such group {g:?} on this system")),
-                }
-            }
-            Ok(groups)
-        });
+        (d.socket_groups, d.socket_gids) =
+            sec.take(report, "socket_groups", &vars, Default::default(), |r| {
+                let groups = names(r)?;
+                let gids = groups.iter().map(|g| name_to_gid(g)).collect::<Parsed<Vec<u32>>>()?;
+                Ok((groups, gids))
+            });
         d.insecure = sec.take(report, "insecure", &vars, false, values::boolean);
         d.metrics = sec.take(report, "metrics", &vars, None, |r| {
             let t = text(r)?;
@@ -744,6 +749,9 @@ fn credentials_table(raw: &Raw) -> Parsed<BTreeMap<Address, Credentials>> {
 fn credentials(sec: &mut Section<'_>, report: &mut Report, vars: &Vars) -> Option<Credentials> {
     let username = sec.text(report, "username", vars);
     let password = sec.take(report, "password", vars, None, |r| Password::parse(&text(r)?).map(Some));
+    if let Some(why) = password.as_ref().and_then(Password::never_matches) {
+        report.warn(sec.origin("password"), sec.key("password"), why);
+    }
     match (username, password) {
         (Some(username), Some(password)) => Some(Credentials { username, password }),
         (None, None) => None,

@@ -12,6 +12,7 @@ mod deploy;
 mod lifecycle;
 mod logs;
 mod mesh;
+mod network;
 mod reliability;
 mod reload;
 mod security;

@@ -52,7 +52,7 @@ fn tokens_authenticate_and_roles_limit() {
     d.wait_state("web", "RUNNING", 10 * SECS);
     // No token: refused, with the reason.
     let out = ctl_tcp(&addr, &[], &["status"]);
-    assert_ne!(code(&out), 0);
+    assert_eq!(code(&out), 1);
     assert!(stderr(&out).contains("credentials are required"), "{}", stderr(&out));
     let out = ctl_tcp(&addr, &["--token", "not-a-token-at-all"], &["status"]);
     assert!(stderr(&out).contains("the token is not valid"), "{}", stderr(&out));
@@ -60,7 +60,7 @@ fn tokens_authenticate_and_roles_limit() {
     let out = ctl_tcp(&addr, &["--token", READER], &["status", "web"]);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     let out = ctl_tcp(&addr, &["--token", READER], &["stop", "web"]);
-    assert_ne!(code(&out), 0);
+    assert_eq!(code(&out), 1);
     assert!(
         stderr(&out).contains("token grafana is read-only and may not call StopProcesses"),
         "{}",
@@ -88,6 +88,7 @@ async fn grpc_status_codes_for_missing_wrong_and_read_only_tokens() {
     let mut c = pb::supervisor_client::SupervisorClient::new(channel.clone());
     let err = c.list_processes(pb::ListProcessesRequest::default()).await.expect_err("no token");
     assert_eq!(err.code(), tonic::Code::Unauthenticated);
+    assert!(err.message().starts_with("credentials are required"), "{err:?}");
     let with = |token: &'static str| {
         move |mut req: tonic::Request<()>| {
             req.metadata_mut().insert("authorization", format!("Bearer {token}").parse().expect("header"));
@@ -100,6 +101,7 @@ async fn grpc_status_codes_for_missing_wrong_and_read_only_tokens() {
     );
     let err = wrong.list_processes(pb::ListProcessesRequest::default()).await.expect_err("wrong token");
     assert_eq!(err.code(), tonic::Code::Unauthenticated);
+    assert_eq!(err.message(), "the token is not valid");
     let mut reader = pb::supervisor_client::SupervisorClient::with_interceptor(channel.clone(), with(READER));
     assert!(reader.list_processes(pb::ListProcessesRequest::default()).await.is_ok());
     let err = reader
@@ -107,6 +109,7 @@ async fn grpc_status_codes_for_missing_wrong_and_read_only_tokens() {
         .await
         .expect_err("read-only");
     assert_eq!(err.code(), tonic::Code::PermissionDenied);
+    assert_eq!(err.message(), "token grafana is read-only and may not call StopProcesses");
     let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
     let ok = health.check(tonic_health::pb::HealthCheckRequest { service: String::new() }).await;
     assert!(ok.is_ok(), "health checks need no token");
@@ -144,7 +147,7 @@ fn supervisord_username_and_password() {
     // supervisorctl's [supervisorctl] username and password are used, as supervisorctl uses them.
     wait_for("the daemon to answer with the configured password", 10 * SECS, || code(&ctl(&[])) == 0);
     let out = ctl(&["-p", "wrong"]);
-    assert_ne!(code(&out), 0);
+    assert_eq!(code(&out), 1);
     assert!(stderr(&out).contains("the username or password is not valid"), "{}", stderr(&out));
     crate::harness::sigterm(&daemon);
     assert!(daemon.wait().expect("exits").success());
@@ -202,8 +205,13 @@ fn unix_peer_credentials_are_checked() {
     let other = if me == "nobody" { "root" } else { "nobody" };
     let d = Daemon::start(&format!("[daemon]\nsocket_users = [\"{other}\"]\n"));
     let out = d.ctl(&["status"]);
-    assert_ne!(code(&out), 0);
-    assert!(stderr(&out).contains("is not allowed to use this socket"), "{}", stderr(&out));
+    assert_eq!(code(&out), 1);
+    assert!(
+        stderr(&out)
+            .contains(&format!("uid {} ({me}) is not allowed to use this socket", nix::unistd::getuid())),
+        "{}",
+        stderr(&out)
+    );
     drop(d);
     let d = Daemon::start(&format!(
         "[daemon]\nsocket_users = [\"{me}\"]\n[program.s]\ncommand = \"sleep 100\"\nautostart = false\n"
@@ -213,14 +221,83 @@ fn unix_peer_credentials_are_checked() {
     assert!(d.log().contains(&format!("uid {uid} ({me}) requested start s")), "{}", d.log());
 }
 
+/// `socket_users` and `socket_groups` by number are resolved as names are (a uid that is
+/// not the caller's keeps it out, instead of an empty list letting everyone in), and a name
+/// or number that does not resolve stops the configuration from loading.
+#[test]
+fn socket_users_and_groups_by_number_and_unknown_names() {
+    let nobody = nix::unistd::User::from_name("nobody").expect("passwd").expect("a nobody user");
+    let me = nix::unistd::User::from_uid(nix::unistd::getuid()).expect("passwd").expect("me");
+    assert_ne!(me.uid, nobody.uid, "the test runs as someone other than nobody");
+    let refused = format!("uid {} ({}) is not allowed to use this socket", me.uid, me.name);
+    for setting in
+        [format!("socket_users = [\"{}\"]", nobody.uid), format!("socket_groups = [\"{}\"]", nobody.gid)]
+    {
+        if me.gid == nobody.gid {
+            continue;
+        }
+        let d = Daemon::start(&format!("[daemon]\n{setting}\n"));
+        let out = d.ctl(&["status"]);
+        assert_eq!(code(&out), 1, "{setting}");
+        assert!(stderr(&out).contains(&refused), "{setting}: {}", stderr(&out));
+    }
+    let d = Daemon::start(&format!("[daemon]\nsocket_users = [\"{}\"]\n", me.uid));
+    assert_eq!(code(&d.ctl(&["version"])), 0, "my own uid, by number, is let in");
+    drop(d);
+    let dir = tempfile::tempdir().expect("dir");
+    for (setting, error) in [
+        ("socket_users = [\"no-such-user-h3\"]", "no such user \"no-such-user-h3\" on this system"),
+        ("socket_users = [\"4000000000\"]", "no such user \"4000000000\" on this system"),
+        ("socket_groups = [\"no-such-group-h3\"]", "no such group \"no-such-group-h3\" on this system"),
+    ] {
+        std::fs::write(dir.path().join("m.toml"), format!("[daemon]\n{setting}\n")).expect("write");
+        let out = Command::new(bin("minderd"))
+            .arg("-c")
+            .arg(dir.path().join("m.toml"))
+            .arg("--check-config")
+            .output()
+            .expect("runs");
+        assert_eq!(code(&out), 2, "{setting}");
+        assert!(stderr(&out).contains(error), "{setting}: {}", stderr(&out));
+    }
+}
+
+/// `{SHA}` passwords as Supervisor reads them: any value is accepted, and one that no SHA-1
+/// digest can equal (not 40 lowercase hex digits) gets a warning that says so.
+#[test]
+fn sha_passwords_that_can_never_match_are_warned_about() {
+    let dir = tempfile::tempdir().expect("dir");
+    for (value, hint) in [
+        ("{SHA}82AB876D1387BFAFE46CC1C8A2EF074EAE50CB1D", "write its hex digits in lowercase"),
+        ("{SHA}secret", "40 lowercase hex digits"),
+    ] {
+        let conf = dir.path().join("supervisord.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "[inet_http_server]\nport=127.0.0.1:9001\nusername=user\npassword={value}\n[supervisord]\n"
+            ),
+        )
+        .expect("write");
+        let out =
+            Command::new(bin("minderd")).arg("-c").arg(&conf).arg("--check-config").output().expect("runs");
+        assert_eq!(code(&out), 0, "accepted, as Supervisor accepts it: {}", stderr(&out));
+        let text = format!("{}{}", stdout(&out), stderr(&out));
+        assert!(
+            text.contains("the {SHA} password can never match") && text.contains(hint),
+            "{value}: {text}"
+        );
+    }
+}
+
 /// A CA, a server certificate for 127.0.0.1/localhost, a client certificate from the CA, and
 /// one from a CA the server does not know.
-struct Pki {
+pub(crate) struct Pki {
     dir: tempfile::TempDir,
 }
 
 impl Pki {
-    fn new() -> Pki {
+    pub(crate) fn new() -> Pki {
         use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
         let dir = tempfile::tempdir().expect("dir");
         let write = |name: &str, text: String| std::fs::write(dir.path().join(name), text).expect("write");
@@ -248,9 +325,45 @@ impl Pki {
         Pki { dir }
     }
 
-    fn path(&self, name: &str) -> String {
+    pub(crate) fn path(&self, name: &str) -> String {
         self.dir.path().join(name).display().to_string()
     }
+}
+
+/// What a gRPC client gets from `addr` over TLS (trusting the test CA), presenting the
+/// certificate `cert` (`client`, `intruder`) or none: the daemon's version, or the error with
+/// its whole chain of causes.
+fn tls_call(pki: &Pki, addr: &str, cert: Option<&str>) -> Result<String, String> {
+    use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
+    let read = |name: &str| std::fs::read(pki.path(name)).expect("read a test file");
+    let mut tls =
+        ClientTlsConfig::new().ca_certificate(Certificate::from_pem(read("ca.pem"))).domain_name("localhost");
+    if let Some(c) = cert {
+        tls = tls.identity(Identity::from_pem(read(&format!("{c}.pem")), read(&format!("{c}.key"))));
+    }
+    let chain = |e: &dyn std::error::Error| {
+        let mut text = e.to_string();
+        let mut source = e.source();
+        while let Some(s) = source {
+            text.push_str(&format!(": {s}"));
+            source = s.source();
+        }
+        text
+    };
+    let rt = tokio::runtime::Runtime::new().expect("a runtime");
+    rt.block_on(async {
+        let endpoint =
+            Endpoint::from_shared(format!("https://{addr}")).expect("uri").tls_config(tls).expect("tls");
+        let channel = endpoint.connect().await.map_err(|e| chain(&e))?;
+        let mut c = pb::supervisor_client::SupervisorClient::new(channel);
+        c.get_daemon_info(pb::GetDaemonInfoRequest {}).await.map(|r| r.into_inner().version).map_err(|s| {
+            format!(
+                "{:?}: {}",
+                s.code(),
+                std::error::Error::source(&s).map_or_else(|| s.message().to_string(), chain)
+            )
+        })
+    })
 }
 
 #[test]
@@ -284,12 +397,25 @@ fn mutual_tls_accepts_the_right_certificate_and_refuses_others() {
     }
     let out = ctl_tcp(&addr, &args(&tls("client")), &["version"]);
     assert_eq!(code(&out), 0, "the CA's client is let in: {}", stderr(&out));
+    assert_eq!(tls_call(&pki, &addr, Some("client")), Ok(minder::VERSION.to_string()));
+    // A certificate from another CA: refused in the handshake, which the daemon logs.
     let out = ctl_tcp(&addr, &args(&tls("intruder")), &["version"]);
-    assert_ne!(code(&out), 0, "a certificate from another CA is refused");
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    wait_for("the refusal in the log", 10 * SECS, || {
+        d.log().contains(
+            "authentication failed for 127.0.0.1: TLS handshake failed: invalid peer certificate: UnknownIssuer",
+        )
+    });
+    // None: refused in the handshake too (the client sees the connection fail, never a gRPC
+    // status; the log has it as one more failure of that peer, not a line of its own).
+    let err = tls_call(&pki, &addr, None).expect_err("no client certificate");
+    assert!(err.contains("transport error"), "{err}");
     let out = ctl_tcp(&addr, &["--tls-ca", &pki.path("ca.pem"), "--tls-domain", "localhost"], &["version"]);
-    assert_ne!(code(&out), 0, "no client certificate is refused");
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    // Plain text to a TLS port: no HTTP/2 comes back.
     let out = ctl_tcp(&addr, &[], &["version"]);
-    assert_ne!(code(&out), 0, "plain text is refused");
+    assert_eq!(code(&out), 1);
+    assert!(stderr(&out).contains("h2 protocol error"), "{}", stderr(&out));
 }
 
 #[test]
@@ -309,5 +435,6 @@ fn tls_with_a_token() {
     let out = ctl_tcp(&addr, &["--tls-ca", &ca, "--tls-domain", "localhost", "--token", ADMIN], &["version"]);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     let out = ctl_tcp(&addr, &["--tls-ca", &ca, "--tls-domain", "localhost"], &["version"]);
-    assert_ne!(code(&out), 0, "TLS alone does not authenticate without client certificates");
+    assert_eq!(code(&out), 1, "TLS alone does not authenticate without client certificates");
+    assert!(stderr(&out).contains("credentials are required"), "{}", stderr(&out));
 }

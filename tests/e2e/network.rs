@@ -1,0 +1,618 @@
+//! The network edge under attack: stalled connections and TLS handshakes, stream floods,
+//! wrong-token floods; and start-up that fails loudly when a listener cannot be set up.
+//!
+//! The figures these tests check are the bounds documented in server/src/serve.rs and
+//! server/src/auth.rs; docs/RELIABILITY.md records what they measured.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use minder::pb;
+
+use crate::harness::{bin, code, ctl_at, sigterm, stderr, wait_for, Daemon};
+
+const SECS: Duration = Duration::from_secs(1);
+
+/// A minderd started by a test with its descriptor limit lowered, listening on a unix socket
+/// and on TCP port 0 of loopback. Stopped (SIGTERM, by pid) when dropped.
+struct Limited {
+    dir: tempfile::TempDir,
+    child: Child,
+}
+
+impl Limited {
+    fn start(toml: &str, nofile: u64, files: &[(&str, &str)]) -> Limited {
+        let dir = tempfile::Builder::new().prefix("minder-net-").tempdir().expect("a temp dir");
+        for (name, text) in files {
+            std::fs::write(dir.path().join(name), text).expect("write a file");
+        }
+        let toml = toml.replace("{dir}", &dir.path().display().to_string());
+        std::fs::write(dir.path().join("m.toml"), toml).expect("write the configuration");
+        let mut cmd = Command::new(bin("minderd"));
+        cmd.arg("-c")
+            .arg(dir.path().join("m.toml"))
+            .arg("--listen")
+            .arg(format!("unix://{}", dir.path().join("m.sock").display()))
+            .args(["--listen", "tcp://127.0.0.1:0"])
+            .arg("-l")
+            .arg(dir.path().join("d.log"))
+            .env("TMPDIR", dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        // SAFETY: the closure only calls setrlimit, which is async-signal-safe, between fork
+        // and exec; it allocates nothing and touches no lock.
+        unsafe {
+            cmd.pre_exec(move || {
+                let lim = libc::rlimit { rlim_cur: nofile, rlim_max: nofile };
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = cmd.spawn().expect("minderd starts");
+        let d = Limited { dir, child };
+        wait_for("minderd to answer", 10 * SECS, || code(&ctl_at(&d.socket(), &["version"])) == 0);
+        d
+    }
+
+    fn socket(&self) -> PathBuf {
+        self.dir.path().join("m.sock")
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("d.log")).unwrap_or_default()
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The TCP address it listens at (it bound port 0).
+    fn tcp_address(&self) -> String {
+        let mut found = None;
+        wait_for("the TCP listener", 10 * SECS, || {
+            found = self
+                .log()
+                .lines()
+                .find_map(|l| l.split("listening at tcp://").nth(1).map(|a| a.trim().to_string()));
+            found.is_some()
+        });
+        found.expect("an address")
+    }
+
+    fn state(&self, name: &str) -> serde_json::Value {
+        let out = ctl_at(&self.socket(), &["--json", "status", name]);
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("status --json: {e}: {}", String::from_utf8_lossy(&out.stdout)));
+        v["processes"][0].clone()
+    }
+}
+
+impl Drop for Limited {
+    fn drop(&mut self) {
+        sigterm(&self.child);
+        let deadline = Instant::now() + 30 * SECS;
+        while self.child.try_wait().ok().flatten().is_none() {
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+fn fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map(|d| d.count()).unwrap_or(0)
+}
+
+fn rss_kb(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:"))?.split_whitespace().nth(1)?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Whether the daemon has closed `s` (non-blocking; whatever it sent before is read and
+/// dropped).
+fn closed_by_peer(s: &mut TcpStream) -> bool {
+    let mut buf = [0u8; 4096];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return false,
+            Err(_) => return true,
+        }
+    }
+}
+
+/// HTTP/2's connection preface and an empty SETTINGS frame: what a client sends first.
+const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00";
+
+/// Opens `n` connections to `addr` that each send `first` and then nothing.
+fn stalled(addr: &str, n: usize, first: &[u8]) -> Vec<(TcpStream, Option<Instant>)> {
+    (0..n)
+        .map(|_| {
+            let mut s = TcpStream::connect(addr).expect("connects (the kernel's backlog holds it)");
+            s.write_all(first).expect("write");
+            s.set_nonblocking(true).expect("nonblocking");
+            (s, None)
+        })
+        .collect()
+}
+
+/// Waits until the daemon closed every one of `conns`, checking meanwhile that the
+/// administrator's unix socket answers and the daemon stays well below its descriptor limit;
+/// returns when the first one was closed.
+fn wait_all_closed(d: &Limited, conns: &mut [(TcpStream, Option<Instant>)], nofile: u64) -> Instant {
+    let mut probes = 0;
+    wait_for("the daemon to close every stalled connection", 90 * SECS, || {
+        for (s, at) in conns.iter_mut().filter(|(_, at)| at.is_none()) {
+            if closed_by_peer(s) {
+                *at = Some(Instant::now());
+            }
+        }
+        // The administrator still gets in, while the connections are held.
+        if probes < 3 && conns.iter().any(|(_, at)| at.is_none()) {
+            probes += 1;
+            let t = Instant::now();
+            let out = ctl_at(&d.socket(), &["version"]);
+            assert_eq!(
+                code(&out),
+                0,
+                "minder over the unix socket failed while connections were held: {}",
+                stderr(&out)
+            );
+            assert!(t.elapsed() < 5 * SECS, "minder status took {:?}", t.elapsed());
+            assert!((fds(d.pid()) as u64) < nofile - 32, "the daemon came close to its descriptor limit");
+        }
+        conns.iter().all(|(_, at)| at.is_some())
+    });
+    assert!(probes > 0, "the connections were held long enough to check the admin's socket");
+    conns.iter().filter_map(|(_, at)| *at).min().expect("closed")
+}
+
+/// 300 connections that send only HTTP/2's preface, with minderd limited to 256 descriptors:
+/// the TCP listeners' cap keeps the daemon well below its limit, each connection is closed
+/// once the first-request deadline (10 s) passes, `minder status` over the unix socket works
+/// throughout, and a program restarting all the while never fails to spawn (with
+/// startretries = 0, one failed spawn would make it FATAL).
+#[test]
+fn preface_only_connections_are_closed_and_starve_nothing() {
+    let nofile = 256;
+    let d = Limited::start(
+        "[daemon]\nminfds = 64\n[program.flap]\ncommand = \"sleep 0.2\"\nstartsecs = 0\nautorestart = true\nstartretries = 0\n",
+        nofile,
+        &[],
+    );
+    let addr = d.tcp_address();
+    let spawns_before = d.state("flap")["spawn_count"].as_u64().unwrap_or(0);
+    let opened = Instant::now();
+    let mut conns = stalled(&addr, 300, PREFACE);
+    let first_closed = wait_all_closed(&d, &mut conns, nofile);
+    assert!(
+        first_closed.duration_since(opened) >= 8 * SECS,
+        "held until the deadline, not refused: the first was closed after {:?}",
+        first_closed.duration_since(opened)
+    );
+    let flap = d.state("flap");
+    assert_ne!(flap["state"], "FATAL", "{flap}");
+    assert!(flap["spawn_count"].as_u64().unwrap_or(0) > spawns_before + 10, "kept restarting: {flap}");
+    assert!(!d.log().to_lowercase().contains("too many open files"), "{}", d.log());
+    // And TCP serves again.
+    let out =
+        Command::new(bin("minder")).args(["-s", &format!("tcp://{addr}"), "version"]).output().expect("runs");
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+}
+
+/// TLS handshakes that never start (connect, send nothing) are closed at the same deadline.
+#[test]
+fn stalled_tls_handshakes_are_closed() {
+    let pki = crate::security::Pki::new();
+    let nofile = 256;
+    let d = Limited::start(
+        &format!(
+            "[daemon]\nminfds = 64\ntls_cert = \"{}\"\ntls_key = \"{}\"\n",
+            pki.path("server.pem"),
+            pki.path("server.key")
+        ),
+        nofile,
+        &[],
+    );
+    let addr = d.tcp_address();
+    let opened = Instant::now();
+    // Half a ClientHello's record header, then nothing.
+    let mut conns = stalled(&addr, 200, b"\x16\x03\x01");
+    let first_closed = wait_all_closed(&d, &mut conns, nofile);
+    assert!(first_closed.duration_since(opened) >= 8 * SECS, "{:?}", first_closed.duration_since(opened));
+    let out = Command::new(bin("minder"))
+        .args(["-s", &format!("tcp://{addr}"), "--tls-ca", &pki.path("ca.pem"), "--tls-domain", "localhost"])
+        .arg("version")
+        .output()
+        .expect("runs");
+    assert_eq!(code(&out), 0, "a real client gets in afterwards: {}", stderr(&out));
+}
+
+/// A raw HTTP/2 frame.
+fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let len = payload.len() as u32;
+    let mut f = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, flags];
+    f.extend_from_slice(&(stream & 0x7fff_ffff).to_be_bytes());
+    f.extend_from_slice(payload);
+    f
+}
+
+/// A `grpc.health.v1.Health/Watch` request for the daemon ("") on `stream`: HEADERS with
+/// HPACK literals (no table, no Huffman), then the empty request message, ending the stream.
+fn watch_request(stream: u32) -> Vec<u8> {
+    let mut block = Vec::new();
+    for (name, value) in [
+        (":method", "POST"),
+        (":scheme", "http"),
+        (":path", "/grpc.health.v1.Health/Watch"),
+        (":authority", "localhost"),
+        ("content-type", "application/grpc"),
+        ("te", "trailers"),
+    ] {
+        block.push(0x00);
+        block.push(name.len() as u8);
+        block.extend_from_slice(name.as_bytes());
+        block.push(value.len() as u8);
+        block.extend_from_slice(value.as_bytes());
+    }
+    let mut out = frame(0x1, 0x4, stream, &block);
+    out.extend(frame(0x0, 0x1, stream, &[0, 0, 0, 0, 0]));
+    out
+}
+
+/// What the server answered on a raw HTTP/2 connection.
+#[derive(Debug, Default)]
+struct Answers {
+    /// Streams that got response headers (were accepted).
+    answered: std::collections::BTreeSet<u32>,
+    /// RST_STREAM with REFUSED_STREAM.
+    refused: usize,
+    /// GOAWAY received.
+    goaway: bool,
+}
+
+fn read_frame(s: &mut impl Read) -> Option<(u8, u8, u32, Vec<u8>)> {
+    let mut h = [0u8; 9];
+    s.read_exact(&mut h).ok()?;
+    let len = (usize::from(h[0]) << 16) | (usize::from(h[1]) << 8) | usize::from(h[2]);
+    let stream = u32::from_be_bytes([h[5], h[6], h[7], h[8]]) & 0x7fff_ffff;
+    let mut payload = vec![0u8; len];
+    s.read_exact(&mut payload).ok()?;
+    Some((h[3], h[4], stream, payload))
+}
+
+/// Opens `n` Health/Watch streams at once on one new connection to `addr`, and says what came
+/// back within 3 s of the last answer.
+fn raw_flood(addr: &str, n: u32) -> Answers {
+    let mut s = TcpStream::connect(addr).expect("connects");
+    s.set_read_timeout(Some(10 * SECS)).expect("timeout");
+    s.write_all(PREFACE).expect("preface");
+    // The server's SETTINGS, acknowledged, as a client must.
+    loop {
+        let (kind, flags, _, _) = read_frame(&mut s).expect("the server's SETTINGS");
+        if kind == 0x4 && flags & 0x1 == 0 {
+            break;
+        }
+    }
+    s.write_all(&frame(0x4, 0x1, 0, &[])).expect("ack");
+    let mut reader = s.try_clone().expect("clone");
+    let answers = std::thread::spawn(move || {
+        let mut a = Answers::default();
+        reader.set_read_timeout(Some(3 * SECS)).expect("timeout");
+        while let Some((kind, _, stream, payload)) = read_frame(&mut reader) {
+            match kind {
+                0x1 => {
+                    a.answered.insert(stream);
+                }
+                0x3 if payload.get(..4) == Some(&[0, 0, 0, 7][..]) => a.refused += 1,
+                0x7 => a.goaway = true,
+                _ => {}
+            }
+        }
+        a
+    });
+    let flood: Vec<u8> = (0..n).flat_map(|i| watch_request(2 * i + 1)).collect();
+    // The server may close the connection part way: so much the better.
+    let _ = s.write_all(&flood);
+    answers.join().expect("reader")
+}
+
+/// 20,000 Health/Watch streams on one connection (health needs no credentials): the server
+/// accepts at most 128 at once and refuses the rest (REFUSED_STREAM, then GOAWAY), and the
+/// daemon's resident memory stays bounded. Then, over several connections, one peer may hold
+/// at most 256 health streams: the rest are answered RESOURCE_EXHAUSTED.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stream_flood_is_refused_and_memory_stays_bounded() {
+    let d = Daemon::start_with(
+        "[program.s]\ncommand = \"sleep 100\"\nstartsecs = 0\n",
+        &[],
+        &["--listen", "tcp://127.0.0.1:0"],
+    );
+    d.wait_state("s", "RUNNING", 10 * SECS);
+    let pid = d.pid();
+    let before = rss_kb(pid);
+    let mut addr = None;
+    wait_for("the TCP listener", 10 * SECS, || {
+        addr =
+            d.log().lines().find_map(|l| l.split("listening at tcp://").nth(1).map(|a| a.trim().to_string()));
+        addr.is_some()
+    });
+    let addr = addr.expect("address");
+    // Over TCP: the per-peer count below is the unix caller's, a peer of its own.
+    // 300 streams on one connection: 128 are served (and stay open, being watches), the
+    // other 172 refused.
+    let answers = raw_flood(&addr, 300);
+    assert_eq!((answers.answered.len(), answers.refused), (128, 172), "{answers:?}");
+    // 20,000: refused, and the connection closed once so many were (hyper's limit on streams
+    // it had to reset); memory stays bounded.
+    let answers = raw_flood(&addr, 20_000);
+    let during = rss_kb(pid);
+    eprintln!(
+        "stream flood: {} streams answered, {} refused, GOAWAY {}; RSS {before} kB before, {during} kB during",
+        answers.answered.len(),
+        answers.refused,
+        answers.goaway
+    );
+    assert!(answers.answered.len() <= 128, "at most 128 streams at once: {}", answers.answered.len());
+    assert!(answers.refused > 0 || answers.goaway, "the rest are refused: {answers:?}");
+    assert!(
+        during.saturating_sub(before) < 30 * 1024,
+        "RSS grew from {before} kB to {during} kB under the flood"
+    );
+
+    // Per peer, over several connections: 3 × 128 streams asked, 256 served.
+    let mut calls = Vec::new();
+    for _ in 0..3 {
+        let channel = tonic::transport::Endpoint::from_shared(format!("unix://{}", d.socket.display()))
+            .expect("uri")
+            .connect()
+            .await
+            .expect("connects");
+        for _ in 0..128 {
+            let mut h = tonic_health::pb::health_client::HealthClient::new(channel.clone());
+            calls.push(tokio::spawn(async move {
+                let r = h.watch(tonic_health::pb::HealthCheckRequest { service: String::new() }).await;
+                match r {
+                    Ok(mut stream) => {
+                        let first = stream.get_mut().message().await;
+                        assert!(matches!(first, Ok(Some(_))), "{first:?}");
+                        Ok(stream)
+                    }
+                    Err(status) => Err(status),
+                }
+            }));
+        }
+    }
+    let mut open = Vec::new();
+    let mut exhausted = 0;
+    for c in calls {
+        match c.await.expect("call") {
+            Ok(stream) => open.push(stream),
+            Err(status) => {
+                assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
+                assert!(status.message().contains("too many health streams"), "{status:?}");
+                exhausted += 1;
+            }
+        }
+    }
+    assert_eq!((open.len(), exhausted), (256, 128));
+    drop(open);
+    // Going, they free their places: the peer may watch again.
+    let mut h = tonic_health::pb::health_client::HealthClient::new(
+        tonic::transport::Endpoint::from_shared(format!("unix://{}", d.socket.display()))
+            .expect("uri")
+            .connect()
+            .await
+            .expect("connects"),
+    );
+    let mut again = None;
+    for _ in 0..500 {
+        match h.watch(tonic_health::pb::HealthCheckRequest { service: String::new() }).await {
+            Ok(s) => {
+                again = Some(s);
+                break;
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+        }
+    }
+    assert!(again.is_some(), "health streams are counted down when they go");
+    let after = rss_kb(pid);
+    eprintln!("RSS after 256 watchers came and went: {after} kB");
+    assert!(after.saturating_sub(before) < 30 * 1024, "RSS went from {before} kB to {after} kB");
+}
+
+const ADMIN: &str = "admin-token-0123456789";
+
+/// Wrong tokens: each failure is refused UNAUTHENTICATED, the log names the peer without a line
+/// per attempt, and past 10 failures the peer is slowed down: its requests are checked 500 ms
+/// apart, and those that would wait more than 5 s are refused unchecked.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_wrong_token_flood_is_logged_once_and_slowed_down() {
+    let d = Daemon::start_with(
+        "[daemon]\ntokens_file = \"{dir}/tokens\"\n",
+        &[("tokens", &format!("ops admin {ADMIN}\n"))],
+        &["--listen", "tcp://127.0.0.1:0"],
+    );
+    let mut addr = None;
+    wait_for("the TCP listener", 10 * SECS, || {
+        addr =
+            d.log().lines().find_map(|l| l.split("listening at tcp://").nth(1).map(|a| a.trim().to_string()));
+        addr.is_some()
+    });
+    let addr = addr.expect("address");
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .expect("uri")
+        .connect()
+        .await
+        .expect("connects");
+    let with = |token: &'static str| {
+        move |mut req: tonic::Request<()>| {
+            req.metadata_mut().insert("authorization", format!("Bearer {token}").parse().expect("header"));
+            Ok(req)
+        }
+    };
+    let wrong =
+        pb::supervisor_client::SupervisorClient::with_interceptor(channel.clone(), with("wrong-0123456789"));
+    let attempt = |mut c: pb::supervisor_client::SupervisorClient<_>| async move {
+        c.list_processes(pb::ListProcessesRequest::default()).await.map(drop)
+    };
+    // The first ten are answered at once.
+    let t = Instant::now();
+    for _ in 0..10 {
+        let err = attempt(wrong.clone()).await.expect_err("a wrong token");
+        assert_eq!(err.code(), tonic::Code::Unauthenticated);
+        assert_eq!(err.message(), "the token is not valid");
+    }
+    assert!(t.elapsed() < 2 * SECS, "the first failures are not delayed: {:?}", t.elapsed());
+    // Then one request per 500 ms: attempts 12 to 14 take at least a second between them.
+    let _ = attempt(wrong.clone()).await;
+    let t = Instant::now();
+    for _ in 0..3 {
+        let err = attempt(wrong.clone()).await.expect_err("a wrong token");
+        assert_eq!(err.code(), tonic::Code::Unauthenticated);
+    }
+    assert!(t.elapsed() >= Duration::from_millis(900), "slowed down: {:?}", t.elapsed());
+    // A flood: some wait their turn, the rest are refused without being checked.
+    let calls: Vec<_> = (0..300).map(|_| tokio::spawn(attempt(wrong.clone()))).collect();
+    let mut refused_unchecked = 0;
+    for c in calls {
+        let err = c.await.expect("call").expect_err("a wrong token");
+        match err.code() {
+            tonic::Code::Unauthenticated => {}
+            tonic::Code::ResourceExhausted => {
+                assert!(err.message().contains("too many failed authentication attempts"), "{err:?}");
+                refused_unchecked += 1;
+            }
+            other => panic!("unexpected {other:?}: {err:?}"),
+        }
+    }
+    assert!(refused_unchecked >= 250, "most of the flood is refused unchecked: {refused_unchecked}");
+    // The log names the peer, without a line per failure.
+    let lines: Vec<String> = d
+        .log()
+        .lines()
+        .filter(|l| l.contains("authentication failed for 127.0.0.1"))
+        .map(String::from)
+        .collect();
+    assert!(!lines.is_empty() && lines.len() <= 4, "{lines:#?}");
+    assert!(lines[0].contains("the token is not valid"), "{lines:#?}");
+    // The administrator on the unix socket is not slowed down.
+    let t = Instant::now();
+    assert_eq!(code(&d.ctl(&["status"])), 0);
+    assert!(t.elapsed() < 2 * SECS);
+    // And the right token still gets in from that address, once its turn comes.
+    let mut admin = pb::supervisor_client::SupervisorClient::with_interceptor(channel, with(ADMIN));
+    let mut ok = false;
+    for _ in 0..100 {
+        match admin.list_processes(pb::ListProcessesRequest::default()).await {
+            Ok(_) => {
+                ok = true;
+                break;
+            }
+            Err(e) => {
+                assert_eq!(e.code(), tonic::Code::ResourceExhausted, "{e:?}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+    assert!(ok, "the right token is let in once the queue drains");
+}
+
+/// Runs minderd until it exits (at most 15 s) and returns what it said; fails the test if it
+/// keeps running. `pidfile` is where a daemonized minderd would say its pid, to stop it then.
+fn run_to_exit(mut cmd: Command, pidfile: Option<&Path>) -> Output {
+    let mut child =
+        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("runs");
+    let deadline = Instant::now() + 15 * SECS;
+    while child.try_wait().expect("wait").is_none() {
+        if Instant::now() > deadline {
+            sigterm(&child);
+            let out = child.wait_with_output().expect("output");
+            panic!(
+                "minderd kept running instead of failing at start-up: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let out = child.wait_with_output().expect("output");
+    if let Some(pid) =
+        pidfile.and_then(|p| std::fs::read_to_string(p).ok()).and_then(|s| s.trim().parse().ok())
+    {
+        // A daemon that wrongly started: stop it, by its pid, then fail below.
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGTERM);
+    }
+    out
+}
+
+/// minderd with `toml`, in the foreground or with --daemonize.
+fn minderd(dir: &Path, toml: &str, daemonize: bool, extra: &[&str]) -> Command {
+    std::fs::write(dir.join("m.toml"), toml).expect("write");
+    let mut cmd = Command::new(bin("minderd"));
+    cmd.arg("-c")
+        .arg(dir.join("m.toml"))
+        .arg("--listen")
+        .arg(format!("unix://{}", dir.join("m.sock").display()))
+        .arg("-l")
+        .arg(dir.join("d.log"))
+        .arg("-j")
+        .arg(dir.join("d.pid"))
+        .env("TMPDIR", dir)
+        .args(extra);
+    if daemonize {
+        cmd.arg("--daemonize");
+    }
+    cmd
+}
+
+/// A TLS key that cannot be read as one, or a metrics port already taken: minderd says so and
+/// exits 1, in the foreground and with --daemonize (whose parent reports it), instead of
+/// running on without that listener.
+#[test]
+fn a_bad_tls_key_or_a_taken_metrics_port_stops_start_up() {
+    let pki = crate::security::Pki::new();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = taken.local_addr().expect("addr");
+    for daemonize in [false, true] {
+        let dir = tempfile::tempdir().expect("dir");
+        std::fs::write(dir.path().join("bad.key"), "this is not a key\n").expect("write");
+        let toml = format!(
+            "[daemon]\ntls_cert = \"{}\"\ntls_key = \"{}\"\n",
+            pki.path("server.pem"),
+            dir.path().join("bad.key").display()
+        );
+        let pid = dir.path().join("d.pid");
+        let out = run_to_exit(
+            minderd(dir.path(), &toml, daemonize, &["--listen", "tcp://127.0.0.1:0"]),
+            Some(&pid),
+        );
+        assert_eq!(code(&out), 1, "daemonize={daemonize}: {}", stderr(&out));
+        let expected = format!("{}: not a PEM private key", dir.path().join("bad.key").display());
+        assert!(stderr(&out).contains(&expected), "daemonize={daemonize}: {}", stderr(&out));
+        assert!(!dir.path().join("m.sock").exists(), "nothing left listening");
+
+        let dir = tempfile::tempdir().expect("dir");
+        let pid = dir.path().join("d.pid");
+        let out =
+            run_to_exit(minderd(dir.path(), "", daemonize, &["--metrics", &port.to_string()]), Some(&pid));
+        assert_eq!(code(&out), 1, "daemonize={daemonize}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains(&format!("cannot serve metrics at {port}: Address already in use")),
+            "daemonize={daemonize}: {}",
+            stderr(&out)
+        );
+    }
+}
