@@ -20,8 +20,10 @@ thread_local! {
     static BUFFER: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0; CHUNK]);
 }
 
-/// Starts copying `pipe` into `channel` until the pipe closes.
+/// Starts copying `pipe` into `channel` until the pipe closes. The log file is opened (created)
+/// now, when the process is spawned, as supervisord does.
 pub fn spawn(pipe: OwnedFd, channel: Arc<LogChannel>, process: String) {
+    channel.attach();
     tokio::spawn(async move {
         let reader = match tokio::net::unix::pipe::Receiver::from_owned_fd(pipe) {
             Ok(r) => r,
@@ -52,6 +54,6 @@ pub fn spawn(pipe: OwnedFd, channel: Arc<LogChannel>, process: String) {
                 break;
             }
         }
-        channel.close();
+        channel.detach();
     });
 }
