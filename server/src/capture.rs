@@ -3,7 +3,9 @@
 //! minderd reads the pipe itself (the child is never handed the file) so that it can rotate,
 //! count and stream what the child writes. One task per output per spawn; it ends when the
 //! child (and anything it forked that kept the pipe) closes its end. The child never waits on
-//! minderd's disk: a failed write is reported and the bytes dropped.
+//! minderd's disk: a failed write is reported and the bytes dropped. The log file is opened
+//! (created) when the child is spawned, as supervisord does, and closed when the last output
+//! writing to it ends (processes may share a file).
 
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
@@ -29,6 +31,7 @@ pub fn spawn(pipe: OwnedFd, channel: Arc<LogChannel>, process: String) {
             Ok(r) => r,
             Err(e) => {
                 tracing::error!("cannot read the output of {process}: {e}");
+                channel.detach();
                 return;
             }
         };
