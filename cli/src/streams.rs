@@ -3,6 +3,8 @@
 use std::collections::HashMap;
 use std::io::Write;
 
+use base64::Engine as _;
+
 use minder::pb;
 use serde_json::json;
 
@@ -116,7 +118,12 @@ async fn print_stream(
     prefixed: bool,
     json: bool,
 ) -> Result<u8, tonic::Status> {
-    let mut stream = resp?.into_inner();
+    let resp = resp?;
+    // The daemon's word on what it is showing (e.g. `tail -n` lines that start too far back).
+    if let Some(notice) = resp.metadata().get("minder-notice").and_then(|v| v.to_str().ok()) {
+        eprintln!("minder: {notice}");
+    }
+    let mut stream = resp.into_inner();
     let mut printer = Printer { prefixed, colour: output::colour(), partial: HashMap::new() };
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
@@ -131,7 +138,9 @@ async fn print_stream(
                 },
                 "offset": chunk.offset,
                 "skipped": chunk.skipped,
+                // Text for people (undecodable bytes become U+FFFD), and the exact bytes.
                 "data": String::from_utf8_lossy(&chunk.data),
+                "data_base64": base64::engine::general_purpose::STANDARD.encode(&chunk.data),
             });
             writeln!(out, "{v}").and_then(|()| out.flush())
         } else {
@@ -154,17 +163,11 @@ pub async fn tail(
     json: bool,
 ) -> Result<u8, tonic::Status> {
     let (names, channels) = names_and_channel(words);
-    // With no channel named, one process shows its stdout, as supervisorctl's tail does;
-    // several show both of each.
-    let channels = if channels.is_empty() && names.len() == 1 && !names[0].ends_with('*') && names[0] != "all"
-    {
-        vec![pb::LogChannel::Stdout]
-    } else {
-        channels
-    };
-    let prefixed = names.len() > 1
-        || channels.len() != 1
-        || names.iter().any(|n| n.ends_with('*') || n.ends_with(':') || n == "all");
+    // With no channel named, stdout, as supervisorctl's tail and the help say — for several
+    // processes too (the daemon leaves out those whose stdout is not captured).
+    let channels = if channels.is_empty() { vec![pb::LogChannel::Stdout] } else { channels };
+    let prefixed =
+        names.len() > 1 || names.iter().any(|n| n.ends_with('*') || n.ends_with(':') || n == "all");
     let req = pb::TailLogRequest {
         names,
         channels: channels.into_iter().map(|c| c as i32).collect(),

@@ -3,7 +3,9 @@
 //! minderd reads the pipe itself (the child is never handed the file) so that it can rotate,
 //! count and stream what the child writes. One task per output per spawn; it ends when the
 //! child (and anything it forked that kept the pipe) closes its end. The child never waits on
-//! minderd's disk: a failed write is reported and the bytes dropped.
+//! minderd's disk: a failed write is reported and the bytes dropped. The log file is opened
+//! (created) when the child is spawned, as supervisord does, and closed when the last output
+//! writing to it ends (processes may share a file).
 
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
@@ -20,13 +22,16 @@ thread_local! {
     static BUFFER: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0; CHUNK]);
 }
 
-/// Starts copying `pipe` into `channel` until the pipe closes.
+/// Starts copying `pipe` into `channel` until the pipe closes. The log file is opened (created)
+/// now, when the process is spawned, as supervisord does.
 pub fn spawn(pipe: OwnedFd, channel: Arc<LogChannel>, process: String) {
+    channel.attach();
     tokio::spawn(async move {
         let reader = match tokio::net::unix::pipe::Receiver::from_owned_fd(pipe) {
             Ok(r) => r,
             Err(e) => {
                 tracing::error!("cannot read the output of {process}: {e}");
+                channel.detach();
                 return;
             }
         };
@@ -52,6 +57,6 @@ pub fn spawn(pipe: OwnedFd, channel: Arc<LogChannel>, process: String) {
                 break;
             }
         }
-        channel.close();
+        channel.detach();
     });
 }

@@ -211,9 +211,47 @@ mod tests {
 
     #[test]
     fn a_snapshot_is_consistent_with_the_sequence() {
-        let bus = EventBus::new();
-        bus.publish(change(1));
-        let (seq, value) = bus.snapshot_with(|| 42);
-        assert_eq!((seq, value), (1, 42));
+        use std::sync::atomic::{AtomicU64, Ordering};
+        // Writers publish events and apply them to shared state (as process tasks publish a
+        // change and their new snapshot) while a reader takes snapshots: every snapshot must
+        // be exactly "the state after event N", with N the number it is given.
+        const WRITERS: u64 = 4;
+        const EACH: u64 = 5_000;
+        let bus = Arc::new(EventBus::new());
+        let applied = Arc::new(AtomicU64::new(0));
+        let writers: Vec<_> = (0..WRITERS)
+            .map(|w| {
+                let (bus, applied) = (Arc::clone(&bus), Arc::clone(&applied));
+                std::thread::spawn(move || {
+                    for i in 0..EACH {
+                        // Some publish two events at once; the state counts events.
+                        let kinds: Vec<EventKind> = if i % 3 == 0 {
+                            vec![change(w as u32), change(i as u32)]
+                        } else {
+                            vec![change(w as u32)]
+                        };
+                        let n = kinds.len() as u64;
+                        bus.publish_with(kinds, || applied.fetch_add(n, Ordering::SeqCst));
+                    }
+                })
+            })
+            .collect();
+        let mut snapshots = 0u64;
+        let mut last = 0;
+        let total = WRITERS * (EACH + EACH.div_ceil(3));
+        loop {
+            let (seq, seen) = bus.snapshot_with(|| applied.load(Ordering::SeqCst));
+            assert_eq!(seq, seen, "snapshot {snapshots}: the state after event {seq} is the state it shows");
+            assert!(seq >= last, "numbers never go back");
+            last = seq;
+            snapshots += 1;
+            if seq == total {
+                break;
+            }
+        }
+        for w in writers {
+            w.join().expect("writer");
+        }
+        assert!(snapshots > 1, "snapshots were taken while writers published");
     }
 }

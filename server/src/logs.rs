@@ -1,4 +1,5 @@
-//! Log files: one [`LogChannel`] per process output (and one for the daemon's own log).
+//! Log files: one [`LogChannel`] per log file a process output goes to (and one for the
+//! daemon's own log).
 //!
 //! A channel owns the file a process's stdout or stderr is appended to, rotates it, reopens it
 //! on SIGUSR2, clears it, and lets any number of readers tail it — without ever holding data in
@@ -9,20 +10,63 @@
 //! everything written since. Offsets only grow, across rotations, so a client that reconnects
 //! with the offset it reached resumes with no gap and no duplicate. The channel maps offsets to
 //! files with a list of [`Segment`]s; a reader locates its offset under the lock, then reads the
-//! file with `pread` outside it. Rotation renames files and `backups = 0` unlinks the old file
-//! rather than truncating it, so a reader that already holds a file keeps its bytes.
+//! file with `pread` outside it — and off the async workers (`spawn_blocking`), as the backward
+//! scan of `tail -n` is, which stops after [`LINES_SCAN_LIMIT`] bytes. Rotation renames files
+//! and `backups = 0` unlinks the old file rather than truncating it, so a reader that already
+//! holds a file keeps its bytes. A write that the disk takes only in part (it filled up) is
+//! counted for what it wrote, so offsets always match what the files hold.
+//!
+//! **Sharing.** Outputs that name the same file (two programs, or `numprocs` without
+//! `%(process_num)s`) share one channel ([`LogChannel::shared`]), so clearing or rotating it
+//! acts for all of them and nobody keeps writing into a file that was cleared or rotated away.
+//! The channel lives as long as any process uses it. Its settings (maxbytes, backups,
+//! timestamps) are those of the process configured last: on start-up the last one in the
+//! configuration, after an update the process just (re)installed; a change is logged, and
+//! `--check-config` notes files that are shared (and settings that differ).
+//!
+//! **Who can redirect a log file.** minderd runs as root and appends children's output to
+//! paths in directories that may belong to the children's users. Every open goes through the
+//! log file's directory ([`open_in_dir`]):
+//! - A directory that only root or minderd's own user can change (owned by one of them, not
+//!   group- or world-writable) is trusted: the path is opened as given, symbolic links
+//!   included — only they could have put a link there. This is how `/dev/stdout` (a link to
+//!   `/proc/self/fd/1`), `/dev/null` and links an operator made keep working.
+//! - In any other directory (another user or a group can add, remove or rename entries, sticky
+//!   or not), the last component is opened with `O_NOFOLLOW`, and what was opened must be a
+//!   regular file with a single link: a symbolic link, a hard link to someone else's file, a
+//!   FIFO or a device planted there is refused, and the refusal is written to the daemon log
+//!   (once, until a write succeeds again). The output is then dropped, never written elsewhere.
+//!   What remains possible is what the directory's owner could do anyway: replace the log with
+//!   a regular file of their own.
+//! - Every open is `O_NONBLOCK` (so a FIFO cannot hang the daemon: with no reader it fails
+//!   with ENXIO) and `O_NOCTTY`; writes are made blocking again afterwards.
+//! - Readers (`tail`) open backups the same way and check that the file has the device and
+//!   inode the segment recorded, so a link swapped in later is never read from.
+//! - Only regular files that are the path itself (not a link's target) are rotated, cleared,
+//!   renamed or unlinked; `clear` on anything else does nothing and says so.
+//! - The directories *above* the log's own directory are trusted as they are: a user must not
+//!   own an ancestor of a log directory it does not own.
 
-use std::collections::VecDeque;
-use std::fs::File;
+use std::collections::{BTreeMap, VecDeque};
+use std::ffi::OsStr;
+use std::fs::{File, Metadata};
 use std::io::Write;
-use std::os::unix::fs::{FileExt, MetadataExt};
+use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
+use nix::errno::Errno;
+use nix::fcntl::{FcntlArg, OFlag};
+use nix::sys::stat::Mode;
 use tokio::sync::{mpsc, Notify};
 
 /// How much a reader reads, and sends, at once.
 pub const CHUNK: usize = 64 * 1024;
+
+/// How far back `tail -n` looks for the start of the last lines (supervisorctl's tail reads
+/// 1600 bytes; 1 MiB holds thousands of ordinary lines, and scanning it takes a millisecond
+/// from the page cache). Beyond it, the last bytes are shown instead, with a notice.
+pub const LINES_SCAN_LIMIT: u64 = 1 << 20;
 
 /// How a channel's file is kept.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,6 +82,21 @@ pub struct LogSpec {
     pub strip_ansi: bool,
 }
 
+impl LogSpec {
+    /// Whether `self` and `other` keep their files the same way (paths aside).
+    fn same_settings(&self, other: &LogSpec) -> bool {
+        (self.maxbytes, self.backups, self.timestamps, self.strip_ansi)
+            == (other.maxbytes, other.backups, other.timestamps, other.strip_ansi)
+    }
+}
+
+/// A file's device and inode.
+type Ident = (u64, u64);
+
+fn ident(meta: &Metadata) -> Ident {
+    (meta.dev(), meta.ino())
+}
+
 /// A stretch of the logical stream that is in one file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Segment {
@@ -50,18 +109,27 @@ struct Segment {
     len: u64,
     /// 0 for the current file, i for `.i`.
     index: u32,
+    /// The file's identity, when known: a reader opens only that file.
+    ident: Option<Ident>,
 }
 
 #[derive(Debug)]
 struct State {
-    /// The append handle of the current file; opened on the first write, closed when the
-    /// process's output ends, so quiet stopped processes hold no descriptors.
+    /// How the file is kept: the last configured sharer's settings.
+    spec: LogSpec,
+    /// The append handle of the current file; opened when a process that writes here is
+    /// spawned (as supervisord does) or on the first write, closed when the last writer's
+    /// output ends, so quiet stopped processes hold no descriptors.
     file: Option<File>,
+    /// How many captured outputs write here now.
+    writers: usize,
     /// The current file's device and inode, to notice that someone replaced it.
-    identity: Option<(u64, u64)>,
-    /// Whether the target is a regular file (rotation and reading back need one; /dev/stdout
-    /// is not).
+    identity: Option<Ident>,
+    /// Whether the target is a regular file, so it can be read back (/dev/stdout is not).
     regular: bool,
+    /// Whether the path itself is that regular file (not a link to it): only then is it
+    /// rotated or cleared.
+    direct: bool,
     /// Oldest first; the last one, if it has index 0, is the current file.
     segments: VecDeque<Segment>,
     /// The logical offset just past the last byte written.
@@ -87,12 +155,32 @@ pub enum ReadError {
     NotRegular(PathBuf),
     #[error("offset {offset} is beyond the end of the log ({end} bytes so far)")]
     BeyondEnd { offset: u64, end: u64 },
+    #[error("reading {0} failed: {1}")]
+    Failed(PathBuf, String),
+}
+
+/// Why a channel was not cleared.
+#[derive(Debug, thiserror::Error)]
+pub enum ClearError {
+    #[error("{path} is {what}, not a regular file: it was left as it is, nothing was cleared")]
+    NotRegular { path: PathBuf, what: &'static str },
+    #[error("cannot clear {0}: {1}")]
+    Io(PathBuf, std::io::Error),
+}
+
+/// Where the last lines of a log start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LinesStart {
+    pub offset: u64,
+    /// The scan stopped at [`LINES_SCAN_LIMIT`] before finding them all: `offset` is where the
+    /// bound is, and fewer lines (or a piece of one) follow.
+    pub bounded: bool,
 }
 
 /// One process output's log file.
 #[derive(Debug)]
 pub struct LogChannel {
-    spec: LogSpec,
+    path: PathBuf,
     /// Bytes written to the files since minderd started (for metrics).
     written: std::sync::atomic::AtomicU64,
     state: Mutex<State>,
@@ -106,6 +194,7 @@ pub struct LogChannel {
 struct Held {
     seg: u64,
     file: Arc<File>,
+    ident: Option<Ident>,
     /// The logical offset of the file's byte `file_start`.
     start: u64,
     file_start: u64,
@@ -131,6 +220,15 @@ enum Located {
     End,
 }
 
+/// A reader's place in a channel, carried to and from the blocking pool.
+struct Cursor {
+    pos: u64,
+    held: Option<Held>,
+    /// Bytes lost before `pos`, not yet reported.
+    skipped: u64,
+    buf: Vec<u8>,
+}
+
 fn path_for(base: &Path, index: u32) -> PathBuf {
     if index == 0 {
         base.to_path_buf()
@@ -141,38 +239,190 @@ fn path_for(base: &Path, index: u32) -> PathBuf {
     }
 }
 
+/// What kind of file `meta` describes, for messages.
+fn kind(meta: &Metadata) -> &'static str {
+    let t = meta.file_type();
+    if t.is_symlink() {
+        "a symbolic link"
+    } else if t.is_dir() {
+        "a directory"
+    } else if t.is_char_device() {
+        "a character device"
+    } else if t.is_block_device() {
+        "a block device"
+    } else if t.is_fifo() {
+        "a FIFO"
+    } else if t.is_socket() {
+        "a socket"
+    } else {
+        "a regular file"
+    }
+}
+
+/// A log file's directory, open, and whether anyone but root or minderd's user can change it.
+struct Dir {
+    fd: File,
+    path: PathBuf,
+    trusted: bool,
+}
+
+/// Opens the directory holding `path`; returns it with the file's name in it.
+fn open_dir(path: &Path) -> std::io::Result<(Dir, &OsStr)> {
+    let name = path.file_name().ok_or_else(|| {
+        std::io::Error::new(std::io::ErrorKind::InvalidInput, "the path does not name a file")
+    })?;
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let fd = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_DIRECTORY).open(parent)?;
+    let meta = fd.metadata()?;
+    let euid = nix::unistd::geteuid().as_raw();
+    let trusted = (meta.uid() == 0 || meta.uid() == euid) && meta.mode() & 0o022 == 0;
+    Ok((Dir { fd, path: parent.to_path_buf(), trusted }, name))
+}
+
+/// A refusal to open a log file, as the daemon log and clients see it.
+fn refused(why: String) -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::PermissionDenied, why)
+}
+
+/// Opens `path` as the module doc says: through its directory, not following a symbolic link
+/// that another user could have made, never hanging on a FIFO. `write` opens it for appending
+/// (creating it), otherwise for reading.
+fn open_in_dir(path: &Path, write: bool) -> std::io::Result<(File, Metadata, bool)> {
+    let (dir, name) = open_dir(path)?;
+    let mut flags = OFlag::O_CLOEXEC | OFlag::O_NONBLOCK | OFlag::O_NOCTTY;
+    flags |= if write { OFlag::O_WRONLY | OFlag::O_APPEND | OFlag::O_CREAT } else { OFlag::O_RDONLY };
+    if !dir.trusted {
+        flags |= OFlag::O_NOFOLLOW;
+    }
+    let untrusted = || format!("in {}, a directory other users can write", dir.path.display());
+    let fd = match nix::fcntl::openat(&dir.fd, name, flags, Mode::from_bits_truncate(0o666)) {
+        Ok(fd) => fd,
+        Err(Errno::ELOOP) if !dir.trusted => {
+            return Err(refused(format!(
+                "refused: it is a symbolic link {}; minderd does not follow it (whoever made it could point it at any file)",
+                untrusted()
+            )))
+        }
+        Err(Errno::ENXIO) => return Err(std::io::Error::other("it is a FIFO that nothing reads")),
+        Err(e) => return Err(e.into()),
+    };
+    let file = File::from(fd);
+    let meta = file.metadata()?;
+    if !dir.trusted {
+        if !meta.is_file() {
+            return Err(refused(format!(
+                "refused: it is {} {}, not a regular file",
+                kind(&meta),
+                untrusted()
+            )));
+        }
+        if meta.nlink() > 1 {
+            return Err(refused(format!(
+                "refused: it has {} hard links {}; another of its names may be a file it must not change",
+                meta.nlink(),
+                untrusted()
+            )));
+        }
+    }
+    // Non-blocking only so that opening a FIFO cannot hang; writes block as they always did.
+    let flags = nix::fcntl::fcntl(&file, FcntlArg::F_GETFL)?;
+    nix::fcntl::fcntl(&file, FcntlArg::F_SETFL(OFlag::from_bits_truncate(flags) - OFlag::O_NONBLOCK))?;
+    // In an untrusted directory O_NOFOLLOW made sure the path is the file itself; in a trusted
+    // one it may have been a link.
+    let direct = meta.is_file()
+        && (!dir.trusted || std::fs::symlink_metadata(path).is_ok_and(|m| ident(&m) == ident(&meta)));
+    Ok((file, meta, direct))
+}
+
+/// What is at `path`, looked at as [`open_in_dir`] would open it (a link is followed only in a
+/// trusted directory).
+fn probe(path: &Path) -> std::io::Result<Metadata> {
+    let (dir, _) = open_dir(path)?;
+    if dir.trusted {
+        std::fs::metadata(path)
+    } else {
+        std::fs::symlink_metadata(path)
+    }
+}
+
+/// The identity of the regular file that is `path` itself (not a link's target), if it is one.
+fn regular_entry(path: &Path) -> Option<Ident> {
+    std::fs::symlink_metadata(path).ok().filter(Metadata::is_file).map(|m| ident(&m))
+}
+
+/// Writes as much of `data` as `w` takes, and says how much that was even when it then fails:
+/// a disk that fills up takes part of a write before refusing the rest, and that part is in
+/// the file (and must be counted, or offsets drift from what the file holds).
+fn append(w: &mut impl Write, data: &[u8]) -> (usize, Option<std::io::Error>) {
+    let mut done = 0;
+    while done < data.len() {
+        match w.write(&data[done..]) {
+            Ok(0) => return (done, Some(std::io::ErrorKind::WriteZero.into())),
+            Ok(n) => done += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return (done, Some(e)),
+        }
+    }
+    (done, None)
+}
+
+/// The channels open now, by path, so that outputs naming the same file share one.
+static SHARED: Mutex<BTreeMap<PathBuf, Weak<LogChannel>>> = Mutex::new(BTreeMap::new());
+
+/// `path` made absolute, with `.` components dropped, to compare paths that name one file.
+fn share_key(path: &Path) -> PathBuf {
+    std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf()).components().collect()
+}
+
 impl LogChannel {
     /// Sets up a channel for `spec`, counting what its files already hold (backups oldest
-    /// first, then the current file) as offsets 0 onwards. Opens no file.
+    /// first, then the current file) as offsets 0 onwards. Opens no file. A channel made this
+    /// way is not shared; processes' outputs use [`LogChannel::shared`].
     pub fn new(spec: LogSpec) -> Arc<LogChannel> {
         let mut segments = VecDeque::new();
         let mut end = 0;
         let mut next_id = 0;
         let mut regular = true;
+        let mut direct = true;
         let mut identity = None;
         let mut size = 0;
         for index in (0..=spec.backups).rev() {
-            let Ok(meta) = std::fs::metadata(path_for(&spec.path, index)) else { continue };
+            let Ok(meta) = probe(&path_for(&spec.path, index)) else { continue };
             if index == 0 {
                 regular = meta.is_file();
-                identity = Some((meta.dev(), meta.ino()));
+                direct = regular && regular_entry(&spec.path) == Some(ident(&meta));
+                identity = Some(ident(&meta));
                 size = if regular { meta.len() } else { 0 };
             } else if !meta.is_file() {
                 continue;
             }
             let len = if meta.is_file() { meta.len() } else { 0 };
-            segments.push_back(Segment { id: next_id, start: end, file_start: 0, len, index });
+            let ident = Some(ident(&meta));
+            segments.push_back(Segment { id: next_id, start: end, file_start: 0, len, index, ident });
             next_id += 1;
             end += len;
         }
         if segments.back().is_none_or(|s| s.index != 0) {
-            segments.push_back(Segment { id: next_id, start: end, file_start: 0, len: 0, index: 0 });
+            segments.push_back(Segment {
+                id: next_id,
+                start: end,
+                file_start: 0,
+                len: 0,
+                index: 0,
+                ident: None,
+            });
             next_id += 1;
         }
         let state = State {
+            spec: spec.clone(),
             file: None,
+            writers: 0,
             identity,
             regular,
+            direct,
             segments,
             end,
             size,
@@ -183,19 +433,47 @@ impl LogChannel {
             pending: Vec::new(),
         };
         Arc::new(LogChannel {
-            spec,
+            path: spec.path,
             written: std::sync::atomic::AtomicU64::new(0),
             state: Mutex::new(state),
             grown: Notify::new(),
         })
     }
 
-    pub fn path(&self) -> &Path {
-        &self.spec.path
+    /// The channel for `spec`'s file: the one already open for that path if there is one (its
+    /// settings become `spec`'s, as the module doc says), else a new one. `owner` names the
+    /// process, for the log.
+    pub fn shared(spec: LogSpec, owner: &str) -> Arc<LogChannel> {
+        let key = share_key(&spec.path);
+        let mut open = SHARED.lock().unwrap_or_else(|e| e.into_inner());
+        open.retain(|_, w| w.strong_count() > 0);
+        if let Some(ch) = open.get(&key).and_then(Weak::upgrade) {
+            let mut st = ch.lock();
+            if !st.spec.same_settings(&spec) {
+                tracing::info!(
+                    "{}: now kept as {owner} asks (maxbytes {}, backups {}, timestamps {}), for every process writing it",
+                    ch.path.display(),
+                    spec.maxbytes,
+                    spec.backups,
+                    spec.timestamps
+                );
+                st.spec = LogSpec { path: ch.path.clone(), ..spec };
+            }
+            drop(st);
+            return ch;
+        }
+        let ch = LogChannel::new(spec);
+        open.insert(key, Arc::downgrade(&ch));
+        ch
     }
 
-    pub fn spec(&self) -> &LogSpec {
-        &self.spec
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// How the file is kept now.
+    pub fn spec(&self) -> LogSpec {
+        self.lock().spec.clone()
     }
 
     /// Bytes written since minderd started.
@@ -214,52 +492,82 @@ impl LogChannel {
         self.lock().end
     }
 
+    /// A process that writes here was spawned: opens (creates) the file now, as supervisord
+    /// does, so it exists while the process runs even if it writes nothing (logrotate rules and
+    /// watchers expect it), and a refusal is reported at once.
+    pub fn attach(&self) {
+        let mut st = self.lock();
+        st.writers += 1;
+        if st.file.is_none() {
+            if let Err(e) = self.open_current(&mut st) {
+                self.report(&mut st, &format!("cannot open {}: {e}", self.path.display()));
+            }
+        }
+        self.unlock(st);
+    }
+
+    /// A writer's output ended. The last one closes the append handle; the next write (or
+    /// [`attach`](Self::attach)) reopens it.
+    pub fn detach(&self) {
+        let mut st = self.lock();
+        st.writers = st.writers.saturating_sub(1);
+        if st.writers == 0 {
+            st.file = None;
+        }
+    }
+
     /// Appends `data`, rotating as configured. Errors are reported once (to the daemon log)
     /// until a write succeeds again; what could not be written is lost, never blocks the child.
     pub fn write(&self, data: &[u8]) {
         let mut st = self.lock();
+        let (maxbytes, strip, timestamps) = (st.spec.maxbytes, st.spec.strip_ansi, st.spec.timestamps);
         let stripped;
-        let data = if self.spec.strip_ansi {
+        let data = if strip {
             stripped = strip_ansi(data, &mut st.in_escape);
             &stripped[..]
         } else {
             data
         };
         let stamped;
-        let data = if self.spec.timestamps {
+        let data = if timestamps {
             stamped = stamp(data, &mut st.at_line_start);
             &stamped[..]
         } else {
             data
         };
         let mut rest = data;
+        // A rotation that fails is tried once per write, not forever.
+        let mut may_rotate = true;
         while !rest.is_empty() {
             if st.file.is_none() {
                 if let Err(e) = self.open_current(&mut st) {
-                    self.report(&mut st, &format!("cannot open {}: {e}", self.spec.path.display()));
+                    self.report(&mut st, &format!("cannot open {}: {e}", self.path.display()));
                     break;
                 }
             }
-            let rotating = st.regular && self.spec.maxbytes > 0;
-            if rotating && st.size >= self.spec.maxbytes {
-                self.rotate(&mut st);
+            let rotating = may_rotate && st.direct && maxbytes > 0;
+            if rotating && st.size >= maxbytes {
+                may_rotate = self.rotate(&mut st);
                 continue;
             }
-            let room = if rotating { (self.spec.maxbytes - st.size) as usize } else { rest.len() };
+            let room = if rotating { (maxbytes - st.size) as usize } else { rest.len() };
             let (now, later) = rest.split_at(room.min(rest.len()));
             let file = st.file.as_mut().expect("opened above");
-            if let Err(e) = file.write_all(now) {
-                self.report(&mut st, &format!("cannot write to {}: {e}", self.spec.path.display()));
+            let (done, failed) = append(file, now);
+            if done > 0 {
+                self.written.fetch_add(done as u64, std::sync::atomic::Ordering::Relaxed);
+                self.wrote(&mut st, done as u64);
+            }
+            if let Some(e) = failed {
+                self.report(&mut st, &format!("cannot write to {}: {e}", self.path.display()));
                 // Try a fresh handle next time (the file may have been removed or fixed).
                 st.file = None;
                 break;
             }
             st.failing = false;
-            self.written.fetch_add(now.len() as u64, std::sync::atomic::Ordering::Relaxed);
-            self.wrote(&mut st, now.len() as u64);
             rest = later;
-            if rotating && st.size >= self.spec.maxbytes {
-                self.rotate(&mut st);
+            if rotating && st.size >= maxbytes {
+                may_rotate = self.rotate(&mut st);
             }
         }
         self.unlock(st);
@@ -285,12 +593,14 @@ impl LogChannel {
             let id = st.next_id;
             st.next_id += 1;
             let start = st.end - n;
+            let ident = st.identity;
             st.segments.push_back(Segment {
                 id,
                 start,
                 file_start: actual.saturating_sub(n),
                 len: n,
                 index: 0,
+                ident,
             });
             st.size = actual;
         }
@@ -315,10 +625,10 @@ impl LogChannel {
     /// Opens the current file for appending (creating it), and checks it is still the file the
     /// segments describe.
     fn open_current(&self, st: &mut State) -> std::io::Result<()> {
-        let file = std::fs::OpenOptions::new().create(true).append(true).open(&self.spec.path)?;
-        let meta = file.metadata()?;
-        let identity = (meta.dev(), meta.ino());
+        let (file, meta, direct) = open_in_dir(&self.path, true)?;
+        let identity = ident(&meta);
         st.regular = meta.is_file();
+        st.direct = direct;
         if st.identity != Some(identity) {
             // A different file than before (first open, or replaced by someone else): what was
             // known of the old one is no longer reachable by this path.
@@ -326,7 +636,14 @@ impl LogChannel {
             let id = st.next_id;
             st.next_id += 1;
             let file_start = if st.regular { meta.len() } else { 0 };
-            st.segments.push_back(Segment { id, start: st.end, file_start, len: 0, index: 0 });
+            st.segments.push_back(Segment {
+                id,
+                start: st.end,
+                file_start,
+                len: 0,
+                index: 0,
+                ident: Some(identity),
+            });
             st.identity = Some(identity);
             st.size = file_start;
         }
@@ -335,48 +652,59 @@ impl LogChannel {
     }
 
     /// supervisord's rollover: `.i` → `.i+1`, the file → `.1`, a new empty file. With no
-    /// backups the file is replaced by an empty one.
-    fn rotate(&self, st: &mut State) {
+    /// backups the file is replaced by an empty one. Only regular files are renamed or
+    /// unlinked. Returns false if the files could not be rotated (reported).
+    fn rotate(&self, st: &mut State) -> bool {
         st.file = None;
-        let base = &self.spec.path;
-        let result = if self.spec.backups > 0 {
-            (1..self.spec.backups)
+        let base = self.path.clone();
+        let backups = st.spec.backups;
+        if st.identity.is_none() || regular_entry(&base) != st.identity {
+            // Someone replaced or moved the file: it is not ours to rename. Start on what is
+            // there now, as a reopen would.
+            st.segments.retain(|s| s.index != 0);
+            st.identity = None;
+            if let Err(e) = self.open_current(st) {
+                self.report(st, &format!("cannot open {}: {e}", base.display()));
+                return false;
+            }
+            return st.size < st.spec.maxbytes;
+        }
+        let result = if backups > 0 {
+            (1..backups)
                 .rev()
-                .map(|i| (path_for(base, i), path_for(base, i + 1)))
-                .filter(|(from, _)| from.exists())
+                .map(|i| (path_for(&base, i), path_for(&base, i + 1)))
+                .filter(|(from, _)| regular_entry(from).is_some())
                 .try_for_each(|(from, to)| std::fs::rename(from, to))
-                .and_then(|()| std::fs::rename(base, path_for(base, 1)))
+                .and_then(|()| std::fs::rename(&base, path_for(&base, 1)))
         } else {
             // Unlink rather than truncate: a reader that has the file open keeps its bytes.
-            std::fs::remove_file(base)
+            std::fs::remove_file(&base)
         };
         if let Err(e) = result {
             self.report(st, &format!("cannot rotate {}: {e}", base.display()));
+            if let Err(e) = self.open_current(st) {
+                self.report(st, &format!("cannot open {}: {e}", base.display()));
+            }
+            return false;
         }
         for seg in st.segments.iter_mut() {
             seg.index += 1;
         }
-        let keep = self.spec.backups;
-        st.segments.retain(|s| s.index <= keep && keep > 0);
+        st.segments.retain(|s| s.index <= backups && backups > 0);
         st.identity = None;
         st.size = 0;
         if let Err(e) = self.open_current(st) {
             self.report(st, &format!("cannot open {}: {e}", base.display()));
+            return false;
         }
-    }
-
-    /// Closes the append handle (the process's output has ended). The next write reopens it.
-    pub fn close(&self) {
-        self.lock().file = None;
+        true
     }
 
     /// Reopens the file by its path (SIGUSR2, after logrotate moved it away).
     pub fn reopen(&self) {
         let mut st = self.lock();
         let was_open = st.file.take().is_some();
-        let moved = std::fs::metadata(&self.spec.path)
-            .map(|m| Some((m.dev(), m.ino())) != st.identity)
-            .unwrap_or(true);
+        let moved = probe(&self.path).map(|m| Some(ident(&m)) != st.identity).unwrap_or(true);
         if moved {
             // Where the old file went is logrotate's business; its bytes are no longer ours.
             st.segments.clear();
@@ -384,33 +712,43 @@ impl LogChannel {
         }
         if was_open || moved {
             if let Err(e) = self.open_current(&mut st) {
-                self.report(&mut st, &format!("cannot reopen {}: {e}", self.spec.path.display()));
+                self.report(&mut st, &format!("cannot reopen {}: {e}", self.path.display()));
             }
         }
         self.unlock(st);
     }
 
     /// Empties the log (supervisord's clearLog: the file is removed and begun anew; backups
-    /// stay).
-    pub fn clear(&self) -> std::io::Result<()> {
+    /// stay). Only a regular file is removed: a device, a FIFO, a link (`/dev/stdout`) is
+    /// left alone, and the error says so.
+    pub fn clear(&self) -> Result<(), ClearError> {
         let mut st = self.lock();
+        match std::fs::symlink_metadata(&self.path) {
+            Ok(meta) if !meta.is_file() => {
+                return Err(ClearError::NotRegular { path: self.path.clone(), what: kind(&meta) });
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(ClearError::Io(self.path.clone(), e)),
+        }
         let was_open = st.file.take().is_some();
-        match std::fs::remove_file(&self.spec.path) {
+        match std::fs::remove_file(&self.path) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e),
+            Err(e) => return Err(ClearError::Io(self.path.clone(), e)),
         }
         st.segments.retain(|s| s.index != 0);
         st.identity = None;
         st.size = 0;
         let end = st.end;
         if was_open {
-            self.open_current(&mut st)?;
+            let opened = self.open_current(&mut st);
             self.unlock(st);
+            opened.map_err(|e| ClearError::Io(self.path.clone(), e))?;
         } else {
             let id = st.next_id;
             st.next_id += 1;
-            st.segments.push_back(Segment { id, start: end, file_start: 0, len: 0, index: 0 });
+            st.segments.push_back(Segment { id, start: end, file_start: 0, len: 0, index: 0, ident: None });
         }
         Ok(())
     }
@@ -419,12 +757,12 @@ impl LogChannel {
     fn locate(&self, pos: u64, held: &Option<Held>) -> Result<Located, ReadError> {
         let st = self.lock();
         if !st.regular {
-            return Err(ReadError::NotRegular(self.spec.path.clone()));
+            return Err(ReadError::NotRegular(self.path.clone()));
         }
         if pos >= st.end {
             return Ok(Located::End);
         }
-        let Some(seg) = st.segments.iter().find(|s| s.start + s.len > pos) else {
+        let Some(seg) = st.segments.iter().find(|s| s.start + s.len > pos).copied() else {
             return Ok(Located::End);
         };
         if seg.start > pos {
@@ -432,15 +770,45 @@ impl LogChannel {
         }
         let held = match held {
             Some(h) if h.seg == seg.id => h.clone(),
-            _ => match File::open(path_for(&self.spec.path, seg.index)) {
-                Ok(f) => {
-                    Held { seg: seg.id, file: Arc::new(f), start: seg.start, file_start: seg.file_start }
+            _ => {
+                // Opened outside the lock: it may take a while (a slow disk), and writers wait
+                // for the lock.
+                drop(st);
+                match open_in_dir(&path_for(&self.path, seg.index), false) {
+                    Ok((f, meta, _)) if seg.ident.is_none_or(|i| i == ident(&meta)) => Held {
+                        seg: seg.id,
+                        file: Arc::new(f),
+                        ident: Some(ident(&meta)),
+                        start: seg.start,
+                        file_start: seg.file_start,
+                    },
+                    // Removed or replaced behind our back (or rotated while we opened it: the
+                    // next look finds it under its new name): skip to what follows only if the
+                    // segment is still where it was.
+                    _ => {
+                        let st = self.lock();
+                        return Ok(match st.segments.iter().find(|s| s.id == seg.id) {
+                            Some(s) if s.index != seg.index => Located::Gap { next: pos },
+                            _ => Located::Gap { next: seg.start + seg.len },
+                        });
+                    }
                 }
-                // Removed behind our back: skip to what follows.
-                Err(_) => return Ok(Located::Gap { next: seg.start + seg.len }),
-            },
+            }
         };
         Ok(Located::Data { held, avail: seg.start + seg.len - pos })
+    }
+
+    /// How much may be read from `held` at `pos` without looking at the segments again: up to
+    /// its segment's end while it is listed; nothing more if it is the current file but no
+    /// longer listed (someone changed it, and what it holds now is accounted elsewhere);
+    /// everything it has if it was rotated away or unlinked (`None`).
+    fn held_limit(&self, held: &Held, pos: u64) -> Option<u64> {
+        let st = self.lock();
+        match st.segments.iter().find(|s| s.id == held.seg) {
+            Some(s) => Some((s.start + s.len).saturating_sub(pos)),
+            None if held.ident.is_some() && held.ident == st.identity => Some(0),
+            None => None,
+        }
     }
 
     /// The oldest offset still on disk.
@@ -454,21 +822,32 @@ impl LogChannel {
         self.end().saturating_sub(n).max(self.oldest())
     }
 
+    /// [`start_for_last_lines`](Self::start_for_last_lines) on the blocking pool: it reads
+    /// files, which must not hold up an async worker.
+    pub async fn last_lines(self: &Arc<Self>, n: u64) -> Result<LinesStart, ReadError> {
+        let this = Arc::clone(self);
+        tokio::task::spawn_blocking(move || this.start_for_last_lines(n))
+            .await
+            .map_err(|e| ReadError::Failed(self.path.clone(), e.to_string()))?
+    }
+
     /// Where to start reading to get the last `n` lines (a final newline ends the last line,
-    /// it does not start an empty one).
-    pub fn start_for_last_lines(&self, n: u64) -> Result<u64, ReadError> {
+    /// it does not start an empty one). Reads at most [`LINES_SCAN_LIMIT`] bytes back. Blocks:
+    /// call it through [`last_lines`](Self::last_lines) from async code.
+    pub fn start_for_last_lines(&self, n: u64) -> Result<LinesStart, ReadError> {
         let end = self.end();
         let oldest = self.oldest();
         if n == 0 {
-            return Ok(end);
+            return Ok(LinesStart { offset: end, bounded: false });
         }
+        let bound = end.saturating_sub(LINES_SCAN_LIMIT).max(oldest);
         let mut newlines = 0u64;
         let mut pos = end;
         let mut held = None;
         let mut buf = vec![0u8; 8192];
         let mut first = true;
-        while pos > oldest {
-            let from = pos.saturating_sub(buf.len() as u64).max(oldest);
+        while pos > bound {
+            let from = pos.saturating_sub(buf.len() as u64).max(bound);
             let want = (pos - from) as usize;
             let bytes = self.read_range(from, want, &mut held, &mut buf)?;
             for (i, &b) in bytes.iter().enumerate().rev() {
@@ -479,7 +858,7 @@ impl LogChannel {
                     } else {
                         newlines += 1;
                         if newlines == n {
-                            return Ok(at + 1);
+                            return Ok(LinesStart { offset: at + 1, bounded: false });
                         }
                     }
                 }
@@ -487,7 +866,7 @@ impl LogChannel {
             }
             pos = from;
         }
-        Ok(oldest)
+        Ok(LinesStart { offset: bound, bounded: bound > oldest })
     }
 
     /// Reads up to `want` bytes from `from` (all in one segment or fewer), for the backward
@@ -531,17 +910,60 @@ impl LogChannel {
         if self.lock().regular {
             Ok(())
         } else {
-            Err(ReadError::NotRegular(self.spec.path.clone()))
+            Err(ReadError::NotRegular(self.path.clone()))
+        }
+    }
+
+    /// The next chunk from `c.pos` on, or `None` at the end. Reads files: runs on the
+    /// blocking pool.
+    fn next_chunk(&self, c: &mut Cursor) -> Result<Option<Chunk>, ReadError> {
+        loop {
+            // The file already open may hold more than the segments now say: it may have been
+            // rotated away or unlinked since. Read it to its end before looking elsewhere.
+            let n = match c.held.as_ref() {
+                Some(h) => {
+                    let want =
+                        self.held_limit(h, c.pos).map_or(c.buf.len(), |l| l.min(c.buf.len() as u64) as usize);
+                    h.read_at(&mut c.buf[..want], c.pos)
+                }
+                None => 0,
+            };
+            if n > 0 {
+                return Ok(Some(c.take(n)));
+            }
+            match self.locate(c.pos, &c.held)? {
+                Located::Data { held: h, avail } => {
+                    let want = (avail as usize).min(c.buf.len());
+                    let n = h.read_at(&mut c.buf[..want], c.pos);
+                    let same = c.held.as_ref().is_some_and(|old| old.seg == h.seg);
+                    c.held = Some(h);
+                    if n == 0 {
+                        if same {
+                            // The segment says there are bytes its file no longer has (someone
+                            // truncated it): they are lost.
+                            c.skipped += avail;
+                            c.pos += avail;
+                        }
+                        continue;
+                    }
+                    return Ok(Some(c.take(n)));
+                }
+                Located::Gap { next } => {
+                    c.skipped += next - c.pos;
+                    c.pos = next;
+                }
+                Located::End => return Ok(None),
+            }
         }
     }
 
     /// Streams the log from `pos` into `tx` as [`Chunk`]s (each passed through `wrap`); with
     /// `follow`, keeps streaming what is written later until `tx` is closed. Bytes that were
     /// rotated away before they could be read are reported in the next chunk's `skipped`,
-    /// never silently.
+    /// never silently. Files are read on the blocking pool, a chunk at a time.
     pub async fn stream<T>(
         self: Arc<Self>,
-        mut pos: u64,
+        pos: u64,
         follow: bool,
         tx: mpsc::Sender<T>,
         wrap: impl Fn(Chunk) -> T,
@@ -550,58 +972,35 @@ impl LogChannel {
         if pos > end {
             return Err(ReadError::BeyondEnd { offset: pos, end });
         }
-        let mut held: Option<Held> = None;
-        let mut skipped = 0;
-        let mut buf = vec![0u8; CHUNK];
+        let mut cursor = Some(Cursor { pos, held: None, skipped: 0, buf: vec![0u8; CHUNK] });
         loop {
             // Made before looking, so a write from here on wakes it (notify_waiters reaches
             // every Notified made before the call, polled yet or not).
             let grown = self.grown.notified();
-            // The file already open may hold more than the segments now say: it may have been
-            // rotated away or unlinked since. Read it to its end before looking elsewhere.
-            let n = held.as_ref().map_or(0, |h| h.read_at(&mut buf, pos));
-            if n > 0 {
-                let chunk = Chunk { offset: pos, data: buf[..n].to_vec(), skipped };
-                skipped = 0;
-                pos += n as u64;
-                if tx.send(wrap(chunk)).await.is_err() {
-                    return Ok(());
-                }
-                continue;
-            }
-            match self.locate(pos, &held)? {
-                Located::Data { held: h, avail } => {
-                    let want = (avail as usize).min(CHUNK);
-                    let n = h.read_at(&mut buf[..want], pos);
-                    let same = held.as_ref().is_some_and(|old| old.seg == h.seg);
-                    held = Some(h);
-                    if n == 0 {
-                        if same {
-                            // The segment says there are bytes its file no longer has (someone
-                            // truncated it): they are lost.
-                            skipped += avail;
-                            pos += avail;
-                        }
-                        continue;
-                    }
-                    let chunk = Chunk { offset: pos, data: buf[..n].to_vec(), skipped };
-                    skipped = 0;
-                    pos += n as u64;
+            let this = Arc::clone(&self);
+            let mut c = cursor.take().expect("put back after every step");
+            let (c, step) = tokio::task::spawn_blocking(move || {
+                let step = this.next_chunk(&mut c);
+                (c, step)
+            })
+            .await
+            .map_err(|e| ReadError::Failed(self.path.clone(), e.to_string()))?;
+            let skipped = c.skipped;
+            let at = c.pos;
+            cursor = Some(c);
+            match step? {
+                Some(chunk) => {
                     if tx.send(wrap(chunk)).await.is_err() {
                         return Ok(());
                     }
                 }
-                Located::Gap { next } => {
-                    skipped += next - pos;
-                    pos = next;
-                }
-                Located::End => {
-                    if !follow {
-                        if skipped > 0 {
-                            let _ = tx.send(wrap(Chunk { offset: pos, data: Vec::new(), skipped })).await;
-                        }
-                        return Ok(());
+                None if !follow => {
+                    if skipped > 0 {
+                        let _ = tx.send(wrap(Chunk { offset: at, data: Vec::new(), skipped })).await;
                     }
+                    return Ok(());
+                }
+                None => {
                     tokio::select! {
                         () = grown => {},
                         () = tx.closed() => return Ok(()),
@@ -610,6 +1009,65 @@ impl LogChannel {
             }
         }
     }
+}
+
+impl Cursor {
+    /// The `n` bytes just read into the buffer, as a chunk; moves past them.
+    fn take(&mut self, n: usize) -> Chunk {
+        let chunk = Chunk { offset: self.pos, data: self.buf[..n].to_vec(), skipped: self.skipped };
+        self.skipped = 0;
+        self.pos += n as u64;
+        chunk
+    }
+}
+
+/// Notes for `--check-config`: log files that several outputs name. They share one channel
+/// (clear and rotation act for all); where their settings differ, the last one's apply.
+pub fn sharing_notes(config: &minder::config::Config) -> Vec<String> {
+    use minder::config::LogTarget;
+    let mut by_path: BTreeMap<PathBuf, Vec<(String, LogSpec)>> = BTreeMap::new();
+    for p in config.processes() {
+        let mut outputs =
+            vec![("stdout", &p.stdout_logfile, p.stdout_logfile_maxbytes, p.stdout_logfile_backups)];
+        if !p.redirect_stderr {
+            outputs.push(("stderr", &p.stderr_logfile, p.stderr_logfile_maxbytes, p.stderr_logfile_backups));
+        }
+        for (which, target, maxbytes, backups) in outputs {
+            if let LogTarget::File(path) = target {
+                let spec = LogSpec {
+                    path: path.clone(),
+                    maxbytes,
+                    backups,
+                    timestamps: p.log_timestamps,
+                    strip_ansi: false,
+                };
+                by_path
+                    .entry(share_key(path))
+                    .or_default()
+                    .push((format!("{} ({which})", p.full_name()), spec));
+            }
+        }
+    }
+    by_path
+        .into_iter()
+        .filter(|(_, users)| users.len() > 1)
+        .map(|(path, users)| {
+            let names: Vec<&str> = users.iter().map(|(n, _)| n.as_str()).collect();
+            let mut note = format!(
+                "{} is written by {}: they share one log, so clear and rotation act for all of them",
+                path.display(),
+                names.join(", ")
+            );
+            let (last, spec) = users.last().expect("more than one");
+            if users.iter().any(|(_, s)| !s.same_settings(spec)) {
+                note.push_str(&format!(
+                    "; their log settings differ, and the last one's apply (maxbytes {}, backups {}, timestamps {} from {last})",
+                    spec.maxbytes, spec.backups, spec.timestamps
+                ));
+            }
+            note
+        })
+        .collect()
 }
 
 /// A piece of a log, as read.
@@ -770,13 +1228,13 @@ mod tests {
         let dir = tempfile::tempdir().expect("dir");
         let ch = LogChannel::new(spec(dir.path(), 8, 5));
         ch.write(b"one\ntwo\nthree\nfour\n");
-        assert_eq!(ch.start_for_last_lines(1).expect("ok"), 14);
-        assert_eq!(ch.start_for_last_lines(2).expect("ok"), 8);
-        assert_eq!(ch.start_for_last_lines(4).expect("ok"), 0);
-        assert_eq!(ch.start_for_last_lines(10).expect("ok"), 0);
+        assert_eq!(ch.start_for_last_lines(1).expect("ok").offset, 14);
+        assert_eq!(ch.start_for_last_lines(2).expect("ok").offset, 8);
+        assert_eq!(ch.start_for_last_lines(4).expect("ok").offset, 0);
+        assert_eq!(ch.start_for_last_lines(10).expect("ok").offset, 0);
         ch.write(b"partial");
-        assert_eq!(ch.start_for_last_lines(1).expect("ok"), 19);
-        assert_eq!(ch.start_for_last_lines(2).expect("ok"), 14);
+        assert_eq!(ch.start_for_last_lines(1).expect("ok").offset, 19);
+        assert_eq!(ch.start_for_last_lines(2).expect("ok").offset, 14);
     }
 
     #[test]
@@ -786,7 +1244,7 @@ mod tests {
         std::fs::write(dir.path().join("out.log"), "new\n").expect("write");
         let ch = LogChannel::new(spec(dir.path(), 100, 3));
         assert_eq!(ch.end(), 8);
-        assert_eq!(ch.start_for_last_lines(2).expect("ok"), 0);
+        assert_eq!(ch.start_for_last_lines(2).expect("ok").offset, 0);
         ch.write(b"more\n");
         assert_eq!(read(dir.path().join("out.log")), "new\nmore\n");
     }
@@ -823,7 +1281,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("dir");
         let ch = LogChannel::new(spec(dir.path(), 0, 0));
         ch.write(b"abc");
-        ch.clear().expect("cleared");
+        assert!(ch.clear().is_ok());
         assert_eq!(read(dir.path().join("out.log")), "");
         ch.write(b"de");
         assert_eq!(read(dir.path().join("out.log")), "de");
@@ -854,5 +1312,172 @@ mod tests {
         assert!(lines[1].ends_with(" b"));
         assert_eq!(more, "c\n", "the line started in the previous write is not stamped again");
         assert!(at_start);
+    }
+
+    /// A writer that takes `room` bytes in all, then fails as a full disk does.
+    struct FillsUp {
+        room: usize,
+        got: Vec<u8>,
+    }
+
+    impl Write for FillsUp {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            if self.room == 0 {
+                return Err(std::io::Error::from_raw_os_error(libc::ENOSPC));
+            }
+            let n = buf.len().min(self.room).min(7);
+            self.room -= n;
+            self.got.extend_from_slice(&buf[..n]);
+            Ok(n)
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_write_the_disk_takes_in_part_is_counted_for_that_part() {
+        let mut w = FillsUp { room: 20, got: Vec::new() };
+        let (done, err) = append(&mut w, b"0123456789abcdefghijKLMNOP");
+        assert_eq!(done, 20, "what went into the file before the disk filled up");
+        assert_eq!(w.got, b"0123456789abcdefghij");
+        assert_eq!(err.and_then(|e| e.raw_os_error()), Some(libc::ENOSPC));
+        let mut w = FillsUp { room: 100, got: Vec::new() };
+        assert_eq!(append(&mut w, b"short").0, 5);
+    }
+
+    #[test]
+    fn the_backward_scan_is_bounded() {
+        let dir = tempfile::tempdir().expect("dir");
+        // 3 MiB without a newline (sparse, so cheap), then the channel counts it as offsets.
+        let f = File::create(dir.path().join("out.log")).expect("create");
+        f.set_len(3 << 20).expect("set_len");
+        let ch = LogChannel::new(spec(dir.path(), 0, 0));
+        let started = std::time::Instant::now();
+        let found = ch.start_for_last_lines(5).expect("ok");
+        assert_eq!(found, LinesStart { offset: (3 << 20) - LINES_SCAN_LIMIT, bounded: true });
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
+        // Lines within the bound are found as before.
+        ch.write(b"one\ntwo\n");
+        let found = ch.start_for_last_lines(1).expect("ok");
+        assert_eq!(found, LinesStart { offset: (3 << 20) + 4, bounded: false });
+        // A log shorter than the bound is never "bounded".
+        let small = LogChannel::new(spec(&dir.path().join("none"), 0, 0));
+        assert_eq!(small.start_for_last_lines(3).expect("ok"), LinesStart { offset: 0, bounded: false });
+    }
+
+    #[test]
+    fn clear_leaves_a_link_to_a_device_alone_and_says_so() {
+        let dir = tempfile::tempdir().expect("dir");
+        let log = dir.path().join("out.log");
+        std::os::unix::fs::symlink("/dev/null", &log).expect("symlink");
+        let ch = LogChannel::new(spec(dir.path(), 0, 0));
+        ch.write(b"into /dev/null\n");
+        let err = ch.clear().expect_err("not a regular file");
+        assert!(err.to_string().contains("is a symbolic link, not a regular file"), "{err}");
+        assert!(std::fs::symlink_metadata(&log).expect("still there").file_type().is_symlink());
+        assert!(std::fs::metadata("/dev/null").expect("dev null").file_type().is_char_device());
+        // Rotation does not touch it either.
+        let ch = LogChannel::new(spec(dir.path(), 4, 2));
+        ch.write(b"0123456789");
+        assert!(std::fs::symlink_metadata(&log).expect("there").file_type().is_symlink());
+        assert!(!dir.path().join("out.log.1").exists());
+    }
+
+    /// A directory anyone can write (0777, not sticky), as a program's own log directory is
+    /// to its user.
+    fn open_dir_for_all() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().expect("dir");
+        std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o777))
+            .expect("chmod");
+        dir
+    }
+
+    #[test]
+    fn in_a_directory_others_can_write_links_and_fifos_are_refused() {
+        let secret_dir = tempfile::tempdir().expect("dir");
+        let secret = secret_dir.path().join("secret");
+        std::fs::write(&secret, "root only\n").expect("write");
+        let dir = open_dir_for_all();
+        let log = dir.path().join("out.log");
+        // A symbolic link to someone else's file.
+        std::os::unix::fs::symlink(&secret, &log).expect("symlink");
+        let err = open_in_dir(&log, true).expect_err("refused");
+        assert!(err.to_string().contains("symbolic link"), "{err}");
+        let ch = LogChannel::new(spec(dir.path(), 0, 0));
+        ch.write(b"child output\n");
+        assert_eq!(std::fs::read_to_string(&secret).expect("read"), "root only\n");
+        // A hard link to it.
+        std::fs::remove_file(&log).expect("rm");
+        std::fs::hard_link(&secret, &log).expect("link");
+        let err = open_in_dir(&log, true).expect_err("refused");
+        assert!(err.to_string().contains("hard links"), "{err}");
+        // A FIFO.
+        std::fs::remove_file(&log).expect("rm");
+        nix::unistd::mkfifo(&log, Mode::from_bits_truncate(0o666)).expect("mkfifo");
+        let err = open_in_dir(&log, true).expect_err("refused");
+        assert!(err.to_string().contains("FIFO"), "{err}");
+        // A plain file is fine, and so is a link in a directory only root can change.
+        std::fs::remove_file(&log).expect("rm");
+        assert!(open_in_dir(&log, true).is_ok());
+        let trusted = secret_dir.path().join("link.log");
+        std::os::unix::fs::symlink("/dev/null", &trusted).expect("symlink");
+        let (_, meta, direct) = open_in_dir(&trusted, true).expect("followed");
+        assert!(meta.file_type().is_char_device() && !direct);
+    }
+
+    #[tokio::test]
+    async fn a_backup_swapped_for_a_link_is_not_read() {
+        let secret_dir = tempfile::tempdir().expect("dir");
+        let secret = secret_dir.path().join("secret");
+        std::fs::write(&secret, "0123456789").expect("write");
+        let dir = open_dir_for_all();
+        let ch = LogChannel::new(spec(dir.path(), 10, 2));
+        ch.write(b"abcdefghijKLM");
+        let backup = dir.path().join("out.log.1");
+        std::fs::remove_file(&backup).expect("rm");
+        std::os::unix::fs::symlink(&secret, &backup).expect("symlink");
+        let (data, skipped) = collect(&ch, 0).await;
+        assert_eq!((data.as_slice(), skipped), (&b"KLM"[..], 10));
+    }
+
+    #[test]
+    fn outputs_naming_one_file_share_its_channel() {
+        let dir = tempfile::tempdir().expect("dir");
+        let a = LogChannel::shared(spec(dir.path(), 0, 0), "a");
+        let mut other = spec(dir.path(), 0, 0);
+        other.path = dir.path().join(".").join("out.log");
+        let b = LogChannel::shared(other, "b");
+        assert!(Arc::ptr_eq(&a, &b), "the same file, spelled differently, is one channel");
+        a.attach();
+        b.attach();
+        a.write(b"from a\n");
+        b.write(b"from b\n");
+        a.clear().expect("cleared");
+        // b writes into the new file, not into the one cleared away.
+        b.write(b"b again\n");
+        assert_eq!(read(dir.path().join("out.log")), "b again\n");
+        // a's output ending does not close the file b still writes.
+        a.detach();
+        assert!(b.lock().file.is_some());
+        b.detach();
+        assert!(b.lock().file.is_none());
+        // The last configured settings apply to every sharer.
+        let c = LogChannel::shared(spec(dir.path(), 5, 1), "c");
+        assert!(Arc::ptr_eq(&a, &c));
+        assert_eq!((a.spec().maxbytes, a.spec().backups), (5, 1));
+        drop((a, b, c));
+        // Once nobody uses it, a new channel is made.
+        let d = LogChannel::shared(spec(dir.path(), 0, 0), "d");
+        assert_eq!(d.spec().maxbytes, 0);
+    }
+
+    #[test]
+    fn attach_creates_the_file_before_any_output() {
+        let dir = tempfile::tempdir().expect("dir");
+        let ch = LogChannel::new(spec(dir.path(), 0, 0));
+        assert!(!dir.path().join("out.log").exists());
+        ch.attach();
+        assert!(dir.path().join("out.log").exists());
     }
 }

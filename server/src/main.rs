@@ -360,6 +360,11 @@ fn check_config(config: &Config, json: bool) -> ExitCode {
     // Printing to a pipe that closes (`| head`) ends the command quietly, as other tools do.
     // SAFETY: restoring SIGPIPE's default disposition has no preconditions.
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    // Log files several outputs share: not an error, but worth knowing (clear and rotation act
+    // for all of them). On stderr, so that --json output stays one JSON document.
+    for note in minderd::logs::sharing_notes(config) {
+        eprintln!("minderd: note: {note}");
+    }
     if json {
         match serde_json::to_value(config).and_then(|v| serde_json::to_string_pretty(&redacted(v))) {
             Ok(s) => println!("{s}"),

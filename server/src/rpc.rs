@@ -76,6 +76,7 @@ impl From<ReadError> for Status {
         match e {
             ReadError::NotRegular(_) => Status::failed_precondition(bounded(e.to_string())),
             ReadError::BeyondEnd { .. } => Status::out_of_range(bounded(e.to_string())),
+            ReadError::Failed(..) => Status::internal(bounded(e.to_string())),
         }
     }
 }
@@ -353,12 +354,28 @@ async fn pump_events(sup: Arc<Supervisor>, mut next: u64, tx: mpsc::Sender<Resul
     }
 }
 
-/// Where a tail starts in `channel`.
-fn start_of(channel: &LogChannel, start: Option<&Start>) -> Result<u64, Status> {
+/// Where a tail starts in `channel`. A `tail -n` whose lines start further back than the scan
+/// goes adds a notice for the client (sent as the `minder-notice` response header).
+async fn start_of(
+    channel: &Arc<LogChannel>,
+    start: Option<&Start>,
+    what: &str,
+    notices: &mut Vec<String>,
+) -> Result<u64, Status> {
     Ok(match start {
         None => channel.start_for_last_bytes(TAIL_BYTES),
         Some(Start::LastBytes(n)) => channel.start_for_last_bytes(*n),
-        Some(Start::LastLines(n)) => channel.start_for_last_lines(*n)?,
+        Some(Start::LastLines(n)) => {
+            let found = channel.last_lines(*n).await?;
+            if found.bounded {
+                notices.push(format!(
+                    "the last {n} lines of {what} start more than {} bytes back; showing the last {} bytes",
+                    crate::logs::LINES_SCAN_LIMIT,
+                    channel.end().saturating_sub(found.offset)
+                ));
+            }
+            found.offset
+        }
         Some(Start::Offset(o)) => {
             let end = channel.end();
             if *o > end {
@@ -367,6 +384,25 @@ fn start_of(channel: &LogChannel, start: Option<&Start>) -> Result<u64, Status> 
             *o
         }
     })
+}
+
+/// A tail's response, with its notices (if any) in the `minder-notice` header.
+fn tail_response(
+    rx: mpsc::Receiver<Result<pb::LogChunk, Status>>,
+    notices: &[String],
+) -> Response<Stream<pb::LogChunk>> {
+    let mut resp: Response<Stream<pb::LogChunk>> = Response::new(Box::pin(ReceiverStream::new(rx)));
+    if !notices.is_empty() {
+        type Value = tonic::metadata::MetadataValue<tonic::metadata::Ascii>;
+        // A header carries visible ASCII only; a name that is not gets the general notice.
+        let value = bounded(notices.join("; ")).parse::<Value>().or_else(|_| {
+            "the last lines start further back than the scan goes; showing the last bytes".parse::<Value>()
+        });
+        if let Ok(v) = value {
+            resp.metadata_mut().insert("minder-notice", v);
+        }
+    }
+    resp
 }
 
 /// Where to start reading, in either request's terms.
@@ -514,6 +550,7 @@ impl pb::supervisor_server::Supervisor for Service {
             None => None,
         };
         let mut sources = Vec::new();
+        let mut notices = Vec::new();
         for h in &handles {
             for which in &wanted {
                 let (channel, name) = match which {
@@ -526,13 +563,18 @@ impl pb::supervisor_server::Supervisor for Service {
                         ch.readable()?;
                         let resume =
                             r.resume.iter().find(|p| p.process == full && p.channel == *which as i32);
+                        let what = format!("{full} ({name})");
                         let pos = match resume {
-                            Some(p) => start_of(ch, Some(&Start::Offset(p.offset)))?,
-                            None => start_of(ch, start.as_ref())?,
+                            Some(p) => {
+                                start_of(ch, Some(&Start::Offset(p.offset)), &what, &mut notices).await?
+                            }
+                            None => start_of(ch, start.as_ref(), &what, &mut notices).await?,
                         };
                         sources.push((Arc::clone(ch), pos, full, *which));
                     }
-                    None if explicit || (handles.len() == 1 && *which == pb::LogChannel::Stdout) => {
+                    // A process named on its own must have the output asked for; among several,
+                    // one that lacks it is left out (`tail -f all` with a NONE log).
+                    None if handles.len() == 1 && (explicit || *which == pb::LogChannel::Stdout) => {
                         let why = if *which == pb::LogChannel::Stderr && h.config.redirect_stderr {
                             "is redirected to its stdout"
                         } else {
@@ -553,7 +595,7 @@ impl pb::supervisor_server::Supervisor for Service {
         for (channel, pos, full, which) in sources {
             spawn_tail(channel, pos, r.follow, full, which, tx.clone());
         }
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        Ok(tail_response(rx, &notices))
     }
 
     async fn tail_daemon_log(
@@ -573,10 +615,11 @@ impl pb::supervisor_server::Supervisor for Service {
             None => None,
         };
         channel.readable()?;
-        let pos = start_of(channel, start.as_ref())?;
+        let mut notices = Vec::new();
+        let pos = start_of(channel, start.as_ref(), "minderd's log", &mut notices).await?;
         let (tx, rx) = mpsc::channel(STREAM_BUFFER);
         spawn_tail(Arc::clone(channel), pos, r.follow, String::new(), pb::LogChannel::Daemon, tx);
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        Ok(tail_response(rx, &notices))
     }
 
     async fn clear_logs(

@@ -466,11 +466,17 @@ impl Supervisor {
     /// Empties the log files of what `selectors` name (every process of a group).
     pub async fn clear_logs(&self, selectors: &[String]) -> Result<Vec<Outcome>, RequestError> {
         let (chosen, mut outcomes) = self.select(selectors, |_| true)?;
+        // A log file several processes share is one channel: cleared once per request.
+        let mut cleared: Vec<Arc<LogChannel>> = Vec::new();
         for h in chosen {
             let mut result = Ok(());
             for ch in [&h.logs.stdout, &h.logs.stderr].into_iter().flatten() {
+                if cleared.iter().any(|c| Arc::ptr_eq(c, ch)) {
+                    continue;
+                }
+                cleared.push(Arc::clone(ch));
                 if let Err(e) = ch.clear() {
-                    result = Err(Fault::Failed(format!("cannot clear {}: {e}", ch.path().display())));
+                    result = Err(Fault::Failed(e.to_string()));
                 }
             }
             outcomes.push(Outcome {
@@ -634,12 +640,12 @@ fn logs_for(
                 _ => (&old.stderr_logfile, &old_logs.stderr),
             };
             if let Some(ch) = old_channel.as_ref().filter(|_| old_target == target) {
-                if *ch.spec() == spec(ch.path().to_path_buf()) {
+                if ch.spec() == spec(ch.path().to_path_buf()) {
                     return Some(Arc::clone(ch));
                 }
                 if *target == LogTarget::Auto {
                     // Same AUTO file, new rotation settings.
-                    return Some(LogChannel::new(spec(ch.path().to_path_buf())));
+                    return Some(LogChannel::shared(spec(ch.path().to_path_buf()), &p.full_name()));
                 }
             }
         }
@@ -667,7 +673,8 @@ fn logs_for(
                 }
             }
         };
-        Some(LogChannel::new(spec(path)))
+        // Outputs that name the same file share its channel (see logs.rs).
+        Some(LogChannel::shared(spec(path), &p.full_name()))
     };
     Stdio {
         stdout: channel(&p.stdout_logfile, "stdout"),

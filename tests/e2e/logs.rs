@@ -131,18 +131,45 @@ async fn followers_get_every_byte_and_a_stalled_one_stalls_nothing() {
     assert_eq!(std::fs::metadata(&log).expect("log").len(), want.len() as u64);
 }
 
+/// A program that echoes each line it reads on stdin, so a test decides when output appears.
+/// A line "N" writes N 64-byte lines instead.
+const ECHO: &str = "import sys\nfor line in sys.stdin:\n    word = line.strip()\n    if word.isdigit():\n        for i in range(int(word)):\n            sys.stdout.write(\"line %08d \" % i + \".\" * 49 + \"\\n\")\n    else:\n        sys.stdout.write(word + \"\\n\")\n    sys.stdout.flush()\n";
+
+/// Sends `line` to `name`'s stdin.
+async fn say(d: &Daemon, name: &str, line: &str) {
+    let mut c = d.client().await;
+    c.send_stdin(pb::SendStdinRequest { name: name.into(), data: format!("{line}\n").into_bytes() })
+        .await
+        .expect("stdin");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_reconnecting_client_resumes_with_no_gap_and_no_duplicate() {
-    let d = Daemon::start(&writer("w", 1000, ""));
-    let want = expected_lines(1000);
+    let d = Daemon::start_with(
+        "[program.w]\ncommand = \"python3 -u {dir}/echo.py\"\nstartsecs = 0\n",
+        &[("echo.py", ECHO)],
+        &[],
+    );
+    d.wait_state("w", "RUNNING", 10 * SECS);
+    let batch = expected_lines(300); // 19200 bytes a batch
     let mut c = d.client().await;
     let mut s = c
         .tail_log(tail_req("w", pb::tail_log_request::Start::Offset(0), true))
         .await
         .expect("tail")
         .into_inner();
-    let (first, _) = collect(&mut s, 0, 1000).await;
+    say(&d, "w", "300").await;
+    let (first, _) = collect(&mut s, 0, batch.len()).await;
+    assert_eq!(first, batch, "nothing more was written, so this is exactly the first batch");
+    // Disconnect; the program writes a second batch while nobody follows.
     drop(s);
+    say(&d, "w", "300").await;
+    let log = d.process("w")["stdout_logfile"].as_str().expect("a log").to_string();
+    wait_for("the second batch in the log", 10 * SECS, || {
+        std::fs::metadata(&log).is_ok_and(|m| m.len() == 2 * batch.len() as u64)
+    });
+    // Resume from the offset reached: the second batch (written while away) arrives first,
+    // starting exactly there, then the third, written once resumed.
     let resume_at = first.len() as u64;
     let mut req = tail_req("w", pb::tail_log_request::Start::LastBytes(0), true);
     req.resume = vec![pb::ResumePoint {
@@ -151,10 +178,12 @@ async fn a_reconnecting_client_resumes_with_no_gap_and_no_duplicate() {
         offset: resume_at,
     }];
     let mut s = c.tail_log(req).await.expect("tail").into_inner();
-    let (rest, _) = collect(&mut s, resume_at, want.len() - first.len()).await;
-    let mut all = first;
-    all.extend(rest);
-    assert!(all == want);
+    let (second, skipped) = collect(&mut s, resume_at, batch.len()).await;
+    assert_eq!(skipped, 0);
+    assert_eq!(second, batch, "the batch written while disconnected, no gap, no duplicate");
+    say(&d, "w", "300").await;
+    let (third, _) = collect(&mut s, resume_at + batch.len() as u64, batch.len()).await;
+    assert_eq!(third, batch);
 }
 
 #[test]
@@ -171,13 +200,36 @@ startsecs = 0
 "#,
     );
     wait_for("both outputs", 10 * SECS, || {
-        let out = stdout(&d.ctl(&["tail", "a", "b"]));
-        out.contains("from-a") && out.contains("from-b") && out.contains("err-b")
+        let out = stdout(&d.ctl(&["tail", "a", "b", "stderr"]));
+        let err = stdout(&d.ctl(&["tail", "a", "b"]));
+        out.contains("err-b") && err.contains("from-a") && err.contains("from-b")
     });
+    // Without a channel named: stdout only, as the help says, for several names too.
     let out = stdout(&d.ctl(&["tail", "a", "b"]));
     let mut lines: Vec<&str> = out.lines().collect();
     lines.sort();
-    assert_eq!(lines, ["a | from-a", "b (stderr) | err-b", "b | from-b"]);
+    assert_eq!(lines, ["a | from-a", "b | from-b"]);
+    let out = stdout(&d.ctl(&["tail", "a", "b", "stderr"]));
+    assert_eq!(out, "b (stderr) | err-b\n");
+    // `-f` builds the same request (the channels do not depend on following).
+}
+
+#[test]
+fn tail_json_carries_the_exact_bytes() {
+    let d = Daemon::start_with(
+        "[program.bin]\ncommand = \"sh {dir}/bin.sh\"\nstartsecs = 0\n",
+        &[("bin.sh", "printf '\\377\\376ok\\n'\nexec sleep 100\n")],
+        &[],
+    );
+    let mut v = serde_json::Value::Null;
+    wait_for("the output", 10 * SECS, || {
+        let out = d.ctl(&["--json", "tail", "bin"]);
+        v = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        v["data"].as_str().is_some_and(|s| s.ends_with("ok\n"))
+    });
+    // The text replaces what is not UTF-8; the base64 is exactly what the program wrote.
+    assert_eq!(v["data"], "\u{fffd}\u{fffd}ok\n");
+    assert_eq!(v["data_base64"], "//5vawo=");
 }
 
 #[test]
@@ -490,6 +542,188 @@ fn log_timestamps_prefix_every_line() {
         assert!(
             chrono::NaiveDateTime::parse_from_str(stamp.trim_end(), "%Y-%m-%d %H:%M:%S,%3f").is_ok(),
             "{line}"
+        );
+    }
+}
+
+#[test]
+fn clear_leaves_a_device_alone_and_says_so() {
+    let d = Daemon::start(
+        "[program.quiet]\ncommand = \"sh -c 'echo discarded; exec sleep 100'\"\nstartsecs = 0\nautostart = false\nstdout_logfile = \"{dir}/null\"\n",
+    );
+    // A character device like /dev/null (1, 3), inside the test's own directory.
+    let null = d.path("null");
+    nix::sys::stat::mknod(
+        &null,
+        nix::sys::stat::SFlag::S_IFCHR,
+        nix::sys::stat::Mode::from_bits_truncate(0o666),
+        nix::sys::stat::makedev(1, 3),
+    )
+    .expect("mknod (the tests run as root)");
+    assert_eq!(code(&d.ctl(&["start", "quiet"])), 0);
+    let out = d.ctl(&["clear", "quiet"]);
+    assert_ne!(code(&out), 0, "nothing was cleared, and the exit code says so");
+    let text = stdout(&out);
+    assert!(
+        text.starts_with("quiet: ERROR (failed): ")
+            && text.contains("is a character device, not a regular file"),
+        "{text}"
+    );
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let meta = std::fs::symlink_metadata(&null).expect("still there");
+    assert!(meta.file_type().is_char_device(), "the device is still a device");
+    assert_eq!(meta.rdev(), nix::sys::stat::makedev(1, 3));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_log_replaced_by_a_link_to_a_root_file_is_refused() {
+    // The program runs as nobody, and its log directory is nobody's: it can replace its log.
+    let d = Daemon::start_with(
+        "[program.p]\ncommand = \"sh {dir}/echo.sh\"\nstartsecs = 0\nautostart = false\nuser = \"nobody\"\nstdout_logfile = \"{dir}/logs/out.log\"\nstderr_logfile = \"{dir}/err.log\"\n",
+        // Each line to stdout, then to stderr (python may not be nobody's to run).
+        &[("echo.sh", "while IFS= read -r l; do echo \"$l\"; echo \"$l\" >&2; done\n"), ("logs/", "")],
+        &[],
+    );
+    let nobody = nix::unistd::User::from_name("nobody").expect("passwd").expect("a nobody user");
+    nix::unistd::chown(&d.path("logs"), Some(nobody.uid), Some(nobody.gid)).expect("chown");
+    // The test directory itself must be enterable by nobody for the script.
+    std::fs::set_permissions(d.dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("chmod");
+    std::fs::set_permissions(d.path("echo.sh"), std::os::unix::fs::PermissionsExt::from_mode(0o644))
+        .expect("chmod");
+    let secret = d.path("secret");
+    std::fs::write(&secret, "root only\n").expect("write");
+    std::fs::set_permissions(&secret, std::os::unix::fs::PermissionsExt::from_mode(0o600)).expect("chmod");
+    let out = d.ctl(&["start", "p"]);
+    assert_eq!(code(&out), 0, "{}{}", stdout(&out), d.log());
+    let log = d.path("logs/out.log");
+    say(&d, "p", "before").await;
+    wait_for("before", 10 * SECS, || std::fs::read_to_string(&log).is_ok_and(|s| s == "before\n"));
+    // What the program's user can do: replace its log with a link, then wait for a reopen.
+    std::fs::remove_file(&log).expect("rm");
+    std::os::unix::fs::symlink(&secret, &log).expect("symlink");
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(d.pid() as i32), nix::sys::signal::Signal::SIGUSR2)
+        .expect("signal");
+    wait_for("the refusal in the daemon log", 10 * SECS, || {
+        d.log().contains("refused: it is a symbolic link")
+    });
+    say(&d, "p", "after").await;
+    // The program writes stdout first, then stderr: once stderr has it, stdout was written.
+    wait_for("after, on stderr", 10 * SECS, || {
+        std::fs::read_to_string(d.path("err.log")).is_ok_and(|s| s.contains("after"))
+    });
+    assert_eq!(std::fs::read_to_string(&secret).expect("read"), "root only\n", "the root file is unchanged");
+    assert!(std::fs::symlink_metadata(&log).expect("link").file_type().is_symlink());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn processes_sharing_a_log_file_share_clear() {
+    let conf = "[program.a]\ncommand = \"python3 -u {dir}/echo.py\"\nstartsecs = 0\nstdout_logfile = \"{dir}/shared.log\"\n\n[program.b]\ncommand = \"python3 -u {dir}/echo.py\"\nstartsecs = 0\nstdout_logfile = \"{dir}/shared.log\"\nstdout_logfile_maxbytes = 1000\n";
+    let d = Daemon::start_with(conf, &[("echo.py", ECHO)], &[]);
+    d.wait_state("a", "RUNNING", 10 * SECS);
+    d.wait_state("b", "RUNNING", 10 * SECS);
+    let log = d.path("shared.log");
+    say(&d, "a", "a1").await;
+    say(&d, "b", "b1").await;
+    wait_for("both lines", 10 * SECS, || {
+        std::fs::read_to_string(&log).is_ok_and(|s| s.contains("a1\n") && s.contains("b1\n"))
+    });
+    assert_eq!(stdout(&d.ctl(&["clear", "a"])), "a: cleared\n");
+    // b goes on writing into the file, not into the one cleared away.
+    say(&d, "b", "b2").await;
+    wait_for("b's next line in the new file", 10 * SECS, || {
+        std::fs::read_to_string(&log).is_ok_and(|s| s == "b2\n")
+    });
+    // --check-config says that the file is shared, and whose settings apply.
+    let out =
+        Command::new(bin("minderd")).arg("-c").arg(&d.config).arg("--check-config").output().expect("runs");
+    let err = crate::harness::stderr(&out);
+    assert!(err.contains("is written by a (stdout), b (stdout): they share one log"), "{err}");
+    assert!(err.contains("maxbytes 1000, backups 10, timestamps false from b (stdout)"), "{err}");
+}
+
+#[test]
+fn log_files_exist_once_the_process_runs() {
+    let d = Daemon::start(
+        "[program.quiet]\ncommand = \"sleep 100\"\nstartsecs = 0\nstdout_logfile = \"{dir}/quiet.out\"\nstderr_logfile = \"{dir}/quiet.err\"\n",
+    );
+    d.wait_state("quiet", "RUNNING", 10 * SECS);
+    assert!(d.path("quiet.out").exists(), "stdout's log is created at spawn, as supervisord does");
+    assert!(d.path("quiet.err").exists(), "and stderr's");
+}
+
+/// A tmpfs mounted for a test, unmounted (lazily: minderd may still hold a file) on drop.
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    fn mount(at: &std::path::Path, size: &str) -> Tmpfs {
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(at)
+            .status()
+            .expect("mount runs");
+        assert!(ok.success(), "mount a tmpfs (the tests run as root)");
+        Tmpfs(at.to_path_buf())
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn tail_n_is_exact_after_the_disk_filled_up() {
+    // 100-byte lines, one write each, into a 64 KiB file system: the write that fills it is
+    // taken in part (up to the page boundary) and the rest refused.
+    let script = "import sys, time\nfor i in range(2000):\n    sys.stdout.write(\"line %08d \" % i + \".\" * 85 + \"\\n\")\ntime.sleep(100)\n";
+    let d = Daemon::start_with(
+        "[program.w]\ncommand = \"python3 -u {dir}/w.py\"\nstartsecs = 0\nautostart = false\nstdout_logfile = \"{dir}/small/w.log\"\n",
+        &[("w.py", script), ("small/", "")],
+        &[],
+    );
+    let _fs = Tmpfs::mount(&d.path("small"), "64k");
+    assert_eq!(code(&d.ctl(&["start", "w"])), 0);
+    wait_for("the disk to fill up", 10 * SECS, || d.log().contains("cannot write to"));
+    let file = std::fs::read(d.path("small/w.log")).expect("read");
+    assert!(file.len() % 100 != 0, "the last write was taken in part ({} bytes)", file.len());
+    // The last two lines of what the file holds: a whole one and the piece of the next.
+    let cut = file[..file.len() - 1].iter().rposition(|&b| b == b'\n').expect("a newline");
+    let cut = file[..cut].iter().rposition(|&b| b == b'\n').expect("another") + 1;
+    let out = d.ctl(&["tail", "-n", "2", "w"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&file[cut..]));
+}
+
+#[test]
+fn tail_n_of_a_huge_newline_less_log_is_bounded_and_stalls_nobody() {
+    let conf = "[program.big]\ncommand = \"sleep 100\"\nstartsecs = 0\nautostart = false\nstdout_logfile = \"{dir}/big.log\"\n";
+    let mut d = Daemon::start(conf);
+    d.stop();
+    // 4 GiB without a newline, sparse (it costs nothing); counted as the log when minderd starts.
+    std::fs::File::create(d.path("big.log")).expect("create").set_len(4 << 30).expect("set_len");
+    d.spawn(&[]);
+    let sock = d.socket.clone();
+    let tails: Vec<_> = (0..4)
+        .map(|_| {
+            let sock = sock.clone();
+            std::thread::spawn(move || crate::harness::ctl_at(&sock, &["tail", "-n", "5", "big"]))
+        })
+        .collect();
+    // Other requests are answered while the tails run.
+    for _ in 0..5 {
+        let asked = std::time::Instant::now();
+        assert_eq!(code(&d.ctl(&["status", "big"])), 3, "STOPPED");
+        assert!(asked.elapsed() < 5 * SECS, "status took {:?}", asked.elapsed());
+    }
+    for t in tails {
+        let out = t.join().expect("joined");
+        assert_eq!(code(&out), 0);
+        assert_eq!(out.stdout.len(), 1 << 20, "the last MiB, where the scan stopped");
+        let err = crate::harness::stderr(&out);
+        assert!(
+            err.contains("the last 5 lines of big (stdout) start more than 1048576 bytes back; showing the last 1048576 bytes"),
+            "{err}"
         );
     }
 }
