@@ -28,11 +28,36 @@ fn changes_json(changes: &pb::ConfigChanges) -> serde_json::Value {
             "started": c.started,
             "result": if c.code() == pb::ResultCode::Success { "SUCCESS" } else { "FAILED" },
             "message": c.message,
+            "state": if c.state() == pb::ProcessState::Unspecified {
+                serde_json::Value::Null
+            } else {
+                json!(output::state_name(c.state()))
+            },
+            "spawn_error": c.spawn_error,
         })).collect::<Vec<_>>(),
     })
 }
 
-/// Prints changes as supervisorctl's update does, process by process; returns the exit code.
+/// supervisorctl's word for what happened to a program's group; a process of a group of
+/// several programs is named on its own.
+fn done_line(c: &pb::ConfigChange) -> String {
+    let name = &c.full_name;
+    let what = match c.kind() {
+        pb::ChangeKind::Added => "added",
+        pb::ChangeKind::Changed => "updated",
+        pb::ChangeKind::Removed => "removed",
+        pb::ChangeKind::Unspecified => "changed",
+    };
+    if c.group == c.name {
+        format!("{name}: {what} process group")
+    } else {
+        format!("{name}: {what}")
+    }
+}
+
+/// Prints changes as supervisorctl's update does, process by process (`NAME: stopped`,
+/// `NAME: added process group`, ...), and says when a process it started is in BACKOFF or
+/// FATAL rather than on its way up; returns the exit code.
 fn print_changes(changes: &pb::ConfigChanges, json: bool) -> u8 {
     let failed = changes.changes.iter().any(|c| c.code() != pb::ResultCode::Success);
     if json {
@@ -54,14 +79,16 @@ fn print_changes(changes: &pb::ConfigChanges, json: bool) -> u8 {
             if c.stopped {
                 outln!("{name}: stopped");
             }
-            match c.kind() {
-                pb::ChangeKind::Changed => outln!("{name}: updated ({})", c.options.join(", ")),
-                _ => outln!("{name}: {}", kind_name(c)),
-            }
+            outln!("{}", done_line(c));
             if c.code() != pb::ResultCode::Success {
                 outln!("{name}: ERROR ({})", c.message);
             } else if c.started {
-                outln!("{name}: started");
+                let why = if c.spawn_error.is_empty() { "unknown error" } else { c.spawn_error.as_str() };
+                match c.state() {
+                    pb::ProcessState::Fatal => outln!("{name}: not started: {why} (FATAL)"),
+                    pb::ProcessState::Backoff => outln!("{name}: not started yet: {why} (BACKOFF, retrying)"),
+                    _ => {}
+                }
             }
         }
     }

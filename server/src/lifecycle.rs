@@ -210,8 +210,10 @@ pub enum Event {
     Signal(Signal),
     /// The spawn the machine asked for succeeded.
     Spawned { pid: u32 },
-    /// The spawn the machine asked for failed, for this reason.
-    SpawnFailed { reason: String },
+    /// The spawn the machine asked for failed, for this reason. `out_of_descriptors`: minderd
+    /// had no file descriptors to spare (EMFILE/ENFILE) — the daemon's shortage, not a failure
+    /// of the program, so it does not count against startretries.
+    SpawnFailed { reason: String, out_of_descriptors: bool },
     /// The child was reaped.
     Exited { pid: u32, status: ExitStatus },
     /// The deadline from [`deadline`] has passed.
@@ -345,17 +347,33 @@ pub fn step(m: &Machine, event: Event, ctx: &Ctx<'_>) -> Result<Step, Refusal> {
         }
         (
             State::Stopped | State::Exited | State::Fatal | State::Backoff { .. },
-            Event::SpawnFailed { reason },
+            Event::SpawnFailed { reason, out_of_descriptors },
         ) => {
             let attempt = match m.state {
                 State::Backoff { attempt, .. } => attempt,
                 _ => 0,
             };
             out.machine.last_exit = None;
-            out.log(Level::Info, format!("spawnerr: {reason}"));
-            out.machine.spawn_error = Some(reason);
             out.transition(Kind::Starting);
-            out.backoff(attempt + 1, ctx);
+            if out_of_descriptors {
+                // minderd ran short, not the program: wait and try again, as often as it takes,
+                // without spending one of the program's startretries (a daemon short of
+                // descriptors for a moment must not leave its programs FATAL for good).
+                let wait = Duration::from_secs(attempt.max(1).into());
+                out.log(
+                    Level::Warn,
+                    format!(
+                        "spawnerr: {reason}; retrying in {} s (not counted against startretries)",
+                        wait.as_secs()
+                    ),
+                );
+                out.machine.spawn_error = Some(reason);
+                out.go(State::Backoff { attempt, retry_at: ctx.now + wait });
+            } else {
+                out.log(Level::Info, format!("spawnerr: {reason}"));
+                out.machine.spawn_error = Some(reason);
+                out.backoff(attempt + 1, ctx);
+            }
         }
 
         // --- readiness ------------------------------------------------------------------
@@ -377,9 +395,15 @@ pub fn step(m: &Machine, event: Event, ctx: &Ctx<'_>) -> Result<Step, Refusal> {
         // --- exits ----------------------------------------------------------------------
         (state, Event::Exited { pid, .. }) if state.pid() != Some(pid) => {}
         (State::Stopping { .. }, Event::Exited { status, .. }) => {
-            let expected = p.exitcodes.contains(&status.code_or_minus_one());
-            out.machine.last_exit = Some(Exit { status, expected });
-            out.log(if expected { Level::Info } else { Level::Warn }, format!("stopped: {name} ({status})"));
+            // The log line's level follows exitcodes, as supervisord's does; but an exit that
+            // was asked for is expected whatever its status (supervisord reports no "not
+            // expected" for a stopped process).
+            let in_exitcodes = p.exitcodes.contains(&status.code_or_minus_one());
+            out.machine.last_exit = Some(Exit { status, expected: true });
+            out.log(
+                if in_exitcodes { Level::Info } else { Level::Warn },
+                format!("stopped: {name} ({status})"),
+            );
             out.go(State::Stopped);
         }
         (State::Starting { since, attempt, .. }, Event::Exited { status, .. })
@@ -583,16 +607,23 @@ mod tests {
             (
                 "spawn error",
                 State::Stopped,
-                Event::SpawnFailed { reason: "x".into() },
+                Event::SpawnFailed { reason: "x".into(), out_of_descriptors: false },
                 0,
                 vec![Starting, Backoff],
             ),
             (
                 "spawn error, last retry",
                 backoff3.clone(),
-                Event::SpawnFailed { reason: "x".into() },
+                Event::SpawnFailed { reason: "x".into(), out_of_descriptors: false },
                 3000,
                 vec![Starting, Backoff, Fatal],
+            ),
+            (
+                "no descriptors, last retry: not counted",
+                backoff3.clone(),
+                Event::SpawnFailed { reason: "x".into(), out_of_descriptors: true },
+                3000,
+                vec![Starting, Backoff],
             ),
             ("startsecs elapsed", STARTING(0), Event::Timer, 1000, vec![Running]),
             ("ready", STARTING(0), Event::Ready, 10, vec![Running]),
@@ -623,10 +654,9 @@ mod tests {
         }
     }
 
-    /// The diagram in docs/ARCHITECTURE.md lists `FROM -> TO: why` lines between its
-    /// `lifecycle-diagram` markers; it must name exactly the edges the table produces.
-    #[test]
-    fn diagram_matches_table() {
+    /// The edges the diagram in docs/ARCHITECTURE.md lists as `FROM -> TO: why` lines between
+    /// its `lifecycle-diagram` markers.
+    fn documented_edges() -> std::collections::BTreeSet<(Kind, Kind)> {
         let doc = include_str!("../../docs/ARCHITECTURE.md");
         let start = doc.find("<!-- lifecycle-diagram -->").expect("diagram start marker");
         let end = doc.find("<!-- /lifecycle-diagram -->").expect("diagram end marker");
@@ -643,6 +673,93 @@ mod tests {
                 documented.insert((f, t));
             }
         }
+        documented
+    }
+
+    /// Every state (each with the data that changes what it does) and every event (each
+    /// variant, at times before and after every deadline, under policies that restart and
+    /// that do not): not only the table's rows.
+    fn every_state_and_event() -> Vec<(State, Event, u64, Policy)> {
+        let states = [
+            State::Stopped,
+            STARTING(0),
+            STARTING(3),
+            running(),
+            State::Backoff { attempt: 1, retry_at: at(1000) },
+            State::Backoff { attempt: 3, retry_at: at(3000) },
+            stopping(),
+            State::Stopping { pid: 7, since: at(0), kill_at: None },
+            State::Exited,
+            State::Fatal,
+            State::Unknown { pid: 7 },
+        ];
+        let events = [
+            Event::Start,
+            Event::Stop,
+            Event::Signal(Signal::SIGHUP),
+            Event::Spawned { pid: 7 },
+            Event::SpawnFailed { reason: "x".into(), out_of_descriptors: false },
+            Event::SpawnFailed { reason: "x".into(), out_of_descriptors: true },
+            exit(0),
+            exit(1),
+            Event::Exited { pid: 7, status: ExitStatus::Signal { signal: 9, core_dumped: false } },
+            Event::Exited { pid: 8, status: ExitStatus::Code(0) },
+            Event::Timer,
+            Event::Ready,
+            Event::SignalFailed { reason: "EPERM".into() },
+        ];
+        let policies = [
+            policy(),
+            Policy { autorestart: AutoRestart::True, ..policy() },
+            Policy { autorestart: AutoRestart::False, startsecs: Duration::ZERO, ..policy() },
+        ];
+        let mut all = Vec::new();
+        for state in &states {
+            for event in &events {
+                for now in [0, 500, 1000, 1500, 3000, 5000, 20_000] {
+                    for p in &policies {
+                        all.push((state.clone(), event.clone(), now, p.clone()));
+                    }
+                }
+            }
+        }
+        all
+    }
+
+    /// Every transition any state and event can produce is an edge of the diagram, and every
+    /// edge of the diagram is produced by some state and event: the two cannot drift apart.
+    #[test]
+    fn diagram_matches_every_transition() {
+        let documented = documented_edges();
+        let mut produced = std::collections::BTreeSet::new();
+        for (state, event, now, p) in every_state_and_event() {
+            let Ok(s) = run(state.clone(), event.clone(), now, &p) else { continue };
+            let edges = transitions(&s);
+            for &(from, to) in &edges {
+                assert!(
+                    documented.contains(&(from, to)),
+                    "{from} -> {to} ({state:?} + {event:?} at {now} ms) is not in docs/ARCHITECTURE.md's diagram"
+                );
+            }
+            // A change of state always comes with the transitions that lead to it.
+            let (before, after) = (state.kind(), s.machine.state.kind());
+            match edges.last() {
+                Some(&(_, to)) => assert_eq!(to, after, "{state:?} + {event:?}: ends elsewhere"),
+                None => assert_eq!(before, after, "{state:?} + {event:?}: changed state silently"),
+            }
+            if let Some(&(from, _)) = edges.first() {
+                assert_eq!(from, before, "{state:?} + {event:?}: starts elsewhere");
+            }
+            produced.extend(edges);
+        }
+        let never: Vec<_> = documented.difference(&produced).collect();
+        assert!(never.is_empty(), "edges in the diagram that nothing produces: {never:?}");
+    }
+
+    /// The table's rows are edges of the diagram too (they name why each edge exists).
+    #[test]
+    fn diagram_matches_table() {
+        let documented = documented_edges();
         let p = policy();
         let mut produced = std::collections::BTreeSet::new();
         for (_, state, event, now, _) in table() {
@@ -684,21 +801,69 @@ mod tests {
 
     #[test]
     fn running_resets_the_attempts() {
-        let p = policy();
-        let s = run(State::Backoff { attempt: 2, retry_at: at(0) }, Event::Spawned { pid: 7 }, 0, &p)
-            .expect("spawn");
-        let s = step(
-            &s.machine,
-            Event::Timer,
-            &Ctx { now: at(1000), name: "web", policy: &p, shutting_down: false },
-        )
-        .expect("timer");
+        let p = Policy { autorestart: AutoRestart::True, ..policy() };
+        let ctx = |ms| Ctx { now: at(ms), name: "web", policy: &p, shutting_down: false };
+        // Two failed starts behind it, the third attempt gets to RUNNING...
+        let m = Machine { state: State::Backoff { attempt: 2, retry_at: at(0) }, ..Machine::new() };
+        let s = step(&m, Event::Spawned { pid: 7 }, &ctx(0)).expect("spawn");
+        assert!(matches!(s.machine.state, State::Starting { attempt: 2, .. }), "{:?}", s.machine.state);
+        let s = step(&s.machine, Event::Timer, &ctx(1000)).expect("timer");
         assert_eq!(s.machine.state.kind(), Kind::Running);
-        // A later quick exit counts from one again (Running has no attempt count to carry).
-        let s =
-            step(&s.machine, exit(1), &Ctx { now: at(5000), name: "web", policy: &p, shutting_down: false })
-                .expect("exit");
-        assert_eq!(s.machine.state.kind(), Kind::Exited);
+        // ...then exits and is restarted; a quick exit now is failure number one, not three.
+        let s = step(&s.machine, exit(1), &ctx(5000)).expect("exit");
+        assert!(has(&s, &Action::Spawn), "autorestart");
+        let s = step(&s.machine, Event::Spawned { pid: 8 }, &ctx(5000)).expect("respawn");
+        assert!(matches!(s.machine.state, State::Starting { attempt: 0, .. }), "{:?}", s.machine.state);
+        let quick = Event::Exited { pid: 8, status: ExitStatus::Code(1) };
+        let s = step(&s.machine, quick, &ctx(5100)).expect("quick exit");
+        assert!(matches!(s.machine.state, State::Backoff { attempt: 1, .. }), "{:?}", s.machine.state);
+        assert_eq!(deadline(&s.machine.state, &p), Some(at(6100)), "waits 1 s, as after a first failure");
+    }
+
+    #[test]
+    fn running_out_of_descriptors_never_makes_it_fatal() {
+        let p = Policy { startretries: 0, ..policy() };
+        let ctx = |ms| Ctx { now: at(ms), name: "web", policy: &p, shutting_down: false };
+        let short = || Event::SpawnFailed {
+            reason: "too many open files to spawn 'web'".into(),
+            out_of_descriptors: true,
+        };
+        let mut m = Machine::new();
+        let mut now = 0;
+        for _ in 0..10 {
+            let s = step(&m, short(), &ctx(now)).expect("spawn failure");
+            assert_eq!(
+                transitions(&s),
+                vec![(m.state.kind(), Kind::Starting), (Kind::Starting, Kind::Backoff)]
+            );
+            assert_eq!(s.machine.spawn_error.as_deref(), Some("too many open files to spawn 'web'"));
+            m = s.machine;
+            let State::Backoff { attempt: 0, retry_at } = m.state else { panic!("{:?}", m.state) };
+            assert_eq!(retry_at, at(now + 1000), "retries every second");
+            now += 1000;
+            assert!(has(&step(&m, Event::Timer, &ctx(now)).expect("timer"), &Action::Spawn));
+        }
+        // The program's own failure still counts: with startretries = 0 the first is fatal.
+        let s = step(&m, Event::SpawnFailed { reason: "x".into(), out_of_descriptors: false }, &ctx(now))
+            .expect("spawn failure");
+        assert_eq!(s.machine.state, State::Fatal);
+    }
+
+    #[test]
+    fn a_requested_stop_is_an_expected_exit() {
+        let p = policy();
+        let sigterm = ExitStatus::Signal { signal: libc::SIGTERM, core_dumped: false };
+        let s = run(stopping(), Event::Exited { pid: 7, status: sigterm }, 5000, &p).expect("exit");
+        assert_eq!(s.machine.state, State::Stopped);
+        assert_eq!(s.machine.last_exit, Some(Exit { status: sigterm, expected: true }));
+        // The log line is supervisord's, at its level (WARN: not in exitcodes).
+        assert!(has(
+            &s,
+            &Action::Log { level: Level::Warn, message: "stopped: web (terminated by SIGTERM)".into() }
+        ));
+        // Dying of SIGTERM unasked is still unexpected.
+        let s = run(running(), Event::Exited { pid: 7, status: sigterm }, 5000, &p).expect("exit");
+        assert_eq!(s.machine.last_exit, Some(Exit { status: sigterm, expected: false }));
     }
 
     #[test]

@@ -198,10 +198,13 @@ fn main() -> ExitCode {
         eprintln!("minderd: {e}");
         return ExitCode::from(START_FAILED);
     }
-    if let Err(e) = setup::before_start(&config.daemon) {
-        eprintln!("minderd: {e}");
-        return ExitCode::from(START_FAILED);
-    }
+    let start_notes = match setup::before_start(&config) {
+        Ok(notes) => notes,
+        Err(e) => {
+            eprintln!("minderd: {e}");
+            return ExitCode::from(START_FAILED);
+        }
+    };
     let background = args.daemonize || (!config.daemon.nodaemon && !args.nodaemon);
     let readiness = if background {
         let state_dir =
@@ -243,6 +246,9 @@ fn main() -> ExitCode {
     };
     for w in &config.warnings {
         tracing::warn!("{w}");
+    }
+    for n in &start_notes {
+        n.log();
     }
     for w in setup::unsupported(&config) {
         tracing::warn!("{w}");

@@ -165,6 +165,10 @@ pub fn python_timedelta(secs: u64) -> String {
     }
 }
 
+/// How often a stop a client waits for is reported while the process is STOPPING
+/// (supervisord's `stop_report`).
+const STOP_REPORT_EVERY: Duration = Duration::from_secs(2);
+
 /// How long a write to a child's stdin may wait for the child to read.
 const STDIN_PATIENCE: Duration = Duration::from_secs(2);
 
@@ -337,6 +341,7 @@ impl ProcessHandle {
             machine: Machine::new(),
             shared,
             child: None,
+            pidfd: None,
             stdin: None,
             snapshot: snap_tx,
             start_wall: None,
@@ -390,6 +395,34 @@ impl ProcessHandle {
         let (reply, rx) = oneshot::channel();
         self.tx.send(Command::Stop { wait, reply }).map_err(|_| gone())?;
         rx.await.unwrap_or(Err(gone()))
+    }
+
+    /// Stops the process and waits until it has stopped, logging `waiting for NAME to stop`
+    /// meanwhile (once the stop signal is sent, then every 2 s while it is STOPPING), as
+    /// supervisord does while a client waits for a stop.
+    pub async fn stop_and_report(&self) -> Result<(), Fault> {
+        // Answered once the stop signal has been sent: the process is STOPPING (or stopped).
+        self.stop(false).await?;
+        let mut snapshot = self.snapshot.clone();
+        let mut report = tokio::time::interval(STOP_REPORT_EVERY);
+        loop {
+            let state = snapshot.borrow_and_update().state;
+            if state.is_stopped() {
+                return Ok(());
+            }
+            tokio::select! {
+                _ = report.tick() => {
+                    if state == Kind::Stopping {
+                        tracing::info!("waiting for {} to stop", self.config.name);
+                    }
+                }
+                changed = snapshot.changed() => {
+                    if changed.is_err() {
+                        return Err(gone());
+                    }
+                }
+            }
+        }
     }
 
     /// Sends a signal without changing the process's state.
@@ -464,6 +497,8 @@ struct Actor {
     shared: Arc<Shared>,
     /// The current child's pid and where its exit will arrive.
     child: Option<(u32, oneshot::Receiver<ExitStatus>)>,
+    /// A pidfd for the current child, until its exit has arrived.
+    pidfd: Option<std::os::fd::OwnedFd>,
     /// The write end of the current child's stdin (closed when the child is gone).
     stdin: Option<StdinEnd>,
     snapshot: watch::Sender<Snapshot>,
@@ -494,6 +529,7 @@ impl Actor {
                     if self.child.is_some() =>
                 {
                     let (pid, _) = self.child.take().expect("guarded by the condition");
+                    self.pidfd = None;
                     match status {
                         Ok(status) => {
                             self.stop_wall = Some(SystemTime::now());
@@ -523,7 +559,7 @@ impl Actor {
                             let fault = match e {
                                 SpawnError::NoFile(m) => Fault::NoFile(m),
                                 SpawnError::NotExecutable(m) => Fault::NotExecutable(m),
-                                SpawnError::Other(m) => Fault::Failed(m),
+                                SpawnError::NoDescriptors(m) | SpawnError::Other(m) => Fault::Failed(m),
                             };
                             let _ = spawned.send(Err(fault));
                             return;
@@ -713,12 +749,14 @@ impl Actor {
                 }
                 self.stdin = child.stdin.map(StdinEnd::Unused);
                 self.child = Some((child.pid, child.exit));
+                self.pidfd = child.pidfd;
                 self.spawn_count += 1;
                 Event::Spawned { pid: child.pid }
             }
             Err(e) => {
                 self.shared.spawn_failures.fetch_add(1, Ordering::Relaxed);
-                Event::SpawnFailed { reason: e.to_string() }
+                let out_of_descriptors = matches!(e, SpawnError::NoDescriptors(_));
+                Event::SpawnFailed { reason: e.to_string(), out_of_descriptors }
             }
         }
     }
@@ -744,14 +782,15 @@ impl Actor {
         }
     }
 
-    /// Signals the child (or its process group). "No such process" is not a failure: the
-    /// exit is on its way through the reaper.
+    /// Signals the child (or its process group), only while its exit has not been reaped:
+    /// the pid, and the group id that is the same number, may belong to someone else after.
+    /// A child already gone is not a failure: its exit is on its way through the reaper.
     fn kill(&self, signal: Signal, group: bool) -> Option<Event> {
         let pid = self.machine.state.pid()?;
-        let target = nix::unistd::Pid::from_raw(if group { -(pid as i32) } else { pid as i32 });
-        match nix::sys::signal::kill(target, signal) {
-            Ok(()) => None,
-            Err(nix::errno::Errno::ESRCH) => {
+        let pidfd = self.pidfd.as_ref().map(std::os::fd::AsFd::as_fd);
+        match self.shared.reaper.signal(pid as i32, pidfd, signal, group) {
+            Ok(true) => None,
+            Ok(false) => {
                 tracing::debug!(
                     "unable to signal {} (pid {pid}), it probably just exited on its own",
                     self.config.name

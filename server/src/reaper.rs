@@ -8,8 +8,14 @@
 //! The race between a child exiting and its pid being registered is closed by a lock: `fork`
 //! holds it from before the fork until the pid is registered, and the reaper holds it around
 //! each `waitpid`, so no child can be reaped before its owner is listening.
+//!
+//! The same lock makes signals safe from pid reuse: [`Reaper::signal`] signals a pid (or its
+//! process group) only while that child's exit has not been reaped, so a signal meant for a
+//! child that has ended can never reach a stranger that was given its pid. On Linux a pidfd,
+//! taken while the child cannot yet have been reaped, names the process itself.
 
 use std::collections::HashMap;
+use std::os::fd::{BorrowedFd, OwnedFd};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use nix::errno::Errno;
@@ -54,7 +60,8 @@ impl Reaper {
     }
 
     /// Starts a child process that runs `child`, and registers its pid before any reaping can
-    /// see it. Returns the pid and where its exit status will arrive.
+    /// see it. Returns the pid, a pidfd for it where the system has them (taken under the lock,
+    /// so it cannot name a stranger), and where its exit status will arrive.
     ///
     /// On Linux the child is made as glibc's posix_spawn makes one: `clone(CLONE_VM |
     /// CLONE_VFORK)` on a stack of its own, sharing minderd's memory until it execs, while the
@@ -67,10 +74,7 @@ impl Reaper {
     /// multi-threaded process: it may only make async-signal-safe calls (no allocation, no
     /// locks), must not write to memory it did not get from the parent for the purpose, and
     /// must exec or `_exit`, never return.
-    pub unsafe fn fork(
-        &self,
-        child: impl FnOnce() -> std::convert::Infallible,
-    ) -> Result<(i32, oneshot::Receiver<ExitStatus>), Errno> {
+    pub unsafe fn fork(&self, child: impl FnOnce() -> std::convert::Infallible) -> Result<Forked, Errno> {
         #[cfg(target_os = "linux")]
         let mut stack = vec![0u8; CHILD_STACK];
         let mut waiting = self.lock();
@@ -91,8 +95,44 @@ impl Reaper {
             pid => {
                 let (tx, rx) = oneshot::channel();
                 waiting.insert(pid, tx);
-                Ok((pid, rx))
+                // Still registered, so not reaped: the pid is this child's (or its zombie's).
+                let pidfd = pidfd_open(pid);
+                Ok(Forked { pid, pidfd, exit: rx })
             }
+        }
+    }
+
+    /// Sends `signal` to the child `pid` (through `pidfd` when there is one), or to its process
+    /// group with `group`, but only while the child's exit has not been reaped. Returns false,
+    /// sending nothing, once it has: the pid (and the group id, which is the same number) may
+    /// already belong to someone else.
+    ///
+    /// The check and the signal happen under the lock the reaper holds around `waitpid`, so the
+    /// child cannot be reaped (and its pid reused) in between.
+    pub fn signal(
+        &self,
+        pid: i32,
+        pidfd: Option<BorrowedFd<'_>>,
+        signal: nix::sys::signal::Signal,
+        group: bool,
+    ) -> Result<bool, Errno> {
+        let waiting = self.lock();
+        if !waiting.contains_key(&pid) {
+            return Ok(false);
+        }
+        let sent = match pidfd {
+            Some(fd) if !group => pidfd_send_signal(fd, signal),
+            _ => {
+                let target = nix::unistd::Pid::from_raw(if group { -pid } else { pid });
+                nix::sys::signal::kill(target, signal)
+            }
+        };
+        drop(waiting);
+        match sent {
+            Ok(()) => Ok(true),
+            // A zombie's group may be empty already: nothing left to signal.
+            Err(Errno::ESRCH) => Ok(false),
+            Err(e) => Err(e),
         }
     }
 
@@ -118,6 +158,57 @@ impl Reaper {
             }
         }
     }
+}
+
+/// A child just started by [`Reaper::fork`].
+#[derive(Debug)]
+pub struct Forked {
+    pub pid: i32,
+    /// A pidfd for the child, where the kernel has them (Linux 5.3) and a descriptor was free.
+    pub pidfd: Option<OwnedFd>,
+    pub exit: oneshot::Receiver<ExitStatus>,
+}
+
+/// A pidfd for `pid`, or none where the kernel has no pidfd_open or no descriptor is free
+/// (signals then go by pid, still only while the exit is unseen).
+#[cfg(target_os = "linux")]
+fn pidfd_open(pid: i32) -> Option<OwnedFd> {
+    // SAFETY: pidfd_open takes integers and returns a new descriptor or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, libc::O_CLOEXEC as libc::c_uint) };
+    if fd < 0 {
+        return None;
+    }
+    // SAFETY: the kernel just gave us this descriptor; nothing else owns it.
+    Some(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd as libc::c_int) })
+}
+
+#[cfg(not(target_os = "linux"))]
+fn pidfd_open(_pid: i32) -> Option<OwnedFd> {
+    None
+}
+
+#[cfg(target_os = "linux")]
+fn pidfd_send_signal(fd: BorrowedFd<'_>, signal: nix::sys::signal::Signal) -> Result<(), Errno> {
+    // SAFETY: pidfd_send_signal with a null siginfo takes a descriptor and integers only.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            std::os::fd::AsRawFd::as_raw_fd(&fd),
+            signal as libc::c_int,
+            std::ptr::null::<libc::siginfo_t>(),
+            0u32,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(Errno::last())
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn pidfd_send_signal(_fd: BorrowedFd<'_>, _signal: nix::sys::signal::Signal) -> Result<(), Errno> {
+    Err(Errno::ENOSYS)
 }
 
 /// The child's stack until it execs: it only makes a few system calls.

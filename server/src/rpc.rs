@@ -224,6 +224,8 @@ fn config_change(group: &str, name: &str, change: &Change) -> pb::ConfigChange {
         started: false,
         code: pb::ResultCode::Success.into(),
         message: String::new(),
+        state: pb::ProcessState::Unspecified.into(),
+        spawn_error: String::new(),
     }
 }
 
@@ -246,6 +248,10 @@ fn applied(done: Vec<Applied>, applied: bool) -> pb::ConfigChanges {
                 Ok(d) => {
                     c.stopped = d.stopped;
                     c.started = d.started;
+                    if let Some((kind, why)) = &a.after_start {
+                        c.state = state(*kind).into();
+                        c.spawn_error = why.clone().unwrap_or_default();
+                    }
                 }
                 Err(f) => {
                     c.code = result_code(&Err(f.clone())).into();
@@ -679,7 +685,13 @@ impl pb::supervisor_server::Supervisor for Service {
     }
 
     async fn update(&self, req: Request<pb::UpdateRequest>) -> Result<Response<pb::ConfigChanges>, Status> {
-        audit(&req, format_args!("update {}", req.get_ref().groups.join(" ")));
+        audit(
+            &req,
+            format_args!(
+                "update{}",
+                req.get_ref().groups.iter().map(|g| format!(" {g}")).collect::<String>()
+            ),
+        );
         let r = req.into_inner();
         let done = self.sup.update(&r.groups, r.dry_run).await?;
         Ok(Response::new(applied(done, !r.dry_run)))

@@ -8,16 +8,96 @@ use minder::config::{Config, DaemonConfig, GroupKind};
 
 use crate::listen::Listener;
 
-/// Sets the umask and raises the open-file and process limits to minfds and minprocs, or says
-/// why it cannot (supervisord refuses to start then too).
-pub fn before_start(d: &DaemonConfig) -> Result<(), String> {
-    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(d.umask as libc::mode_t));
-    raise_limit(nix::sys::resource::Resource::RLIMIT_NOFILE, d.minfds, "minfds", "file descriptors")?;
-    #[cfg(not(target_os = "macos"))]
-    raise_limit(nix::sys::resource::Resource::RLIMIT_NPROC, d.minprocs, "minprocs", "processes")?;
-    Ok(())
+/// Something [`before_start`] did or found, for the daemon log once it is open.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Note {
+    pub warning: bool,
+    pub text: String,
 }
 
+impl Note {
+    pub fn log(&self) {
+        if self.warning {
+            tracing::warn!("{}", self.text);
+        } else {
+            tracing::info!("{}", self.text);
+        }
+    }
+}
+
+/// Descriptors minderd keeps for itself: listeners, its log, the runtime, clients.
+const DAEMON_FDS: u64 = 64;
+/// Descriptors each process holds while it runs: its stdin, stdout and stderr pipes, a pidfd,
+/// and a log file (or two); briefly more while it is spawned.
+const FDS_PER_PROCESS: u64 = 5;
+
+/// How many descriptors minderd needs to run every configured process.
+pub fn descriptors_needed(config: &Config) -> u64 {
+    DAEMON_FDS + FDS_PER_PROCESS * config.processes().count() as u64
+}
+
+/// Sets the umask and raises the open-file and process limits to minfds and minprocs, or says
+/// why it cannot (supervisord refuses to start then too). The soft limit of open files is
+/// raised further, toward the hard limit, as far as the configured processes need; if even the
+/// hard limit cannot cover them, a warning says so (spawns would fail for lack of descriptors).
+/// What it did comes back as notes to log once the log is open.
+pub fn before_start(config: &Config) -> Result<Vec<Note>, String> {
+    let d = &config.daemon;
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(d.umask as libc::mode_t));
+    let notes = raise_nofile(d.minfds, descriptors_needed(config), config.processes().count())?;
+    #[cfg(not(target_os = "macos"))]
+    raise_limit(nix::sys::resource::Resource::RLIMIT_NPROC, d.minprocs, "minprocs", "processes")?;
+    Ok(notes)
+}
+
+/// Raises the soft limit of open files to `max(minfds, needed)`: the hard limit too when
+/// allowed (root), else up to the hard limit. Short of minfds is an error, as in supervisord;
+/// short of what the processes need is a warning.
+fn raise_nofile(minfds: u64, needed: u64, processes: usize) -> Result<Vec<Note>, String> {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let res = Resource::RLIMIT_NOFILE;
+    let (soft, hard) =
+        getrlimit(res).map_err(|e| format!("cannot read the limit of file descriptors: {e}"))?;
+    let want = minfds.max(needed);
+    if soft >= want {
+        return Ok(Vec::new());
+    }
+    let raised = if setrlimit(res, want, hard.max(want)).is_ok() {
+        want
+    } else {
+        let capped = want.min(hard);
+        if capped > soft && setrlimit(res, capped, hard).is_ok() {
+            capped
+        } else {
+            soft
+        }
+    };
+    if raised < minfds {
+        return Err(format!(
+            "the minimum number of file descriptors required is {minfds}, as minfds says, but this \
+             environment only allows {hard}; raise the hard limit (ulimit -H) or lower minfds"
+        ));
+    }
+    let mut notes = Vec::new();
+    if raised > soft {
+        // supervisord's words.
+        notes.push(Note { warning: false, text: format!("Increased RLIMIT_NOFILE limit to {raised}") });
+    }
+    if raised < needed {
+        notes.push(Note {
+            warning: true,
+            text: format!(
+                "RLIMIT_NOFILE is {raised} (the hard limit), but {processes} processes need about {needed} \
+                 descriptors ({FDS_PER_PROCESS} each, and {DAEMON_FDS} for minderd): spawns may fail with \
+                 \"too many open files\"; raise the hard limit (ulimit -Hn, LimitNOFILE=) or run fewer processes"
+            ),
+        });
+    }
+    Ok(notes)
+}
+
+/// Raises `res` to `want` (the hard limit too when allowed), or says why it cannot.
+#[cfg(not(target_os = "macos"))]
 fn raise_limit(res: nix::sys::resource::Resource, want: u64, option: &str, what: &str) -> Result<(), String> {
     let (soft, hard) =
         nix::sys::resource::getrlimit(res).map_err(|e| format!("cannot read the limit of {what}: {e}"))?;
@@ -110,13 +190,14 @@ fn drop_privileges(user: &str) -> Result<(), String> {
 
 /// Removes the AUTO child logs an earlier run with the same identifier left in `dir`
 /// (supervisord's `clear_autochildlogdir`: names like `x---<identifier>-y.log`, with rotated
-/// `.N` suffixes).
+/// `.N` suffixes) — only the files this user owns; others' are left alone without a word.
 pub fn clear_auto_logs(dir: &Path, identifier: &str) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         tracing::warn!("could not clear the child log directory {}", dir.display());
         return;
     };
     let marker = format!("---{identifier}-");
+    let me = nix::unistd::geteuid().as_raw();
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
         let Some(at) = name.find(&marker).filter(|&at| at > 0) else { continue };
@@ -127,7 +208,10 @@ pub fn clear_auto_logs(dir: &Path, identifier: &str) {
             || (suffix.starts_with('.')
                 && suffix.len() <= 5
                 && suffix[1..].bytes().all(|b| b.is_ascii_digit()));
-        if !stem.is_empty() && !stem.contains(char::is_whitespace) && suffix_ok {
+        // Only our own: in a shared directory such as /tmp, the AUTO logs of other users'
+        // daemons are theirs, not leftovers of ours (and we could not remove them anyway).
+        let ours = entry.metadata().is_ok_and(|m| std::os::unix::fs::MetadataExt::uid(&m) == me);
+        if ours && !stem.is_empty() && !stem.contains(char::is_whitespace) && suffix_ok {
             if let Err(e) = std::fs::remove_file(entry.path()) {
                 tracing::warn!("failed to clean up {}: {e}", entry.path().display());
             }
@@ -173,14 +257,25 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_auto_logs_of_this_identifier_are_cleared() {
+    fn only_our_auto_logs_of_this_identifier_are_cleared() {
         let dir = tempfile::tempdir().expect("dir");
         let keep = ["web-stdout---other-abc.log", "notes.log", "web.log", "---minder-x.log"];
         let gone = ["web-stdout---minder-aB3xYz.log", "web_01-stderr---minder-q.log.3"];
         for f in keep.iter().chain(gone.iter()) {
             std::fs::write(dir.path().join(f), "x").expect("write");
         }
+        // Someone else's AUTO log in a shared directory: not ours to remove, nor to warn about.
+        let theirs = dir.path().join("web-stdout---minder-other1.log");
+        std::fs::write(&theirs, "x").expect("write");
+        let someone_else = if nix::unistd::geteuid().is_root() {
+            let nobody = nix::unistd::User::from_name("nobody").ok().flatten().expect("a nobody user");
+            nix::unistd::chown(&theirs, Some(nobody.uid), None).expect("chown as root");
+            true
+        } else {
+            false
+        };
         clear_auto_logs(dir.path(), "minder");
+        assert_eq!(theirs.exists(), someone_else, "another user's AUTO log was removed");
         for f in keep {
             assert!(dir.path().join(f).exists(), "{f} was removed");
         }

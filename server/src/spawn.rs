@@ -30,9 +30,23 @@ pub enum SpawnError {
     /// It exists but cannot be executed (supervisord's NOT_EXECUTABLE).
     #[error("{0}")]
     NotExecutable(String),
+    /// minderd has no file descriptors to spare (EMFILE/ENFILE): the daemon's shortage, not
+    /// the program's failure.
+    #[error("{0}")]
+    NoDescriptors(String),
     /// Anything else: the user, pipes, fork, or a failure in the child before exec.
     #[error("{0}")]
     Other(String),
+}
+
+/// Whether an errno says the process or the system is out of file descriptors.
+fn out_of_descriptors(e: Errno) -> bool {
+    e == Errno::EMFILE || e == Errno::ENFILE
+}
+
+/// supervisord's words for a spawn that found no descriptors.
+fn no_descriptors(name: &str) -> SpawnError {
+    SpawnError::NoDescriptors(format!("too many open files to spawn '{name}'"))
 }
 
 /// What every child's environment starts from: the daemon's environment when it started, and
@@ -56,6 +70,8 @@ impl BaseEnv {
 #[derive(Debug)]
 pub struct Child {
     pub pid: u32,
+    /// A pidfd for the child (Linux), to signal it and nobody else.
+    pub pidfd: Option<OwnedFd>,
     pub exit: oneshot::Receiver<ExitStatus>,
     /// The write end of the child's stdin (none for a FastCGI program, whose stdin is its
     /// socket).
@@ -204,22 +220,23 @@ fn supplementary_groups(user: &nix::unistd::User) -> Result<Vec<libc::gid_t>, Sp
     Ok(vec![user.gid.as_raw()])
 }
 
-fn pipe() -> Result<(OwnedFd, OwnedFd), SpawnError> {
+fn pipe(name: &str) -> Result<(OwnedFd, OwnedFd), SpawnError> {
     nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| {
-        if e == Errno::EMFILE || e == Errno::ENFILE {
-            SpawnError::Other("too many open files to spawn".into())
+        if out_of_descriptors(e) {
+            no_descriptors(name)
         } else {
             SpawnError::Other(format!("cannot make a pipe: {}", errno_text(e)))
         }
     })
 }
 
-fn dev_null() -> Result<OwnedFd, SpawnError> {
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open("/dev/null")
-        .map(OwnedFd::from)
-        .map_err(|e| SpawnError::Other(format!("cannot open /dev/null: {e}")))
+fn dev_null(name: &str) -> Result<OwnedFd, SpawnError> {
+    std::fs::OpenOptions::new().write(true).open("/dev/null").map(OwnedFd::from).map_err(|e| {
+        match e.raw_os_error().map(Errno::from_raw) {
+            Some(errno) if out_of_descriptors(errno) => no_descriptors(name),
+            _ => SpawnError::Other(format!("cannot open /dev/null: {e}")),
+        }
+    })
 }
 
 /// "ENOENT (No such file or directory)".
@@ -256,19 +273,21 @@ pub async fn spawn(
     // stdin: the FastCGI socket, or a pipe minderd keeps the write end of.
     let (stdin_child, stdin_parent) = match &logs.socket {
         Some(sock) => {
-            let dup =
-                sock.try_clone().map_err(|e| SpawnError::Other(format!("cannot pass the socket: {e}")))?;
+            let dup = sock.try_clone().map_err(|e| match e.raw_os_error().map(Errno::from_raw) {
+                Some(errno) if out_of_descriptors(errno) => no_descriptors(&config.name),
+                _ => SpawnError::Other(format!("cannot pass the socket: {e}")),
+            })?;
             (dup, None)
         }
         None => {
-            let (r, w) = pipe()?;
+            let (r, w) = pipe(&config.name)?;
             (r, Some(w))
         }
     };
     let (stdout_parent, stdout_child) = match logs.stdout {
-        None => (None, dev_null()?),
+        None => (None, dev_null(&config.name)?),
         Some(_) => {
-            let (r, w) = pipe()?;
+            let (r, w) = pipe(&config.name)?;
             (Some(r), w)
         }
     };
@@ -276,9 +295,9 @@ pub async fn spawn(
         (None, None)
     } else {
         match logs.stderr {
-            None => (None, Some(dev_null()?)),
+            None => (None, Some(dev_null(&config.name)?)),
             Some(_) => {
-                let (r, w) = pipe()?;
+                let (r, w) = pipe(&config.name)?;
                 (Some(r), Some(w))
             }
         }
@@ -288,7 +307,7 @@ pub async fn spawn(
         stdout_child.as_raw_fd(),
         stderr_child.as_ref().map_or(stdout_child.as_raw_fd(), AsRawFd::as_raw_fd),
     ];
-    let (err_r, err_w) = pipe()?;
+    let (err_r, err_w) = pipe(&config.name)?;
     // Read without waiting (spawn_report); a 5-byte report always fits an empty pipe.
     nix::fcntl::fcntl(&err_r, nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK))
         .map_err(|e| SpawnError::Other(format!("cannot make a pipe: {}", errno_text(e))))?;
@@ -304,7 +323,7 @@ pub async fn spawn(
         &err_w,
         reaper,
     );
-    let (pid, exit) = forked.map_err(|e| {
+    let crate::reaper::Forked { pid, pidfd, exit } = forked.map_err(|e| {
         SpawnError::Other(if e == Errno::EAGAIN {
             format!("Too many processes in process table to spawn '{}'", config.name)
         } else {
@@ -332,9 +351,19 @@ pub async fn spawn(
             _ => format!("couldn't exec {}", path.display()),
         };
         // The child has exited 127; the reaper reaps it and nobody listens.
+        if out_of_descriptors(errno) {
+            return Err(no_descriptors(&config.name));
+        }
         return Err(SpawnError::Other(format!("{what}: {}", errno_text(errno))));
     }
-    Ok(Child { pid: pid as u32, exit, stdin: stdin_parent, stdout: stdout_parent, stderr: stderr_parent })
+    Ok(Child {
+        pid: pid as u32,
+        pidfd,
+        exit,
+        stdin: stdin_parent,
+        stdout: stdout_parent,
+        stderr: stderr_parent,
+    })
 }
 
 /// What the child wrote to the error pipe: nothing after a successful exec, or the stage and
@@ -380,7 +409,7 @@ fn fork_exec(
     stdio: [RawFd; 3],
     err_w: &OwnedFd,
     reaper: &Reaper,
-) -> Result<(i32, oneshot::Receiver<ExitStatus>), Errno> {
+) -> Result<crate::reaper::Forked, Errno> {
     let argv_ptrs: Vec<*const libc::c_char> =
         argv.iter().map(|a| a.as_ptr()).chain(std::iter::once(std::ptr::null())).collect();
     let env_ptrs: Vec<*const libc::c_char> =
@@ -398,8 +427,9 @@ fn fork_exec(
         err_w: err_w.as_raw_fd(),
         max_fd: max_fd(),
     };
-    // SAFETY: `exec_child` makes only async-signal-safe calls on memory allocated above, which
-    // stays alive in the child until exec replaces it.
+    // SAFETY: `exec_child` makes only raw system calls on memory allocated above (`plan` and
+    // the vectors it points into), which stays alive until the child has exec'd or exited: on
+    // Linux the parent waits for that (CLONE_VFORK); elsewhere the child has its own copy.
     unsafe { reaper.fork(|| -> std::convert::Infallible { exec_child(&plan) }) }
 }
 
@@ -429,9 +459,17 @@ struct ChildPlan<'a> {
     max_fd: libc::c_int,
 }
 
-/// The child side of the fork: set up as supervisord does, then exec. Only async-signal-safe
-/// calls; on failure, reports the stage and errno through `err_w` and exits 127.
-fn exec_child(p: &ChildPlan<'_>) -> ! {
+/// The child side of the fork: set up as supervisord does, then exec. On failure, reports the
+/// stage and errno through `err_w` and exits 127.
+///
+/// # Safety
+/// Only for the child between fork (or `clone(CLONE_VM|CLONE_VFORK)`) and exec: `p` must point
+/// into memory the parent keeps alive until the child has exec'd or exited. On Linux the child
+/// shares the parent's memory, so glibc believes it is multi-threaded: this function therefore
+/// makes only raw system calls (and async-signal-safe libc calls that are themselves plain
+/// system calls), never glibc's `setuid` family, whose `__nptl_setxid` would try to signal
+/// minderd's other threads from a process that does not own them.
+unsafe fn exec_child(p: &ChildPlan<'_>) -> ! {
     let fail = |stage: Stage| -> ! {
         let errno = Errno::last_raw().to_ne_bytes();
         let msg = [stage as u8, errno[0], errno[1], errno[2], errno[3]];
@@ -441,7 +479,8 @@ fn exec_child(p: &ChildPlan<'_>) -> ! {
             libc::_exit(127)
         }
     };
-    // SAFETY: every call below is async-signal-safe and uses only memory prepared by the parent.
+    // SAFETY: every call below is a system call (or glibc's async-signal-safe wrapper of one)
+    // on memory prepared by the parent, as this function's contract requires.
     unsafe {
         // Signals: nothing blocked, nothing ignored (Rust ignores SIGPIPE; the child must not).
         let mut set: libc::sigset_t = std::mem::zeroed();
@@ -450,17 +489,6 @@ fn exec_child(p: &ChildPlan<'_>) -> ! {
         for sig in 1..32 {
             if sig != libc::SIGKILL && sig != libc::SIGSTOP {
                 libc::signal(sig, libc::SIG_DFL);
-            }
-        }
-        // If minderd itself is killed (SIGKILL: no chance to stop its children), its children
-        // go down with it rather than live on orphaned, unsupervised. The kernel ties this to
-        // the forking thread, a runtime worker that lives as long as the daemon. A minderd
-        // that died before the request took effect is caught by the parent check.
-        #[cfg(target_os = "linux")]
-        {
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
-            if libc::getppid() != p.parent {
-                libc::_exit(127);
             }
         }
         // Its own process group, so signals to minderd's group (Ctrl-C) do not reach it.
@@ -480,18 +508,28 @@ fn exec_child(p: &ChildPlan<'_>) -> ! {
         }
         close_from_3_except(p.err_w, p.max_fd);
         if let Some(c) = p.creds {
-            #[cfg(target_os = "linux")]
-            let n = c.groups.len();
-            #[cfg(not(target_os = "linux"))]
-            let n = c.groups.len() as libc::c_int;
-            if libc::setgroups(n, c.groups.as_ptr()) != 0 {
+            if set_groups(&c.groups) != 0 {
                 fail(Stage::Groups);
             }
-            if libc::setgid(c.gid) != 0 {
+            if set_gid(c.gid) != 0 {
                 fail(Stage::Setgid);
             }
-            if libc::setuid(c.uid) != 0 {
+            if set_uid(c.uid) != 0 {
                 fail(Stage::Setuid);
+            }
+        }
+        // If minderd itself is killed (SIGKILL: no chance to stop its children), its children
+        // go down with it rather than live on orphaned, unsupervised. This comes after the
+        // switch of user: the kernel clears the parent-death signal on every change of
+        // credentials, so asked for before setuid it would be silently gone. The kernel ties
+        // it to the forking thread, a runtime worker that lives as long as the daemon. A
+        // minderd that died before the request took effect is caught by the parent check: the
+        // child would have been re-parented by then.
+        #[cfg(target_os = "linux")]
+        {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
+            if libc::getppid() != p.parent {
+                libc::_exit(127);
             }
         }
         if let Some(dir) = p.dir {
@@ -505,6 +543,78 @@ fn exec_child(p: &ChildPlan<'_>) -> ! {
         libc::execve(p.path, p.argv, p.envp);
         fail(Stage::Exec)
     }
+}
+
+// The credential switch, as raw system calls on Linux: glibc's own posix_spawn does the same in
+// its vfork child, because the wrappers (setgroups, setgid, setuid) broadcast the change to
+// every thread of the process through signals (`__nptl_setxid`), which is neither
+// async-signal-safe nor meaningful in a child that only shares the parent's memory. The kernel
+// calls change only the calling process. Each returns 0 or -1 with errno set.
+// (i386 and 32-bit ARM have 16-bit ids on the plain calls; the `32` ones take full ids.)
+
+#[cfg(all(target_os = "linux", not(any(target_arch = "x86", target_arch = "arm"))))]
+mod sys {
+    pub const SETGROUPS: libc::c_long = libc::SYS_setgroups;
+    pub const SETRESGID: libc::c_long = libc::SYS_setresgid;
+    pub const SETRESUID: libc::c_long = libc::SYS_setresuid;
+}
+
+#[cfg(all(target_os = "linux", any(target_arch = "x86", target_arch = "arm")))]
+mod sys {
+    pub const SETGROUPS: libc::c_long = libc::SYS_setgroups32;
+    pub const SETRESGID: libc::c_long = libc::SYS_setresgid32;
+    pub const SETRESUID: libc::c_long = libc::SYS_setresuid32;
+}
+
+/// # Safety
+/// For the child between fork and exec (see [`exec_child`]).
+#[cfg(target_os = "linux")]
+unsafe fn set_groups(groups: &[libc::gid_t]) -> libc::c_long {
+    // SAFETY: setgroups reads `groups.len()` ids from a live slice.
+    unsafe { libc::syscall(sys::SETGROUPS, groups.len(), groups.as_ptr()) }
+}
+
+/// # Safety
+/// For the child between fork and exec (see [`exec_child`]).
+#[cfg(target_os = "linux")]
+unsafe fn set_gid(gid: libc::gid_t) -> libc::c_long {
+    // SAFETY: setresgid takes integers only.
+    unsafe { libc::syscall(sys::SETRESGID, gid, gid, gid) }
+}
+
+/// # Safety
+/// For the child between fork and exec (see [`exec_child`]).
+#[cfg(target_os = "linux")]
+unsafe fn set_uid(uid: libc::uid_t) -> libc::c_long {
+    // SAFETY: setresuid takes integers only.
+    unsafe { libc::syscall(sys::SETRESUID, uid, uid, uid) }
+}
+
+// Elsewhere the child is a forked copy with one thread, where the libc calls are plain system
+// calls.
+
+/// # Safety
+/// For the child between fork and exec (see [`exec_child`]).
+#[cfg(not(target_os = "linux"))]
+unsafe fn set_groups(groups: &[libc::gid_t]) -> libc::c_long {
+    // SAFETY: setgroups reads `groups.len()` ids from a live slice.
+    unsafe { libc::setgroups(groups.len() as libc::c_int, groups.as_ptr()).into() }
+}
+
+/// # Safety
+/// For the child between fork and exec (see [`exec_child`]).
+#[cfg(not(target_os = "linux"))]
+unsafe fn set_gid(gid: libc::gid_t) -> libc::c_long {
+    // SAFETY: setgid takes an integer only.
+    unsafe { libc::setgid(gid).into() }
+}
+
+/// # Safety
+/// For the child between fork and exec (see [`exec_child`]).
+#[cfg(not(target_os = "linux"))]
+unsafe fn set_uid(uid: libc::uid_t) -> libc::c_long {
+    // SAFETY: setuid takes an integer only.
+    unsafe { libc::setuid(uid).into() }
 }
 
 /// Closes every descriptor from 3 up, except `keep` (the error pipe, closed by exec).

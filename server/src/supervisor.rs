@@ -433,7 +433,8 @@ impl Supervisor {
     pub async fn stop(&self, selectors: &[String], wait: bool) -> Result<Vec<Outcome>, RequestError> {
         let (mut chosen, mut outcomes) = self.select(selectors, Kind::is_running)?;
         chosen.reverse();
-        outcomes.extend(stop_all(chosen, wait).await);
+        let how = if wait { Wait::Report } else { Wait::No };
+        outcomes.extend(stop_all(chosen, how).await);
         Ok(outcomes)
     }
 
@@ -587,7 +588,7 @@ impl Supervisor {
                 (b.config.priority, &b.config.name).cmp(&(a.config.priority, &a.config.name))
             });
             let names: Vec<ProcessHandle> = level.clone();
-            let stopping = stop_all(level, true);
+            let stopping = stop_all(level, Wait::Quietly);
             tokio::pin!(stopping);
             let mut report = tokio::time::interval(Duration::from_secs(3));
             loop {
@@ -609,10 +610,24 @@ impl Supervisor {
     }
 }
 
-/// Sends every stop at once, then (with `wait`) waits for all.
-async fn stop_all(handles: Vec<ProcessHandle>, wait: bool) -> Vec<Outcome> {
+/// Whether [`stop_all`] waits for the stops, and whether it logs `waiting for NAME to stop`
+/// meanwhile (as supervisord does for a client's stop, not for its own shutdown, which says
+/// `waiting for … to die` instead).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Wait {
+    No,
+    Quietly,
+    Report,
+}
+
+/// Sends every stop at once, then (unless [`Wait::No`]) waits for all.
+async fn stop_all(handles: Vec<ProcessHandle>, wait: Wait) -> Vec<Outcome> {
     join_all(handles.into_iter().map(|h| async move {
-        let result = h.stop(wait).await;
+        let result = match wait {
+            Wait::No => h.stop(false).await,
+            Wait::Quietly => h.stop(true).await,
+            Wait::Report => h.stop_and_report().await,
+        };
         Outcome { selector: h.config.full_name(), process: Some(h), done: "stopped", result }
     }))
     .await

@@ -33,6 +33,10 @@ pub struct Applied {
     /// What was done: whether it was stopped, and whether it was started (a changed process
     /// may be both); a fault when a stop or start failed.
     pub result: Result<Done, Fault>,
+    /// For a process it started: its state once the spawn was tried, and the spawn error
+    /// when that left it in BACKOFF or FATAL (a start that failed is not an update failure,
+    /// but the caller must hear of it).
+    pub after_start: Option<(Kind, Option<String>)>,
 }
 
 /// The stops and starts an update made for one process.
@@ -168,19 +172,22 @@ impl Supervisor {
         for (c, options) in change {
             let Some(old) = self.handle(&c.group, &c.name) else { continue };
             let was_running = old.snapshot().state.is_running();
+            let mut after = None;
             let result = match stop_if_running(&old).await {
                 Ok(stopped) => match group_of(&c.group) {
                     Some(g) => {
                         let h = self.install(c.clone(), g, Some((&old.config, &old.logs)), &cfg.daemon);
-                        start_if(&h, was_running || c.autostart)
-                            .await
-                            .map(|started| Done { stopped, started })
+                        let started = start_if(&h, was_running || c.autostart).await;
+                        after = after_start(&h, &started);
+                        started.map(|started| Done { stopped, started })
                     }
                     None => Err(Fault::Failed(format!("group {} is not in the configuration", c.group))),
                 },
                 Err(f) => Err(f),
             };
-            out.push(applied(&c.group, &c.name, Change::Changed(options), result));
+            let mut a = applied(&c.group, &c.name, Change::Changed(options), result);
+            a.after_start = after;
+            out.push(a);
         }
         let mut add = p.add.clone();
         add.sort_by_key(|c| (group_priority(&c.group), c.priority, c.name.clone()));
@@ -195,9 +202,12 @@ impl Supervisor {
         }
         // Autostart the new ones in priority order, as at daemon start.
         for h in added {
-            let result =
-                start_if(&h, h.config.autostart).await.map(|started| Done { stopped: false, started });
-            out.push(applied(&h.config.group, &h.config.name, Change::Added, result));
+            let started = start_if(&h, h.config.autostart).await;
+            let after = after_start(&h, &started);
+            let result = started.map(|started| Done { stopped: false, started });
+            let mut a = applied(&h.config.group, &h.config.name, Change::Added, result);
+            a.after_start = after;
+            out.push(a);
         }
         out
     }
@@ -302,14 +312,29 @@ impl Supervisor {
 }
 
 fn applied(group: &str, name: &str, change: Change, result: Result<Done, Fault>) -> Applied {
-    Applied { group: group.to_string(), name: name.to_string(), change, result }
+    Applied { group: group.to_string(), name: name.to_string(), change, result, after_start: None }
+}
+
+/// The state a start left `h` in, when it started it.
+fn after_start(
+    h: &crate::process::ProcessHandle,
+    started: &Result<bool, Fault>,
+) -> Option<(Kind, Option<String>)> {
+    match started {
+        Ok(true) => {
+            let snap = h.snapshot();
+            let why = matches!(snap.state, Kind::Backoff | Kind::Fatal).then_some(snap.spawn_error).flatten();
+            Some((snap.state, why))
+        }
+        _ => None,
+    }
 }
 
 /// Stops a process (and waits) if it is running; whether it had to.
 async fn stop_if_running(h: &crate::process::ProcessHandle) -> Result<bool, Fault> {
     match h.snapshot().state {
         Kind::Stopped | Kind::Exited | Kind::Fatal => Ok(false),
-        _ => match h.stop(true).await {
+        _ => match h.stop_and_report().await {
             Ok(()) => Ok(true),
             Err(Fault::NotRunning) => Ok(false),
             Err(f) => Err(f),

@@ -128,12 +128,15 @@ stdout_logfile = "{dir}/env.out"
     assert_eq!(out, format!("from-daemon program a,b\n1 env env env\n{}\n0027\n", dir.display()));
 }
 
+/// `user=`: the uid, the primary group and the supplementary groups become the user's (set
+/// with raw system calls in the child), and HOME, USER and LOGNAME follow. Tests run as root
+/// in CI; elsewhere only the refusal can be checked.
 #[test]
-fn user_switching_sets_uid_and_home() {
+fn user_switching_sets_uid_groups_and_home() {
     let d = Daemon::start(
         r#"
 [program.asnobody]
-command = "sh -c 'id -u; echo $HOME $USER $LOGNAME'"
+command = "sh -c 'id -u; id -g; id -G; echo $HOME $USER $LOGNAME'"
 user = "nobody"
 startsecs = 0
 autorestart = false
@@ -144,13 +147,203 @@ stdout_logfile = "{dir}/nobody.out"
     if nix::unistd::Uid::current().is_root() {
         d.wait_state("asnobody", "EXITED", 10 * SECS);
         let out = std::fs::read_to_string(d.path("nobody.out")).expect("output");
-        assert_eq!(out, format!("{}\n{} nobody nobody\n", nobody.uid, nobody.dir.display()));
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines.len(), 4, "{out}");
+        assert_eq!(lines[0], nobody.uid.to_string());
+        assert_eq!(lines[1], nobody.gid.to_string());
+        // Exactly nobody's groups: none of root's is left over.
+        let name = std::ffi::CString::new(nobody.name.clone()).expect("a name");
+        let mut want: Vec<u32> = nix::unistd::getgrouplist(&name, nobody.gid)
+            .expect("groups")
+            .iter()
+            .map(|g| g.as_raw())
+            .collect();
+        let mut got: Vec<u32> = lines[2].split_whitespace().map(|g| g.parse().expect("a gid")).collect();
+        want.sort_unstable();
+        want.dedup();
+        got.sort_unstable();
+        got.dedup();
+        assert_eq!(got, want, "supplementary groups");
+        assert_eq!(lines[3], format!("{} nobody nobody", nobody.dir.display()));
     } else {
         // Only root can switch users; the reason is the spawn error, not a mysterious exit.
         d.wait_state("asnobody", "FATAL", 20 * SECS);
         let why = d.process("asnobody")["description"].as_str().unwrap_or("").to_string();
         assert!(why.contains("Can't drop privilege as nonroot user"), "{why}");
     }
+}
+
+/// The uid a process runs as (real, effective, saved and fs all the same), from /proc.
+fn uid_of(pid: i32) -> Option<u32> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("Uid:"))?;
+    let uids: Vec<u32> = line.split_whitespace().skip(1).filter_map(|u| u.parse().ok()).collect();
+    (uids.len() == 4 && uids.iter().all(|&u| u == uids[0])).then(|| uids[0])
+}
+
+/// A SIGKILLed minderd cannot stop its children: they must go with it. The kernel forgets a
+/// parent-death signal at every change of credentials, so it has to be asked for after the
+/// switch to `user=`; a program that drops privileges itself (setpriv, gosu, su-exec) loses it
+/// again when it does, and is ended by the sentinel, which outlives minderd for just that.
+#[test]
+fn children_go_with_a_sigkilled_minderd_whoever_they_run_as() {
+    if !nix::unistd::Uid::current().is_root() {
+        eprintln!("skipped: switching users needs root (CI runs as root)");
+        return;
+    }
+    let nobody = nix::unistd::User::from_name("nobody").expect("passwd").expect("a nobody user");
+    let d = Daemon::start(&format!(
+        r#"
+[program.asroot]
+command = "sleep 1000"
+startsecs = 0
+
+[program.asnobody]
+command = "sleep 1000"
+user = "nobody"
+startsecs = 0
+
+[program.dropper]
+command = "setpriv --reuid={uid} --regid={gid} --clear-groups sleep 1000"
+startsecs = 0
+"#,
+        uid = nobody.uid,
+        gid = nobody.gid
+    ));
+    let mut pids = Vec::new();
+    for name in ["asroot", "asnobody", "dropper"] {
+        d.wait_state(name, "RUNNING", 10 * SECS);
+        let pid = d.process(name)["pid"].as_i64().expect("a pid") as i32;
+        let want = if name == "asroot" { 0 } else { nobody.uid.as_raw() };
+        // setpriv has exec'd sleep once its uid is nobody's.
+        wait_for(&format!("{name} to run as uid {want}"), 10 * SECS, || uid_of(pid) == Some(want));
+        pids.push((name, pid));
+    }
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(d.pid() as i32), nix::sys::signal::Signal::SIGKILL)
+        .expect("SIGKILL minderd, which this test started");
+    for (name, pid) in pids {
+        wait_for(&format!("{name} (pid {pid}) to die with minderd"), 10 * SECS, || !alive(pid));
+    }
+}
+
+/// The number of descriptors a process has open.
+fn open_fds(pid: u32) -> u64 {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).expect("/proc/PID/fd").count() as u64
+}
+
+/// Sets the soft limit of open files of `pid` (a minderd this test started); returns the old.
+fn set_soft_nofile(pid: u32, soft: u64) -> u64 {
+    let mut old = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: reads the current limits into `old`.
+    let r = unsafe { libc::prlimit(pid as libc::pid_t, libc::RLIMIT_NOFILE, std::ptr::null(), &mut old) };
+    assert_eq!(r, 0, "prlimit: {}", std::io::Error::last_os_error());
+    let new = libc::rlimit { rlim_cur: soft, rlim_max: old.rlim_max };
+    // SAFETY: sets the limits from `new`.
+    let r = unsafe { libc::prlimit(pid as libc::pid_t, libc::RLIMIT_NOFILE, &new, std::ptr::null_mut()) };
+    assert_eq!(r, 0, "prlimit: {}", std::io::Error::last_os_error());
+    old.rlim_cur
+}
+
+/// minderd out of descriptors is minderd's problem, not the program's: the spawn fails into
+/// BACKOFF and is retried every second without spending startretries, so the program never goes
+/// FATAL for it, and starts once descriptors are free again.
+#[tokio::test(flavor = "multi_thread")]
+async fn running_out_of_descriptors_does_not_make_a_program_fatal() {
+    use minder::pb;
+    let d = Daemon::start(
+        r#"
+[program.later]
+command = "sleep 1000"
+autostart = false
+startretries = 0
+startsecs = 0
+"#,
+    );
+    // The one connection this test talks through, opened before the limit leaves no room.
+    let mut c = d.client().await;
+    let state = |p: &pb::ProcessInfo| p.state();
+    let get = pb::GetProcessRequest { name: "later".into() };
+    assert_eq!(
+        state(&c.get_process(get.clone()).await.expect("get").into_inner()),
+        pb::ProcessState::Stopped
+    );
+    let old = set_soft_nofile(d.pid(), open_fds(d.pid()));
+    let start = pb::StartProcessesRequest { names: vec!["later".into()], no_wait: true };
+    let _ = c.start_processes(start).await;
+    let failures = || d.log_lines("too many open files to spawn 'later'").len();
+    let deadline = std::time::Instant::now() + 20 * SECS;
+    while failures() < 3 {
+        let p = c.get_process(get.clone()).await.expect("get").into_inner();
+        assert_ne!(state(&p), pb::ProcessState::Fatal, "FATAL for minderd's shortage:\n{}", d.log());
+        assert!(std::time::Instant::now() < deadline, "no third attempt:\n{}", d.log());
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let p = c.get_process(get.clone()).await.expect("get").into_inner();
+    assert_eq!(state(&p), pb::ProcessState::Backoff, "{}", d.log());
+    assert_eq!(p.description, "too many open files to spawn 'later'");
+    assert!(d.log().contains("not counted against startretries"), "{}", d.log());
+    set_soft_nofile(d.pid(), old);
+    let deadline = std::time::Instant::now() + 10 * SECS;
+    while state(&c.get_process(get.clone()).await.expect("get").into_inner()) != pb::ProcessState::Running {
+        assert!(std::time::Instant::now() < deadline, "not RUNNING once descriptors were free:\n{}", d.log());
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+/// linux/capability.h's number for CAP_SYS_RESOURCE (the libc crate does not name it).
+const CAP_SYS_RESOURCE: libc::c_ulong = 24;
+
+/// At start minderd raises its soft limit of open files as far as the configured processes
+/// need (5 each), up to the hard limit, and warns when even the hard limit is too low.
+#[test]
+fn the_open_file_limit_is_raised_for_the_programs_and_a_shortfall_is_warned_of() {
+    use std::os::unix::process::CommandExt;
+    if !nix::unistd::Uid::current().is_root() {
+        eprintln!("skipped: dropping CAP_SYS_RESOURCE needs root (CI runs as root)");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("dir");
+    // 60 programs need 64 + 5 * 60 = 364 descriptors; the hard limit is 200.
+    let mut conf = String::from("[daemon]\nminfds = 100\n");
+    for i in 0..60 {
+        conf.push_str(&format!("[program.p{i}]\ncommand = \"true\"\nautostart = false\nstdout_logfile = \"NONE\"\nstderr_logfile = \"NONE\"\n"));
+    }
+    std::fs::write(dir.path().join("m.toml"), conf).expect("write");
+    let sock = dir.path().join("m.sock");
+    let mut cmd = std::process::Command::new(crate::harness::bin("minderd"));
+    cmd.arg("-c").arg(dir.path().join("m.toml")).arg("--listen").arg(format!("unix://{}", sock.display()));
+    cmd.arg("-l").arg(dir.path().join("d.log"));
+    // SAFETY: prctl and setrlimit are async-signal-safe system calls.
+    unsafe {
+        cmd.pre_exec(|| {
+            // Root without CAP_SYS_RESOURCE (gone from the bounding set, it is not regained
+            // at exec) cannot raise a hard limit, as an unprivileged daemon could not.
+            if libc::prctl(libc::PR_CAPBSET_DROP, CAP_SYS_RESOURCE, 0, 0, 0) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            let lim = libc::rlimit { rlim_cur: 50, rlim_max: 200 };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.stdout(std::process::Stdio::null()).spawn().expect("minderd starts");
+    wait_for("minderd to answer", 10 * SECS, || crate::harness::ctl_at(&sock, &["pid"]).status.success());
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", child.id())).expect("limits");
+    let line = limits.lines().find(|l| l.starts_with("Max open files")).expect("a line").to_string();
+    let nums: Vec<&str> = line.split_whitespace().skip(3).take(2).collect();
+    assert_eq!(nums, ["200", "200"], "raised to the hard limit, beyond minfds: {line}");
+    let log = std::fs::read_to_string(dir.path().join("d.log")).expect("log");
+    assert!(log.contains("INFO Increased RLIMIT_NOFILE limit to 200"), "{log}");
+    assert!(
+        log.contains(
+            "WARN RLIMIT_NOFILE is 200 (the hard limit), but 60 processes need about 364 descriptors"
+        ),
+        "{log}"
+    );
+    crate::harness::sigterm(&child);
+    assert!(child.wait().expect("exits").success());
 }
 
 #[test]

@@ -75,10 +75,10 @@ fn update_restarts_only_what_changed() {
     assert_eq!(code(&out), 0, "{}", stdout(&out));
     let text = stdout(&out);
     for line in [
-        "dropped: stopped\ndropped: removed\n",
-        "edited: stopped\nedited: updated (argv, command)\nedited: started\n",
-        "site:worker: stopped\nsite:worker: updated (argv, command)\nsite:worker: started\n",
-        "fresh: added\nfresh: started\n",
+        "dropped: stopped\ndropped: removed process group\n",
+        "edited: stopped\nedited: updated process group\n",
+        "site:worker: stopped\nsite:worker: updated\n",
+        "fresh: added process group\n",
     ] {
         assert!(text.contains(line), "missing {line:?} in:\n{text}");
     }
