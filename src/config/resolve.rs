@@ -626,13 +626,13 @@ fn resolve_daemon(shared: &Shared<'_>, report: &mut Report) -> DaemonConfig {
         // resolve is an error (failing closed; an empty list would let everyone in).
         (d.socket_users, d.socket_uids) = sec.take(report, "socket_users", &vars, Default::default(), |r| {
             let users = names(r)?;
-            let uids = users.iter().map(|u| name_to_uid(u)).collect::<Parsed<Vec<u32>>>()?;
+            let uids = users.iter().map(|u| name_to_uid(u, ctx)).collect::<Parsed<Vec<u32>>>()?;
             Ok((users, uids))
         });
         (d.socket_groups, d.socket_gids) =
             sec.take(report, "socket_groups", &vars, Default::default(), |r| {
                 let groups = names(r)?;
-                let gids = groups.iter().map(|g| name_to_gid(g)).collect::<Parsed<Vec<u32>>>()?;
+                let gids = groups.iter().map(|g| name_to_gid(g, ctx)).collect::<Parsed<Vec<u32>>>()?;
                 Ok((groups, gids))
             });
         d.insecure = sec.take(report, "insecure", &vars, false, values::boolean);
