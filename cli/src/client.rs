@@ -108,7 +108,17 @@ pub fn resolve_target(server: Option<&str>, config_path: Option<&Path>) -> Resul
         }
         let listen = &cfg.daemon.listen;
         if let Some(a) = listen.iter().find(|a| matches!(a, Address::Unix(_))).or(listen.first()) {
-            return Ok(Target { address: a.clone(), username: None, password: None });
+            // The daemon's own configuration: its credentials for that address are the ones
+            // to use (a {SHA} password cannot be sent, so it is asked for).
+            let creds = cfg.daemon.credentials.get(a);
+            return Ok(Target {
+                address: a.clone(),
+                username: creds.map(|c| c.username.clone()),
+                password: creds.and_then(|c| match &c.password {
+                    config::Password::Plain(p) => Some(p.clone()),
+                    config::Password::Sha1(_) => None,
+                }),
+            });
         }
     }
     Ok(Target { address: Address::Unix(default_socket()), username: None, password: None })

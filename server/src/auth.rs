@@ -55,8 +55,9 @@ pub struct Caller {
 /// How one listener admits callers.
 #[derive(Debug, Clone)]
 pub enum Access {
-    /// A unix socket: anyone its mode lets in, or only these users and groups.
-    Unix { users: Vec<u32>, groups: Vec<u32> },
+    /// A unix socket: anyone its mode lets in, or only these users and groups; and, when
+    /// `[unix_http_server]` sets a username and password, only with them (as supervisord).
+    Unix { users: Vec<u32>, groups: Vec<u32>, basic: Option<Credentials> },
     /// TCP: whichever of these are configured; with none, everyone (a loopback listener, or
     /// one the operator opened with `insecure`).
     Tcp { tokens: Vec<Token>, basic: Option<Credentials>, client_certs: bool },
@@ -66,7 +67,7 @@ impl Access {
     /// Whether a unix caller is let in (root always is: it could change the socket anyway).
     pub fn admits_unix(&self, uid: u32, gid: u32) -> bool {
         match self {
-            Access::Unix { users, groups } => {
+            Access::Unix { users, groups, .. } => {
                 uid == 0 || self.open() || users.contains(&uid) || in_groups(uid, gid, groups)
             }
             Access::Tcp { .. } => false,
@@ -75,7 +76,8 @@ impl Access {
 
     fn open(&self) -> bool {
         match self {
-            Access::Unix { users, groups } => users.is_empty() && groups.is_empty(),
+            // Peers only: a password, if set, is checked after the peer is let in.
+            Access::Unix { users, groups, .. } => users.is_empty() && groups.is_empty(),
             Access::Tcp { tokens, basic, client_certs } => {
                 tokens.is_empty() && basic.is_none() && !client_certs
             }
@@ -142,52 +144,72 @@ fn in_groups(uid: u32, gid: u32, groups: &[u32]) -> bool {
     false
 }
 
+/// The request's `authorization` header, if it is text.
+fn header<B>(req: &http::Request<B>) -> Option<&str> {
+    req.headers().get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok())
+}
+
+/// Checks `Basic` credentials in `header` against `c`: `None` when the header carries none,
+/// else the username or why it was refused.
+fn basic_auth(c: &Credentials, header: Option<&str>) -> Option<Result<String, Refusal>> {
+    let encoded = header?.strip_prefix("Basic ")?;
+    let decoded =
+        base64::engine::general_purpose::STANDARD.decode(encoded.trim()).ok().and_then(|b| String::from_utf8(b).ok());
+    Some(match decoded.as_deref().and_then(|d| d.split_once(':')) {
+        Some((user, pass)) if same(c.username.as_bytes(), user.as_bytes()) && password_matches(&c.password, pass) => {
+            Ok(user.to_string())
+        }
+        _ => Err(Refusal::Unauthenticated("the username or password is not valid".into())),
+    })
+}
+
 /// Identifies the caller of `req` on a listener with `access`.
 fn identify<B>(access: &Access, req: &http::Request<B>) -> Result<Caller, Refusal> {
     match access {
-        Access::Unix { users, groups } => {
+        Access::Unix { users, groups, basic } => {
             let cred = match req.extensions().get::<Peer>() {
                 Some(Peer::Unix { uid: Some(uid), gid: Some(gid) }) => Some((*uid, *gid)),
                 _ => None,
             };
-            let Some((uid, gid)) = cred else {
-                return if access.open() {
-                    Ok(Caller { who: "unix socket".into(), role: Role::Admin })
-                } else {
-                    Err(Refusal::Unauthenticated("the peer's credentials are unknown".into()))
-                };
+            let peer = match cred {
+                None if access.open() => Caller { who: "unix socket".into(), role: Role::Admin },
+                None => return Err(Refusal::Unauthenticated("the peer's credentials are unknown".into())),
+                Some((uid, gid)) => {
+                    let who = format!("uid {uid} ({})", user_name(uid));
+                    if !(access.open() || users.contains(&uid) || in_groups(uid, gid, groups)) {
+                        return Err(Refusal::Denied(format!(
+                            "{who} is not allowed to use this socket (socket_users, socket_groups)"
+                        )));
+                    }
+                    Caller { who, role: Role::Admin }
+                }
             };
-            let who = format!("uid {uid} ({})", user_name(uid));
-            if access.open() || users.contains(&uid) || in_groups(uid, gid, groups) {
-                Ok(Caller { who, role: Role::Admin })
-            } else {
-                Err(Refusal::Denied(format!(
-                    "{who} is not allowed to use this socket (socket_users, socket_groups)"
-                )))
+            match basic {
+                None => Ok(peer),
+                // supervisord asks everyone on the socket for its username and password; a
+                // socket opened wider (chmod = 0777) relies on that.
+                Some(c) => match basic_auth(c, header(req)) {
+                    Some(Ok(user)) => Ok(Caller { who: format!("{} as {user}", peer.who), role: Role::Admin }),
+                    Some(Err(r)) => Err(r),
+                    None => Err(Refusal::Unauthenticated(
+                        "this socket requires a username and password (authorization: Basic …)".into(),
+                    )),
+                },
             }
         }
         Access::Tcp { tokens, basic, client_certs } => {
-            let header = req.headers().get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+            let header = header(req);
             if let Some(token) = header.and_then(|h| h.strip_prefix("Bearer ")) {
                 return match tokens.iter().find(|t| same(t.secret.as_bytes(), token.trim().as_bytes())) {
                     Some(t) => Ok(Caller { who: format!("token {}", t.name), role: t.role }),
                     None => Err(Refusal::Unauthenticated("the token is not valid".into())),
                 };
             }
-            if let Some(encoded) = header.and_then(|h| h.strip_prefix("Basic ")) {
-                let decoded = base64::engine::general_purpose::STANDARD
-                    .decode(encoded.trim())
-                    .ok()
-                    .and_then(|b| String::from_utf8(b).ok());
-                let pair = decoded.as_deref().and_then(|d| d.split_once(':'));
-                return match (basic, pair) {
-                    (Some(c), Some((user, pass)))
-                        if same(c.username.as_bytes(), user.as_bytes())
-                            && password_matches(&c.password, pass) =>
-                    {
-                        Ok(Caller { who: format!("user {user}"), role: Role::Admin })
-                    }
-                    _ => Err(Refusal::Unauthenticated("the username or password is not valid".into())),
+            if header.is_some_and(|h| h.starts_with("Basic ")) {
+                let refused = || Refusal::Unauthenticated("the username or password is not valid".into());
+                return match basic.as_ref().map(|c| basic_auth(c, header)) {
+                    Some(Some(Ok(user))) => Ok(Caller { who: format!("user {user}"), role: Role::Admin }),
+                    _ => Err(refused()),
                 };
             }
             let verified =
@@ -528,5 +550,31 @@ mod tests {
         assert!(identify(&access, &request(Some(&format!("Basic {b64}")))).is_ok());
         let bad = base64::engine::general_purpose::STANDARD.encode("user:124");
         assert!(identify(&access, &request(Some(&format!("Basic {bad}")))).is_err());
+    }
+
+    #[test]
+    fn a_unix_socket_with_a_password_asks_every_peer_for_it() {
+        let access = Access::Unix {
+            users: vec![],
+            groups: vec![],
+            basic: Some(Credentials { username: "user".into(), password: Password::Plain("123".into()) }),
+        };
+        let with_peer = |auth: Option<&str>| {
+            let mut r = request(auth);
+            r.extensions_mut().insert(Peer::Unix { uid: Some(0), gid: Some(0) });
+            r
+        };
+        assert!(matches!(identify(&access, &with_peer(None)), Err(Refusal::Unauthenticated(_))));
+        let bad = base64::engine::general_purpose::STANDARD.encode("user:124");
+        assert!(matches!(
+            identify(&access, &with_peer(Some(&format!("Basic {bad}")))),
+            Err(Refusal::Unauthenticated(_))
+        ));
+        let good = base64::engine::general_purpose::STANDARD.encode("user:123");
+        let caller = identify(&access, &with_peer(Some(&format!("Basic {good}")))).expect("let in");
+        assert_eq!(caller.who, "uid 0 (root) as user");
+        // Without a password the peer's credentials are enough.
+        let open = Access::Unix { users: vec![], groups: vec![], basic: None };
+        assert_eq!(identify(&open, &with_peer(None)).expect("let in").who, "uid 0 (root)");
     }
 }

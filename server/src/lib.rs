@@ -227,12 +227,16 @@ fn routes(
 /// ids when the configuration was read).
 fn access(d: &DaemonConfig, listener: &Listener) -> auth::Access {
     match listener {
-        Listener::Unix { .. } => {
-            auth::Access::Unix { users: d.socket_uids.clone(), groups: d.socket_gids.clone() }
-        }
-        Listener::Tcp { address, .. } => auth::Access::Tcp {
+        Listener::Unix { .. } => auth::Access::Unix {
+            users: d.socket_uids.clone(),
+            groups: d.socket_gids.clone(),
+            basic: d.credentials.get(&listener.address()).cloned(),
+        },
+        // Credentials belong to the address as configured (`tcp://127.0.0.1:0`), not the port
+        // it was given.
+        Listener::Tcp { configured, .. } => auth::Access::Tcp {
             tokens: d.tokens.clone(),
-            basic: d.credentials.get(address).cloned(),
+            basic: d.credentials.get(configured).cloned(),
             client_certs: d.tls.as_ref().is_some_and(|t| t.client_ca.is_some()),
         },
     }

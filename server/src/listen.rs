@@ -16,7 +16,9 @@ use tokio::net::{TcpListener, UnixListener};
 #[derive(Debug)]
 pub enum Listener {
     Unix { listener: UnixListener, socket: SocketFile },
-    Tcp { listener: TcpListener, address: Address },
+    /// `address` is where clients reach it (with the port it got when `configured` asked for
+    /// port 0).
+    Tcp { listener: TcpListener, address: Address, configured: Address },
 }
 
 impl Listener {
@@ -79,11 +81,11 @@ pub async fn bind(address: &Address, mode: u32) -> Result<Listener, BindError> {
             let listener = TcpListener::bind(hostport.as_str()).await.map_err(io_err)?;
             // Report the real port when bound to port 0.
             let local = listener.local_addr().map_err(io_err)?;
-            let address = match hostport.rsplit_once(':') {
+            let reached = match hostport.rsplit_once(':') {
                 Some((host, "0")) => Address::Tcp(format!("{host}:{}", local.port())),
                 _ => address.clone(),
             };
-            Ok(Listener::Tcp { listener, address })
+            Ok(Listener::Tcp { listener, address: reached, configured: address.clone() })
         }
         Address::Unix(path) => bind_unix(path, mode).map_err(|e| match e {
             UnixBind::InUse => BindError::InUse(address.clone()),

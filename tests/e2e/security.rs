@@ -154,6 +154,63 @@ fn supervisord_username_and_password() {
 }
 
 #[test]
+fn a_unix_socket_with_a_password_requires_it() {
+    // supervisord asks for [unix_http_server]'s username and password on the socket too, and a
+    // socket opened to everyone (chmod=0777) relies on that.
+    let dir = tempfile::tempdir().expect("dir");
+    let conf = dir.path().join("supervisord.conf");
+    std::fs::write(
+        &conf,
+        "[unix_http_server]\nfile=%(here)s/s.sock\nchmod=0777\nusername=user\npassword=123\n\
+         [supervisord]\nlogfile=%(here)s/d.log\npidfile=%(here)s/d.pid\n\
+         [supervisorctl]\nserverurl=unix://%(here)s/s.sock\nusername=user\npassword=123\n\
+         [program:web]\ncommand=sleep 100\nstartsecs=0\n",
+    )
+    .expect("write");
+    let mut daemon = Command::new(bin("minderd"))
+        .arg("-c")
+        .arg(&conf)
+        .arg("-n")
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("minderd");
+    let sock = format!("unix://{}", dir.path().join("s.sock").display());
+    let ctl = |args: &[&str]| Command::new(bin("minder")).args(args).arg("status").output().expect("runs");
+    // [supervisorctl]'s username and password are sent, as supervisorctl sends them.
+    let with_config = ["-c", conf.to_str().expect("utf-8")];
+    wait_for("the daemon to answer with the configured password", 10 * SECS, || code(&ctl(&with_config)) == 0);
+    let out = ctl(&["-s", &sock]);
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    assert!(stderr(&out).contains("this socket requires a username and password"), "{}", stderr(&out));
+    let out = ctl(&["-s", &sock, "-u", "user", "-p", "124"]);
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    assert!(stderr(&out).contains("the username or password is not valid"), "{}", stderr(&out));
+    let out = ctl(&["-s", &sock, "-u", "user", "-p", "123"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    crate::harness::sigterm(&daemon);
+    assert!(daemon.wait().expect("exits").success());
+}
+
+#[test]
+fn credentials_for_port_0_protect_the_port_it_got() {
+    // The credentials are configured for tcp://127.0.0.1:0; the listener reports the port the
+    // kernel gave it, and must still ask for them there.
+    let d = Daemon::start_with(
+        "[daemon.credentials.\"tcp://127.0.0.1:0\"]\nusername = \"u\"\npassword = \"p\"\n\
+         [program.web]\ncommand = \"sleep 100\"\nstartsecs = 0\n",
+        &[],
+        &["--listen", "tcp://127.0.0.1:0"],
+    );
+    let addr = tcp_address(&d);
+    let out = ctl_tcp(&addr, &[], &["status"]);
+    assert_eq!(code(&out), 1, "{}", stdout(&out));
+    assert!(stderr(&out).contains("credentials are required"), "{}", stderr(&out));
+    let out = ctl_tcp(&addr, &["-u", "u", "-p", "p"], &["status"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(stdout(&out).contains("web"), "{}", stdout(&out));
+}
+
+#[test]
 fn a_network_listener_without_authentication_is_refused() {
     let dir = tempfile::tempdir().expect("dir");
     std::fs::write(dir.path().join("m.toml"), "").expect("write");
