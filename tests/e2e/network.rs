@@ -616,3 +616,59 @@ fn a_bad_tls_key_or_a_taken_metrics_port_stops_start_up() {
         );
     }
 }
+
+/// A local user the socket's mode lets in but `socket_users` does not (nobody) opens 100
+/// connections to the unix socket and holds them: it gets the shared 64, the rest are closed,
+/// and the administrator (root here) still gets in through the 16 kept for admitted callers.
+#[test]
+fn the_administrator_gets_in_while_another_user_holds_the_unix_socket() {
+    use nix::sys::socket::SockaddrLike as _;
+    let nobody = nix::unistd::User::from_name("nobody").expect("passwd").expect("a nobody user");
+    assert!(nix::unistd::getuid().is_root(), "tests run as root");
+    let d = Daemon::start("[daemon]\nsocket_mode = \"0777\"\nsocket_users = [\"root\"]\n");
+    // nobody must be able to reach the socket through its directory.
+    std::fs::set_permissions(d.dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o711))
+        .expect("chmod");
+    let addr = nix::sys::socket::UnixAddr::new(&d.socket).expect("a socket address");
+    let baseline = fds(d.pid());
+    let (ready_r, ready_w) = nix::unistd::pipe().expect("pipe");
+    let (uid, gid) = (nobody.uid.as_raw(), nobody.gid.as_raw());
+    // SAFETY: the child calls only async-signal-safe functions (setgroups, setgid, setuid,
+    // socket, connect, write, pause, _exit) on data prepared before the fork.
+    let child = match unsafe { nix::unistd::fork() }.expect("fork") {
+        nix::unistd::ForkResult::Child => unsafe {
+            use std::os::fd::AsRawFd as _;
+            if libc::setgroups(0, std::ptr::null()) != 0 || libc::setgid(gid) != 0 || libc::setuid(uid) != 0 {
+                libc::_exit(2);
+            }
+            let mut connected: u8 = 0;
+            for _ in 0..100 {
+                let fd = libc::socket(libc::AF_UNIX, libc::SOCK_STREAM, 0);
+                if fd >= 0 && libc::connect(fd, addr.as_ptr().cast(), addr.len()) == 0 {
+                    connected += 1;
+                }
+            }
+            libc::write(ready_w.as_raw_fd(), (&raw const connected).cast(), 1);
+            libc::pause();
+            libc::_exit(0)
+        },
+        nix::unistd::ForkResult::Parent { child } => child,
+    };
+    drop(ready_w);
+    let mut connected = [0u8; 1];
+    let read = std::fs::File::from(ready_r).read(&mut connected);
+    let stop_child = || {
+        let _ = nix::sys::signal::kill(child, nix::sys::signal::Signal::SIGKILL);
+        let _ = nix::sys::wait::waitpid(child, None);
+    };
+    if read.as_ref().ok() != Some(&1) || connected[0] != 100 {
+        stop_child();
+        panic!("nobody could not connect 100 times: {read:?} {connected:?}");
+    }
+    // Once the daemon has accepted them all (64 kept, 36 closed), root still gets in.
+    // (Root's connection is queued behind nobody's 100, and accepted after them.)
+    wait_for("the daemon to take nobody's connections", 10 * SECS, || fds(d.pid()) >= baseline + 64);
+    let out = d.ctl(&["version"]);
+    stop_child();
+    assert_eq!(code(&out), 0, "the administrator is let in: {}", stderr(&out));
+}
