@@ -154,7 +154,9 @@ fn stalled(addr: &str, n: usize, first: &[u8]) -> Vec<(TcpStream, Option<Instant
 /// returns when the first one was closed.
 fn wait_all_closed(d: &Limited, conns: &mut [(TcpStream, Option<Instant>)], nofile: u64) -> Instant {
     let mut probes = 0;
+    let mut most_fds = 0;
     wait_for("the daemon to close every stalled connection", 90 * SECS, || {
+        most_fds = most_fds.max(fds(d.pid()));
         for (s, at) in conns.iter_mut().filter(|(_, at)| at.is_none()) {
             if closed_by_peer(s) {
                 *at = Some(Instant::now());
@@ -177,7 +179,14 @@ fn wait_all_closed(d: &Limited, conns: &mut [(TcpStream, Option<Instant>)], nofi
         conns.iter().all(|(_, at)| at.is_some())
     });
     assert!(probes > 0, "the connections were held long enough to check the admin's socket");
-    conns.iter().filter_map(|(_, at)| *at).min().expect("closed")
+    let first = conns.iter().filter_map(|(_, at)| *at).min().expect("closed");
+    let last = conns.iter().filter_map(|(_, at)| *at).max().expect("closed");
+    eprintln!(
+        "{} stalled connections: the daemon held at most {most_fds} descriptors (limit {nofile}); all closed {:?} after the first",
+        conns.len(),
+        last.duration_since(first)
+    );
+    first
 }
 
 /// 300 connections that send only HTTP/2's preface, with minderd limited to 256 descriptors:
@@ -486,6 +495,7 @@ async fn a_wrong_token_flood_is_logged_once_and_slowed_down() {
     }
     assert!(t.elapsed() >= Duration::from_millis(900), "slowed down: {:?}", t.elapsed());
     // A flood: some wait their turn, the rest are refused without being checked.
+    let t = Instant::now();
     let calls: Vec<_> = (0..300).map(|_| tokio::spawn(attempt(wrong.clone()))).collect();
     let mut refused_unchecked = 0;
     for c in calls {
@@ -499,6 +509,10 @@ async fn a_wrong_token_flood_is_logged_once_and_slowed_down() {
             other => panic!("unexpected {other:?}: {err:?}"),
         }
     }
+    eprintln!(
+        "wrong-token flood: 300 at once answered in {:?}, {refused_unchecked} refused unchecked",
+        t.elapsed()
+    );
     assert!(refused_unchecked >= 250, "most of the flood is refused unchecked: {refused_unchecked}");
     // The log names the peer, without a line per failure.
     let lines: Vec<String> = d
@@ -507,6 +521,7 @@ async fn a_wrong_token_flood_is_logged_once_and_slowed_down() {
         .filter(|l| l.contains("authentication failed for 127.0.0.1"))
         .map(String::from)
         .collect();
+    eprintln!("wrong-token flood: {} log lines: {lines:#?}", lines.len());
     assert!(!lines.is_empty() && lines.len() <= 4, "{lines:#?}");
     assert!(lines[0].contains("the token is not valid"), "{lines:#?}");
     // The administrator on the unix socket is not slowed down.
