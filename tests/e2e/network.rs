@@ -687,3 +687,38 @@ fn the_administrator_gets_in_while_another_user_holds_the_unix_socket() {
     stop_child();
     assert_eq!(code(&out), 0, "the administrator is let in: {}", stderr(&out));
 }
+
+/// CPU seconds (user + system) a process has used.
+fn cpu_secs(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let rest: Vec<&str> = stat.rsplit_once(')').map_or("", |r| r.1).split_whitespace().collect();
+    let ticks: u64 = [11, 12].iter().filter_map(|&i| rest.get(i)?.parse::<u64>().ok()).sum();
+    // SAFETY: sysconf has no preconditions.
+    ticks as f64 / unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64
+}
+
+/// The metrics port shares the accept loop: 300 silent connections to it, with minderd limited
+/// to 256 descriptors, are held under the TCP cap (the daemon never runs out of descriptors,
+/// so its accept never fails and never spins), closed at the deadline, and a scrape works
+/// afterwards.
+#[test]
+fn a_metrics_port_flood_neither_spins_nor_starves() {
+    let nofile = 256;
+    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port").local_addr().expect("addr");
+    let d = Limited::start(&format!("[daemon]\nminfds = 64\nmetrics = \"{port}\"\n"), nofile, &[]);
+    wait_for("the metrics port", 10 * SECS, || d.log().contains("serving metrics at"));
+    let cpu_before = cpu_secs(d.pid());
+    let opened = Instant::now();
+    let mut conns = stalled(&port.to_string(), 300, b"");
+    let first_closed = wait_all_closed(&d, &mut conns, nofile);
+    let held = opened.elapsed();
+    let cpu = cpu_secs(d.pid()) - cpu_before;
+    eprintln!("metrics flood: 300 silent connections over {held:?} cost the daemon {cpu:.2} s of CPU");
+    assert!(first_closed.duration_since(opened) >= 8 * SECS, "{:?}", first_closed.duration_since(opened));
+    assert!(cpu < held.as_secs_f64() / 4.0, "the daemon spun: {cpu:.2} s of CPU in {held:?}");
+    let mut s = TcpStream::connect(port).expect("connects");
+    write!(s, "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").expect("request");
+    let mut text = String::new();
+    s.read_to_string(&mut text).expect("response");
+    assert!(text.starts_with("HTTP/1.1 200") && text.contains("minder_up 1"), "{text}");
+}
