@@ -550,6 +550,81 @@ mod tests {
         assert!(identify(&access, &request(Some(&format!("Basic {b64}")))).is_ok());
         let bad = base64::engine::general_purpose::STANDARD.encode("user:124");
         assert!(identify(&access, &request(Some(&format!("Basic {bad}")))).is_err());
+        // Supervisor compares the lowercase hex digest as text: an uppercase one never matches.
+        let upper = Password::Sha1("82AB876D1387BFAFE46CC1C8A2EF074EAE50CB1D".into());
+        assert!(!password_matches(&upper, "thepassword"));
+    }
+
+    fn tcp_peer(ip: &str) -> Peer {
+        Peer::Tcp { addr: format!("{ip}:4000").parse().expect("addr"), client_cert: false }
+    }
+
+    #[test]
+    fn a_peer_is_slowed_down_after_its_free_failures() {
+        let shield = Shield::default();
+        let peer = tcp_peer("192.0.2.7");
+        let key = PeerKey::of(Some(&peer));
+        let t0 = Instant::now();
+        for _ in 0..=FREE_FAILURES {
+            assert!(matches!(shield.admission(&key, t0), Admission::Now));
+            shield.failed_at(key.clone(), Some(&peer), "the token is not valid", t0);
+        }
+        // Past the free failures: one check per PENALTY, the first at once.
+        assert!(matches!(shield.admission(&key, t0), Admission::At(t) if t == t0));
+        assert!(matches!(shield.admission(&key, t0), Admission::At(t) if t == t0 + PENALTY));
+        // Queued beyond MAX_WAIT: refused unchecked.
+        let mut refused = false;
+        for _ in 0..100 {
+            if matches!(shield.admission(&key, t0), Admission::Refuse) {
+                refused = true;
+                break;
+            }
+        }
+        assert!(refused);
+        // Another peer is not affected; nor is a unix caller ever delayed.
+        let other = PeerKey::of(Some(&tcp_peer("192.0.2.8")));
+        assert!(matches!(shield.admission(&other, t0), Admission::Now));
+        assert!(matches!(shield.admission(&PeerKey::Uid(Some(0)), t0), Admission::Now));
+        // A quiet WINDOW forgives.
+        assert!(matches!(shield.admission(&key, t0 + WINDOW + MAX_WAIT), Admission::Now));
+    }
+
+    #[test]
+    fn failures_are_logged_at_most_once_per_interval() {
+        let shield = Shield::default();
+        let peer = tcp_peer("192.0.2.9");
+        let key = PeerKey::of(Some(&peer));
+        let t0 = Instant::now();
+        for i in 0..50 {
+            shield.failed_at(key.clone(), Some(&peer), "x", t0 + Duration::from_millis(i));
+        }
+        let map = shield.failures.lock().expect("lock");
+        let r = &map[&key];
+        assert_eq!((r.failures, r.unlogged, r.logged), (50, 49, Some(t0)));
+    }
+
+    #[test]
+    fn ipv6_peers_are_counted_by_their_64_bit_prefix() {
+        let a = PeerKey::of(Some(&tcp_peer("[2001:db8:1:2::1]")));
+        let b = PeerKey::of(Some(&tcp_peer("[2001:db8:1:2:ffff::9]")));
+        let c = PeerKey::of(Some(&tcp_peer("[2001:db8:1:3::1]")));
+        assert_eq!(a, b);
+        assert_ne!(a, c);
+        let mapped = PeerKey::of(Some(&tcp_peer("[::ffff:192.0.2.1]")));
+        assert_eq!(mapped, PeerKey::of(Some(&tcp_peer("192.0.2.1"))));
+    }
+
+    #[test]
+    fn health_streams_are_bounded_per_peer() {
+        let shield = Arc::new(Shield::default());
+        let key = PeerKey::Uid(Some(1000));
+        let held: Vec<_> =
+            (0..HEALTH_STREAMS_PER_PEER).map(|_| shield.health_stream(key.clone()).expect("room")).collect();
+        assert!(shield.health_stream(key.clone()).is_none());
+        assert!(shield.health_stream(PeerKey::Uid(Some(1001))).is_some(), "another peer has its own");
+        drop(held);
+        assert!(shield.health_stream(key).is_some());
+        assert!(shield.health.lock().expect("lock").len() <= 1, "emptied entries go");
     }
 
     #[test]

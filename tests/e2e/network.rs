@@ -154,7 +154,9 @@ fn stalled(addr: &str, n: usize, first: &[u8]) -> Vec<(TcpStream, Option<Instant
 /// returns when the first one was closed.
 fn wait_all_closed(d: &Limited, conns: &mut [(TcpStream, Option<Instant>)], nofile: u64) -> Instant {
     let mut probes = 0;
+    let mut most_fds = 0;
     wait_for("the daemon to close every stalled connection", 90 * SECS, || {
+        most_fds = most_fds.max(fds(d.pid()));
         for (s, at) in conns.iter_mut().filter(|(_, at)| at.is_none()) {
             if closed_by_peer(s) {
                 *at = Some(Instant::now());
@@ -177,7 +179,14 @@ fn wait_all_closed(d: &Limited, conns: &mut [(TcpStream, Option<Instant>)], nofi
         conns.iter().all(|(_, at)| at.is_some())
     });
     assert!(probes > 0, "the connections were held long enough to check the admin's socket");
-    conns.iter().filter_map(|(_, at)| *at).min().expect("closed")
+    let first = conns.iter().filter_map(|(_, at)| *at).min().expect("closed");
+    let last = conns.iter().filter_map(|(_, at)| *at).max().expect("closed");
+    eprintln!(
+        "{} stalled connections: the daemon held at most {most_fds} descriptors (limit {nofile}); all closed {:?} after the first",
+        conns.len(),
+        last.duration_since(first)
+    );
+    first
 }
 
 /// 300 connections that send only HTTP/2's preface, with minderd limited to 256 descriptors:
@@ -486,6 +495,7 @@ async fn a_wrong_token_flood_is_logged_once_and_slowed_down() {
     }
     assert!(t.elapsed() >= Duration::from_millis(900), "slowed down: {:?}", t.elapsed());
     // A flood: some wait their turn, the rest are refused without being checked.
+    let t = Instant::now();
     let calls: Vec<_> = (0..300).map(|_| tokio::spawn(attempt(wrong.clone()))).collect();
     let mut refused_unchecked = 0;
     for c in calls {
@@ -499,6 +509,10 @@ async fn a_wrong_token_flood_is_logged_once_and_slowed_down() {
             other => panic!("unexpected {other:?}: {err:?}"),
         }
     }
+    eprintln!(
+        "wrong-token flood: 300 at once answered in {:?}, {refused_unchecked} refused unchecked",
+        t.elapsed()
+    );
     assert!(refused_unchecked >= 250, "most of the flood is refused unchecked: {refused_unchecked}");
     // The log names the peer, without a line per failure.
     let lines: Vec<String> = d
@@ -507,6 +521,7 @@ async fn a_wrong_token_flood_is_logged_once_and_slowed_down() {
         .filter(|l| l.contains("authentication failed for 127.0.0.1"))
         .map(String::from)
         .collect();
+    eprintln!("wrong-token flood: {} log lines: {lines:#?}", lines.len());
     assert!(!lines.is_empty() && lines.len() <= 4, "{lines:#?}");
     assert!(lines[0].contains("the token is not valid"), "{lines:#?}");
     // The administrator on the unix socket is not slowed down.
@@ -615,4 +630,95 @@ fn a_bad_tls_key_or_a_taken_metrics_port_stops_start_up() {
             stderr(&out)
         );
     }
+}
+
+/// A local user the socket's mode lets in but `socket_users` does not (nobody) opens 100
+/// connections to the unix socket and holds them: it gets the shared 64, the rest are closed,
+/// and the administrator (root here) still gets in through the 16 kept for admitted callers.
+#[test]
+fn the_administrator_gets_in_while_another_user_holds_the_unix_socket() {
+    use nix::sys::socket::SockaddrLike as _;
+    let nobody = nix::unistd::User::from_name("nobody").expect("passwd").expect("a nobody user");
+    assert!(nix::unistd::getuid().is_root(), "tests run as root");
+    let d = Daemon::start("[daemon]\nsocket_mode = \"0777\"\nsocket_users = [\"root\"]\n");
+    // nobody must be able to reach the socket through its directory.
+    std::fs::set_permissions(d.dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o711))
+        .expect("chmod");
+    let addr = nix::sys::socket::UnixAddr::new(&d.socket).expect("a socket address");
+    let baseline = fds(d.pid());
+    let (ready_r, ready_w) = nix::unistd::pipe().expect("pipe");
+    let (uid, gid) = (nobody.uid.as_raw(), nobody.gid.as_raw());
+    // SAFETY: the child calls only async-signal-safe functions (setgroups, setgid, setuid,
+    // socket, connect, write, pause, _exit) on data prepared before the fork.
+    let child = match unsafe { nix::unistd::fork() }.expect("fork") {
+        nix::unistd::ForkResult::Child => unsafe {
+            use std::os::fd::AsRawFd as _;
+            if libc::setgroups(0, std::ptr::null()) != 0 || libc::setgid(gid) != 0 || libc::setuid(uid) != 0 {
+                libc::_exit(2);
+            }
+            let mut connected: u8 = 0;
+            for _ in 0..100 {
+                let fd = libc::socket(libc::AF_UNIX, libc::SOCK_STREAM, 0);
+                if fd >= 0 && libc::connect(fd, addr.as_ptr().cast(), addr.len()) == 0 {
+                    connected += 1;
+                }
+            }
+            libc::write(ready_w.as_raw_fd(), (&raw const connected).cast(), 1);
+            libc::pause();
+            libc::_exit(0)
+        },
+        nix::unistd::ForkResult::Parent { child } => child,
+    };
+    drop(ready_w);
+    let mut connected = [0u8; 1];
+    let read = std::fs::File::from(ready_r).read(&mut connected);
+    let stop_child = || {
+        let _ = nix::sys::signal::kill(child, nix::sys::signal::Signal::SIGKILL);
+        let _ = nix::sys::wait::waitpid(child, None);
+    };
+    if read.as_ref().ok() != Some(&1) || connected[0] != 100 {
+        stop_child();
+        panic!("nobody could not connect 100 times: {read:?} {connected:?}");
+    }
+    // Once the daemon has accepted them all (64 kept, 36 closed), root still gets in.
+    // (Root's connection is queued behind nobody's 100, and accepted after them.)
+    wait_for("the daemon to take nobody's connections", 10 * SECS, || fds(d.pid()) >= baseline + 64);
+    let out = d.ctl(&["version"]);
+    stop_child();
+    assert_eq!(code(&out), 0, "the administrator is let in: {}", stderr(&out));
+}
+
+/// CPU seconds (user + system) a process has used.
+fn cpu_secs(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let rest: Vec<&str> = stat.rsplit_once(')').map_or("", |r| r.1).split_whitespace().collect();
+    let ticks: u64 = [11, 12].iter().filter_map(|&i| rest.get(i)?.parse::<u64>().ok()).sum();
+    // SAFETY: sysconf has no preconditions.
+    ticks as f64 / unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64
+}
+
+/// The metrics port shares the accept loop: 300 silent connections to it, with minderd limited
+/// to 256 descriptors, are held under the TCP cap (the daemon never runs out of descriptors,
+/// so its accept never fails and never spins), closed at the deadline, and a scrape works
+/// afterwards.
+#[test]
+fn a_metrics_port_flood_neither_spins_nor_starves() {
+    let nofile = 256;
+    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port").local_addr().expect("addr");
+    let d = Limited::start(&format!("[daemon]\nminfds = 64\nmetrics = \"{port}\"\n"), nofile, &[]);
+    wait_for("the metrics port", 10 * SECS, || d.log().contains("serving metrics at"));
+    let cpu_before = cpu_secs(d.pid());
+    let opened = Instant::now();
+    let mut conns = stalled(&port.to_string(), 300, b"");
+    let first_closed = wait_all_closed(&d, &mut conns, nofile);
+    let held = opened.elapsed();
+    let cpu = cpu_secs(d.pid()) - cpu_before;
+    eprintln!("metrics flood: 300 silent connections over {held:?} cost the daemon {cpu:.2} s of CPU");
+    assert!(first_closed.duration_since(opened) >= 8 * SECS, "{:?}", first_closed.duration_since(opened));
+    assert!(cpu < held.as_secs_f64() / 4.0, "the daemon spun: {cpu:.2} s of CPU in {held:?}");
+    let mut s = TcpStream::connect(port).expect("connects");
+    write!(s, "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").expect("request");
+    let mut text = String::new();
+    s.read_to_string(&mut text).expect("response");
+    assert!(text.starts_with("HTTP/1.1 200") && text.contains("minder_up 1"), "{text}");
 }
