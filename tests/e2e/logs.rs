@@ -638,6 +638,22 @@ async fn processes_sharing_a_log_file_share_clear() {
     wait_for("b's next line in the new file", 10 * SECS, || {
         std::fs::read_to_string(&log).is_ok_and(|s| s == "b2\n")
     });
+    // The channel lives as long as a process uses it: with a removed by an update, b's output
+    // still goes into the file, and clearing b still clears it.
+    let full = std::fs::read_to_string(&d.config).expect("config");
+    let only_b = &full[full.find("[program.b]").expect("b")..];
+    std::fs::write(&d.config, only_b).expect("write");
+    let out = d.ctl(&["update"]);
+    assert_eq!(code(&out), 0, "{}", stdout(&out));
+    d.wait_state("b", "RUNNING", 10 * SECS);
+    say(&d, "b", "b3").await;
+    wait_for("b3 after a was removed", 10 * SECS, || {
+        std::fs::read_to_string(&log).is_ok_and(|s| s == "b2\nb3\n")
+    });
+    assert_eq!(stdout(&d.ctl(&["clear", "b"])), "b: cleared\n");
+    say(&d, "b", "b4").await;
+    wait_for("b4 in the new file", 10 * SECS, || std::fs::read_to_string(&log).is_ok_and(|s| s == "b4\n"));
+    std::fs::write(&d.config, &full).expect("write");
     // --check-config says that the file is shared, and whose settings apply.
     let out =
         Command::new(bin("minderd")).arg("-c").arg(&d.config).arg("--check-config").output().expect("runs");
