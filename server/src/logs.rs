@@ -306,7 +306,9 @@ fn open_in_dir(path: &Path, write: bool) -> std::io::Result<(File, Metadata, boo
                 untrusted()
             )))
         }
-        Err(Errno::ENXIO) => return Err(std::io::Error::other("it is a FIFO that nothing reads")),
+        Err(Errno::ENXIO) => {
+            return Err(std::io::Error::other("nothing reads it (a FIFO with no reader, or a device that is not there)"))
+        }
         Err(e) => return Err(e.into()),
     };
     let file = File::from(fd);
