@@ -306,7 +306,9 @@ fn open_in_dir(path: &Path, write: bool) -> std::io::Result<(File, Metadata, boo
                 untrusted()
             )))
         }
-        Err(Errno::ENXIO) => return Err(std::io::Error::other("it is a FIFO that nothing reads")),
+        Err(Errno::ENXIO) => {
+            return Err(std::io::Error::other("nothing reads it (a FIFO with no reader, or a device that is not there)"))
+        }
         Err(e) => return Err(e.into()),
     };
     let file = File::from(fd);
@@ -368,6 +370,10 @@ fn append(w: &mut impl Write, data: &[u8]) -> (usize, Option<std::io::Error>) {
     }
     (done, None)
 }
+
+/// How many log reads run on the blocking pool at once: a write wakes every follower of a
+/// channel, and without a bound a hundred followers would each get a thread of their own.
+static READERS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(16);
 
 /// The channels open now, by path, so that outputs naming the same file share one.
 static SHARED: Mutex<BTreeMap<PathBuf, Weak<LogChannel>>> = Mutex::new(BTreeMap::new());
@@ -826,6 +832,8 @@ impl LogChannel {
     /// files, which must not hold up an async worker.
     pub async fn last_lines(self: &Arc<Self>, n: u64) -> Result<LinesStart, ReadError> {
         let this = Arc::clone(self);
+        let _permit =
+            READERS.acquire().await.map_err(|e| ReadError::Failed(self.path.clone(), e.to_string()))?;
         tokio::task::spawn_blocking(move || this.start_for_last_lines(n))
             .await
             .map_err(|e| ReadError::Failed(self.path.clone(), e.to_string()))?
@@ -979,12 +987,16 @@ impl LogChannel {
             let grown = self.grown.notified();
             let this = Arc::clone(&self);
             let mut c = cursor.take().expect("put back after every step");
+            // Never closed, so acquiring cannot fail; held for this step only.
+            let permit =
+                READERS.acquire().await.map_err(|e| ReadError::Failed(self.path.clone(), e.to_string()))?;
             let (c, step) = tokio::task::spawn_blocking(move || {
                 let step = this.next_chunk(&mut c);
                 (c, step)
             })
             .await
             .map_err(|e| ReadError::Failed(self.path.clone(), e.to_string()))?;
+            drop(permit);
             let skipped = c.skipped;
             let at = c.pos;
             cursor = Some(c);

@@ -492,9 +492,14 @@ impl Supervisor {
 
     /// Reopens every log file by its path (SIGUSR2).
     pub fn reopen_logs(&self) {
+        // A log file several processes share is one channel: reopened once.
+        let mut reopened: Vec<Arc<LogChannel>> = Vec::new();
         for h in self.all() {
             for ch in [&h.logs.stdout, &h.logs.stderr].into_iter().flatten() {
-                ch.reopen();
+                if !reopened.iter().any(|c| Arc::ptr_eq(c, ch)) {
+                    ch.reopen();
+                    reopened.push(Arc::clone(ch));
+                }
             }
         }
     }

@@ -151,25 +151,27 @@ async fn a_reconnecting_client_resumes_with_no_gap_and_no_duplicate() {
         &[],
     );
     d.wait_state("w", "RUNNING", 10 * SECS);
-    let batch = expected_lines(300); // 19200 bytes a batch
+    let batch = expected_lines(3000); // 192000 bytes: three chunks or more
+    let log = d.process("w")["stdout_logfile"].as_str().expect("a log").to_string();
+    let len = batch.len() as u64;
+    let size = |n: u64| move || std::fs::metadata(&log).is_ok_and(|m| m.len() == n * len);
     let mut c = d.client().await;
     let mut s = c
         .tail_log(tail_req("w", pb::tail_log_request::Start::Offset(0), true))
         .await
         .expect("tail")
         .into_inner();
-    say(&d, "w", "300").await;
-    let (first, _) = collect(&mut s, 0, batch.len()).await;
-    assert_eq!(first, batch, "nothing more was written, so this is exactly the first batch");
-    // Disconnect; the program writes a second batch while nobody follows.
+    say(&d, "w", "3000").await;
+    // Take one chunk of the batch, and disconnect in the middle of it.
+    let (first, _) = collect(&mut s, 0, 1).await;
+    assert!(first.len() < batch.len(), "disconnected mid-stream, after {} bytes", first.len());
     drop(s);
-    say(&d, "w", "300").await;
-    let log = d.process("w")["stdout_logfile"].as_str().expect("a log").to_string();
-    wait_for("the second batch in the log", 10 * SECS, || {
-        std::fs::metadata(&log).is_ok_and(|m| m.len() == 2 * batch.len() as u64)
-    });
-    // Resume from the offset reached: the second batch (written while away) arrives first,
-    // starting exactly there, then the third, written once resumed.
+    // The program writes a second batch while nobody follows.
+    say(&d, "w", "3000").await;
+    wait_for("both batches in the log", 10 * SECS, size(2));
+    // Resume from the offset reached: the rest of the first batch and all of the second,
+    // starting exactly there (collect checks every chunk's offset), then a third batch written
+    // once resumed.
     let resume_at = first.len() as u64;
     let mut req = tail_req("w", pb::tail_log_request::Start::LastBytes(0), true);
     req.resume = vec![pb::ResumePoint {
@@ -178,12 +180,14 @@ async fn a_reconnecting_client_resumes_with_no_gap_and_no_duplicate() {
         offset: resume_at,
     }];
     let mut s = c.tail_log(req).await.expect("tail").into_inner();
-    let (second, skipped) = collect(&mut s, resume_at, batch.len()).await;
+    let (rest, skipped) = collect(&mut s, resume_at, 2 * batch.len() - first.len()).await;
     assert_eq!(skipped, 0);
-    assert_eq!(second, batch, "the batch written while disconnected, no gap, no duplicate");
-    say(&d, "w", "300").await;
-    let (third, _) = collect(&mut s, resume_at + batch.len() as u64, batch.len()).await;
-    assert_eq!(third, batch);
+    say(&d, "w", "3000").await;
+    let (third, _) = collect(&mut s, (2 * batch.len()) as u64, batch.len()).await;
+    let mut all = first;
+    all.extend(rest);
+    all.extend(third);
+    assert!(all == batch.repeat(3), "no gap and no duplicate");
 }
 
 #[test]
@@ -634,6 +638,22 @@ async fn processes_sharing_a_log_file_share_clear() {
     wait_for("b's next line in the new file", 10 * SECS, || {
         std::fs::read_to_string(&log).is_ok_and(|s| s == "b2\n")
     });
+    // The channel lives as long as a process uses it: with a removed by an update, b's output
+    // still goes into the file, and clearing b still clears it.
+    let full = std::fs::read_to_string(&d.config).expect("config");
+    let only_b = &full[full.find("[program.b]").expect("b")..];
+    std::fs::write(&d.config, only_b).expect("write");
+    let out = d.ctl(&["update"]);
+    assert_eq!(code(&out), 0, "{}", stdout(&out));
+    d.wait_state("b", "RUNNING", 10 * SECS);
+    say(&d, "b", "b3").await;
+    wait_for("b3 after a was removed", 10 * SECS, || {
+        std::fs::read_to_string(&log).is_ok_and(|s| s == "b2\nb3\n")
+    });
+    assert_eq!(stdout(&d.ctl(&["clear", "b"])), "b: cleared\n");
+    say(&d, "b", "b4").await;
+    wait_for("b4 in the new file", 10 * SECS, || std::fs::read_to_string(&log).is_ok_and(|s| s == "b4\n"));
+    std::fs::write(&d.config, &full).expect("write");
     // --check-config says that the file is shared, and whose settings apply.
     let out =
         Command::new(bin("minderd")).arg("-c").arg(&d.config).arg("--check-config").output().expect("runs");
