@@ -472,7 +472,10 @@ fn mutual_tls_accepts_the_right_certificate_and_refuses_others() {
     // Plain text to a TLS port: no HTTP/2 comes back.
     let out = ctl_tcp(&addr, &[], &["version"]);
     assert_eq!(code(&out), 1);
-    assert!(stderr(&out).contains("h2 protocol error"), "{}", stderr(&out));
+    // Which of the two the client reports depends on whether the server's close reached it
+    // before or after it read the TLS alert: both say the connection failed below gRPC.
+    let err = stderr(&out);
+    assert!(err.contains("h2 protocol error") || err.contains("transport error"), "{err}");
 }
 
 #[test]
