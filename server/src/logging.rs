@@ -160,7 +160,7 @@ pub fn init(target: LogTarget) -> std::io::Result<Option<Arc<LogChannel>>> {
     match target.file {
         Some(spec) => {
             // Fail now, with the reason, rather than at the first line.
-            std::fs::OpenOptions::new().create(true).append(true).open(&spec.path)?;
+            crate::logs::open_append(&spec.path)?;
             let channel = LogChannel::new(spec);
             let echo = target.echo.then(|| {
                 tracing_subscriber::fmt::layer()

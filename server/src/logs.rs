@@ -339,6 +339,12 @@ fn open_in_dir(path: &Path, write: bool) -> std::io::Result<(File, Metadata, boo
     Ok((file, meta, direct))
 }
 
+/// Opens `path` for appending, creating it, as every log file is opened: for files of the
+/// daemon's own (its log, its pidfile) that may sit in a directory other users can write.
+pub fn open_append(path: &Path) -> std::io::Result<File> {
+    open_in_dir(path, true).map(|(file, _, _)| file)
+}
+
 /// What is at `path`, looked at as [`open_in_dir`] would open it (a link is followed only in a
 /// trusted directory).
 fn probe(path: &Path) -> std::io::Result<Metadata> {

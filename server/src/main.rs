@@ -462,8 +462,14 @@ fn is_secret_name(name: &str) -> bool {
 struct Pidfile(PathBuf);
 
 impl Pidfile {
+    /// Written as log files are opened (no link another user could have planted is followed,
+    /// no FIFO hangs it): a pidfile in /tmp written by root must not truncate what a link
+    /// there points at.
     fn write(path: &Path) -> std::io::Result<Pidfile> {
-        std::fs::write(path, format!("{}\n", std::process::id()))?;
+        use std::io::Write as _;
+        let mut file = minderd::logs::open_append(path)?;
+        file.set_len(0)?;
+        file.write_all(format!("{}\n", std::process::id()).as_bytes())?;
         Ok(Pidfile(path.to_path_buf()))
     }
 }
