@@ -393,11 +393,13 @@ pub(super) fn read(main: &Path, ctx: &Context) -> Result<RawConfig, ConfigErrors
     })?;
     let text = decode(main, bytes).map_err(ConfigErrors::one)?;
     let mut sheet = Sheet::default();
+    let mut included = Vec::new();
     sheet.read_text(main, &text, false);
     if sheet.include_section().is_some() {
         let main_dir = dir_of(main);
         sheet.replace_here(main, &main_dir);
         for file in include_files(&mut sheet, main, ctx) {
+            included.push(file.clone());
             match std::fs::read(&file) {
                 Ok(bytes) => match decode(&file, bytes) {
                     Ok(text) => {
@@ -450,6 +452,7 @@ pub(super) fn read(main: &Path, ctx: &Context) -> Result<RawConfig, ConfigErrors
         sections,
         defaults: to_raw(sheet.defaults),
         warnings: sheet.warnings,
+        included,
     })
 }
 

@@ -259,3 +259,27 @@ startsecs = 0
     assert_eq!(names, ["third", "second", "first"], "{}", d.log());
     assert!(!d.socket.exists(), "the socket is removed at exit");
 }
+
+/// The daemon log names each file `[include]` read, in supervisord's words, in the order read.
+#[test]
+fn the_daemon_log_names_the_included_files() {
+    let d = Daemon::start_with(
+        "[include]\nfiles = [\"conf.d/*.toml\"]\n",
+        &[
+            ("conf.d/", ""),
+            ("conf.d/b.toml", "[program.b]\ncommand = \"sleep 100\"\nautostart = false\n"),
+            ("conf.d/a.toml", "[program.a]\ncommand = \"sleep 100\"\nautostart = false\n"),
+        ],
+        &[],
+    );
+    let lines: Vec<String> = d.log_lines("Included extra file").into_iter().map(|(_, l)| l).collect();
+    let conf_d = d.path("conf.d");
+    let want: Vec<String> = ["a.toml", "b.toml"]
+        .iter()
+        .map(|f| format!("INFO Included extra file \"{}\" during parsing", conf_d.join(f).display()))
+        .collect();
+    assert_eq!(lines.len(), 2, "{}", d.log());
+    for (line, want) in lines.iter().zip(&want) {
+        assert!(line.ends_with(want.as_str()), "{line:?} does not end with {want:?}");
+    }
+}
