@@ -220,6 +220,9 @@ fn update_says_when_a_new_program_could_not_start() {
          nocmd: not started: can't find command '/nonexistent/nocmd' (FATAL)\n"
     );
     assert_eq!(code(&out), 0, "the update itself was done, as supervisorctl's");
+    // The audit line names the request without a dangling space when no group is named.
+    let audit: Vec<String> = d.log_lines("requested update").into_iter().map(|(_, l)| l).collect();
+    assert!(!audit.is_empty() && audit.iter().all(|l| l.ends_with(" requested update")), "{audit:?}");
 }
 
 #[test]
