@@ -247,6 +247,10 @@ fn main() -> ExitCode {
     for w in &config.warnings {
         tracing::warn!("{w}");
     }
+    // supervisord's line for each included file, once the log is open.
+    for f in &config.included {
+        tracing::info!("Included extra file \"{}\" during parsing", f.display());
+    }
     for n in &start_notes {
         n.log();
     }

@@ -13,6 +13,12 @@
 //! process group) only while that child's exit has not been reaped, so a signal meant for a
 //! child that has ended can never reach a stranger that was given its pid. On Linux a pidfd,
 //! taken while the child cannot yet have been reaped, names the process itself.
+//!
+//! On Linux each child also asks the kernel to SIGKILL it when minderd dies (spawn.rs), but a
+//! program that drops privileges itself (setpriv, gosu, su-exec) loses that request when it
+//! changes its credentials. For those, a small *sentinel* process, forked at start, holds a
+//! copy of every child's pidfd; when minderd's end of their socket closes (minderd exited or
+//! was killed), it SIGKILLs whichever of them are still alive, then exits.
 
 use std::collections::HashMap;
 use std::os::fd::{BorrowedFd, OwnedFd};
@@ -27,6 +33,8 @@ use crate::lifecycle::ExitStatus;
 #[derive(Debug, Default)]
 pub struct Reaper {
     waiting: Mutex<HashMap<i32, oneshot::Sender<ExitStatus>>>,
+    /// Where each child's pidfd goes, to be ended if minderd is killed (Linux).
+    sentinel: Option<Sentinel>,
 }
 
 impl Reaper {
@@ -41,7 +49,16 @@ impl Reaper {
             }
         }
         let mut sigchld = signal(SignalKind::child())?;
-        let reaper = Arc::new(Reaper::default());
+        let sentinel = match Sentinel::start() {
+            Ok(s) => Some(s),
+            Err(e) => {
+                tracing::warn!(
+                    "cannot start the sentinel ({e}): children that drop privileges themselves would outlive a killed minderd"
+                );
+                None
+            }
+        };
+        let reaper = Arc::new(Reaper { waiting: Mutex::default(), sentinel });
         let r = Arc::clone(&reaper);
         tokio::spawn(async move {
             // Children that ended before the handler was installed.
@@ -97,6 +114,10 @@ impl Reaper {
                 waiting.insert(pid, tx);
                 // Still registered, so not reaped: the pid is this child's (or its zombie's).
                 let pidfd = pidfd_open(pid);
+                if let (Some(sentinel), Some(fd)) = (&self.sentinel, &pidfd) {
+                    use std::os::fd::AsFd;
+                    sentinel.watch(fd.as_fd());
+                }
                 Ok(Forked { pid, pidfd, exit: rx })
             }
         }
@@ -173,8 +194,8 @@ pub struct Forked {
 /// (signals then go by pid, still only while the exit is unseen).
 #[cfg(target_os = "linux")]
 fn pidfd_open(pid: i32) -> Option<OwnedFd> {
-    // SAFETY: pidfd_open takes integers and returns a new descriptor or -1.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, libc::O_CLOEXEC as libc::c_uint) };
+    // SAFETY: pidfd_open takes integers and returns a new descriptor (always close-on-exec) or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0u32) };
     if fd < 0 {
         return None;
     }
@@ -209,6 +230,159 @@ fn pidfd_send_signal(fd: BorrowedFd<'_>, signal: nix::sys::signal::Signal) -> Re
 #[cfg(not(target_os = "linux"))]
 fn pidfd_send_signal(_fd: BorrowedFd<'_>, _signal: nix::sys::signal::Signal) -> Result<(), Errno> {
     Err(Errno::ENOSYS)
+}
+
+/// The sentinel's side of things, from minderd: a socket to hand it pidfds through.
+#[derive(Debug)]
+struct Sentinel {
+    sock: OwnedFd,
+}
+
+/// How many children the sentinel keeps track of at once (exited ones are forgotten as it goes).
+#[cfg(target_os = "linux")]
+const SENTINEL_SLOTS: usize = 4096;
+
+impl Sentinel {
+    /// Forks the sentinel. Its memory (the slots for pidfds) is allocated here, before the fork:
+    /// the child of a multi-threaded process may only make system calls.
+    #[cfg(target_os = "linux")]
+    fn start() -> std::io::Result<Sentinel> {
+        use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
+        use std::os::fd::AsRawFd;
+        let (ours, theirs) =
+            socketpair(AddressFamily::Unix, SockType::SeqPacket, None, SockFlag::SOCK_CLOEXEC)?;
+        let mut slots = vec![-1 as libc::c_int; SENTINEL_SLOTS].into_boxed_slice();
+        // SAFETY: fork has no preconditions; the child runs only `sentinel_main`, which makes
+        // system calls on its own copy of `slots` and never returns.
+        match unsafe { libc::fork() } {
+            -1 => Err(std::io::Error::last_os_error()),
+            // SAFETY: this is the child of the fork, as `sentinel_main` requires.
+            0 => unsafe { sentinel_main(theirs.as_raw_fd(), &mut slots) },
+            _ => Ok(Sentinel { sock: ours }),
+        }
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    fn start() -> std::io::Result<Sentinel> {
+        Err(std::io::Error::from(std::io::ErrorKind::Unsupported))
+    }
+
+    /// Hands the sentinel a copy of a child's pidfd. Never waits: if the sentinel cannot take
+    /// it now, that child is only covered by its parent-death signal.
+    fn watch(&self, pidfd: BorrowedFd<'_>) {
+        use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags, UnixAddr};
+        use std::os::fd::AsRawFd;
+        let fds = [pidfd.as_raw_fd()];
+        let cmsg = [ControlMessage::ScmRights(&fds)];
+        let iov = [std::io::IoSlice::new(b"p")];
+        let flags = MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL;
+        if let Err(e) = sendmsg::<UnixAddr>(self.sock.as_raw_fd(), &iov, &cmsg, flags, None) {
+            tracing::debug!("the sentinel did not take a pidfd: {e}");
+        }
+    }
+}
+
+/// The sentinel: collects the pidfds minderd sends until minderd's end of the socket closes,
+/// then SIGKILLs every child that is still alive, and exits.
+///
+/// # Safety
+/// Only in the child of a fork of minderd: it makes nothing but system calls (and libc's
+/// pointer arithmetic for control messages), on memory of its own copy.
+#[cfg(target_os = "linux")]
+unsafe fn sentinel_main(sock: libc::c_int, slots: &mut [libc::c_int]) -> ! {
+    // SAFETY: as this function's contract; every pointer is to this stack or to `slots`.
+    unsafe {
+        // Out of minderd's session and process group, so a Ctrl-C or a signal to the group
+        // meant for minderd does not end the sentinel first; default handlers, nothing blocked.
+        libc::setsid();
+        for sig in 1..libc::SIGRTMIN() {
+            if sig != libc::SIGKILL && sig != libc::SIGSTOP {
+                libc::signal(sig, libc::SIG_DFL);
+            }
+        }
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
+        // Nothing of minderd's stays open here: not its listeners, not its end of this socket.
+        if sock > 0 {
+            libc::syscall(libc::SYS_close_range, 0u32, (sock - 1) as u32, 0u32);
+        }
+        libc::syscall(libc::SYS_close_range, (sock + 1) as u32, u32::MAX, 0u32);
+        libc::prctl(libc::PR_SET_NAME, c"minderd-sentinel".as_ptr(), 0, 0, 0);
+        let mut n = 0usize;
+        loop {
+            let mut byte = 0u8;
+            let mut iov = libc::iovec { iov_base: (&raw mut byte).cast(), iov_len: 1 };
+            // Room for one descriptor's control message, aligned for cmsghdr.
+            let mut control = [0u64; 8];
+            let mut msg: libc::msghdr = std::mem::zeroed();
+            msg.msg_iov = &raw mut iov;
+            msg.msg_iovlen = 1;
+            msg.msg_control = control.as_mut_ptr().cast();
+            msg.msg_controllen = std::mem::size_of_val(&control) as _;
+            let r = libc::recvmsg(sock, &raw mut msg, libc::MSG_CMSG_CLOEXEC);
+            if r == 0 {
+                break; // minderd is gone
+            }
+            if r < 0 {
+                if *libc::__errno_location() == libc::EINTR {
+                    continue;
+                }
+                break;
+            }
+            let cmsg = libc::CMSG_FIRSTHDR(&raw const msg);
+            if cmsg.is_null()
+                || (*cmsg).cmsg_level != libc::SOL_SOCKET
+                || (*cmsg).cmsg_type != libc::SCM_RIGHTS
+            {
+                continue;
+            }
+            let fd = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast::<libc::c_int>());
+            if n == slots.len() || n % 64 == 63 {
+                n = forget_exited(&mut slots[..n]);
+            }
+            if n < slots.len() {
+                slots[n] = fd;
+                n += 1;
+            } else {
+                libc::close(fd);
+            }
+        }
+        for &fd in &slots[..n] {
+            // Those that have exited answer ESRCH; the others are minderd's orphans.
+            libc::syscall(
+                libc::SYS_pidfd_send_signal,
+                fd,
+                libc::SIGKILL,
+                std::ptr::null::<libc::siginfo_t>(),
+                0u32,
+            );
+        }
+        libc::_exit(0)
+    }
+}
+
+/// Closes the pidfds of children that have exited (a pidfd polls readable then), keeping the
+/// rest at the front of `slots`; returns how many are kept.
+///
+/// # Safety
+/// As [`sentinel_main`].
+#[cfg(target_os = "linux")]
+unsafe fn forget_exited(slots: &mut [libc::c_int]) -> usize {
+    let mut kept = 0;
+    for i in 0..slots.len() {
+        let mut p = libc::pollfd { fd: slots[i], events: libc::POLLIN, revents: 0 };
+        // SAFETY: poll reads and writes this one pollfd on the stack; close takes an integer.
+        let exited = unsafe { libc::poll(&raw mut p, 1, 0) } == 1 && p.revents != 0;
+        if exited {
+            // SAFETY: the descriptor is the sentinel's own, and forgotten below.
+            unsafe { libc::close(slots[i]) };
+        } else {
+            slots[kept] = slots[i];
+            kept += 1;
+        }
+    }
+    kept
 }
 
 /// The child's stack until it execs: it only makes a few system calls.
@@ -274,5 +448,93 @@ fn decode(status: libc::c_int) -> Option<ExitStatus> {
         Some(ExitStatus::Signal { signal: libc::WTERMSIG(status), core_dumped: libc::WCOREDUMP(status) })
     } else {
         None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsFd;
+    use std::os::unix::process::CommandExt;
+
+    // The reaper running in the test reaps the sleeps it starts (waitpid(-1)).
+    #[allow(clippy::zombie_processes)]
+    /// Starts `sleep 100` in a process group of its own, as the owner of `pid` if it can: as
+    /// root, by setting the kernel's last pid just below it (several tries, as anything else
+    /// on the machine may take the pid first).
+    fn stranger_with_pid(pid: i32) -> Option<std::process::Child> {
+        for _ in 0..200 {
+            std::fs::write("/proc/sys/kernel/ns_last_pid", (pid - 1).to_string()).ok()?;
+            let mut child =
+                std::process::Command::new("sleep").arg("100").process_group(0).spawn().expect("sleep runs");
+            if child.id() as i32 == pid {
+                return Some(child);
+            }
+            let _ = child.kill();
+        }
+        None
+    }
+
+    /// One test, as a process has one reaper: two would reap each other's children.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn signals_reach_live_children_and_never_a_reaped_childs_pid() {
+        let reaper = Reaper::start().expect("the reaper starts");
+        a_live_child_is_signalled(&reaper).await;
+        a_reaped_child_is_never_signalled_even_when_its_pid_is_reused(&reaper).await;
+    }
+
+    /// Once a child has been reaped its pid may be anyone's: a signal for it (by pidfd, by pid,
+    /// or to its process group) must not be sent at all.
+    async fn a_reaped_child_is_never_signalled_even_when_its_pid_is_reused(reaper: &Reaper) {
+        // SAFETY: the child only calls _exit.
+        let forked = unsafe { reaper.fork(|| -> std::convert::Infallible { libc::_exit(0) }) }.expect("fork");
+        let pid = forked.pid;
+        #[cfg(target_os = "linux")]
+        assert!(forked.pidfd.is_some(), "a pidfd on Linux");
+        forked.exit.await.expect("reaped");
+        let stranger = stranger_with_pid(pid);
+        if nix::unistd::Uid::current().is_root() && cfg!(target_os = "linux") {
+            assert!(stranger.is_some(), "as root the test can hand pid {pid} to a stranger");
+        }
+        let pidfd = forked.pidfd.as_ref().map(|fd| fd.as_fd());
+        for group in [false, true] {
+            for fd in [pidfd, None] {
+                let sent = reaper.signal(pid, fd, nix::sys::signal::Signal::SIGKILL, group);
+                assert_eq!(sent, Ok(false), "group {group}, pidfd {}", fd.is_some());
+            }
+        }
+        if let Some(mut s) = stranger {
+            assert!(crate_alive(pid), "the stranger with pid {pid} was killed");
+            let _ = s.kill();
+        }
+    }
+
+    /// Whether `pid` is a live (not zombie) process.
+    fn crate_alive(pid: i32) -> bool {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .is_ok_and(|s| s.rsplit(')').next().is_some_and(|r| !r.trim_start().starts_with('Z')))
+    }
+
+    /// A live child is signalled, through its pidfd or its group.
+    async fn a_live_child_is_signalled(reaper: &Reaper) {
+        let path = c"/bin/sleep";
+        let argv = [c"sleep".as_ptr(), c"100".as_ptr(), std::ptr::null()];
+        for group in [false, true] {
+            // SAFETY: the child makes two system calls on memory prepared here, then execs
+            // (the parent waits for that: CLONE_VFORK) or exits.
+            let forked = unsafe {
+                reaper.fork(|| -> std::convert::Infallible {
+                    libc::setpgid(0, 0);
+                    libc::execv(path.as_ptr(), argv.as_ptr());
+                    libc::_exit(127)
+                })
+            }
+            .expect("fork");
+            let pidfd = forked.pidfd.as_ref().map(|fd| fd.as_fd());
+            let sent = reaper.signal(forked.pid, pidfd, nix::sys::signal::Signal::SIGKILL, group);
+            assert_eq!(sent, Ok(true), "group {group}");
+            let status = forked.exit.await.expect("reaped");
+            assert_eq!(status, ExitStatus::Signal { signal: libc::SIGKILL, core_dumped: false });
+        }
     }
 }

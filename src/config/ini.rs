@@ -393,11 +393,13 @@ pub(super) fn read(main: &Path, ctx: &Context) -> Result<RawConfig, ConfigErrors
         .map_err(|e| ConfigErrors::one(Diagnostic::new(Origin::file(main, None), "", e.to_string())))?;
     let text = decode(main, bytes).map_err(ConfigErrors::one)?;
     let mut sheet = Sheet::default();
+    let mut included = Vec::new();
     sheet.read_text(main, &text, false);
     if sheet.include_section().is_some() {
         let main_dir = dir_of(main);
         sheet.replace_here(main, &main_dir);
         for file in include_files(&mut sheet, main, ctx) {
+            included.push(file.clone());
             match super::file::read(&file) {
                 Ok(bytes) => match decode(&file, bytes) {
                     Ok(text) => {
@@ -454,6 +456,7 @@ pub(super) fn read(main: &Path, ctx: &Context) -> Result<RawConfig, ConfigErrors
         sections,
         defaults: to_raw(sheet.defaults),
         warnings: sheet.warnings,
+        included,
     })
 }
 

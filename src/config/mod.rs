@@ -45,6 +45,8 @@ pub struct Config {
     pub rpcinterfaces: Vec<RpcInterfaceConfig>,
     /// Things that are not errors but deserve a word (an unknown option, say).
     pub warnings: Vec<Diagnostic>,
+    /// The files `[include]` named, in the order they were read.
+    pub included: Vec<PathBuf>,
 }
 
 impl Config {

@@ -105,6 +105,9 @@ pub struct RawConfig {
     pub defaults: BTreeMap<String, RawValue>,
     /// What the front end noticed but could read past (an unknown section, say).
     pub warnings: Vec<super::diag::Diagnostic>,
+    /// The files `[include]` named, in the order they were read (for supervisord's
+    /// `Included extra file "PATH" during parsing`).
+    pub included: Vec<PathBuf>,
 }
 
 impl RawConfig {

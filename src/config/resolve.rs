@@ -527,7 +527,15 @@ pub(super) fn resolve(raw: &RawConfig, ctx: &Context) -> Result<Config, ConfigEr
         errors.sort_by_key(|e| origin_key(&e.origin));
         return Err(ConfigErrors { errors });
     }
-    Ok(Config { path: raw.path.clone(), daemon, groups, client, rpcinterfaces, warnings: report.warnings })
+    Ok(Config {
+        path: raw.path.clone(),
+        daemon,
+        groups,
+        client,
+        rpcinterfaces,
+        warnings: report.warnings,
+        included: raw.included.clone(),
+    })
 }
 
 fn resolve_daemon(shared: &Shared<'_>, report: &mut Report) -> DaemonConfig {

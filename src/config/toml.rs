@@ -182,7 +182,14 @@ pub(super) fn read(main: &Path, ctx: &Context) -> Result<RawConfig, ConfigErrors
     if !errors.is_empty() {
         return Err(ConfigErrors { errors });
     }
-    Ok(RawConfig { path: main.to_path_buf(), toml: true, sections, defaults: BTreeMap::new(), warnings })
+    Ok(RawConfig {
+        path: main.to_path_buf(),
+        toml: true,
+        sections,
+        defaults: BTreeMap::new(),
+        warnings,
+        included: includes,
+    })
 }
 
 fn section(

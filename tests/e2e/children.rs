@@ -226,6 +226,50 @@ startsecs = 0
     }
 }
 
+/// minderd's sentinel: its child named `minderd-sentinel`.
+fn sentinel_of(minderd: u32) -> Option<i32> {
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+        let pid: i32 = e.file_name().to_str()?.parse().ok()?;
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        let (name, rest) = stat.split_once(" (")?.1.rsplit_once(") ")?;
+        let ppid: u32 = rest.split_whitespace().nth(1)?.parse().ok()?;
+        (ppid == minderd && name.starts_with("minderd-sentine")).then_some(pid)
+    })
+}
+
+/// Without the sentinel, the kernel's parent-death signal alone still ends a `user=` child
+/// with minderd, as it is asked for after the switch of user (before it, the switch clears
+/// it). A program that drops privileges itself is not covered then: that is what the sentinel
+/// is for.
+#[test]
+fn the_parent_death_signal_survives_the_switch_to_user() {
+    if !nix::unistd::Uid::current().is_root() {
+        eprintln!("skipped: switching users needs root (CI runs as root)");
+        return;
+    }
+    let nobody = nix::unistd::User::from_name("nobody").expect("passwd").expect("a nobody user");
+    let d = Daemon::start(
+        r#"
+[program.asnobody]
+command = "sleep 1000"
+user = "nobody"
+startsecs = 0
+"#,
+    );
+    d.wait_state("asnobody", "RUNNING", 10 * SECS);
+    let pid = d.process("asnobody")["pid"].as_i64().expect("a pid") as i32;
+    assert_eq!(uid_of(pid), Some(nobody.uid.as_raw()));
+    let sentinel = sentinel_of(d.pid()).expect("minderd's sentinel");
+    // Both are part of the daemon this test started; each is ended by its pid.
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(sentinel), nix::sys::signal::Signal::SIGKILL)
+        .expect("SIGKILL the sentinel");
+    wait_for("the sentinel to be gone", 10 * SECS, || !alive(sentinel));
+    assert!(alive(pid), "the sentinel ends nothing when it dies itself");
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(d.pid() as i32), nix::sys::signal::Signal::SIGKILL)
+        .expect("SIGKILL minderd");
+    wait_for("the user= child to die with minderd", 10 * SECS, || !alive(pid));
+}
+
 /// The number of descriptors a process has open.
 fn open_fds(pid: u32) -> u64 {
     std::fs::read_dir(format!("/proc/{pid}/fd")).expect("/proc/PID/fd").count() as u64

@@ -118,7 +118,10 @@ stopwaitsecs = 0.5
     let p = d.process("stubborn");
     assert_eq!(p["state"], "STOPPED");
     assert_eq!(p["exit_status"]["description"], "terminated by SIGKILL");
+    assert_eq!(p["exit_status"]["expected"], true, "a stop that was asked for is expected: {p}");
     assert!(d.log().contains("stopped: stubborn (terminated by SIGKILL)"));
+    // As supervisord, while the client waits for the stop.
+    assert!(d.log().contains("INFO waiting for stubborn to stop"), "{}", d.log());
 }
 
 #[test]
@@ -126,8 +129,10 @@ fn stop_restart_and_signal_a_running_process() {
     let d = Daemon::start(
         r#"
 [program.sleeper]
-command = "sleep 100"
+command = "sh -c 'trap \"echo got USR1\" USR1; echo ready; while :; do sleep 0.1; done'"
 startsecs = 0
+stopasgroup = true
+stdout_logfile = "{dir}/sleeper.out"
 "#,
     );
     d.wait_state("sleeper", "RUNNING", 10 * SECS);
@@ -135,17 +140,89 @@ startsecs = 0
     let out = d.ctl(&["restart", "sleeper"]);
     assert_eq!(stdout(&out), "sleeper: stopped\nsleeper: started\n");
     assert_eq!(code(&out), 0);
-    let second = d.process("sleeper")["pid"].clone();
-    assert_ne!(first, second, "restart gives a new process");
-    // A signal changes no state; SIGKILL then ends it as an unexpected exit.
+    let p = d.process("sleeper");
+    assert_ne!(first, p["pid"], "restart gives a new process");
+    // The shell must have set its trap before it is signalled.
+    let output = || std::fs::read_to_string(d.path("sleeper.out")).unwrap_or_default();
+    wait_for("the new child to be ready", 10 * SECS, || output().matches("ready").count() >= 2);
+    // A signal changes no state: the child handles it and carries on, RUNNING, same pid.
     let out = d.ctl(&["signal", "USR1", "sleeper"]);
     assert_eq!(stdout(&out), "sleeper: signalled\n");
+    wait_for("the child to report the signal", 10 * SECS, || output().contains("got USR1"));
+    let after = d.process("sleeper");
+    assert_eq!(after["state"], "RUNNING", "{after}");
+    assert_eq!(after["pid"], p["pid"], "{after}");
+    assert_eq!(after["spawn_count"], p["spawn_count"], "{after}");
+    // SIGKILL then ends it as an unexpected exit, and it is restarted.
     let out = d.ctl(&["signal", "KILL", "sleeper"]);
     assert_eq!(code(&out), 0);
     wait_for("sleeper to be restarted after SIGKILL", 10 * SECS, || {
         d.process("sleeper")["spawn_count"].as_u64().unwrap_or(0) >= 3
     });
     assert!(d.log().contains("exited: sleeper (terminated by SIGKILL; not expected)"), "{}", d.log());
+}
+
+/// A stop that was asked for is expected, whatever the exit status: `minder events` must not
+/// call it "not expected".
+#[test]
+fn a_requested_stop_is_an_expected_exit_in_events() {
+    use std::io::BufRead;
+    let d = Daemon::start("[program.e]\ncommand = \"sleep 100\"\nstartsecs = 0\n");
+    d.wait_state("e", "RUNNING", 10 * SECS);
+    let mut ev = std::process::Command::new(crate::harness::bin("minder"))
+        .arg("-s")
+        .arg(format!("unix://{}", d.socket.display()))
+        .arg("events")
+        .env("NO_COLOR", "1")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("events runs");
+    let out = ev.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    // The watcher is connected once a change made now reaches it.
+    let mut got = Vec::new();
+    wait_for("the events client to see a stop", 10 * SECS, || {
+        let _ = d.ctl(&["restart", "e"]);
+        while let Ok(l) = rx.recv_timeout(Duration::from_millis(200)) {
+            got.push(l);
+        }
+        got.iter().any(|l| l.contains("STOPPING -> STOPPED"))
+    });
+    let stopped = got.iter().find(|l| l.contains("STOPPING -> STOPPED")).expect("a stop");
+    assert!(stopped.ends_with("e STOPPING -> STOPPED (terminated by SIGTERM; expected)"), "{stopped}");
+    let _ = ev.kill();
+    let _ = ev.wait();
+    let p = d.process("e");
+    assert_eq!(p["state"], "RUNNING");
+}
+
+/// `update` says what became of a program it started: supervisorctl's `added process group`,
+/// then, for one whose spawn failed, that it is FATAL or in BACKOFF and why, not `started`.
+#[test]
+fn update_says_when_a_new_program_could_not_start() {
+    let d = Daemon::start("[program.ok]\ncommand = \"sleep 100\"\nstartsecs = 0\n");
+    d.wait_state("ok", "RUNNING", 10 * SECS);
+    let conf = std::fs::read_to_string(&d.config).expect("config")
+        + "\n[program.nocmd]\ncommand = \"/nonexistent/nocmd\"\nstartretries = 0\n"
+        + "\n[program.flaky]\ncommand = \"/nonexistent/flaky\"\nstartretries = 3\n";
+    std::fs::write(&d.config, conf).expect("edit the config");
+    let out = d.ctl(&["update"]);
+    assert_eq!(
+        stdout(&out),
+        "flaky: added process group\n\
+         flaky: not started yet: can't find command '/nonexistent/flaky' (BACKOFF, retrying)\n\
+         nocmd: added process group\n\
+         nocmd: not started: can't find command '/nonexistent/nocmd' (FATAL)\n"
+    );
+    assert_eq!(code(&out), 0, "the update itself was done, as supervisorctl's");
+    // The audit line names the request without a dangling space when no group is named.
+    let audit: Vec<String> = d.log_lines("requested update").into_iter().map(|(_, l)| l).collect();
+    assert!(!audit.is_empty() && audit.iter().all(|l| l.ends_with(" requested update")), "{audit:?}");
 }
 
 #[test]
@@ -184,4 +261,28 @@ startsecs = 0
         stopped.iter().filter_map(|l| l.split("stopped: ").nth(1)?.split(' ').next()).collect();
     assert_eq!(names, ["third", "second", "first"], "{}", d.log());
     assert!(!d.socket.exists(), "the socket is removed at exit");
+}
+
+/// The daemon log names each file `[include]` read, in supervisord's words, in the order read.
+#[test]
+fn the_daemon_log_names_the_included_files() {
+    let d = Daemon::start_with(
+        "[include]\nfiles = [\"conf.d/*.toml\"]\n",
+        &[
+            ("conf.d/", ""),
+            ("conf.d/b.toml", "[program.b]\ncommand = \"sleep 100\"\nautostart = false\n"),
+            ("conf.d/a.toml", "[program.a]\ncommand = \"sleep 100\"\nautostart = false\n"),
+        ],
+        &[],
+    );
+    let lines: Vec<String> = d.log_lines("Included extra file").into_iter().map(|(_, l)| l).collect();
+    let conf_d = d.path("conf.d");
+    let want: Vec<String> = ["a.toml", "b.toml"]
+        .iter()
+        .map(|f| format!("INFO Included extra file \"{}\" during parsing", conf_d.join(f).display()))
+        .collect();
+    assert_eq!(lines.len(), 2, "{}", d.log());
+    for (line, want) in lines.iter().zip(&want) {
+        assert!(line.ends_with(want.as_str()), "{line:?} does not end with {want:?}");
+    }
 }
