@@ -412,10 +412,12 @@ fn mutual_tls_accepts_the_right_certificate_and_refuses_others() {
     assert!(err.contains("transport error"), "{err}");
     let out = ctl_tcp(&addr, &["--tls-ca", &pki.path("ca.pem"), "--tls-domain", "localhost"], &["version"]);
     assert_eq!(code(&out), 1, "{}", stderr(&out));
-    // Plain text to a TLS port: no HTTP/2 comes back.
+    // Plain text to a TLS port: no HTTP/2 comes back (the client sees the TLS alert as
+    // garbage, or the connection closed, depending on which it reads first).
     let out = ctl_tcp(&addr, &[], &["version"]);
     assert_eq!(code(&out), 1);
-    assert!(stderr(&out).contains("h2 protocol error"), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("h2 protocol error") || err.contains("minder: transport error"), "{err}");
 }
 
 #[test]
