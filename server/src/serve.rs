@@ -10,7 +10,8 @@
 //! What keeps an unauthenticated client from hurting the daemon:
 //! - **A connection cap per kind of listener**, sized from RLIMIT_NOFILE ([`Limits`]): every
 //!   TCP listener (API and metrics) shares one cap, which leaves a reserve of descriptors for
-//!   spawning (5 per process) and the daemon's own files; the unix sockets have an allowance of
+//!   spawning (5 per process) and the daemon's own files, and of which one address may hold a
+//!   quarter (more are closed at once); the unix sockets have an allowance of
 //!   their own, plus a few connections kept for callers the socket admits as admins. A TCP
 //!   listener at its cap stops accepting (clients wait in the kernel's backlog) rather than
 //!   accepting and closing.
@@ -66,6 +67,9 @@ const TCP_CONNECTIONS_MIN: usize = 8;
 pub struct Limits {
     /// TCP connections at once, over every TCP listener (API and metrics).
     pub tcp: usize,
+    /// TCP connections at once from one address: a quarter of `tcp`, so that one client
+    /// cannot take them all.
+    pub tcp_per_peer: usize,
     /// Unix socket connections at once for anyone the mode lets in ([`UNIX_CONNECTIONS`]).
     pub unix: usize,
     /// Extra unix socket connections for admitted callers.
@@ -93,8 +97,10 @@ impl Limits {
     pub fn from_nofile(nofile: usize, processes: usize) -> Limits {
         let reserve =
             processes.saturating_mul(FDS_PER_PROCESS) + FDS_MARGIN + UNIX_CONNECTIONS + UNIX_ADMIN_RESERVE;
+        let tcp = nofile.saturating_sub(reserve).clamp(TCP_CONNECTIONS_MIN, TCP_CONNECTIONS_MAX);
         Limits {
-            tcp: nofile.saturating_sub(reserve).clamp(TCP_CONNECTIONS_MIN, TCP_CONNECTIONS_MAX),
+            tcp,
+            tcp_per_peer: (tcp / 4).max(TCP_CONNECTIONS_MIN),
             unix: UNIX_CONNECTIONS,
             unix_admin: UNIX_ADMIN_RESERVE,
             first_request: Duration::from_secs(10),
@@ -134,6 +140,7 @@ pub enum Socket {
 #[derive(Debug, Clone)]
 pub struct Gates {
     tcp: Arc<Semaphore>,
+    tcp_peers: Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>,
     unix: Arc<Semaphore>,
     unix_admin: Arc<Semaphore>,
 }
@@ -142,8 +149,39 @@ impl Gates {
     pub fn new(limits: &Limits) -> Gates {
         Gates {
             tcp: Arc::new(Semaphore::new(limits.tcp)),
+            tcp_peers: Arc::default(),
             unix: Arc::new(Semaphore::new(limits.unix)),
             unix_admin: Arc::new(Semaphore::new(limits.unix_admin)),
+        }
+    }
+
+    /// One more connection from `ip`, unless it already has `limit`.
+    fn peer_permit(&self, ip: std::net::IpAddr, limit: usize) -> Option<PeerPermit> {
+        let mut peers = self.tcp_peers.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let n = peers.entry(ip).or_insert(0);
+        if *n >= limit {
+            return None;
+        }
+        *n += 1;
+        Some(PeerPermit { peers: Arc::clone(&self.tcp_peers), ip })
+    }
+}
+
+/// A connection counted against its address's share of the TCP cap.
+#[derive(Debug)]
+struct PeerPermit {
+    peers: Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>,
+    ip: std::net::IpAddr,
+}
+
+impl Drop for PeerPermit {
+    fn drop(&mut self) {
+        let mut peers = self.peers.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(n) = peers.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                peers.remove(&self.ip);
+            }
         }
     }
 }
@@ -229,7 +267,18 @@ pub async fn serve<A: App>(
                 continue;
             }
         };
+        let mut per_peer = None;
         let permit = match (permit, &peer) {
+            (Some(p), Peer::Tcp { addr, .. }) => match gates.peer_permit(addr.ip(), limits.tcp_per_peer) {
+                Some(pp) => {
+                    per_peer = Some(pp);
+                    p
+                }
+                None => {
+                    tracing::debug!("refused a connection from {peer}: it has {} open", limits.tcp_per_peer);
+                    continue;
+                }
+            },
             (Some(p), _) => p,
             (None, Peer::Unix { uid, gid }) => {
                 let admitted = matches!((uid, gid), (Some(u), Some(g)) if app.admitted(*u, *g));
@@ -248,7 +297,7 @@ pub async fn serve<A: App>(
         let stop = stop.clone();
         conns.spawn(async move {
             connection(io, peer, app, limits, stop).await;
-            drop(permit);
+            drop((permit, per_peer));
         });
     }
     while conns.join_next().await.is_some() {}
@@ -561,9 +610,26 @@ mod tests {
         // 1024 descriptors, 100 processes: 500 for them, 64 for the daemon, 80 for unix.
         let l = Limits::from_nofile(1024, 100);
         assert_eq!(l.tcp, 1024 - 500 - 64 - 80);
+        assert_eq!(l.tcp_per_peer, l.tcp / 4);
         // A tiny limit still lets a few in; a huge one is capped.
         assert_eq!(Limits::from_nofile(64, 100).tcp, TCP_CONNECTIONS_MIN);
         assert_eq!(Limits::from_nofile(1 << 20, 1).tcp, TCP_CONNECTIONS_MAX);
+    }
+
+    #[test]
+    fn one_address_gets_a_share_of_the_tcp_cap() {
+        let limits = Limits::from_nofile(1024, 100);
+        let gates = Gates::new(&limits);
+        let ip: std::net::IpAddr = "192.0.2.1".parse().expect("ip");
+        let held: Vec<_> = (0..limits.tcp_per_peer)
+            .map(|_| gates.peer_permit(ip, limits.tcp_per_peer).expect("room"))
+            .collect();
+        assert!(gates.peer_permit(ip, limits.tcp_per_peer).is_none());
+        let other: std::net::IpAddr = "192.0.2.2".parse().expect("ip");
+        assert!(gates.peer_permit(other, limits.tcp_per_peer).is_some());
+        drop(held);
+        assert!(gates.peer_permit(ip, limits.tcp_per_peer).is_some());
+        assert!(gates.tcp_peers.lock().expect("lock").is_empty(), "counted down to nothing, and forgotten");
     }
 
     #[test]
