@@ -17,7 +17,9 @@
 //!   accepting and closing.
 //! - **Deadlines**: the TLS handshake and the first request must come within
 //!   [`Limits::first_request`] of the accept, and a connection with no open stream is closed
-//!   after [`Limits::idle`]. A connection told to close that does not finish within
+//!   after [`Limits::idle`] — unless a request on it was authenticated ([`Trust`]): an
+//!   operator's `minder` shell may sit idle for hours, and a tonic client fails the first
+//!   request after its connection was closed under it. A connection told to close that does not finish within
 //!   [`CLOSE_GRACE`] is dropped.
 //! - **A bound on streams per connection** (HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS); a client
 //!   that opens more gets REFUSED_STREAM from the HTTP/2 layer.
@@ -410,7 +412,10 @@ where
     tokio::pin!(conn);
     let mut deadline = tokio::time::Instant::now() + limits.first_request;
     let closing = loop {
-        let idle = activity.open.load(Ordering::Acquire) == 0;
+        // Before the first request, the deadline always runs; after it, only while no stream
+        // is open and no request has been authenticated.
+        let first = activity.served.load(Ordering::Relaxed) == 0;
+        let idle = activity.open.load(Ordering::Acquire) == 0 && (first || !activity.trust.is_marked());
         tokio::select! {
             r = conn.as_mut() => {
                 if let Err(e) = r {
@@ -473,6 +478,23 @@ struct Activity {
     open: AtomicUsize,
     served: AtomicUsize,
     changed: Notify,
+    trust: Trust,
+}
+
+/// Whether a request on this connection was authenticated (set by `auth.rs`, through the
+/// request's extensions): such a connection is not closed for being idle.
+#[derive(Debug, Clone, Default)]
+pub struct Trust(Arc<std::sync::atomic::AtomicBool>);
+
+impl Trust {
+    /// A request on this connection proved who sent it.
+    pub fn mark(&self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+
+    fn is_marked(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
 }
 
 /// Counts a stream as open from its request until its response body is dropped.
@@ -520,6 +542,7 @@ where
     fn call(&self, mut req: http::Request<Incoming>) -> Self::Future {
         let guard = StreamGuard::new(&self.activity);
         req.extensions_mut().insert(self.peer.clone());
+        req.extensions_mut().insert(self.activity.trust.clone());
         let mut inner = self.inner.clone();
         Box::pin(async move {
             std::future::poll_fn(|cx| inner.poll_ready(cx)).await?;
@@ -630,6 +653,92 @@ mod tests {
         drop(held);
         assert!(gates.peer_permit(ip, limits.tcp_per_peer).is_some());
         assert!(gates.tcp_peers.lock().expect("lock").is_empty(), "counted down to nothing, and forgotten");
+    }
+
+    /// A service that trusts the connection when the request says `authorized`.
+    #[derive(Clone)]
+    struct Marks;
+
+    impl tower::Service<http::Request<Incoming>> for Marks {
+        type Response = http::Response<http_body_util::Full<Bytes>>;
+        type Error = std::convert::Infallible;
+        type Future = std::future::Ready<Result<Self::Response, Self::Error>>;
+
+        fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn call(&mut self, req: http::Request<Incoming>) -> Self::Future {
+            if req.headers().contains_key("authorized") {
+                if let Some(t) = req.extensions().get::<Trust>() {
+                    t.mark();
+                }
+            }
+            std::future::ready(Ok(http::Response::new(http_body_util::Full::new(Bytes::new()))))
+        }
+    }
+
+    impl App for Marks {
+        type Service = Marks;
+        type Body = http_body_util::Full<Bytes>;
+        type BodyError = std::convert::Infallible;
+        type Error = std::convert::Infallible;
+        type Future = std::future::Ready<Result<http::Response<Self::Body>, Self::Error>>;
+
+        fn service(&self) -> Marks {
+            Marks
+        }
+        fn http2(&self) -> bool {
+            true
+        }
+        fn admitted(&self, _: u32, _: u32) -> bool {
+            false
+        }
+        fn tls(&self) -> Option<tokio_rustls::TlsAcceptor> {
+            None
+        }
+    }
+
+    /// Serves one in-memory connection, sends one request (`authorized` or not), then lets
+    /// twice the idle timeout pass: whether the server closed the connection.
+    async fn closed_when_idle(authorized: bool) -> bool {
+        let limits = Limits::from_nofile(1024, 0);
+        let (client, server) = tokio::io::duplex(64 * 1024);
+        let (_stop, stop) = watch::channel(false);
+        let peer = Peer::Unix { uid: Some(0), gid: Some(0) };
+        let served = tokio::spawn(http(server, peer, Marks, limits.clone(), stop));
+        let (mut send, conn) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(client))
+                .await
+                .expect("h2");
+        tokio::spawn(conn);
+        let mut req = http::Request::builder().uri("http://x/");
+        if authorized {
+            req = req.header("authorized", "yes");
+        }
+        let resp = send.send_request(req.body(http_body_util::Empty::<Bytes>::new()).expect("request")).await;
+        assert_eq!(resp.expect("answered").status(), 200);
+        tokio::time::sleep(limits.idle * 2).await;
+        served.is_finished()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn idle_connections_close_unless_a_request_was_authenticated() {
+        assert!(closed_when_idle(false).await, "an idle unauthenticated connection is closed");
+        assert!(!closed_when_idle(true).await, "an authenticated one is kept");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_connection_with_no_request_is_closed_at_the_first_request_deadline() {
+        let limits = Limits::from_nofile(1024, 0);
+        let (_client, server) = tokio::io::duplex(64 * 1024);
+        let (_stop, stop) = watch::channel(false);
+        let peer = Peer::Unix { uid: Some(0), gid: Some(0) };
+        let served = tokio::spawn(http(server, peer, Marks, limits.clone(), stop));
+        tokio::time::sleep(limits.first_request - Duration::from_secs(1)).await;
+        assert!(!served.is_finished(), "not before the deadline");
+        tokio::time::sleep(Duration::from_secs(1) + CLOSE_GRACE + Duration::from_millis(10)).await;
+        assert!(served.is_finished(), "closed after it (with the grace)");
     }
 
     #[test]
