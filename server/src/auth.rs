@@ -28,7 +28,7 @@ use base64::Engine as _;
 use minder::config::{Credentials, Password, Role, Token};
 use tokio::time::Instant;
 
-use crate::serve::{Guarded, Peer};
+use crate::serve::{Guarded, Peer, Trust};
 
 /// Failures a TCP peer may make in [`WINDOW`] before it is slowed down.
 pub const FREE_FAILURES: u32 = 10;
@@ -470,6 +470,9 @@ where
             }
             let status = match identify(&access, &req) {
                 Ok(caller) if allowed(caller.role, &path) => {
+                    if let Some(trust) = req.extensions().get::<Trust>() {
+                        trust.mark();
+                    }
                     req.extensions_mut().insert(caller);
                     return inner.call(req).await;
                 }

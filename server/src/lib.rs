@@ -120,8 +120,9 @@ pub async fn run(
     let limits = Limits::for_processes(config.processes().count());
     let gates = Gates::new(&limits);
     tracing::info!(
-        "serving at most {} TCP and {} unix socket connections at once ({} streams each)",
+        "serving at most {} TCP connections ({} per address) and {} unix socket connections at once ({} streams each)",
         limits.tcp,
+        limits.tcp_per_peer,
         limits.unix + limits.unix_admin,
         limits.streams_per_connection
     );

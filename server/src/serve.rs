@@ -10,13 +10,16 @@
 //! What keeps an unauthenticated client from hurting the daemon:
 //! - **A connection cap per kind of listener**, sized from RLIMIT_NOFILE ([`Limits`]): every
 //!   TCP listener (API and metrics) shares one cap, which leaves a reserve of descriptors for
-//!   spawning (5 per process) and the daemon's own files; the unix sockets have an allowance of
+//!   spawning (5 per process) and the daemon's own files, and of which one address may hold a
+//!   quarter (more are closed at once); the unix sockets have an allowance of
 //!   their own, plus a few connections kept for callers the socket admits as admins. A TCP
 //!   listener at its cap stops accepting (clients wait in the kernel's backlog) rather than
 //!   accepting and closing.
 //! - **Deadlines**: the TLS handshake and the first request must come within
 //!   [`Limits::first_request`] of the accept, and a connection with no open stream is closed
-//!   after [`Limits::idle`]. A connection told to close that does not finish within
+//!   after [`Limits::idle`] — unless a request on it was authenticated ([`Trust`]): an
+//!   operator's `minder` shell may sit idle for hours, and a tonic client fails the first
+//!   request after its connection was closed under it. A connection told to close that does not finish within
 //!   [`CLOSE_GRACE`] is dropped.
 //! - **A bound on streams per connection** (HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS); a client
 //!   that opens more gets REFUSED_STREAM from the HTTP/2 layer.
@@ -66,6 +69,9 @@ const TCP_CONNECTIONS_MIN: usize = 8;
 pub struct Limits {
     /// TCP connections at once, over every TCP listener (API and metrics).
     pub tcp: usize,
+    /// TCP connections at once from one address: a quarter of `tcp`, so that one client
+    /// cannot take them all.
+    pub tcp_per_peer: usize,
     /// Unix socket connections at once for anyone the mode lets in ([`UNIX_CONNECTIONS`]).
     pub unix: usize,
     /// Extra unix socket connections for admitted callers.
@@ -93,8 +99,10 @@ impl Limits {
     pub fn from_nofile(nofile: usize, processes: usize) -> Limits {
         let reserve =
             processes.saturating_mul(FDS_PER_PROCESS) + FDS_MARGIN + UNIX_CONNECTIONS + UNIX_ADMIN_RESERVE;
+        let tcp = nofile.saturating_sub(reserve).clamp(TCP_CONNECTIONS_MIN, TCP_CONNECTIONS_MAX);
         Limits {
-            tcp: nofile.saturating_sub(reserve).clamp(TCP_CONNECTIONS_MIN, TCP_CONNECTIONS_MAX),
+            tcp,
+            tcp_per_peer: (tcp / 4).max(TCP_CONNECTIONS_MIN),
             unix: UNIX_CONNECTIONS,
             unix_admin: UNIX_ADMIN_RESERVE,
             first_request: Duration::from_secs(10),
@@ -134,6 +142,7 @@ pub enum Socket {
 #[derive(Debug, Clone)]
 pub struct Gates {
     tcp: Arc<Semaphore>,
+    tcp_peers: Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>,
     unix: Arc<Semaphore>,
     unix_admin: Arc<Semaphore>,
 }
@@ -142,8 +151,39 @@ impl Gates {
     pub fn new(limits: &Limits) -> Gates {
         Gates {
             tcp: Arc::new(Semaphore::new(limits.tcp)),
+            tcp_peers: Arc::default(),
             unix: Arc::new(Semaphore::new(limits.unix)),
             unix_admin: Arc::new(Semaphore::new(limits.unix_admin)),
+        }
+    }
+
+    /// One more connection from `ip`, unless it already has `limit`.
+    fn peer_permit(&self, ip: std::net::IpAddr, limit: usize) -> Option<PeerPermit> {
+        let mut peers = self.tcp_peers.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let n = peers.entry(ip).or_insert(0);
+        if *n >= limit {
+            return None;
+        }
+        *n += 1;
+        Some(PeerPermit { peers: Arc::clone(&self.tcp_peers), ip })
+    }
+}
+
+/// A connection counted against its address's share of the TCP cap.
+#[derive(Debug)]
+struct PeerPermit {
+    peers: Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>,
+    ip: std::net::IpAddr,
+}
+
+impl Drop for PeerPermit {
+    fn drop(&mut self) {
+        let mut peers = self.peers.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(n) = peers.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                peers.remove(&self.ip);
+            }
         }
     }
 }
@@ -229,7 +269,18 @@ pub async fn serve<A: App>(
                 continue;
             }
         };
+        let mut per_peer = None;
         let permit = match (permit, &peer) {
+            (Some(p), Peer::Tcp { addr, .. }) => match gates.peer_permit(addr.ip(), limits.tcp_per_peer) {
+                Some(pp) => {
+                    per_peer = Some(pp);
+                    p
+                }
+                None => {
+                    tracing::debug!("refused a connection from {peer}: it has {} open", limits.tcp_per_peer);
+                    continue;
+                }
+            },
             (Some(p), _) => p,
             (None, Peer::Unix { uid, gid }) => {
                 let admitted = matches!((uid, gid), (Some(u), Some(g)) if app.admitted(*u, *g));
@@ -248,7 +299,7 @@ pub async fn serve<A: App>(
         let stop = stop.clone();
         conns.spawn(async move {
             connection(io, peer, app, limits, stop).await;
-            drop(permit);
+            drop((permit, per_peer));
         });
     }
     while conns.join_next().await.is_some() {}
@@ -361,7 +412,10 @@ where
     tokio::pin!(conn);
     let mut deadline = tokio::time::Instant::now() + limits.first_request;
     let closing = loop {
-        let idle = activity.open.load(Ordering::Acquire) == 0;
+        // Before the first request, the deadline always runs; after it, only while no stream
+        // is open and no request has been authenticated.
+        let first = activity.served.load(Ordering::Relaxed) == 0;
+        let idle = activity.open.load(Ordering::Acquire) == 0 && (first || !activity.trust.is_marked());
         tokio::select! {
             r = conn.as_mut() => {
                 if let Err(e) = r {
@@ -424,6 +478,23 @@ struct Activity {
     open: AtomicUsize,
     served: AtomicUsize,
     changed: Notify,
+    trust: Trust,
+}
+
+/// Whether a request on this connection was authenticated (set by `auth.rs`, through the
+/// request's extensions): such a connection is not closed for being idle.
+#[derive(Debug, Clone, Default)]
+pub struct Trust(Arc<std::sync::atomic::AtomicBool>);
+
+impl Trust {
+    /// A request on this connection proved who sent it.
+    pub fn mark(&self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+
+    fn is_marked(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
 }
 
 /// Counts a stream as open from its request until its response body is dropped.
@@ -471,6 +542,7 @@ where
     fn call(&self, mut req: http::Request<Incoming>) -> Self::Future {
         let guard = StreamGuard::new(&self.activity);
         req.extensions_mut().insert(self.peer.clone());
+        req.extensions_mut().insert(self.activity.trust.clone());
         let mut inner = self.inner.clone();
         Box::pin(async move {
             std::future::poll_fn(|cx| inner.poll_ready(cx)).await?;
@@ -561,9 +633,112 @@ mod tests {
         // 1024 descriptors, 100 processes: 500 for them, 64 for the daemon, 80 for unix.
         let l = Limits::from_nofile(1024, 100);
         assert_eq!(l.tcp, 1024 - 500 - 64 - 80);
+        assert_eq!(l.tcp_per_peer, l.tcp / 4);
         // A tiny limit still lets a few in; a huge one is capped.
         assert_eq!(Limits::from_nofile(64, 100).tcp, TCP_CONNECTIONS_MIN);
         assert_eq!(Limits::from_nofile(1 << 20, 1).tcp, TCP_CONNECTIONS_MAX);
+    }
+
+    #[test]
+    fn one_address_gets_a_share_of_the_tcp_cap() {
+        let limits = Limits::from_nofile(1024, 100);
+        let gates = Gates::new(&limits);
+        let ip: std::net::IpAddr = "192.0.2.1".parse().expect("ip");
+        let held: Vec<_> = (0..limits.tcp_per_peer)
+            .map(|_| gates.peer_permit(ip, limits.tcp_per_peer).expect("room"))
+            .collect();
+        assert!(gates.peer_permit(ip, limits.tcp_per_peer).is_none());
+        let other: std::net::IpAddr = "192.0.2.2".parse().expect("ip");
+        assert!(gates.peer_permit(other, limits.tcp_per_peer).is_some());
+        drop(held);
+        assert!(gates.peer_permit(ip, limits.tcp_per_peer).is_some());
+        assert!(gates.tcp_peers.lock().expect("lock").is_empty(), "counted down to nothing, and forgotten");
+    }
+
+    /// A service that trusts the connection when the request says `authorized`.
+    #[derive(Clone)]
+    struct Marks;
+
+    impl tower::Service<http::Request<Incoming>> for Marks {
+        type Response = http::Response<http_body_util::Full<Bytes>>;
+        type Error = std::convert::Infallible;
+        type Future = std::future::Ready<Result<Self::Response, Self::Error>>;
+
+        fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn call(&mut self, req: http::Request<Incoming>) -> Self::Future {
+            if req.headers().contains_key("authorized") {
+                if let Some(t) = req.extensions().get::<Trust>() {
+                    t.mark();
+                }
+            }
+            std::future::ready(Ok(http::Response::new(http_body_util::Full::new(Bytes::new()))))
+        }
+    }
+
+    impl App for Marks {
+        type Service = Marks;
+        type Body = http_body_util::Full<Bytes>;
+        type BodyError = std::convert::Infallible;
+        type Error = std::convert::Infallible;
+        type Future = std::future::Ready<Result<http::Response<Self::Body>, Self::Error>>;
+
+        fn service(&self) -> Marks {
+            Marks
+        }
+        fn http2(&self) -> bool {
+            true
+        }
+        fn admitted(&self, _: u32, _: u32) -> bool {
+            false
+        }
+        fn tls(&self) -> Option<tokio_rustls::TlsAcceptor> {
+            None
+        }
+    }
+
+    /// Serves one in-memory connection, sends one request (`authorized` or not), then lets
+    /// twice the idle timeout pass: whether the server closed the connection.
+    async fn closed_when_idle(authorized: bool) -> bool {
+        let limits = Limits::from_nofile(1024, 0);
+        let (client, server) = tokio::io::duplex(64 * 1024);
+        let (_stop, stop) = watch::channel(false);
+        let peer = Peer::Unix { uid: Some(0), gid: Some(0) };
+        let served = tokio::spawn(http(server, peer, Marks, limits.clone(), stop));
+        let (mut send, conn) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(client))
+                .await
+                .expect("h2");
+        tokio::spawn(conn);
+        let mut req = http::Request::builder().uri("http://x/");
+        if authorized {
+            req = req.header("authorized", "yes");
+        }
+        let resp = send.send_request(req.body(http_body_util::Empty::<Bytes>::new()).expect("request")).await;
+        assert_eq!(resp.expect("answered").status(), 200);
+        tokio::time::sleep(limits.idle * 2).await;
+        served.is_finished()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn idle_connections_close_unless_a_request_was_authenticated() {
+        assert!(closed_when_idle(false).await, "an idle unauthenticated connection is closed");
+        assert!(!closed_when_idle(true).await, "an authenticated one is kept");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_connection_with_no_request_is_closed_at_the_first_request_deadline() {
+        let limits = Limits::from_nofile(1024, 0);
+        let (_client, server) = tokio::io::duplex(64 * 1024);
+        let (_stop, stop) = watch::channel(false);
+        let peer = Peer::Unix { uid: Some(0), gid: Some(0) };
+        let served = tokio::spawn(http(server, peer, Marks, limits.clone(), stop));
+        tokio::time::sleep(limits.first_request - Duration::from_secs(1)).await;
+        assert!(!served.is_finished(), "not before the deadline");
+        tokio::time::sleep(Duration::from_secs(1) + CLOSE_GRACE + Duration::from_millis(10)).await;
+        assert!(served.is_finished(), "closed after it (with the grace)");
     }
 
     #[test]
