@@ -220,6 +220,8 @@ impl<'a> Section<'a> {
             if !self.taken.contains(name.as_str()) {
                 let hint = if name.starts_with('[') {
                     " (it looks like a section header without its closing ']': the options after it are read into the section above)".to_string()
+                } else if !self.shared.toml() && TOML_DAEMON_ONLY.contains(&name.as_str()) {
+                    format!(" ({name} is minder's own option: set it in [daemon] of a TOML configuration)")
                 } else if KNOWN_OPTIONS.contains(&name.as_str()) {
                     format!(
                         " ({name} is not an option of {}; is a section header above it missing or broken?)",
@@ -233,6 +235,10 @@ impl<'a> Section<'a> {
         }
     }
 }
+
+/// minder's own daemon options, which a supervisord.conf has no section for.
+const TOML_DAEMON_ONLY: &[&str] =
+    &["tls_cert", "tls_key", "tls_client_ca", "tokens_file", "socket_users", "socket_groups", "insecure", "metrics"];
 
 /// Every option name supervisord knows, for "did you mean" hints.
 const KNOWN_OPTIONS: &[&str] = &[
@@ -1583,6 +1589,17 @@ fn origin_key(o: &Origin) -> (u8, String, u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn minders_own_daemon_options_in_a_supervisord_conf_say_where_they_go() {
+        let ini = load_text("s.conf", "[supervisord]\nsocket_users=root\n[program:a]\ncommand=/bin/cat\n");
+        assert!(
+            ini.iter().any(|w| w.contains(
+                "[supervisord] socket_users: unknown option, ignored (socket_users is minder's own option: set it in [daemon] of a TOML configuration)"
+            )),
+            "{ini:?}"
+        );
+    }
 
     #[test]
     fn spelling_hints() {
