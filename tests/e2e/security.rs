@@ -270,6 +270,9 @@ fn a_pidfile_planted_as_a_link_in_a_shared_directory_is_not_followed() {
     wait_for("the pidfile", 10 * SECS, || {
         std::fs::read_to_string(shared.join("minderd.pid")).is_ok_and(|s| s.trim() == pid)
     });
+    // The pidfile comes before the signal handlers: wait until it answers before SIGTERM.
+    let sock = dir.path().join("m.sock");
+    wait_for("minderd to answer", 10 * SECS, || crate::harness::ctl_at(&sock, &["version"]).status.success());
     crate::harness::sigterm(&daemon);
     assert!(daemon.wait().expect("exits").success());
 }
