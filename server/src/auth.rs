@@ -153,10 +153,14 @@ fn header<B>(req: &http::Request<B>) -> Option<&str> {
 /// else the username or why it was refused.
 fn basic_auth(c: &Credentials, header: Option<&str>) -> Option<Result<String, Refusal>> {
     let encoded = header?.strip_prefix("Basic ")?;
-    let decoded =
-        base64::engine::general_purpose::STANDARD.decode(encoded.trim()).ok().and_then(|b| String::from_utf8(b).ok());
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok());
     Some(match decoded.as_deref().and_then(|d| d.split_once(':')) {
-        Some((user, pass)) if same(c.username.as_bytes(), user.as_bytes()) && password_matches(&c.password, pass) => {
+        Some((user, pass))
+            if same(c.username.as_bytes(), user.as_bytes()) && password_matches(&c.password, pass) =>
+        {
             Ok(user.to_string())
         }
         _ => Err(Refusal::Unauthenticated("the username or password is not valid".into())),
@@ -189,7 +193,9 @@ fn identify<B>(access: &Access, req: &http::Request<B>) -> Result<Caller, Refusa
                 // supervisord asks everyone on the socket for its username and password; a
                 // socket opened wider (chmod = 0777) relies on that.
                 Some(c) => match basic_auth(c, header(req)) {
-                    Some(Ok(user)) => Ok(Caller { who: format!("{} as {user}", peer.who), role: Role::Admin }),
+                    Some(Ok(user)) => {
+                        Ok(Caller { who: format!("{} as {user}", peer.who), role: Role::Admin })
+                    }
                     Some(Err(r)) => Err(r),
                     None => Err(Refusal::Unauthenticated(
                         "this socket requires a username and password (authorization: Basic …)".into(),

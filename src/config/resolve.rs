@@ -237,8 +237,16 @@ impl<'a> Section<'a> {
 }
 
 /// minder's own daemon options, which a supervisord.conf has no section for.
-const TOML_DAEMON_ONLY: &[&str] =
-    &["tls_cert", "tls_key", "tls_client_ca", "tokens_file", "socket_users", "socket_groups", "insecure", "metrics"];
+const TOML_DAEMON_ONLY: &[&str] = &[
+    "tls_cert",
+    "tls_key",
+    "tls_client_ca",
+    "tokens_file",
+    "socket_users",
+    "socket_groups",
+    "insecure",
+    "metrics",
+];
 
 /// Every option name supervisord knows, for "did you mean" hints.
 const KNOWN_OPTIONS: &[&str] = &[

@@ -178,7 +178,9 @@ fn a_unix_socket_with_a_password_requires_it() {
     let ctl = |args: &[&str]| Command::new(bin("minder")).args(args).arg("status").output().expect("runs");
     // [supervisorctl]'s username and password are sent, as supervisorctl sends them.
     let with_config = ["-c", conf.to_str().expect("utf-8")];
-    wait_for("the daemon to answer with the configured password", 10 * SECS, || code(&ctl(&with_config)) == 0);
+    wait_for("the daemon to answer with the configured password", 10 * SECS, || {
+        code(&ctl(&with_config)) == 0
+    });
     let out = ctl(&["-s", &sock]);
     assert_eq!(code(&out), 1, "{}", stderr(&out));
     assert!(stderr(&out).contains("this socket requires a username and password"), "{}", stderr(&out));
