@@ -52,9 +52,12 @@ fn zombies(pid: u32) -> usize {
 async fn flapping_load_loses_nothing() {
     let secs = soak_secs(10);
     let mut conf = String::new();
+    // startsecs = 10: `true` must always fail to start (BACKOFF), even when a loaded machine
+    // notices its exit late; with the default 1 s it could reach RUNNING, then stay EXITED.
     for i in 0..70 {
-        conf +=
-            &format!("[program.quick{i:02}]\ncommand = \"true\"\nstartretries = 1000\nautostart = false\n\n");
+        conf += &format!(
+            "[program.quick{i:02}]\ncommand = \"true\"\nstartsecs = 10\nstartretries = 1000\nautostart = false\n\n"
+        );
     }
     for i in 0..70 {
         conf += &format!(
