@@ -124,13 +124,7 @@ startsecs=0
 "#,
     )
     .expect("write");
-    let mut daemon = Command::new(bin("minderd"))
-        .arg("-c")
-        .arg(&conf)
-        .arg("-n")
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .expect("minderd");
+    let mut daemon = crate::harness::minderd_on(&conf);
     wait_for("both processes", 10 * SECS, || {
         let s = stdout(&ctl(&conf, &["status"]));
         s.matches("RUNNING").count() == 2

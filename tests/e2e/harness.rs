@@ -32,6 +32,12 @@ pub fn ctl_at(sock: &Path, args: &[&str]) -> Output {
         .expect("minder runs")
 }
 
+/// Starts minderd in the foreground (`-n`) on a supervisord.conf a test wrote; its stdout is
+/// dropped. The test ends it with [`sigterm`].
+pub fn minderd_on(conf: &Path) -> Child {
+    Command::new(bin("minderd")).arg("-c").arg(conf).arg("-n").stdout(Stdio::null()).spawn().expect("minderd")
+}
+
 /// Sends SIGTERM to a daemon a test started itself, by its pid (and to nothing else).
 pub fn sigterm(child: &Child) {
     let _ = nix::sys::signal::kill(
@@ -152,6 +158,45 @@ impl Daemon {
             .env_remove("MINDER_SERVER")
             .output()
             .expect("minder runs")
+    }
+
+    /// Runs `minder [ARGS] events` against this daemon, restarts `name` until the events
+    /// client has printed a line for which `stopped` holds (so it is connected and the stop
+    /// went through it), and returns every line it printed until then.
+    pub fn events_through_a_restart(
+        &self,
+        args: &[&str],
+        name: &str,
+        stopped: impl Fn(&str) -> bool,
+    ) -> Vec<String> {
+        use std::io::BufRead;
+        let mut ev = Command::new(bin("minder"))
+            .arg("-s")
+            .arg(format!("unix://{}", self.socket.display()))
+            .args(args)
+            .arg("events")
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("events runs");
+        let out = ev.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let mut got = Vec::new();
+        wait_for("the events client to see a stop", Duration::from_secs(10), || {
+            let _ = self.ctl(&["restart", name]);
+            while let Ok(l) = rx.recv_timeout(Duration::from_millis(200)) {
+                got.push(l);
+            }
+            got.iter().any(|l| stopped(l))
+        });
+        let _ = ev.kill();
+        let _ = ev.wait();
+        got
     }
 
     /// A gRPC client connected to this daemon.

@@ -166,37 +166,11 @@ stdout_logfile = "{dir}/sleeper.out"
 /// call it "not expected".
 #[test]
 fn a_requested_stop_is_an_expected_exit_in_events() {
-    use std::io::BufRead;
     let d = Daemon::start("[program.e]\ncommand = \"sleep 100\"\nstartsecs = 0\n");
     d.wait_state("e", "RUNNING", 10 * SECS);
-    let mut ev = std::process::Command::new(crate::harness::bin("minder"))
-        .arg("-s")
-        .arg(format!("unix://{}", d.socket.display()))
-        .arg("events")
-        .env("NO_COLOR", "1")
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("events runs");
-    let out = ev.stdout.take().expect("stdout");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    // The watcher is connected once a change made now reaches it.
-    let mut got = Vec::new();
-    wait_for("the events client to see a stop", 10 * SECS, || {
-        let _ = d.ctl(&["restart", "e"]);
-        while let Ok(l) = rx.recv_timeout(Duration::from_millis(200)) {
-            got.push(l);
-        }
-        got.iter().any(|l| l.contains("STOPPING -> STOPPED"))
-    });
+    let got = d.events_through_a_restart(&[], "e", |l| l.contains("STOPPING -> STOPPED"));
     let stopped = got.iter().find(|l| l.contains("STOPPING -> STOPPED")).expect("a stop");
     assert!(stopped.ends_with("e STOPPING -> STOPPED (terminated by SIGTERM; expected)"), "{stopped}");
-    let _ = ev.kill();
-    let _ = ev.wait();
     let p = d.process("e");
     assert_eq!(p["state"], "RUNNING");
 }

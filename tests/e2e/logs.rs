@@ -423,34 +423,10 @@ async fn events_come_in_order_and_resume() {
 fn events_cli_prints_changes() {
     let d = Daemon::start("[program.e]\ncommand = \"sleep 100\"\nstartsecs = 0\n");
     d.wait_state("e", "RUNNING", 10 * SECS);
-    let mut ev = Command::new(bin("minder"))
-        .arg("-s")
-        .arg(format!("unix://{}", d.socket.display()))
-        .args(["--json", "events"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("events runs");
-    let out = ev.stdout.take().expect("stdout");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    // The watcher is connected once a change made now reaches it.
-    let mut got = Vec::new();
-    wait_for("the events client to see a stop", 10 * SECS, || {
-        let _ = d.ctl(&["restart", "e"]);
-        while let Ok(l) = rx.recv_timeout(Duration::from_millis(200)) {
-            got.push(l);
-        }
-        got.iter().any(|l| l.contains("\"to\":\"STOPPED\""))
-    });
+    let got = d.events_through_a_restart(&["--json"], "e", |l| l.contains("\"to\":\"STOPPED\""));
     let v: serde_json::Value = serde_json::from_str(&got[0]).expect("one JSON object per line");
     assert_eq!(v["type"], "process");
     assert_eq!(v["name"], "e");
-    let _ = ev.kill();
-    let _ = ev.wait();
 }
 
 #[test]

@@ -134,13 +134,7 @@ fn supervisord_username_and_password() {
         ),
     )
     .expect("write");
-    let mut daemon = Command::new(bin("minderd"))
-        .arg("-c")
-        .arg(&conf)
-        .arg("-n")
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .expect("minderd");
+    let mut daemon = crate::harness::minderd_on(&conf);
     let ctl = |extra: &[&str]| {
         Command::new(bin("minder")).arg("-c").arg(&conf).args(extra).arg("status").output().expect("runs")
     };
@@ -167,13 +161,7 @@ fn a_unix_socket_with_a_password_requires_it() {
          [program:web]\ncommand=sleep 100\nstartsecs=0\n",
     )
     .expect("write");
-    let mut daemon = Command::new(bin("minderd"))
-        .arg("-c")
-        .arg(&conf)
-        .arg("-n")
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .expect("minderd");
+    let mut daemon = crate::harness::minderd_on(&conf);
     let sock = format!("unix://{}", dir.path().join("s.sock").display());
     let ctl = |args: &[&str]| Command::new(bin("minder")).args(args).arg("status").output().expect("runs");
     // [supervisorctl]'s username and password are sent, as supervisorctl sends them.
