@@ -303,3 +303,30 @@ pub fn alive(pid: i32) -> bool {
         Err(_) => false,
     }
 }
+
+/// Runs minderd until it exits (at most 15 s) and returns what it said; fails the test if it
+/// keeps running. `pidfile` is where a daemonized minderd would say its pid, to stop it then.
+pub fn run_to_exit(mut cmd: Command, pidfile: Option<&Path>) -> Output {
+    let mut child =
+        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("runs");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while child.try_wait().expect("wait").is_none() {
+        if Instant::now() > deadline {
+            sigterm(&child);
+            let out = child.wait_with_output().expect("output");
+            panic!(
+                "minderd kept running instead of failing at start-up: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let out = child.wait_with_output().expect("output");
+    if let Some(pid) =
+        pidfile.and_then(|p| std::fs::read_to_string(p).ok()).and_then(|s| s.trim().parse().ok())
+    {
+        // A daemon that wrongly started: stop it, by its pid, then fail below.
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGTERM);
+    }
+    out
+}

@@ -8,12 +8,12 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use minder::pb;
 
-use crate::harness::{bin, code, ctl_at, sigterm, stderr, wait_for, Daemon};
+use crate::harness::{bin, code, ctl_at, run_to_exit, sigterm, stderr, wait_for, Daemon};
 
 const SECS: Duration = Duration::from_secs(1);
 
@@ -575,33 +575,6 @@ async fn a_wrong_token_flood_is_logged_once_and_slowed_down() {
         }
     }
     assert!(ok, "the right token is let in once the queue drains");
-}
-
-/// Runs minderd until it exits (at most 15 s) and returns what it said; fails the test if it
-/// keeps running. `pidfile` is where a daemonized minderd would say its pid, to stop it then.
-fn run_to_exit(mut cmd: Command, pidfile: Option<&Path>) -> Output {
-    let mut child =
-        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("runs");
-    let deadline = Instant::now() + 15 * SECS;
-    while child.try_wait().expect("wait").is_none() {
-        if Instant::now() > deadline {
-            sigterm(&child);
-            let out = child.wait_with_output().expect("output");
-            panic!(
-                "minderd kept running instead of failing at start-up: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    let out = child.wait_with_output().expect("output");
-    if let Some(pid) =
-        pidfile.and_then(|p| std::fs::read_to_string(p).ok()).and_then(|s| s.trim().parse().ok())
-    {
-        // A daemon that wrongly started: stop it, by its pid, then fail below.
-        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGTERM);
-    }
-    out
 }
 
 /// minderd with `toml`, in the foreground or with --daemonize.

@@ -213,31 +213,18 @@ fn a_pidfile_planted_as_a_link_in_a_shared_directory_is_not_followed() {
     std::fs::write(&victim, "precious\n").expect("write");
     std::os::unix::fs::symlink(&victim, shared.join("minderd.pid")).expect("link");
     std::fs::write(dir.path().join("m.toml"), "").expect("write");
-    let mut refused = Command::new(bin("minderd"))
-        .arg("-c")
-        .arg(dir.path().join("m.toml"))
-        .arg("--listen")
-        .arg(format!("unix://{}/m.sock", dir.path().display()))
-        .arg("-j")
-        .arg(shared.join("minderd.pid"))
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("minderd runs");
-    let deadline = std::time::Instant::now() + 10 * SECS;
-    let status = loop {
-        if let Some(s) = refused.try_wait().expect("wait") {
-            break Some(s);
-        }
-        if std::time::Instant::now() > deadline {
-            // It started: end it (ours, by pid) and fail below.
-            let _ = refused.kill();
-            break None;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(10));
+    let minderd = || {
+        let mut cmd = Command::new(bin("minderd"));
+        cmd.arg("-c")
+            .arg(dir.path().join("m.toml"))
+            .arg("--listen")
+            .arg(format!("unix://{}/m.sock", dir.path().display()))
+            .arg("-j")
+            .arg(shared.join("minderd.pid"));
+        cmd
     };
-    let out = refused.wait_with_output().expect("output");
-    assert_eq!(status.and_then(|s| s.code()), Some(1), "minderd must not start: {}", stderr(&out));
+    let out = crate::harness::run_to_exit(minderd(), None);
+    assert_eq!(code(&out), 1, "minderd must not start: {}", stderr(&out));
     assert!(
         stderr(&out).contains("cannot write the pidfile") && stderr(&out).contains("symbolic link"),
         "{}",
@@ -246,16 +233,7 @@ fn a_pidfile_planted_as_a_link_in_a_shared_directory_is_not_followed() {
     assert_eq!(std::fs::read_to_string(&victim).expect("read"), "precious\n");
     // The same directory without the link: the pidfile is written (a regular file there is fine).
     std::fs::remove_file(shared.join("minderd.pid")).expect("rm");
-    let mut daemon = Command::new(bin("minderd"))
-        .arg("-c")
-        .arg(dir.path().join("m.toml"))
-        .arg("--listen")
-        .arg(format!("unix://{}/m.sock", dir.path().display()))
-        .arg("-j")
-        .arg(shared.join("minderd.pid"))
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .expect("minderd");
+    let mut daemon = minderd().stdout(std::process::Stdio::null()).spawn().expect("minderd");
     let pid = daemon.id().to_string();
     wait_for("the pidfile", 10 * SECS, || {
         std::fs::read_to_string(shared.join("minderd.pid")).is_ok_and(|s| s.trim() == pid)
