@@ -741,10 +741,13 @@ impl Actor {
         };
         match spawned {
             Ok(child) => {
-                for (pipe, channel) in [(child.stdout, &self.logs.stdout), (child.stderr, &self.logs.stderr)]
-                {
+                let outputs = [
+                    ("stdout", child.stdout, &self.logs.stdout),
+                    ("stderr", child.stderr, &self.logs.stderr),
+                ];
+                for (stream, pipe, channel) in outputs {
                     if let (Some(pipe), Some(channel)) = (pipe, channel) {
-                        capture::spawn(pipe, Arc::clone(channel), self.config.name.clone());
+                        capture::spawn(pipe, Arc::clone(channel), self.config.name.clone(), stream);
                     }
                 }
                 self.stdin = child.stdin.map(StdinEnd::Unused);
