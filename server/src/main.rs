@@ -151,8 +151,21 @@ fn parse_size(s: &str) -> Result<u64, String> {
 const START_FAILED: u8 = 1;
 const BAD_CONFIG: u8 = 2;
 
+/// Whether argv[0]'s file name is `supervisord` (minderd installed under that name, a symlink,
+/// for tools that run supervisord by name).
+fn invoked_as_supervisord(argv0: Option<&std::ffi::OsStr>) -> bool {
+    argv0.and_then(|a| Path::new(a).file_name()).is_some_and(|n| n == "supervisord")
+}
+
+/// The arguments, with supervisord's `-?` (its third way of asking for usage) read as `--help`.
+fn arguments() -> Vec<std::ffi::OsString> {
+    std::env::args_os().map(|a| if a == "-?" { "--help".into() } else { a }).collect()
+}
+
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let argv = arguments();
+    let as_supervisord = invoked_as_supervisord(argv.first().map(|a| a.as_os_str()));
+    let args = Args::parse_from(argv);
     if let Some(dir) = &args.generate_man {
         use clap::CommandFactory;
         let written = std::fs::create_dir_all(dir)
@@ -172,8 +185,14 @@ fn main() -> ExitCode {
     // A file-size limit must make log writes fail (EFBIG, reported), not kill the daemon.
     // SAFETY: setting a signal's disposition to SIG_IGN has no preconditions.
     unsafe { libc::signal(libc::SIGXFSZ, libc::SIG_IGN) };
-    let Some(path) = args.config.clone().or_else(config::find) else {
-        let searched: Vec<String> = config::search_paths().iter().map(|p| p.display().to_string()).collect();
+    // Run as supervisord, only supervisord's own search path is looked at, as supervisord does.
+    let search_paths: Vec<PathBuf> = config::search_paths()
+        .into_iter()
+        .filter(|p| !as_supervisord || p.file_name().is_some_and(|n| n == "supervisord.conf"))
+        .collect();
+    let Some(path) = args.config.clone().or_else(|| search_paths.iter().find(|p| p.is_file()).cloned())
+    else {
+        let searched: Vec<String> = search_paths.iter().map(|p| p.display().to_string()).collect();
         eprintln!(
             "minderd: no configuration file; give one with -c FILE (looked for {})",
             searched.join(", ")
@@ -293,6 +312,8 @@ fn main() -> ExitCode {
             None => None,
         };
         readiness.ready();
+        // supervisord's own words, which tools wait for in its log; minderd's line follows.
+        tracing::info!("supervisord started with pid {}", std::process::id());
         // The configuration is the daemon's from here on: one copy, replaced on reload.
         let result = minderd::run(Arc::new(config), endpoints, daemon_log, std::future::pending()).await;
         drop(pidfile);
