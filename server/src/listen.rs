@@ -3,7 +3,8 @@
 //! A unix socket is bound under a temporary name, given its mode, then renamed into place, so
 //! it is never reachable with the wrong permissions (supervisord does the same). An existing
 //! socket is probed: one nobody answers on is stale and replaced; a live one means another
-//! daemon is running, which is an error; anything that is not a socket is never touched.
+//! daemon is running, which is an error (except for the default socket when none was
+//! configured: see [`bind_all`]); anything that is not a socket is never touched.
 
 use std::io;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
@@ -71,14 +72,37 @@ pub enum BindError {
 }
 
 /// Binds every address (the default socket when there are none). Unix sockets get `mode`.
+///
+/// With no address configured, another live minderd on the default socket does not stop this
+/// one from starting (supervisord never fails for want of a server section): it listens on a
+/// socket of its own next to the default one, `minder-<pid>.sock`, and warns where. An
+/// address that was asked for and is in use stays an error.
 pub async fn bind_all(addresses: &[Address], mode: u32) -> Result<Vec<Listener>, BindError> {
-    let defaults = [Address::Unix(default_socket())];
-    let addresses = if addresses.is_empty() { &defaults[..] } else { addresses };
+    if addresses.is_empty() {
+        let default = Address::Unix(default_socket());
+        return match bind(&default, mode).await {
+            Err(BindError::InUse(_)) => {
+                let fallback = Address::Unix(fallback_socket(&default_socket(), std::process::id()));
+                let listener = bind(&fallback, mode).await?;
+                tracing::warn!(
+                    "another minderd is already listening at the default socket {default}; this one \
+                     listens at {fallback} instead (minder -s {fallback})"
+                );
+                Ok(vec![listener])
+            }
+            other => other.map(|l| vec![l]),
+        };
+    }
     let mut out = Vec::new();
     for a in addresses {
         out.push(bind(a, mode).await?);
     }
     Ok(out)
+}
+
+/// The socket used when the default one is taken: in the same directory, named for the pid.
+fn fallback_socket(default: &Path, pid: u32) -> PathBuf {
+    default.with_file_name(format!("minder-{pid}.sock"))
 }
 
 pub async fn bind(address: &Address, mode: u32) -> Result<Listener, BindError> {
