@@ -102,6 +102,10 @@ pub struct Cli {
 pub enum Command {
     /// Show the state of processes (all of them with no names).
     Status {
+        /// How to print: table (minder's), or supervisorctl (its exact lines, for scripts
+        /// that parse them; always so when minder is run as `supervisorctl`).
+        #[arg(long, value_name = "FORMAT", value_enum)]
+        format: Option<StatusFormat>,
         /// Processes to show: NAME, GROUP:NAME, GROUP:* or all.
         names: Vec<String>,
     },
@@ -260,6 +264,79 @@ fn supervisorctl_spellings<T: From<String> + AsRef<std::ffi::OsStr>>(
     .collect()
 }
 
+/// How `status` prints processes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum StatusFormat {
+    /// minder's table, with a header.
+    Table,
+    /// supervisorctl's lines: `name   RUNNING   pid 42, uptime 0:01:02`.
+    Supervisorctl,
+}
+
+/// Set once, at start, when the binary was run as `supervisorctl` (a symlink): then `status`
+/// prints supervisorctl's lines by default, for the tools that parse them.
+static AS_SUPERVISORCTL: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether argv[0]'s file name is `supervisorctl`.
+fn invoked_as_supervisorctl(argv0: Option<&std::ffi::OsStr>) -> bool {
+    argv0.and_then(|a| std::path::Path::new(a).file_name()).is_some_and(|n| n == "supervisorctl")
+}
+
+/// The index of the first argument that is not an option of minder's own (or an option's
+/// value): the command. `None` when there is none, or it comes after `--`.
+fn command_index<T: AsRef<std::ffi::OsStr>>(args: &[T]) -> Option<usize> {
+    let mut i = 1;
+    loop {
+        let a = args.get(i)?.as_ref().to_string_lossy();
+        if a == "--" {
+            return None;
+        }
+        if TAKES_VALUE.contains(&a.as_ref()) {
+            i += 2;
+        } else if a.starts_with('-') {
+            i += 1;
+        } else {
+            return Some(i);
+        }
+    }
+}
+
+/// supervisorctl joins its arguments with spaces and parses the result as a line typed at its
+/// prompt, so scripts pass a whole command as one argument: `supervisorctl 'tail -100000'
+/// prog`, `supervisorctl 'status foo'`. When the command word holds whitespace, minder does
+/// the same: the command and everything after it are joined and split again as a shell
+/// splits a line (plain whitespace splitting if the quotes do not balance, as Python's
+/// `str.split` that supervisorctl uses). Otherwise the arguments are left as they are, so a
+/// name or a signal given on its own keeps its exact bytes.
+fn join_command_line(args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    let Some(at) = command_index(&args) else { return args };
+    if !args[at].to_string_lossy().contains(char::is_whitespace) {
+        return args;
+    }
+    let line = args[at..].iter().map(|a| a.to_string_lossy().into_owned()).collect::<Vec<_>>().join(" ");
+    let words = shlex::split(&line).unwrap_or_else(|| line.split_whitespace().map(String::from).collect());
+    let mut joined: Vec<std::ffi::OsString> = args.into_iter().take(at).collect();
+    joined.extend(words.into_iter().map(std::ffi::OsString::from));
+    joined
+}
+
+/// Top-level options that take a value as the next argument.
+const TAKES_VALUE: &[&str] = &[
+    "-c",
+    "--configuration",
+    "-s",
+    "--serverurl",
+    "-u",
+    "--username",
+    "-p",
+    "--password",
+    "--token",
+    "--tls-ca",
+    "--tls-cert",
+    "--tls-key",
+    "--tls-domain",
+];
+
 #[derive(Debug, Subcommand)]
 pub enum ConfigCommand {
     /// Print the native TOML equivalent of a configuration (a supervisord.conf, say).
@@ -274,37 +351,8 @@ pub enum ConfigCommand {
 /// Only `-c FILE`, `-cFILE`, `--configuration FILE` and `--configuration=FILE` move; in `tail`
 /// and `maintail` only the long forms do. Nothing moves after `--`.
 fn hoist_configuration<T: AsRef<std::ffi::OsStr>>(args: Vec<T>) -> Vec<T> {
-    /// Top-level options that take a value as the next argument.
-    const TAKES_VALUE: &[&str] = &[
-        "-c",
-        "--configuration",
-        "-s",
-        "--serverurl",
-        "-u",
-        "--username",
-        "-p",
-        "--password",
-        "--token",
-        "--tls-ca",
-        "--tls-cert",
-        "--tls-key",
-        "--tls-domain",
-    ];
     let text = |a: &T| a.as_ref().to_string_lossy().into_owned();
-    let mut i = 1;
-    let command_at = loop {
-        let Some(a) = args.get(i).map(text) else { return args };
-        if a == "--" {
-            return args;
-        }
-        if TAKES_VALUE.contains(&a.as_str()) {
-            i += 2;
-        } else if a.starts_with('-') {
-            i += 1;
-        } else {
-            break i;
-        }
-    };
+    let Some(command_at) = command_index(&args) else { return args };
     let in_tail = matches!(text(&args[command_at]).as_str(), "tail" | "maintail");
     let mut head: Vec<T> = Vec::new();
     let mut moved: Vec<T> = Vec::new();
@@ -340,7 +388,12 @@ fn hoist_configuration<T: AsRef<std::ffi::OsStr>>(args: Vec<T>) -> Vec<T> {
 
 /// Parses the command line and runs it.
 pub fn main() -> ExitCode {
-    let mut cli = Cli::parse_from(hoist_configuration(supervisorctl_spellings(std::env::args_os())));
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if invoked_as_supervisorctl(args.first().map(std::ffi::OsString::as_os_str)) {
+        AS_SUPERVISORCTL.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+    let args = join_command_line(args);
+    let mut cli = Cli::parse_from(hoist_configuration(supervisorctl_spellings(args.into_iter())));
     if let Err(e) = ask_password(&mut cli) {
         eprintln!("minder: cannot read the password: {e}");
         return ExitCode::from(exit::GENERIC);
@@ -486,7 +539,14 @@ pub(crate) async fn execute(
     json: bool,
 ) -> Result<u8, tonic::Status> {
     match command {
-        Command::Status { names } => status(client, names, json).await,
+        Command::Status { format, names } => {
+            let lines = format.unwrap_or(if AS_SUPERVISORCTL.load(std::sync::atomic::Ordering::Relaxed) {
+                StatusFormat::Supervisorctl
+            } else {
+                StatusFormat::Table
+            });
+            status(client, names, json, lines).await
+        }
         Command::Start { no_wait, names } => {
             let req = pb::StartProcessesRequest { names, no_wait };
             act(client.start_processes(req).await, json, Verb::Start)
@@ -577,6 +637,7 @@ async fn status(
     client: &mut crate::client::Client,
     names: Vec<String>,
     json: bool,
+    format: StatusFormat,
 ) -> Result<u8, tonic::Status> {
     let resp = client.list_processes(pb::ListProcessesRequest { names }).await?.into_inner();
     let mut code = exit::OK;
@@ -594,6 +655,8 @@ async fn status(
             "processes": resp.processes.iter().map(output::process_json).collect::<Vec<_>>(),
             "unmatched": resp.unmatched,
         }));
+    } else if format == StatusFormat::Supervisorctl {
+        out!("{}", output::supervisorctl_status(&resp.processes));
     } else {
         out!("{}", output::status_table(&resp.processes));
     }
@@ -719,6 +782,28 @@ mod tests {
 
     fn hoisted(args: &[&str]) -> Vec<String> {
         hoist_configuration(args.iter().map(|a| a.to_string()).collect())
+    }
+
+    fn joined(args: &[&str]) -> Vec<String> {
+        let args = args.iter().map(std::ffi::OsString::from).collect();
+        join_command_line(args).into_iter().map(|a| a.to_string_lossy().into_owned()).collect()
+    }
+
+    #[test]
+    fn a_command_given_as_one_argument_is_split_as_supervisorctl_does() {
+        assert_eq!(
+            joined(&["minder", "-c", "f", "tail -100000", "web"]),
+            ["minder", "-c", "f", "tail", "-100000", "web"]
+        );
+        assert_eq!(joined(&["minder", "status foo"]), ["minder", "status", "foo"]);
+        assert_eq!(joined(&["minder", "signal 'SIGHUP'  web"]), ["minder", "signal", "SIGHUP", "web"]);
+        // Unbalanced quotes: plain whitespace splitting, as Python's str.split.
+        assert_eq!(joined(&["minder", "status it's"]), ["minder", "status", "it's"]);
+        // A command word without whitespace: nothing changes, not even a later argument's.
+        assert_eq!(joined(&["minder", "start", "a b"]), ["minder", "start", "a b"]);
+        assert_eq!(joined(&["minder", "--", "status foo"]), ["minder", "--", "status foo"]);
+        assert!(invoked_as_supervisorctl(Some("/usr/bin/supervisorctl".as_ref())));
+        assert!(!invoked_as_supervisorctl(Some("/usr/bin/minder".as_ref())));
     }
 
     #[test]

@@ -111,6 +111,18 @@ pub fn status_table(processes: &[pb::ProcessInfo]) -> String {
     out
 }
 
+/// supervisorctl's status lines, byte for byte: `%-{W}s%-10s%s` with W the longest name
+/// (at least 30) plus 3, then the state and the description (`pid 42, uptime 0:01:02` when
+/// RUNNING, as the daemon writes it). No header, no colour: scripts parse these.
+pub fn supervisorctl_status(processes: &[pb::ProcessInfo]) -> String {
+    let width = processes.iter().map(|p| p.full_name.chars().count()).max().unwrap_or(0).max(30) + 3;
+    let mut out = String::new();
+    for p in processes {
+        out.push_str(&format!("{:<width$}{:<10}{}\n", p.full_name, state_name(p.state()), p.description));
+    }
+    out
+}
+
 /// A time as the daemon's log shows it, in local time.
 pub fn local_time(t: &prost_types::Timestamp) -> String {
     chrono::DateTime::from_timestamp(t.seconds, t.nanos.max(0) as u32)
