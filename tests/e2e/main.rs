@@ -9,6 +9,7 @@ mod cli;
 mod compat;
 mod config;
 mod deploy;
+mod habits;
 mod lifecycle;
 mod logs;
 mod mesh;
