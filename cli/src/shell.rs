@@ -204,6 +204,11 @@ impl Shell {
             }
             Ok((LineCommand::Exit, _)) => Flow::Exit,
             Ok((LineCommand::Minder(command), json)) => {
+                if let Some(question) = confirmation(&command) {
+                    if !confirmed(question).await {
+                        return Flow::Continue;
+                    }
+                }
                 self.run(command, json || self.json).await;
                 Flow::Continue
             }
@@ -260,6 +265,30 @@ impl Shell {
             }
         }
     }
+}
+
+/// supervisorctl's question before a command that takes the daemon down, in its words (its
+/// one-shot command line asks nothing, and neither does minder's).
+fn confirmation(command: &Command) -> Option<&'static str> {
+    match command {
+        Command::Shutdown => Some("Really shut the remote supervisord process down y/N? "),
+        Command::Reload { .. } => Some("Really restart the remote supervisord process y/N? "),
+        _ => None,
+    }
+}
+
+/// Asks `question` and reads the answer from standard input (the terminal is back in its
+/// ordinary mode between two lines of the editor). As supervisorctl: an answer starting with
+/// y or Y goes ahead; anything else, an empty line or end of input cancels.
+async fn confirmed(question: &'static str) -> bool {
+    let answer = tokio::task::spawn_blocking(move || {
+        use std::io::BufRead as _;
+        out!("{question}");
+        let mut line = String::new();
+        std::io::stdin().lock().read_line(&mut line).map(|_| line)
+    })
+    .await;
+    matches!(answer, Ok(Ok(line)) if line.trim_start().to_lowercase().starts_with('y'))
 }
 
 /// The `[supervisorctl]` settings (prompt, history file) of the configuration minder reads:

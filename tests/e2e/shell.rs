@@ -238,6 +238,38 @@ fn interactive_session() {
 
 /// fg inside the shell: typed lines go to the process; Ctrl-C detaches, and the next line
 /// typed goes to the shell, not to a read left pending by fg.
+/// `shutdown` and `reload` ask first, in supervisorctl's words; only an answer starting with
+/// y goes ahead.
+#[test]
+fn shutdown_and_reload_ask_first() {
+    let mut d = Daemon::start(PROGRAMS);
+    d.wait_state("worker", "RUNNING", 10 * SECS);
+    let pid = d.process("worker")["pid"].clone();
+    let server = format!("unix://{}", d.socket.display());
+    let mut sh = Pty::spawn(&["-s", &server], &d.path("home"));
+    sh.prompt();
+
+    sh.send("reload\r");
+    sh.expect("Really restart the remote supervisord process y/N? ");
+    sh.send("\r");
+    sh.prompt();
+    sh.send("shutdown\r");
+    sh.expect("Really shut the remote supervisord process down y/N? ");
+    sh.send("no\r");
+    sh.prompt();
+    // Nothing was done: the same daemon runs the same worker.
+    assert_eq!(d.process("worker")["pid"], pid);
+
+    sh.send("shutdown\r");
+    sh.expect("Really shut the remote supervisord process down y/N? ");
+    sh.send("Y\r");
+    sh.expect("Shut down");
+    sh.prompt();
+    assert!(d.wait_exit(20 * SECS).success());
+    sh.send("exit\r");
+    assert!(sh.wait().success());
+}
+
 #[test]
 fn fg_then_prompt() {
     let d = Daemon::start(PROGRAMS);
