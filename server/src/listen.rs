@@ -15,10 +15,17 @@ use tokio::net::{TcpListener, UnixListener};
 /// A bound listener, ready to serve.
 #[derive(Debug)]
 pub enum Listener {
-    Unix { listener: UnixListener, socket: SocketFile },
+    Unix {
+        listener: UnixListener,
+        socket: SocketFile,
+    },
     /// `address` is where clients reach it (with the port it got when `configured` asked for
     /// port 0).
-    Tcp { listener: TcpListener, address: Address, configured: Address },
+    Tcp {
+        listener: TcpListener,
+        address: Address,
+        configured: Address,
+    },
 }
 
 impl Listener {
