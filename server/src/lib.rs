@@ -109,7 +109,9 @@ pub async fn run(
     let mut usr2 = signal(SignalKind::user_defined2())?;
 
     let Endpoints { listeners, tls, metrics } = endpoints;
-    let server_url = listeners.first().map(|l| l.address().to_string());
+    // supervisord's form (`unix:///path`, `http://host:port`), which Supervisor's
+    // childutils.getRPCInterface and minder's client both accept.
+    let server_url = listeners.first().map(|l| l.address().endpoint_uri());
     let shared = Arc::new(Shared::new(reaper, BaseEnv::from_process(server_url)));
     let sup = Supervisor::new(Arc::clone(&config), shared);
 

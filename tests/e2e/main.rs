@@ -17,3 +17,4 @@ mod reliability;
 mod reload;
 mod security;
 mod shell;
+mod xmlrpc;

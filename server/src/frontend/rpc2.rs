@@ -610,7 +610,12 @@ impl Endpoint {
                 if !matches!(Target::parse(&name), Ok(Target::Process { .. })) {
                     return Err(RpcFault::new(Code::BadName, &name));
                 }
-                single(&name, sup.signal(std::slice::from_ref(&name), sig).await.map_err(|e| request_fault(e, &name))?)
+                single(
+                    &name,
+                    sup.signal(std::slice::from_ref(&name), sig)
+                        .await
+                        .map_err(|e| request_fault(e, &name))?,
+                )
             }
             "signalProcessGroup" => {
                 arity(p, 2, 2)?;
@@ -663,7 +668,10 @@ impl Endpoint {
                 arity(p, 1, 1)?;
                 let name = string(&p[0])?;
                 self.one(&name)?;
-                single(&name, sup.clear_logs(std::slice::from_ref(&name)).await.map_err(|e| request_fault(e, &name))?)
+                single(
+                    &name,
+                    sup.clear_logs(std::slice::from_ref(&name)).await.map_err(|e| request_fault(e, &name))?,
+                )
             }
             "clearAllProcessLogs" => {
                 arity(p, 0, 0)?;
