@@ -177,3 +177,165 @@ fn hostile_requests_are_refused_cleanly_and_the_daemon_is_unharmed() {
     assert_eq!(code, 200, "{text}");
     assert_eq!(d.state("web"), "RUNNING");
 }
+
+/// The real supervisorctl of Supervisor 4.3.0, from the benchmark's virtualenv (made on first
+/// use from PyPI by bench/minderbench/prepare.py, which the test runs itself).
+fn supervisorctl_430() -> std::path::PathBuf {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let out = Command::new("python3")
+        .current_dir(root)
+        .args([
+            "-c",
+            "import sys; sys.path.insert(0, 'bench'); from minderbench.prepare import supervisor_venv; print(supervisor_venv()[1])",
+        ])
+        .output()
+        .expect("python3 runs");
+    assert!(
+        out.status.success(),
+        "making the supervisor 4.3.0 virtualenv failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::path::PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+}
+
+/// One supervisord.conf, served by `server` (minderd or supervisord) from `dir`.
+fn supervisord_conf(dir: &std::path::Path) -> std::path::PathBuf {
+    let d = dir.display();
+    let conf = format!(
+        "[unix_http_server]\nfile={d}/s.sock\n\
+         [supervisord]\nlogfile={d}/daemon.log\npidfile={d}/daemon.pid\nchildlogdir={d}\nnodaemon=true\n\
+         [rpcinterface:supervisor]\nsupervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface\n\
+         [supervisorctl]\nserverurl=unix://{d}/s.sock\n\
+         [program:web]\ncommand=sleep 100\nstartsecs=0\n\
+         [program:talk]\ncommand=sh -c 'echo hello; exec sleep 100'\nstartsecs=0\n\
+         [program:idle]\ncommand=sleep 100\nstartsecs=0\nautostart=false\n"
+    );
+    let path = dir.join("supervisord.conf");
+    std::fs::write(&path, conf).expect("write supervisord.conf");
+    path
+}
+
+/// What supervisorctl printed and its exit code, with pids, uptimes and times made neutral.
+fn ctl_run(ctl: &std::path::Path, conf: &std::path::Path, args: &[&str]) -> (String, i32) {
+    let out = Command::new(ctl).arg("-c").arg(conf).args(args).output().expect("supervisorctl runs");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let mut neutral = String::new();
+    for word in text.split_inclusive([' ', '\n', ',']) {
+        let core = word.trim_end_matches([' ', '\n', ',']);
+        let rest = &word[core.len()..];
+        let is_num = !core.is_empty() && core.bytes().all(|b| b.is_ascii_digit() || b == b':');
+        neutral.push_str(if is_num { "N" } else { core });
+        neutral.push_str(rest);
+    }
+    // Column padding depends on nothing but names; times of day ("Dec 01 11:47 PM") are N.
+    (neutral, out.status.code().unwrap_or(-1))
+}
+
+/// Runs `commands` through supervisorctl against the server started by `start`, returning
+/// each one's neutral output and exit code.
+fn session(
+    ctl: &std::path::Path,
+    server: &mut std::process::Child,
+    conf: &std::path::Path,
+) -> Vec<(String, i32)> {
+    wait_for("the server to answer supervisorctl", 20 * SECS, || {
+        assert!(server.try_wait().expect("wait").is_none(), "the server exited");
+        ctl_run(ctl, conf, &["status", "web"]).1 == 0
+    });
+    let commands: &[&[&str]] = &[
+        &["status"],
+        &["status", "web"],
+        &["status", "nope"],
+        &["stop", "web"],
+        &["stop", "web"],
+        &["start", "web"],
+        &["start", "web"],
+        &["start", "nope"],
+        &["restart", "web"],
+        &["signal", "CONT", "web"],
+        &["signal", "CONT", "idle"],
+        &["tail", "talk"],
+        &["clear", "talk"],
+        &["tail", "talk"],
+        &["pid", "web"],
+        &["avail"],
+        &["reread"],
+        &["start", "idle"],
+        &["status", "idle"],
+        &["stop", "idle"],
+    ];
+    let out = commands.iter().map(|c| ctl_run(ctl, conf, c)).collect();
+    crate::harness::sigterm(server);
+    let deadline = std::time::Instant::now() + 20 * SECS;
+    while server.try_wait().expect("wait").is_none() {
+        assert!(std::time::Instant::now() < deadline, "the server did not stop");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    out
+}
+
+#[test]
+fn the_real_supervisorctl_prints_what_it_prints_against_supervisord() {
+    let ctl = supervisorctl_430();
+    let supervisord = ctl.with_file_name("supervisord");
+    let theirs = {
+        let dir = tempfile::tempdir().expect("dir");
+        let conf = supervisord_conf(dir.path());
+        let mut s = Command::new(&supervisord)
+            .arg("-c")
+            .arg(&conf)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("supervisord starts");
+        session(&ctl, &mut s, &conf)
+    };
+    let ours = {
+        let dir = tempfile::tempdir().expect("dir");
+        let conf = supervisord_conf(dir.path());
+        let mut m = Command::new(crate::harness::bin("minderd"))
+            .arg("-c")
+            .arg(&conf)
+            .arg("-s")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("minderd starts");
+        session(&ctl, &mut m, &conf)
+    };
+    assert_eq!(theirs.len(), ours.len());
+    // Not a comparison of two failures: supervisord's own answers are what is expected.
+    assert_eq!(theirs[3], ("web: stopped\n".to_string(), 0), "{theirs:?}");
+    assert_eq!(theirs[11].1, 0, "{theirs:?}");
+    eprintln!("supervisord's answers: {theirs:#?}");
+    for (i, (t, o)) in theirs.iter().zip(&ours).enumerate() {
+        assert_eq!(o, t, "command {i}: minderd's answer, then supervisord's");
+    }
+}
+
+#[test]
+fn the_real_supervisorctl_over_tcp_with_a_password() {
+    let ctl = supervisorctl_430();
+    let d = daemon();
+    let addr = tcp_address(&d);
+    let url = format!("http://{addr}");
+    let run = |user: &[&str], args: &[&str]| {
+        let out =
+            Command::new(&ctl).args(["-s", &url]).args(user).args(args).output().expect("supervisorctl runs");
+        (String::from_utf8_lossy(&out.stdout).into_owned(), out.status.code().unwrap_or(-1))
+    };
+    let admin = ["-u", "u", "-p", "p"];
+    let (out, code) = run(&admin, &["status", "web"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.starts_with("web ") && out.contains("RUNNING   pid "), "{out}");
+    assert_eq!(run(&admin, &["stop", "web"]), ("web: stopped\n".to_string(), 0));
+    assert_eq!(run(&admin, &["start", "web"]), ("web: started\n".to_string(), 0));
+    let (out, code) = run(&admin, &["tail", "talk"]);
+    // supervisorctl ends what it read with a newline of its own.
+    assert_eq!((out.as_str(), code), ("hello\n\n", 0));
+    let (out, code) = run(&[], &["status"]);
+    assert!(out.contains("Server requires authentication"), "{out}");
+    assert_ne!(code, 0);
+    let (out, _) = run(&["-u", "u", "-p", "wrong"], &["status"]);
+    assert!(out.contains("Server requires authentication"), "{out}");
+}
