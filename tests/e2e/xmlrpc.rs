@@ -208,7 +208,9 @@ fn supervisord_conf(dir: &std::path::Path) -> std::path::PathBuf {
          [supervisorctl]\nserverurl=unix://{d}/s.sock\n\
          [program:web]\ncommand=sleep 100\nstartsecs=0\n\
          [program:talk]\ncommand=sh -c 'echo hello; exec sleep 100'\nstartsecs=0\n\
-         [program:idle]\ncommand=sleep 100\nstartsecs=0\nautostart=false\n"
+         [program:idle]\ncommand=sleep 100\nstartsecs=0\nautostart=false\n\
+         [program:crash]\ncommand=false\nstartsecs=1\nstartretries=0\nautostart=false\n\
+         [program:missing]\ncommand=/nonexistent/program\nautostart=false\n"
     );
     let path = dir.join("supervisord.conf");
     std::fs::write(&path, conf).expect("write supervisord.conf");
@@ -263,6 +265,11 @@ fn session(
         &["start", "idle"],
         &["status", "idle"],
         &["stop", "idle"],
+        &["start", "crash"],
+        &["status", "crash"],
+        &["start", "missing"],
+        &["status", "missing"],
+        &["stop", "crash"],
     ];
     let out = commands.iter().map(|c| ctl_run(ctl, conf, c)).collect();
     crate::harness::sigterm(server);
