@@ -346,3 +346,51 @@ fn the_real_supervisorctl_over_tcp_with_a_password() {
     let (out, _) = run(&["-u", "u", "-p", "wrong"], &["status"]);
     assert!(out.contains("Server requires authentication"), "{out}");
 }
+
+#[test]
+fn xmlrpc_over_tls_beside_grpc_on_the_same_port() {
+    let pki = crate::security::Pki::new();
+    let admin = "admin-token-0123456789";
+    let d = Daemon::start_with(
+        &format!(
+            "[daemon]\ntls_cert = \"{}\"\ntls_key = \"{}\"\ntokens_file = \"{{dir}}/tokens\"\n\
+             [program.web]\ncommand = \"sleep 100\"\nstartsecs = 0\n",
+            pki.path("server.pem"),
+            pki.path("server.key"),
+        ),
+        &[("tokens", &format!("ops admin {admin}\n"))],
+        &["--listen", "tcp://127.0.0.1:0"],
+    );
+    let addr = tcp_address(&d);
+    // Python's client, verifying the server against the test CA, offering http/1.1 by ALPN.
+    let script = r#"
+import ssl, sys, xmlrpc.client as x
+addr, ca, token = sys.argv[1:4]
+ctx = ssl.create_default_context(cafile=ca)
+ctx.set_alpn_protocols(["http/1.1"])
+class T(x.SafeTransport):
+    def send_headers(self, connection, headers):
+        connection.putheader("Authorization", "Bearer " + token)
+        super().send_headers(connection, headers)
+p = x.ServerProxy("https://%s/RPC2" % addr, transport=T(context=ctx))
+print(p.supervisor.getProcessInfo("web")["statename"])
+"#;
+    let out = Command::new("python3")
+        .args(["-c", script, &addr, &pki.path("ca.pem"), admin])
+        .output()
+        .expect("python3 runs");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "RUNNING",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // gRPC (HTTP/2 by ALPN) on the same port still works.
+    let out = Command::new(crate::harness::bin("minder"))
+        .args(["-s", &format!("tcp://{addr}"), "--tls-ca", &pki.path("ca.pem"), "--tls-domain", "localhost"])
+        .args(["--token", admin, "status", "web"])
+        .env_remove("MINDER_TOKEN")
+        .output()
+        .expect("minder runs");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
