@@ -394,3 +394,42 @@ print(p.supervisor.getProcessInfo("web")["statename"])
         .expect("minder runs");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+#[test]
+fn a_child_reaches_the_daemon_at_its_http_supervisor_server_url() {
+    // Only a TCP listener: SUPERVISOR_SERVER_URL is http://host:port, as supervisord writes it
+    // and as Supervisor's childutils (SupervisorTransport) requires; tcp:// it rejects.
+    let dir = tempfile::tempdir().expect("dir");
+    let d = dir.path().display();
+    let child = "import os, xmlrpc.client as x\nurl = os.environ['SUPERVISOR_SERVER_URL']\n\
+                 print('url', url, 'daemon', x.ServerProxy(url + '/RPC2').supervisor.getPID(), flush=True)\n\
+                 import time; time.sleep(100)\n";
+    std::fs::write(dir.path().join("child.py"), child).expect("write");
+    std::fs::write(
+        dir.path().join("m.toml"),
+        format!(
+            "[program.child]\ncommand = \"python3 {d}/child.py\"\nstartsecs = 0\nstdout_logfile = \"{d}/out.log\"\n"
+        ),
+    )
+    .expect("write");
+    let mut m = Command::new(crate::harness::bin("minderd"))
+        .arg("-c")
+        .arg(dir.path().join("m.toml"))
+        .args(["--listen", "tcp://127.0.0.1:0", "-s", "-l"])
+        .arg(dir.path().join("d.log"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("minderd starts");
+    let out = dir.path().join("out.log");
+    let mut text = String::new();
+    wait_for("the child's report", 20 * SECS, || {
+        assert!(m.try_wait().expect("wait").is_none(), "minderd exited");
+        text = std::fs::read_to_string(&out).unwrap_or_default();
+        text.contains("daemon")
+    });
+    crate::harness::sigterm(&m);
+    let _ = m.wait();
+    assert!(text.starts_with("url http://127.0.0.1:"), "{text}");
+    assert!(text.trim_end().ends_with(&format!("daemon {}", m.id())), "{text}");
+}
