@@ -283,7 +283,12 @@ pub fn allowed(role: Role, op: Operation) -> bool {
 /// Writes who asked for what to the daemon log: every request that changes something, from
 /// any front end, goes through here.
 pub fn audit(caller: &Caller, what: &str) {
-    tracing::info!("{} requested {what}", caller.who);
+    audit_as(&caller.who, what);
+}
+
+/// [`audit`], for a caller known only by name.
+pub fn audit_as(who: &str, what: &str) {
+    tracing::info!("{who} requested {what}");
 }
 
 /// Whom failures and health streams are counted against: a TCP peer's address (an IPv6
