@@ -270,6 +270,14 @@ fn session(
         &["start", "missing"],
         &["status", "missing"],
         &["stop", "crash"],
+        &["remove", "web"],
+        &["remove", "idle"],
+        &["add", "idle"],
+        &["add", "idle"],
+        &["add", "nope"],
+        &["update"],
+        &["status", "idle"],
+        &["shutdown"],
     ];
     let out = commands.iter().map(|c| ctl_run(ctl, conf, c)).collect();
     crate::harness::sigterm(server);
