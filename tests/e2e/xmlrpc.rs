@@ -441,3 +441,51 @@ fn a_child_reaches_the_daemon_at_its_http_supervisor_server_url() {
     assert!(text.starts_with("url http://127.0.0.1:"), "{text}");
     assert!(text.trim_end().ends_with(&format!("daemon {}", m.id())), "{text}");
 }
+
+#[test]
+fn xmlrpc_answers_are_supervisords_for_the_same_configuration() {
+    let ctl = supervisorctl_430();
+    let supervisord = ctl.with_file_name("supervisord");
+    let (theirs_dir, ours_dir) = (tempfile::tempdir().expect("dir"), tempfile::tempdir().expect("dir"));
+    let (theirs_conf, ours_conf) = (supervisord_conf(theirs_dir.path()), supervisord_conf(ours_dir.path()));
+    let quiet = || std::process::Stdio::null();
+    let mut theirs = Command::new(&supervisord)
+        .arg("-c")
+        .arg(&theirs_conf)
+        .stdout(quiet())
+        .stderr(quiet())
+        .spawn()
+        .expect("supervisord starts");
+    let mut ours = Command::new(crate::harness::bin("minderd"))
+        .arg("-c")
+        .arg(&ours_conf)
+        .arg("-s")
+        .stdout(quiet())
+        .stderr(quiet())
+        .spawn()
+        .expect("minderd starts");
+    for (server, conf) in [(&mut theirs, &theirs_conf), (&mut ours, &ours_conf)] {
+        wait_for("the server to answer", 20 * SECS, || {
+            assert!(server.try_wait().expect("wait").is_none(), "the server exited");
+            ctl_run(&ctl, conf, &["status", "web"]).1 == 0
+        });
+    }
+    let script = theirs_dir.path().join("xmlrpc_compare.py");
+    std::fs::write(&script, include_str!("xmlrpc_compare.py")).expect("write the script");
+    let out = Command::new("python3")
+        .arg(&script)
+        .arg(theirs_dir.path().join("s.sock"))
+        .arg(ours_dir.path().join("s.sock"))
+        .output()
+        .expect("python3 runs");
+    for server in [&mut theirs, &mut ours] {
+        crate::harness::sigterm(server);
+        let _ = server.wait();
+    }
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

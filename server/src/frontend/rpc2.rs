@@ -814,25 +814,33 @@ impl Endpoint {
         Ok(Value::Array(vec![Value::Array(vec![names(added), names(changed), names(removed)])]))
     }
 
+    /// supervisord's getAllConfigInfo: every configured process's settings, its keys in its
+    /// order, and `'none'` for what is unset (XML-RPC has no None without an extension).
     fn config_info(&self) -> Value {
+        use minder::config::LogTarget;
         let loaded = Arc::clone(&self.sup.loaded.lock().unwrap_or_else(|e| e.into_inner()));
         let available = self.sup.available();
+        let none = || Value::from("none");
+        let int = |n: u64| Value::Int(i64::try_from(n).unwrap_or(i64::MAX));
+        let log = |t: &LogTarget| match t {
+            LogTarget::None => none(),
+            LogTarget::Auto => "auto".into(),
+            LogTarget::File(p) => p.display().to_string().into(),
+        };
         let mut out = Vec::new();
         for g in &loaded.groups {
             for c in &g.processes {
                 let inuse = available.iter().any(|a| a.group == c.group && a.name == c.name && a.in_use);
-                let log = |t: &minder::config::LogTarget| match t {
-                    minder::config::LogTarget::None => "none".to_string(),
-                    minder::config::LogTarget::Auto => "auto".to_string(),
-                    minder::config::LogTarget::File(p) => p.display().to_string(),
-                };
-                out.push(Value::record([
+                let uid = c
+                    .user
+                    .as_deref()
+                    .and_then(|u| nix::unistd::User::from_name(u).ok().flatten())
+                    .map_or_else(none, |u| Value::Int(i64::from(u.uid.as_raw())));
+                let v = vec![
                     ("autostart", Value::Bool(c.autostart)),
+                    ("directory", c.directory.as_ref().map_or_else(none, |d| d.display().to_string().into())),
+                    ("uid", uid),
                     ("command", c.command.clone().into()),
-                    (
-                        "directory",
-                        c.directory.as_ref().map_or(Value::Nil, |d| d.display().to_string().into()),
-                    ),
                     (
                         "exitcodes",
                         Value::Array(c.exitcodes.iter().map(|e| Value::Int(i64::from(*e))).collect()),
@@ -845,13 +853,24 @@ impl Endpoint {
                     ("process_prio", Value::Int(i64::from(c.priority))),
                     ("redirect_stderr", Value::Bool(c.redirect_stderr)),
                     ("startretries", Value::Int(i64::from(c.startretries))),
-                    ("startsecs", Value::Int(c.startsecs.as_secs() as i64)),
-                    ("stderr_logfile", log(&c.stderr_logfile).into()),
-                    ("stdout_logfile", log(&c.stdout_logfile).into()),
-                    ("stopasgroup", Value::Bool(c.stopasgroup)),
+                    ("startsecs", int(c.startsecs.as_secs())),
+                    ("stdout_capture_maxbytes", int(c.stdout_capture_maxbytes)),
+                    ("stdout_events_enabled", Value::Bool(c.stdout_events_enabled)),
+                    ("stdout_logfile", log(&c.stdout_logfile)),
+                    ("stdout_logfile_backups", Value::Int(i64::from(c.stdout_logfile_backups))),
+                    ("stdout_logfile_maxbytes", int(c.stdout_logfile_maxbytes)),
+                    ("stdout_syslog", Value::Bool(c.stdout_syslog)),
                     ("stopsignal", Value::Int(c.stopsignal as i64)),
-                    ("stopwaitsecs", Value::Int(c.stopwaitsecs.as_secs() as i64)),
-                ]));
+                    ("stopwaitsecs", int(c.stopwaitsecs.as_secs())),
+                    ("stderr_capture_maxbytes", int(c.stderr_capture_maxbytes)),
+                    ("stderr_events_enabled", Value::Bool(c.stderr_events_enabled)),
+                    ("stderr_logfile", log(&c.stderr_logfile)),
+                    ("stderr_logfile_backups", Value::Int(i64::from(c.stderr_logfile_backups))),
+                    ("stderr_logfile_maxbytes", int(c.stderr_logfile_maxbytes)),
+                    ("stderr_syslog", Value::Bool(c.stderr_syslog)),
+                    ("serverurl", c.serverurl.clone().map_or_else(none, Value::from)),
+                ];
+                out.push(Value::record(v));
             }
         }
         Value::Array(out)
