@@ -87,21 +87,62 @@ impl Access {
 
 /// Why a request was turned away.
 #[derive(Debug)]
-enum Refusal {
+pub enum Refusal {
+    /// No credentials, or wrong ones.
     Unauthenticated(String),
+    /// A unix caller the socket does not admit.
     Denied(String),
+    /// Too many failures from this peer lately; not checked.
+    Throttled,
 }
 
-/// The methods a read-only caller may use; everything else of minder.v1 changes something.
-const READ_ONLY: &[&str] = &[
-    "GetDaemonInfo",
-    "ListProcesses",
-    "GetProcess",
-    "TailLog",
-    "TailDaemonLog",
-    "WatchEvents",
-    "ListAvailable",
-];
+/// What a request does, whichever front end it came through: authorisation asks about the
+/// operation, not about a protocol's method names, so gRPC and XML-RPC cannot disagree.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Operation {
+    /// Daemon facts, process states, configuration listings, method descriptions.
+    ReadState,
+    /// Process and daemon logs, and the event stream.
+    ReadLogs,
+    Start,
+    Stop,
+    Restart,
+    Signal,
+    ClearLogs,
+    SendStdin,
+    /// Reread, update, add, remove, reload, restart of the daemon.
+    Configure,
+    Shutdown,
+    /// An event sent in by a client (sendRemoteCommEvent).
+    SendEvent,
+}
+
+impl Operation {
+    /// Whether a read-only caller may do it.
+    pub fn read_only(self) -> bool {
+        matches!(self, Operation::ReadState | Operation::ReadLogs)
+    }
+
+    /// The operation of a gRPC method path (`/package.Service/Method`). Reflection only
+    /// describes the API; an unknown method of minder.v1 is taken as a change.
+    pub fn of_grpc_path(path: &str) -> Operation {
+        let Some(method) = path.strip_prefix("/minder.v1.Supervisor/") else {
+            return Operation::ReadState;
+        };
+        match method {
+            "GetDaemonInfo" | "ListProcesses" | "GetProcess" | "ListAvailable" => Operation::ReadState,
+            "TailLog" | "TailDaemonLog" | "WatchEvents" => Operation::ReadLogs,
+            "StartProcesses" => Operation::Start,
+            "StopProcesses" => Operation::Stop,
+            "RestartProcesses" => Operation::Restart,
+            "SignalProcesses" => Operation::Signal,
+            "ClearLogs" => Operation::ClearLogs,
+            "SendStdin" => Operation::SendStdin,
+            "Shutdown" => Operation::Shutdown,
+            _ => Operation::Configure,
+        }
+    }
+}
 
 /// Compares secrets in time that does not depend on where they differ.
 fn same(a: &[u8], b: &[u8]) -> bool {
@@ -234,16 +275,20 @@ fn identify<B>(access: &Access, req: &http::Request<B>) -> Result<Caller, Refusa
     }
 }
 
-/// Whether `role` may call the method at `path` (`/package.Service/Method`).
-fn allowed(role: Role, path: &str) -> bool {
-    if role == Role::Admin {
-        return true;
-    }
-    match path.strip_prefix("/minder.v1.Supervisor/") {
-        Some(method) => READ_ONLY.contains(&method),
-        // Reflection only describes the API.
-        None => true,
-    }
+/// Whether `role` may do `op`.
+pub fn allowed(role: Role, op: Operation) -> bool {
+    role == Role::Admin || op.read_only()
+}
+
+/// Writes who asked for what to the daemon log: every request that changes something, from
+/// any front end, goes through here.
+pub fn audit(caller: &Caller, what: &str) {
+    audit_as(&caller.who, what);
+}
+
+/// [`audit`], for a caller known only by name.
+pub fn audit_as(who: &str, what: &str) {
+    tracing::info!("{who} requested {what}");
 }
 
 /// Whom failures and health streams are counted against: a TCP peer's address (an IPv6
@@ -464,21 +509,12 @@ where
         let access = Arc::clone(&self.access);
         let shield = Arc::clone(&self.shield);
         Box::pin(async move {
-            match shield.admission(&key, Instant::now()) {
-                Admission::Now => {}
-                Admission::At(t) => tokio::time::sleep_until(t).await,
-                Admission::Refuse => {
-                    return Ok(tonic::Status::resource_exhausted(
-                        "too many failed authentication attempts from this address; try again in a minute",
-                    )
-                    .into_http());
-                }
-            }
-            let status = match identify(&access, &req) {
-                Ok(caller) if allowed(caller.role, &path) => {
-                    if let Some(trust) = req.extensions().get::<Trust>() {
-                        trust.mark();
-                    }
+            let checked = match admit(&shield, peer.as_ref()).await {
+                Ok(()) => check(&access, &shield, &req),
+                Err(r) => Err(r),
+            };
+            let status = match checked {
+                Ok(caller) if allowed(caller.role, Operation::of_grpc_path(&path)) => {
                     req.extensions_mut().insert(caller);
                     return inner.call(req).await;
                 }
@@ -487,17 +523,52 @@ where
                     caller.who,
                     path.rsplit('/').next().unwrap_or(&path)
                 )),
-                Err(Refusal::Unauthenticated(why)) => {
-                    shield.failed_at(key, peer.as_ref(), &why, Instant::now());
-                    tonic::Status::unauthenticated(why)
-                }
-                Err(Refusal::Denied(why)) => {
-                    shield.failed_at(key, peer.as_ref(), &why, Instant::now());
-                    tonic::Status::permission_denied(why)
-                }
+                Err(Refusal::Unauthenticated(why)) => tonic::Status::unauthenticated(why),
+                Err(Refusal::Denied(why)) => tonic::Status::permission_denied(why),
+                Err(Refusal::Throttled) => tonic::Status::resource_exhausted(THROTTLED),
             };
             Ok(status.into_http())
         })
+    }
+}
+
+/// What a peer slowed down past [`MAX_WAIT`] is told.
+pub const THROTTLED: &str =
+    "too many failed authentication attempts from this address; try again in a minute";
+
+/// Lets a request from `peer` be checked now, after its turn (a peer with many recent
+/// failures is checked one request at a time), or refuses it unchecked. Every front end calls
+/// this, then [`check`].
+pub async fn admit(shield: &Shield, peer: Option<&Peer>) -> Result<(), Refusal> {
+    match shield.admission(&PeerKey::of(peer), Instant::now()) {
+        Admission::Now => Ok(()),
+        Admission::At(t) => {
+            tokio::time::sleep_until(t).await;
+            Ok(())
+        }
+        Admission::Refuse => Err(Refusal::Throttled),
+    }
+}
+
+/// Identifies the caller of `req` on a listener with `access`, as every front end does: a
+/// failure is counted and logged, and a success marks the connection as trusted.
+pub fn check<B>(access: &Access, shield: &Shield, req: &http::Request<B>) -> Result<Caller, Refusal> {
+    match identify(access, req) {
+        Ok(caller) => {
+            if let Some(trust) = req.extensions().get::<Trust>() {
+                trust.mark();
+            }
+            Ok(caller)
+        }
+        Err(r) => {
+            let peer = req.extensions().get::<Peer>();
+            let why = match &r {
+                Refusal::Unauthenticated(w) | Refusal::Denied(w) => w.as_str(),
+                Refusal::Throttled => THROTTLED,
+            };
+            shield.failed_at(PeerKey::of(peer), peer, why, Instant::now());
+            Err(r)
+        }
     }
 }
 
@@ -535,8 +606,10 @@ mod tests {
         let admin = identify(&access, &request(Some("Bearer s3cret-admin-token"))).expect("admin");
         assert_eq!(admin, Caller { who: "token ops".into(), role: Role::Admin });
         let reader = identify(&access, &request(Some("Bearer s3cret-read-token"))).expect("reader");
-        assert!(allowed(reader.role, "/minder.v1.Supervisor/ListProcesses"));
-        assert!(!allowed(reader.role, "/minder.v1.Supervisor/StopProcesses"));
+        assert!(allowed(reader.role, Operation::of_grpc_path("/minder.v1.Supervisor/ListProcesses")));
+        assert!(!allowed(reader.role, Operation::of_grpc_path("/minder.v1.Supervisor/StopProcesses")));
+        assert!(allowed(reader.role, Operation::of_grpc_path("/grpc.reflection.v1.ServerReflection/X")));
+        assert!(allowed(admin.role, Operation::Shutdown));
         assert!(matches!(
             identify(&access, &request(Some("Bearer wrong"))),
             Err(Refusal::Unauthenticated(_))

@@ -109,7 +109,9 @@ pub async fn run(
     let mut usr2 = signal(SignalKind::user_defined2())?;
 
     let Endpoints { listeners, tls, metrics } = endpoints;
-    let server_url = listeners.first().map(|l| l.address().to_string());
+    // supervisord's form (`unix:///path`, `http://host:port`), which Supervisor's
+    // childutils.getRPCInterface and minder's client both accept.
+    let server_url = listeners.first().map(|l| l.address().endpoint_uri());
     let shared = Arc::new(Shared::new(reaper, BaseEnv::from_process(server_url)));
     let sup = Supervisor::new(Arc::clone(&config), shared);
 
@@ -137,8 +139,14 @@ pub async fn run(
             Listener::Unix { listener, socket } => (Socket::Unix(listener), Some(socket), None),
             Listener::Tcp { listener, .. } => (Socket::Tcp(listener), None, tls.clone()),
         };
+        let rpc2 = Arc::new(frontend::rpc2::Endpoint {
+            sup: Arc::clone(&sup),
+            daemon_log: daemon_log.clone(),
+            access: Arc::clone(&access),
+            shield: Arc::clone(&shield),
+        });
         let app = GrpcApp {
-            service: tower::Layer::layer(&layer, routes.clone()),
+            service: Front { grpc: tower::Layer::layer(&layer, routes.clone()), rpc2 },
             access,
             shield: Arc::clone(&shield),
             tls,
@@ -243,17 +251,49 @@ fn access(d: &DaemonConfig, listener: &Listener) -> auth::Access {
     }
 }
 
-/// The API as [`serve`] serves it: HTTP/2, behind the auth layer.
+/// What every API listener serves: Supervisor's XML-RPC at `/RPC2` (over either HTTP
+/// version), gRPC over HTTP/2, and 404 for any other HTTP/1 request.
+#[derive(Clone)]
+struct Front {
+    grpc: auth::AuthService<tonic::service::Routes>,
+    rpc2: Arc<frontend::rpc2::Endpoint>,
+}
+
+type FrontFuture = std::pin::Pin<
+    Box<dyn Future<Output = Result<http::Response<tonic::body::Body>, std::convert::Infallible>> + Send>,
+>;
+
+impl tower::Service<http::Request<hyper::body::Incoming>> for Front {
+    type Response = http::Response<tonic::body::Body>;
+    type Error = std::convert::Infallible;
+    type Future = FrontFuture;
+
+    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
+        tower::Service::<http::Request<hyper::body::Incoming>>::poll_ready(&mut self.grpc, cx)
+    }
+
+    fn call(&mut self, req: http::Request<hyper::body::Incoming>) -> Self::Future {
+        if req.uri().path() == "/RPC2" {
+            return Box::pin(Arc::clone(&self.rpc2).handle(req));
+        }
+        if req.version() != http::Version::HTTP_2 {
+            return Box::pin(async { Ok(frontend::rpc2::not_found()) });
+        }
+        tower::Service::call(&mut self.grpc, req)
+    }
+}
+
+/// The API as [`serve`] serves it: HTTP/2 and HTTP/1.1, behind the auth layer.
 #[derive(Clone)]
 struct GrpcApp {
-    service: auth::AuthService<tonic::service::Routes>,
+    service: Front,
     access: Arc<auth::Access>,
     shield: Arc<auth::Shield>,
     tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
 impl serve::App for GrpcApp {
-    type Service = auth::AuthService<tonic::service::Routes>;
+    type Service = Front;
     type Body = tonic::body::Body;
     type BodyError = tonic::Status;
     type Error = std::convert::Infallible;
@@ -266,6 +306,10 @@ impl serve::App for GrpcApp {
     }
 
     fn http2(&self) -> bool {
+        true
+    }
+
+    fn http1(&self) -> bool {
         true
     }
 

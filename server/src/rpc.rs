@@ -23,7 +23,7 @@ use crate::update::{Applied, Change, UpdateError};
 
 /// Writes who asked for what to the daemon log (every request that changes something).
 fn audit<T>(req: &Request<T>, what: impl std::fmt::Display) {
-    tracing::info!("{} requested {}", crate::auth::caller(req), bounded(what.to_string()));
+    crate::auth::audit_as(&crate::auth::caller(req), &bounded(what.to_string()));
 }
 
 /// The most of a client's input an error message or log line repeats: messages travel in

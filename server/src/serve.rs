@@ -206,8 +206,12 @@ pub trait App: Clone + Send + Sync + 'static {
 
     /// The service for one connection.
     fn service(&self) -> Self::Service;
-    /// HTTP/1 (metrics) or HTTP/2 (the API).
+    /// Whether it serves HTTP/2 (the API's gRPC).
     fn http2(&self) -> bool;
+    /// Whether it serves HTTP/1.1 (metrics; the API's XML-RPC); by default, when not HTTP/2.
+    fn http1(&self) -> bool {
+        !self.http2()
+    }
     /// Whether a unix caller may use the admin reserve.
     fn admitted(&self, uid: u32, gid: u32) -> bool;
     /// The TLS acceptor, for TCP connections.
@@ -394,8 +398,8 @@ where
     let activity = Arc::new(Activity::default());
     let service = Tracked { inner: app.service(), peer: peer.clone(), activity: Arc::clone(&activity) };
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-    if app.http2() {
-        builder = builder.http2_only();
+    let (h1, h2) = (app.http1(), app.http2());
+    if h2 {
         builder
             .http2()
             .timer(TokioTimer::new())
@@ -404,9 +408,20 @@ where
             // An HTTP/2 client's ping keeps nothing alive by itself; ours find dead peers.
             .keep_alive_interval(Some(Duration::from_secs(60)))
             .keep_alive_timeout(Duration::from_secs(20));
-    } else {
-        builder = builder.http1_only();
-        builder.http1().timer(TokioTimer::new()).header_read_timeout(limits.first_request).keep_alive(true);
+    }
+    if h1 {
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(limits.first_request)
+            .max_buf_size(64 * 1024)
+            .keep_alive(true);
+    }
+    match (h1, h2) {
+        (false, _) => builder = builder.http2_only(),
+        (true, false) => builder = builder.http1_only(),
+        // Both: the auto builder reads the first bytes and picks.
+        (true, true) => {}
     }
     let conn = builder.serve_connection(TokioIo::new(io), service);
     tokio::pin!(conn);
@@ -620,7 +635,9 @@ pub fn tls_acceptor(files: &minder::config::TlsFiles) -> Result<tokio_rustls::Tl
     let mut config = builder.with_single_cert(chain, key).map_err(|e| {
         format!("{} and {} do not make a TLS identity: {e}", files.cert.display(), files.key.display())
     })?;
-    config.alpn_protocols = vec![b"h2".to_vec()];
+    // h2 first: gRPC clients ask for it; Supervisor's clients (Python's http.client) for
+    // neither or http/1.1.
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
 }
 

@@ -54,7 +54,7 @@ fn no_descriptors(name: &str) -> SpawnError {
 #[derive(Debug, Clone)]
 pub struct BaseEnv {
     pub vars: BTreeMap<OsString, OsString>,
-    /// `unix:///…` or `tcp://…`; exported as SUPERVISOR_SERVER_URL and MINDER_SERVER.
+    /// `unix:///…` or `http://…`; exported as SUPERVISOR_SERVER_URL and MINDER_SERVER.
     pub server_url: Option<String>,
 }
 

@@ -18,3 +18,4 @@ mod reliability;
 mod reload;
 mod security;
 mod shell;
+mod xmlrpc;

@@ -2,9 +2,10 @@
 //! format into calls on the core ([`crate::supervisor`]) and back; none implements an operation
 //! of its own.
 //!
-//! - [`xmlrpc`]: Supervisor's XML-RPC wire format (the codec; the `/RPC2` dispatcher that uses
-//!   it is not built yet).
+//! - [`xmlrpc`]: Supervisor's XML-RPC wire format (the codec).
+//! - [`rpc2`]: Supervisor's XML-RPC interface at `POST /RPC2`, built on that codec.
 //!
 //! The gRPC front end is still [`crate::rpc`].
 
+pub mod rpc2;
 pub mod xmlrpc;
