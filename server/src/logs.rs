@@ -345,6 +345,21 @@ pub fn open_append(path: &Path) -> std::io::Result<File> {
     open_in_dir(path, true).map(|(file, _, _)| file)
 }
 
+/// Opens `path` for reading as log files are read (Supervisor's `readLog`, `tailProcessLog`, …
+/// read a log by its path): no link another user planted is followed, a FIFO cannot hang the
+/// reader, and only a regular file is read.
+pub fn open_read(path: &Path) -> std::io::Result<File> {
+    let (file, meta, _) = open_in_dir(path, false)?;
+    if !meta.is_file() {
+        return Err(std::io::Error::other(format!(
+            "{} is {}, not a regular file",
+            path.display(),
+            kind(&meta)
+        )));
+    }
+    Ok(file)
+}
+
 /// What is at `path`, looked at as [`open_in_dir`] would open it (a link is followed only in a
 /// trusted directory).
 fn probe(path: &Path) -> std::io::Result<Metadata> {

@@ -594,6 +594,34 @@ async fn a_log_replaced_by_a_link_to_a_root_file_is_refused() {
     });
     assert_eq!(std::fs::read_to_string(&secret).expect("read"), "root only\n", "the root file is unchanged");
     assert!(std::fs::symlink_metadata(&log).expect("link").file_type().is_symlink());
+    // Nor is the link read: Supervisor's XML-RPC reads a log by its path, and a read-only
+    // caller must not get the root file through it.
+    for method in ["readProcessStdoutLog", "tailProcessStdoutLog"] {
+        let body = format!(
+            "<?xml version='1.0'?><methodCall><methodName>supervisor.{method}</methodName><params>\
+             <param><value><string>p</string></value></param><param><value><int>0</int></value></param>\
+             <param><value><int>1000</int></value></param></params></methodCall>"
+        );
+        let answer = xmlrpc_over_unix(&d.socket, &body);
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        assert!(!answer.contains("root only"), "{method} read the link's target: {answer}");
+    }
+}
+
+/// POSTs an XML-RPC call to /RPC2 on a unix socket and returns the whole answer.
+fn xmlrpc_over_unix(sock: &std::path::Path, body: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::os::unix::net::UnixStream::connect(sock).expect("connect");
+    s.set_read_timeout(Some(10 * SECS)).expect("timeout");
+    write!(
+        s,
+        "POST /RPC2 HTTP/1.1\r\nHost: localhost\r\nContent-Type: text/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .expect("write");
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).expect("read the answer");
+    answer
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -1133,7 +1133,7 @@ const READ_MAX: u64 = 16 * 1024 * 1024;
 fn read_file(path: &Path, offset: i64, length: i64) -> Result<String, RpcFault> {
     use std::io::{Read, Seek, SeekFrom};
     let failed = |_| RpcFault::bare(Code::Failed);
-    let mut f = std::fs::File::open(path).map_err(failed)?;
+    let mut f = crate::logs::open_read(path).map_err(failed)?;
     let size = f.metadata().map_err(failed)?.len();
     let (from, want) = if offset < 0 {
         if length != 0 {
@@ -1166,7 +1166,7 @@ fn tail_file(path: &Path, offset: i64, length: i64) -> Value {
             Value::Bool(overflow),
         ])
     };
-    let Ok(mut f) = std::fs::File::open(path) else { return answer(b"", offset, false) };
+    let Ok(mut f) = crate::logs::open_read(path) else { return answer(b"", offset, false) };
     let Ok(sz) = f.metadata().map(|m| m.len() as i64) else { return answer(b"", offset, false) };
     let (mut offset, mut length) = (offset, length.min(READ_MAX as i64));
     let mut overflow = false;
