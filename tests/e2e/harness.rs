@@ -199,6 +199,19 @@ impl Daemon {
         got
     }
 
+    /// The TCP address this daemon reports listening at (when it was given port 0).
+    pub fn tcp_address(&self) -> String {
+        let mut found = None;
+        wait_for("the TCP listener", Duration::from_secs(10), || {
+            found = self
+                .log()
+                .lines()
+                .find_map(|l| l.split("listening at tcp://").nth(1).map(|a| a.trim().to_string()));
+            found.is_some()
+        });
+        found.expect("an address")
+    }
+
     /// A gRPC client connected to this daemon.
     pub async fn client(&self) -> minder::pb::supervisor_client::SupervisorClient<tonic::transport::Channel> {
         let uri = format!("unix://{}", self.socket.display());

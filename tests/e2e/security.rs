@@ -13,17 +13,6 @@ const SECS: Duration = Duration::from_secs(1);
 const ADMIN: &str = "admin-token-0123456789";
 const READER: &str = "reader-token-0123456789";
 
-/// The TCP address a daemon reports listening at (it binds port 0).
-fn tcp_address(d: &Daemon) -> String {
-    let mut found = None;
-    wait_for("the TCP listener", 10 * SECS, || {
-        found =
-            d.log().lines().find_map(|l| l.split("listening at tcp://").nth(1).map(|a| a.trim().to_string()));
-        found.is_some()
-    });
-    found.expect("an address")
-}
-
 fn ctl_tcp(addr: &str, extra: &[&str], args: &[&str]) -> std::process::Output {
     Command::new(bin("minder"))
         .arg("-s")
@@ -42,7 +31,7 @@ fn with_tokens() -> (Daemon, String) {
         &[("tokens", &tokens)],
         &["--listen", "tcp://127.0.0.1:0"],
     );
-    let addr = tcp_address(&d);
+    let addr = d.tcp_address();
     (d, addr)
 }
 
@@ -191,7 +180,7 @@ fn credentials_for_port_0_protect_the_port_it_got() {
         &[],
         &["--listen", "tcp://127.0.0.1:0"],
     );
-    let addr = tcp_address(&d);
+    let addr = d.tcp_address();
     let out = ctl_tcp(&addr, &[], &["status"]);
     assert_eq!(code(&out), 1, "{}", stdout(&out));
     assert!(stderr(&out).contains("credentials are required"), "{}", stderr(&out));
@@ -471,7 +460,7 @@ fn mutual_tls_accepts_the_right_certificate_and_refuses_others() {
         &[],
         &["--listen", "tcp://127.0.0.1:0"],
     );
-    let addr = tcp_address(&d);
+    let addr = d.tcp_address();
     let tls = |cert: &str| {
         vec![
             "--tls-ca".to_string(),
@@ -526,7 +515,7 @@ fn tls_with_a_token() {
         &[("tokens", &format!("ops admin {ADMIN}\n"))],
         &["--listen", "tcp://127.0.0.1:0"],
     );
-    let addr = tcp_address(&d);
+    let addr = d.tcp_address();
     let ca = pki.path("ca.pem");
     let out = ctl_tcp(&addr, &["--tls-ca", &ca, "--tls-domain", "localhost", "--token", ADMIN], &["version"]);
     assert_eq!(code(&out), 0, "{}", stderr(&out));

@@ -47,21 +47,10 @@ fn daemon() -> Daemon {
     )
 }
 
-/// The TCP address a daemon reports listening at (it binds port 0).
-fn tcp_address(d: &Daemon) -> String {
-    let mut found = None;
-    wait_for("the TCP listener", 10 * SECS, || {
-        found =
-            d.log().lines().find_map(|l| l.split("listening at tcp://").nth(1).map(|a| a.trim().to_string()));
-        found.is_some()
-    });
-    found.expect("an address")
-}
-
 #[test]
 fn pythons_xmlrpc_client_gets_supervisors_answers() {
     let mut d = daemon();
-    let addr = tcp_address(&d);
+    let addr = d.tcp_address();
     let port = addr.rsplit(':').next().expect("a port").to_string();
     let script = d.path("xmlrpc_client.py");
     std::fs::write(&script, include_str!("xmlrpc_client.py")).expect("write the script");
@@ -135,7 +124,7 @@ const GET_STATE: &str =
 #[test]
 fn hostile_requests_are_refused_cleanly_and_the_daemon_is_unharmed() {
     let d = daemon();
-    let addr = tcp_address(&d);
+    let addr = d.tcp_address();
     let (code, text) = post(&addr, GET_STATE.as_bytes());
     assert_eq!(code, 200, "{text}");
     assert!(text.contains("<name>statename</name>\n<value><string>RUNNING</string>"), "{text}");
@@ -332,7 +321,7 @@ fn the_real_supervisorctl_prints_what_it_prints_against_supervisord() {
 fn the_real_supervisorctl_over_tcp_with_a_password() {
     let ctl = supervisorctl_430();
     let d = daemon();
-    let addr = tcp_address(&d);
+    let addr = d.tcp_address();
     let url = format!("http://{addr}");
     let run = |user: &[&str], args: &[&str]| {
         let out =
@@ -369,7 +358,7 @@ fn xmlrpc_over_tls_beside_grpc_on_the_same_port() {
         &[("tokens", &format!("ops admin {admin}\n"))],
         &["--listen", "tcp://127.0.0.1:0"],
     );
-    let addr = tcp_address(&d);
+    let addr = d.tcp_address();
     // Python's client, verifying the server against the test CA, offering http/1.1 by ALPN.
     let script = r#"
 import ssl, sys, xmlrpc.client as x
