@@ -222,7 +222,8 @@ impl<'a> Section<'a> {
                     " (it looks like a section header without its closing ']': the options after it are read into the section above)".to_string()
                 } else if !self.shared.toml() && TOML_DAEMON_ONLY.contains(&name.as_str()) {
                     format!(" ({name} is minder's own option: set it in [daemon] of a TOML configuration)")
-                } else if KNOWN_OPTIONS.contains(&name.as_str()) {
+                } else if KNOWN_OPTIONS.contains(&name.as_str()) || TOML_DAEMON_ONLY.contains(&name.as_str())
+                {
                     format!(
                         " ({name} is not an option of {}; is a section header above it missing or broken?)",
                         self.label()
@@ -248,7 +249,8 @@ const TOML_DAEMON_ONLY: &[&str] = &[
     "metrics",
 ];
 
-/// Every option name supervisord knows, for "did you mean" hints.
+/// Every option name supervisord knows, for "did you mean" hints (minder's own daemon options
+/// are in [`TOML_DAEMON_ONLY`]).
 const KNOWN_OPTIONS: &[&str] = &[
     "command",
     "process_name",
@@ -303,14 +305,6 @@ const KNOWN_OPTIONS: &[&str] = &[
     "nocleanup",
     "childlogdir",
     "strip_ansi",
-    "tls_cert",
-    "tls_key",
-    "tls_client_ca",
-    "tokens_file",
-    "socket_users",
-    "socket_groups",
-    "insecure",
-    "metrics",
     "identifier",
     "file",
     "chmod",

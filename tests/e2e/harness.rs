@@ -201,15 +201,7 @@ impl Daemon {
 
     /// The TCP address this daemon reports listening at (when it was given port 0).
     pub fn tcp_address(&self) -> String {
-        let mut found = None;
-        wait_for("the TCP listener", Duration::from_secs(10), || {
-            found = self
-                .log()
-                .lines()
-                .find_map(|l| l.split("listening at tcp://").nth(1).map(|a| a.trim().to_string()));
-            found.is_some()
-        });
-        found.expect("an address")
+        tcp_address_in(|| self.log())
     }
 
     /// A gRPC client connected to this daemon.
@@ -342,4 +334,15 @@ pub fn run_to_exit(mut cmd: Command, pidfile: Option<&Path>) -> Output {
         let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGTERM);
     }
     out
+}
+
+/// The TCP address a daemon's log (read by `log`) says it listens at, once it says so.
+pub fn tcp_address_in(log: impl Fn() -> String) -> String {
+    let mut found = None;
+    wait_for("the TCP listener", Duration::from_secs(10), || {
+        found =
+            log().lines().find_map(|l| l.split("listening at tcp://").nth(1).map(|a| a.trim().to_string()));
+        found.is_some()
+    });
+    found.expect("an address")
 }

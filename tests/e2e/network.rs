@@ -75,15 +75,7 @@ impl Limited {
 
     /// The TCP address it listens at (it bound port 0).
     fn tcp_address(&self) -> String {
-        let mut found = None;
-        wait_for("the TCP listener", 10 * SECS, || {
-            found = self
-                .log()
-                .lines()
-                .find_map(|l| l.split("listening at tcp://").nth(1).map(|a| a.trim().to_string()));
-            found.is_some()
-        });
-        found.expect("an address")
+        crate::harness::tcp_address_in(|| self.log())
     }
 
     fn state(&self, name: &str) -> serde_json::Value {
@@ -384,13 +376,7 @@ async fn a_stream_flood_is_refused_and_memory_stays_bounded() {
     d.wait_state("s", "RUNNING", 10 * SECS);
     let pid = d.pid();
     let before = rss_kb(pid);
-    let mut addr = None;
-    wait_for("the TCP listener", 10 * SECS, || {
-        addr =
-            d.log().lines().find_map(|l| l.split("listening at tcp://").nth(1).map(|a| a.trim().to_string()));
-        addr.is_some()
-    });
-    let addr = addr.expect("address");
+    let addr = d.tcp_address();
     // Over TCP: the per-peer count below is the unix caller's, a peer of its own.
     // 300 streams on one connection: 128 are served (and stay open, being watches), the
     // other 172 refused.
@@ -486,13 +472,7 @@ async fn a_wrong_token_flood_is_logged_once_and_slowed_down() {
         &[("tokens", &format!("ops admin {ADMIN}\n"))],
         &["--listen", "tcp://127.0.0.1:0"],
     );
-    let mut addr = None;
-    wait_for("the TCP listener", 10 * SECS, || {
-        addr =
-            d.log().lines().find_map(|l| l.split("listening at tcp://").nth(1).map(|a| a.trim().to_string()));
-        addr.is_some()
-    });
-    let addr = addr.expect("address");
+    let addr = d.tcp_address();
     let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
         .expect("uri")
         .connect()
