@@ -32,6 +32,7 @@ pub mod serve;
 pub mod setup;
 pub mod spawn;
 pub mod supervisor;
+pub mod tail;
 pub mod update;
 
 use std::future::Future;

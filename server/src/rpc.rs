@@ -19,6 +19,7 @@ use crate::logs::{Chunk, LogChannel, ReadError};
 use crate::plan::Plan;
 use crate::process::{Fault, ProcessHandle};
 use crate::supervisor::{DaemonState, Outcome, RequestError, Supervisor};
+use crate::tail::{self, Output, Start, TailError};
 use crate::update::{Applied, Change, UpdateError};
 
 /// Writes who asked for what to the daemon log (every request that changes something).
@@ -43,9 +44,6 @@ pub fn bounded(mut text: String) -> String {
     }
     text
 }
-
-/// The default start of a tail, as supervisorctl's: the last 1600 bytes.
-const TAIL_BYTES: u64 = 1600;
 
 /// How many messages a stream buffers for a slow client before its producers wait.
 const STREAM_BUFFER: usize = 16;
@@ -101,6 +99,26 @@ impl From<RequestError> for Status {
             RequestError::NotFound(name) => Status::not_found(bounded(format!("no such process: {name}"))),
             RequestError::ShuttingDown => Status::unavailable("minderd is shutting down"),
         }
+    }
+}
+
+impl From<TailError> for Status {
+    fn from(e: TailError) -> Status {
+        match e {
+            TailError::Request(e) => e.into(),
+            TailError::Read(e) => e.into(),
+            e @ (TailError::NotCaptured(_) | TailError::NothingCaptured) => {
+                Status::failed_precondition(bounded(e.to_string()))
+            }
+        }
+    }
+}
+
+/// The wire's name for a process output.
+fn log_channel(output: Output) -> pb::LogChannel {
+    match output {
+        Output::Stdout => pb::LogChannel::Stdout,
+        Output::Stderr => pb::LogChannel::Stderr,
     }
 }
 
@@ -360,38 +378,6 @@ async fn pump_events(sup: Arc<Supervisor>, mut next: u64, tx: mpsc::Sender<Resul
     }
 }
 
-/// Where a tail starts in `channel`. A `tail -n` whose lines start further back than the scan
-/// goes adds a notice for the client (sent as the `minder-notice` response header).
-async fn start_of(
-    channel: &Arc<LogChannel>,
-    start: Option<&Start>,
-    what: &str,
-    notices: &mut Vec<String>,
-) -> Result<u64, Status> {
-    Ok(match start {
-        None => channel.start_for_last_bytes(TAIL_BYTES),
-        Some(Start::LastBytes(n)) => channel.start_for_last_bytes(*n),
-        Some(Start::LastLines(n)) => {
-            let found = channel.last_lines(*n).await?;
-            if found.bounded {
-                notices.push(format!(
-                    "the last {n} lines of {what} start more than {} bytes back; showing the last {} bytes",
-                    crate::logs::LINES_SCAN_LIMIT,
-                    channel.end().saturating_sub(found.offset)
-                ));
-            }
-            found.offset
-        }
-        Some(Start::Offset(o)) => {
-            let end = channel.end();
-            if *o > end {
-                return Err(ReadError::BeyondEnd { offset: *o, end }.into());
-            }
-            *o
-        }
-    })
-}
-
 /// A tail's response, with its notices (if any) in the `minder-notice` header.
 fn tail_response(
     rx: mpsc::Receiver<Result<pb::LogChunk, Status>>,
@@ -409,13 +395,6 @@ fn tail_response(
         }
     }
     resp
-}
-
-/// Where to start reading, in either request's terms.
-enum Start {
-    LastBytes(u64),
-    LastLines(u64),
-    Offset(u64),
 }
 
 /// Starts streaming `channel` from `pos` into `tx`, each chunk labelled.
@@ -533,11 +512,11 @@ impl pb::supervisor_server::Supervisor for Service {
         req: Request<pb::TailLogRequest>,
     ) -> Result<Response<Self::TailLogStream>, Status> {
         let r = req.into_inner();
-        let handles = self.sup.select_for_reading(&r.names)?;
-        let mut wanted = Vec::new();
+        let mut outputs = Vec::new();
         for c in &r.channels {
             match pb::LogChannel::try_from(*c) {
-                Ok(c @ (pb::LogChannel::Stdout | pb::LogChannel::Stderr)) => wanted.push(c),
+                Ok(pb::LogChannel::Stdout) => outputs.push(Output::Stdout),
+                Ok(pb::LogChannel::Stderr) => outputs.push(Output::Stderr),
                 _ => {
                     return Err(Status::invalid_argument(format!(
                         "{c} is not a process output; use STDOUT or STDERR"
@@ -545,63 +524,21 @@ impl pb::supervisor_server::Supervisor for Service {
                 }
             }
         }
-        let explicit = !wanted.is_empty();
-        if !explicit {
-            wanted = vec![pb::LogChannel::Stdout, pb::LogChannel::Stderr];
-        }
-        let start = match r.start {
-            Some(pb::tail_log_request::Start::LastBytes(n)) => Some(Start::LastBytes(n)),
-            Some(pb::tail_log_request::Start::LastLines(n)) => Some(Start::LastLines(n)),
-            Some(pb::tail_log_request::Start::Offset(o)) => Some(Start::Offset(o)),
-            None => None,
+        let start = r.start.map(|s| match s {
+            pb::tail_log_request::Start::LastBytes(n) => Start::LastBytes(n),
+            pb::tail_log_request::Start::LastLines(n) => Start::LastLines(n),
+            pb::tail_log_request::Start::Offset(o) => Start::Offset(o),
+        });
+        let resume = |process: &str, output: Output| {
+            let channel = log_channel(output) as i32;
+            r.resume.iter().find(|p| p.process == process && p.channel == channel).map(|p| p.offset)
         };
-        let mut sources = Vec::new();
-        let mut notices = Vec::new();
-        for h in &handles {
-            for which in &wanted {
-                let (channel, name) = match which {
-                    pb::LogChannel::Stdout => (&h.logs.stdout, "stdout"),
-                    _ => (&h.logs.stderr, "stderr"),
-                };
-                let full = h.config.full_name();
-                match channel {
-                    Some(ch) => {
-                        ch.readable()?;
-                        let resume =
-                            r.resume.iter().find(|p| p.process == full && p.channel == *which as i32);
-                        let what = format!("{full} ({name})");
-                        let pos = match resume {
-                            Some(p) => {
-                                start_of(ch, Some(&Start::Offset(p.offset)), &what, &mut notices).await?
-                            }
-                            None => start_of(ch, start.as_ref(), &what, &mut notices).await?,
-                        };
-                        sources.push((Arc::clone(ch), pos, full, *which));
-                    }
-                    // A process named on its own must have the output asked for; among several,
-                    // one that lacks it is left out (`tail -f all` with a NONE log).
-                    None if handles.len() == 1 && (explicit || *which == pb::LogChannel::Stdout) => {
-                        let why = if *which == pb::LogChannel::Stderr && h.config.redirect_stderr {
-                            "is redirected to its stdout"
-                        } else {
-                            "is not captured (its log file is NONE)"
-                        };
-                        return Err(Status::failed_precondition(bounded(format!(
-                            "the {name} of {full} {why}"
-                        ))));
-                    }
-                    None => {}
-                }
-            }
-        }
-        if sources.is_empty() {
-            return Err(Status::failed_precondition("none of the selected outputs is captured"));
-        }
+        let tail = tail::choose(&self.sup, &r.names, &outputs, start, resume).await?;
         let (tx, rx) = mpsc::channel(STREAM_BUFFER);
-        for (channel, pos, full, which) in sources {
-            spawn_tail(channel, pos, r.follow, full, which, tx.clone());
+        for s in tail.sources {
+            spawn_tail(s.channel, s.pos, r.follow, s.process, log_channel(s.output), tx.clone());
         }
-        Ok(tail_response(rx, &notices))
+        Ok(tail_response(rx, &tail.notices))
     }
 
     async fn tail_daemon_log(
@@ -614,15 +551,14 @@ impl pb::supervisor_server::Supervisor for Service {
                 "minderd logs to standard output; set [daemon] logfile to read its log back",
             ));
         };
-        let start = match r.start {
-            Some(pb::tail_daemon_log_request::Start::LastBytes(n)) => Some(Start::LastBytes(n)),
-            Some(pb::tail_daemon_log_request::Start::LastLines(n)) => Some(Start::LastLines(n)),
-            Some(pb::tail_daemon_log_request::Start::Offset(o)) => Some(Start::Offset(o)),
-            None => None,
-        };
+        let start = r.start.map(|s| match s {
+            pb::tail_daemon_log_request::Start::LastBytes(n) => Start::LastBytes(n),
+            pb::tail_daemon_log_request::Start::LastLines(n) => Start::LastLines(n),
+            pb::tail_daemon_log_request::Start::Offset(o) => Start::Offset(o),
+        });
         channel.readable()?;
         let mut notices = Vec::new();
-        let pos = start_of(channel, start.as_ref(), "minderd's log", &mut notices).await?;
+        let pos = tail::start_of(channel, start, "minderd's log", &mut notices).await?;
         let (tx, rx) = mpsc::channel(STREAM_BUFFER);
         spawn_tail(Arc::clone(channel), pos, r.follow, String::new(), pb::LogChannel::Daemon, tx);
         Ok(tail_response(rx, &notices))
