@@ -12,6 +12,7 @@ import resource
 import select
 import shlex
 import signal
+import socket
 import subprocess
 import time
 import tty
@@ -717,6 +718,100 @@ def shutdown(ctx):
     return res
 
 
+# -- 9. Supervisor's XML-RPC ---------------------------------------------------------------
+
+
+def _rpc_call(sock_path, method, timeout=120):
+    """One XML-RPC call over a fresh unix-socket connection, as supervisorctl makes it: returns
+    (seconds from connect to the last byte of the response, the response body). The body is not
+    parsed here, so the time is the daemon's share plus the socket's, not Python's XML."""
+    body = (f"<?xml version='1.0'?><methodCall><methodName>{method}</methodName>"
+            "<params></params></methodCall>").encode()
+    head = (b"POST /RPC2 HTTP/1.1\r\nHost: localhost\r\nContent-Type: text/xml\r\n"
+            b"Connection: close\r\nContent-Length: %d\r\n\r\n" % len(body))
+    t0 = time.perf_counter()
+    s = socket.socket(socket.AF_UNIX)
+    s.settimeout(timeout)
+    try:
+        s.connect(str(sock_path))
+        s.sendall(head + body)
+        buf = bytearray()
+        length = None
+        while True:
+            chunk = s.recv(1 << 20)
+            if not chunk:
+                break
+            buf += chunk
+            if length is None and b"\r\n\r\n" in buf:
+                headers = bytes(buf[: buf.index(b"\r\n\r\n")]).lower()
+                for line in headers.split(b"\r\n"):
+                    if line.startswith(b"content-length:"):
+                        length = buf.index(b"\r\n\r\n") + 4 + int(line.split(b":")[1])
+            if length is not None and len(buf) >= length:
+                break
+    finally:
+        s.close()
+    t = time.perf_counter() - t0
+    text = bytes(buf).decode(errors="replace")
+    if " 200 " not in text.split("\r\n", 1)[0] or "</methodResponse>" not in text:
+        raise RuntimeError(f"{method}: unexpected answer {text[:300]!r}")
+    return t, text.split("\r\n\r\n", 1)[1]
+
+
+def xmlrpc(ctx):
+    """Supervisor's own clients: the real supervisorctl, and getAllProcessInfo at scale."""
+    res = {"params": {}, "rows": []}
+    # The real supervisorctl 4.3.0 against each daemon: its wall time is mostly Python's own
+    # start-up, the same for both; the daemon's share is the row below.
+    n = 10
+    runs = {"minder": ctx.p(40, 5), "supervisord": ctx.p(40, 5)}
+    progs = [Program("p", SLEEP, numprocs=n)]
+    per = {}
+    for kind in ctx.kinds:
+        d = ctx.daemon(kind, progs, tag="ctl")
+        d.start()
+        if d.wait_all_running(n, 60) is None:
+            raise RuntimeError(f"{kind}: not all {n} programs RUNNING")
+        argv = [str(ctx.tools.supervisorctl), "-s", f"unix://{d.sock}", "status"]
+        r = subprocess.run(argv, capture_output=True, text=True, timeout=60, env=d.env)
+        if r.stdout.count("RUNNING") != n:
+            raise RuntimeError(f"supervisorctl status against {kind}: {r.returncode} {r.stdout[:300]} {r.stderr[:300]}")
+        settle([d])
+        per[kind] = {"times_s": time_command(argv, runs[kind], 2, ctx.tools.hyperfine, d.env)}
+        per[kind]["summary"] = summary(per[kind]["times_s"])
+        d.terminate()
+        ctx.log(f"xmlrpc supervisorctl status {kind}: median {per[kind]['summary']['median'] * 1000:.1f} ms")
+    res["supervisorctl_status"] = per
+    m, o = (scaled(per.get(k, {}).get("summary"), 1000) for k in ("minder", "supervisord"))
+    res["rows"].append(row("9 XML-RPC", f"the real `supervisorctl status`, {n} programs (wall time)", "ms", m, o,
+                           note="supervisorctl 4.3.0 against each daemon; mostly Python's start-up"))
+    # getAllProcessInfo with many programs, timed from connect to the last byte of the answer.
+    # The programs are not started (autostart=false): the answer has the same fields either way,
+    # and starting 2,000 under supervisord would dominate the scenario's run time.
+    for count in ctx.p([10, 500, 2000], [10, 200]):
+        progs = [Program("p", SLEEP, numprocs=count, autostart=False)]
+        calls = ctx.p(30 if count <= 500 else 10, 3)
+        per = {}
+        for kind in ctx.kinds:
+            d = ctx.daemon(kind, progs, tag=f"rpc{count}")
+            d.start(ready_timeout=120)
+            _, text = _rpc_call(d.sock, "supervisor.getAllProcessInfo")
+            got = text.count("<name>statename</name>")
+            if got != count:
+                raise RuntimeError(f"{kind}: getAllProcessInfo listed {got} of {count} processes")
+            settle([d])
+            times = [_rpc_call(d.sock, "supervisor.getAllProcessInfo")[0] for _ in range(calls)]
+            per[kind] = {"times_s": times, "summary": summary(times), "bytes": len(text)}
+            d.terminate()
+            ctx.log(f"xmlrpc getAllProcessInfo {count} {kind}: median {per[kind]['summary']['median'] * 1000:.2f} ms")
+        res[f"getAllProcessInfo_{count}"] = per
+        m, o = (scaled(per.get(k, {}).get("summary"), 1000) for k in ("minder", "supervisord"))
+        res["rows"].append(row("9 XML-RPC", f"`getAllProcessInfo`, {count} programs (connect to last byte)", "ms", m, o,
+                               target="≥ 20× faster" if count >= 500 else None,
+                               check=(lambda m, o, r: r >= 20) if count >= 500 else None))
+    return res
+
+
 SCENARIOS = {
     "status": status,
     "startstop": startstop,
@@ -726,4 +821,5 @@ SCENARIOS = {
     "tailf": tailf,
     "scale": scale,
     "shutdown": shutdown,
+    "xmlrpc": xmlrpc,
 }
