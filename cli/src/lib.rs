@@ -618,7 +618,11 @@ async fn no_such_process_names(
     error: tonic::Status,
 ) -> Result<u8, tonic::Status> {
     let (names, _) = streams::names_and_channel(words);
-    let unmatched = client.list_processes(pb::ListProcessesRequest { names }).await?.into_inner().unmatched;
+    let unmatched = client
+        .list_processes(pb::ListProcessesRequest { names, with_tree: false })
+        .await?
+        .into_inner()
+        .unmatched;
     if unmatched.is_empty() {
         // Gone between the two calls: report the tail's own error.
         return Err(error);
@@ -639,7 +643,7 @@ async fn status(
     json: bool,
     format: StatusFormat,
 ) -> Result<u8, tonic::Status> {
-    let resp = client.list_processes(pb::ListProcessesRequest { names }).await?.into_inner();
+    let resp = client.list_processes(pb::ListProcessesRequest { names, with_tree: json }).await?.into_inner();
     let mut code = exit::OK;
     for bad in &resp.unmatched {
         if !json {
@@ -742,7 +746,10 @@ async fn pid(
     let mut code = exit::OK;
     let mut found = Vec::new();
     if names.iter().any(|n| n == "all") {
-        let all = client.list_processes(pb::ListProcessesRequest { names: vec![] }).await?.into_inner();
+        let all = client
+            .list_processes(pb::ListProcessesRequest { names: vec![], with_tree: false })
+            .await?
+            .into_inner();
         found = all.processes;
     } else {
         for name in &names {

@@ -158,6 +158,9 @@ pub fn process_json(p: &pb::ProcessInfo) -> Value {
         "stdout_logfile": p.stdout_logfile,
         "stderr_logfile": p.stderr_logfile,
         "spawn_count": p.spawn_count,
+        "tree_pids": p.tree_pids,
+        "cpu_seconds": p.cpu_time.as_ref().map_or(Value::Null, |d| json!(d.seconds as f64 + f64::from(d.nanos) / 1e9)),
+        "memory_bytes": p.memory_bytes,
     })
 }
 

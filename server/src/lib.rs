@@ -14,6 +14,7 @@
 
 pub mod auth;
 pub mod capture;
+pub mod cgroup;
 pub mod daemonize;
 pub mod events;
 pub mod frontend;
@@ -102,7 +103,34 @@ pub async fn run(
     daemon_log: Option<Arc<LogChannel>>,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
-    let reaper = Reaper::start()?;
+    // Cgroups first: minderd may move itself into a leaf of its own, and the sentinel the
+    // reaper forks should be there with it, not in the subtree it will kill.
+    let cgroups = match cgroup::Cgroups::setup(&config.daemon.cgroup) {
+        Ok(Some(cg)) => {
+            tracing::info!("every process gets a cgroup of its own under {}", cg.root().display());
+            Some(cg)
+        }
+        Ok(None) => {
+            tracing::info!("cgroups are off: processes are tracked by process group only");
+            None
+        }
+        Err(cgroup::Unavailable(why)) => {
+            tracing::warn!(
+                "cgroups are not used ({why}): processes are tracked by process group only, so one that \
+                 leaves its group (setsid) is not stopped with it, and kill_mode = \"cgroup\" acts as \"group\""
+            );
+            None
+        }
+    };
+    let sentinel_cgroup = cgroups.as_ref().and_then(cgroup::Cgroups::daemon_procs);
+    let reaper = Reaper::start(sentinel_cgroup.as_ref().map(std::os::fd::AsFd::as_fd))?;
+    drop(sentinel_cgroup);
+    if let Some(kill) = cgroups.as_ref().and_then(cgroup::Cgroups::kill_file) {
+        use std::os::fd::AsFd;
+        if !reaper.watch_cgroup(kill.as_fd()) {
+            tracing::warn!("no sentinel: if minderd is killed, processes that left their group outlive it");
+        }
+    }
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let mut quit = signal(SignalKind::quit())?;
@@ -113,7 +141,7 @@ pub async fn run(
     // supervisord's form (`unix:///path`, `http://host:port`), which Supervisor's
     // childutils.getRPCInterface and minder's client both accept.
     let server_url = listeners.first().map(|l| l.address().endpoint_uri());
-    let shared = Arc::new(Shared::new(reaper, BaseEnv::from_process(server_url)));
+    let shared = Arc::new(Shared::new(reaper, BaseEnv::from_process(server_url)).with_cgroups(cgroups));
     let sup = Supervisor::new(Arc::clone(&config), shared);
 
     let routes =
@@ -205,6 +233,9 @@ pub async fn run(
     }
     notify::notify("STOPPING=1");
     sup.shutdown().await;
+    if let Some(cg) = &sup.shared.cgroups {
+        cg.remove(sup.shared.reaper.sentinel_pid()).await;
+    }
     let _ = stop_serving.send(true);
     let drained = tokio::time::timeout(DRAIN, async { while servers.join_next().await.is_some() {} }).await;
     if drained.is_err() {

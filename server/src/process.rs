@@ -6,17 +6,18 @@
 //! task ever changes its state.
 
 use std::collections::VecDeque;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use minder::config::ProcessConfig;
+use minder::config::{KillMode, ProcessConfig};
 use minder::signal::Signal;
 use tokio::sync::{oneshot, watch};
 use tokio::time::Instant;
 
 use crate::capture;
+use crate::cgroup::{Cgroups, ProcessCgroup};
 use crate::events::{EventBus, EventKind, ProcessChange};
 use crate::lifecycle::{self, Action, Ctx, Event, Exit, ExitStatus, Kind, Level, Machine, Policy, Refusal};
 use crate::logs::LogChannel;
@@ -57,6 +58,8 @@ pub struct Shared {
     /// Spawns attempted and spawns that failed, since minderd started (for metrics).
     pub spawns: std::sync::atomic::AtomicU64,
     pub spawn_failures: std::sync::atomic::AtomicU64,
+    /// minderd's cgroup subtree, when processes get a cgroup each.
+    pub cgroups: Option<Cgroups>,
     shutting_down: AtomicBool,
 }
 
@@ -68,8 +71,15 @@ impl Shared {
             events: EventBus::new(),
             spawns: std::sync::atomic::AtomicU64::new(0),
             spawn_failures: std::sync::atomic::AtomicU64::new(0),
+            cgroups: None,
             shutting_down: AtomicBool::new(false),
         }
+    }
+
+    /// The same, with a cgroup per process under `cgroups`.
+    pub fn with_cgroups(mut self, cgroups: Option<Cgroups>) -> Self {
+        self.cgroups = cgroups;
+        self
     }
 
     pub fn shutting_down(&self) -> bool {
@@ -218,6 +228,8 @@ pub struct ProcessHandle {
     pub logs: Arc<Stdio>,
     tx: Outbox,
     snapshot: watch::Receiver<Snapshot>,
+    /// Its cgroup's directory, when minderd uses cgroups (it exists from the first spawn).
+    cgroup: Option<Arc<Path>>,
 }
 
 /// A process task's commands: a queue and a wake-up. (A tokio mpsc channel would allocate a
@@ -332,6 +344,7 @@ impl ProcessHandle {
     /// process has no child.
     pub fn spawn(config: Arc<ProcessConfig>, logs: Stdio, shared: Arc<Shared>) -> ProcessHandle {
         let logs = Arc::new(logs);
+        let cgroup = shared.cgroups.as_ref().and_then(|c| c.dir_for(&config.full_name())).map(Arc::from);
         let (tx, rx) = Outbox::new();
         let (snap_tx, snapshot) = watch::channel(Snapshot::new());
         let actor = Actor {
@@ -351,9 +364,10 @@ impl ProcessHandle {
             start_waiters: Vec::new(),
             stop_waiters: Vec::new(),
             checked_path: None,
+            cgroup: None,
         };
         tokio::spawn(actor.run(rx));
-        ProcessHandle { config, logs, tx, snapshot }
+        ProcessHandle { config, logs, tx, snapshot, cgroup }
     }
 
     pub fn snapshot(&self) -> Snapshot {
@@ -425,6 +439,12 @@ impl ProcessHandle {
         }
     }
 
+    /// What its cgroup holds now: every pid of its tree, and what they use. `None` without
+    /// cgroups, or before its first spawn.
+    pub fn tree(&self) -> Option<crate::cgroup::Tree> {
+        crate::cgroup::tree(self.cgroup.as_deref()?)
+    }
+
     /// Sends a signal without changing the process's state.
     pub async fn signal(&self, signal: Signal) -> Result<(), Fault> {
         let (reply, rx) = oneshot::channel();
@@ -474,8 +494,10 @@ fn policy(c: &ProcessConfig) -> Policy {
         exitcodes: c.exitcodes.clone(),
         stopsignal: c.stopsignal,
         stopwaitsecs: c.stopwaitsecs,
-        stopasgroup: c.stopasgroup,
-        killasgroup: c.killasgroup,
+        // kill_mode, when set, decides; `cgroup` falls back to the process group where there
+        // is no cgroup (and the group is also where the stop signal goes first).
+        stopasgroup: c.kill_mode.map_or(c.stopasgroup, |m| m != KillMode::Process),
+        killasgroup: c.kill_mode.map_or(c.killasgroup, |m| m != KillMode::Process),
     }
 }
 
@@ -510,6 +532,8 @@ struct Actor {
     stop_waiters: Vec<oneshot::Sender<Result<(), Fault>>>,
     /// The executable an explicit start has just checked, for the spawn that follows it.
     checked_path: Option<PathBuf>,
+    /// The process's cgroup, made at its first spawn (when minderd uses cgroups).
+    cgroup: Option<ProcessCgroup>,
 }
 
 impl Actor {
@@ -532,6 +556,7 @@ impl Actor {
                     self.pidfd = None;
                     match status {
                         Ok(status) => {
+                            self.drain_cgroup().await;
                             self.stop_wall = Some(SystemTime::now());
                             self.stdin = None;
                             let _ = Box::pin(self.feed(Event::Exited { pid, status })).await;
@@ -733,9 +758,11 @@ impl Actor {
             Some(path) => Ok(path),
             None => spawn::resolve_executable(&self.config, &self.shared.base_env),
         };
+        let path = path.and_then(|path| self.cgroup().map(|()| path));
         let spawned = match path {
             Ok(path) => {
-                spawn::spawn(&self.config, path, &self.logs, &self.shared.base_env, &self.shared.reaper).await
+                let (shared, cgroup) = (&self.shared, self.cgroup.as_ref());
+                spawn::spawn(&self.config, path, &self.logs, &shared.base_env, &shared.reaper, cgroup).await
             }
             Err(e) => Err(e),
         };
@@ -761,6 +788,50 @@ impl Actor {
                 let out_of_descriptors = matches!(e, SpawnError::NoDescriptors(_));
                 Event::SpawnFailed { reason: e.to_string(), out_of_descriptors }
             }
+        }
+    }
+
+    /// Makes the process's cgroup before its first spawn, when minderd uses cgroups. A
+    /// process whose cgroup cannot be made is not started outside it.
+    fn cgroup(&mut self) -> Result<(), SpawnError> {
+        if let (None, Some(cgroups)) = (&self.cgroup, &self.shared.cgroups) {
+            let cg = cgroups.for_process(&self.config.full_name()).map_err(|e| {
+                SpawnError::Other(format!("cannot make the cgroup of '{}': {e}", self.config.name))
+            })?;
+            self.cgroup = Some(cg);
+        }
+        Ok(())
+    }
+
+    /// The process's cgroup, when it is stopped as a cgroup (`kill_mode = "cgroup"`).
+    fn cgroup_mode(&self) -> Option<&ProcessCgroup> {
+        self.cgroup.as_ref().filter(|_| self.config.kill_mode == Some(KillMode::Cgroup))
+    }
+
+    /// In kill_mode cgroup, once the main process has exited: what is left in its cgroup gets
+    /// until the stop's SIGKILL deadline (none if it was not being stopped), then SIGKILL, and
+    /// the exit counts only once the cgroup is empty — so a restart starts clean.
+    async fn drain_cgroup(&self) {
+        let Some(cg) = self.cgroup_mode() else { return };
+        if !cg.populated() {
+            return;
+        }
+        if let lifecycle::State::Stopping { kill_at: Some(at), .. } = self.machine.state {
+            let left = at.saturating_duration_since(Instant::now());
+            if cg.emptied(left).await {
+                return;
+            }
+        }
+        let left = cg.pids();
+        tracing::info!(
+            "killing what is left of {} in its cgroup: {} process(es), pids {:?}",
+            self.config.name,
+            left.len(),
+            left
+        );
+        cg.kill();
+        if !cg.emptied(Duration::from_secs(5)).await {
+            tracing::warn!("the cgroup of {} is still not empty 5 s after SIGKILL", self.config.name);
         }
     }
 
@@ -790,6 +861,22 @@ impl Actor {
     /// A child already gone is not a failure: its exit is on its way through the reaper.
     fn kill(&self, signal: Signal, group: bool) -> Option<Event> {
         let pid = self.machine.state.pid()?;
+        // A stop in kill_mode cgroup: the stop signal to every process of the cgroup, SIGKILL
+        // to all of them at once. (A signal request is the main process's only, as ever.)
+        if let Some(cg) = self.cgroup_mode().filter(|_| self.machine.state.kind() == Kind::Stopping) {
+            if signal == Signal::SIGKILL {
+                cg.kill();
+                return None;
+            }
+            cg.signal_each(signal, Some(pid));
+            // The main process below, alone: its group is in the cgroup, so each gets one.
+            return self.signal_main(pid, signal, false);
+        }
+        self.signal_main(pid, signal, group)
+    }
+
+    /// Signals the main process (or its group) through its pidfd, only while unreaped.
+    fn signal_main(&self, pid: u32, signal: Signal, group: bool) -> Option<Event> {
         let pidfd = self.pidfd.as_ref().map(std::os::fd::AsFd::as_fd);
         match self.shared.reaper.signal(pid as i32, pidfd, signal, group) {
             Ok(true) => None,

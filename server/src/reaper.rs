@@ -40,7 +40,8 @@ pub struct Reaper {
 impl Reaper {
     /// Makes this process a subreaper (where the OS has them) and starts reaping on SIGCHLD.
     /// Must be called inside the tokio runtime, before any child is spawned.
-    pub fn start() -> std::io::Result<Arc<Reaper>> {
+    /// `sentinel_cgroup`: a `cgroup.procs` the sentinel joins first (see [`crate::cgroup`]).
+    pub fn start(sentinel_cgroup: Option<BorrowedFd<'_>>) -> std::io::Result<Arc<Reaper>> {
         #[cfg(target_os = "linux")]
         // SAFETY: prctl with PR_SET_CHILD_SUBREAPER takes one integer argument and no pointers.
         unsafe {
@@ -49,7 +50,7 @@ impl Reaper {
             }
         }
         let mut sigchld = signal(SignalKind::child())?;
-        let sentinel = match Sentinel::start() {
+        let sentinel = match Sentinel::start(sentinel_cgroup) {
             Ok(s) => Some(s),
             Err(e) => {
                 tracing::warn!(
@@ -120,6 +121,27 @@ impl Reaper {
                 }
                 Ok(Forked { pid, pidfd, exit: rx })
             }
+        }
+    }
+
+    /// The sentinel's pid, while there is one.
+    pub fn sentinel_pid(&self) -> Option<u32> {
+        self.sentinel.as_ref().map(|s| s.pid)
+    }
+
+    /// Has the sentinel write `1` to `kill_file` (a `cgroup.kill`) when minderd dies, so that
+    /// every process in that cgroup's subtree goes with it. Returns false when there is no
+    /// sentinel to do it.
+    pub fn watch_cgroup(&self, kill_file: BorrowedFd<'_>) -> bool {
+        match &self.sentinel {
+            Some(s) => match s.send(b'k', kill_file) {
+                Ok(_) => true,
+                Err(e) => {
+                    tracing::warn!("the sentinel did not take the cgroup to kill: {e}");
+                    false
+                }
+            },
+            None => false,
         }
     }
 
@@ -236,6 +258,7 @@ fn pidfd_send_signal(_fd: BorrowedFd<'_>, _signal: nix::sys::signal::Signal) -> 
 #[derive(Debug)]
 struct Sentinel {
     sock: OwnedFd,
+    pid: u32,
 }
 
 /// How many children the sentinel keeps track of at once (exited ones are forgotten as it goes).
@@ -246,9 +269,10 @@ impl Sentinel {
     /// Forks the sentinel. Its memory (the slots for pidfds) is allocated here, before the fork:
     /// the child of a multi-threaded process may only make system calls.
     #[cfg(target_os = "linux")]
-    fn start() -> std::io::Result<Sentinel> {
+    fn start(cgroup: Option<BorrowedFd<'_>>) -> std::io::Result<Sentinel> {
         use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
         use std::os::fd::AsRawFd;
+        let cgroup = cgroup.map_or(-1, |fd| fd.as_raw_fd());
         let (ours, theirs) =
             socketpair(AddressFamily::Unix, SockType::SeqPacket, None, SockFlag::SOCK_CLOEXEC)?;
         let mut slots = vec![-1 as libc::c_int; SENTINEL_SLOTS].into_boxed_slice();
@@ -257,41 +281,53 @@ impl Sentinel {
         match unsafe { libc::fork() } {
             -1 => Err(std::io::Error::last_os_error()),
             // SAFETY: this is the child of the fork, as `sentinel_main` requires.
-            0 => unsafe { sentinel_main(theirs.as_raw_fd(), &mut slots) },
-            _ => Ok(Sentinel { sock: ours }),
+            0 => unsafe { sentinel_main(theirs.as_raw_fd(), cgroup, &mut slots) },
+            pid => Ok(Sentinel { sock: ours, pid: pid as u32 }),
         }
     }
 
     #[cfg(not(target_os = "linux"))]
-    fn start() -> std::io::Result<Sentinel> {
+    fn start(_cgroup: Option<BorrowedFd<'_>>) -> std::io::Result<Sentinel> {
         Err(std::io::Error::from(std::io::ErrorKind::Unsupported))
     }
 
     /// Hands the sentinel a copy of a child's pidfd. Never waits: if the sentinel cannot take
     /// it now, that child is only covered by its parent-death signal.
     fn watch(&self, pidfd: BorrowedFd<'_>) {
-        use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags, UnixAddr};
-        use std::os::fd::AsRawFd;
-        let fds = [pidfd.as_raw_fd()];
-        let cmsg = [ControlMessage::ScmRights(&fds)];
-        let iov = [std::io::IoSlice::new(b"p")];
-        let flags = MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL;
-        if let Err(e) = sendmsg::<UnixAddr>(self.sock.as_raw_fd(), &iov, &cmsg, flags, None) {
+        if let Err(e) = self.send(b'p', pidfd) {
             tracing::debug!("the sentinel did not take a pidfd: {e}");
         }
+    }
+
+    /// Sends one descriptor, tagged: `p` a child's pidfd, `k` a `cgroup.kill` to write to.
+    fn send(&self, tag: u8, fd: BorrowedFd<'_>) -> nix::Result<usize> {
+        use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags, UnixAddr};
+        use std::os::fd::AsRawFd;
+        let fds = [fd.as_raw_fd()];
+        let cmsg = [ControlMessage::ScmRights(&fds)];
+        let tag = [tag];
+        let iov = [std::io::IoSlice::new(&tag)];
+        let flags = MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL;
+        sendmsg::<UnixAddr>(self.sock.as_raw_fd(), &iov, &cmsg, flags, None)
     }
 }
 
 /// The sentinel: collects the pidfds minderd sends until minderd's end of the socket closes,
-/// then SIGKILLs every child that is still alive, and exits.
+/// then kills the programs' cgroup subtree (when minderd sent its `cgroup.kill`) and SIGKILLs
+/// every child that is still alive, and exits.
 ///
 /// # Safety
 /// Only in the child of a fork of minderd: it makes nothing but system calls (and libc's
 /// pointer arithmetic for control messages), on memory of its own copy.
 #[cfg(target_os = "linux")]
-unsafe fn sentinel_main(sock: libc::c_int, slots: &mut [libc::c_int]) -> ! {
+unsafe fn sentinel_main(sock: libc::c_int, cgroup: libc::c_int, slots: &mut [libc::c_int]) -> ! {
     // SAFETY: as this function's contract; every pointer is to this stack or to `slots`.
     unsafe {
+        // Into minderd's `daemon` cgroup, whose being populated tells other minderds that this
+        // subtree's owner is alive (it is cleared with the rest below).
+        if cgroup >= 0 {
+            libc::write(cgroup, b"0".as_ptr().cast(), 1);
+        }
         // Out of minderd's session and process group, so a Ctrl-C or a signal to the group
         // meant for minderd does not end the sentinel first; default handlers, nothing blocked.
         libc::setsid();
@@ -310,6 +346,7 @@ unsafe fn sentinel_main(sock: libc::c_int, slots: &mut [libc::c_int]) -> ! {
         libc::syscall(libc::SYS_close_range, (sock + 1) as u32, u32::MAX, 0u32);
         libc::prctl(libc::PR_SET_NAME, c"minderd-sentinel".as_ptr(), 0, 0, 0);
         let mut n = 0usize;
+        let mut cgroup_kill: libc::c_int = -1;
         loop {
             let mut byte = 0u8;
             let mut iov = libc::iovec { iov_base: (&raw mut byte).cast(), iov_len: 1 };
@@ -338,6 +375,13 @@ unsafe fn sentinel_main(sock: libc::c_int, slots: &mut [libc::c_int]) -> ! {
                 continue;
             }
             let fd = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast::<libc::c_int>());
+            if byte == b'k' {
+                if cgroup_kill >= 0 {
+                    libc::close(cgroup_kill);
+                }
+                cgroup_kill = fd;
+                continue;
+            }
             if n == slots.len() || n % 64 == 63 {
                 n = forget_exited(&mut slots[..n]);
             }
@@ -347,6 +391,11 @@ unsafe fn sentinel_main(sock: libc::c_int, slots: &mut [libc::c_int]) -> ! {
             } else {
                 libc::close(fd);
             }
+        }
+        // The whole subtree of programs first: it takes grandchildren that left their process
+        // group and children that changed credentials alike.
+        if cgroup_kill >= 0 {
+            libc::write(cgroup_kill, b"1".as_ptr().cast(), 1);
         }
         for &fd in &slots[..n] {
             // Those that have exited answer ESRCH; the others are minderd's orphans.
@@ -478,7 +527,7 @@ mod tests {
     /// One test, as a process has one reaper: two would reap each other's children.
     #[tokio::test(flavor = "multi_thread")]
     async fn signals_reach_live_children_and_never_a_reaped_childs_pid() {
-        let reaper = Reaper::start().expect("the reaper starts");
+        let reaper = Reaper::start(None).expect("the reaper starts");
         a_live_child_is_signalled(&reaper).await;
         a_reaped_child_is_never_signalled_even_when_its_pid_is_reused(&reaper).await;
     }

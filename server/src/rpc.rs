@@ -152,9 +152,10 @@ fn exit_status(e: &Exit) -> pb::ExitStatus {
 }
 
 /// A process as the API describes it.
-pub fn process_info(h: &ProcessHandle) -> pb::ProcessInfo {
+pub fn process_info(h: &ProcessHandle, with_tree: bool) -> pb::ProcessInfo {
     let snap = h.snapshot();
     let c = &h.config;
+    let tree = if with_tree { h.tree() } else { None };
     pb::ProcessInfo {
         name: c.name.clone(),
         group: c.group.clone(),
@@ -171,6 +172,9 @@ pub fn process_info(h: &ProcessHandle) -> pb::ProcessInfo {
         stdout_logfile: h.logs.stdout.as_ref().map(|c| c.path().display().to_string()).unwrap_or_default(),
         stderr_logfile: h.logs.stderr.as_ref().map(|c| c.path().display().to_string()).unwrap_or_default(),
         spawn_count: snap.spawn_count,
+        tree_pids: tree.as_ref().map(|t| t.pids.clone()).unwrap_or_default(),
+        cpu_time: tree.as_ref().and_then(|t| t.cpu).map(duration),
+        memory_bytes: tree.and_then(|t| t.memory),
     }
 }
 
@@ -204,7 +208,7 @@ fn results(outcomes: Vec<Outcome>) -> pb::ProcessActionResponse {
                     full_name: h.config.full_name(),
                     code: code.into(),
                     message,
-                    process: Some(process_info(h)),
+                    process: Some(process_info(h, false)),
                 },
                 None => {
                     let (group, name) = match o.selector.split_once(':') {
@@ -328,7 +332,7 @@ fn event(e: &Event, instance: &str) -> pb::Event {
 /// Every process, with the number of the last change the picture includes.
 fn snapshot(sup: &Supervisor) -> pb::Event {
     let (seq, processes) =
-        sup.events().snapshot_with(|| sup.all_by_name().iter().map(process_info).collect());
+        sup.events().snapshot_with(|| sup.all_by_name().iter().map(|h| process_info(h, false)).collect());
     pb::Event {
         seq,
         time: Some(timestamp(SystemTime::now())),
@@ -451,9 +455,10 @@ impl pb::supervisor_server::Supervisor for Service {
         &self,
         req: Request<pb::ListProcessesRequest>,
     ) -> Result<Response<pb::ListProcessesResponse>, Status> {
-        let (handles, unmatched) = self.sup.list(&req.into_inner().names)?;
+        let r = req.into_inner();
+        let (handles, unmatched) = self.sup.list(&r.names)?;
         Ok(Response::new(pb::ListProcessesResponse {
-            processes: handles.iter().map(process_info).collect(),
+            processes: handles.iter().map(|h| process_info(h, r.with_tree)).collect(),
             unmatched,
         }))
     }
@@ -463,7 +468,7 @@ impl pb::supervisor_server::Supervisor for Service {
         req: Request<pb::GetProcessRequest>,
     ) -> Result<Response<pb::ProcessInfo>, Status> {
         let h = self.sup.get(&req.into_inner().name)?;
-        Ok(Response::new(process_info(&h)))
+        Ok(Response::new(process_info(&h, true)))
     }
 
     async fn start_processes(

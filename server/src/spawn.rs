@@ -100,6 +100,7 @@ enum Stage {
     Setuid = 5,
     Chdir = 6,
     Exec = 7,
+    Cgroup = 8,
 }
 
 /// Finds the executable as supervisord's `get_execv_args` does: a name with a `/` is used as
@@ -253,6 +254,7 @@ pub async fn spawn(
     logs: &Stdio,
     base: &BaseEnv,
     reaper: &Reaper,
+    cgroup: Option<&crate::cgroup::ProcessCgroup>,
 ) -> Result<Child, SpawnError> {
     let (user, creds) = match &config.user {
         Some(name) => {
@@ -321,6 +323,7 @@ pub async fn spawn(
         creds.as_ref(),
         stdio,
         &err_w,
+        cgroup.map(crate::cgroup::ProcessCgroup::procs_fd),
         reaper,
     );
     let crate::reaper::Forked { pid, pidfd, exit } = forked.map_err(|e| {
@@ -344,6 +347,7 @@ pub async fn spawn(
             x if x == Stage::Setgid as u8 || x == Stage::Setuid as u8 => {
                 format!("couldn't setuid to {}", config.user.as_deref().unwrap_or("?"))
             }
+            x if x == Stage::Cgroup as u8 => "couldn't join its cgroup".to_string(),
             x if x == Stage::Chdir as u8 => format!(
                 "couldn't chdir to {}",
                 config.directory.as_deref().unwrap_or(Path::new("?")).display()
@@ -408,6 +412,7 @@ fn fork_exec(
     creds: Option<&Creds>,
     stdio: [RawFd; 3],
     err_w: &OwnedFd,
+    cgroup: Option<RawFd>,
     reaper: &Reaper,
 ) -> Result<crate::reaper::Forked, Errno> {
     let argv_ptrs: Vec<*const libc::c_char> =
@@ -425,6 +430,7 @@ fn fork_exec(
         creds,
         stdio,
         err_w: err_w.as_raw_fd(),
+        cgroup,
         max_fd: max_fd(),
     };
     // SAFETY: `exec_child` makes only raw system calls on memory allocated above (`plan` and
@@ -456,6 +462,8 @@ struct ChildPlan<'a> {
     creds: Option<&'a Creds>,
     stdio: [RawFd; 3],
     err_w: RawFd,
+    /// The `cgroup.procs` of the process's cgroup, to join before anything else runs.
+    cgroup: Option<RawFd>,
     max_fd: libc::c_int,
 }
 
@@ -489,6 +497,13 @@ unsafe fn exec_child(p: &ChildPlan<'_>) -> ! {
         for sig in 1..32 {
             if sig != libc::SIGKILL && sig != libc::SIGSTOP {
                 libc::signal(sig, libc::SIG_DFL);
+            }
+        }
+        // Into its cgroup first (`0` is the writer itself), while still root: everything it
+        // runs from here on is inside, and a child that cannot join does not run at all.
+        if let Some(fd) = p.cgroup {
+            if libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
+                fail(Stage::Cgroup);
             }
         }
         // Its own process group, so signals to minderd's group (Ctrl-C) do not reach it.

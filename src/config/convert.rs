@@ -223,6 +223,11 @@ fn daemon(d: &DaemonConfig) -> Table {
     if let Some(m) = &d.metrics {
         t.insert("metrics", s(m));
     }
+    match &d.cgroup {
+        crate::config::CgroupSetting::Auto => {}
+        crate::config::CgroupSetting::Off => drop(t.insert("cgroup", s("off"))),
+        crate::config::CgroupSetting::Path(p) => drop(t.insert("cgroup", s(p))),
+    }
     t.insert("identifier", s(&d.identifier));
     t.insert("environment", env_table(&d.environment));
     if !d.credentials.is_empty() {
@@ -368,6 +373,14 @@ fn process_table(p: &ProcessConfig, daemon: &DaemonConfig) -> Table {
     put("stopwaitsecs", secs(p.stopwaitsecs), p.stopwaitsecs.as_secs_f64() == 10.0);
     put("stopasgroup", toml_edit::value(p.stopasgroup), !p.stopasgroup);
     put("killasgroup", toml_edit::value(p.killasgroup), p.killasgroup == p.stopasgroup);
+    if let Some(m) = p.kill_mode {
+        let word = match m {
+            crate::config::KillMode::Cgroup => "cgroup",
+            crate::config::KillMode::Group => "group",
+            crate::config::KillMode::Process => "process",
+        };
+        put("kill_mode", toml_edit::value(word), false);
+    }
     if let Some(u) = &p.user {
         put("user", s(u), false);
     }

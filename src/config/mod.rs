@@ -23,7 +23,7 @@ use std::time::Duration;
 
 pub use convert::to_toml;
 pub use diag::{ConfigErrors, Diagnostic, Origin};
-pub use values::AutoRestart;
+pub use values::{AutoRestart, CgroupSetting, KillMode};
 
 use crate::address::Address;
 use crate::signal::Signal;
@@ -128,6 +128,8 @@ pub struct DaemonConfig {
     pub insecure: bool,
     /// Serve Prometheus metrics over HTTP at this `host:port` (`metrics`).
     pub metrics: Option<String>,
+    /// Where the programs' cgroups go (`cgroup`).
+    pub cgroup: CgroupSetting,
     /// Added to every child's environment (under the program's own).
     pub environment: BTreeMap<String, String>,
 }
@@ -457,6 +459,8 @@ pub struct ProcessConfig {
     pub stopwaitsecs: Duration,
     pub stopasgroup: bool,
     pub killasgroup: bool,
+    /// What a stop ends (`kill_mode`); without it, stopasgroup and killasgroup decide.
+    pub kill_mode: Option<KillMode>,
     /// Run as this user (name or numeric uid), with its groups, HOME, USER and LOGNAME.
     pub user: Option<String>,
     /// chdir here before exec.

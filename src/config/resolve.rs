@@ -18,7 +18,7 @@ use std::time::Duration;
 use super::diag::{ConfigErrors, Diagnostic, Origin};
 use super::expand::{self, Var, Vars};
 use super::raw::{Raw, RawConfig, RawSection, RawValue, SectionKind};
-use super::values::{self, AutoRestart, Parsed};
+use super::values::{self, AutoRestart, CgroupSetting, Parsed};
 use super::{
     read_tokens, ClientConfig, Config, Context, Credentials, DaemonConfig, EventListenerPool, FcgiSocket,
     GroupConfig, GroupKind, LogLevel, LogTarget, Owner, Password, ProcessConfig, RpcInterfaceConfig,
@@ -247,6 +247,7 @@ const TOML_DAEMON_ONLY: &[&str] = &[
     "socket_groups",
     "insecure",
     "metrics",
+    "cgroup",
 ];
 
 /// Every option name supervisord knows, for "did you mean" hints (minder's own daemon options
@@ -266,6 +267,7 @@ const KNOWN_OPTIONS: &[&str] = &[
     "stopwaitsecs",
     "stopasgroup",
     "killasgroup",
+    "kill_mode",
     "user",
     "redirect_stderr",
     "log_timestamps",
@@ -583,6 +585,7 @@ fn resolve_daemon(shared: &Shared<'_>, report: &mut Report) -> DaemonConfig {
         socket_gids: Vec::new(),
         insecure: false,
         metrics: None,
+        cgroup: CgroupSetting::Auto,
     };
     let Some(section) = shared.raw.section(SectionKind::Daemon) else {
         return d;
@@ -652,6 +655,7 @@ fn resolve_daemon(shared: &Shared<'_>, report: &mut Report) -> DaemonConfig {
                 Ok((groups, gids))
             });
         d.insecure = sec.take(report, "insecure", &vars, false, values::boolean);
+        d.cgroup = sec.take(report, "cgroup", &vars, CgroupSetting::Auto, values::cgroup_setting);
         d.metrics = sec.take(report, "metrics", &vars, None, |r| {
             let t = text(r)?;
             match t.rsplit_once(':') {
@@ -1328,6 +1332,7 @@ fn resolve_program<'a>(
     let stopwaitsecs = sec.take(report, "stopwaitsecs", &vars, Duration::from_secs(10), values::seconds);
     let stopasgroup = sec.take(report, "stopasgroup", &vars, false, values::boolean);
     let killasgroup = sec.take(report, "killasgroup", &vars, stopasgroup, values::boolean);
+    let kill_mode = sec.take(report, "kill_mode", &vars, None, values::kill_mode);
     let exitcodes = sec.take(report, "exitcodes", &vars, vec![0], values::exitcodes);
     let redirect_stderr = sec.take(report, "redirect_stderr", &vars, false, values::boolean);
     // minder's extension (supervisor #553): the time at the start of every captured line.
@@ -1507,6 +1512,7 @@ fn resolve_program<'a>(
             stopwaitsecs,
             stopasgroup,
             killasgroup,
+            kill_mode,
             user: user.clone(),
             directory,
             umask,

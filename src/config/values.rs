@@ -175,6 +175,62 @@ pub fn autorestart(raw: &Raw) -> Parsed<AutoRestart> {
     }
 }
 
+/// What a stop ends (`kill_mode`), with systemd's meanings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KillMode {
+    /// Every process in the program's cgroup: the stop signal to each, then `cgroup.kill`;
+    /// the process is stopped only when its cgroup is empty.
+    Cgroup,
+    /// The process group (stopasgroup and killasgroup).
+    Group,
+    /// The main process only.
+    Process,
+}
+
+pub fn kill_mode(raw: &Raw) -> Parsed<Option<KillMode>> {
+    let bad = || format!("expected cgroup, group or process, got {}", got(raw));
+    match raw {
+        Raw::Str(s) => match s.trim().to_ascii_lowercase().as_str() {
+            "cgroup" | "control-group" => Ok(Some(KillMode::Cgroup)),
+            "group" => Ok(Some(KillMode::Group)),
+            "process" => Ok(Some(KillMode::Process)),
+            _ => Err(bad()),
+        },
+        _ => Err(bad()),
+    }
+}
+
+/// Where minderd puts its programs' cgroups (`[daemon] cgroup`).
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CgroupSetting {
+    /// minderd's own cgroup when it may write there (delegated), else a cgroup of its own
+    /// under the hierarchy's root; nothing when there is no cgroup v2 hierarchy.
+    #[default]
+    Auto,
+    /// No cgroups: processes are tracked by process group only.
+    Off,
+    /// This cgroup (a path inside the cgroup v2 hierarchy, like `/minder`).
+    Path(String),
+}
+
+pub fn cgroup_setting(raw: &Raw) -> Parsed<CgroupSetting> {
+    let bad = || format!("expected auto, off or a cgroup path starting with /, got {}", got(raw));
+    match raw {
+        Raw::Bool(false) => Ok(CgroupSetting::Off),
+        Raw::Str(s) => match s.trim() {
+            "auto" => Ok(CgroupSetting::Auto),
+            "off" | "none" | "false" => Ok(CgroupSetting::Off),
+            p if p.starts_with('/') && !p.split('/').any(|c| c == ".." || c == ".") => {
+                Ok(CgroupSetting::Path(p.trim_end_matches('/').to_string()))
+            }
+            _ => Err(bad()),
+        },
+        _ => Err(bad()),
+    }
+}
+
 /// A list of strings: a TOML list, or a string split on `sep` (commas for supervisord's
 /// `programs=`, blanks for `[include] files=`).
 pub fn string_list(raw: &Raw, sep: Option<char>) -> Parsed<Vec<String>> {

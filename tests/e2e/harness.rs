@@ -257,6 +257,13 @@ impl Daemon {
         }
     }
 
+    /// SIGKILLs the daemon (no chance to clean up) and waits for it.
+    pub fn kill9(&mut self) {
+        let mut child = self.child.take().expect("the daemon is running");
+        child.kill().expect("SIGKILL minderd");
+        child.wait().expect("wait for minderd");
+    }
+
     /// Waits for the daemon to exit on its own (after `minder shutdown`).
     pub fn wait_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
         let mut child = self.child.take().expect("the daemon is running");

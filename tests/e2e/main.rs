@@ -8,6 +8,7 @@ mod children;
 mod cli;
 mod compat;
 mod config;
+mod containment;
 mod deploy;
 mod habits;
 mod lifecycle;

@@ -282,7 +282,10 @@ async fn hostile_requests_get_clean_answers() {
         let pick = |r: &mut dyn FnMut(usize) -> usize| names[r(names.len())].clone();
         let result: Result<(), tonic::Status> = match rand(8) {
             0 => c
-                .list_processes(pb::ListProcessesRequest { names: vec![pick(&mut rand), pick(&mut rand)] })
+                .list_processes(pb::ListProcessesRequest {
+                    names: vec![pick(&mut rand), pick(&mut rand)],
+                    with_tree: false,
+                })
                 .await
                 .map(drop),
             1 => c.get_process(pb::GetProcessRequest { name: pick(&mut rand) }).await.map(drop),
