@@ -60,7 +60,7 @@ pub struct Cgroups {
 /// One process's cgroup.
 #[derive(Debug)]
 pub struct ProcessCgroup {
-    dir: PathBuf,
+    pub dir: PathBuf,
     /// `cgroup.procs`, open for writing: the child writes `0` to it to join.
     procs: OwnedFd,
 }
@@ -154,6 +154,46 @@ impl Cgroups {
         Ok(ProcessCgroup { dir, procs })
     }
 
+    /// Sets `limits` on the cgroup at `dir`, enabling the controllers they need on the way
+    /// (in the root and `programs/`, which hold no process, as cgroup v2 requires). Returns
+    /// each limit that could not be set: (option, why).
+    pub fn apply(&self, dir: &Path, limits: &minder::config::Limits) -> Vec<(&'static str, String)> {
+        let mut failed = Vec::new();
+        for (option, controller, file, value) in limits.files() {
+            if let Err(why) = self.enable(controller) {
+                failed.push((option, why));
+                continue;
+            }
+            if let Err(e) = write_file(&dir.join(file), value.as_bytes()) {
+                failed.push((option, format!("cannot write {value:?} to {file}: {e}")));
+            }
+        }
+        failed
+    }
+
+    /// Makes `controller` available to the programs' cgroups.
+    fn enable(&self, controller: &str) -> Result<(), String> {
+        let has = |dir: &Path, file: &str| {
+            std::fs::read_to_string(dir.join(file))
+                .is_ok_and(|s| s.split_whitespace().any(|c| c == controller))
+        };
+        for dir in [&self.root, &self.programs] {
+            if has(dir, "cgroup.subtree_control") {
+                continue;
+            }
+            if !has(dir, "cgroup.controllers") {
+                return Err(format!(
+                    "the {controller} controller is not available to minderd's cgroup {} (enable it in its parent's cgroup.subtree_control, or use a host with it on cgroup v2)",
+                    dir.display()
+                ));
+            }
+            write_file(&dir.join("cgroup.subtree_control"), format!("+{controller}").as_bytes()).map_err(
+                |e| format!("cannot enable the {controller} controller in {}: {e}", dir.display()),
+            )?;
+        }
+        Ok(())
+    }
+
     /// Removes the subtree's empty cgroups (at shutdown, once every process has stopped). The
     /// sentinel (`sentinel`, its pid) first goes back to where minderd started, so that the
     /// subtree minderd created can go too.
@@ -223,6 +263,15 @@ impl ProcessCgroup {
                 let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), signal);
             }
         }
+    }
+
+    /// How many processes the OOM killer has killed in it (`memory.events` oom_kill; 0
+    /// without the memory controller).
+    pub fn oom_kills(&self) -> u64 {
+        std::fs::read_to_string(self.dir.join("memory.events"))
+            .ok()
+            .and_then(|s| s.lines().find_map(|l| l.strip_prefix("oom_kill ")?.trim().parse().ok()))
+            .unwrap_or(0)
     }
 
     /// Waits until it is empty, at most `limit`; returns whether it is. `cgroup.events` is

@@ -127,7 +127,12 @@ impl State {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ExitStatus {
     Code(i32),
-    Signal { signal: i32, core_dumped: bool },
+    /// Killed by a signal; `oom` when it was the kernel's OOM killer (seen in its cgroup).
+    Signal {
+        signal: i32,
+        core_dumped: bool,
+        oom: bool,
+    },
 }
 
 impl ExitStatus {
@@ -146,7 +151,8 @@ impl fmt::Display for ExitStatus {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ExitStatus::Code(c) => write!(f, "exit status {c}"),
-            ExitStatus::Signal { signal: s, core_dumped } => {
+            ExitStatus::Signal { oom: true, .. } => f.write_str("killed by the OOM killer"),
+            ExitStatus::Signal { signal: s, core_dumped, .. } => {
                 write!(f, "terminated by {}", signal::name_of(*s))?;
                 if *core_dumped {
                     f.write_str(" (core dumped)")?;
@@ -702,7 +708,10 @@ mod tests {
             Event::SpawnFailed { reason: "x".into(), out_of_descriptors: true },
             exit(0),
             exit(1),
-            Event::Exited { pid: 7, status: ExitStatus::Signal { signal: 9, core_dumped: false } },
+            Event::Exited {
+                pid: 7,
+                status: ExitStatus::Signal { signal: 9, core_dumped: false, oom: false },
+            },
             Event::Exited { pid: 8, status: ExitStatus::Code(0) },
             Event::Timer,
             Event::Ready,
@@ -852,7 +861,7 @@ mod tests {
     #[test]
     fn a_requested_stop_is_an_expected_exit() {
         let p = policy();
-        let sigterm = ExitStatus::Signal { signal: libc::SIGTERM, core_dumped: false };
+        let sigterm = ExitStatus::Signal { signal: libc::SIGTERM, core_dumped: false, oom: false };
         let s = run(stopping(), Event::Exited { pid: 7, status: sigterm }, 5000, &p).expect("exit");
         assert_eq!(s.machine.state, State::Stopped);
         assert_eq!(s.machine.last_exit, Some(Exit { status: sigterm, expected: true }));
@@ -885,7 +894,10 @@ mod tests {
         let p = Policy { autorestart: AutoRestart::Unexpected, ..policy() };
         let s = run(
             running(),
-            Event::Exited { pid: 7, status: ExitStatus::Signal { signal: 9, core_dumped: false } },
+            Event::Exited {
+                pid: 7,
+                status: ExitStatus::Signal { signal: 9, core_dumped: false, oom: false },
+            },
             5000,
             &p,
         )
@@ -924,7 +936,10 @@ mod tests {
         assert_eq!(deadline(&late.machine.state, &p), None, "SIGKILL is sent once");
         let done = step(
             &late.machine,
-            Event::Exited { pid: 7, status: ExitStatus::Signal { signal: 9, core_dumped: false } },
+            Event::Exited {
+                pid: 7,
+                status: ExitStatus::Signal { signal: 9, core_dumped: false, oom: false },
+            },
             &ctx(15_001),
         )
         .expect("exit");
@@ -956,6 +971,14 @@ mod tests {
         let s = run(running(), Event::Exited { pid: 8, status: ExitStatus::Code(0) }, 5000, &p).expect("ok");
         assert_eq!(s.machine.state, running());
         assert!(s.actions.is_empty());
+    }
+
+    #[test]
+    fn an_oom_kill_says_so() {
+        let oom = ExitStatus::Signal { signal: 9, core_dumped: false, oom: true };
+        assert_eq!(oom.to_string(), "killed by the OOM killer");
+        let plain = ExitStatus::Signal { signal: 9, core_dumped: false, oom: false };
+        assert_eq!(plain.to_string(), "terminated by SIGKILL");
     }
 
     #[test]

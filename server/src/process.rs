@@ -365,6 +365,8 @@ impl ProcessHandle {
             stop_waiters: Vec::new(),
             checked_path: None,
             cgroup: None,
+            oom_kills: 0,
+            limits_warned: false,
         };
         tokio::spawn(actor.run(rx));
         ProcessHandle { config, logs, tx, snapshot, cgroup }
@@ -534,6 +536,10 @@ struct Actor {
     checked_path: Option<PathBuf>,
     /// The process's cgroup, made at its first spawn (when minderd uses cgroups).
     cgroup: Option<ProcessCgroup>,
+    /// Its cgroup's OOM kills so far, to tell an OOM kill from another SIGKILL.
+    oom_kills: u64,
+    /// Limits without cgroups have been warned of.
+    limits_warned: bool,
 }
 
 impl Actor {
@@ -555,8 +561,9 @@ impl Actor {
                     let (pid, _) = self.child.take().expect("guarded by the condition");
                     self.pidfd = None;
                     match status {
-                        Ok(status) => {
+                        Ok(mut status) => {
                             self.drain_cgroup().await;
+                            self.mark_oom(&mut status);
                             self.stop_wall = Some(SystemTime::now());
                             self.stdin = None;
                             let _ = Box::pin(self.feed(Event::Exited { pid, status })).await;
@@ -793,14 +800,47 @@ impl Actor {
 
     /// Makes the process's cgroup before its first spawn, when minderd uses cgroups. A
     /// process whose cgroup cannot be made is not started outside it.
+    /// Its limits are set then, and a limit that cannot be enforced is warned of, once.
     fn cgroup(&mut self) -> Result<(), SpawnError> {
-        if let (None, Some(cgroups)) = (&self.cgroup, &self.shared.cgroups) {
-            let cg = cgroups.for_process(&self.config.full_name()).map_err(|e| {
-                SpawnError::Other(format!("cannot make the cgroup of '{}': {e}", self.config.name))
-            })?;
-            self.cgroup = Some(cg);
+        if self.cgroup.is_some() {
+            return Ok(());
+        }
+        let limits = &self.config.limits;
+        match &self.shared.cgroups {
+            Some(cgroups) => {
+                let cg = cgroups.for_process(&self.config.full_name()).map_err(|e| {
+                    SpawnError::Other(format!("cannot make the cgroup of '{}': {e}", self.config.name))
+                })?;
+                for (option, why) in cgroups.apply(&cg.dir, limits) {
+                    tracing::warn!("{option} of {} is not enforced: {why}", self.config.name);
+                }
+                self.oom_kills = cg.oom_kills();
+                self.cgroup = Some(cg);
+            }
+            None if !limits.is_empty() && !self.limits_warned => {
+                self.limits_warned = true;
+                for (option, ..) in limits.files() {
+                    tracing::warn!(
+                        "{option} of {} is not enforced: minderd uses no cgroups",
+                        self.config.name
+                    );
+                }
+            }
+            None => {}
         }
         Ok(())
+    }
+
+    /// Marks a SIGKILL as the OOM killer's when its cgroup counted a new OOM kill.
+    fn mark_oom(&mut self, status: &mut ExitStatus) {
+        let Some(cg) = &self.cgroup else { return };
+        let kills = cg.oom_kills();
+        if kills > self.oom_kills {
+            self.oom_kills = kills;
+            if let ExitStatus::Signal { signal, oom, .. } = status {
+                *oom = *signal == libc::SIGKILL;
+            }
+        }
     }
 
     /// The process's cgroup, when it is stopped as a cgroup (`kill_mode = "cgroup"`).

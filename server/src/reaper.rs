@@ -494,7 +494,11 @@ fn decode(status: libc::c_int) -> Option<ExitStatus> {
     if libc::WIFEXITED(status) {
         Some(ExitStatus::Code(libc::WEXITSTATUS(status)))
     } else if libc::WIFSIGNALED(status) {
-        Some(ExitStatus::Signal { signal: libc::WTERMSIG(status), core_dumped: libc::WCOREDUMP(status) })
+        Some(ExitStatus::Signal {
+            signal: libc::WTERMSIG(status),
+            core_dumped: libc::WCOREDUMP(status),
+            oom: false,
+        })
     } else {
         None
     }
@@ -583,7 +587,7 @@ mod tests {
             let sent = reaper.signal(forked.pid, pidfd, nix::sys::signal::Signal::SIGKILL, group);
             assert_eq!(sent, Ok(true), "group {group}");
             let status = forked.exit.await.expect("reaped");
-            assert_eq!(status, ExitStatus::Signal { signal: libc::SIGKILL, core_dumped: false });
+            assert_eq!(status, ExitStatus::Signal { signal: libc::SIGKILL, core_dumped: false, oom: false });
         }
     }
 }

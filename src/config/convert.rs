@@ -381,6 +381,20 @@ fn process_table(p: &ProcessConfig, daemon: &DaemonConfig) -> Table {
         };
         put("kill_mode", toml_edit::value(word), false);
     }
+    let l = &p.limits;
+    for (key, v) in [("memory_max", l.memory_max), ("memory_high", l.memory_high)] {
+        if let Some(v) = v {
+            put(key, int(v as i64), false);
+        }
+    }
+    for (key, v) in [("cpu_weight", l.cpu_weight), ("pids_max", l.pids_max), ("io_weight", l.io_weight)] {
+        if let Some(v) = v {
+            put(key, int(i64::from(v)), false);
+        }
+    }
+    if let Some(p) = l.cpu_max_percent {
+        put("cpu_max", s(&format!("{p}%")), false);
+    }
     if let Some(u) = &p.user {
         put("user", s(u), false);
     }

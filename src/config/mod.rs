@@ -23,7 +23,7 @@ use std::time::Duration;
 
 pub use convert::to_toml;
 pub use diag::{ConfigErrors, Diagnostic, Origin};
-pub use values::{AutoRestart, CgroupSetting, KillMode};
+pub use values::{AutoRestart, CgroupSetting, KillMode, Limits};
 
 use crate::address::Address;
 use crate::signal::Signal;
@@ -461,6 +461,8 @@ pub struct ProcessConfig {
     pub killasgroup: bool,
     /// What a stop ends (`kill_mode`); without it, stopasgroup and killasgroup decide.
     pub kill_mode: Option<KillMode>,
+    /// Its cgroup's resource limits (`memory_max`, `cpu_max`, ...).
+    pub limits: Limits,
     /// Run as this user (name or numeric uid), with its groups, HOME, USER and LOGNAME.
     pub user: Option<String>,
     /// chdir here before exec.

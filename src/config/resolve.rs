@@ -268,6 +268,12 @@ const KNOWN_OPTIONS: &[&str] = &[
     "stopasgroup",
     "killasgroup",
     "kill_mode",
+    "memory_max",
+    "memory_high",
+    "cpu_weight",
+    "cpu_max",
+    "pids_max",
+    "io_weight",
     "user",
     "redirect_stderr",
     "log_timestamps",
@@ -1333,6 +1339,15 @@ fn resolve_program<'a>(
     let stopasgroup = sec.take(report, "stopasgroup", &vars, false, values::boolean);
     let killasgroup = sec.take(report, "killasgroup", &vars, stopasgroup, values::boolean);
     let kill_mode = sec.take(report, "kill_mode", &vars, None, values::kill_mode);
+    let weight = |r: &Raw| values::integer_in(r, 1, 10_000).map(|n| Some(n as u32));
+    let limits = values::Limits {
+        memory_max: sec.take(report, "memory_max", &vars, None, |r| values::byte_size(r).map(Some)),
+        memory_high: sec.take(report, "memory_high", &vars, None, |r| values::byte_size(r).map(Some)),
+        cpu_weight: sec.take(report, "cpu_weight", &vars, None, weight),
+        cpu_max_percent: sec.take(report, "cpu_max", &vars, None, |r| values::cpu_percent(r).map(Some)),
+        pids_max: sec.take(report, "pids_max", &vars, None, |r| count(r).map(Some)),
+        io_weight: sec.take(report, "io_weight", &vars, None, weight),
+    };
     let exitcodes = sec.take(report, "exitcodes", &vars, vec![0], values::exitcodes);
     let redirect_stderr = sec.take(report, "redirect_stderr", &vars, false, values::boolean);
     // minder's extension (supervisor #553): the time at the start of every captured line.
@@ -1513,6 +1528,7 @@ fn resolve_program<'a>(
             stopasgroup,
             killasgroup,
             kill_mode,
+            limits,
             user: user.clone(),
             directory,
             umask,

@@ -201,6 +201,78 @@ pub fn kill_mode(raw: &Raw) -> Parsed<Option<KillMode>> {
     }
 }
 
+/// Resource limits of a program's cgroup (each process gets its own cgroup with them), with
+/// systemd's names; `None` leaves the kernel's default. Enforced where the controller is
+/// available to minderd's cgroups; elsewhere minderd warns, naming the option.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+pub struct Limits {
+    /// `memory.max`, bytes.
+    pub memory_max: Option<u64>,
+    /// `memory.high`, bytes.
+    pub memory_high: Option<u64>,
+    /// `cpu.weight`, 1–10000 (100 is the default share).
+    pub cpu_weight: Option<u32>,
+    /// `cpu.max` as a percentage of one CPU (`"50%"`, `"200%"`).
+    pub cpu_max_percent: Option<u32>,
+    /// `pids.max`.
+    pub pids_max: Option<u32>,
+    /// `io.weight`, 1–10000.
+    pub io_weight: Option<u32>,
+}
+
+impl Limits {
+    pub fn is_empty(&self) -> bool {
+        *self == Limits::default()
+    }
+
+    /// Each limit that is set: (option, controller, interface file, value to write).
+    pub fn files(&self) -> Vec<(&'static str, &'static str, &'static str, String)> {
+        let mut out = Vec::new();
+        if let Some(v) = self.memory_max {
+            out.push(("memory_max", "memory", "memory.max", v.to_string()));
+        }
+        if let Some(v) = self.memory_high {
+            out.push(("memory_high", "memory", "memory.high", v.to_string()));
+        }
+        if let Some(v) = self.cpu_weight {
+            out.push(("cpu_weight", "cpu", "cpu.weight", v.to_string()));
+        }
+        if let Some(p) = self.cpu_max_percent {
+            // systemd's CPUQuota: the percentage of a 100 ms period.
+            out.push(("cpu_max", "cpu", "cpu.max", format!("{} 100000", u64::from(p) * 1000)));
+        }
+        if let Some(v) = self.pids_max {
+            out.push(("pids_max", "pids", "pids.max", v.to_string()));
+        }
+        if let Some(v) = self.io_weight {
+            out.push(("io_weight", "io", "io.weight", format!("default {v}")));
+        }
+        out
+    }
+}
+
+/// `cpu_max`: how many CPUs, `0.5` or `2`, or a percentage of one (`"50%%"` — a `%` is
+/// written twice, as everywhere in these files); kept as a percentage.
+pub fn cpu_percent(raw: &Raw) -> Parsed<u32> {
+    let bad = || {
+        format!("expected a number of CPUs like 0.5 or 2, or a percentage like \"50%%\", got {}", got(raw))
+    };
+    let percent = match raw {
+        Raw::Int(n) => *n as f64 * 100.0,
+        Raw::Float(f) => f * 100.0,
+        Raw::Str(s) => match s.trim().strip_suffix('%') {
+            Some(p) => p.trim().parse::<f64>().map_err(|_| bad())?,
+            None => s.trim().parse::<f64>().map_err(|_| bad())? * 100.0,
+        },
+        _ => return Err(bad()),
+    };
+    if percent.is_finite() && (1.0..=100_000.0).contains(&percent.round()) {
+        Ok(percent.round() as u32)
+    } else {
+        Err(bad())
+    }
+}
+
 /// Where minderd puts its programs' cgroups (`[daemon] cgroup`).
 #[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize)]
 #[serde(rename_all = "lowercase")]

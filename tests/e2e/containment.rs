@@ -181,3 +181,42 @@ fn a_bad_kill_mode_or_cgroup_names_the_option_and_what_is_allowed() {
         assert!(err.contains(expect) && err.contains("m.toml"), "{err}");
     }
 }
+
+/// Limits are written to the process's cgroup where their controller is available to minderd's
+/// subtree; where it is not (this machine's unified mount has no controllers: they are all on
+/// cgroup v1), each is reported as not enforced, naming the option.
+#[test]
+fn limits_are_set_where_their_controller_exists_and_reported_where_not() {
+    let d = Daemon::start(
+        "[program.web]\ncommand = \"sleep 1000\"\nstartsecs = 0\nmemory_max = \"64MB\"\npids_max = 32\n\
+         cpu_weight = 50\ncpu_max = 0.5\n",
+    );
+    let root = cgroup_root(&d);
+    d.wait_state("web", "RUNNING", Duration::from_secs(10));
+    let available = std::fs::read_to_string(root.join("cgroup.controllers")).unwrap_or_default();
+    let dir = root.join("programs").join("web:web");
+    for (option, controller, file, value) in [
+        ("memory_max", "memory", "memory.max", "67108864"),
+        ("pids_max", "pids", "pids.max", "32"),
+        ("cpu_weight", "cpu", "cpu.weight", "50"),
+        ("cpu_max", "cpu", "cpu.max", "50000 100000"),
+    ] {
+        if available.split_whitespace().any(|c| c == controller) {
+            let got = std::fs::read_to_string(dir.join(file)).unwrap_or_default();
+            assert_eq!(got.trim(), value, "{option}");
+        } else {
+            let want =
+                format!("{option} of web is not enforced: the {controller} controller is not available");
+            assert!(d.log().contains(&want), "no {want:?} in:\n{}", d.log());
+        }
+    }
+}
+
+#[test]
+fn limits_without_cgroups_are_reported_as_not_enforced() {
+    let d = Daemon::start(
+        "[daemon]\ncgroup = \"off\"\n[program.web]\ncommand = \"sleep 1000\"\nstartsecs = 0\nmemory_max = \"1GB\"\n",
+    );
+    d.wait_state("web", "RUNNING", Duration::from_secs(10));
+    assert!(d.log().contains("memory_max of web is not enforced: minderd uses no cgroups"), "{}", d.log());
+}
