@@ -62,7 +62,7 @@ impl Output {
     }
 
     /// Waits until what was printed satisfies `cond`, and returns it.
-    fn wait(&mut self, what: &str, cond: impl Fn(&str) -> bool) -> String {
+    fn wait(&self, what: &str, cond: impl Fn(&str) -> bool) -> String {
         let deadline = Instant::now() + 20 * SECS;
         loop {
             let text = self.text();
@@ -168,7 +168,7 @@ fn the_seeds_curl_command_gets_the_tail_and_keeps_following() {
     assert!(out.child.try_wait().expect("wait").is_none(), "curl is still following:\n{later}");
     out.signal_and_wait(nix::sys::signal::Signal::SIGKILL);
     // The daemon is unharmed and follows for the next client.
-    let mut again = curl(&["-u", &format!("admin:{PASSWORD}")], &format!("http://{addr}/logtail/ping"));
+    let again = curl(&["-u", &format!("admin:{PASSWORD}")], &format!("http://{addr}/logtail/ping"));
     again.wait("a second follower", |t| last(t, "tick").is_some_and(|n| n > seen + 10));
 }
 
@@ -181,7 +181,7 @@ fn logtail_follows_a_log_across_its_rotations() {
          stdout_logfile_maxbytes = 1000\nstdout_logfile_backups = 2\n"
     ));
     let addr = d.tcp_address();
-    let mut out = curl(&["-u", &format!("admin:{PASSWORD}")], &format!("http://{addr}/logtail/w"));
+    let out = curl(&["-u", &format!("admin:{PASSWORD}")], &format!("http://{addr}/logtail/w"));
     let first = out.wait("the tail", |t| last(t, "line").is_some());
     let start = last(&first, "line").expect("a line");
     // 200 lines later the file has been rotated at least ten times under the follower.
@@ -199,20 +199,21 @@ fn stderr_unknown_names_uncaptured_outputs_and_credentials() {
         "[program.ping]\ncommand = \"{TICKER}\"\nstartsecs = 0\n\
          [program.merged]\ncommand = \"{TICKER}\"\nstartsecs = 0\nredirect_stderr = true\n\
          [program.quiet]\ncommand = \"{TICKER}\"\nstartsecs = 0\nstdout_logfile = \"NONE\"\n\
+         [program.idle]\ncommand = \"sleep 100\"\nautostart = false\nstdout_logfile = \"{{dir}}/idle.log\"\n\
          [group.g]\nprograms = [\"ping2\"]\n\
          [program.ping2]\ncommand = \"{TICKER}\"\nstartsecs = 0\n"
     ));
     let addr = d.tcp_address();
     let user = format!("admin:{PASSWORD}");
     // stderr, followed.
-    let mut err = curl(&["-u", &user], &format!("http://{addr}/logtail/ping/stderr"));
+    let err = curl(&["-u", &user], &format!("http://{addr}/logtail/ping/stderr"));
     let first = err.wait("stderr", |t| last(t, "err").is_some());
     let n = last(&first, "err").expect("a line");
     err.wait("more stderr", |t| last(t, "err").is_some_and(|m| m >= n + 5));
     assert!(!err.text().contains("tick"), "stdout is not in stderr's tail");
     // GROUP:NAME, URL-encoded or not, and /stdout spelled out.
     for path in ["/logtail/g:ping2", "/logtail/g%3Aping2/stdout"] {
-        let mut o = curl(&["-u", &user], &format!("http://{addr}{path}"));
+        let o = curl(&["-u", &user], &format!("http://{addr}{path}"));
         o.wait(path, |t| last(t, "tick").is_some());
     }
     // Refusals: 404 with a message for what cannot be followed, without following.
@@ -223,6 +224,9 @@ fn stderr_unknown_names_uncaptured_outputs_and_credentials() {
         ("/logtail/ping/stdin", "\"stdin\" is not a channel"),
         ("/logtail/merged/stderr", "the stderr of merged is redirected to its stdout"),
         ("/logtail/quiet", "the stdout of quiet is not captured (its log file is NONE)"),
+        // Never started, with a log file named: no file yet (supervisord's 404 too; an AUTO log
+        // is made at start, by both).
+        ("/logtail/idle", "does not exist (yet)"),
     ] {
         let (code, text) = get(&addr, path, &admin());
         assert_eq!(code, 404, "{path}: {text}");
@@ -236,8 +240,11 @@ fn stderr_unknown_names_uncaptured_outputs_and_credentials() {
         let (code, _) = get(&addr, path, "Authorization: Basic YWRtaW46d3Jvbmc=\r\n");
         assert_eq!(code, 401, "{path} with a wrong password");
     }
+    // Over HTTP/2 too (a browser speaks it over TLS): here cleartext, with prior knowledge.
+    let h2 = curl(&["--http2-prior-knowledge", "-u", &user], &format!("http://{addr}/logtail/ping"));
+    h2.wait("a follower over HTTP/2", |t| last(t, "tick").is_some());
     // A read-only caller may read.
-    let mut ro =
+    let ro =
         curl(&["-H", &format!("Authorization: Bearer {READER}")], &format!("http://{addr}/logtail/ping"));
     ro.wait("a read-only follower", |t| last(t, "tick").is_some());
     let (code, text) = get(&addr, "/ok.html", &format!("Authorization: Bearer {READER}\r\n"));
@@ -512,7 +519,8 @@ fn a_follower_that_stops_reading_costs_bounded_memory_and_is_told_what_it_missed
     let d = Daemon::start_with(
         "[program.flood]\ncommand = \"python3 {dir}/flood.py\"\nstartsecs = 0\nautostart = false\n\
          stdout_logfile = \"{dir}/flood.log\"\nstdout_logfile_maxbytes = 1048576\nstdout_logfile_backups = 1\n",
-        &[("flood.py", flood)],
+        // The log exists before the flood starts (supervisord too answers 404 without a file).
+        &[("flood.py", flood), ("flood.log", "")],
         &["--listen", "tcp://127.0.0.1:0"],
     );
     let addr = d.tcp_address();
@@ -549,4 +557,133 @@ fn a_follower_that_stops_reading_costs_bounded_memory_and_is_told_what_it_missed
     let text = String::from_utf8_lossy(&body);
     assert!(text.contains("==> File truncated: "), "the follower is told bytes were lost");
     assert!(body.len() < 32 << 20, "most of the flood was rotated away unread: {} bytes came", body.len());
+}
+
+/// A supervisord.conf for both servers, in `dir`: `pad` writes 500 lines to each output and
+/// waits; `merged` sends stderr to stdout; `idle` never starts.
+fn compared_conf(dir: &std::path::Path) -> std::path::PathBuf {
+    let d = dir.display();
+    let conf = format!(
+        "[unix_http_server]\nfile={d}/s.sock\n\
+         [supervisord]\nlogfile={d}/daemon.log\npidfile={d}/daemon.pid\nchildlogdir={d}\nnodaemon=true\n\
+         [rpcinterface:supervisor]\nsupervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface\n\
+         [supervisorctl]\nserverurl=unix://{d}/s.sock\n\
+         [program:pad]\ncommand=sh -c 'i=1000; while [ $i -lt 1500 ]; do echo pad $i; echo oops $i >&2; i=$((i+1)); done; exec sleep 100'\nstartsecs=0\n\
+         [program:merged]\ncommand=sh -c 'echo merged; exec sleep 100'\nstartsecs=0\nredirect_stderr=true\n\
+         [program:idle]\ncommand=sleep 100\nstartsecs=0\nautostart=false\n"
+    );
+    let path = dir.join("supervisord.conf");
+    std::fs::write(&path, conf).expect("write supervisord.conf");
+    path
+}
+
+/// What supervisorctl prints for each following command against the server started by
+/// `server` in `dir`: run until `until` is printed (then Ctrl-C) or until it ends by itself.
+fn follow_session(
+    ctl: &std::path::Path,
+    server: &mut Child,
+    dir: &std::path::Path,
+) -> Vec<(String, Option<i32>)> {
+    let conf = dir.join("supervisord.conf");
+    let sock = dir.join("s.sock");
+    wait_for("the server to answer", 20 * SECS, || {
+        assert!(server.try_wait().expect("wait").is_none(), "the server exited");
+        Command::new(ctl)
+            .arg("-c")
+            .arg(&conf)
+            .args(["status", "pad"])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    });
+    wait_for("pad's output", 20 * SECS, || {
+        std::fs::read_dir(dir).is_ok_and(|entries| {
+            entries.flatten().any(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                name.starts_with("pad-stderr")
+                    && std::fs::read(e.path()).is_ok_and(|b| b.ends_with(b"oops 1499\n"))
+            })
+        })
+    });
+    let commands: &[(&[&str], Option<&str>)] = &[
+        (&["tail", "-f", "pad"], Some("pad 1499\n")),
+        (&["tail", "-f", "pad", "stderr"], Some("oops 1499\n")),
+        (&["tail", "-f", "merged"], Some("merged\n")),
+        (&["tail", "-f", "merged", "stderr"], None),
+        (&["tail", "-f", "nope"], None),
+        // supervisord made idle's AUTO log files at start (mkstemp): there is a file to follow.
+        (&["tail", "-f", "idle"], Some("==> Press Ctrl-C to exit <==\n")),
+        (&["fg", "idle"], None),
+    ];
+    let mut out = Vec::new();
+    for (args, until) in commands {
+        let mut child = Command::new(ctl)
+            .arg("-c")
+            .arg(&conf)
+            .args(*args)
+            .env("PYTHONUNBUFFERED", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("supervisorctl runs");
+        // stdout and stderr into one text, as a terminal shows them.
+        let (o, e) = (child.stdout.take().expect("stdout"), child.stderr.take().expect("stderr"));
+        let mut o = Output::collect(child, o.chain(e));
+        let code = match until {
+            Some(text) => {
+                o.wait(&format!("{args:?} to print {text:?}"), |t| t.ends_with(text));
+                o.signal_and_wait(nix::sys::signal::Signal::SIGINT).code()
+            }
+            None => {
+                wait_for(&format!("{args:?} to end"), 20 * SECS, || {
+                    o.child.try_wait().expect("wait").is_some()
+                });
+                o.child.try_wait().expect("wait").and_then(|s| s.code())
+            }
+        };
+        // Wait for both pipes to close, so that the text is whole.
+        let shared = Arc::downgrade(&o.text);
+        let text = o.wait("the output to end", |_| shared.strong_count() == 1);
+        out.push((text.replace(&sock.display().to_string(), "SOCK"), code));
+    }
+    crate::harness::sigterm(server);
+    let _ = server.wait();
+    out
+}
+
+#[test]
+fn supervisorctls_follows_print_what_they_print_against_supervisord() {
+    let ctl = crate::xmlrpc::supervisorctl_430();
+    let quiet = || Stdio::null();
+    let theirs = {
+        let dir = tempfile::tempdir().expect("dir");
+        let conf = compared_conf(dir.path());
+        let mut s = Command::new(ctl.with_file_name("supervisord"))
+            .arg("-c")
+            .arg(&conf)
+            .stdout(quiet())
+            .stderr(quiet())
+            .spawn()
+            .expect("supervisord starts");
+        follow_session(&ctl, &mut s, dir.path())
+    };
+    let ours = {
+        let dir = tempfile::tempdir().expect("dir");
+        let conf = compared_conf(dir.path());
+        let mut m = Command::new(crate::harness::bin("minderd"))
+            .arg("-c")
+            .arg(&conf)
+            .stdout(quiet())
+            .stderr(quiet())
+            .spawn()
+            .expect("minderd starts");
+        follow_session(&ctl, &mut m, dir.path())
+    };
+    eprintln!("supervisord's: {theirs:#?}");
+    // Not a comparison of two failures: supervisord's own answers are what is expected.
+    assert!(theirs[0].0.starts_with("==> Press Ctrl-C to exit <==\n") && theirs[0].0.contains("pad 1499\n"));
+    assert!(theirs[4].0.contains("Cannot read, status code 404"), "{theirs:?}");
+    for (i, (t, o)) in theirs.iter().zip(&ours).enumerate() {
+        assert_eq!(o, t, "command {i}: minderd's, then supervisord's");
+    }
 }

@@ -16,8 +16,9 @@
 //! Following is [`LogChannel::stream`]'s: it reads the files (never the pipe), across rotations
 //! without a gap; bytes rotated away before the follower got to them are announced with a
 //! `==> File truncated … <==` line, as supervisord marks a file that shrank under its reader.
-//! Unlike supervisord, a log whose file does not exist yet (a process never started) is
-//! followed from its start rather than refused with 404: the output shows once there is some.
+//! A log whose file does not exist yet (a process never started: the file is made at the
+//! first spawn) is 404, as supervisord answers, so that supervisorctl prints what it prints
+//! there.
 //!
 //! A client that stops reading costs a bounded amount of memory: the stream reads ahead at most
 //! [`FOLLOW_BUFFER`] chunks into a bounded channel, and hyper stops asking for more once its
@@ -138,7 +139,7 @@ impl Endpoint {
             let text = crate::rpc::bounded(format!("No process named {name}"));
             return tail_html(http::StatusCode::NOT_FOUND, Some(&name), limit, &text);
         };
-        let Some(log) = &h.logs.stdout else {
+        let Some(log) = h.logs.stdout.as_ref().filter(|l| exists(l)) else {
             return tail_html(
                 http::StatusCode::NOT_FOUND,
                 Some(&name),
@@ -215,6 +216,12 @@ fn tail_html(status: http::StatusCode, name: Option<&str>, limit: u64, text: &st
 
 /// Follows `log` from [`HEAD`] bytes before its end, for as long as the response is read.
 fn follow(log: &Arc<LogChannel>) -> Response {
+    if !exists(log) {
+        return plain(
+            http::StatusCode::NOT_FOUND,
+            &format!("Not Found: {} does not exist (yet)", log.path().display()),
+        );
+    }
     if let Err(e) = log.readable() {
         return plain(http::StatusCode::NOT_FOUND, &format!("Not Found: {e}"));
     }
@@ -239,6 +246,11 @@ fn follow(log: &Arc<LogChannel>) -> Response {
     h.insert(http::header::X_CONTENT_TYPE_OPTIONS, http::HeaderValue::from_static("nosniff"));
     h.insert(http::header::CACHE_CONTROL, http::HeaderValue::from_static("no-cache"));
     r
+}
+
+/// Whether the log's file is there (a `stat`, as supervisord's `os.path.exists`).
+fn exists(log: &LogChannel) -> bool {
+    std::fs::metadata(log.path()).is_ok()
 }
 
 /// A chunk as the follower sends it: its bytes, after a line saying how many were lost before
