@@ -307,6 +307,17 @@ fn mainlogtail_ok_html_and_the_tail_page() {
     wait_for("html's output", 10 * SECS, || {
         std::fs::read_to_string(d.path("html.log")).unwrap_or_default().contains("script")
     });
+    // Followers of a quiet log that go away are noticed: their connections and files close.
+    let fds = || std::fs::read_dir(format!("/proc/{}/fd", d.pid())).expect("fds").count();
+    let before = fds();
+    let followers: Vec<Output> =
+        (0..5).map(|_| curl(&["-u", &user], &format!("http://{addr}/logtail/html"))).collect();
+    for f in &followers {
+        f.wait("a follower of html", |t| t.contains("script"));
+    }
+    assert!(fds() >= before + 5, "each follower holds a connection");
+    drop(followers);
+    wait_for("the followers' descriptors to close", 10 * SECS, || fds() == before);
     let (code, page) = get(&addr, "/tail.html?processname=html&limit=10", &admin());
     assert_eq!(code, 200, "{page}");
     assert!(page.contains("text/html"), "{page}");
