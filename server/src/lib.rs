@@ -151,6 +151,7 @@ pub async fn run(
             daemon_log: daemon_log.clone(),
             access: Arc::clone(&access),
             shield: Arc::clone(&shield),
+            stopping: serving.clone(),
         });
         let app = GrpcApp {
             service: Front { grpc: tower::Layer::layer(&layer, routes.clone()), rpc2, logtail },

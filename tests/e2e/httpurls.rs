@@ -331,14 +331,19 @@ fn mainlogtail_ok_html_and_the_tail_page() {
     let (code, page) = get(&addr, "/tail.html", &admin());
     assert_eq!(code, 400, "{page}");
     assert!(page.contains("No process name found"), "{page}");
-    // Followers end when the daemon stops, and do not hold it up.
+    // Followers end when the daemon stops, with a complete answer (curl exits 0, not 18 for a
+    // cut transfer) that holds what was logged while the processes stopped.
     let mut d = d;
     let started = Instant::now();
     assert!(d.stop().success());
+    eprintln!("minderd stopped in {:?} with two followers", started.elapsed());
     assert!(started.elapsed() < 10 * SECS, "minderd took {:?} to stop", started.elapsed());
     for f in [&mut main, &mut pad] {
         wait_for("the follower to see the end", 10 * SECS, || f.child.try_wait().expect("wait").is_some());
+        let status = f.child.try_wait().expect("wait").expect("exited");
+        assert!(status.success(), "curl: {status}:\n{}", f.text());
     }
+    assert!(main.text().contains("stopped: html"), "{}", main.text());
 }
 
 #[test]
