@@ -95,7 +95,7 @@ impl Endpoint {
             _ => self.logtail(&path),
         };
         if head {
-            // The headers GET would give, without the body (and without starting to follow).
+            // The headers GET would give, without the body (a follow it began ends with it).
             let (parts, _) = r.into_parts();
             return http::Response::from_parts(parts, tonic::body::Body::empty());
         }
