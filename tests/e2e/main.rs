@@ -11,6 +11,7 @@ mod config;
 mod containment;
 mod deploy;
 mod habits;
+mod httpurls;
 mod lifecycle;
 mod logs;
 mod mesh;

@@ -4,8 +4,14 @@
 //!
 //! - [`xmlrpc`]: Supervisor's XML-RPC wire format (the codec).
 //! - [`rpc2`]: Supervisor's XML-RPC interface at `POST /RPC2`, built on that codec.
+//! - [`logtail`]: Supervisor's log URLs (`/logtail/…`, `/mainlogtail`, `/tail.html`) and
+//!   `/ok.html`.
+//! - [`common`]: what those share: identifying the caller, reading a body under a bound and a
+//!   deadline, plain answers, URL and HTML escaping.
 //!
 //! The gRPC front end is still [`crate::rpc`].
 
+pub mod common;
+pub mod logtail;
 pub mod rpc2;
 pub mod xmlrpc;

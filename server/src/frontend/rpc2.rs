@@ -1,13 +1,13 @@
 //! Supervisor's XML-RPC interface at `POST /RPC2` (API 3.0), on the same sockets as gRPC.
 //!
-//! A thin translation: the body is decoded by [`super::xmlrpc`], the caller is identified by
-//! the same [`crate::auth::authenticate`] gRPC uses and authorised by [`Operation`], and every
+//! A thin translation: the body is decoded by [`super::xmlrpc`], the caller is identified as
+//! every front end does it ([`super::common::authenticate`]) and authorised by [`Operation`], and every
 //! method calls the same [`Supervisor`] code as `rpc.rs`. What is Supervisor's own lives here:
 //! method names and aliases, fault codes and their strings (`BAD_NAME: foo`), result shapes
 //! (`ProcessInfo`, the status lists of group calls), and `readFile`/`tailFile`'s offsets.
 //!
 //! Hostile input: the body is bounded ([`MAX_BODY`]; a declared length beyond it is refused
-//! with 413 before any of it is read), the decoder refuses entities and deep nesting, and only
+//! with 413 before any of it is read) and must arrive within a deadline (408), the decoder refuses entities and deep nesting, and only
 //! a two-part `namespace.method` without a leading underscore is ever looked up (the fix for
 //! CVE-2017-11610): everything else is UNKNOWN_METHOD.
 
@@ -16,12 +16,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use http_body_util::{BodyExt as _, Full, Limited};
+use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
 use minder::config::Role;
 
+use super::common::{plain, Response};
 use super::xmlrpc::{decode_call, encode_fault, encode_response, Value};
-use crate::auth::{self, Access, Caller, Operation, Refusal, Shield};
+use crate::auth::{self, Access, Caller, Operation, Shield};
 use crate::lifecycle::{ExitStatus, Kind};
 use crate::logs::LogChannel;
 use crate::process::{Fault, ProcessHandle};
@@ -375,27 +376,14 @@ pub struct Endpoint {
     pub daemon_log: Option<Arc<LogChannel>>,
     pub access: Arc<Access>,
     pub shield: Arc<Shield>,
-}
-
-type Response = http::Response<tonic::body::Body>;
-
-fn plain(status: http::StatusCode, text: &str) -> Response {
-    let mut r = http::Response::new(tonic::body::Body::new(Full::new(Bytes::from(format!("{text}\n")))));
-    *r.status_mut() = status;
-    r.headers_mut()
-        .insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("text/plain; charset=utf-8"));
-    r
+    /// How long a request body may take to arrive ([`super::common::BODY_DEADLINE`]).
+    pub body_deadline: std::time::Duration,
 }
 
 fn xml(body: String) -> Response {
     let mut r = http::Response::new(tonic::body::Body::new(Full::new(Bytes::from(body))));
     r.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("text/xml"));
     r
-}
-
-/// Answers a request for a path no front end serves, over HTTP/1.
-pub fn not_found() -> Response {
-    plain(http::StatusCode::NOT_FOUND, "Not Found")
 }
 
 impl Endpoint {
@@ -406,46 +394,16 @@ impl Endpoint {
 
     async fn serve(&self, req: http::Request<Incoming>) -> Response {
         if req.method() != http::Method::POST {
-            let mut r = plain(http::StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed: /RPC2 takes POST");
-            r.headers_mut().insert(http::header::ALLOW, http::HeaderValue::from_static("POST"));
-            return r;
+            return super::common::method_not_allowed("/RPC2", "POST");
         }
-        let peer = req.extensions().get::<crate::serve::Peer>().cloned();
-        let checked = match auth::admit(&self.shield, peer.as_ref()).await {
-            Ok(()) => auth::check(&self.access, &self.shield, &req),
-            Err(r) => Err(r),
-        };
-        let caller = match checked {
+        // Each method is authorised once it is known; a caller is needed to read the body.
+        let caller = match super::common::authenticate(&self.access, &self.shield, &req).await {
             Ok(c) => c,
-            Err(Refusal::Unauthenticated(why)) => {
-                // supervisorctl prints "Server requires authentication" on a 401.
-                let mut r = plain(http::StatusCode::UNAUTHORIZED, &format!("Unauthorized: {why}"));
-                r.headers_mut().insert(
-                    http::header::WWW_AUTHENTICATE,
-                    http::HeaderValue::from_static("Basic realm=\"default\""),
-                );
-                return r;
-            }
-            Err(Refusal::Denied(why)) => {
-                return plain(http::StatusCode::FORBIDDEN, &format!("Forbidden: {why}"))
-            }
-            Err(Refusal::Throttled) => return plain(http::StatusCode::TOO_MANY_REQUESTS, auth::THROTTLED),
+            Err(r) => return r,
         };
-        let declared = req
-            .headers()
-            .get(http::header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok());
-        if declared.is_some_and(|n| n > MAX_BODY as u64) {
-            return too_large();
-        }
-        let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
-            Ok(b) => b.to_bytes(),
-            Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => return too_large(),
-            Err(e) => {
-                tracing::debug!("reading an XML-RPC request failed: {e}");
-                return plain(http::StatusCode::BAD_REQUEST, "Bad Request: the body could not be read");
-            }
+        let body = match super::common::read_body(req, MAX_BODY, self.body_deadline).await {
+            Ok(b) => b,
+            Err(r) => return r,
         };
         let call = match decode_call(&body) {
             Ok(c) => c,
@@ -894,16 +852,6 @@ fn audit_text(name: &str, params: &[Value]) -> String {
         })
         .collect();
     crate::rpc::bounded(format!("{name}({}) over XML-RPC", shown.join(", ")))
-}
-
-fn too_large() -> Response {
-    let mut r = plain(
-        http::StatusCode::PAYLOAD_TOO_LARGE,
-        &format!("Payload Too Large: an XML-RPC request may be at most {MAX_BODY} bytes"),
-    );
-    // The rest of the body is not read: the connection cannot carry another request.
-    r.headers_mut().insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
-    r
 }
 
 fn fault_struct(f: &RpcFault) -> Value {
