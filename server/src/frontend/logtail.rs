@@ -26,6 +26,7 @@
 //! again. When the daemon stops serving (its processes have stopped), a follower gets what the
 //! log holds up to its end and a complete response, instead of a connection cut.
 
+use crate::tail::{self, Output, Start};
 use std::convert::Infallible;
 use std::sync::Arc;
 
@@ -92,7 +93,7 @@ impl Endpoint {
                     "Not Found: minderd logs to standard output; set its logfile to read its log here",
                 ),
             },
-            _ => self.logtail(&path),
+            _ => self.logtail(&path).await,
         };
         if head {
             // The headers GET would give, without the body (a follow it began ends with it).
@@ -103,7 +104,7 @@ impl Endpoint {
     }
 
     /// `/logtail/NAME[/CHANNEL]`: split as supervisord splits it, after decoding the path.
-    fn logtail(&self, path: &str) -> Response {
+    async fn logtail(&self, path: &str) -> Response {
         let not_found = |why: String| plain(http::StatusCode::NOT_FOUND, &crate::rpc::bounded(why));
         let rest = percent_decode(path.strip_prefix("/logtail").unwrap_or(""), false);
         let rest = rest.trim_start_matches('/');
@@ -114,20 +115,20 @@ impl Endpoint {
         let Ok(h) = self.sup.get(name) else {
             return not_found(format!("Not Found: no process named {name}"));
         };
-        let full = h.config.full_name();
-        let log = match channel {
-            "stdout" => &h.logs.stdout,
-            "stderr" => &h.logs.stderr,
+        let output = match channel {
+            "stdout" => Output::Stdout,
+            "stderr" => Output::Stderr,
             _ => return not_found(format!("Not Found: {channel:?} is not a channel; use stdout or stderr")),
         };
-        match log {
-            Some(log) => follow(log, self.stopping.clone()),
-            None if channel == "stderr" && h.config.redirect_stderr => {
-                not_found(format!("Not Found: the stderr of {full} is redirected to its stdout"))
-            }
-            None => not_found(format!(
-                "Not Found: the {channel} of {full} is not captured (its log file is NONE)"
-            )),
+        // The same choice as TailLog's (and its reasons for refusing); the start is
+        // supervisord's, recomputed by `follow` once it knows the file exists.
+        let names = [h.config.full_name()];
+        match tail::choose(&self.sup, &names, &[output], Some(Start::LastBytes(HEAD)), |_, _| None).await {
+            Ok(t) => match t.sources.first() {
+                Some(source) => follow(&source.channel, self.stopping.clone()),
+                None => not_found(format!("Not Found: {}", tail::TailError::NothingCaptured)),
+            },
+            Err(e) => not_found(format!("Not Found: {e}")),
         }
     }
 
