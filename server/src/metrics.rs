@@ -137,6 +137,32 @@ pub fn render(sup: &Supervisor) -> String {
     for (id, (_, rss)) in &usage {
         t.sample("minder_process_resident_memory_bytes", &format!("{{{id}}}"), rss);
     }
+    // The whole tree, from the process's cgroup (where minderd uses cgroups).
+    let trees: Vec<_> = snaps.iter().filter_map(|(h, id, _)| h.tree().map(|t| (id, t))).collect();
+    t.family(
+        "minder_cgroup_cpu_seconds_total",
+        "counter",
+        "CPU time of every process that has run in the process's cgroup.",
+    );
+    for (id, tree) in &trees {
+        if let Some(cpu) = tree.cpu {
+            t.sample("minder_cgroup_cpu_seconds_total", &format!("{{{id}}}"), cpu.as_secs_f64());
+        }
+    }
+    t.family("minder_cgroup_processes", "gauge", "Processes in the process's cgroup: its whole tree.");
+    for (id, tree) in &trees {
+        t.sample("minder_cgroup_processes", &format!("{{{id}}}"), tree.pids.len());
+    }
+    t.family(
+        "minder_cgroup_memory_bytes",
+        "gauge",
+        "Memory of the process's cgroup, where the memory controller is on.",
+    );
+    for (id, tree) in &trees {
+        if let Some(m) = tree.memory {
+            t.sample("minder_cgroup_memory_bytes", &format!("{{{id}}}"), m);
+        }
+    }
     t.family(
         "minder_log_bytes_total",
         "counter",
