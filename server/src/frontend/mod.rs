@@ -2,10 +2,11 @@
 //! format into calls on the core ([`crate::supervisor`]) and back; none implements an operation
 //! of its own.
 //!
-//! - [`xmlrpc`]: Supervisor's XML-RPC wire format (the codec).
+//! - [`xmlrpc`]: Supervisor's XML-RPC wire format (the codec), which lives in the API crate
+//!   ([`minder::xmlrpc`]) because minder-fleet's client speaks it too.
 //! - [`rpc2`]: Supervisor's XML-RPC interface at `POST /RPC2`, built on that codec.
 //!
 //! The gRPC front end is still [`crate::rpc`].
 
 pub mod rpc2;
-pub mod xmlrpc;
+pub use minder::xmlrpc;
