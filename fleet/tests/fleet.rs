@@ -561,3 +561,105 @@ fn cesis_default_admin_password_is_refused_with_what_to_do() {
         "{err}"
     );
 }
+
+/// A fake supervisord on TCP: it answers `getAllProcessInfo` with one process of group `web`,
+/// and never answers any other call (an action that hangs on the node). Its thread lives as
+/// long as the test process.
+fn stalling_node() -> u16 {
+    use minder::xmlrpc::{encode_response, Value as X};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for conn in listener.incoming() {
+            let Ok(mut c) = conn else { continue };
+            let mut reader = std::io::BufReader::new(c.try_clone().expect("clone"));
+            let mut length = 0usize;
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    length = v.trim().parse().unwrap_or(0);
+                }
+            }
+            let mut body = vec![0; length];
+            let _ = reader.read_exact(&mut body);
+            if String::from_utf8_lossy(&body).contains("getAllProcessInfo") {
+                let info = X::Array(vec![X::record([
+                    ("name", X::from("app")),
+                    ("group", X::from("web")),
+                    ("state", X::Int(20)),
+                    ("statename", X::from("RUNNING")),
+                    ("pid", X::Int(4242)),
+                    ("description", X::from("pid 4242, uptime 0:00:01")),
+                ])]);
+                let xml = encode_response(&info);
+                let _ = write!(
+                    c,
+                    "HTTP/1.1 200 OK\r\nContent-Type: text/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{xml}",
+                    xml.len()
+                );
+            } else {
+                held.push(c);
+            }
+        }
+    });
+    port
+}
+
+#[test]
+fn a_group_action_fans_out_and_a_hanging_node_does_not_stop_the_rest() {
+    let dir = tempfile::Builder::new().prefix("minder-fleet-").tempdir().expect("a temp dir");
+    let d = dir.path();
+    let (_m1, sock1) = minderd(d, "m1", MINDERD_NODE);
+    let (slow1, slow2) = (stalling_node(), stalling_node());
+    let conf = d.join("fleet.toml");
+    std::fs::write(
+        &conf,
+        format!(
+            "[cesi]\nadmin_username = \"{}\"\nadmin_password = \"{}\"\n\
+             [fleet]\npoll_interval = 0.5\ncall_timeout = 1\naction_timeout = 1.5\n\
+             [[nodes]]\nname = \"m1\"\nkind = \"minderd\"\naddress = \"unix://{}\"\n\
+             [[nodes]]\nname = \"slow1\"\nhost = \"127.0.0.1\"\nport = {slow1}\n\
+             [[nodes]]\nname = \"slow2\"\nhost = \"127.0.0.1\"\nport = {slow2}\n",
+            ADMIN.0,
+            ADMIN.1,
+            sock1.display()
+        ),
+    )
+    .expect("write the configuration");
+    let f = fleet(&conf);
+    wait_for("every node to connect with group web", 20 * SECS, || {
+        ["m1", "slow1", "slow2"].iter().all(|n| f.statename(n, "web:app") == "RUNNING")
+    });
+
+    // The restart hangs on two nodes: both time out together (not one after the other), m1's
+    // result is there, and the API keeps answering meanwhile.
+    let addr = f.addr.clone();
+    let action = std::thread::spawn(move || {
+        let started = Instant::now();
+        let (s, v, _) = http(&addr, "POST", "/api/v2/groups/web/restart/", b"", Some(ADMIN));
+        (s, v, started.elapsed())
+    });
+    let (_, _, during) = http(&f.addr, "GET", "/api/v2/nodes/", b"", Some(ADMIN));
+    let (s, v, took) = action.join().expect("the action's thread");
+    eprintln!("group restart with two hanging nodes (action deadline 1.5 s): {took:?}; GET /api/v2/nodes/ meanwhile: {during:?}");
+    assert!(during < Duration::from_millis(500), "{during:?}");
+    assert_eq!((s, v["status"].as_str(), v["failed"].as_u64()), (200, Some("error"), Some(2)), "{v}");
+    let by_node = |n: &str| {
+        v["nodes"].as_array().and_then(|ns| ns.iter().find(|x| x["node"] == n)).cloned().unwrap_or_default()
+    };
+    assert_eq!(by_node("m1")["status"], "success", "{v}");
+    for n in ["slow1", "slow2"] {
+        assert!(by_node(n)["message"].as_str().is_some_and(|m| m.contains("no answer within 1.5s")), "{v}");
+    }
+    assert!(
+        took >= Duration::from_millis(1500) && took < Duration::from_millis(2900),
+        "concurrent, not serial: {took:?}"
+    );
+    // An environment that has none of the group's nodes: nothing to do, said as such.
+    let (s, v) = f.post("/api/v2/groups/web/restart", b"{\"environment\": \"nowhere\"}");
+    assert_eq!((s, v["status"].as_str()), (404, Some("error")), "{v}");
+}
