@@ -254,6 +254,10 @@ fn a_fleet_with_minderd_supervisord_and_a_hung_node() {
     std::fs::create_dir_all(&d2).expect("dir");
     let (_m1, sock1) = minderd(&d1, "m1", MINDERD_NODE);
     let (_m2, sock2) = minderd(&d2, "m2", MINDERD_NODE);
+    // A third minderd, watched through its XML-RPC front end as if it were supervisord.
+    let d3 = d.join("m3");
+    std::fs::create_dir_all(&d3).expect("dir");
+    let (_m3, sock3) = minderd(&d3, "m3", MINDERD_NODE);
 
     // supervisord 4.3.0, with the group `web` too, on TCP with Basic auth (as Cesi drives it).
     let sup_port = free_port();
@@ -322,6 +326,19 @@ username = "fleet"
 password = "node-pw"
 
 [[nodes]]
+name = "sup-badpw"
+environment = "legacy"
+host = "127.0.0.1"
+port = {sup_port}
+username = "fleet"
+password = "wrong"
+
+[[nodes]]
+name = "m3-xmlrpc"
+environment = "prod"
+address = "unix://{s3}"
+
+[[nodes]]
 name = "hung"
 environment = "legacy"
 host = "127.0.0.1"
@@ -342,6 +359,7 @@ password = ""
             pw = ADMIN.1,
             s1 = sock1.display(),
             s2 = sock2.display(),
+            s3 = sock3.display(),
         ),
     )
     .expect("write cesi.conf.toml");
@@ -357,6 +375,7 @@ password = ""
                     match g["name"].as_str() {
                         Some("hung") => g["state"] == "timed_out",
                         Some("closed") => g["state"] == "refused",
+                        Some("sup-badpw") => g["state"] == "unauthorized",
                         _ => g["connected"] == true && !n["processes"].as_array().is_none_or(Vec::is_empty),
                     }
                 })
@@ -386,7 +405,7 @@ password = ""
     assert!(times[times.len() - 1] < Duration::from_millis(500), "{times:?}");
 
     // Cesi's shapes: a process P, environments, groups.
-    for n in ["m1", "m2", "sup"] {
+    for n in ["m1", "m2", "m3-xmlrpc", "sup"] {
         wait_for(&format!("{n}'s web:app RUNNING"), 10 * SECS, || f.statename(n, "web:app") == "RUNNING");
     }
     let (s, v) = f.get("/api/v2/nodes/sup/processes/web:app/");
@@ -403,6 +422,13 @@ password = ""
     );
     let (_, v) = f.get("/api/v2/nodes/m1/processes/web:app/");
     assert_eq!(v["process"]["statename"], "RUNNING", "{v}");
+    let (_, v) = f.get("/api/v2/nodes/m3-xmlrpc/processes/web:app/");
+    let p = &v["process"];
+    assert!(
+        p["pid"].as_i64().is_some_and(|pid| pid > 0)
+            && p["description"].as_str().is_some_and(|d| d.starts_with("pid ")),
+        "{p}"
+    );
     let (_, envs) = f.get("/api/v2/environments/");
     let names: Vec<&str> =
         envs["environments"].as_array().expect("a list").iter().filter_map(|e| e["name"].as_str()).collect();
@@ -417,7 +443,7 @@ password = ""
         .clone();
     assert_eq!(
         web["environments"],
-        serde_json::json!([{"name": "legacy", "members": ["sup"]}, {"name": "prod", "members": ["m1", "m2"]}])
+        serde_json::json!([{"name": "legacy", "members": ["sup"]}, {"name": "prod", "members": ["m1", "m2", "m3-xmlrpc"]}])
     );
 
     // Logs: the last 500 bytes as lines, from both kinds of node.
@@ -430,7 +456,7 @@ password = ""
 
     // A restart of group web across the fleet: each node's result, each process's result;
     // the nodes that are not connected are listed, not waited for.
-    let pids_before: Vec<i64> = ["m1", "m2", "sup"]
+    let pids_before: Vec<i64> = ["m1", "m2", "m3-xmlrpc", "sup"]
         .iter()
         .map(|n| {
             f.get(&format!("/api/v2/nodes/{n}/processes/web:app/")).1["process"]["pid"].as_i64().unwrap_or(0)
@@ -439,23 +465,23 @@ password = ""
     let started = Instant::now();
     let (s, v) = f.post("/api/v2/groups/web/restart", b"");
     eprintln!(
-        "POST /api/v2/groups/web/restart across 3 nodes (2 more not connected): {:?}",
+        "POST /api/v2/groups/web/restart across 4 nodes (3 more not connected): {:?}",
         started.elapsed()
     );
     assert_eq!(s, 200, "{v}");
     assert_eq!(v["status"], "success", "{v}");
     let nodes: Vec<&str> =
         v["nodes"].as_array().expect("a list").iter().filter_map(|n| n["node"].as_str()).collect();
-    assert_eq!(nodes, ["m1", "m2", "sup"], "{v}");
+    assert_eq!(nodes, ["m1", "m2", "m3-xmlrpc", "sup"], "{v}");
     for n in v["nodes"].as_array().expect("a list") {
         let ps = n["processes"].as_array().expect("processes");
         assert!(!ps.is_empty() && ps.iter().all(|p| p["status"] == "success" && p["group"] == "web"), "{n}");
     }
     let skipped: Vec<&str> =
         v["not_connected"].as_array().expect("a list").iter().filter_map(|n| n["node"].as_str()).collect();
-    assert_eq!(skipped, ["hung", "closed"]);
+    assert_eq!(skipped, ["sup-badpw", "hung", "closed"]);
     // The new pids show up in the API: pushed by minderd, polled from supervisord.
-    for (n, before) in ["m1", "m2", "sup"].iter().zip(&pids_before) {
+    for (n, before) in ["m1", "m2", "m3-xmlrpc", "sup"].iter().zip(&pids_before) {
         wait_for(&format!("{n}'s restarted web:app in the API"), 10 * SECS, || {
             let (_, v) = f.get(&format!("/api/v2/nodes/{n}/processes/web:app/"));
             v["process"]["statename"] == "RUNNING"
@@ -613,7 +639,7 @@ fn stalling_node() -> u16 {
 fn a_group_action_fans_out_and_a_hanging_node_does_not_stop_the_rest() {
     let dir = tempfile::Builder::new().prefix("minder-fleet-").tempdir().expect("a temp dir");
     let d = dir.path();
-    let (_m1, sock1) = minderd(d, "m1", MINDERD_NODE);
+    let (m1, sock1) = minderd(d, "m1", MINDERD_NODE);
     let (slow1, slow2) = (stalling_node(), stalling_node());
     let conf = d.join("fleet.toml");
     std::fs::write(
@@ -662,4 +688,16 @@ fn a_group_action_fans_out_and_a_hanging_node_does_not_stop_the_rest() {
     // An environment that has none of the group's nodes: nothing to do, said as such.
     let (s, v) = f.post("/api/v2/groups/web/restart", b"{\"environment\": \"nowhere\"}");
     assert_eq!((s, v["status"].as_str()), (404, Some("error")), "{v}");
+
+    // A minderd that goes away is shown so, with why and when it was last seen, and is
+    // reconnected on its own when it is back (Cesi's #29).
+    drop(m1);
+    wait_for("m1 shown not connected", 10 * SECS, || f.node("m1")["general"]["connected"] == false);
+    let general = f.node("m1")["general"].clone();
+    assert!(general["last_error"].as_str().is_some_and(|e| !e.is_empty()), "{general}");
+    assert!(general["last_seen"].as_f64().is_some_and(|t| t > 0.0), "{general}");
+    let (s, v) = f.get("/api/v2/nodes/m1/processes/");
+    assert_eq!((s, v["status"].as_str()), (503, Some("error")), "{v}");
+    let (_m1, _) = minderd(d, "m1", MINDERD_NODE);
+    wait_for("m1 to reconnect", 20 * SECS, || f.statename("m1", "web:app") == "RUNNING");
 }
