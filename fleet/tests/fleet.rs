@@ -60,6 +60,11 @@ impl Drop for Owned {
 
 /// A minderd on a unix socket in `dir`, with this native configuration.
 fn minderd(dir: &Path, name: &str, toml: &str) -> (Owned, PathBuf) {
+    minderd_with(dir, name, toml, &[])
+}
+
+/// As [`minderd`], with more arguments (another `--listen`).
+fn minderd_with(dir: &Path, name: &str, toml: &str, extra: &[&str]) -> (Owned, PathBuf) {
     let conf = dir.join(format!("{name}.toml"));
     std::fs::write(&conf, toml.replace("{dir}", &dir.display().to_string())).expect("write config");
     let sock = dir.join(format!("{name}.sock"));
@@ -70,6 +75,7 @@ fn minderd(dir: &Path, name: &str, toml: &str) -> (Owned, PathBuf) {
         .arg(format!("unix://{}", sock.display()))
         .arg("-l")
         .arg(dir.join(format!("{name}.log")))
+        .args(extra)
         .env("TMPDIR", dir)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -641,6 +647,22 @@ fn a_group_action_fans_out_and_a_hanging_node_does_not_stop_the_rest() {
     let d = dir.path();
     let (m1, sock1) = minderd(d, "m1", MINDERD_NODE);
     let (slow1, slow2) = (stalling_node(), stalling_node());
+    // A minderd on TCP that wants tokens: the fleet has an admin one for node "tcp" and a
+    // read-only one for node "tcp-ro" (it may watch, not act).
+    let dt = d.join("t");
+    std::fs::create_dir_all(&dt).expect("dir");
+    std::fs::write(dt.join("tokens"), "fleet admin admin-token-1-long-enough\nwatcher read-only ro-token-1-long-enough\n")
+        .expect("tokens");
+    let tcp_conf = format!("[daemon]\ntokens_file = \"{{dir}}/tokens\"\n{MINDERD_NODE}");
+    let (_mt, _) = minderd_with(&dt, "t", &tcp_conf, &["--listen", "tcp://127.0.0.1:0"]);
+    let mut tcp_addr = None;
+    wait_for("the TCP minderd's address", 10 * SECS, || {
+        let log = std::fs::read_to_string(dt.join("t.log")).unwrap_or_default();
+        tcp_addr =
+            log.lines().find_map(|l| l.split("listening at tcp://").nth(1).map(|a| a.trim().to_string()));
+        tcp_addr.is_some()
+    });
+    let tcp_addr = tcp_addr.expect("an address");
     let conf = d.join("fleet.toml");
     std::fs::write(
         &conf,
@@ -649,7 +671,9 @@ fn a_group_action_fans_out_and_a_hanging_node_does_not_stop_the_rest() {
              [fleet]\npoll_interval = 0.5\ncall_timeout = 1\naction_timeout = 1.5\n\
              [[nodes]]\nname = \"m1\"\nkind = \"minderd\"\naddress = \"unix://{}\"\n\
              [[nodes]]\nname = \"slow1\"\nhost = \"127.0.0.1\"\nport = {slow1}\n\
-             [[nodes]]\nname = \"slow2\"\nhost = \"127.0.0.1\"\nport = {slow2}\n",
+             [[nodes]]\nname = \"slow2\"\nhost = \"127.0.0.1\"\nport = {slow2}\n\
+             [[nodes]]\nname = \"tcp\"\nkind = \"minderd\"\naddress = \"tcp://{tcp_addr}\"\ntoken = \"admin-token-1-long-enough\"\n\
+             [[nodes]]\nname = \"tcp-ro\"\nkind = \"minderd\"\naddress = \"tcp://{tcp_addr}\"\ntoken = \"ro-token-1-long-enough\"\n",
             ADMIN.0,
             ADMIN.1,
             sock1.display()
@@ -658,7 +682,7 @@ fn a_group_action_fans_out_and_a_hanging_node_does_not_stop_the_rest() {
     .expect("write the configuration");
     let f = fleet(&conf);
     wait_for("every node to connect with group web", 20 * SECS, || {
-        ["m1", "slow1", "slow2"].iter().all(|n| f.statename(n, "web:app") == "RUNNING")
+        ["m1", "slow1", "slow2", "tcp", "tcp-ro"].iter().all(|n| f.statename(n, "web:app") == "RUNNING")
     });
 
     // The restart hangs on two nodes: both time out together (not one after the other), m1's
@@ -673,11 +697,14 @@ fn a_group_action_fans_out_and_a_hanging_node_does_not_stop_the_rest() {
     let (s, v, took) = action.join().expect("the action's thread");
     eprintln!("group restart with two hanging nodes (action deadline 1.5 s): {took:?}; GET /api/v2/nodes/ meanwhile: {during:?}");
     assert!(during < Duration::from_millis(500), "{during:?}");
-    assert_eq!((s, v["status"].as_str(), v["failed"].as_u64()), (200, Some("error"), Some(2)), "{v}");
+    assert_eq!((s, v["status"].as_str(), v["failed"].as_u64()), (200, Some("error"), Some(3)), "{v}");
     let by_node = |n: &str| {
         v["nodes"].as_array().and_then(|ns| ns.iter().find(|x| x["node"] == n)).cloned().unwrap_or_default()
     };
     assert_eq!(by_node("m1")["status"], "success", "{v}");
+    assert_eq!(by_node("tcp")["status"], "success", "{v}");
+    let ro = by_node("tcp-ro")["message"].as_str().unwrap_or("").to_string();
+    assert!(ro.starts_with("the node does not allow this:") && ro.contains("read-only"), "{v}");
     for n in ["slow1", "slow2"] {
         assert!(by_node(n)["message"].as_str().is_some_and(|m| m.contains("no answer within 1.5s")), "{v}");
     }

@@ -55,7 +55,8 @@ fn status_error(s: &tonic::Status, deadline: Duration) -> CallError {
     use tonic::Code;
     match s.code() {
         Code::DeadlineExceeded => CallError::TimedOut(deadline),
-        Code::Unauthenticated | Code::PermissionDenied => CallError::Unauthorized,
+        Code::Unauthenticated => CallError::Unauthorized,
+        Code::PermissionDenied => CallError::Forbidden(s.message().to_string()),
         Code::NotFound | Code::InvalidArgument => {
             CallError::Fault(Fault { code: 10, string: format!("BAD_NAME: {}", s.message()) })
         }

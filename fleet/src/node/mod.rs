@@ -34,6 +34,9 @@ pub enum CallError {
     Unreachable(String),
     #[error("the node refused the fleet's credentials")]
     Unauthorized,
+    /// The credentials are good, and do not allow this (a read-only token, say).
+    #[error("the node does not allow this: {0}")]
+    Forbidden(String),
     #[error("not Supervisor's protocol: {0}")]
     Protocol(String),
     /// The node answered with a fault: its `faultString` is the message.
@@ -57,7 +60,7 @@ impl CallError {
             CallError::Refused => Status::Refused,
             CallError::TimedOut(_) => Status::TimedOut,
             CallError::Unreachable(_) | CallError::NotConnected(_) => Status::Unreachable,
-            CallError::Unauthorized => Status::Unauthorized,
+            CallError::Unauthorized | CallError::Forbidden(_) => Status::Unauthorized,
             CallError::Protocol(_) | CallError::Fault(_) => Status::ProtocolError,
         }
     }
