@@ -141,7 +141,10 @@ fn general(node: &Node, view: &NodeView) -> Json_ {
             crate::config::NodeKind::Supervisord => "supervisord",
             crate::config::NodeKind::Minderd => "minderd",
         },
-        "address": node.config.address.to_string(),
+        "address": match &node.config.tls {
+            Some(_) => node.config.address.to_string().replacen("tcp://", "https://", 1),
+            None => node.config.address.to_string(),
+        },
         "state": view.status,
         "last_error": view.last_error,
         "last_seen": view.last_seen.and_then(|t| t.duration_since(UNIX_EPOCH).ok()).map(|d| d.as_secs_f64()),

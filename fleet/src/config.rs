@@ -5,7 +5,9 @@
 //! `username`, `password`). minder-fleet reads exactly that, and also:
 //! - in `[[nodes]]`: `kind = "supervisord"` (the default: XML-RPC, polled) or `"minderd"`
 //!   (gRPC, pushed), `address` (`unix:///path`, `tcp://host:port` or `http://host:port`, instead
-//!   of `host`/`port`), and `token` (a bearer token for minderd's `tokens_file`);
+//!   of `host`/`port`; `https://host:port` for TLS to a minderd node, with `tls_ca`, and
+//!   `tls_cert`/`tls_key` for mutual TLS, `tls_domain` for the name to expect), and `token` (a
+//!   bearer token for minderd's `tokens_file`);
 //! - a `[fleet]` table: `poll_interval`, `call_timeout`, `action_timeout` (seconds) and
 //!   `fanout` (how many nodes one action works on at once).
 //!
@@ -52,6 +54,16 @@ pub enum NodeKind {
     Minderd,
 }
 
+/// TLS to a minderd node: the PEM files, read when the configuration is.
+#[derive(Debug, Clone)]
+pub struct TlsConfig {
+    pub ca: Vec<u8>,
+    /// A client certificate and its key, for mutual TLS.
+    pub identity: Option<(Vec<u8>, Secret)>,
+    /// The name to expect in the node's certificate (default: the host connected to).
+    pub domain: Option<String>,
+}
+
 /// One node, as configured.
 #[derive(Debug, Clone)]
 pub struct NodeConfig {
@@ -62,6 +74,7 @@ pub struct NodeConfig {
     pub username: Option<String>,
     pub password: Option<Secret>,
     pub token: Option<Secret>,
+    pub tls: Option<TlsConfig>,
     /// Where it was configured (`file:line`), for messages.
     pub origin: String,
 }
@@ -128,7 +141,8 @@ pub fn parse(text: &str, path: &Path) -> Result<FleetConfig, ConfigError> {
         let line = e.span().map(|s| line_of(text, s.start)).unwrap_or(1);
         ConfigError(vec![format!("{shown}:{line}: not valid TOML: {}", e.message())])
     })?;
-    let mut r = Reader { text, file: &shown, errors: Vec::new() };
+    let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    let mut r = Reader { text, file: &shown, base, errors: Vec::new() };
     let root = doc.as_table();
 
     for (key, item) in root.iter() {
@@ -274,6 +288,8 @@ fn table_span(t: &Table) -> Option<std::ops::Range<usize>> {
 struct Reader<'a> {
     text: &'a str,
     file: &'a str,
+    /// Relative file names (TLS) are relative to the configuration's directory.
+    base: PathBuf,
     errors: Vec<String>,
 }
 
@@ -331,7 +347,21 @@ impl Reader<'_> {
         let origin = self.place(table_span(t));
         self.known(
             t,
-            &["name", "environment", "host", "port", "username", "password", "kind", "address", "token"],
+            &[
+                "name",
+                "environment",
+                "host",
+                "port",
+                "username",
+                "password",
+                "kind",
+                "address",
+                "token",
+                "tls_ca",
+                "tls_cert",
+                "tls_key",
+                "tls_domain",
+            ],
             "[[nodes]]",
         );
         let name = self.string(t, "name");
@@ -389,17 +419,12 @@ impl Reader<'_> {
             }
         });
         let address_text = self.string(t, "address");
+        let https = address_text.as_deref().is_some_and(|a| a.starts_with("https://"));
         let address = match (address_text, host, port) {
-            (Some(a), None, None) => match a.parse::<Address>() {
+            (Some(a), None, None) => match a.replacen("https://", "tcp://", 1).parse::<Address>() {
                 Ok(addr) => Some(addr),
                 Err(e) => {
-                    let hint = if a.starts_with("https://") {
-                        "TLS to nodes is not supported yet; use unix:// or tcp:// (e.g. over a tunnel)"
-                            .to_string()
-                    } else {
-                        e
-                    };
-                    self.err(t.get("address").and_then(item_span), "address", &hint);
+                    self.err(t.get("address").and_then(item_span), "address", &e);
                     None
                 }
             },
@@ -445,10 +470,87 @@ impl Reader<'_> {
                 "tokens are for kind = \"minderd\" nodes; a supervisord node takes username and password",
             );
         }
+        let tls = self.tls(t, https, kind);
         if self.errors.len() > before {
             return None;
         }
-        Some(NodeConfig { name, environment, kind, address: address?, username, password, token, origin })
+        Some(NodeConfig {
+            name,
+            environment,
+            kind,
+            address: address?,
+            username,
+            password,
+            token,
+            tls,
+            origin,
+        })
+    }
+
+    fn tls(&mut self, t: &Table, https: bool, kind: NodeKind) -> Option<TlsConfig> {
+        let mut read = |key: &str| -> Option<Vec<u8>> {
+            let name = self.string(t, key)?;
+            let path = self.base.join(&name);
+            match std::fs::read(&path) {
+                Ok(b) if b.len() <= 1 << 20 => Some(b),
+                Ok(_) => {
+                    self.err(
+                        t.get(key).and_then(item_span),
+                        key,
+                        &format!("{} is larger than 1 MiB", path.display()),
+                    );
+                    None
+                }
+                Err(e) => {
+                    self.err(
+                        t.get(key).and_then(item_span),
+                        key,
+                        &format!("cannot read {}: {e}", path.display()),
+                    );
+                    None
+                }
+            }
+        };
+        let (ca, cert, key) = (read("tls_ca"), read("tls_cert"), read("tls_key"));
+        let domain = self.string(t, "tls_domain");
+        let given = t.contains_key("tls_ca") || t.contains_key("tls_cert") || t.contains_key("tls_key");
+        let at = t.get("address").and_then(item_span).or_else(|| table_span(t));
+        if !https {
+            if given || domain.is_some() {
+                self.err(at, "address", "TLS settings need an address of the form https://host:port");
+            }
+            return None;
+        }
+        if kind != NodeKind::Minderd {
+            self.err(
+                at,
+                "address",
+                "https:// is for kind = \"minderd\" nodes; supervisord serves XML-RPC without TLS",
+            );
+            return None;
+        }
+        if t.contains_key("tls_cert") != t.contains_key("tls_key") {
+            self.err(
+                at.clone(),
+                "tls_cert",
+                "tls_cert and tls_key go together (a client certificate and its key)",
+            );
+        }
+        let Some(ca) = ca else {
+            if !t.contains_key("tls_ca") {
+                self.err(
+                    at,
+                    "tls_ca",
+                    "an https:// node needs tls_ca: the CA certificate (PEM) that signed the node's",
+                );
+            }
+            return None;
+        };
+        let identity = match (cert, key) {
+            (Some(c), Some(k)) => Some((c, Secret::new(String::from_utf8_lossy(&k).into_owned()))),
+            _ => None,
+        };
+        Some(TlsConfig { ca, identity, domain })
     }
 }
 
@@ -497,6 +599,7 @@ token = "t0k"
         assert_eq!(c.nodes[1].kind, NodeKind::Minderd);
         assert_eq!(c.nodes[1].address, Address::Unix("/run/minder.sock".into()));
         // No secret in what a log line would print.
+        assert!(c.nodes.iter().all(|n| n.tls.is_none()));
         let printed = format!("{c:?}");
         assert!(
             !printed.contains("s3cret") && !printed.contains("t0k") && !printed.contains("\"p\""),
@@ -536,6 +639,39 @@ token = "t0k"
         let dup = format!("{CESI}\n[[nodes]]\nname = \"m1\"\naddress = \"tcp://h:1\"\n");
         let e = parse_str(&dup).expect_err("refused").to_string();
         assert!(e.contains("node \"m1\" is already configured at cesi.conf.toml:15"), "{e}");
+    }
+
+    #[test]
+    fn tls_settings_are_checked_and_their_files_read_at_load() {
+        let dir = tempfile::tempdir().expect("dir");
+        std::fs::write(dir.path().join("ca.pem"), "-----BEGIN CERTIFICATE-----\n").expect("write");
+        let head =
+            "[cesi]\nadmin_username = \"a\"\nadmin_password = \"longenough\"\n[[nodes]]\nname = \"n\"\n";
+        let at = |body: &str| parse(&format!("{head}{body}"), &dir.path().join("fleet.toml"));
+        let c =
+            at("kind = \"minderd\"\naddress = \"https://h:1\"\ntls_ca = \"ca.pem\"\ntls_domain = \"x\"\n")
+                .expect("valid");
+        let tls = c.nodes[0].tls.as_ref().expect("tls");
+        assert_eq!(
+            (c.nodes[0].address.to_string().as_str(), tls.domain.as_deref()),
+            ("tcp://h:1", Some("x"))
+        );
+        for (body, expected) in [
+            ("kind = \"minderd\"\naddress = \"https://h:1\"\n", "tls_ca: an https:// node needs tls_ca"),
+            (
+                "kind = \"minderd\"\naddress = \"tcp://h:1\"\ntls_ca = \"ca.pem\"\n",
+                "TLS settings need an address of the form https://",
+            ),
+            ("address = \"https://h:1\"\ntls_ca = \"ca.pem\"\n", "https:// is for kind = \"minderd\" nodes"),
+            ("kind = \"minderd\"\naddress = \"https://h:1\"\ntls_ca = \"nope.pem\"\n", "tls_ca: cannot read"),
+            (
+                "kind = \"minderd\"\naddress = \"https://h:1\"\ntls_ca = \"ca.pem\"\ntls_cert = \"ca.pem\"\n",
+                "tls_cert and tls_key go together",
+            ),
+        ] {
+            let e = at(body).expect_err(body).to_string();
+            assert!(e.contains(expected), "{body}: {e}");
+        }
     }
 
     #[test]

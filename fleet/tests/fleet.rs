@@ -651,8 +651,11 @@ fn a_group_action_fans_out_and_a_hanging_node_does_not_stop_the_rest() {
     // read-only one for node "tcp-ro" (it may watch, not act).
     let dt = d.join("t");
     std::fs::create_dir_all(&dt).expect("dir");
-    std::fs::write(dt.join("tokens"), "fleet admin admin-token-1-long-enough\nwatcher read-only ro-token-1-long-enough\n")
-        .expect("tokens");
+    std::fs::write(
+        dt.join("tokens"),
+        "fleet admin admin-token-1-long-enough\nwatcher read-only ro-token-1-long-enough\n",
+    )
+    .expect("tokens");
     let tcp_conf = format!("[daemon]\ntokens_file = \"{{dir}}/tokens\"\n{MINDERD_NODE}");
     let (_mt, _) = minderd_with(&dt, "t", &tcp_conf, &["--listen", "tcp://127.0.0.1:0"]);
     let mut tcp_addr = None;
@@ -727,4 +730,71 @@ fn a_group_action_fans_out_and_a_hanging_node_does_not_stop_the_rest() {
     assert_eq!((s, v["status"].as_str()), (503, Some("error")), "{v}");
     let (_m1, _) = minderd(d, "m1", MINDERD_NODE);
     wait_for("m1 to reconnect", 20 * SECS, || f.statename("m1", "web:app") == "RUNNING");
+}
+
+/// A CA, a server certificate for localhost signed by it, and a client certificate, as PEM
+/// files in `dir`: ca.pem, server.pem/.key, client.pem/.key.
+fn pki(dir: &Path) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    let write = |name: &str, text: String| std::fs::write(dir.join(name), text).expect("write");
+    let ca_key = KeyPair::generate().expect("key");
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("params");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params.distinguished_name.push(rcgen::DnType::CommonName, "fleet test CA");
+    write("ca.pem", ca_params.self_signed(&ca_key).expect("ca").pem());
+    let issuer = Issuer::from_params(&ca_params, &ca_key);
+    for (names, prefix) in [(vec!["localhost".to_string()], "server"), (vec!["fleet".to_string()], "client")]
+    {
+        let key = KeyPair::generate().expect("key");
+        let cert = CertificateParams::new(names).expect("params").signed_by(&key, &issuer).expect("leaf");
+        write(&format!("{prefix}.pem"), cert.pem());
+        write(&format!("{prefix}.key"), key.serialize_pem());
+    }
+}
+
+#[test]
+fn a_minderd_node_over_tls_with_a_token() {
+    let dir = tempfile::Builder::new().prefix("minder-fleet-").tempdir().expect("a temp dir");
+    let d = dir.path();
+    pki(d);
+    std::fs::write(d.join("tokens"), "fleet admin tls-admin-token-long-enough\n").expect("tokens");
+    let conf = format!(
+        "[daemon]\ntls_cert = \"{dir}/server.pem\"\ntls_key = \"{dir}/server.key\"\ntokens_file = \"{{dir}}/tokens\"\n{MINDERD_NODE}",
+        dir = d.display()
+    );
+    let (_m, _) = minderd_with(d, "m", &conf, &["--listen", "tcp://127.0.0.1:0"]);
+    let mut addr = None;
+    wait_for("the TLS minderd's address", 10 * SECS, || {
+        let log = std::fs::read_to_string(d.join("m.log")).unwrap_or_default();
+        addr = log.lines().find_map(|l| l.split("listening at tcp://").nth(1).map(|a| a.trim().to_string()));
+        addr.is_some()
+    });
+    let addr = addr.expect("an address");
+    let port = addr.rsplit(':').next().expect("a port");
+    // The same node twice: with the CA that signed its certificate, and with a CA file that is
+    // not the one (its own client certificate, which signs nothing).
+    std::fs::write(
+        d.join("fleet.toml"),
+        format!(
+            "[cesi]\nadmin_username = \"{}\"\nadmin_password = \"{}\"\n[fleet]\ncall_timeout = 1\n\
+             [[nodes]]\nname = \"tls\"\nkind = \"minderd\"\naddress = \"https://localhost:{port}\"\n\
+             tls_ca = \"ca.pem\"\ntoken = \"tls-admin-token-long-enough\"\n\
+             [[nodes]]\nname = \"wrong-ca\"\nkind = \"minderd\"\naddress = \"https://localhost:{port}\"\n\
+             tls_ca = \"client.pem\"\ntoken = \"tls-admin-token-long-enough\"\n",
+            ADMIN.0, ADMIN.1
+        ),
+    )
+    .expect("write the configuration");
+    let f = fleet(&d.join("fleet.toml"));
+    wait_for("the TLS node to connect", 20 * SECS, || f.statename("tls", "web:app") == "RUNNING");
+    wait_for("the node with the wrong CA to be refused", 20 * SECS, || {
+        f.node("wrong-ca")["general"]["last_error"].as_str().is_some_and(|e| !e.is_empty())
+    });
+    let wrong = f.node("wrong-ca")["general"].clone();
+    eprintln!("a node whose certificate the fleet does not trust: {wrong}");
+    assert_eq!(wrong["connected"], false);
+    assert!(wrong["last_error"].as_str().is_some_and(|e| e.contains("UnknownIssuer")), "{wrong}");
+    assert!(wrong["address"].as_str().is_some_and(|a| a.starts_with("https://localhost:")), "{wrong}");
+    let (s, v) = f.post("/api/v2/nodes/tls/processes/web:app/restart/", b"");
+    assert_eq!(s, 200, "{v}");
 }

@@ -78,12 +78,27 @@ fn status_error(s: &tonic::Status, deadline: Duration) -> CallError {
 
 /// Connects under `deadline`: TCP or unix connect, and the HTTP/2 handshake.
 async fn connect(node: &NodeConfig, deadline: Duration) -> Result<Client, CallError> {
-    let endpoint = Endpoint::from_shared(node.address.endpoint_uri())
+    let uri = match &node.tls {
+        Some(_) => node.address.endpoint_uri().replacen("http://", "https://", 1),
+        None => node.address.endpoint_uri(),
+    };
+    let mut endpoint = Endpoint::from_shared(uri)
         .map_err(|e| CallError::Unreachable(format!("bad address {}: {e}", node.address)))?
         .connect_timeout(deadline)
         .http2_keep_alive_interval(Duration::from_secs(30))
         .keep_alive_timeout(deadline)
         .keep_alive_while_idle(true);
+    if let Some(tls) = &node.tls {
+        use tonic::transport::{Certificate, ClientTlsConfig, Identity};
+        let mut cfg = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(&tls.ca));
+        if let Some((cert, key)) = &tls.identity {
+            cfg = cfg.identity(Identity::from_pem(cert, key.expose()));
+        }
+        if let Some(d) = &tls.domain {
+            cfg = cfg.domain_name(d.clone());
+        }
+        endpoint = endpoint.tls_config(cfg).map_err(|e| CallError::Protocol(format!("TLS: {e}")))?;
+    }
     let channel = match tokio::time::timeout(deadline, endpoint.connect()).await {
         Err(_) => return Err(CallError::TimedOut(deadline)),
         Ok(Err(e)) => return Err(classify(&e)),
