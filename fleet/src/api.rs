@@ -106,7 +106,8 @@ async fn require_admin(State(fleet): State<Arc<Fleet>>, req: Request, next: Next
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Basic "))
         .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b.trim()).ok());
-    let expected = format!("{}:{}", fleet.admin.0, fleet.admin.1.expose());
+    let (user, password) = fleet.admin();
+    let expected = format!("{user}:{}", password.expose());
     if given.is_some_and(|g| same(&g, expected.as_bytes())) {
         return next.run(req).await;
     }
@@ -157,7 +158,7 @@ fn node_json(node: &Node) -> Json_ {
 }
 
 async fn nodes(State(fleet): State<Arc<Fleet>>) -> Answer {
-    ok(json!({"nodes": fleet.nodes.iter().map(|n| node_json(n)).collect::<Vec<_>>()}))
+    ok(json!({"nodes": fleet.nodes().iter().map(|n| node_json(n)).collect::<Vec<_>>()}))
 }
 
 async fn node(State(fleet): State<Arc<Fleet>>, Path(name): Path<String>) -> Answer {
@@ -244,7 +245,7 @@ async fn all_action(State(fleet): State<Arc<Fleet>>, Path((name, action)): Path<
 }
 
 fn environment_names(fleet: &Fleet) -> Vec<String> {
-    let mut names: Vec<String> = fleet.nodes.iter().map(|n| n.config.environment.clone()).collect();
+    let mut names: Vec<String> = fleet.nodes().iter().map(|n| n.config.environment.clone()).collect();
     names.sort();
     names.dedup();
     names
@@ -252,7 +253,7 @@ fn environment_names(fleet: &Fleet) -> Vec<String> {
 
 fn environment_json(fleet: &Fleet, env: &str) -> Json_ {
     let members: Vec<Json_> =
-        fleet.nodes.iter().filter(|n| n.config.environment == env).map(|n| node_json(n)).collect();
+        fleet.nodes().iter().filter(|n| n.config.environment == env).map(|n| node_json(n)).collect();
     json!({"name": env, "members": members})
 }
 
@@ -273,7 +274,7 @@ async fn environment(State(fleet): State<Arc<Fleet>>, Path(env): Path<String>) -
 async fn groups(State(fleet): State<Arc<Fleet>>) -> Answer {
     let mut tree: std::collections::BTreeMap<String, std::collections::BTreeMap<String, Vec<String>>> =
         Default::default();
-    for n in &fleet.nodes {
+    for n in fleet.nodes().iter() {
         let view = n.view();
         for p in view.processes.iter() {
             let members =
@@ -299,7 +300,7 @@ async fn group(State(fleet): State<Arc<Fleet>>, Path(g): Path<String>) -> Answer
         return Err(ApiError(StatusCode::BAD_REQUEST, "not a group name".into()));
     }
     let nodes: Vec<Json_> = fleet
-        .nodes
+        .nodes()
         .iter()
         .filter_map(|n| {
             let view = n.view();
@@ -345,7 +346,7 @@ async fn group_action(
     let in_scope = |n: &&Arc<Node>| opts.environment.as_ref().is_none_or(|e| &n.config.environment == e);
     let mut targets = Vec::new();
     let mut not_connected = Vec::new();
-    for n in fleet.nodes.iter().filter(in_scope) {
+    for n in fleet.nodes().iter().filter(in_scope) {
         let view = n.view();
         if view.processes.iter().any(|p| p.group == g) {
             targets.push(n.clone());
@@ -367,7 +368,7 @@ async fn group_action(
             let target = target.clone();
             async move { (n.config.name.clone(), n.act(act, &target).await) }
         })
-        .buffer_unordered(fleet.timing.fanout)
+        .buffer_unordered(fleet.timing().fanout)
         .collect()
         .await;
     let mut failed = 0usize;

@@ -216,6 +216,22 @@ fn fleet(conf: &Path) -> FleetProc {
 }
 
 impl FleetProc {
+    fn hup(&self) {
+        let pid = nix::unistd::Pid::from_raw(self._child.0.id() as i32);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP).expect("SIGHUP the fleet");
+    }
+
+    fn node_names(&self) -> Vec<String> {
+        let (_, v) = self.get("/api/v2/nodes/");
+        v["nodes"].as_array().map_or(vec![], |ns| {
+            ns.iter().filter_map(|n| n["general"]["name"].as_str().map(str::to_string)).collect()
+        })
+    }
+
+    fn log(&self) -> String {
+        self.stderr.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
     fn get(&self, path: &str) -> (u16, Value) {
         let (s, v, _) = http(&self.addr, "GET", path, b"", Some(ADMIN));
         (s, v)
@@ -797,4 +813,41 @@ fn a_minderd_node_over_tls_with_a_token() {
     assert!(wrong["address"].as_str().is_some_and(|a| a.starts_with("https://localhost:")), "{wrong}");
     let (s, v) = f.post("/api/v2/nodes/tls/processes/web:app/restart/", b"");
     assert_eq!(s, 200, "{v}");
+}
+
+#[test]
+fn sighup_rereads_the_configuration_and_nodes_come_and_go() {
+    let dir = tempfile::Builder::new().prefix("minder-fleet-").tempdir().expect("a temp dir");
+    let d = dir.path();
+    let (_m, sock) = minderd(d, "m", MINDERD_NODE);
+    let head = format!("[cesi]\nadmin_username = \"{}\"\nadmin_password = \"{}\"\n", ADMIN.0, ADMIN.1);
+    let grpc =
+        format!("[[nodes]]\nname = \"a\"\nkind = \"minderd\"\naddress = \"unix://{}\"\n", sock.display());
+    let xml = format!("[[nodes]]\nname = \"b\"\naddress = \"unix://{}\"\n", sock.display());
+    let conf = d.join("fleet.toml");
+    std::fs::write(&conf, format!("{head}{grpc}")).expect("write");
+    let f = fleet(&conf);
+    wait_for("a to connect", 10 * SECS, || f.statename("a", "web:app") == "RUNNING");
+
+    // A node added: it starts; the unchanged one keeps its task (and connection).
+    std::fs::write(&conf, format!("{head}{grpc}{xml}")).expect("write");
+    f.hup();
+    wait_for("b to join and connect", 10 * SECS, || f.statename("b", "web:app") == "RUNNING");
+    assert_eq!(f.node_names(), ["a", "b"]);
+    wait_for("the reload in the log", 10 * SECS, || f.log().contains("kept=1 started=1 stopped=0"));
+
+    // A configuration that does not load changes nothing, and says why.
+    std::fs::write(&conf, format!("{head}{grpc}{xml}[[nodes]]\nname = \"c\"\n")).expect("write");
+    f.hup();
+    wait_for("the refusal in the log", 10 * SECS, || f.log().contains("the configuration was not reloaded"));
+    assert!(f.log().contains("every [[nodes]] needs host and port"), "{}", f.log());
+    assert_eq!(f.node_names(), ["a", "b"]);
+
+    // A node removed: it is gone from the API, and the other stays.
+    std::fs::write(&conf, format!("{head}{xml}")).expect("write");
+    f.hup();
+    wait_for("a to leave", 10 * SECS, || f.node_names() == ["b"]);
+    assert_eq!(f.statename("b", "web:app"), "RUNNING");
+    let (s, _) = f.get("/api/v2/nodes/a/");
+    assert_eq!(s, 404);
 }
