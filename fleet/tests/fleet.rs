@@ -610,11 +610,10 @@ fn cesis_default_admin_password_is_refused_with_what_to_do() {
     );
 }
 
-/// A fake supervisord on TCP: it answers `getAllProcessInfo` with one process of group `web`,
-/// and never answers any other call (an action that hangs on the node). Its thread lives as
+/// A fake node on TCP: for each request, `respond` gets the body and gives the whole HTTP
+/// response to write, or None to never answer (the connection is held). Its thread lives as
 /// long as the test process.
-fn stalling_node() -> u16 {
-    use minder::xmlrpc::{encode_response, Value as X};
+fn fake_node(respond: impl Fn(&str) -> Option<Vec<u8>> + Send + 'static) -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = listener.local_addr().expect("addr").port();
     std::thread::spawn(move || {
@@ -634,27 +633,106 @@ fn stalling_node() -> u16 {
             }
             let mut body = vec![0; length];
             let _ = reader.read_exact(&mut body);
-            if String::from_utf8_lossy(&body).contains("getAllProcessInfo") {
-                let info = X::Array(vec![X::record([
-                    ("name", X::from("app")),
-                    ("group", X::from("web")),
-                    ("state", X::Int(20)),
-                    ("statename", X::from("RUNNING")),
-                    ("pid", X::Int(4242)),
-                    ("description", X::from("pid 4242, uptime 0:00:01")),
-                ])]);
-                let xml = encode_response(&info);
-                let _ = write!(
-                    c,
-                    "HTTP/1.1 200 OK\r\nContent-Type: text/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{xml}",
-                    xml.len()
-                );
-            } else {
-                held.push(c);
+            match respond(&String::from_utf8_lossy(&body)) {
+                Some(answer) => {
+                    let _ = c.write_all(&answer);
+                }
+                None => held.push(c),
             }
         }
     });
     port
+}
+
+/// An HTTP 200 response carrying `xml`.
+fn ok_xml(xml: &[u8]) -> Vec<u8> {
+    let mut r = format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: text/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        xml.len()
+    )
+    .into_bytes();
+    r.extend_from_slice(xml);
+    r
+}
+
+/// A fake supervisord: it answers `getAllProcessInfo` with one process of group `web`, and
+/// never answers any other call (an action that hangs on the node).
+fn stalling_node() -> u16 {
+    use minder::xmlrpc::{encode_response, Value as X};
+    fake_node(|body| {
+        body.contains("getAllProcessInfo").then(|| {
+            let info = X::Array(vec![X::record([
+                ("name", X::from("app")),
+                ("group", X::from("web")),
+                ("state", X::Int(20)),
+                ("statename", X::from("RUNNING")),
+                ("pid", X::Int(4242)),
+                ("description", X::from("pid 4242, uptime 0:00:01")),
+            ])]);
+            ok_xml(encode_response(&info).as_bytes())
+        })
+    })
+}
+
+#[test]
+fn hostile_nodes_are_shown_as_such_and_hurt_nothing_else() {
+    let dir = tempfile::Builder::new().prefix("minder-fleet-").tempdir().expect("a temp dir");
+    let d = dir.path();
+    let (_m, sock) = minderd(d, "m", MINDERD_NODE);
+    // A billion laughs, a body past the 16 MiB bound, nesting past the depth bound, an HTML
+    // error page, and a fault-shaped answer with no faultCode.
+    let laughs = fake_node(|_| {
+        Some(ok_xml(
+            b"<?xml version=\"1.0\"?><!DOCTYPE l [<!ENTITY a \"aaaaaaaaaa\"><!ENTITY b \"&a;&a;&a;&a;&a;&a;&a;&a;\">]>\
+              <methodResponse><params><param><value>&b;</value></param></params></methodResponse>",
+        ))
+    });
+    let huge = fake_node(|_| Some(ok_xml(&vec![b' '; 17 << 20])));
+    let deep = fake_node(|_| {
+        let n = 10_000;
+        let xml = format!(
+            "<methodResponse><params><param>{}{}</param></params></methodResponse>",
+            "<value><array><data>".repeat(n),
+            "</data></array></value>".repeat(n)
+        );
+        Some(ok_xml(xml.as_bytes()))
+    });
+    let html =
+        fake_node(|_| Some(b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 9\r\n\r\n<h1>x</h1>".to_vec()));
+    let odd = fake_node(|_| {
+        Some(ok_xml(b"<methodResponse><fault><value><struct></struct></value></fault></methodResponse>"))
+    });
+    let mut conf = format!(
+        "[cesi]\nadmin_username = \"{}\"\nadmin_password = \"{}\"\n[fleet]\npoll_interval = 0.5\ncall_timeout = 2\n\
+         [[nodes]]\nname = \"m\"\nkind = \"minderd\"\naddress = \"unix://{}\"\n",
+        ADMIN.0,
+        ADMIN.1,
+        sock.display()
+    );
+    for (name, port) in [("laughs", laughs), ("huge", huge), ("deep", deep), ("html", html), ("odd", odd)] {
+        conf.push_str(&format!("[[nodes]]\nname = \"{name}\"\nhost = \"127.0.0.1\"\nport = {port}\n"));
+    }
+    std::fs::write(d.join("fleet.toml"), conf).expect("write");
+    let f = fleet(&d.join("fleet.toml"));
+    let expected = [
+        ("laughs", "document type declarations are not accepted"),
+        ("huge", "length limit exceeded"),
+        ("deep", "values nest deeper than 32 levels"),
+        ("html", "HTTP 502 Bad Gateway from /RPC2"),
+        ("odd", "a fault without an integer faultCode"),
+    ];
+    wait_for("every hostile node to be shown as a protocol error", 20 * SECS, || {
+        expected.iter().all(|(n, _)| f.node(n)["general"]["state"] == "protocol_error")
+    });
+    for (n, why) in expected {
+        let g = f.node(n)["general"].clone();
+        assert!(g["last_error"].as_str().is_some_and(|e| e.contains(why)), "{n}: {g}");
+        assert!(g["last_error"].as_str().is_some_and(|e| e.len() < 300), "{n}: errors do not echo much: {g}");
+    }
+    // The honest node is unaffected, and the API answers quickly.
+    assert_eq!(f.statename("m", "web:app"), "RUNNING");
+    let (s, _, took) = http(&f.addr, "GET", "/api/v2/nodes/", b"", Some(ADMIN));
+    assert!(s == 200 && took < Duration::from_millis(500), "{s} {took:?}");
 }
 
 #[test]
