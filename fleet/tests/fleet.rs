@@ -369,6 +369,12 @@ username = ""
 password = ""
 
 [[nodes]]
+name = "hung-grpc"
+environment = "prod"
+kind = "minderd"
+address = "tcp://127.0.0.1:{hung_port}"
+
+[[nodes]]
 name = "closed"
 environment = ""
 host = "127.0.0.1"
@@ -395,7 +401,7 @@ password = ""
                 ns.iter().all(|n| {
                     let g = &n["general"];
                     match g["name"].as_str() {
-                        Some("hung") => g["state"] == "timed_out",
+                        Some("hung") | Some("hung-grpc") => g["state"] == "timed_out",
                         Some("closed") => g["state"] == "refused",
                         Some("sup-badpw") => g["state"] == "unauthorized",
                         _ => g["connected"] == true && !n["processes"].as_array().is_none_or(Vec::is_empty),
@@ -487,7 +493,7 @@ password = ""
     let started = Instant::now();
     let (s, v) = f.post("/api/v2/groups/web/restart", b"");
     eprintln!(
-        "POST /api/v2/groups/web/restart across 4 nodes (3 more not connected): {:?}",
+        "POST /api/v2/groups/web/restart across 4 nodes (4 more not connected): {:?}",
         started.elapsed()
     );
     assert_eq!(s, 200, "{v}");
@@ -501,7 +507,7 @@ password = ""
     }
     let skipped: Vec<&str> =
         v["not_connected"].as_array().expect("a list").iter().filter_map(|n| n["node"].as_str()).collect();
-    assert_eq!(skipped, ["sup-badpw", "hung", "closed"]);
+    assert_eq!(skipped, ["sup-badpw", "hung", "hung-grpc", "closed"]);
     // The new pids show up in the API: pushed by minderd, polled from supervisord.
     for (n, before) in ["m1", "m2", "m3-xmlrpc", "sup"].iter().zip(&pids_before) {
         wait_for(&format!("{n}'s restarted web:app in the API"), 10 * SECS, || {
