@@ -263,7 +263,10 @@ async fn environments(State(fleet): State<Arc<Fleet>>) -> Answer {
 }
 
 async fn environment(State(fleet): State<Arc<Fleet>>, Path(env): Path<String>) -> Answer {
-    if !is_plain_name(&env) || !environment_names(&fleet).contains(&env) {
+    if !is_plain_name(&env) {
+        return Err(ApiError(StatusCode::BAD_REQUEST, "not an environment name".into()));
+    }
+    if !environment_names(&fleet).contains(&env) {
         return Err(ApiError(StatusCode::NOT_FOUND, format!("no environment named {env:?}")));
     }
     ok(json!({"environment": environment_json(&fleet, &env)}))

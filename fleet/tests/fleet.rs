@@ -548,6 +548,11 @@ password = ""
     assert_eq!(s, 400, "unknown fields are refused, not ignored: {v}");
     let (s, v) = f.get("/api/v2/nodes/nosuch/");
     assert_eq!((s, v["status"].as_str()), (404, Some("error")), "{v}");
+    // What a client sends is not echoed unbounded.
+    let long = format!("/api/v2/environments/{}/", "x".repeat(5000));
+    let (s, v) = f.get(&long);
+    assert_eq!(s, 400, "{v}");
+    assert!(v.to_string().len() < 200, "{v}");
     let (s, _) = f.get("/api/v2/nodes/m1/processes/web:nosuch/stop/");
     assert_eq!(s, 404);
     for path in [
@@ -556,6 +561,7 @@ password = ""
         "/api/v2/nodes/m1/processes/web:..%2Fapp/stop/",
         "/api/v2/nodes/m1/processes/%2e%2e/start/",
         "/api/v2/groups/..%2Fweb/",
+        "/api/v2/environments/..%2F..%2Fprod/",
         "/api/v2/nodes/m1/processes/a:b:c/start/",
     ] {
         let (s, v) = f.get(path);
