@@ -5,10 +5,13 @@
 //! - [`config`]: the one configuration model, read from native TOML or from supervisord.conf.
 //! - [`address`]: where a daemon listens and a client connects, including the default socket.
 //! - [`signal`]: signal names and numbers as supervisord spells them.
+//! - [`xmlrpc`]: Supervisor's XML-RPC wire format, both halves: minderd decodes calls and
+//!   encodes responses; minder-fleet encodes calls and decodes responses.
 
 pub mod address;
 pub mod config;
 pub mod signal;
+pub mod xmlrpc;
 
 /// The generated protobuf messages, client and server for package `minder.v1`.
 pub mod pb {

@@ -2,7 +2,8 @@
 //! format into calls on the core ([`crate::supervisor`]) and back; none implements an operation
 //! of its own.
 //!
-//! - [`xmlrpc`]: Supervisor's XML-RPC wire format (the codec).
+//! - [`xmlrpc`]: Supervisor's XML-RPC wire format (the codec), which lives in the API crate
+//!   ([`minder::xmlrpc`]) because minder-fleet's client speaks it too.
 //! - [`rpc2`]: Supervisor's XML-RPC interface at `POST /RPC2`, built on that codec.
 //! - [`logtail`]: Supervisor's log URLs (`/logtail/…`, `/mainlogtail`, `/tail.html`) and
 //!   `/ok.html`.
@@ -14,4 +15,4 @@
 pub mod common;
 pub mod logtail;
 pub mod rpc2;
-pub mod xmlrpc;
+pub use minder::xmlrpc;

@@ -1,14 +1,19 @@
-//! Supervisor's XML-RPC wire format: decoding a `methodCall`, encoding a `methodResponse` or a
-//! fault, byte for byte as Python's `xmlrpc.client.dumps(..., methodresponse=True)` writes
-//! them (which is what supervisord sends, and what its clients' parsers have only ever seen).
+//! Supervisor's XML-RPC wire format, both halves of it, in one codec:
+//! - the server half (minderd's `/RPC2`): decoding a `methodCall`, encoding a `methodResponse`
+//!   or a fault, byte for byte as Python's `xmlrpc.client.dumps(..., methodresponse=True)`
+//!   writes them (which is what supervisord sends, and what its clients' parsers have only ever
+//!   seen);
+//! - the client half (minder-fleet talking to supervisord): encoding a `methodCall` as Python's
+//!   `xmlrpc.client` does, and decoding a `methodResponse` into a value or a [`Fault`].
 //!
-//! The decoder is what stands between the network and the daemon, so it is strict about size
-//! and lenient about spelling:
+//! The decoder is what stands between the network and the program, in both directions (a
+//! node the fleet polls is as untrusted as a client minderd serves), so it is strict about size
+//! and lenient about spelling, for calls and responses alike:
 //! - no document type declaration is accepted, so no entity can be defined and expanded (the
 //!   "billion laughs"); only XML's five predefined entities and character references exist;
 //! - nesting deeper than [`MAX_DEPTH`] and more than [`MAX_VALUES`] values are refused before
-//!   they are built, so a hostile document costs at most its own size (which the HTTP front end
-//!   bounds) and a small, fixed stack;
+//!   they are built, so a hostile document costs at most its own size (which the HTTP layer on
+//!   either side bounds) and a small, fixed stack;
 //! - as Python's parser does, a `<value>` with no type element is a string, `<i4>`, `<int>` and
 //!   `<i8>` are integers, `<nil/>` is none, and whitespace between elements is ignored.
 //!
@@ -88,7 +93,16 @@ pub struct Call {
     pub params: Vec<Value>,
 }
 
-/// Why a request body is not a call this server will run. The message never repeats more than
+/// A fault a server answered instead of a value: supervisord's `faultCode` (its `Faults`
+/// numbers) and `faultString` (`NAME` or `NAME: detail`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{string} (fault {code})")]
+pub struct Fault {
+    pub code: i64,
+    pub string: String,
+}
+
+/// Why a document is not a call (or response) this side will act on this server will run. The message never repeats more than
 /// a short piece of the client's input.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DecodeError {
@@ -100,7 +114,7 @@ pub enum DecodeError {
     TooDeep,
     #[error("more than {MAX_VALUES} values in one call")]
     TooMany,
-    #[error("not an XML-RPC call: {0}")]
+    #[error("not an XML-RPC call or response: {0}")]
     Shape(String),
 }
 
@@ -267,6 +281,38 @@ impl Parser {
         Ok(Call { method, params })
     }
 
+    fn response(&mut self) -> Result<Result<Value, Fault>, DecodeError> {
+        self.open("methodResponse")?;
+        let answer = if self.at_open("fault")? {
+            self.open("fault")?;
+            let v = self.value(1)?;
+            self.close("fault")?;
+            let code = match v.member("faultCode") {
+                Some(Value::Int(n)) => *n,
+                _ => return Err(DecodeError::Shape("a fault without an integer faultCode".into())),
+            };
+            let string = match v.member("faultString") {
+                Some(Value::String(s)) => s.clone(),
+                _ => return Err(DecodeError::Shape("a fault without a faultString".into())),
+            };
+            Err(Fault { code, string })
+        } else {
+            // Exactly one parameter: that is what a response is.
+            self.open("params")?;
+            self.open("param")?;
+            let v = self.value(1)?;
+            self.close("param")?;
+            self.close("params")?;
+            Ok(v)
+        };
+        self.close("methodResponse")?;
+        self.skip_space()?;
+        if let Some(t) = self.tokens.next() {
+            return Err(self.expected("the end of the document", Some(t)));
+        }
+        Ok(answer)
+    }
+
     /// One `<value>…</value>`, at nesting level `depth`.
     fn value(&mut self, depth: usize) -> Result<Value, DecodeError> {
         if depth > MAX_DEPTH {
@@ -375,6 +421,13 @@ pub fn decode_call(body: &[u8]) -> Result<Call, DecodeError> {
     Parser { tokens: tokens.into_iter().peekable(), values: 0 }.call()
 }
 
+/// Decodes a `methodResponse` document: the value it carries, or the fault. The same bounds
+/// as [`decode_call`] apply (no DOCTYPE, [`MAX_DEPTH`], [`MAX_VALUES`]).
+pub fn decode_response(body: &[u8]) -> Result<Result<Value, Fault>, DecodeError> {
+    let tokens = tokens(body)?;
+    Parser { tokens: tokens.into_iter().peekable(), values: 0 }.response()
+}
+
 /// Appends `s` with XML's special characters escaped as Python's `xml.sax.saxutils.escape`
 /// does. Characters XML 1.0 cannot carry at all (most C0 controls) become U+FFFD: Python
 /// would write them raw and every client's parser would reject the whole response.
@@ -470,8 +523,8 @@ pub fn encode_fault(code: i64, message: &str) -> String {
     out
 }
 
-/// A `methodCall` document, as a client writes one (used by tests and by the fleet when it
-/// talks to supervisord).
+/// A `methodCall` document, as Python's `xmlrpc.client` writes one (the fleet's calls to
+/// supervisord, and tests).
 pub fn encode_call(method: &str, params: &[Value]) -> String {
     let mut out = String::from("<?xml version='1.0'?>\n<methodCall>\n<methodName>");
     escape_into(&mut out, method);
@@ -657,5 +710,52 @@ mod tests {
         // Characters XML cannot carry are replaced rather than making the response unreadable.
         let c = decode_call(encode_call("a.b", &[Value::from("bell\u{7}")]).as_bytes()).expect("ok");
         assert_eq!(c.params, vec![Value::from("bell\u{fffd}")]);
+    }
+
+    #[test]
+    fn responses_and_faults_decode_to_what_was_encoded() {
+        let v = Value::record([
+            ("name", Value::from("web & co")),
+            ("pid", Value::Int(42)),
+            ("list", Value::Array(vec![Value::Bool(true), Value::Nil, Value::Double(0.5)])),
+        ]);
+        assert_eq!(decode_response(encode_response(&v).as_bytes()), Ok(Ok(v)));
+        assert_eq!(
+            decode_response(encode_fault(10, "BAD_NAME: web").as_bytes()),
+            Ok(Err(Fault { code: 10, string: "BAD_NAME: web".into() }))
+        );
+        // supervisord's own spelling of a boolean answer, with Python's whitespace.
+        let theirs = "<?xml version='1.0'?>\n<methodResponse>\n<params>\n<param>\n\
+                      <value><boolean>1</boolean></value>\n</param>\n</params>\n</methodResponse>\n";
+        assert_eq!(decode_response(theirs.as_bytes()), Ok(Ok(Value::Bool(true))));
+    }
+
+    #[test]
+    fn hostile_responses_are_refused_as_calls_are() {
+        let lol = "<?xml version=\"1.0\"?>\n<!DOCTYPE lolz [<!ENTITY lol \"lol\">]>\n\
+                   <methodResponse><params><param><value>&lol;</value></param></params></methodResponse>";
+        assert_eq!(decode_response(lol.as_bytes()), Err(DecodeError::Doctype));
+        let n = MAX_DEPTH + 1;
+        let deep = format!(
+            "<methodResponse><params><param>{}{}</param></params></methodResponse>",
+            "<value><array><data>".repeat(n),
+            "</data></array></value>".repeat(n)
+        );
+        assert_eq!(decode_response(deep.as_bytes()), Err(DecodeError::TooDeep));
+        let many = format!(
+            "<methodResponse><params><param><value><array><data>{}</data></array></value></param></params></methodResponse>",
+            "<value/>".repeat(MAX_VALUES + 1)
+        );
+        assert_eq!(decode_response(many.as_bytes()), Err(DecodeError::TooMany));
+        for bad in [
+            "<methodResponse><params></params></methodResponse>",
+            "<methodResponse><params><param><value>a</value></param><param><value>b</value></param></params></methodResponse>",
+            "<methodResponse><fault><value><struct></struct></value></fault></methodResponse>",
+            "<methodResponse><fault><value><struct><member><name>faultCode</name><value><string>x</string></value></member></struct></value></fault></methodResponse>",
+            "<methodCall><methodName>a</methodName></methodCall>",
+            "<html><body>502 Bad Gateway</body></html>",
+        ] {
+            assert!(decode_response(bad.as_bytes()).is_err(), "{bad}");
+        }
     }
 }

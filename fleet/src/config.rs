@@ -1,0 +1,686 @@
+//! The fleet's configuration: Cesi's `cesi.conf.toml`, read unmodified, plus native keys.
+//!
+//! Cesi's file has a `[cesi]` table (`database`, `activity_log`, `admin_username`,
+//! `admin_password`) and one `[[nodes]]` per supervisord (`name`, `environment`, `host`, `port`,
+//! `username`, `password`). minder-fleet reads exactly that, and also:
+//! - in `[[nodes]]`: `kind = "supervisord"` (the default: XML-RPC, polled) or `"minderd"`
+//!   (gRPC, pushed), `address` (`unix:///path`, `tcp://host:port` or `http://host:port`, instead
+//!   of `host`/`port`; `https://host:port` for TLS to a minderd node, with `tls_ca`, and
+//!   `tls_cert`/`tls_key` for mutual TLS, `tls_domain` for the name to expect), and `token` (a
+//!   bearer token for minderd's `tokens_file`);
+//! - a `[fleet]` table: `poll_interval`, `call_timeout`, `action_timeout` (seconds) and
+//!   `fanout` (how many nodes one action works on at once).
+//!
+//! Every error names the file, the line and the key, and says what is allowed. Cesi's shipped
+//! default password (`admin`) is refused: Cesi's first bug report is that admin/admin works.
+//! Node passwords and tokens are kept in [`Secret`], whose `Debug` prints nothing, so no log
+//! line or API answer can carry them.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use minder::address::Address;
+use toml_edit::{ImDocument, Item, Table, Value};
+
+/// A credential: kept, sent to its node, never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Secret {
+        Secret(s.into())
+    }
+
+    /// The credential itself, for the one place that sends it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(…)")
+    }
+}
+
+/// How the fleet talks to a node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NodeKind {
+    /// Supervisor's XML-RPC at `/RPC2` with Basic auth, polled (supervisord, or minderd's
+    /// XML-RPC front end).
+    Supervisord,
+    /// minderd's gRPC: a `WatchEvents` stream, pushed.
+    Minderd,
+}
+
+/// TLS to a minderd node: the PEM files, read when the configuration is.
+#[derive(Debug, Clone)]
+pub struct TlsConfig {
+    pub ca: Vec<u8>,
+    /// A client certificate and its key, for mutual TLS.
+    pub identity: Option<(Vec<u8>, Secret)>,
+    /// The name to expect in the node's certificate (default: the host connected to).
+    pub domain: Option<String>,
+}
+
+/// One node, as configured.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    pub name: String,
+    pub environment: String,
+    pub kind: NodeKind,
+    pub address: Address,
+    pub username: Option<String>,
+    pub password: Option<Secret>,
+    pub token: Option<Secret>,
+    pub tls: Option<TlsConfig>,
+    /// Where it was configured (`file:line`), for messages.
+    pub origin: String,
+}
+
+/// Timings and bounds of the node tasks and actions.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Timing {
+    /// How often a supervisord node is polled.
+    pub poll_interval: Duration,
+    /// The deadline of every connect and every read-only call to a node.
+    pub call_timeout: Duration,
+    /// The deadline of an action (start waits for RUNNING, as supervisord's does).
+    pub action_timeout: Duration,
+    /// How many nodes one fleet action works on at once.
+    pub fanout: usize,
+}
+
+impl Default for Timing {
+    fn default() -> Timing {
+        Timing {
+            poll_interval: Duration::from_secs(2),
+            call_timeout: Duration::from_secs(3),
+            action_timeout: Duration::from_secs(60),
+            fanout: 32,
+        }
+    }
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone)]
+pub struct FleetConfig {
+    pub path: PathBuf,
+    pub database: Option<String>,
+    pub activity_log: Option<String>,
+    pub admin_username: String,
+    pub admin_password: Secret,
+    pub nodes: Vec<NodeConfig>,
+    pub timing: Timing,
+}
+
+/// Why a configuration was refused: every problem found, each with its place.
+#[derive(Debug, thiserror::Error)]
+#[error("{}", .0.join("\n"))]
+pub struct ConfigError(pub Vec<String>);
+
+/// The biggest configuration file read (a fleet of 10,000 nodes is about 2 MiB).
+const MAX_FILE: u64 = 16 << 20;
+
+/// Reads and checks `path`.
+pub fn load(path: &Path) -> Result<FleetConfig, ConfigError> {
+    let shown = path.display().to_string();
+    let meta = std::fs::metadata(path).map_err(|e| ConfigError(vec![format!("{shown}: {e}")]))?;
+    if !meta.is_file() || meta.len() > MAX_FILE {
+        return Err(ConfigError(vec![format!("{shown}: not a regular file of at most 16 MiB")]));
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError(vec![format!("{shown}: {e}")]))?;
+    parse(&text, path)
+}
+
+/// Parses a configuration's text; `path` is only for messages.
+pub fn parse(text: &str, path: &Path) -> Result<FleetConfig, ConfigError> {
+    let shown = path.display().to_string();
+    let doc = ImDocument::parse(text.to_string()).map_err(|e| {
+        let line = e.span().map(|s| line_of(text, s.start)).unwrap_or(1);
+        ConfigError(vec![format!("{shown}:{line}: not valid TOML: {}", e.message())])
+    })?;
+    let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    let mut r = Reader { text, file: &shown, base, errors: Vec::new() };
+    let root = doc.as_table();
+
+    for (key, item) in root.iter() {
+        if !matches!(key, "cesi" | "nodes" | "fleet") {
+            r.err(item_span(item), key, "unknown table: expected [cesi], [[nodes]] or [fleet]");
+        }
+    }
+
+    let mut cfg = FleetConfig {
+        path: path.to_path_buf(),
+        database: None,
+        activity_log: None,
+        admin_username: String::new(),
+        admin_password: Secret::new(""),
+        nodes: Vec::new(),
+        timing: Timing::default(),
+    };
+
+    match root.get("cesi") {
+        Some(Item::Table(t)) => {
+            r.known(t, &["database", "activity_log", "admin_username", "admin_password"], "[cesi]");
+            cfg.database = r.string(t, "database");
+            cfg.activity_log = r.string(t, "activity_log");
+            let user = r.string(t, "admin_username");
+            let password = r.string(t, "admin_password");
+            match user {
+                Some(u) if !u.trim().is_empty() => cfg.admin_username = u,
+                _ => r.err(
+                    table_span(t),
+                    "admin_username",
+                    "[cesi] needs admin_username: the name of the fleet's administrator",
+                ),
+            }
+            let at = t.get("admin_password").and_then(item_span).or_else(|| table_span(t));
+            match password {
+                Some(p) if p == "admin" => r.err(
+                    at,
+                    "admin_password",
+                    "is Cesi's shipped default `admin`, which minder-fleet refuses: set a password \
+                     of your own (at least 8 characters) in [cesi] admin_password",
+                ),
+                Some(p) if p.chars().count() < 8 => r.err(
+                    at,
+                    "admin_password",
+                    "is shorter than 8 characters: set a longer one in [cesi] admin_password",
+                ),
+                Some(p) => cfg.admin_password = Secret::new(p),
+                None => r.err(
+                    at,
+                    "admin_password",
+                    "[cesi] needs admin_password (at least 8 characters, not Cesi's default `admin`)",
+                ),
+            }
+        }
+        Some(other) => r.err(item_span(other), "cesi", "must be a table: [cesi]"),
+        None => r.errors.push(format!(
+            "{shown}: no [cesi] table: add one with admin_username and admin_password (the fleet's administrator)"
+        )),
+    }
+
+    if let Some(item) = root.get("fleet") {
+        match item {
+            Item::Table(t) => {
+                r.known(t, &["poll_interval", "call_timeout", "action_timeout", "fanout"], "[fleet]");
+                if let Some(d) = r.seconds(t, "poll_interval") {
+                    cfg.timing.poll_interval = d;
+                }
+                if let Some(d) = r.seconds(t, "call_timeout") {
+                    cfg.timing.call_timeout = d;
+                }
+                if let Some(d) = r.seconds(t, "action_timeout") {
+                    cfg.timing.action_timeout = d;
+                }
+                if let Some(v) = t.get("fanout") {
+                    match v.as_integer() {
+                        Some(n) if (1..=4096).contains(&n) => cfg.timing.fanout = n as usize,
+                        _ => r.err(item_span(v), "fanout", "must be an integer from 1 to 4096"),
+                    }
+                }
+            }
+            other => r.err(item_span(other), "fleet", "must be a table: [fleet]"),
+        }
+    }
+
+    match root.get("nodes") {
+        None => {}
+        Some(Item::ArrayOfTables(nodes)) => {
+            for t in nodes.iter() {
+                if let Some(n) = r.node(t) {
+                    if let Some(prev) = cfg.nodes.iter().find(|p| p.name == n.name) {
+                        let prev = prev.origin.clone();
+                        r.err(
+                            t.get("name").and_then(item_span),
+                            "name",
+                            &format!(
+                                "node {:?} is already configured at {prev}: names must be unique",
+                                n.name
+                            ),
+                        );
+                    } else {
+                        cfg.nodes.push(n);
+                    }
+                }
+            }
+        }
+        Some(other) => r.err(item_span(other), "nodes", "must be an array of tables: [[nodes]]"),
+    }
+
+    if r.errors.is_empty() {
+        Ok(cfg)
+    } else {
+        Err(ConfigError(r.errors))
+    }
+}
+
+/// Whether `s` may name a node, an environment, a group or a process in a URL path: what
+/// Supervisor's names are in practice, and nothing a path or a shell could read twice.
+pub fn is_plain_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 200
+        && s != "."
+        && !s.contains("..")
+        && s.chars().all(|c| c.is_alphanumeric() || matches!(c, '-' | '_' | '.' | '@' | '+'))
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    text.as_bytes()[..offset.min(text.len())].iter().filter(|&&b| b == b'\n').count() + 1
+}
+
+fn item_span(item: &Item) -> Option<std::ops::Range<usize>> {
+    match item {
+        Item::Value(v) => v.span(),
+        Item::Table(t) => t.span(),
+        Item::ArrayOfTables(a) => a.span(),
+        Item::None => None,
+    }
+}
+
+fn table_span(t: &Table) -> Option<std::ops::Range<usize>> {
+    t.span()
+}
+
+struct Reader<'a> {
+    text: &'a str,
+    file: &'a str,
+    /// Relative file names (TLS) are relative to the configuration's directory.
+    base: PathBuf,
+    errors: Vec<String>,
+}
+
+impl Reader<'_> {
+    fn place(&self, span: Option<std::ops::Range<usize>>) -> String {
+        match span {
+            Some(s) => format!("{}:{}", self.file, line_of(self.text, s.start)),
+            None => self.file.to_string(),
+        }
+    }
+
+    fn err(&mut self, span: Option<std::ops::Range<usize>>, key: &str, what: &str) {
+        let place = self.place(span);
+        self.errors.push(format!("{place}: {key}: {what}"));
+    }
+
+    fn known(&mut self, t: &Table, allowed: &[&str], table: &str) {
+        for (key, item) in t.iter() {
+            if !allowed.contains(&key) {
+                let what = format!("unknown key in {table}: allowed are {}", allowed.join(", "));
+                self.err(item_span(item).or_else(|| t.key(key).and_then(|k| k.span())), key, &what);
+            }
+        }
+    }
+
+    fn string(&mut self, t: &Table, key: &str) -> Option<String> {
+        let item = t.get(key)?;
+        match item.as_value() {
+            Some(Value::String(s)) => Some(s.value().clone()),
+            _ => {
+                self.err(item_span(item), key, "must be a string in quotes");
+                None
+            }
+        }
+    }
+
+    fn seconds(&mut self, t: &Table, key: &str) -> Option<Duration> {
+        let item = t.get(key)?;
+        let secs = match item.as_value() {
+            Some(Value::Integer(n)) => Some(*n.value() as f64),
+            Some(Value::Float(f)) => Some(*f.value()),
+            _ => None,
+        };
+        match secs {
+            Some(s) if s > 0.0 && s <= 3600.0 => Some(Duration::from_secs_f64(s)),
+            _ => {
+                self.err(item_span(item), key, "must be a number of seconds, more than 0 and at most 3600");
+                None
+            }
+        }
+    }
+
+    fn node(&mut self, t: &Table) -> Option<NodeConfig> {
+        let before = self.errors.len();
+        let origin = self.place(table_span(t));
+        self.known(
+            t,
+            &[
+                "name",
+                "environment",
+                "host",
+                "port",
+                "username",
+                "password",
+                "kind",
+                "address",
+                "token",
+                "tls_ca",
+                "tls_cert",
+                "tls_key",
+                "tls_domain",
+            ],
+            "[[nodes]]",
+        );
+        let name = self.string(t, "name");
+        let name = match name {
+            Some(n) if is_plain_name(&n) => n,
+            Some(n) => {
+                self.err(
+                    t.get("name").and_then(item_span),
+                    "name",
+                    &format!("{n:?} is not a node name: use letters, digits, '-', '_', '.', '@' or '+'"),
+                );
+                String::new()
+            }
+            None => {
+                self.err(table_span(t), "name", "every [[nodes]] needs a name");
+                String::new()
+            }
+        };
+        // Cesi writes environment = "" for none, and shows such nodes under "default".
+        let environment = match self.string(t, "environment") {
+            Some(e) if e.is_empty() => "default".to_string(),
+            Some(e) if is_plain_name(&e) => e,
+            Some(e) => {
+                self.err(
+                    t.get("environment").and_then(item_span),
+                    "environment",
+                    &format!("{e:?} is not an environment name: use letters, digits, '-', '_', '.'"),
+                );
+                String::new()
+            }
+            None => "default".to_string(),
+        };
+        let kind = match self.string(t, "kind").as_deref() {
+            None | Some("supervisord") => NodeKind::Supervisord,
+            Some("minderd") => NodeKind::Minderd,
+            Some(other) => {
+                self.err(
+                    t.get("kind").and_then(item_span),
+                    "kind",
+                    &format!(
+                        "{other:?} is not a kind of node: \"supervisord\" (XML-RPC) or \"minderd\" (gRPC)"
+                    ),
+                );
+                NodeKind::Supervisord
+            }
+        };
+        let host = self.string(t, "host");
+        let port = t.get("port").and_then(|item| match item.as_value() {
+            Some(Value::Integer(n)) if (1..=65535).contains(n.value()) => Some(*n.value() as u16),
+            // Cesi's examples quote the port sometimes.
+            Some(Value::String(s)) if s.value().parse::<u16>().is_ok_and(|p| p > 0) => s.value().parse().ok(),
+            _ => {
+                self.err(item_span(item), "port", "must be a port number from 1 to 65535");
+                None
+            }
+        });
+        let address_text = self.string(t, "address");
+        let https = address_text.as_deref().is_some_and(|a| a.starts_with("https://"));
+        let address = match (address_text, host, port) {
+            (Some(a), None, None) => match a.replacen("https://", "tcp://", 1).parse::<Address>() {
+                Ok(addr) => Some(addr),
+                Err(e) => {
+                    self.err(t.get("address").and_then(item_span), "address", &e);
+                    None
+                }
+            },
+            (Some(_), _, _) => {
+                self.err(
+                    t.get("address").and_then(item_span),
+                    "address",
+                    "give either address or host and port, not both",
+                );
+                None
+            }
+            (None, Some(h), Some(p)) if !h.is_empty() && !h.contains(['/', ' ', '@']) => {
+                let host = if h.contains(':') && !h.starts_with('[') { format!("[{h}]") } else { h };
+                Some(Address::Tcp(format!("{host}:{p}")))
+            }
+            (None, Some(h), Some(_)) => {
+                self.err(
+                    t.get("host").and_then(item_span),
+                    "host",
+                    &format!("{h:?} is not a host name or address"),
+                );
+                None
+            }
+            // A bad port was reported already.
+            (None, Some(_), None) if t.contains_key("port") => None,
+            (None, _, _) => {
+                self.err(
+                    table_span(t),
+                    "host",
+                    "every [[nodes]] needs host and port (or address = \"unix:///path\" or \"tcp://host:port\")",
+                );
+                None
+            }
+        };
+        // Cesi writes username = "" for an [inet_http_server] without credentials.
+        let username = self.string(t, "username").filter(|u| !u.is_empty());
+        let password = self.string(t, "password").filter(|p| !p.is_empty()).map(Secret::new);
+        let token = self.string(t, "token").filter(|p| !p.is_empty()).map(Secret::new);
+        if token.is_some() && kind == NodeKind::Supervisord {
+            self.err(
+                t.get("token").and_then(item_span),
+                "token",
+                "tokens are for kind = \"minderd\" nodes; a supervisord node takes username and password",
+            );
+        }
+        let tls = self.tls(t, https, kind);
+        if self.errors.len() > before {
+            return None;
+        }
+        Some(NodeConfig {
+            name,
+            environment,
+            kind,
+            address: address?,
+            username,
+            password,
+            token,
+            tls,
+            origin,
+        })
+    }
+
+    fn tls(&mut self, t: &Table, https: bool, kind: NodeKind) -> Option<TlsConfig> {
+        let mut read = |key: &str| -> Option<Vec<u8>> {
+            let name = self.string(t, key)?;
+            let path = self.base.join(&name);
+            match std::fs::read(&path) {
+                Ok(b) if b.len() <= 1 << 20 => Some(b),
+                Ok(_) => {
+                    self.err(
+                        t.get(key).and_then(item_span),
+                        key,
+                        &format!("{} is larger than 1 MiB", path.display()),
+                    );
+                    None
+                }
+                Err(e) => {
+                    self.err(
+                        t.get(key).and_then(item_span),
+                        key,
+                        &format!("cannot read {}: {e}", path.display()),
+                    );
+                    None
+                }
+            }
+        };
+        let (ca, cert, key) = (read("tls_ca"), read("tls_cert"), read("tls_key"));
+        let domain = self.string(t, "tls_domain");
+        let given = t.contains_key("tls_ca") || t.contains_key("tls_cert") || t.contains_key("tls_key");
+        let at = t.get("address").and_then(item_span).or_else(|| table_span(t));
+        if !https {
+            if given || domain.is_some() {
+                self.err(at, "address", "TLS settings need an address of the form https://host:port");
+            }
+            return None;
+        }
+        if kind != NodeKind::Minderd {
+            self.err(
+                at,
+                "address",
+                "https:// is for kind = \"minderd\" nodes; supervisord serves XML-RPC without TLS",
+            );
+            return None;
+        }
+        if t.contains_key("tls_cert") != t.contains_key("tls_key") {
+            self.err(
+                at.clone(),
+                "tls_cert",
+                "tls_cert and tls_key go together (a client certificate and its key)",
+            );
+        }
+        let Some(ca) = ca else {
+            if !t.contains_key("tls_ca") {
+                self.err(
+                    at,
+                    "tls_ca",
+                    "an https:// node needs tls_ca: the CA certificate (PEM) that signed the node's",
+                );
+            }
+            return None;
+        };
+        let identity = match (cert, key) {
+            (Some(c), Some(k)) => Some((c, Secret::new(String::from_utf8_lossy(&k).into_owned()))),
+            _ => None,
+        };
+        Some(TlsConfig { ca, identity, domain })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_str(s: &str) -> Result<FleetConfig, ConfigError> {
+        parse(s, Path::new("cesi.conf.toml"))
+    }
+
+    const CESI: &str = r#"[cesi]
+database = "sqlite:///users.db"
+activity_log = "activity.log"
+admin_username = "admin"
+admin_password = "s3cret-enough"
+
+[[nodes]]
+name = "cesi-1"
+environment = ""
+host = "127.0.0.1"
+port = 9001
+username = "u"
+password = "p"
+
+[[nodes]]
+name = "m1"
+environment = "prod"
+kind = "minderd"
+address = "unix:///run/minder.sock"
+token = "t0k"
+"#;
+
+    #[test]
+    fn cesis_own_file_reads_unmodified_with_native_nodes_beside() {
+        let c = parse_str(CESI).expect("valid");
+        assert_eq!(c.admin_username, "admin");
+        assert_eq!(c.nodes.len(), 2);
+        let n = &c.nodes[0];
+        assert_eq!(
+            (n.name.as_str(), n.environment.as_str(), n.kind),
+            ("cesi-1", "default", NodeKind::Supervisord)
+        );
+        assert_eq!(n.address, Address::Tcp("127.0.0.1:9001".into()));
+        assert_eq!(n.password.as_ref().map(Secret::expose), Some("p"));
+        assert_eq!(c.nodes[1].kind, NodeKind::Minderd);
+        assert_eq!(c.nodes[1].address, Address::Unix("/run/minder.sock".into()));
+        // No secret in what a log line would print.
+        assert!(c.nodes.iter().all(|n| n.tls.is_none()));
+        let printed = format!("{c:?}");
+        assert!(
+            !printed.contains("s3cret") && !printed.contains("t0k") && !printed.contains("\"p\""),
+            "{printed}"
+        );
+    }
+
+    #[test]
+    fn the_shipped_default_password_is_refused_with_what_to_do() {
+        let e = parse_str(&CESI.replace("s3cret-enough", "admin")).expect_err("refused").to_string();
+        assert_eq!(
+            e,
+            "cesi.conf.toml:5: admin_password: is Cesi's shipped default `admin`, which minder-fleet \
+             refuses: set a password of your own (at least 8 characters) in [cesi] admin_password"
+        );
+    }
+
+    #[test]
+    fn every_mistake_is_reported_with_its_line_and_what_is_allowed() {
+        let bad = "[cesi]\nadmin_username = \"a\"\nadmin_password = \"longenough\"\ncolour = 1\n\
+                   [[nodes]]\nname = \"../x\"\nhost = \"h\"\nport = 70000\n\
+                   [[nodes]]\nname = \"ok\"\nkind = \"k8s\"\naddress = \"unix:///s\"\n\
+                   [[nodes]]\nname = \"ok\"\naddress = \"unix:///t\"\n[fleet]\nfanout = 0\n";
+        let e = parse_str(bad).expect_err("refused").0;
+        assert_eq!(
+            e,
+            vec![
+                "cesi.conf.toml:4: colour: unknown key in [cesi]: allowed are database, activity_log, admin_username, admin_password",
+                "cesi.conf.toml:17: fanout: must be an integer from 1 to 4096",
+                "cesi.conf.toml:6: name: \"../x\" is not a node name: use letters, digits, '-', '_', '.', '@' or '+'",
+                "cesi.conf.toml:8: port: must be a port number from 1 to 65535",
+                "cesi.conf.toml:11: kind: \"k8s\" is not a kind of node: \"supervisord\" (XML-RPC) or \"minderd\" (gRPC)",
+            ],
+        );
+        let e = parse_str("[cesi\n").expect_err("refused").to_string();
+        assert!(e.starts_with("cesi.conf.toml:1: not valid TOML"), "{e}");
+        let dup = format!("{CESI}\n[[nodes]]\nname = \"m1\"\naddress = \"tcp://h:1\"\n");
+        let e = parse_str(&dup).expect_err("refused").to_string();
+        assert!(e.contains("node \"m1\" is already configured at cesi.conf.toml:15"), "{e}");
+    }
+
+    #[test]
+    fn tls_settings_are_checked_and_their_files_read_at_load() {
+        let dir = tempfile::tempdir().expect("dir");
+        std::fs::write(dir.path().join("ca.pem"), "-----BEGIN CERTIFICATE-----\n").expect("write");
+        let head =
+            "[cesi]\nadmin_username = \"a\"\nadmin_password = \"longenough\"\n[[nodes]]\nname = \"n\"\n";
+        let at = |body: &str| parse(&format!("{head}{body}"), &dir.path().join("fleet.toml"));
+        let c =
+            at("kind = \"minderd\"\naddress = \"https://h:1\"\ntls_ca = \"ca.pem\"\ntls_domain = \"x\"\n")
+                .expect("valid");
+        let tls = c.nodes[0].tls.as_ref().expect("tls");
+        assert_eq!(
+            (c.nodes[0].address.to_string().as_str(), tls.domain.as_deref()),
+            ("tcp://h:1", Some("x"))
+        );
+        for (body, expected) in [
+            ("kind = \"minderd\"\naddress = \"https://h:1\"\n", "tls_ca: an https:// node needs tls_ca"),
+            (
+                "kind = \"minderd\"\naddress = \"tcp://h:1\"\ntls_ca = \"ca.pem\"\n",
+                "TLS settings need an address of the form https://",
+            ),
+            ("address = \"https://h:1\"\ntls_ca = \"ca.pem\"\n", "https:// is for kind = \"minderd\" nodes"),
+            ("kind = \"minderd\"\naddress = \"https://h:1\"\ntls_ca = \"nope.pem\"\n", "tls_ca: cannot read"),
+            (
+                "kind = \"minderd\"\naddress = \"https://h:1\"\ntls_ca = \"ca.pem\"\ntls_cert = \"ca.pem\"\n",
+                "tls_cert and tls_key go together",
+            ),
+        ] {
+            let e = at(body).expect_err(body).to_string();
+            assert!(e.contains(expected), "{body}: {e}");
+        }
+    }
+
+    #[test]
+    fn names_that_could_be_read_as_paths_are_not_plain() {
+        for bad in ["", ".", "..", "a/b", "a..b", "a\\b", "a b", "a%2f", "a:b", "\u{0}"] {
+            assert!(!is_plain_name(bad), "{bad:?}");
+        }
+        for good in ["web", "web-1", "w_01", "a.b", "ñ"] {
+            assert!(is_plain_name(good), "{good:?}");
+        }
+    }
+}

@@ -1,0 +1,174 @@
+//! minder-fleet: one place to see and control the processes of many hosts — Cesi, rebuilt.
+//!
+//! - [`config`]: Cesi's `cesi.conf.toml`, read unmodified, plus native keys for minderd nodes.
+//! - [`node`]: one task per node (XML-RPC polled, or gRPC pushed), publishing what it knows.
+//! - [`model`]: the fleet's own process and node types, converted from both protocols.
+//! - [`api`]: the REST API under `/api/v2` (Cesi's routes and shapes, and group actions).
+//!
+//! [`run`] is the whole service after start-up: it takes its listener and a shutdown future,
+//! so tests drive it as `main` does. SIGHUP re-reads the configuration ([`Fleet::reload`]):
+//! nodes come and go without a restart, and a node whose settings did not change keeps its
+//! task and its connection.
+
+pub mod api;
+pub mod config;
+pub mod model;
+pub mod node;
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+
+use config::{FleetConfig, NodeConfig, Secret, Timing};
+use node::Node;
+
+/// One node and its task, which is aborted when the node leaves the fleet.
+#[derive(Debug)]
+struct Member {
+    node: Arc<Node>,
+    task: tokio::task::AbortHandle,
+}
+
+/// What a configuration gives the running fleet (replaced whole by a reload).
+#[derive(Debug)]
+struct Current {
+    members: Vec<Member>,
+    nodes: Arc<Vec<Arc<Node>>>,
+    admin: (String, Secret),
+    timing: Timing,
+}
+
+/// The running fleet: its nodes, in configuration order, and the administrator's credentials.
+#[derive(Debug)]
+pub struct Fleet {
+    path: PathBuf,
+    /// Held only to clone an `Arc` out or to swap in a new configuration, never across an await.
+    current: RwLock<Current>,
+}
+
+/// Whether two configurations of a node would make the same task (its place in the file aside).
+fn same_node(a: &NodeConfig, b: &NodeConfig) -> bool {
+    let tls = |n: &NodeConfig| {
+        n.tls.as_ref().map(|t| {
+            (t.ca.clone(), t.identity.as_ref().map(|(c, k)| (c.clone(), k.clone())), t.domain.clone())
+        })
+    };
+    a.name == b.name
+        && a.environment == b.environment
+        && a.kind == b.kind
+        && a.address == b.address
+        && a.username == b.username
+        && a.password == b.password
+        && a.token == b.token
+        && tls(a) == tls(b)
+}
+
+impl Fleet {
+    /// Starts one task per node.
+    pub fn start(config: &FleetConfig) -> Arc<Fleet> {
+        let members: Vec<Member> = config.nodes.iter().map(|n| spawn(n, config.timing)).collect();
+        Arc::new(Fleet { path: config.path.clone(), current: RwLock::new(current(members, config)) })
+    }
+
+    /// The nodes, in configuration order (a snapshot: a reload does not change it).
+    pub fn nodes(&self) -> Arc<Vec<Arc<Node>>> {
+        self.current.read().unwrap_or_else(|e| e.into_inner()).nodes.clone()
+    }
+
+    pub fn node(&self, name: &str) -> Option<Arc<Node>> {
+        self.nodes().iter().find(|n| n.name() == name).cloned()
+    }
+
+    pub fn admin(&self) -> (String, Secret) {
+        self.current.read().unwrap_or_else(|e| e.into_inner()).admin.clone()
+    }
+
+    pub fn timing(&self) -> Timing {
+        self.current.read().unwrap_or_else(|e| e.into_inner()).timing
+    }
+
+    /// Re-reads the configuration file and applies it: new nodes start, removed ones stop,
+    /// changed ones restart, unchanged ones keep their task and connection. A configuration
+    /// that does not load changes nothing.
+    pub async fn reload(&self) -> Result<(), config::ConfigError> {
+        let path = self.path.clone();
+        let config = tokio::task::spawn_blocking(move || config::load(&path))
+            .await
+            .map_err(|e| config::ConfigError(vec![format!("reading the configuration: {e}")]))??;
+        let mut cur = self.current.write().unwrap_or_else(|e| e.into_inner());
+        let mut old: Vec<Member> = std::mem::take(&mut cur.members);
+        let mut members = Vec::with_capacity(config.nodes.len());
+        let (mut kept, mut started) = (0usize, 0usize);
+        for n in &config.nodes {
+            let found = old.iter().position(|m| config.timing == cur.timing && same_node(&m.node.config, n));
+            match found {
+                Some(i) => {
+                    members.push(old.swap_remove(i));
+                    kept += 1;
+                }
+                None => {
+                    members.push(spawn(n, config.timing));
+                    started += 1;
+                }
+            }
+        }
+        for m in &old {
+            m.task.abort();
+        }
+        tracing::info!(kept, started, stopped = old.len(), "configuration reloaded");
+        *cur = current(members, &config);
+        Ok(())
+    }
+}
+
+fn spawn(n: &NodeConfig, timing: Timing) -> Member {
+    let (node, task) = Node::spawn(n.clone(), timing);
+    Member { node, task: task.abort_handle() }
+}
+
+fn current(members: Vec<Member>, config: &FleetConfig) -> Current {
+    let nodes = Arc::new(members.iter().map(|m| m.node.clone()).collect());
+    Current {
+        members,
+        nodes,
+        admin: (config.admin_username.clone(), config.admin_password.clone()),
+        timing: config.timing,
+    }
+}
+
+impl Drop for Fleet {
+    fn drop(&mut self) {
+        for m in &self.current.read().unwrap_or_else(|e| e.into_inner()).members {
+            m.task.abort();
+        }
+    }
+}
+
+/// Serves the API on `listener` until `shutdown` completes; SIGHUP re-reads the configuration.
+pub async fn run(
+    config: FleetConfig,
+    listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    // Before any node is started: once one is seen connected, SIGHUP is handled.
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    let fleet = Fleet::start(&config);
+    let reloader = {
+        let fleet = Arc::downgrade(&fleet);
+        tokio::spawn(async move {
+            while hup.recv().await.is_some() {
+                let Some(fleet) = fleet.upgrade() else { break };
+                if let Err(e) = fleet.reload().await {
+                    tracing::error!(
+                        "SIGHUP: the configuration was not reloaded; the fleet runs as it was:\n{e}"
+                    );
+                }
+            }
+        })
+    };
+    let app = api::router(fleet.clone());
+    let served = axum::serve(listener, app).with_graceful_shutdown(shutdown).await;
+    reloader.abort();
+    drop(fleet);
+    served
+}
