@@ -93,6 +93,31 @@ pub struct Stdio {
     pub socket: Option<Arc<std::os::fd::OwnedFd>>,
     /// Why the FastCGI socket could not be bound: every spawn fails with it.
     pub socket_error: Option<String>,
+    /// For a process of an `[eventlistener:x]` pool, the pool's name: its stdout is the
+    /// event listener protocol, and its stdin carries events.
+    pub pool: Option<String>,
+}
+
+impl Stdio {
+    /// Whether minderd reads the process's `stream` ("stdout" or "stderr") through a pipe: to
+    /// its log file, as a listener's protocol, or for capture mode and log events (which
+    /// want the output even when no file keeps it, as supervisord always reads it).
+    pub fn reads(&self, config: &ProcessConfig, stream: &str) -> bool {
+        match stream {
+            "stdout" => {
+                self.stdout.is_some()
+                    || self.pool.is_some()
+                    || config.stdout_capture_maxbytes > 0
+                    || config.stdout_events_enabled
+            }
+            _ => {
+                !config.redirect_stderr
+                    && (self.stderr.is_some()
+                        || config.stderr_capture_maxbytes > 0
+                        || config.stderr_events_enabled)
+            }
+        }
+    }
 }
 
 /// A process as everyone but its task sees it.
@@ -655,7 +680,13 @@ impl Actor {
                             self.start_wall = Some(SystemTime::now());
                             self.up_since = Some(now);
                         }
+                        let tries = match self.machine.state {
+                            lifecycle::State::Starting { attempt, .. }
+                            | lifecycle::State::Backoff { attempt, .. } => attempt,
+                            _ => 0,
+                        };
                         changes.push(ProcessChange {
+                            tries,
                             name: self.config.name.clone(),
                             group: self.config.group.clone(),
                             from,
@@ -722,8 +753,14 @@ impl Actor {
             spawn_error: self.machine.spawn_error.clone(),
             spawn_count: self.spawn_count,
         };
+        let (pid, running) = (snapshot.pid, snapshot.state == Kind::Running);
         let events = changes.into_iter().map(EventKind::Process);
         self.shared.events.publish_with(events, || self.snapshot.send_replace(snapshot));
+        // A listener is sent events only while RUNNING; once its child is gone, the event it
+        // had not answered goes back to its pool.
+        if let Some(pool) = &self.logs.pool {
+            self.shared.events.listeners.process_state(pool, &self.config.name, pid, running);
+        }
     }
 
     /// Spawns the child and starts capturing its output into its log channels.
@@ -741,16 +778,49 @@ impl Actor {
         };
         match spawned {
             Ok(child) => {
+                let c = &self.config;
                 let outputs = [
-                    ("stdout", child.stdout, &self.logs.stdout),
-                    ("stderr", child.stderr, &self.logs.stderr),
+                    (
+                        "stdout",
+                        child.stdout,
+                        &self.logs.stdout,
+                        c.stdout_events_enabled,
+                        c.stdout_capture_maxbytes,
+                    ),
+                    (
+                        "stderr",
+                        child.stderr,
+                        &self.logs.stderr,
+                        c.stderr_events_enabled,
+                        c.stderr_capture_maxbytes,
+                    ),
                 ];
-                for (stream, pipe, channel) in outputs {
-                    if let (Some(pipe), Some(channel)) = (pipe, channel) {
-                        capture::spawn(pipe, Arc::clone(channel), self.config.name.clone(), stream);
-                    }
+                let hub = Arc::clone(&self.shared.events.listeners);
+                for (stream, pipe, channel, events, capture_maxbytes) in outputs {
+                    let Some(pipe) = pipe else { continue };
+                    let mode = match &self.logs.pool {
+                        Some(pool) if stream == "stdout" => capture::Mode::Listener { pool: pool.clone() },
+                        _ => capture::Mode::Plain { events, capture_maxbytes },
+                    };
+                    let output = capture::Output {
+                        process: c.name.clone(),
+                        group: c.group.clone(),
+                        pid: child.pid,
+                        stream,
+                        channel: channel.clone(),
+                        hub: Arc::clone(&hub),
+                        mode,
+                    };
+                    capture::spawn(pipe, output);
                 }
                 self.stdin = child.stdin.map(StdinEnd::Unused);
+                if let Some(pool) = self.logs.pool.clone() {
+                    // A listener's stdin carries its events from now on.
+                    match self.open_stdin() {
+                        Ok(stdin) => hub.attach(&pool, &self.config.name, child.pid, stdin),
+                        Err(e) => tracing::error!("{}: {e}", self.config.name),
+                    }
+                }
                 self.child = Some((child.pid, child.exit));
                 self.pidfd = child.pidfd;
                 self.spawn_count += 1;
