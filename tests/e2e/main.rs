@@ -11,6 +11,7 @@ mod config;
 mod deploy;
 mod habits;
 mod lifecycle;
+mod listeners;
 mod logs;
 mod mesh;
 mod network;

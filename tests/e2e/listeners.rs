@@ -1,0 +1,290 @@
+//! Supervisor's event listeners under minderd: a listener written with Supervisor's own
+//! `supervisor.childutils` (tests/e2e/listener.py) and superlance 2.0.0's crashmail, memmon
+//! and httpok from PyPI, run as `[eventlistener:x]` pools. Both come from a virtualenv that
+//! bench/minderbench/prepare.py makes on first use.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::harness::{wait_for, Daemon};
+
+const SECS: Duration = Duration::from_secs(1);
+
+/// The bin directory of the superlance 2.0.0 virtualenv (with supervisor 4.3.0 in it).
+fn superlance_bin() -> PathBuf {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let out = Command::new("python3")
+        .current_dir(root)
+        .args([
+            "-c",
+            "import sys; sys.path.insert(0, 'bench'); from minderbench.prepare import superlance_venv; print(superlance_venv())",
+        ])
+        .output()
+        .expect("python3 runs");
+    assert!(
+        out.status.success(),
+        "making the superlance virtualenv failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+}
+
+/// Starts a daemon whose configuration may name `{py}` (the virtualenv's python) and `{bin}`
+/// (its bin directory), with listener.py in its directory.
+fn daemon(toml: &str, files: &[(&str, &str)]) -> (Daemon, PathBuf) {
+    let bin = superlance_bin();
+    let toml = toml
+        .replace("{py}", &bin.join("python").display().to_string())
+        .replace("{bin}", &bin.display().to_string());
+    let mut all = vec![("listener.py", include_str!("listener.py"))];
+    all.extend_from_slice(files);
+    (Daemon::start_with(&toml, &all, &[]), bin)
+}
+
+/// Calls minderd's XML-RPC interface through supervisor.childutils, as a listener does.
+fn rpc(d: &Daemon, bin: &Path, code: &str) {
+    let script = format!(
+        "from supervisor import childutils\nr = childutils.getRPCInterface({{'SUPERVISOR_SERVER_URL': 'unix://{}'}})\n{code}\n",
+        d.socket.display()
+    );
+    let out = Command::new(bin.join("python")).arg("-c").arg(script).output().expect("python runs");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// The events listener.py recorded so far.
+fn recorded(path: &Path) -> Vec<Value> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
+}
+
+fn named<'a>(events: &'a [Value], name: &str) -> Vec<&'a Value> {
+    events.iter().filter(|e| e["headers"]["eventname"] == name).collect()
+}
+
+fn pid_of(d: &Daemon, name: &str) -> u64 {
+    d.process(name)["pid"].as_u64().unwrap_or(0)
+}
+
+const TALK: &str = "import sys, time\n\
+sys.stdout.write('before <!--XSUPERVISOR:BEGIN-->hello comm<!--XSUPERVISOR:END--> after\\n')\n\
+sys.stdout.flush()\n\
+time.sleep(100)\n";
+
+#[test]
+fn a_childutils_listener_gets_state_tick_communication_and_remote_events() {
+    let (d, bin) = daemon(
+        "[daemon]\nidentifier = \"box1\"\n\
+         [eventlistener.watch]\ncommand = \"{py} {dir}/listener.py {dir}/events.jsonl ok\"\n\
+         events = \"PROCESS_STATE,TICK_5,PROCESS_COMMUNICATION,REMOTE_COMMUNICATION\"\n\
+         buffer_size = 100\nstderr_logfile = \"{dir}/watch.err\"\n\
+         [program.talk]\ncommand = \"python3 {dir}/talk.py\"\nstartsecs = 0\n\
+         stdout_capture_maxbytes = \"1MB\"\nstdout_logfile = \"{dir}/talk.log\"\n",
+        &[("talk.py", TALK)],
+    );
+    let record = d.path("events.jsonl");
+    wait_for("the communication event", 20 * SECS, || {
+        !named(&recorded(&record), "PROCESS_COMMUNICATION_STDOUT").is_empty()
+    });
+    let talk = pid_of(&d, "talk");
+    let events = recorded(&record);
+    let comm = named(&events, "PROCESS_COMMUNICATION_STDOUT");
+    assert_eq!(comm[0]["payload"], format!("processname:talk groupname:talk pid:{talk}\nhello comm"));
+    // What was between the markers is the event's, not the log's; what follows the end
+    // marker is held back while it is shorter than a marker, as supervisord holds it (until
+    // the pipe closes, below).
+    let log = std::fs::read_to_string(d.path("talk.log")).expect("talk's log");
+    assert_eq!(log, "before ");
+
+    let state = |name: &str, who: &str| -> Vec<String> {
+        named(&recorded(&record), name)
+            .iter()
+            .filter_map(|e| e["payload"].as_str())
+            .filter(|p| p.starts_with(&format!("processname:{who} ")))
+            .map(str::to_string)
+            .collect()
+    };
+    assert_eq!(
+        state("PROCESS_STATE_STARTING", "talk"),
+        ["processname:talk groupname:talk from_state:STOPPED tries:0"]
+    );
+    assert_eq!(
+        state("PROCESS_STATE_RUNNING", "talk"),
+        [format!("processname:talk groupname:talk from_state:STARTING pid:{talk}")]
+    );
+    // As supervisord, a pool hears of its own listeners' state changes.
+    wait_for("the listener's own RUNNING event", 10 * SECS, || {
+        !state("PROCESS_STATE_RUNNING", "watch").is_empty()
+    });
+
+    rpc(&d, &bin, "r.supervisor.sendRemoteCommEvent('greeting', 'hi there')");
+    wait_for("the remote event", 10 * SECS, || !named(&recorded(&record), "REMOTE_COMMUNICATION").is_empty());
+    assert_eq!(named(&recorded(&record), "REMOTE_COMMUNICATION")[0]["payload"], "type:greeting\nhi there");
+
+    // A stop and the exit it causes: STOPPING then STOPPED, with the pid.
+    assert!(d.ctl(&["stop", "talk"]).status.success());
+    wait_for("talk's STOPPED event", 10 * SECS, || !state("PROCESS_STATE_STOPPED", "talk").is_empty());
+    assert_eq!(
+        state("PROCESS_STATE_STOPPING", "talk"),
+        [format!("processname:talk groupname:talk from_state:RUNNING pid:{talk}")]
+    );
+    assert_eq!(
+        state("PROCESS_STATE_STOPPED", "talk"),
+        [format!("processname:talk groupname:talk from_state:STOPPING pid:{talk}")]
+    );
+    wait_for("the rest of talk's output in its log", 10 * SECS, || {
+        std::fs::read_to_string(d.path("talk.log")).is_ok_and(|l| l == "before  after\n")
+    });
+
+    wait_for("a TICK_5", 15 * SECS, || !named(&recorded(&record), "TICK_5").is_empty());
+    let events = recorded(&record);
+    let tick = named(&events, "TICK_5")[0]["payload"].as_str().expect("a payload").to_string();
+    let when: u64 = tick.strip_prefix("when:").and_then(|w| w.parse().ok()).expect("when:N");
+    assert_eq!(when % 5, 0, "{tick}");
+
+    // Every envelope: version, this daemon's identifier, the pool, and a length that is the
+    // payload's; serials grow one by one in the pool.
+    for (i, e) in events.iter().enumerate() {
+        let h = &e["headers"];
+        assert_eq!(h["ver"], "3.0");
+        assert_eq!(h["server"], "box1");
+        assert_eq!(h["pool"], "watch");
+        let len: usize = h["len"].as_str().and_then(|l| l.parse().ok()).expect("len");
+        assert_eq!(len, e["payload"].as_str().expect("payload").chars().count());
+        assert_eq!(h["poolserial"], i.to_string(), "{events:#?}");
+    }
+}
+
+#[test]
+fn a_rejected_event_comes_again() {
+    let (d, bin) = daemon(
+        "[eventlistener.watch]\ncommand = \"{py} {dir}/listener.py {dir}/events.jsonl fail-once REMOTE_COMMUNICATION\"\n\
+         events = \"REMOTE_COMMUNICATION\"\nstartsecs = 0\n",
+        &[],
+    );
+    d.wait_state("watch", "RUNNING", 10 * SECS);
+    rpc(&d, &bin, "r.supervisor.sendRemoteCommEvent('t', 'again')");
+    let record = d.path("events.jsonl");
+    wait_for("the event twice", 10 * SECS, || named(&recorded(&record), "REMOTE_COMMUNICATION").len() >= 2);
+    let events = recorded(&record);
+    let got = named(&events, "REMOTE_COMMUNICATION");
+    assert_eq!(got[0]["headers"]["serial"], got[1]["headers"]["serial"], "the same event, sent again");
+    assert_eq!(got[1]["payload"], "type:t\nagain");
+    assert!(d.log().contains("watch: event was rejected"), "{}", d.log());
+}
+
+#[test]
+fn a_listener_killed_mid_event_gets_it_again_after_its_restart() {
+    let (d, bin) = daemon(
+        "[eventlistener.watch]\ncommand = \"{py} {dir}/listener.py {dir}/events.jsonl hang-once REMOTE_COMMUNICATION\"\n\
+         events = \"REMOTE_COMMUNICATION\"\nstartsecs = 0\nautorestart = true\n",
+        &[],
+    );
+    d.wait_state("watch", "RUNNING", 10 * SECS);
+    rpc(&d, &bin, "r.supervisor.sendRemoteCommEvent('t', 'precious')");
+    let record = d.path("events.jsonl");
+    wait_for("the listener to have the event", 10 * SECS, || d.path("events.jsonl.hung").exists());
+    let first = pid_of(&d, "watch");
+    assert!(d.ctl(&["signal", "KILL", "watch"]).status.success());
+    wait_for("the event again", 20 * SECS, || named(&recorded(&record), "REMOTE_COMMUNICATION").len() >= 2);
+    let events = recorded(&record);
+    let got = named(&events, "REMOTE_COMMUNICATION");
+    assert_eq!(got[0]["pid"], first);
+    assert_ne!(got[1]["pid"], first, "the restarted listener got it");
+    assert_eq!(got[0]["headers"]["serial"], got[1]["headers"]["serial"]);
+    assert_eq!(got[1]["payload"], "type:t\nprecious");
+}
+
+#[test]
+fn a_full_buffer_drops_the_oldest_and_says_so() {
+    let (d, bin) = daemon(
+        "[eventlistener.watch]\ncommand = \"{py} {dir}/listener.py {dir}/events.jsonl wait-for {dir}/go\"\n\
+         events = \"REMOTE_COMMUNICATION\"\nstartsecs = 0\nbuffer_size = 2\n",
+        &[],
+    );
+    d.wait_state("watch", "RUNNING", 10 * SECS);
+    rpc(&d, &bin, "for i in range(5): r.supervisor.sendRemoteCommEvent('t', 'm%d' % i)");
+    for serial in 0..3 {
+        let line = format!("pool watch event buffer overflowed, discarding event {serial}");
+        assert!(d.log().contains(&line), "no {line:?} in:\n{}", d.log());
+    }
+    std::fs::write(d.path("go"), "").expect("write go");
+    let record = d.path("events.jsonl");
+    wait_for("the two newest", 10 * SECS, || recorded(&record).len() >= 2);
+    let payloads: Vec<_> = recorded(&record).iter().map(|e| e["payload"].clone()).collect();
+    assert_eq!(payloads, ["type:t\nm3", "type:t\nm4"]);
+}
+
+#[test]
+fn crashmail_mails_about_a_program_killed_unexpectedly() {
+    let (d, _) = daemon(
+        "[eventlistener.crashmail]\ncommand = \"{bin}/crashmail -a -m ops@example.com -s 'cat >> {dir}/mail.txt'\"\n\
+         events = \"PROCESS_STATE_EXITED\"\nstderr_logfile = \"{dir}/crashmail.err\"\n\
+         [program.victim]\ncommand = \"sleep 100\"\nstartsecs = 0\nautorestart = false\n\
+         [program.calm]\ncommand = \"sh -c 'exit 0'\"\nstartsecs = 0\nautorestart = false\n",
+        &[],
+    );
+    d.wait_state("victim", "RUNNING", 10 * SECS);
+    d.wait_state("crashmail", "RUNNING", 10 * SECS);
+    let pid = pid_of(&d, "victim");
+    assert!(d.ctl(&["signal", "KILL", "victim"]).status.success());
+    let mail = d.path("mail.txt");
+    wait_for("crashmail's mail", 20 * SECS, || {
+        std::fs::read_to_string(&mail).is_ok_and(|m| m.contains("exited"))
+    });
+    let text = std::fs::read_to_string(&mail).expect("mail");
+    assert!(text.starts_with("To: ops@example.com\nSubject:  victim crashed at "), "{text}");
+    assert!(
+        text.ends_with(&format!(
+            "Process victim in group victim exited unexpectedly (pid {pid}) from state RUNNING"
+        )),
+        "{text}"
+    );
+    // calm exited with an expected code: no mail about it.
+    assert!(!text.contains("calm"), "{text}");
+}
+
+#[test]
+fn memmon_restarts_a_program_over_its_memory_limit() {
+    let (d, _) = daemon(
+        "[eventlistener.memmon]\ncommand = \"{bin}/memmon -p hog=40MB\"\nevents = \"TICK_5\"\n\
+         stderr_logfile = \"{dir}/memmon.err\"\n\
+         [program.hog]\ncommand = \"python3 -c 'import time; b = b\\\"x\\\" * (80 << 20); time.sleep(1000)'\"\n\
+         startsecs = 0\n",
+        &[],
+    );
+    d.wait_state("hog", "RUNNING", 10 * SECS);
+    let first = pid_of(&d, "hog");
+    wait_for("memmon to restart hog", 30 * SECS, || {
+        let now = pid_of(&d, "hog");
+        now != 0 && now != first
+    });
+    let err = std::fs::read_to_string(d.path("memmon.err")).unwrap_or_default();
+    assert!(err.contains("Restarting hog"), "{err}");
+}
+
+#[test]
+fn httpok_restarts_a_program_whose_url_stops_answering() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+    let (d, _) = daemon(
+        &format!(
+            "[eventlistener.httpok]\ncommand = \"{{bin}}/httpok -p web -t 3 http://127.0.0.1:{port}/ok.txt\"\n\
+             events = \"TICK_5\"\nstderr_logfile = \"{{dir}}/httpok.err\"\n\
+             [program.web]\ncommand = \"python3 -m http.server {port} --bind 127.0.0.1 --directory {{dir}}/www\"\n\
+             startsecs = 0\n"
+        ),
+        &[("www/", ""), ("www/ok.txt", "fine\n")],
+    );
+    d.wait_state("web", "RUNNING", 10 * SECS);
+    let first = pid_of(&d, "web");
+    wait_for("web to answer", 10 * SECS, || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
+    std::fs::remove_file(d.path("www/ok.txt")).expect("remove ok.txt");
+    wait_for("httpok to restart web", 30 * SECS, || {
+        let now = pid_of(&d, "web");
+        now != 0 && now != first
+    });
+    let err = std::fs::read_to_string(d.path("httpok.err")).unwrap_or_default();
+    assert!(err.contains("web is in RUNNING state, restarting"), "{err}");
+}
