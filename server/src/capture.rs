@@ -11,6 +11,13 @@
 //! supervisord writes it (`DEBG 'web' stdout output:` then the data on the next line; bytes
 //! that are not UTF-8 as `Undecodable: b'...'`, Python's repr). Whether to is decided once per
 //! spawn, so an info-level daemon pays nothing per byte.
+//!
+//! Events, as supervisord's output dispatcher makes them: with `*_events_enabled`, each chunk
+//! logged is also a PROCESS_LOG event; with `*_capture_maxbytes`, text between
+//! `<!--XSUPERVISOR:BEGIN-->` and `<!--XSUPERVISOR:END-->` goes into a bounded buffer instead
+//! of the log and becomes a PROCESS_COMMUNICATION event at the end marker (output that may be
+//! the start of a marker is held back until it is known not to be, as supervisord holds it).
+//! An event listener's stdout is logged and handed to [`crate::listener`] as the protocol.
 
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
@@ -142,7 +149,8 @@ impl Sink {
                 channel.write(data);
             }
             if self.to_daemon_log {
-                log_output(&self.quoted, self.out.stream, data);
+                // supervisord's listener dispatcher logs the bytes' repr (`b'READY\n'`).
+                tracing::debug!("{} {} output:\n{}", self.quoted, self.out.stream, python_bytes_repr(data));
             }
             self.out.hub.heard(pool, &self.out.process, self.out.pid, data);
             return;

@@ -14,7 +14,11 @@
 //! sends (a result body is compared with `OK` as it streams past, never stored; a result line
 //! longer than [`MAX_RESULT_LINE`] is a protocol violation), and never panics.
 //!
-//! Nothing here runs unless a pool exists: with no listener configured, notifying is a lock
+//! A gRPC `WatchEvents` client may ask for the events that are not state changes (output,
+//! capture mode, ticks, remote messages): it gets a [`Tap`], a bounded channel fed by the
+//! same notifications; a client that reads too slowly loses events and is told how many.
+//!
+//! Nothing here runs unless a pool or tap exists: with no listener configured, notifying is a lock
 //! and an empty loop, and no tick timer is started (an idle minderd keeps sleeping).
 
 use std::collections::{BTreeMap, VecDeque};
@@ -282,6 +286,54 @@ struct Inner {
     /// The next global serial, given to an event when a first pool takes it.
     next_serial: u64,
     pools: BTreeMap<String, Pool>,
+    taps: Vec<TapSender>,
+}
+
+/// The event types a [`Tap`] may ask for: those that are not state changes (which a
+/// `WatchEvents` client gets from the history already).
+pub const TAPPABLE: &[&str] = &[
+    "PROCESS_LOG_STDOUT",
+    "PROCESS_LOG_STDERR",
+    "PROCESS_COMMUNICATION_STDOUT",
+    "PROCESS_COMMUNICATION_STDERR",
+    "TICK_5",
+    "TICK_60",
+    "TICK_3600",
+    "REMOTE_COMMUNICATION",
+];
+
+/// How many events a tap holds for a slow reader before it drops them.
+const TAP_BUFFER: usize = 1024;
+
+/// An event as a tap delivers it.
+#[derive(Debug, Clone)]
+pub struct Tapped {
+    pub name: &'static str,
+    pub payload: Arc<str>,
+    pub time: SystemTime,
+    /// Events dropped just before this one, the reader being too slow.
+    pub dropped_before: u64,
+}
+
+/// The receiving end of a tap; dropping it removes the tap (at the next event).
+pub type Tap = tokio::sync::mpsc::Receiver<Tapped>;
+
+#[derive(Debug)]
+struct TapSender {
+    subscriptions: Vec<String>,
+    tx: tokio::sync::mpsc::Sender<Tapped>,
+    dropped: u64,
+}
+
+impl TapSender {
+    fn wants(&self, name: &str) -> bool {
+        TAPPABLE.contains(&name) && self.subscriptions.iter().any(|s| subscribes(s, name))
+    }
+}
+
+/// Whether `name` is an event type or family that a tap can be given (`EVENT` included).
+pub fn tappable(name: &str) -> bool {
+    TAPPABLE.iter().any(|t| subscribes(name, t))
 }
 
 /// Every event listener pool of the daemon.
@@ -339,23 +391,47 @@ impl Hub {
         self.lock().pools.remove(name);
     }
 
-    /// Whether some pool subscribes to events of type `name` (so that the payload of a
-    /// frequent event is only made when someone will read it).
-    pub fn wants(&self, name: &str) -> bool {
-        let inner = self.lock();
-        inner.pools.values().any(|p| p.subscriptions.iter().any(|s| subscribes(s, name)))
+    /// A tap for `subscriptions` (each [`tappable`]): the events of those types from now on.
+    pub fn tap(&self, subscriptions: Vec<String>) -> Tap {
+        let (tx, rx) = tokio::sync::mpsc::channel(TAP_BUFFER);
+        self.lock().taps.push(TapSender { subscriptions, tx, dropped: 0 });
+        self.ensure_ticks();
+        rx
     }
 
     /// An event happened: every pool that subscribes to `name` buffers it (the payload is made
-    /// only if one does), and dispatches what it can.
+    /// only if one does), and dispatches what it can; taps that want it get it.
     pub fn notify(&self, name: &'static str, payload: impl FnOnce() -> String) {
         let mut inner = self.lock();
-        if inner.pools.is_empty() {
+        if inner.pools.is_empty() && inner.taps.is_empty() {
             return;
         }
-        let Inner { identifier, next_serial, pools } = &mut *inner;
-        let mut made: Option<(u64, Arc<str>)> = None;
+        let Inner { identifier, next_serial, pools, taps } = &mut *inner;
         let mut payload = Some(payload);
+        let mut text: Option<Arc<str>> = None;
+        if taps.iter().any(|t| t.wants(name)) {
+            let made: Arc<str> = Arc::from(payload.take().expect("made once")());
+            let time = SystemTime::now();
+            taps.retain_mut(|t| {
+                if !t.wants(name) {
+                    return !t.tx.is_closed();
+                }
+                let ev = Tapped { name, payload: Arc::clone(&made), time, dropped_before: t.dropped };
+                match t.tx.try_send(ev) {
+                    Ok(()) => {
+                        t.dropped = 0;
+                        true
+                    }
+                    Err(tokio::sync::mpsc::error::TrySendError::Full(_)) => {
+                        t.dropped += 1;
+                        true
+                    }
+                    Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => false,
+                }
+            });
+            text = Some(made);
+        }
+        let mut made: Option<(u64, Arc<str>)> = None;
         for (pool_name, pool) in pools.iter_mut() {
             if !pool.subscriptions.iter().any(|s| subscribes(s, name)) {
                 continue;
@@ -363,8 +439,12 @@ impl Hub {
             let (serial, text) = made.get_or_insert_with(|| {
                 let serial = *next_serial;
                 *next_serial += 1;
-                let make = payload.take().expect("made once");
-                (serial, Arc::from(make()))
+                let text = match (text.take(), payload.take()) {
+                    (Some(text), _) => text,
+                    (None, Some(make)) => Arc::from(make()),
+                    (None, None) => Arc::from(""),
+                };
+                (serial, text)
             });
             let queued =
                 Queued { serial: *serial, pool_serial: pool.next_serial, name, payload: Arc::clone(text) };
@@ -486,20 +566,22 @@ impl Hub {
         Some((p.members.iter().map(|(n, m)| (n.clone(), m.protocol.state())).collect(), p.buffer.len()))
     }
 
-    /// The tick periods some pool subscribes to.
+    /// The tick periods some pool or live tap subscribes to.
     fn tick_periods(&self) -> Vec<u64> {
-        let inner = self.lock();
+        let mut inner = self.lock();
+        inner.taps.retain(|t| !t.tx.is_closed());
         TICKS
             .iter()
             .filter(|(_, name)| {
                 inner.pools.values().any(|p| p.subscriptions.iter().any(|s| subscribes(s, name)))
+                    || inner.taps.iter().any(|t| t.wants(name))
             })
             .map(|(period, _)| *period)
             .collect()
     }
 
-    /// Starts the tick timer if a pool subscribes to ticks and it is not running. It stops on
-    /// its own once no pool does.
+    /// Starts the tick timer if a pool or tap subscribes to ticks and it is not running. It
+    /// stops on its own once none does.
     fn ensure_ticks(&self) {
         if self.tick_periods().is_empty() || self.ticking.swap(true, Ordering::SeqCst) {
             return;
@@ -794,5 +876,18 @@ mod tests {
         let kept: Vec<_> =
             p.buffer.iter().map(|e| (e.serial, e.pool_serial, e.payload.to_string())).collect();
         assert_eq!(kept, [(1, 1, "n:1".to_string()), (2, 2, "n:2".to_string())]);
+    }
+}
+#[cfg(test)]
+mod tick_tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_tap_gets_ticks() {
+        let hub = Hub::new();
+        let mut tap = hub.tap(vec!["TICK_5".into()]);
+        let ev =
+            tokio::time::timeout(Duration::from_secs(7), tap.recv()).await.expect("a tick").expect("open");
+        assert_eq!(ev.name, "TICK_5");
     }
 }

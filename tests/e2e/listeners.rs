@@ -288,3 +288,145 @@ fn httpok_restarts_a_program_whose_url_stops_answering() {
     let err = std::fs::read_to_string(d.path("httpok.err")).unwrap_or_default();
     assert!(err.contains("web is in RUNNING state, restarting"), "{err}");
 }
+
+#[test]
+fn group_daemon_and_log_events_as_supervisord_sends_them() {
+    let conf = "[eventlistener.watch]\ncommand = \"{py} {dir}/listener.py {dir}/events.jsonl ok\"\n\
+         events = \"SUPERVISOR_STATE_CHANGE,PROCESS_GROUP,PROCESS_LOG\"\nstartsecs = 0\n\
+         [program.chatty]\ncommand = \"sh -c 'echo hi; echo oops >&2; exec sleep 100'\"\nstartsecs = 0\n\
+         stdout_events_enabled = true\nstderr_events_enabled = true\n";
+    let (d, _) = daemon(conf, &[]);
+    let record = d.path("events.jsonl");
+    wait_for("both log events", 20 * SECS, || {
+        let events = recorded(&record);
+        !named(&events, "PROCESS_LOG_STDOUT").is_empty() && !named(&events, "PROCESS_LOG_STDERR").is_empty()
+    });
+    let events = recorded(&record);
+    let seen: Vec<(String, String)> = events
+        .iter()
+        .map(|e| {
+            (
+                e["headers"]["eventname"].as_str().unwrap_or("").into(),
+                e["payload"].as_str().unwrap_or("").into(),
+            )
+        })
+        .collect();
+    // At start, each group is added in priority order (the pool first), then the daemon runs.
+    let first: Vec<(&str, &str)> = seen.iter().take(3).map(|(n, p)| (n.as_str(), p.as_str())).collect();
+    assert_eq!(
+        first,
+        [
+            ("PROCESS_GROUP_ADDED", "groupname:watch\n"),
+            ("PROCESS_GROUP_ADDED", "groupname:chatty\n"),
+            ("SUPERVISOR_STATE_CHANGE_RUNNING", ""),
+        ]
+    );
+    let pid = pid_of(&d, "chatty");
+    assert_eq!(
+        named(&events, "PROCESS_LOG_STDOUT")[0]["payload"],
+        format!("processname:chatty groupname:chatty pid:{pid} channel:stdout\nhi\n")
+    );
+    assert_eq!(
+        named(&events, "PROCESS_LOG_STDERR")[0]["payload"],
+        format!("processname:chatty groupname:chatty pid:{pid} channel:stderr\noops\n")
+    );
+
+    // A group added by update, and one removed.
+    let toml = std::fs::read_to_string(&d.config).expect("config");
+    let toml = toml.replace("[program.chatty]", "[program.late]\ncommand = \"sleep 100\"\n[program.chatty]");
+    std::fs::write(&d.config, toml).expect("write");
+    assert!(d.ctl(&["update"]).status.success());
+    wait_for("the added group", 10 * SECS, || {
+        named(&recorded(&record), "PROCESS_GROUP_ADDED").iter().any(|e| e["payload"] == "groupname:late\n")
+    });
+    let toml = std::fs::read_to_string(&d.config).expect("config");
+    std::fs::write(&d.config, toml.replace("[program.late]\ncommand = \"sleep 100\"\n", "")).expect("write");
+    assert!(d.ctl(&["update"]).status.success());
+    wait_for("the removed group", 10 * SECS, || {
+        named(&recorded(&record), "PROCESS_GROUP_REMOVED").iter().any(|e| e["payload"] == "groupname:late\n")
+    });
+}
+
+/// The next Supervisor event a WatchEvents stream carries (state changes skipped).
+async fn next_supervisor_event(s: &mut tonic::Streaming<minder::pb::Event>) -> minder::pb::SupervisorEvent {
+    loop {
+        let e = tokio::time::timeout(20 * SECS, s.message())
+            .await
+            .expect("an event within 20 s")
+            .expect("the stream is ok")
+            .expect("the stream goes on");
+        if let Some(minder::pb::event::Kind::Supervisor(ev)) = e.kind {
+            return ev;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn watch_events_carries_supervisor_events_when_asked_and_send_event_reaches_listeners() {
+    use minder::pb;
+    let (d, _) = daemon(
+        "[eventlistener.watch]\ncommand = \"{py} {dir}/listener.py {dir}/events.jsonl ok\"\n\
+         events = \"REMOTE_COMMUNICATION\"\nstartsecs = 0\n\
+         [program.chatty]\ncommand = \"sh -c 'read line; echo \\\"got $line\\\"; exec sleep 100'\"\nstartsecs = 0\n\
+         stdout_events_enabled = true\n",
+        &[],
+    );
+    d.wait_state("watch", "RUNNING", 10 * SECS);
+    let mut c = d.client().await;
+    // An unknown type, or a state change (which the stream carries anyway), is refused.
+    for bad in ["PROCESS_STATE", "NOPE"] {
+        let req = pb::WatchEventsRequest { supervisor_events: vec![bad.into()], ..Default::default() };
+        let err = c.watch_events(req).await.expect_err(bad);
+        assert_eq!(err.code(), tonic::Code::InvalidArgument, "{bad}");
+    }
+    let req = pb::WatchEventsRequest {
+        supervisor_events: vec!["process_log".into(), "REMOTE_COMMUNICATION".into(), "TICK_5".into()],
+        ..Default::default()
+    };
+    let mut s = c.watch_events(req).await.expect("watch").into_inner();
+    // A remote event from the CLI reaches the stream and the listener alike.
+    let out = d.ctl(&["send-event", "deploy", "v1.2 is out"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let mut seen = Vec::new();
+    let mut remote = None;
+    while remote.is_none() {
+        let ev = next_supervisor_event(&mut s).await;
+        if ev.name == "REMOTE_COMMUNICATION" {
+            remote = Some(ev.payload.clone());
+        }
+        seen.push(ev.name);
+    }
+    assert_eq!(remote.as_deref(), Some("type:deploy\nv1.2 is out"));
+    let record = d.path("events.jsonl");
+    wait_for("the listener to get it", 10 * SECS, || {
+        !named(&recorded(&record), "REMOTE_COMMUNICATION").is_empty()
+    });
+    assert_eq!(named(&recorded(&record), "REMOTE_COMMUNICATION")[0]["payload"], "type:deploy\nv1.2 is out");
+    // Output, as PROCESS_LOG_STDOUT.
+    assert!(d.ctl(&["--json", "status", "chatty"]).status.success());
+    let mut stdin = c.clone();
+    stdin
+        .send_stdin(pb::SendStdinRequest { name: "chatty".into(), data: b"hello\n".to_vec() })
+        .await
+        .expect("stdin");
+    let pid = pid_of(&d, "chatty");
+    loop {
+        let ev = next_supervisor_event(&mut s).await;
+        if ev.name == "PROCESS_LOG_STDOUT" {
+            assert_eq!(
+                ev.payload,
+                format!("processname:chatty groupname:chatty pid:{pid} channel:stdout\ngot hello\n")
+            );
+            break;
+        }
+        assert_ne!(ev.name, "PROCESS_LOG_STDERR", "not asked for");
+    }
+    // And ticks, which run only because this stream asked for them (no pool subscribes).
+    loop {
+        let ev = next_supervisor_event(&mut s).await;
+        if ev.name == "TICK_5" {
+            assert!(ev.payload.starts_with("when:"), "{}", ev.payload);
+            break;
+        }
+    }
+}
