@@ -469,22 +469,22 @@ impl Hub {
         }
     }
 
-    /// The state of a listener process changed: only a RUNNING one is sent events; one whose
-    /// child is gone gives back the event it had not answered, to the head of the buffer.
-    pub fn process_state(&self, pool: &str, process: &str, pid: Option<u32>, running: bool) {
+    /// The state of a listener process changed: only a RUNNING one is sent events; once its
+    /// child `pid` is gone (`alive` false), the event it had not answered goes back to the
+    /// head of the buffer. News of an earlier child is ignored.
+    pub fn process_state(&self, pool: &str, process: &str, pid: u32, alive: bool, running: bool) {
         let mut inner = self.lock();
         let inner = &mut *inner;
         let Some(p) = inner.pools.get_mut(pool) else { return };
         let Some(m) = p.members.get_mut(process) else { return };
-        match pid {
-            Some(pid) if pid == m.pid => m.running = running,
-            Some(_) => return,
-            None => {
-                m.running = false;
-                m.stdin = None;
-                if let Some(ev) = m.current.take() {
-                    accept(pool, p, ev, true);
-                }
+        if m.pid != pid {
+            return;
+        }
+        m.running = alive && running;
+        if !alive {
+            m.stdin = None;
+            if let Some(ev) = m.current.take() {
+                accept(pool, p, ev, true);
             }
         }
         dispatch(&self.me(), &inner.identifier, pool, p);
@@ -878,6 +878,93 @@ mod tests {
         assert_eq!(kept, [(1, 1, "n:1".to_string()), (2, 2, "n:2".to_string())]);
     }
 }
+#[cfg(test)]
+mod hub_tests {
+    use super::*;
+    use tokio::io::AsyncReadExt;
+
+    fn pool(events: &[&str]) -> EventListenerPool {
+        EventListenerPool {
+            events: events.iter().map(|s| s.to_string()).collect(),
+            buffer_size: 10,
+            result_handler: String::new(),
+        }
+    }
+
+    /// A listener's stdin: what the hub writes, and the end the test reads.
+    fn stdin() -> (Stdin, tokio::net::unix::pipe::Receiver) {
+        let (tx, rx) = tokio::net::unix::pipe::pipe().expect("a pipe");
+        (Arc::new(tokio::sync::Mutex::new(tx)), rx)
+    }
+
+    /// Reads one envelope (header line and payload) from a listener's stdin.
+    async fn envelope(rx: &mut tokio::net::unix::pipe::Receiver) -> String {
+        let mut got = Vec::new();
+        let read = async {
+            loop {
+                let mut b = [0u8; 1];
+                rx.read_exact(&mut b).await.expect("read");
+                got.push(b[0]);
+                let text = String::from_utf8_lossy(&got).into_owned();
+                if let Some((head, body)) = text.split_once('\n') {
+                    let len: usize = head.rsplit("len:").next().and_then(|l| l.parse().ok()).expect("len");
+                    if body.chars().count() == len {
+                        return text;
+                    }
+                }
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(5), read).await.expect("an envelope")
+    }
+
+    #[tokio::test]
+    async fn rejected_and_orphaned_events_are_sent_again() {
+        let hub = Hub::new();
+        hub.set_identifier("box");
+        hub.ensure_pool("p", &pool(&["REMOTE_COMMUNICATION"]));
+        let (tx, mut rx) = stdin();
+        hub.attach("p", "a", 1, tx);
+        hub.notify("REMOTE_COMMUNICATION", || "type:t\nd".into());
+        // Not RUNNING yet, then not READY: it waits in the buffer.
+        hub.heard("p", "a", 1, b"READY\n");
+        assert_eq!(hub.describe("p").expect("pool").1, 1);
+        hub.process_state("p", "a", 1, true, true);
+        let want =
+            "ver:3.0 server:box serial:0 pool:p poolserial:0 eventname:REMOTE_COMMUNICATION len:8\ntype:t\nd";
+        assert_eq!(envelope(&mut rx).await, want);
+        assert_eq!(hub.describe("p").expect("pool").0, [("a".to_string(), ListenerState::Busy)]);
+        // FAIL: back to the head, and sent again once READY.
+        hub.heard("p", "a", 1, b"RESULT 4\nFAILREADY\n");
+        assert_eq!(envelope(&mut rx).await, want);
+        // Output from an earlier child changes nothing.
+        hub.heard("p", "a", 99, b"RESULT 2\nOK");
+        assert_eq!(hub.describe("p").expect("pool").0, [("a".to_string(), ListenerState::Busy)]);
+        // The child dies before answering: a new child gets it.
+        hub.process_state("p", "a", 1, false, false);
+        assert_eq!(hub.describe("p").expect("pool").1, 1, "requeued");
+        let (tx, mut rx) = stdin();
+        hub.attach("p", "a", 2, tx);
+        hub.process_state("p", "a", 2, true, true);
+        hub.heard("p", "a", 2, b"READY\n");
+        assert_eq!(envelope(&mut rx).await, want);
+        hub.heard("p", "a", 2, b"RESULT 2\nOK");
+        assert_eq!(
+            hub.describe("p").expect("pool"),
+            (vec![("a".to_string(), ListenerState::Acknowledged)], 0)
+        );
+    }
+
+    #[tokio::test]
+    async fn ticks_run_only_while_someone_subscribes() {
+        let hub = Hub::new();
+        hub.ensure_pool("p", &pool(&["PROCESS_STATE", "REMOTE_COMMUNICATION"]));
+        let _tap = hub.tap(vec!["PROCESS_LOG".into()]);
+        assert!(!hub.ticking.load(Ordering::SeqCst), "no one subscribes to ticks: no timer");
+        hub.ensure_pool("q", &pool(&["TICK_3600"]));
+        assert!(hub.ticking.load(Ordering::SeqCst));
+    }
+}
+
 #[cfg(test)]
 mod tick_tests {
     use super::*;

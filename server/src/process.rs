@@ -376,6 +376,7 @@ impl ProcessHandle {
             start_waiters: Vec::new(),
             stop_waiters: Vec::new(),
             checked_path: None,
+            listener_pid: None,
         };
         tokio::spawn(actor.run(rx));
         ProcessHandle { config, logs, tx, snapshot }
@@ -535,6 +536,8 @@ struct Actor {
     stop_waiters: Vec<oneshot::Sender<Result<(), Fault>>>,
     /// The executable an explicit start has just checked, for the spawn that follows it.
     checked_path: Option<PathBuf>,
+    /// For a listener, the child its pool was told of (until the pool hears it is gone).
+    listener_pid: Option<u32>,
 }
 
 impl Actor {
@@ -742,7 +745,7 @@ impl Actor {
 
     /// Publishes the state changes of one step, and the new snapshot with them, atomically
     /// with respect to event watchers.
-    fn publish(&self, changes: Vec<ProcessChange>) {
+    fn publish(&mut self, changes: Vec<ProcessChange>) {
         let snapshot = Snapshot {
             state: self.machine.state.kind(),
             pid: self.machine.state.pid(),
@@ -758,8 +761,12 @@ impl Actor {
         self.shared.events.publish_with(events, || self.snapshot.send_replace(snapshot));
         // A listener is sent events only while RUNNING; once its child is gone, the event it
         // had not answered goes back to its pool.
-        if let Some(pool) = &self.logs.pool {
-            self.shared.events.listeners.process_state(pool, &self.config.name, pid, running);
+        if let (Some(pool), Some(child)) = (&self.logs.pool, self.listener_pid) {
+            let alive = pid == Some(child);
+            self.shared.events.listeners.process_state(pool, &self.config.name, child, alive, running);
+            if !alive {
+                self.listener_pid = None;
+            }
         }
     }
 
@@ -817,7 +824,10 @@ impl Actor {
                 if let Some(pool) = self.logs.pool.clone() {
                     // A listener's stdin carries its events from now on.
                     match self.open_stdin() {
-                        Ok(stdin) => hub.attach(&pool, &self.config.name, child.pid, stdin),
+                        Ok(stdin) => {
+                            hub.attach(&pool, &self.config.name, child.pid, stdin);
+                            self.listener_pid = Some(child.pid);
+                        }
                         Err(e) => tracing::error!("{}: {e}", self.config.name),
                     }
                 }
