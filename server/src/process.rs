@@ -683,9 +683,13 @@ impl Actor {
                             self.start_wall = Some(SystemTime::now());
                             self.up_since = Some(now);
                         }
+                        // Failed starts so far, as supervisord's `backoff` counts them. A
+                        // step that gives up goes through BACKOFF to FATAL at once: that
+                        // BACKOFF was failure number startretries + 1.
                         let tries = match self.machine.state {
                             lifecycle::State::Starting { attempt, .. }
                             | lifecycle::State::Backoff { attempt, .. } => attempt,
+                            lifecycle::State::Fatal if to == Kind::Backoff => self.policy.startretries + 1,
                             _ => 0,
                         };
                         changes.push(ProcessChange {

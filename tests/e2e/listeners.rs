@@ -84,6 +84,10 @@ fn a_childutils_listener_gets_state_tick_communication_and_remote_events() {
          stdout_capture_maxbytes = \"1MB\"\nstdout_logfile = \"{dir}/talk.log\"\n",
         &[("talk.py", TALK)],
     );
+    // What used to be warned about as not implemented works now, and is not warned about.
+    for warned in ["not implemented yet", "not supported yet"] {
+        assert!(!d.log().contains(warned), "{}", d.log());
+    }
     let record = d.path("events.jsonl");
     wait_for("the communication event", 20 * SECS, || {
         !named(&recorded(&record), "PROCESS_COMMUNICATION_STDOUT").is_empty()
@@ -429,4 +433,114 @@ async fn watch_events_carries_supervisor_events_when_asked_and_send_event_reache
             break;
         }
     }
+}
+
+/// Drives a daemon through childutils' XML-RPC: waits for the start-up to settle, sends a
+/// remote event, restarts chatty, and ends with an `end` remote event.
+const DRIVE: &str = r#"
+import sys, time
+from supervisor import childutils
+r = childutils.getRPCInterface({'SUPERVISOR_SERVER_URL': 'unix://' + sys.argv[1]})
+def state(name):
+    try:
+        return r.supervisor.getProcessInfo(name)['statename']
+    except Exception:
+        return None
+deadline = time.time() + 30
+while (state('chatty'), state('talk'), state('crash'), state('watch')) != ('RUNNING', 'RUNNING', 'FATAL', 'RUNNING'):
+    assert time.time() < deadline, 'the start-up did not settle'
+    time.sleep(0.05)
+r.supervisor.sendRemoteCommEvent('t', 'one')
+r.supervisor.stopProcess('chatty')
+r.supervisor.startProcess('chatty')
+r.supervisor.sendRemoteCommEvent('end', '')
+"#;
+
+/// What a listener heard, in a form two daemons can be compared by: each process's state
+/// events in order, its output events in order, and the other events in order; pids as N.
+fn digest(events: &[Value]) -> std::collections::BTreeMap<String, Vec<String>> {
+    let mut out: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    for e in events {
+        let name = e["headers"]["eventname"].as_str().unwrap_or("?");
+        let payload = e["payload"].as_str().unwrap_or("?");
+        let neutral: String = payload
+            .split(' ')
+            .map(|w| match w.split_once("pid:") {
+                Some((before, rest)) if before.is_empty() => {
+                    let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+                    format!("pid:N{}", &rest[digits..])
+                }
+                _ => w.to_string(),
+            })
+            .collect::<Vec<_>>()
+            .join(" ");
+        let who = payload.strip_prefix("processname:").and_then(|p| p.split(' ').next());
+        let key = match (who, name.starts_with("PROCESS_STATE")) {
+            (Some(p), true) => format!("state of {p}"),
+            (Some(p), false) => format!("output of {p}"),
+            (None, _) => "others".to_string(),
+        };
+        out.entry(key).or_default().push(format!("{name} {neutral}"));
+    }
+    out
+}
+
+#[test]
+fn a_listener_hears_what_it_hears_under_supervisord() {
+    let bin = superlance_bin();
+    let run = |server: &str| {
+        let dir = tempfile::tempdir().expect("dir");
+        let d = dir.path().display().to_string();
+        std::fs::write(dir.path().join("listener.py"), include_str!("listener.py")).expect("listener");
+        std::fs::write(dir.path().join("talk.py"), TALK).expect("talk");
+        let conf = format!(
+            "[unix_http_server]\nfile={d}/s.sock\n\
+             [supervisord]\nlogfile={d}/daemon.log\npidfile={d}/daemon.pid\nchildlogdir={d}\nnodaemon=true\n\
+             [rpcinterface:supervisor]\nsupervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface\n\
+             [eventlistener:watch]\ncommand={py} {d}/listener.py {d}/events.jsonl ok\nstartsecs=0\nbuffer_size=100\n\
+             events=PROCESS_STATE,PROCESS_GROUP,SUPERVISOR_STATE_CHANGE,REMOTE_COMMUNICATION,PROCESS_COMMUNICATION,PROCESS_LOG\n\
+             [program:chatty]\ncommand=sh -c 'echo hi; exec sleep 100'\nstartsecs=0\nstdout_events_enabled=true\n\
+             [program:talk]\ncommand=python3 {d}/talk.py\nstartsecs=0\nstdout_capture_maxbytes=1MB\n\
+             [program:crash]\ncommand=sh -c 'exit 3'\nstartsecs=1\nstartretries=1\n",
+            py = bin.join("python").display()
+        );
+        let path = dir.path().join("supervisord.conf");
+        std::fs::write(&path, conf).expect("conf");
+        let mut daemon = Command::new(server)
+            .arg("-c")
+            .arg(&path)
+            .args(if server.ends_with("minderd") { &["-n"][..] } else { &[][..] })
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("the daemon starts");
+        wait_for("the socket", 20 * SECS, || dir.path().join("s.sock").exists());
+        let drive = Command::new(bin.join("python"))
+            .arg("-c")
+            .arg(DRIVE)
+            .arg(dir.path().join("s.sock"))
+            .output()
+            .expect("python runs");
+        let record = dir.path().join("events.jsonl");
+        if drive.status.success() {
+            wait_for("the end event", 20 * SECS, || {
+                recorded(&record).iter().any(|e| e["payload"] == "type:end\n")
+            });
+        }
+        crate::harness::sigterm(&daemon);
+        let _ = daemon.wait();
+        assert!(drive.status.success(), "{server}: {}", String::from_utf8_lossy(&drive.stderr));
+        // What follows the end is the shutdown, which races the listener's own stop in both.
+        let mut events = recorded(&record);
+        if let Some(end) = events.iter().position(|e| e["payload"] == "type:end\n") {
+            events.truncate(end + 1);
+        }
+        digest(&events)
+    };
+    let theirs = run(&bin.join("supervisord").display().to_string());
+    let ours = run(&crate::harness::bin("minderd").display().to_string());
+    eprintln!("supervisord's listener heard: {theirs:#?}");
+    // Not two failures compared: supervisord's own sequence is what is expected.
+    assert!(theirs["state of crash"].iter().any(|e| e.starts_with("PROCESS_STATE_FATAL")), "{theirs:#?}");
+    assert_eq!(ours, theirs, "minderd's, then supervisord's");
 }
