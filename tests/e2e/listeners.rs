@@ -466,7 +466,7 @@ fn digest(events: &[Value]) -> std::collections::BTreeMap<String, Vec<String>> {
         let neutral: String = payload
             .split(' ')
             .map(|w| match w.split_once("pid:") {
-                Some((before, rest)) if before.is_empty() => {
+                Some(("", rest)) => {
                     let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
                     format!("pid:N{}", &rest[digits..])
                 }
