@@ -544,3 +544,37 @@ fn a_listener_hears_what_it_hears_under_supervisord() {
     assert!(theirs["state of crash"].iter().any(|e| e.starts_with("PROCESS_STATE_FATAL")), "{theirs:#?}");
     assert_eq!(ours, theirs, "minderd's, then supervisord's");
 }
+
+#[test]
+fn minder_events_with_prints_supervisor_events() {
+    let d = Daemon::start("[program.idle]\ncommand = \"sleep 100\"\nautostart = false\n");
+    let mut ev = Command::new(crate::harness::bin("minder"))
+        .arg("-s")
+        .arg(format!("unix://{}", d.socket.display()))
+        .args(["events", "--with", "remote_communication"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("minder events");
+    let stdout = ev.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut got = Vec::new();
+    // The stream may not be open yet when the first event is sent: send until one is seen.
+    wait_for("minder events to print the remote event", 10 * SECS, || {
+        assert!(d.ctl(&["send-event", "note", "hello"]).status.success());
+        while let Ok(l) = rx.recv_timeout(Duration::from_millis(200)) {
+            got.push(l);
+        }
+        !got.is_empty()
+    });
+    let _ = ev.kill();
+    let _ = ev.wait();
+    // The time, the type, then the payload as a listener gets it (its data on the next line).
+    assert!(got[0].ends_with(" REMOTE_COMMUNICATION type:note"), "{got:?}");
+    assert_eq!(got.get(1).map(String::as_str), Some("hello"), "{got:?}");
+}
