@@ -212,8 +212,9 @@ fn a_full_buffer_drops_the_oldest_and_says_so() {
     rpc(&d, &bin, "for i in range(5): r.supervisor.sendRemoteCommEvent('t', 'm%d' % i)");
     for serial in 0..3 {
         let line = format!("pool watch event buffer overflowed, discarding event {serial}");
-        assert!(d.log().contains(&line), "no {line:?} in:\n{}", d.log());
+        wait_for(&line, 10 * SECS, || d.log().contains(&line));
     }
+    assert!(!d.log().contains("discarding event 3"), "{}", d.log());
     std::fs::write(d.path("go"), "").expect("write go");
     let record = d.path("events.jsonl");
     wait_for("the two newest", 10 * SECS, || recorded(&record).len() >= 2);
@@ -577,4 +578,36 @@ fn minder_events_with_prints_supervisor_events() {
     // The time, the type, then the payload as a listener gets it (its data on the next line).
     assert!(got[0].ends_with(" REMOTE_COMMUNICATION type:note"), "{got:?}");
     assert_eq!(got.get(1).map(String::as_str), Some("hello"), "{got:?}");
+}
+
+/// minderd's resident memory, from /proc.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS")
+}
+
+#[test]
+fn a_listener_that_floods_its_result_line_costs_minderd_nothing() {
+    // Sent an event, it answers with a "result line" of 300 MB that never ends.
+    let (d, bin) = daemon(
+        "[eventlistener.flood]\n\
+         command = \"sh -c 'printf \\\"READY\\\\n\\\"; read header; head -c 300000000 /dev/zero | tr \\\"\\\\000\\\" 7; touch {dir}/flooded; exec sleep 100'\"\n\
+         events = \"REMOTE_COMMUNICATION\"\nstartsecs = 0\nstdout_logfile = \"NONE\"\n",
+        &[],
+    );
+    d.wait_state("flood", "RUNNING", 10 * SECS);
+    let before = rss_kib(d.pid());
+    rpc(&d, &bin, "r.supervisor.sendRemoteCommEvent('t', 'x')");
+    wait_for("the flood to be read", 60 * SECS, || d.path("flooded").exists());
+    wait_for("the listener to be given up on", 10 * SECS, || d.log().contains("flood: bad result line"));
+    let after = rss_kib(d.pid());
+    eprintln!("minderd's RSS: {before} KiB before, {after} KiB after a 300 MB result line");
+    assert!(after < before + 16 * 1024, "{before} KiB before, {after} KiB after");
+    assert!(d.log().contains("flood: has entered the UNKNOWN state"), "{}", d.log());
+    // And the daemon still answers.
+    assert_eq!(d.state("flood"), "RUNNING");
 }
