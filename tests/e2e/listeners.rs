@@ -437,7 +437,8 @@ async fn watch_events_carries_supervisor_events_when_asked_and_send_event_reache
 }
 
 /// Drives a daemon through childutils' XML-RPC: waits for the start-up to settle, sends a
-/// remote event, restarts chatty, and ends with an `end` remote event.
+/// remote event, restarts chatty, waits for the output events in the listener's record
+/// (argv[2]), and ends with an `end` remote event.
 const DRIVE: &str = r#"
 import sys, time
 from supervisor import childutils
@@ -447,13 +448,22 @@ def state(name):
         return r.supervisor.getProcessInfo(name)['statename']
     except Exception:
         return None
-deadline = time.time() + 30
+deadline = time.time() + 60
 while (state('chatty'), state('talk'), state('crash'), state('watch')) != ('RUNNING', 'RUNNING', 'FATAL', 'RUNNING'):
     assert time.time() < deadline, 'the start-up did not settle'
     time.sleep(0.05)
 r.supervisor.sendRemoteCommEvent('t', 'one')
 r.supervisor.stopProcess('chatty')
 r.supervisor.startProcess('chatty')
+# The output events (chatty's two "hi", talk's message) race the rest: wait for them.
+def heard(name):
+    try:
+        return open(sys.argv[2]).read().count('"eventname": "%s"' % name)
+    except OSError:
+        return 0
+while heard('PROCESS_LOG_STDOUT') < 2 or heard('PROCESS_COMMUNICATION_STDOUT') < 1:
+    assert time.time() < deadline, 'the output events did not come'
+    time.sleep(0.05)
 r.supervisor.sendRemoteCommEvent('end', '')
 "#;
 
@@ -520,6 +530,7 @@ fn a_listener_hears_what_it_hears_under_supervisord() {
             .arg("-c")
             .arg(DRIVE)
             .arg(dir.path().join("s.sock"))
+            .arg(dir.path().join("events.jsonl"))
             .output()
             .expect("python runs");
         let record = dir.path().join("events.jsonl");
