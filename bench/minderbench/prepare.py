@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 SUPERVISOR_VERSION = "4.3.0"
+SUPERLANCE_VERSION = "2.0.0"
 BENCH_DIR = Path(__file__).resolve().parent.parent
 REPO = BENCH_DIR.parent
 
@@ -83,6 +84,37 @@ def supervisor_venv(venv=None):
         check=True,
     )
     return supervisord, venv / "bin" / "supervisorctl"
+
+
+def superlance_venv(venv=None):
+    """A virtualenv with superlance==2.0.0 (Supervisor's event listeners: crashmail, memmon,
+    httpok) and supervisor==4.3.0 from PyPI, made once and reused; returns its bin directory.
+    The end-to-end tests run these listeners under minderd."""
+    venv = Path(venv).resolve() if venv else work_dir() / f"venv-superlance-{SUPERLANCE_VERSION}"
+    bin_dir = venv / "bin"
+    marker = venv / f".superlance-{SUPERLANCE_VERSION}-supervisor-{SUPERVISOR_VERSION}"
+    if marker.exists() and (bin_dir / "crashmail").exists():
+        return bin_dir
+    log(f"making a virtualenv at {venv} and installing superlance=={SUPERLANCE_VERSION} from PyPI")
+    r = subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], capture_output=True, text=True)
+    if r.returncode != 0:
+        sys.exit(
+            f"bench: `{sys.executable} -m venv` failed:\n{r.stderr}\n"
+            "On Debian/Ubuntu: apt-get install -y python3-venv"
+        )
+    subprocess.run(
+        [
+            bin_dir / "pip",
+            "install",
+            "--disable-pip-version-check",
+            "-q",
+            f"superlance=={SUPERLANCE_VERSION}",
+            f"supervisor=={SUPERVISOR_VERSION}",
+        ],
+        check=True,
+    )
+    marker.touch()
+    return bin_dir
 
 
 def build_kid():

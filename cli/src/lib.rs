@@ -191,6 +191,19 @@ pub enum Command {
         /// Print every process's current state first.
         #[arg(long)]
         snapshot: bool,
+        /// Also print these Supervisor events, as an event listener gets them:
+        /// PROCESS_LOG, PROCESS_COMMUNICATION, TICK (or one of their types, such as TICK_5),
+        /// REMOTE_COMMUNICATION, or EVENT for all of them (comma-separated or repeated).
+        #[arg(long = "with", value_name = "TYPES", value_delimiter = ',')]
+        with: Vec<String>,
+    },
+    /// Send a REMOTE_COMMUNICATION event to the event listeners that subscribe to it
+    /// (supervisord's sendRemoteCommEvent).
+    SendEvent {
+        /// The event's type (its payload's `type:`).
+        r#type: String,
+        /// The event's data.
+        data: String,
     },
     /// Read the configuration file again and show what differs from what runs (nothing
     /// starts or stops).
@@ -579,7 +592,11 @@ pub(crate) async fn execute(
             act(client.clear_logs(pb::ClearLogsRequest { names }).await, json, Verb::Clear)
         }
         Command::Fg { name } => streams::fg(client, name).await,
-        Command::Events { snapshot } => streams::events(client, snapshot, json).await,
+        Command::Events { snapshot, with } => streams::events(client, snapshot, with, json).await,
+        Command::SendEvent { r#type, data } => {
+            client.send_remote_comm_event(pb::SendRemoteCommEventRequest { r#type, data }).await?;
+            Ok(exit::OK)
+        }
         Command::Reread => changes::reread(client, json).await,
         Command::Update { dry_run, groups } => changes::update(client, groups, dry_run, json).await,
         Command::Add { groups } => changes::add_remove(client, groups, true, json).await,

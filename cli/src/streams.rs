@@ -300,10 +300,15 @@ fn read_stdin(stop: &std::os::fd::OwnedFd, tx: &tokio::sync::mpsc::Sender<Vec<u8
 pub async fn events(
     client: &mut crate::client::Client,
     snapshot: bool,
+    with: Vec<String>,
     json: bool,
 ) -> Result<u8, tonic::Status> {
     let mut stream = client
-        .watch_events(pb::WatchEventsRequest { since_seq: 0, instance: String::new() })
+        .watch_events(pb::WatchEventsRequest {
+            since_seq: 0,
+            instance: String::new(),
+            supervisor_events: with,
+        })
         .await?
         .into_inner();
     let stdout = std::io::stdout();
@@ -374,6 +379,18 @@ pub async fn events(
                         .to_string()
                 } else {
                     format!("{time} group {} {what}", g.name)
+                }
+            }
+            Some(pb::event::Kind::Supervisor(ev)) => {
+                if ev.dropped_before > 0 {
+                    eprintln!("minder: fell behind; {} Supervisor events were dropped", ev.dropped_before);
+                }
+                if json {
+                    json!({"seq": e.seq, "time": time, "type": "supervisor", "name": ev.name, "payload": ev.payload})
+                        .to_string()
+                } else {
+                    // The payload as a listener gets it (output may span lines).
+                    format!("{time} {} {}", ev.name, ev.payload.trim_end_matches('\n'))
                 }
             }
             Some(pb::event::Kind::Lagged(l)) => {

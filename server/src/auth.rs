@@ -138,6 +138,7 @@ impl Operation {
             "SignalProcesses" => Operation::Signal,
             "ClearLogs" => Operation::ClearLogs,
             "SendStdin" => Operation::SendStdin,
+            "SendRemoteCommEvent" => Operation::SendEvent,
             "Shutdown" => Operation::Shutdown,
             _ => Operation::Configure,
         }

@@ -11,10 +11,18 @@
 //! supervisord writes it (`DEBG 'web' stdout output:` then the data on the next line; bytes
 //! that are not UTF-8 as `Undecodable: b'...'`, Python's repr). Whether to is decided once per
 //! spawn, so an info-level daemon pays nothing per byte.
+//!
+//! Events, as supervisord's output dispatcher makes them: with `*_events_enabled`, each chunk
+//! logged is also a PROCESS_LOG event; with `*_capture_maxbytes`, text between
+//! `<!--XSUPERVISOR:BEGIN-->` and `<!--XSUPERVISOR:END-->` goes into a bounded buffer instead
+//! of the log and becomes a PROCESS_COMMUNICATION event at the end marker (output that may be
+//! the start of a marker is held back until it is known not to be, as supervisord holds it).
+//! An event listener's stdout is logged and handed to [`crate::listener`] as the protocol.
 
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
 
+use crate::listener::Hub;
 use crate::logs::LogChannel;
 
 /// How much is read from a pipe at once.
@@ -27,20 +35,63 @@ thread_local! {
     static BUFFER: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0; CHUNK]);
 }
 
-/// Starts copying `pipe` (the process's `stream`: "stdout" or "stderr") into `channel` until
-/// the pipe closes. The log file is opened (created) now, when the process is spawned, as
-/// supervisord does.
-pub fn spawn(pipe: OwnedFd, channel: Arc<LogChannel>, process: String, stream: &'static str) {
-    channel.attach();
+/// Capture mode's markers (supervisord's `ProcessCommunicationEvent` tokens).
+const BEGIN_TOKEN: &[u8] = b"<!--XSUPERVISOR:BEGIN-->";
+const END_TOKEN: &[u8] = b"<!--XSUPERVISOR:END-->";
+
+/// One output of one spawned process, and what becomes of what it writes.
+#[derive(Debug)]
+pub struct Output {
+    /// The process's name and group, and the child's pid, for events.
+    pub process: String,
+    pub group: String,
+    pub pid: u32,
+    /// "stdout" or "stderr".
+    pub stream: &'static str,
+    /// Its log file, unless NONE.
+    pub channel: Option<Arc<LogChannel>>,
+    pub hub: Arc<Hub>,
+    pub mode: Mode,
+}
+
+/// How an output is read.
+#[derive(Debug, Clone)]
+pub enum Mode {
+    /// Logged; with `events`, each chunk is also a PROCESS_LOG event, and with
+    /// `capture_maxbytes` > 0 what is between the capture markers is a PROCESS_COMMUNICATION
+    /// event instead of log text.
+    Plain { events: bool, capture_maxbytes: u64 },
+    /// An event listener's stdout: logged, and read as the protocol for pool `pool`.
+    Listener { pool: String },
+}
+
+/// Starts copying `pipe` into `out`'s channel until the pipe closes. The log file is opened
+/// (created) now, when the process is spawned, as supervisord does.
+pub fn spawn(pipe: OwnedFd, out: Output) {
+    if let Some(channel) = &out.channel {
+        channel.attach();
+    }
     // Checked once here, not per read: the daemon's level is fixed when its log is set up.
     let to_daemon_log = tracing::enabled!(tracing::Level::DEBUG);
-    let quoted = python_str_repr(&process);
+    let quoted = python_str_repr(&out.process);
+    let mut sink = Sink { capture: None, out, quoted, to_daemon_log };
+    if let Mode::Plain { capture_maxbytes, .. } = sink.out.mode {
+        if capture_maxbytes > 0 {
+            sink.capture = Some(Capture {
+                pending: Vec::new(),
+                capturing: false,
+                captured: Vec::new(),
+                maxbytes: capture_maxbytes as usize,
+            });
+        }
+    }
     tokio::spawn(async move {
+        let process = sink.out.process.clone();
         let reader = match tokio::net::unix::pipe::Receiver::from_owned_fd(pipe) {
             Ok(r) => r,
             Err(e) => {
                 tracing::error!("cannot read the output of {process}: {e}");
-                channel.detach();
+                sink.close();
                 return;
             }
         };
@@ -53,12 +104,7 @@ pub fn spawn(pipe: OwnedFd, channel: Arc<LogChannel>, process: String, stream: &
             let done = BUFFER.with_borrow_mut(|buf| loop {
                 match reader.try_read(buf) {
                     Ok(0) => return true,
-                    Ok(n) => {
-                        channel.write(&buf[..n]);
-                        if to_daemon_log {
-                            log_output(&quoted, stream, &buf[..n]);
-                        }
-                    }
+                    Ok(n) => sink.take(&buf[..n]),
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return false,
                     Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                     Err(e) => {
@@ -71,8 +117,184 @@ pub fn spawn(pipe: OwnedFd, channel: Arc<LogChannel>, process: String, stream: &
                 break;
             }
         }
-        channel.detach();
+        sink.close();
     });
+}
+
+/// Capture mode's state (supervisord's `POutputDispatcher.record_output`): output not yet
+/// known to hold no marker, whether between markers, and what was captured so far.
+#[derive(Debug)]
+struct Capture {
+    /// At most a marker's length short of a whole marker.
+    pending: Vec<u8>,
+    capturing: bool,
+    /// Keeps about the last `maxbytes` captured (supervisord's `BoundIO`).
+    captured: Vec<u8>,
+    maxbytes: usize,
+}
+
+/// Where one output's bytes go.
+struct Sink {
+    out: Output,
+    capture: Option<Capture>,
+    quoted: String,
+    to_daemon_log: bool,
+}
+
+impl Sink {
+    /// One chunk read from the pipe.
+    fn take(&mut self, data: &[u8]) {
+        if let Mode::Listener { pool } = &self.out.mode {
+            if let Some(channel) = &self.out.channel {
+                channel.write(data);
+            }
+            if self.to_daemon_log {
+                // supervisord's listener dispatcher logs the bytes' repr (`b'READY\n'`).
+                tracing::debug!("{} {} output:\n{}", self.quoted, self.out.stream, python_bytes_repr(data));
+            }
+            self.out.hub.heard(pool, &self.out.process, self.out.pid, data);
+            return;
+        }
+        if self.capture.is_none() {
+            self.log(data);
+            return;
+        }
+        let Some(mut c) = self.capture.take() else { return };
+        c.pending.extend_from_slice(data);
+        self.record(&mut c);
+        self.capture = Some(c);
+    }
+
+    /// supervisord's `record_output`: logs what cannot be part of a marker, switching in and
+    /// out of capture at each.
+    fn record(&mut self, c: &mut Capture) {
+        loop {
+            let token = if c.capturing { END_TOKEN } else { BEGIN_TOKEN };
+            if c.pending.len() <= token.len() {
+                return;
+            }
+            let data = std::mem::take(&mut c.pending);
+            match find(&data, token) {
+                Some(at) => {
+                    self.log_or_capture(c, &data[..at]);
+                    self.toggle(c);
+                    c.pending = data[at + token.len()..].to_vec();
+                    if c.pending.is_empty() {
+                        return;
+                    }
+                }
+                None => {
+                    let keep = prefix_at_end(&data, token);
+                    c.pending = data[data.len() - keep..].to_vec();
+                    self.log_or_capture(c, &data[..data.len() - keep]);
+                    return;
+                }
+            }
+        }
+    }
+
+    fn log_or_capture(&mut self, c: &mut Capture, data: &[u8]) {
+        if data.is_empty() {
+            return;
+        }
+        if c.capturing {
+            if c.captured.len() + data.len() > c.maxbytes {
+                let drop = data.len().min(c.captured.len());
+                c.captured.drain(..drop);
+            }
+            c.captured.extend_from_slice(data);
+            self.log_elsewhere(data);
+        } else {
+            self.log(data);
+        }
+    }
+
+    fn toggle(&mut self, c: &mut Capture) {
+        c.capturing = !c.capturing;
+        if c.capturing {
+            return;
+        }
+        let data = std::mem::take(&mut c.captured);
+        let name = match self.out.stream {
+            "stdout" => "PROCESS_COMMUNICATION_STDOUT",
+            _ => "PROCESS_COMMUNICATION_STDERR",
+        };
+        let out = &self.out;
+        out.hub.notify(name, || {
+            format!("processname:{} groupname:{} pid:{}\n{}", out.process, out.group, out.pid, text(&data))
+        });
+        tracing::debug!("{} {} emitted a comm event", self.quoted, self.out.stream);
+    }
+
+    /// supervisord's `_log`: the log file, the daemon's log at debug, and PROCESS_LOG events.
+    fn log(&self, data: &[u8]) {
+        if data.is_empty() {
+            return;
+        }
+        if let Some(channel) = &self.out.channel {
+            channel.write(data);
+        }
+        self.log_elsewhere(data);
+    }
+
+    /// What `_log` does besides the log file (which capture mode replaces).
+    fn log_elsewhere(&self, data: &[u8]) {
+        if self.to_daemon_log {
+            log_output(&self.quoted, self.out.stream, data);
+        }
+        if let Mode::Plain { events: true, .. } = self.out.mode {
+            let name = match self.out.stream {
+                "stdout" => "PROCESS_LOG_STDOUT",
+                _ => "PROCESS_LOG_STDERR",
+            };
+            let out = &self.out;
+            out.hub.notify(name, || {
+                format!(
+                    "processname:{} groupname:{} pid:{} channel:{}\n{}",
+                    out.process,
+                    out.group,
+                    out.pid,
+                    out.stream,
+                    text(data)
+                )
+            });
+        }
+    }
+
+    /// The pipe closed: what capture mode still held back is logged (supervisord loses it),
+    /// and the log file is let go.
+    fn close(&mut self) {
+        if let Some(mut c) = self.capture.take() {
+            let rest = std::mem::take(&mut c.pending);
+            self.log_or_capture(&mut c, &rest);
+        }
+        if let Some(channel) = &self.out.channel {
+            channel.detach();
+        }
+    }
+}
+
+/// Output as an event payload carries it: the text, or `Undecodable: b'...'`.
+fn text(data: &[u8]) -> String {
+    match std::str::from_utf8(data) {
+        Ok(t) => t.to_string(),
+        Err(_) => format!("Undecodable: {}", python_bytes_repr(data)),
+    }
+}
+
+/// Where `needle` first occurs in `hay`.
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+/// The length of the longest proper prefix of `needle` that `hay` ends with (medusa's
+/// `find_prefix_at_end`): bytes that may be the start of a marker, held back.
+fn prefix_at_end(hay: &[u8], needle: &[u8]) -> usize {
+    let mut l = needle.len() - 1;
+    while l > 0 && !hay.ends_with(&needle[..l]) {
+        l -= 1;
+    }
+    l
 }
 
 /// Writes one chunk of a child's output into the daemon's log as supervisord's dispatcher
@@ -98,7 +320,7 @@ fn python_str_repr(s: &str) -> String {
 /// Python's `repr()` of bytes: `b'...'` with printable ASCII as is, `\t \n \r \\` and the
 /// quote escaped, and every other byte as `\xNN`; double quotes when the data holds a single
 /// quote and no double quote, as Python chooses.
-fn python_bytes_repr(data: &[u8]) -> String {
+pub(crate) fn python_bytes_repr(data: &[u8]) -> String {
     let quote = if data.contains(&b'\'') && !data.contains(&b'"') { '"' } else { '\'' };
     let mut out = String::with_capacity(data.len() + 3);
     out.push('b');

@@ -5,6 +5,12 @@
 //! ring is told so (with how many it missed), never silently skipped. Process tasks publish
 //! their changes and their new snapshot under the ring's lock, so a snapshot taken under the
 //! same lock is exactly "the state after event N".
+//!
+//! Every change published here is also notified to the event listener pools
+//! ([`crate::listener::Hub`]) as the Supervisor event it is (PROCESS_STATE_*,
+//! SUPERVISOR_STATE_CHANGE_*, PROCESS_GROUP_*), with supervisord's payload. Events that are
+//! not state changes (ticks, output, remote messages) go to the hub only, not into the ring:
+//! they would push the state changes a watcher resumes from out of it.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -13,6 +19,7 @@ use std::time::SystemTime;
 use tokio::sync::watch;
 
 use crate::lifecycle::{Exit, Kind};
+use crate::listener::Hub;
 
 /// How many changes the ring keeps for watchers that fall behind or resume.
 pub const HISTORY: usize = 16_384;
@@ -28,6 +35,43 @@ pub struct ProcessChange {
     /// How it ended, on a change caused by an exit.
     pub exit: Option<Exit>,
     pub spawn_error: Option<String>,
+    /// Failed starts so far (supervisord's `backoff`), for STARTING and BACKOFF events.
+    pub tries: u32,
+}
+
+impl ProcessChange {
+    /// The Supervisor event type of this change.
+    pub fn event_name(&self) -> &'static str {
+        match self.to {
+            Kind::Stopped => "PROCESS_STATE_STOPPED",
+            Kind::Starting => "PROCESS_STATE_STARTING",
+            Kind::Running => "PROCESS_STATE_RUNNING",
+            Kind::Backoff => "PROCESS_STATE_BACKOFF",
+            Kind::Stopping => "PROCESS_STATE_STOPPING",
+            Kind::Exited => "PROCESS_STATE_EXITED",
+            Kind::Fatal => "PROCESS_STATE_FATAL",
+            Kind::Unknown => "PROCESS_STATE_UNKNOWN",
+        }
+    }
+
+    /// supervisord's payload: `processname:P groupname:G from_state:S` and the fields of the
+    /// new state (`tries` for STARTING and BACKOFF; `expected` and `pid` for EXITED; `pid`
+    /// for RUNNING, STOPPING and STOPPED, 0 when there was no child).
+    pub fn payload(&self) -> String {
+        let mut s =
+            format!("processname:{} groupname:{} from_state:{}", self.name, self.group, self.from.name());
+        let pid = self.pid.unwrap_or(0);
+        match self.to {
+            Kind::Starting | Kind::Backoff => s.push_str(&format!(" tries:{}", self.tries)),
+            Kind::Exited => {
+                let expected = self.exit.is_some_and(|e| e.expected);
+                s.push_str(&format!(" expected:{} pid:{pid}", u8::from(expected)));
+            }
+            Kind::Running | Kind::Stopping | Kind::Stopped => s.push_str(&format!(" pid:{pid}")),
+            Kind::Fatal | Kind::Unknown => {}
+        }
+        s
+    }
 }
 
 /// The daemon's own state, as events report it.
@@ -83,6 +127,8 @@ pub struct EventBus {
     /// Identifies this run of the daemon, so a client resuming against a restarted daemon
     /// (whose numbers start again) knows to start over.
     pub instance: String,
+    /// The event listener pools, told of every change published here.
+    pub listeners: Arc<Hub>,
 }
 
 impl EventBus {
@@ -92,6 +138,7 @@ impl EventBus {
             ring: Mutex::new(Ring { events: VecDeque::new(), next: 1 }),
             last: watch::channel(0).0,
             instance: format!("{}-{}", std::process::id(), now.as_nanos()),
+            listeners: Hub::new(),
         }
     }
 
@@ -107,6 +154,7 @@ impl EventBus {
         let time = SystemTime::now();
         let mut published = false;
         for kind in kinds {
+            self.tell_listeners(&kind);
             let seq = ring.next;
             ring.next += 1;
             ring.events.push_back(Arc::new(Event { seq, time, kind }));
@@ -122,6 +170,29 @@ impl EventBus {
             self.last.send_replace(last);
         }
         r
+    }
+
+    /// Notifies the listener pools of a change, as the Supervisor event it is. Called under
+    /// the ring's lock, so that pools see changes in the order of their numbers.
+    fn tell_listeners(&self, kind: &EventKind) {
+        match kind {
+            EventKind::Process(c) => self.listeners.notify(c.event_name(), || c.payload()),
+            EventKind::Daemon { to, .. } => {
+                let name = match to {
+                    DaemonPhase::Running => "SUPERVISOR_STATE_CHANGE_RUNNING",
+                    DaemonPhase::Restarting | DaemonPhase::Shutdown => "SUPERVISOR_STATE_CHANGE_STOPPING",
+                };
+                self.listeners.notify(name, String::new);
+            }
+            EventKind::GroupAdded(g) => {
+                self.listeners.notify("PROCESS_GROUP_ADDED", || format!("groupname:{g}\n"))
+            }
+            EventKind::GroupRemoved(g) => {
+                // supervisord unsubscribes a pool before it tells of its removal.
+                self.listeners.remove_pool(g);
+                self.listeners.notify("PROCESS_GROUP_REMOVED", || format!("groupname:{g}\n"));
+            }
+        }
     }
 
     pub fn publish(&self, kind: EventKind) {
@@ -177,7 +248,65 @@ mod tests {
             pid: Some(n),
             exit: None,
             spawn_error: None,
+            tries: 0,
         })
+    }
+
+    #[test]
+    fn state_payloads_are_supervisords() {
+        use crate::lifecycle::ExitStatus;
+        let c = |from, to, pid, exit, tries| ProcessChange {
+            name: "web".into(),
+            group: "site".into(),
+            from,
+            to,
+            pid,
+            exit,
+            spawn_error: None,
+            tries,
+        };
+        let exit = Some(Exit { status: ExitStatus::Code(3), expected: false });
+        let cases = [
+            (
+                c(Kind::Stopped, Kind::Starting, Some(7), None, 0),
+                "PROCESS_STATE_STARTING",
+                "processname:web groupname:site from_state:STOPPED tries:0",
+            ),
+            (
+                c(Kind::Starting, Kind::Backoff, None, None, 2),
+                "PROCESS_STATE_BACKOFF",
+                "processname:web groupname:site from_state:STARTING tries:2",
+            ),
+            (
+                c(Kind::Starting, Kind::Running, Some(7), None, 0),
+                "PROCESS_STATE_RUNNING",
+                "processname:web groupname:site from_state:STARTING pid:7",
+            ),
+            (
+                c(Kind::Running, Kind::Exited, Some(7), exit, 0),
+                "PROCESS_STATE_EXITED",
+                "processname:web groupname:site from_state:RUNNING expected:0 pid:7",
+            ),
+            (
+                c(Kind::Stopping, Kind::Stopped, Some(7), None, 0),
+                "PROCESS_STATE_STOPPED",
+                "processname:web groupname:site from_state:STOPPING pid:7",
+            ),
+            (
+                c(Kind::Backoff, Kind::Stopped, None, None, 0),
+                "PROCESS_STATE_STOPPED",
+                "processname:web groupname:site from_state:BACKOFF pid:0",
+            ),
+            (
+                c(Kind::Backoff, Kind::Fatal, None, None, 4),
+                "PROCESS_STATE_FATAL",
+                "processname:web groupname:site from_state:BACKOFF",
+            ),
+        ];
+        for (change, name, payload) in cases {
+            assert_eq!(change.event_name(), name);
+            assert_eq!(change.payload(), payload);
+        }
     }
 
     #[test]

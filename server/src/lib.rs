@@ -21,6 +21,7 @@ pub mod frontend;
 pub mod health;
 pub mod lifecycle;
 pub mod listen;
+pub mod listener;
 pub mod logging;
 pub mod logs;
 pub mod metrics;

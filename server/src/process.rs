@@ -103,6 +103,31 @@ pub struct Stdio {
     pub socket: Option<Arc<std::os::fd::OwnedFd>>,
     /// Why the FastCGI socket could not be bound: every spawn fails with it.
     pub socket_error: Option<String>,
+    /// For a process of an `[eventlistener:x]` pool, the pool's name: its stdout is the
+    /// event listener protocol, and its stdin carries events.
+    pub pool: Option<String>,
+}
+
+impl Stdio {
+    /// Whether minderd reads the process's `stream` ("stdout" or "stderr") through a pipe: to
+    /// its log file, as a listener's protocol, or for capture mode and log events (which
+    /// want the output even when no file keeps it, as supervisord always reads it).
+    pub fn reads(&self, config: &ProcessConfig, stream: &str) -> bool {
+        match stream {
+            "stdout" => {
+                self.stdout.is_some()
+                    || self.pool.is_some()
+                    || config.stdout_capture_maxbytes > 0
+                    || config.stdout_events_enabled
+            }
+            _ => {
+                !config.redirect_stderr
+                    && (self.stderr.is_some()
+                        || config.stderr_capture_maxbytes > 0
+                        || config.stderr_events_enabled)
+            }
+        }
+    }
 }
 
 /// A process as everyone but its task sees it.
@@ -367,6 +392,7 @@ impl ProcessHandle {
             cgroup: None,
             oom_kills: 0,
             limits_warned: false,
+            listener_pid: None,
         };
         tokio::spawn(actor.run(rx));
         ProcessHandle { config, logs, tx, snapshot, cgroup }
@@ -540,6 +566,8 @@ struct Actor {
     oom_kills: u64,
     /// Limits without cgroups have been warned of.
     limits_warned: bool,
+    /// For a listener, the child its pool was told of (until the pool hears it is gone).
+    listener_pid: Option<u32>,
 }
 
 impl Actor {
@@ -687,7 +715,17 @@ impl Actor {
                             self.start_wall = Some(SystemTime::now());
                             self.up_since = Some(now);
                         }
+                        // Failed starts so far, as supervisord's `backoff` counts them. A
+                        // step that gives up goes through BACKOFF to FATAL at once: that
+                        // BACKOFF was failure number startretries + 1.
+                        let tries = match self.machine.state {
+                            lifecycle::State::Starting { attempt, .. }
+                            | lifecycle::State::Backoff { attempt, .. } => attempt,
+                            lifecycle::State::Fatal if to == Kind::Backoff => self.policy.startretries + 1,
+                            _ => 0,
+                        };
                         changes.push(ProcessChange {
+                            tries,
                             name: self.config.name.clone(),
                             group: self.config.group.clone(),
                             from,
@@ -743,7 +781,7 @@ impl Actor {
 
     /// Publishes the state changes of one step, and the new snapshot with them, atomically
     /// with respect to event watchers.
-    fn publish(&self, changes: Vec<ProcessChange>) {
+    fn publish(&mut self, changes: Vec<ProcessChange>) {
         let snapshot = Snapshot {
             state: self.machine.state.kind(),
             pid: self.machine.state.pid(),
@@ -754,8 +792,18 @@ impl Actor {
             spawn_error: self.machine.spawn_error.clone(),
             spawn_count: self.spawn_count,
         };
+        let (pid, running) = (snapshot.pid, snapshot.state == Kind::Running);
         let events = changes.into_iter().map(EventKind::Process);
         self.shared.events.publish_with(events, || self.snapshot.send_replace(snapshot));
+        // A listener is sent events only while RUNNING; once its child is gone, the event it
+        // had not answered goes back to its pool.
+        if let (Some(pool), Some(child)) = (&self.logs.pool, self.listener_pid) {
+            let alive = pid == Some(child);
+            self.shared.events.listeners.process_state(pool, &self.config.name, child, alive, running);
+            if !alive {
+                self.listener_pid = None;
+            }
+        }
     }
 
     /// Spawns the child and starts capturing its output into its log channels.
@@ -775,16 +823,52 @@ impl Actor {
         };
         match spawned {
             Ok(child) => {
+                let c = &self.config;
                 let outputs = [
-                    ("stdout", child.stdout, &self.logs.stdout),
-                    ("stderr", child.stderr, &self.logs.stderr),
+                    (
+                        "stdout",
+                        child.stdout,
+                        &self.logs.stdout,
+                        c.stdout_events_enabled,
+                        c.stdout_capture_maxbytes,
+                    ),
+                    (
+                        "stderr",
+                        child.stderr,
+                        &self.logs.stderr,
+                        c.stderr_events_enabled,
+                        c.stderr_capture_maxbytes,
+                    ),
                 ];
-                for (stream, pipe, channel) in outputs {
-                    if let (Some(pipe), Some(channel)) = (pipe, channel) {
-                        capture::spawn(pipe, Arc::clone(channel), self.config.name.clone(), stream);
-                    }
+                let hub = Arc::clone(&self.shared.events.listeners);
+                for (stream, pipe, channel, events, capture_maxbytes) in outputs {
+                    let Some(pipe) = pipe else { continue };
+                    let mode = match &self.logs.pool {
+                        Some(pool) if stream == "stdout" => capture::Mode::Listener { pool: pool.clone() },
+                        _ => capture::Mode::Plain { events, capture_maxbytes },
+                    };
+                    let output = capture::Output {
+                        process: c.name.clone(),
+                        group: c.group.clone(),
+                        pid: child.pid,
+                        stream,
+                        channel: channel.clone(),
+                        hub: Arc::clone(&hub),
+                        mode,
+                    };
+                    capture::spawn(pipe, output);
                 }
                 self.stdin = child.stdin.map(StdinEnd::Unused);
+                if let Some(pool) = self.logs.pool.clone() {
+                    // A listener's stdin carries its events from now on.
+                    match self.open_stdin() {
+                        Ok(stdin) => {
+                            hub.attach(&pool, &self.config.name, child.pid, stdin);
+                            self.listener_pid = Some(child.pid);
+                        }
+                        Err(e) => tracing::error!("{}: {e}", self.config.name),
+                    }
+                }
                 self.child = Some((child.pid, child.exit));
                 self.pidfd = child.pidfd;
                 self.spawn_count += 1;

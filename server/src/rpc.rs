@@ -344,16 +344,45 @@ fn snapshot(sup: &Supervisor) -> pb::Event {
     }
 }
 
-/// Streams events to `tx` from after `next`, until the client goes away.
-async fn pump_events(sup: Arc<Supervisor>, mut next: u64, tx: mpsc::Sender<Result<pb::Event, Status>>) {
+/// A Supervisor event from a tap, numbered as the last state change before it.
+fn tapped(e: &crate::listener::Tapped, seq: u64, instance: &str) -> pb::Event {
+    pb::Event {
+        seq,
+        time: Some(timestamp(e.time)),
+        instance: instance.to_string(),
+        kind: Some(pb::event::Kind::Supervisor(pb::SupervisorEvent {
+            name: e.name.to_string(),
+            payload: e.payload.to_string(),
+            dropped_before: e.dropped_before,
+        })),
+    }
+}
+
+/// Streams events to `tx` from after `next`, and what `tap` gets, until the client goes away.
+async fn pump_events(
+    sup: Arc<Supervisor>,
+    mut next: u64,
+    tx: mpsc::Sender<Result<pb::Event, Status>>,
+    mut tap: Option<crate::listener::Tap>,
+) {
     let bus = sup.events();
     let mut published = bus.subscribe();
     loop {
         published.borrow_and_update();
+        // What the tap holds first, so that busy state changes cannot hold it back for long.
+        while let Some(e) = tap.as_mut().and_then(|t| t.try_recv().ok()) {
+            if tx.send(Ok(tapped(&e, next, &bus.instance))).await.is_err() {
+                return;
+            }
+        }
         match bus.since(next) {
             Since::Events(events) if events.is_empty() => {
                 tokio::select! {
                     changed = published.changed() => if changed.is_err() { return },
+                    e = async { tap.as_mut().expect("guarded by the condition").recv().await }, if tap.is_some() => match e {
+                        Some(e) => if tx.send(Ok(tapped(&e, next, &bus.instance))).await.is_err() { return },
+                        None => tap = None,
+                    },
                     () = tx.closed() => return,
                 }
             }
@@ -594,11 +623,34 @@ impl pb::supervisor_server::Supervisor for Service {
         }
     }
 
+    async fn send_remote_comm_event(
+        &self,
+        req: Request<pb::SendRemoteCommEventRequest>,
+    ) -> Result<Response<pb::SendRemoteCommEventResponse>, Status> {
+        let r = req.get_ref();
+        audit(&req, format_args!("remote event of type {} ({} bytes)", r.r#type, r.data.len()));
+        self.sup.send_remote_event(&r.r#type, &r.data);
+        Ok(Response::new(pb::SendRemoteCommEventResponse {}))
+    }
+
     async fn watch_events(
         &self,
         req: Request<pb::WatchEventsRequest>,
     ) -> Result<Response<Self::WatchEventsStream>, Status> {
         let r = req.into_inner();
+        let mut kinds = Vec::new();
+        for name in &r.supervisor_events {
+            let upper = name.trim().to_uppercase();
+            if !crate::listener::tappable(&upper) {
+                return Err(Status::invalid_argument(bounded(format!(
+                    "{name:?} is not an event type WatchEvents streams besides state changes; use {}, their \
+                     families (PROCESS_LOG, PROCESS_COMMUNICATION, TICK) or EVENT",
+                    crate::listener::TAPPABLE.join(", ")
+                ))));
+            }
+            kinds.push(upper);
+        }
+        let tap = (!kinds.is_empty()).then(|| self.sup.events().listeners.tap(kinds));
         let (tx, rx) = mpsc::channel(STREAM_BUFFER);
         let sup = Arc::clone(&self.sup);
         tokio::spawn(async move {
@@ -614,7 +666,7 @@ impl pb::supervisor_server::Supervisor for Service {
                 }
                 seq
             };
-            pump_events(sup, next, tx).await;
+            pump_events(sup, next, tx, tap).await;
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }

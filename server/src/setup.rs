@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use minder::config::{Config, DaemonConfig, GroupKind};
+use minder::config::{Config, DaemonConfig};
 
 use crate::listen::Listener;
 
@@ -226,25 +226,8 @@ pub fn unsupported(config: &Config) -> Vec<String> {
     if config.daemon.syslog {
         out.push("logfile = syslog is not supported yet; the daemon logs to standard output".to_string());
     }
-    for g in &config.groups {
-        if let GroupKind::EventListener(_) = g.kind {
-            out.push(format!(
-                "[eventlistener:{}]: its processes run, but the event listener protocol is not implemented yet: \
-                 they receive no events",
-                g.name
-            ));
-        }
-    }
     for p in config.processes() {
         let name = p.full_name();
-        if p.stdout_capture_maxbytes > 0 || p.stderr_capture_maxbytes > 0 {
-            out.push(format!(
-                "{name}: *_capture_maxbytes (PROCESS_COMMUNICATION events) is not supported yet"
-            ));
-        }
-        if p.stdout_events_enabled || p.stderr_events_enabled {
-            out.push(format!("{name}: *_events_enabled (PROCESS_LOG events) is not supported yet"));
-        }
         if p.stdout_syslog || p.stderr_syslog {
             out.push(format!("{name}: *_syslog is not supported yet; the output goes to its log files only"));
         }

@@ -286,22 +286,20 @@ pub async fn spawn(
             (r, Some(w))
         }
     };
-    let (stdout_parent, stdout_child) = match logs.stdout {
-        None => (None, dev_null(&config.name)?),
-        Some(_) => {
-            let (r, w) = pipe(&config.name)?;
-            (Some(r), w)
-        }
+    let (stdout_parent, stdout_child) = if logs.reads(config, "stdout") {
+        let (r, w) = pipe(&config.name)?;
+        (Some(r), w)
+    } else {
+        (None, dev_null(&config.name)?)
     };
     let (stderr_parent, stderr_child) = if config.redirect_stderr {
         (None, None)
     } else {
-        match logs.stderr {
-            None => (None, Some(dev_null(&config.name)?)),
-            Some(_) => {
-                let (r, w) = pipe(&config.name)?;
-                (Some(r), Some(w))
-            }
+        if logs.reads(config, "stderr") {
+            let (r, w) = pipe(&config.name)?;
+            (Some(r), Some(w))
+        } else {
+            (None, Some(dev_null(&config.name)?))
         }
     };
     let stdio = [

@@ -160,11 +160,17 @@ impl Supervisor {
             changing: tokio::sync::Mutex::new(()),
             sockets: std::sync::Mutex::new(BTreeMap::new()),
         });
+        let hub = &sup.shared.events.listeners;
+        hub.set_identifier(&config.daemon.identifier);
         for g in &config.groups {
             for p in &g.processes {
                 sup.install(p.clone(), g, None, &config.daemon);
             }
+            // supervisord adds each group at start with a PROCESS_GROUP_ADDED event (pools
+            // added before it hear of it), then says it is RUNNING.
+            hub.notify("PROCESS_GROUP_ADDED", || format!("groupname:{}\n", g.name));
         }
+        hub.notify("SUPERVISOR_STATE_CHANGE_RUNNING", String::new);
         sup
     }
 
@@ -202,6 +208,10 @@ impl Supervisor {
     ) -> ProcessHandle {
         let group_priority = group.priority;
         let mut logs = logs_for(&p, daemon, reuse);
+        if let GroupKind::EventListener(pool) = &group.kind {
+            self.shared.events.listeners.ensure_pool(&group.name, pool);
+            logs.pool = Some(group.name.clone());
+        }
         match self.socket_for(group) {
             Some(Ok(sock)) => logs.socket = Some(sock),
             Some(Err(why)) => logs.socket_error = Some(why),
@@ -560,6 +570,12 @@ impl Supervisor {
         }
     }
 
+    /// Sends a REMOTE_COMMUNICATION event to the listener pools that subscribe to it
+    /// (supervisord's `sendRemoteCommEvent`), with its payload `type:TYPE\nDATA`.
+    pub fn send_remote_event(&self, kind: &str, data: &str) {
+        self.shared.events.listeners.notify("REMOTE_COMMUNICATION", || format!("type:{kind}\n{data}"));
+    }
+
     /// The event history shared with the process tasks.
     pub fn events(&self) -> &crate::events::EventBus {
         &self.shared.events
@@ -701,6 +717,7 @@ fn logs_for(
         stderr: if p.redirect_stderr { None } else { channel(&p.stderr_logfile, "stderr") },
         socket: None,
         socket_error: None,
+        pool: None,
     }
 }
 

@@ -406,14 +406,15 @@ async fn events_come_in_order_and_resume() {
     drop(s);
     // Missed while disconnected, then resumed: exactly the missed ones, no snapshot.
     assert_eq!(code(&d.ctl(&["stop", "e"])), 0);
-    let req = pb::WatchEventsRequest { since_seq: last, instance: first.instance.clone() };
+    let req =
+        pb::WatchEventsRequest { since_seq: last, instance: first.instance.clone(), ..Default::default() };
     let mut s = c.watch_events(req).await.expect("watch").into_inner();
     let e = s.message().await.expect("ok").expect("an event");
     assert_eq!(e.seq, last + 1);
     let Some(pb::event::Kind::Process(p)) = e.kind else { panic!("a change, not a snapshot") };
     assert_eq!((p.from(), p.to()), (pb::ProcessState::Running, pb::ProcessState::Stopping));
     // A different instance (a restarted daemon) gets a snapshot instead.
-    let req = pb::WatchEventsRequest { since_seq: last, instance: "another".into() };
+    let req = pb::WatchEventsRequest { since_seq: last, instance: "another".into(), ..Default::default() };
     let mut s = c.watch_events(req).await.expect("watch").into_inner();
     let e = s.message().await.expect("ok").expect("an event");
     assert!(matches!(e.kind, Some(pb::event::Kind::Snapshot(_))));

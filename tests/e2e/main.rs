@@ -13,6 +13,7 @@ mod deploy;
 mod habits;
 mod httpurls;
 mod lifecycle;
+mod listeners;
 mod logs;
 mod mesh;
 mod network;

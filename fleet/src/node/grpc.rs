@@ -227,8 +227,9 @@ async fn session(
                 dirty = true;
             }
             Some(Kind::Group(_)) => dirty = true,
-            // A snapshot follows a Lagged; the daemon's own state is not shown yet.
-            Some(Kind::Lagged(_)) | Some(Kind::Daemon(_)) | None => {}
+            // A snapshot follows a Lagged; the daemon's own state is not shown yet; Supervisor's
+            // other events (log, tick, ...) come only to watchers that ask, which this is not.
+            Some(Kind::Lagged(_)) | Some(Kind::Daemon(_)) | Some(Kind::Supervisor(_)) | None => {}
         }
     }
 }

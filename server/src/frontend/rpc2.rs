@@ -336,7 +336,7 @@ const METHODS: &[Method] = &[
         "supervisor.sendRemoteCommEvent",
         O::SendEvent,
         &["boolean", "string", "string"],
-        "Send a REMOTE_COMMUNICATION event (accepted; minderd has no event listeners yet)",
+        "Send an event that will be received by event listener subprocesses subscribing to the RemoteCommunicationEvent",
     ),
     m("system.listMethods", O::ReadState, &["array"], "Return the names of every method"),
     m("system.methodHelp", O::ReadState, &["string", "string"], "Return the help of a method"),
@@ -653,8 +653,9 @@ impl Endpoint {
             }
             "sendRemoteCommEvent" => {
                 arity(p, 2, 2)?;
-                string(&p[0])?;
-                string(&p[1])?;
+                let kind = string(&p[0])?;
+                let data = string(&p[1])?;
+                self.sup.send_remote_event(&kind, &data);
                 Ok(true.into())
             }
             "reloadConfig" => {
