@@ -145,8 +145,13 @@ pub async fn run(
             access: Arc::clone(&access),
             shield: Arc::clone(&shield),
         });
+        let web = Arc::new(frontend::web::Endpoint {
+            sup: Arc::clone(&sup),
+            access: Arc::clone(&access),
+            shield: Arc::clone(&shield),
+        });
         let app = GrpcApp {
-            service: Front { grpc: tower::Layer::layer(&layer, routes.clone()), rpc2 },
+            service: Front { grpc: tower::Layer::layer(&layer, routes.clone()), rpc2, web },
             access,
             shield: Arc::clone(&shield),
             tls,
@@ -251,12 +256,13 @@ fn access(d: &DaemonConfig, listener: &Listener) -> auth::Access {
     }
 }
 
-/// What every API listener serves: Supervisor's XML-RPC at `/RPC2` (over either HTTP
-/// version), gRPC over HTTP/2, and 404 for any other HTTP/1 request.
+/// What every API listener serves: Supervisor's XML-RPC at `/RPC2` and the web page (over
+/// either HTTP version), gRPC over HTTP/2, and 404 for any other HTTP/1 request.
 #[derive(Clone)]
 struct Front {
     grpc: auth::AuthService<tonic::service::Routes>,
     rpc2: Arc<frontend::rpc2::Endpoint>,
+    web: Arc<frontend::web::Endpoint>,
 }
 
 type FrontFuture = std::pin::Pin<
@@ -275,6 +281,10 @@ impl tower::Service<http::Request<hyper::body::Incoming>> for Front {
     fn call(&mut self, req: http::Request<hyper::body::Incoming>) -> Self::Future {
         if req.uri().path() == "/RPC2" {
             return Box::pin(Arc::clone(&self.rpc2).handle(req));
+        }
+        // gRPC paths are `/package.Service/Method`: never one of the page's.
+        if frontend::web::serves(req.uri().path()) {
+            return Box::pin(Arc::clone(&self.web).handle(req));
         }
         if req.version() != http::Version::HTTP_2 {
             return Box::pin(async { Ok(frontend::rpc2::not_found()) });

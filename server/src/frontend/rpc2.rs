@@ -21,7 +21,8 @@ use hyper::body::{Bytes, Incoming};
 use minder::config::Role;
 
 use super::xmlrpc::{decode_call, encode_fault, encode_response, Value};
-use crate::auth::{self, Access, Caller, Operation, Refusal, Shield};
+use super::{plain, Response};
+use crate::auth::{self, Access, Caller, Operation, Shield};
 use crate::lifecycle::{ExitStatus, Kind};
 use crate::logs::LogChannel;
 use crate::process::{Fault, ProcessHandle};
@@ -377,16 +378,6 @@ pub struct Endpoint {
     pub shield: Arc<Shield>,
 }
 
-type Response = http::Response<tonic::body::Body>;
-
-fn plain(status: http::StatusCode, text: &str) -> Response {
-    let mut r = http::Response::new(tonic::body::Body::new(Full::new(Bytes::from(format!("{text}\n")))));
-    *r.status_mut() = status;
-    r.headers_mut()
-        .insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("text/plain; charset=utf-8"));
-    r
-}
-
 fn xml(body: String) -> Response {
     let mut r = http::Response::new(tonic::body::Body::new(Full::new(Bytes::from(body))));
     r.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("text/xml"));
@@ -410,26 +401,9 @@ impl Endpoint {
             r.headers_mut().insert(http::header::ALLOW, http::HeaderValue::from_static("POST"));
             return r;
         }
-        let peer = req.extensions().get::<crate::serve::Peer>().cloned();
-        let checked = match auth::admit(&self.shield, peer.as_ref()).await {
-            Ok(()) => auth::check(&self.access, &self.shield, &req),
-            Err(r) => Err(r),
-        };
-        let caller = match checked {
+        let caller = match super::authenticate(&self.access, &self.shield, &req).await {
             Ok(c) => c,
-            Err(Refusal::Unauthenticated(why)) => {
-                // supervisorctl prints "Server requires authentication" on a 401.
-                let mut r = plain(http::StatusCode::UNAUTHORIZED, &format!("Unauthorized: {why}"));
-                r.headers_mut().insert(
-                    http::header::WWW_AUTHENTICATE,
-                    http::HeaderValue::from_static("Basic realm=\"default\""),
-                );
-                return r;
-            }
-            Err(Refusal::Denied(why)) => {
-                return plain(http::StatusCode::FORBIDDEN, &format!("Forbidden: {why}"))
-            }
-            Err(Refusal::Throttled) => return plain(http::StatusCode::TOO_MANY_REQUESTS, auth::THROTTLED),
+            Err(refused) => return refused,
         };
         let declared = req
             .headers()
@@ -1000,7 +974,7 @@ fn update_fault(e: UpdateError, name: &str) -> RpcFault {
 }
 
 /// The fault for an action on one process that failed.
-fn fault(f: &Fault, name: &str) -> RpcFault {
+pub(crate) fn fault(f: &Fault, name: &str) -> RpcFault {
     match f {
         Fault::BadName(_) => RpcFault::new(Code::BadName, name),
         Fault::NoFile(m) => RpcFault::new(Code::NoFile, m),
