@@ -164,9 +164,16 @@
       window.minderSnapshots = (window.minderSnapshots || 0) + 1;
     });
     events.addEventListener('process', e => {
-      update(JSON.parse(e.data));
+      const p = JSON.parse(e.data);
+      update(p);
       received = performance.now();
-      window.minderLastEvent = received;
+      // Event-to-screen latency: from the daemon's change to the frame that shows it.
+      if (p.at) {
+        requestAnimationFrame(() => {
+          window.minderLatencies = window.minderLatencies || [];
+          window.minderLatencies.push({ name: p.name, state: p.state, ms: Date.now() - p.at });
+        });
+      }
     });
     events.onerror = () => {
       live.classList.add('off');

@@ -18,4 +18,5 @@ mod reliability;
 mod reload;
 mod security;
 mod shell;
+mod web;
 mod xmlrpc;

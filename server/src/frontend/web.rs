@@ -41,7 +41,7 @@
 use std::convert::Infallible;
 use std::fmt::Write as _;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use futures_util::StreamExt as _;
 use http_body_util::{BodyExt as _, Full, Limited, StreamBody};
@@ -456,14 +456,16 @@ async fn pump(sup: Arc<Supervisor>, caller: Caller, tx: mpsc::Sender<Bytes>) {
             }
         };
         let mut whole = false;
-        let mut changed: Vec<String> = Vec::new();
+        // Each process changed, once, with the time of its last change.
+        let mut changed: Vec<(String, SystemTime)> = Vec::new();
         for e in &events {
             next = e.seq;
             match &e.kind {
                 EventKind::Process(c) => {
                     let name = minder::config::full_name(&c.group, &c.name);
-                    if !changed.contains(&name) {
-                        changed.push(name);
+                    match changed.iter_mut().find(|(n, _)| *n == name) {
+                        Some(entry) => entry.1 = e.time,
+                        None => changed.push((name, e.time)),
                     }
                 }
                 _ => whole = true,
@@ -477,13 +479,17 @@ async fn pump(sup: Arc<Supervisor>, caller: Caller, tx: mpsc::Sender<Bytes>) {
             }
             continue;
         }
-        for name in changed {
+        for (name, at) in changed {
             // The row as it is now, which includes this change and maybe later ones (their
             // events follow and send it again).
-            let data = match sup.get(&name) {
+            let mut data = match sup.get(&name) {
                 Ok(h) => row(&h),
                 Err(_) => continue,
             };
+            // When the daemon saw the change (ms since the epoch): the page measures its
+            // event-to-screen latency from it.
+            let ms = at.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+            data["at"] = json!(ms);
             if tx.send(send("process", next, &data)).await.is_err() {
                 return;
             }

@@ -1,0 +1,310 @@
+//! The web page: Supervisor's GET actions driven by the seed's own `curl -L … -u admin:PASS`
+//! commands, cross-site refusals, read-only callers, the message shown, the live event
+//! stream, and (in `web_browser.py`) the page in a real headless Chromium.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use crate::harness::{wait_for, Daemon};
+
+const SECS: Duration = Duration::from_secs(1);
+const PASSWORD: &str = "s3cret pass";
+const READER: &str = "web-reader-token-0123456789";
+
+/// A daemon with a password on its TCP listener and a read-only token.
+fn daemon() -> Daemon {
+    Daemon::start_with(
+        &format!(
+            "[daemon]\ntokens_file = \"{{dir}}/tokens\"\n\
+             [daemon.credentials.\"tcp://127.0.0.1:0\"]\nusername = \"admin\"\npassword = \"{PASSWORD}\"\n\
+             [program.ping]\ncommand = \"sleep 1000\"\nstartsecs = 0\n\
+             [program.idle]\ncommand = \"sleep 1000\"\nstartsecs = 0\nautostart = false\n"
+        ),
+        &[("tokens", &format!("grafana read-only {READER}\n"))],
+        &["--listen", "tcp://127.0.0.1:0"],
+    )
+}
+
+/// Runs curl with `args`; returns its exit code and what it printed (headers included when
+/// asked for with -i).
+fn curl(args: &[&str]) -> (i32, String) {
+    let out = Command::new("curl").args(["-s", "--max-time", "30"]).args(args).output().expect("curl runs");
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn status_line(response: &str) -> &str {
+    response.lines().next().unwrap_or("")
+}
+
+#[test]
+fn the_seeds_curl_commands_change_state_and_show_supervisors_message() {
+    let d = daemon();
+    let addr = d.tcp_address();
+    let auth = format!("admin:{PASSWORD}");
+    let seed = |name: &str, action: &str| {
+        // Exactly the seed's command line, with this daemon's address.
+        let url = format!("http://{addr}/index.html?processname={name}&action={action}");
+        let (code, page) = curl(&["-L", &url, "-u", &auth]);
+        assert_eq!(code, 0, "curl -L {url}: {page}");
+        page
+    };
+    d.wait_state("ping", "RUNNING", 10 * SECS);
+    let pid = d.process("ping")["pid"].as_u64();
+
+    let page = seed("ping", "stop");
+    assert!(page.contains("Process ping stopped"), "the redirect lands on the message: {page}");
+    assert_eq!(d.state("ping"), "STOPPED", "stop really stopped it");
+    assert!(page.contains("data-name=\"ping\" data-group=\"ping\" data-state=\"STOPPED\""), "{page}");
+
+    let page = seed("ping", "start");
+    assert!(page.contains("Process ping started"), "{page}");
+    assert_eq!(d.state("ping"), "RUNNING");
+
+    let before = d.process("ping")["pid"].as_u64();
+    assert_ne!(before, pid, "a new child after stop and start");
+    let page = seed("ping", "restart");
+    assert!(page.contains("Process ping restarted"), "{page}");
+    assert_eq!(d.state("ping"), "RUNNING");
+    assert_ne!(d.process("ping")["pid"].as_u64(), before, "restart made a new child");
+
+    let page = seed("ping", "clearlog");
+    assert!(page.contains("Log for ping cleared"), "{page}");
+    let page = seed("nosuch", "start");
+    assert!(page.contains("No such process named nosuch"), "{page}");
+    let page = seed("idle", "stop");
+    assert!(page.contains("unexpected rpc fault [70] NOT_RUNNING: idle"), "Supervisor's words: {page}");
+
+    // The redirect itself: 303 (never a cacheable 301) to a relative URL.
+    let (_, head) =
+        curl(&["-i", &format!("http://{addr}/index.html?processname=idle&action=start"), "-u", &auth]);
+    assert!(status_line(&head).contains("303"), "{head}");
+    assert!(head.to_ascii_lowercase().contains("location: ./?message=process%20idle%20started"), "{head}");
+    assert_eq!(d.state("idle"), "RUNNING");
+
+    for (action, message) in [("stopall", "All stopped at "), ("restartall", "All restarted at ")] {
+        let (_, page) = curl(&["-L", &format!("http://{addr}/index.html?action={action}"), "-u", &auth]);
+        assert!(page.contains(message), "{action}: {page}");
+    }
+    assert_eq!((d.state("ping"), d.state("idle")), ("RUNNING".into(), "RUNNING".into()));
+
+    // Without credentials nothing happens, and the browser is asked for them.
+    let (_, head) = curl(&["-i", &format!("http://{addr}/index.html?processname=ping&action=stop")]);
+    assert!(status_line(&head).contains("401") && head.contains("Basic realm="), "{head}");
+    assert_eq!(d.state("ping"), "RUNNING");
+    // Every change went to the audit log with its caller.
+    assert!(d.log().contains("user admin requested web stop ping"), "{}", d.log());
+}
+
+#[test]
+fn cross_site_requests_cannot_change_state() {
+    let d = daemon();
+    let addr = d.tcp_address();
+    let auth = format!("admin:{PASSWORD}");
+    d.wait_state("ping", "RUNNING", 10 * SECS);
+    let url = format!("http://{addr}/index.html");
+
+    // A form on another site posting here: the browser sends its Origin (and Sec-Fetch-Site).
+    let (_, r) =
+        curl(&["-i", "-u", &auth, "-H", "Origin: http://evil.example", "-d", "action=stop ping", &url]);
+    assert!(status_line(&r).contains("403"), "{r}");
+    let (_, r) = curl(&[
+        "-i",
+        "-u",
+        &auth,
+        "-H",
+        "Origin: http://evil.example",
+        "-H",
+        "Sec-Fetch-Site: cross-site",
+        "-d",
+        "action=stopall",
+        &url,
+    ]);
+    assert!(status_line(&r).contains("403"), "{r}");
+    // An <img src> or link to a GET action from another site.
+    let (_, r) = curl(&[
+        "-i",
+        "-u",
+        &auth,
+        "-H",
+        "Sec-Fetch-Site: cross-site",
+        &format!("{url}?processname=ping&action=stop"),
+    ]);
+    assert!(status_line(&r).contains("403"), "{r}");
+    let (_, r) =
+        curl(&["-i", "-u", &auth, "-H", "Sec-Fetch-Site: same-site", &format!("{url}?action=stopall")]);
+    assert!(status_line(&r).contains("403"), "a sibling subdomain is another site too: {r}");
+    assert_eq!(d.state("ping"), "RUNNING", "nothing was stopped");
+    assert!(d.log().contains("was refused a cross-site stop"), "{}", d.log());
+
+    // The page's own requests, and the address bar, still work.
+    let (_, r) =
+        curl(&["-i", "-u", &auth, "-H", &format!("Origin: http://{addr}"), "-d", "action=stop ping", &url]);
+    assert!(status_line(&r).contains("303"), "{r}");
+    assert_eq!(d.state("ping"), "STOPPED");
+    let (_, r) = curl(&[
+        "-i",
+        "-u",
+        &auth,
+        "-H",
+        "Sec-Fetch-Site: none",
+        &format!("{url}?processname=ping&action=start"),
+    ]);
+    assert!(status_line(&r).contains("303"), "{r}");
+    assert_eq!(d.state("ping"), "RUNNING");
+}
+
+#[test]
+fn a_read_only_caller_sees_the_page_without_buttons_and_changes_nothing() {
+    let d = daemon();
+    let addr = d.tcp_address();
+    d.wait_state("ping", "RUNNING", 10 * SECS);
+    let bearer = format!("Authorization: Bearer {READER}");
+    let (_, page) = curl(&["-i", "-H", &bearer, &format!("http://{addr}/")]);
+    assert!(status_line(&page).contains("200"), "{page}");
+    assert!(page.contains("data-name=\"ping\"") && page.contains("statusrunning"), "{page}");
+    assert!(!page.contains("<button name=\"action\" value=\"stop"), "no action buttons: {page}");
+    assert!(!page.contains("name=\"processname\""), "no selection: {page}");
+    assert!(page.contains("data-readonly=\"true\""));
+    for action in ["stop", "restart", "clearlog"] {
+        let (_, r) = curl(&[
+            "-i",
+            "-H",
+            &bearer,
+            &format!("http://{addr}/index.html?processname=ping&action={action}"),
+        ]);
+        assert!(status_line(&r).contains("403"), "{action}: {r}");
+    }
+    let (_, r) = curl(&["-i", "-H", &bearer, "-d", "action=stopall", &format!("http://{addr}/index.html")]);
+    assert!(status_line(&r).contains("403"), "{r}");
+    assert_eq!(d.state("ping"), "RUNNING");
+    // Refresh changes nothing, so a reader may use it.
+    let (_, r) = curl(&["-L", "-H", &bearer, &format!("http://{addr}/index.html?action=refresh")]);
+    assert!(r.contains("Page refreshed at "), "{r}");
+    // And the live picture says read-only, so the script draws no buttons either.
+    let (_, j) = curl(&["-H", &bearer, &format!("http://{addr}/status.json")]);
+    let v: serde_json::Value = serde_json::from_str(&j).expect("status.json is JSON");
+    assert_eq!(v["readonly"], true);
+}
+
+#[test]
+fn the_message_is_escaped_and_no_secret_reaches_the_page() {
+    let d = daemon();
+    let addr = d.tcp_address();
+    let auth = format!("admin:{PASSWORD}");
+    let (_, page) = curl(&[
+        "-u",
+        &auth,
+        &format!("http://{addr}/?message=%3Cscript%3Ealert(1)%3C%2Fscript%3E%22%20onload%3D%22x"),
+    ]);
+    assert!(page.contains("&lt;script&gt;alert(1)&lt;/script&gt;&quot; onload=&quot;x"), "{page}");
+    assert!(!page.contains("<script>alert"), "{page}");
+    assert!(!page.contains(PASSWORD) && !page.contains("YWRtaW4"), "no credentials in the page");
+    // Every URL the page uses is relative, so it works under a proxy's path prefix.
+    for attr in ["href=\"", "src=\"", "action=\""] {
+        for (i, _) in page.match_indices(attr) {
+            let url = &page[i + attr.len()..];
+            assert!(
+                !url.starts_with('/') && !url.contains("://"),
+                "{attr}{}",
+                &url[..url.find('"').unwrap_or(0)]
+            );
+        }
+    }
+    let (_, head) = curl(&["-I", "-u", &auth, &format!("http://{addr}/")]);
+    let head = head.to_ascii_lowercase();
+    assert!(head.contains("content-security-policy:") && head.contains("frame-ancestors 'none'"), "{head}");
+}
+
+#[test]
+fn the_event_stream_delivers_a_state_change() {
+    let d = daemon();
+    let addr = d.tcp_address();
+    d.wait_state("ping", "RUNNING", 10 * SECS);
+    let mut stream = Command::new("curl")
+        .args(["-s", "-N", "-u", &format!("admin:{PASSWORD}"), &format!("http://{addr}/events")])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("curl runs");
+    let out = stream.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut lines: Vec<String> = Vec::new();
+    let seen = |rx: &std::sync::mpsc::Receiver<String>,
+                lines: &mut Vec<String>,
+                want: &dyn Fn(&[String]) -> bool| {
+        wait_for("an event", 10 * SECS, || {
+            while let Ok(l) = rx.try_recv() {
+                lines.push(l);
+            }
+            want(lines)
+        });
+    };
+    seen(&rx, &mut lines, &|l| l.iter().any(|l| l.starts_with("data: ") && l.contains("\"processes\"")));
+    assert!(lines.iter().any(|l| l == "event: snapshot"), "{lines:?}");
+    let stopped = |l: &[String]| {
+        l.windows(2).any(|w| {
+            w[0] == "event: process"
+                && w[1].contains("\"name\":\"ping\"")
+                && w[1].contains("\"state\":\"STOPPED\"")
+        })
+    };
+    assert!(!stopped(&lines));
+    assert!(d.ctl(&["stop", "ping"]).status.success());
+    seen(&rx, &mut lines, &stopped);
+    let _ = stream.kill();
+    let _ = stream.wait();
+}
+
+/// The page in a real browser: headless Chromium, driven through chromedriver's WebDriver API
+/// by `web_browser.py`. Skipped (with a note) only where Chromium is not installed, outside CI;
+/// scripts/test installs it.
+#[test]
+fn the_page_in_headless_chromium() {
+    let have = |b: &str| {
+        Command::new("sh").arg("-c").arg(format!("command -v {b}")).output().is_ok_and(|o| o.status.success())
+    };
+    if !(have("chromedriver") && have("chromium")) {
+        // scripts/test (which sets CI) installs them: there, missing is a failure.
+        assert!(std::env::var_os("CI").is_none(), "chromium and chromedriver are not installed");
+        eprintln!("skipped: chromium and chromedriver are not installed (scripts/test installs them)");
+        return;
+    }
+    // An open loopback listener: a browser's Basic-auth prompt cannot be answered headless.
+    let d = Daemon::start_with(
+        "[program.ping]\ncommand = \"sleep 1000\"\nstartsecs = 0\n\
+         [program.talk]\ncommand = \"sh {dir}/talk.sh\"\nstartsecs = 0\n",
+        &[("talk.sh", "i=0\nwhile true; do i=$((i+1)); echo \"line $i\"; sleep 0.2; done\n")],
+        &["--listen", "tcp://127.0.0.1:0"],
+    );
+    let addr = d.tcp_address();
+    d.wait_state("ping", "RUNNING", 10 * SECS);
+    d.wait_state("talk", "RUNNING", 10 * SECS);
+    let script = d.path("web_browser.py");
+    std::fs::write(&script, include_str!("web_browser.py")).expect("write the script");
+    let minder = crate::harness::bin("minder");
+    let out = Command::new("python3")
+        .arg(&script)
+        .arg(&addr)
+        .arg(&minder)
+        .arg(&d.socket)
+        .arg(d.dir.path())
+        .output()
+        .expect("python3 runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("OK"),
+        "stdout:\n{stdout}\nstderr:\n{}\nlog:\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        d.log()
+    );
+    // The forged cross-site POST changed nothing.
+    assert_eq!(d.state("talk"), "RUNNING");
+    print!("{stdout}");
+}

@@ -1,0 +1,269 @@
+"""minderd's web page in a real browser: headless Chromium, driven through chromedriver's
+WebDriver HTTP API (the standard's JSON wire protocol, with nothing but the standard library).
+
+Usage: web_browser.py ADDR MINDER SOCKET DIR
+  ADDR    host:port of an open loopback TCP listener of minderd
+  MINDER  the minder binary; SOCKET the daemon's unix socket; DIR a scratch directory
+
+It opens the page, clicks Stop on `ping` and sees the row become STOPPED without a reload,
+measures the page's first paint and the event-to-screen latency of a state change (printed,
+not asserted), follows `talk`'s stdout in the page and sees new lines arrive, then loads a page
+from another origin that auto-submits a form POSTing `stop talk` to minderd and checks that it
+was refused. Prints OK at the end; any failure raises.
+"""
+
+import http.server
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+
+ADDR, MINDER, SOCKET, DIR = sys.argv[1:5]
+BASE = f"http://{ADDR}/"
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def wait_for(what, cond, timeout=15.0):
+    """Polls cond until it returns something true, or fails after timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        v = cond()
+        if v:
+            return v
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.02)
+
+
+class Driver:
+    """The few WebDriver commands this test needs."""
+
+    def __init__(self):
+        self.port = free_port()
+        self.log = open(os.path.join(DIR, "chromedriver.log"), "w")
+        self.proc = subprocess.Popen(
+            ["chromedriver", f"--port={self.port}"], stdout=self.log, stderr=subprocess.STDOUT
+        )
+        self.url = f"http://127.0.0.1:{self.port}"
+        wait_for("chromedriver", self._ready)
+        caps = {
+            "capabilities": {
+                "alwaysMatch": {
+                    "browserName": "chrome",
+                    # Navigation returns at DOMContentLoaded: with "normal", chromedriver waits
+                    # for the page's never-ending event stream to go quiet (about a minute).
+                    "pageLoadStrategy": "eager",
+                    "goog:chromeOptions": {
+                        "binary": "/usr/bin/chromium",
+                        "args": [
+                            "--headless=new",
+                            "--no-sandbox",  # tests run as root
+                            "--disable-gpu",
+                            "--disable-dev-shm-usage",
+                            "--no-first-run",
+                            f"--user-data-dir={os.path.join(DIR, 'chromium-profile')}",
+                            "--window-size=1200,900",
+                        ],
+                    },
+                }
+            }
+        }
+        self.session = self._call("POST", "/session", caps)["sessionId"]
+
+    def _ready(self):
+        try:
+            with urllib.request.urlopen(self.url + "/status", timeout=1) as r:
+                return json.load(r)["value"]["ready"]
+        except (OSError, ValueError, KeyError):
+            return False
+
+    def _call(self, method, path, body=None):
+        data = None if body is None else json.dumps(body).encode()
+        req = urllib.request.Request(
+            self.url + path, data=data, method=method, headers={"Content-Type": "application/json"}
+        )
+        try:
+            with urllib.request.urlopen(req, timeout=60) as r:
+                return json.load(r)["value"]
+        except urllib.error.HTTPError as e:
+            raise AssertionError(f"WebDriver {method} {path}: {e.code} {e.read().decode()[:500]}")
+
+    def cmd(self, method, path, body=None):
+        return self._call(method, f"/session/{self.session}{path}", body)
+
+    def get(self, url):
+        self.cmd("POST", "/url", {"url": url})
+
+    def js(self, script, *args):
+        return self.cmd("POST", "/execute/sync", {"script": script, "args": list(args)})
+
+    def click(self, css):
+        el = self.cmd("POST", "/element", {"using": "css selector", "value": css})
+        eid = next(iter(el.values()))
+        self.cmd("POST", f"/element/{eid}/click", {})
+
+    def quit(self):
+        try:
+            self.cmd("DELETE", "")
+        finally:
+            self.proc.terminate()
+            self.proc.wait(timeout=10)
+            self.log.close()
+
+
+def minder(*args):
+    out = subprocess.run([MINDER, "-s", f"unix://{SOCKET}", *args], capture_output=True, text=True)
+    return out
+
+
+def state(name):
+    out = minder("--json", "status", name)
+    return json.loads(out.stdout)["processes"][0]["state"]
+
+
+def row_state(d, name):
+    return d.js("const r = document.querySelector(`tr[data-name='${arguments[0]}']`); return r && r.dataset.state;", name)
+
+
+def main():
+    d = Driver()
+    try:
+        # First paint, from navigation start (the browser's own measure).
+        d.get(BASE)
+        fcp = wait_for(
+            "the first contentful paint",
+            lambda: d.js(
+                "const e = performance.getEntriesByName('first-contentful-paint')[0]; return e ? e.startTime : null;"
+            ),
+        )
+        print(f"first contentful paint: {fcp:.1f} ms")
+        wait_for(
+            "the event stream's snapshot",
+            lambda: d.js("return (window.minderSnapshots || 0) >= 1 && !document.getElementById('live').hidden;"),
+        )
+        print(f"page live (snapshot drawn) after: {d.js('return window.minderReceived();'):.1f} ms")
+
+        # Stop from the page: the row changes without a reload.
+        d.js("window.notReloaded = 42;")
+        assert row_state(d, "ping") == "RUNNING", row_state(d, "ping")
+        d.click("tr[data-name='ping'] button[value='stop ping']")
+        wait_for("the ping row to show STOPPED", lambda: row_state(d, "ping") == "STOPPED")
+        assert d.js("return window.notReloaded;") == 42, "the page was reloaded"
+        assert state("ping") == "STOPPED", state("ping")
+        assert "stopped" in d.js("return document.querySelector(`tr[data-name='ping'] td.state`).textContent;")
+        wait_for("the action's message", lambda: "Process ping stopped" in d.js("return document.getElementById('message').textContent;"))
+
+        # A change made elsewhere (the CLI) reaches the page: event-to-screen latency.
+        latencies = []
+        for i in range(5):
+            d.js("window.minderLatencies = [];")
+            verb, want = ("start", "RUNNING") if i % 2 == 0 else ("stop", "STOPPED")
+            r = minder(verb, "ping")
+            assert r.returncode == 0, r.stderr
+            wait_for(f"the ping row to show {want}", lambda: row_state(d, "ping") == want)
+            got = wait_for(
+                "a latency measure",
+                lambda: d.js(
+                    "return (window.minderLatencies || []).filter(l => l.name === 'ping' && l.state === arguments[0]);",
+                    want,
+                ),
+            )
+            latencies.append(got[-1]["ms"])
+        latencies.sort()
+        print(f"event-to-screen latency: median {latencies[len(latencies) // 2]} ms, max {latencies[-1]} ms over {len(latencies)} changes")
+        assert d.js("return window.notReloaded;") == 42, "the page was reloaded"
+
+        # The filter box hides rows that do not match.
+        d.js("const f = document.getElementById('filter'); f.value = 'talk'; f.dispatchEvent(new Event('input'));")
+        assert d.js("return document.querySelector(`tr[data-name='ping']`).hidden;") is True
+        assert d.js("return document.querySelector(`tr[data-name='talk']`).hidden;") is False
+        d.js("const f = document.getElementById('filter'); f.value = ''; f.dispatchEvent(new Event('input'));")
+
+        # Following a log in the page: new lines keep arriving.
+        log_ok = follow_log(d)
+
+        # A forged cross-site POST: a page on another origin auto-submits a form to minderd.
+        forged(d)
+        assert state("talk") == "RUNNING", "the forged POST stopped talk"
+        print("forged cross-site POST: refused (403), talk still RUNNING")
+        print("log view: " + log_ok)
+    finally:
+        d.quit()
+    print("OK")
+
+
+def follow_log(d):
+    try:
+        with urllib.request.urlopen(BASE + "logtail/talk/stdout", timeout=2) as r:
+            r.read(1)
+    except urllib.error.HTTPError as e:
+        if e.code == 404:
+            return "skipped: this minderd has no /logtail yet"
+        raise
+    except (TimeoutError, socket.timeout):
+        pass  # a follow that is still open: the endpoint is there
+    d.click("tr[data-name='talk'] a[data-stream='stdout']")
+    wait_for("the log view to open", lambda: d.js("return !document.getElementById('log').hidden;"))
+    first = wait_for("talk's first lines", lambda: d.js("return document.getElementById('logtext').textContent;"))
+    last = [l for l in first.splitlines() if l.startswith("line ")][-1]
+    n = int(last.split()[1])
+    wait_for(
+        f"a line after {last!r} in the page",
+        lambda: f"line {n + 2}\n" in d.js("return document.getElementById('logtext').textContent;"),
+    )
+    assert d.js("return window.notReloaded;") == 42, "the page was reloaded"
+    return f"followed talk's stdout from {last!r} to 'line {n + 2}' without a reload"
+
+
+def forged(d):
+    target = BASE + "index.html"
+
+    class Evil(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            page = (
+                "<!DOCTYPE html><html><body>"
+                f'<form id="f" method="post" action="{target}">'
+                '<input type="hidden" name="action" value="stop talk"></form>'
+                "<script>document.getElementById('f').submit()</script></body></html>"
+            ).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(page)))
+            self.end_headers()
+            self.wfile.write(page)
+
+        def log_message(self, *args):
+            pass
+
+    # Threaded: a connection the browser opens speculatively and never uses must not hold the
+    # server (and shutdown) until it times out.
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Evil)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        # "localhost" is another site than "127.0.0.1": a cross-site request.
+        d.get(f"http://localhost:{server.server_address[1]}/")
+        text = wait_for(
+            "minderd's answer to the forged POST",
+            lambda: d.js(
+                "return location.href.startsWith(arguments[0]) && document.body && document.body.innerText;", target
+            ),
+        )
+        assert "Forbidden" in text and "cross-site" in text, text
+    finally:
+        server.shutdown()
+
+
+if __name__ == "__main__":
+    main()
