@@ -12,6 +12,7 @@ from another origin that auto-submits a form POSTing `stop talk` to minderd and 
 was refused. Prints OK at the end; any failure raises.
 """
 
+import http.client
 import http.server
 import json
 import os
@@ -194,11 +195,15 @@ def main():
         # Following a log in the page: new lines keep arriving.
         log_ok = follow_log(d)
 
+        # Behind a reverse proxy under a path prefix.
+        prefixed(d)
+
         # A forged cross-site POST: a page on another origin auto-submits a form to minderd.
         forged(d)
         assert state("talk") == "RUNNING", "the forged POST stopped talk"
         print("forged cross-site POST: refused (403), talk still RUNNING")
         print("log view: " + log_ok)
+        print("under a proxy's /supervisor/ prefix: live rows, actions and redirects all stayed under it")
     finally:
         d.quit()
     print("OK")
@@ -225,6 +230,79 @@ def follow_log(d):
     )
     assert d.js("return window.notReloaded;") == 42, "the page was reloaded"
     return f"followed talk's stdout from {last!r} to 'line {n + 2}' without a reload"
+
+
+def prefixed(d):
+    """The page behind a reverse proxy that serves minderd under /supervisor/ (stripping the
+    prefix, as nginx's `location /supervisor/ { proxy_pass http://minderd/; }` does): every
+    request the page makes must stay under the prefix, the live stream must pass through, and
+    the redirect after a GET action must land back under it."""
+    outside = []
+
+    class Proxy(http.server.BaseHTTPRequestHandler):
+        def forward(self):
+            if not self.path.startswith("/supervisor/"):
+                outside.append(self.path)
+                self.send_error(404)
+                return
+            length = int(self.headers.get("Content-Length") or 0)
+            body = self.rfile.read(length) if length else None
+            headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "connection")}
+            host, port = ADDR.rsplit(":", 1)
+            up = http.client.HTTPConnection(host, int(port), timeout=60)
+            up.request(self.command, self.path[len("/supervisor"):], body=body, headers=headers)
+            r = up.getresponse()
+            self.send_response(r.status)
+            for k, v in r.getheaders():
+                if k.lower() not in ("connection", "transfer-encoding", "keep-alive", "content-length"):
+                    self.send_header(k, v)
+            self.send_header("Connection", "close")
+            self.end_headers()
+            # Streamed as it comes (the event stream never ends), delimited by the close.
+            try:
+                while True:
+                    chunk = r.read1(65536)
+                    if not chunk:
+                        break
+                    self.wfile.write(chunk)
+                    self.wfile.flush()
+            except OSError:
+                pass
+            finally:
+                up.close()
+
+        do_GET = do_POST = do_HEAD = forward
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Proxy)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}/supervisor/"
+    try:
+        d.get(base)
+        wait_for(
+            "the snapshot through the proxy",
+            lambda: d.js("return (window.minderSnapshots || 0) >= 1 && !document.getElementById('live').hidden;"),
+        )
+        d.js("window.notReloaded = 42;")
+        want = "STOPPED" if row_state(d, "ping") == "RUNNING" else "RUNNING"
+        verb = "stop" if want == "STOPPED" else "start"
+        d.click(f"tr[data-name='ping'] button[value='{verb} ping']")
+        wait_for(f"ping to show {want} through the proxy", lambda: row_state(d, "ping") == want)
+        assert d.js("return window.notReloaded;") == 42, "the page was reloaded"
+        assert state("ping") == want
+        # Supervisor's GET action, typed in the address bar: the redirect stays under the prefix.
+        verb = "start" if want == "STOPPED" else "stop"
+        d.get(base + f"index.html?processname=ping&action={verb}")
+        href = wait_for(
+            "the redirect after the action",
+            lambda: d.js("return location.href.includes('message=') && location.href;"),
+        )
+        assert href.startswith(base + "?message=Process%20ping%20"), href
+        assert outside == [], f"requests escaped the prefix: {outside}"
+    finally:
+        server.shutdown()
 
 
 def forged(d):
