@@ -144,6 +144,13 @@ pub async fn run(
             daemon_log: daemon_log.clone(),
             access: Arc::clone(&access),
             shield: Arc::clone(&shield),
+            body_deadline: frontend::common::BODY_DEADLINE,
+        });
+        let logtail = Arc::new(frontend::logtail::Endpoint {
+            sup: Arc::clone(&sup),
+            daemon_log: daemon_log.clone(),
+            access: Arc::clone(&access),
+            shield: Arc::clone(&shield),
         });
         let web = Arc::new(frontend::web::Endpoint {
             sup: Arc::clone(&sup),
@@ -151,7 +158,7 @@ pub async fn run(
             shield: Arc::clone(&shield),
         });
         let app = GrpcApp {
-            service: Front { grpc: tower::Layer::layer(&layer, routes.clone()), rpc2, web },
+            service: Front { grpc: tower::Layer::layer(&layer, routes.clone()), rpc2, logtail, web },
             access,
             shield: Arc::clone(&shield),
             tls,
@@ -256,12 +263,14 @@ fn access(d: &DaemonConfig, listener: &Listener) -> auth::Access {
     }
 }
 
-/// What every API listener serves: Supervisor's XML-RPC at `/RPC2` and the web page (over
-/// either HTTP version), gRPC over HTTP/2, and 404 for any other HTTP/1 request.
+/// What every API listener serves: Supervisor's XML-RPC at `/RPC2`, its log URLs and the web
+/// page (over either HTTP version: a browser may speak HTTP/2 over TLS), gRPC over HTTP/2, and
+/// 404 for any other HTTP/1 request.
 #[derive(Clone)]
 struct Front {
     grpc: auth::AuthService<tonic::service::Routes>,
     rpc2: Arc<frontend::rpc2::Endpoint>,
+    logtail: Arc<frontend::logtail::Endpoint>,
     web: Arc<frontend::web::Endpoint>,
 }
 
@@ -282,12 +291,15 @@ impl tower::Service<http::Request<hyper::body::Incoming>> for Front {
         if req.uri().path() == "/RPC2" {
             return Box::pin(Arc::clone(&self.rpc2).handle(req));
         }
+        if frontend::logtail::serves(req.uri().path()) {
+            return Box::pin(Arc::clone(&self.logtail).handle(req));
+        }
         // gRPC paths are `/package.Service/Method`: never one of the page's.
         if frontend::web::serves(req.uri().path()) {
             return Box::pin(Arc::clone(&self.web).handle(req));
         }
         if req.version() != http::Version::HTTP_2 {
-            return Box::pin(async { Ok(frontend::rpc2::not_found()) });
+            return Box::pin(async { Ok(frontend::common::not_found()) });
         }
         tower::Service::call(&mut self.grpc, req)
     }

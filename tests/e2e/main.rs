@@ -10,6 +10,7 @@ mod compat;
 mod config;
 mod deploy;
 mod habits;
+mod httpurls;
 mod lifecycle;
 mod logs;
 mod mesh;

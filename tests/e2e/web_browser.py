@@ -210,20 +210,17 @@ def main():
 
 
 def follow_log(d):
-    try:
-        with urllib.request.urlopen(BASE + "logtail/talk/stdout", timeout=2) as r:
-            r.read(1)
-    except urllib.error.HTTPError as e:
-        if e.code == 404:
-            return "skipped: this minderd has no /logtail yet"
-        raise
-    except (TimeoutError, socket.timeout):
-        pass  # a follow that is still open: the endpoint is there
     d.click("tr[data-name='talk'] a[data-stream='stdout']")
     wait_for("the log view to open", lambda: d.js("return !document.getElementById('log').hidden;"))
-    first = wait_for("talk's first lines", lambda: d.js("return document.getElementById('logtext').textContent;"))
-    last = [l for l in first.splitlines() if l.startswith("line ")][-1]
-    n = int(last.split()[1])
+    first = wait_for(
+        "talk's first whole line",
+        lambda: "\n" in d.js("return document.getElementById('logtext').textContent;")
+        and d.js("return document.getElementById('logtext').textContent;"),
+    )
+    # Whole lines only (the tail starts 1 KiB back, possibly mid-line).
+    whole = first[: first.rfind("\n")].splitlines()
+    n = max(int(l.split()[1]) for l in whole if l.startswith("line ") and l.split()[1].isdigit())
+    last = f"line {n}"
     wait_for(
         f"a line after {last!r} in the page",
         lambda: f"line {n + 2}\n" in d.js("return document.getElementById('logtext').textContent;"),

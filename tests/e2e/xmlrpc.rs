@@ -169,7 +169,7 @@ fn hostile_requests_are_refused_cleanly_and_the_daemon_is_unharmed() {
 
 /// The real supervisorctl of Supervisor 4.3.0, from the benchmark's virtualenv (made on first
 /// use from PyPI by bench/minderbench/prepare.py, which the test runs itself).
-fn supervisorctl_430() -> std::path::PathBuf {
+pub(crate) fn supervisorctl_430() -> std::path::PathBuf {
     let root = env!("CARGO_MANIFEST_DIR");
     let out = Command::new("python3")
         .current_dir(root)

@@ -1,13 +1,13 @@
 //! Supervisor's XML-RPC interface at `POST /RPC2` (API 3.0), on the same sockets as gRPC.
 //!
-//! A thin translation: the body is decoded by [`super::xmlrpc`], the caller is identified by
-//! the same [`crate::auth::authenticate`] gRPC uses and authorised by [`Operation`], and every
+//! A thin translation: the body is decoded by [`super::xmlrpc`], the caller is identified as
+//! every front end does it ([`super::common::authenticate`]) and authorised by [`Operation`], and every
 //! method calls the same [`Supervisor`] code as `rpc.rs`. What is Supervisor's own lives here:
 //! method names and aliases, fault codes and their strings (`BAD_NAME: foo`), result shapes
 //! (`ProcessInfo`, the status lists of group calls), and `readFile`/`tailFile`'s offsets.
 //!
 //! Hostile input: the body is bounded ([`MAX_BODY`]; a declared length beyond it is refused
-//! with 413 before any of it is read), the decoder refuses entities and deep nesting, and only
+//! with 413 before any of it is read) and must arrive within a deadline (408), the decoder refuses entities and deep nesting, and only
 //! a two-part `namespace.method` without a leading underscore is ever looked up (the fix for
 //! CVE-2017-11610): everything else is UNKNOWN_METHOD.
 
@@ -16,12 +16,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use http_body_util::{BodyExt as _, Full, Limited};
+use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
 use minder::config::Role;
 
+use super::common::{plain, Response};
 use super::xmlrpc::{decode_call, encode_fault, encode_response, Value};
-use super::{plain, Response};
 use crate::auth::{self, Access, Caller, Operation, Shield};
 use crate::lifecycle::{ExitStatus, Kind};
 use crate::logs::LogChannel;
@@ -376,17 +376,14 @@ pub struct Endpoint {
     pub daemon_log: Option<Arc<LogChannel>>,
     pub access: Arc<Access>,
     pub shield: Arc<Shield>,
+    /// How long a request body may take to arrive ([`super::common::BODY_DEADLINE`]).
+    pub body_deadline: std::time::Duration,
 }
 
 fn xml(body: String) -> Response {
     let mut r = http::Response::new(tonic::body::Body::new(Full::new(Bytes::from(body))));
     r.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("text/xml"));
     r
-}
-
-/// Answers a request for a path no front end serves, over HTTP/1.
-pub fn not_found() -> Response {
-    plain(http::StatusCode::NOT_FOUND, "Not Found")
 }
 
 impl Endpoint {
@@ -397,29 +394,16 @@ impl Endpoint {
 
     async fn serve(&self, req: http::Request<Incoming>) -> Response {
         if req.method() != http::Method::POST {
-            let mut r = plain(http::StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed: /RPC2 takes POST");
-            r.headers_mut().insert(http::header::ALLOW, http::HeaderValue::from_static("POST"));
-            return r;
+            return super::common::method_not_allowed("/RPC2", "POST");
         }
-        let caller = match super::authenticate(&self.access, &self.shield, &req).await {
+        // Each method is authorised once it is known; a caller is needed to read the body.
+        let caller = match super::common::authenticate(&self.access, &self.shield, &req).await {
             Ok(c) => c,
-            Err(refused) => return refused,
+            Err(r) => return r,
         };
-        let declared = req
-            .headers()
-            .get(http::header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok());
-        if declared.is_some_and(|n| n > MAX_BODY as u64) {
-            return too_large();
-        }
-        let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
-            Ok(b) => b.to_bytes(),
-            Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => return too_large(),
-            Err(e) => {
-                tracing::debug!("reading an XML-RPC request failed: {e}");
-                return plain(http::StatusCode::BAD_REQUEST, "Bad Request: the body could not be read");
-            }
+        let body = match super::common::read_body(req, MAX_BODY, self.body_deadline).await {
+            Ok(b) => b,
+            Err(r) => return r,
         };
         let call = match decode_call(&body) {
             Ok(c) => c,
@@ -870,16 +854,6 @@ fn audit_text(name: &str, params: &[Value]) -> String {
     crate::rpc::bounded(format!("{name}({}) over XML-RPC", shown.join(", ")))
 }
 
-fn too_large() -> Response {
-    let mut r = plain(
-        http::StatusCode::PAYLOAD_TOO_LARGE,
-        &format!("Payload Too Large: an XML-RPC request may be at most {MAX_BODY} bytes"),
-    );
-    // The rest of the body is not read: the connection cannot carry another request.
-    r.headers_mut().insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
-    r
-}
-
 fn fault_struct(f: &RpcFault) -> Value {
     Value::record([("faultCode", Value::Int(f.code.number())), ("faultString", f.text.clone().into())])
 }
@@ -973,7 +947,7 @@ fn update_fault(e: UpdateError, name: &str) -> RpcFault {
     }
 }
 
-/// The fault for an action on one process that failed.
+/// The fault for an action on one process that failed (the web page words its messages from it).
 pub(crate) fn fault(f: &Fault, name: &str) -> RpcFault {
     match f {
         Fault::BadName(_) => RpcFault::new(Code::BadName, name),

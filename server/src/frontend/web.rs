@@ -44,14 +44,17 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use futures_util::StreamExt as _;
-use http_body_util::{BodyExt as _, Full, Limited, StreamBody};
+use http_body_util::{Full, StreamBody};
 use hyper::body::{Bytes, Frame, Incoming};
 use minder::config::Role;
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
-use super::{plain, Response};
+use super::common::{
+    authenticate, escape_html as escape, percent_decode, percent_encode as quote, plain, read_body, Response,
+    BODY_DEADLINE,
+};
 use crate::auth::{self, Access, Caller, Operation, Shield};
 use crate::events::{EventKind, Since};
 use crate::lifecycle::Kind;
@@ -165,7 +168,7 @@ impl Endpoint {
             r.headers_mut().insert(http::header::ALLOW, http::HeaderValue::from_static(allow));
             return r;
         }
-        let caller = match super::authenticate(&self.access, &self.shield, &req).await {
+        let caller = match authenticate(&self.access, &self.shield, &req).await {
             Ok(c) => c,
             Err(refused) => return refused,
         };
@@ -184,14 +187,9 @@ impl Endpoint {
             .is_some_and(|a| a.contains("application/json"));
         let cross = cross_site(&req);
         if method == http::Method::POST {
-            let body = match Limited::new(req.into_body(), MAX_FORM).collect().await {
-                Ok(b) => b.to_bytes(),
-                Err(_) => {
-                    return plain(
-                        http::StatusCode::PAYLOAD_TOO_LARGE,
-                        "Payload Too Large: a form is at most 64 KiB",
-                    )
-                }
+            let body = match read_body(req, MAX_FORM, BODY_DEADLINE).await {
+                Ok(b) => b,
+                Err(refused) => return refused,
             };
             // As Supervisor: the form's fields, then the query string's.
             let mut posted = form(&String::from_utf8_lossy(&body));
@@ -722,65 +720,9 @@ fn form(s: &str) -> Vec<(String, String)> {
         .filter(|p| !p.is_empty())
         .map(|p| {
             let (k, v) = p.split_once('=').unwrap_or((p, ""));
-            (unquote(k), unquote(v))
+            (percent_decode(k, true), percent_decode(v, true))
         })
         .collect()
-}
-
-/// Decodes `+` and `%XX`; invalid UTF-8 becomes U+FFFD.
-fn unquote(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < b.len() => {
-                let hex =
-                    std::str::from_utf8(&b[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok());
-                match hex {
-                    Some(v) => {
-                        out.push(v);
-                        i += 2;
-                    }
-                    None => out.push(b'%'),
-                }
-            }
-            c => out.push(c),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-/// Percent-encodes everything but unreserved characters (as Python's `urllib.parse.quote`
-/// with `safe=''`), for a query string or a path segment.
-pub fn quote(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for &b in s.as_bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-            out.push(b as char);
-        } else {
-            let _ = write!(out, "%{b:02X}");
-        }
-    }
-    out
-}
-
-/// Escapes text for HTML content and attribute values.
-pub fn escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
 }
 
 #[cfg(test)]
@@ -839,7 +781,7 @@ mod tests {
             ]
         );
         assert_eq!(quote("Process ping started"), "Process%20ping%20started");
-        assert_eq!(unquote(&quote("<b>&\"é:/?")), "<b>&\"é:/?");
+        assert_eq!(percent_decode(&quote("<b>&\"é:/?"), true), "<b>&\"é:/?");
         assert_eq!(
             escape("<script>alert('x')</script>&\""),
             "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;&amp;&quot;"
