@@ -15,6 +15,16 @@
   let rows = new Map(); // name -> the row's data, as status.json gives it
   let received = 0; // performance.now() of the last row update, for the page's own timings
 
+  // A URL relative to the page, without the credentials a page opened as
+  // http://user:pass@host/ carries in its own URL: fetch() refuses URLs with credentials (the
+  // browser still sends the ones it was given, for this origin).
+  function url(path) {
+    const u = new URL(path, document.baseURI);
+    u.username = '';
+    u.password = '';
+    return u.href;
+  }
+
   // The same actions per state as the server renders.
   function actions(state) {
     switch (state) {
@@ -151,7 +161,7 @@
 
   // Live rows.
   function connect() {
-    const events = new EventSource('events');
+    const events = new EventSource(url('events'));
     events.addEventListener('snapshot', e => {
       const s = JSON.parse(e.data);
       readonly = s.readonly;
@@ -195,7 +205,7 @@
     btn.disabled = true;
     showMessage(btn.textContent + '…', true);
     try {
-      const r = await fetch('index.html', {
+      const r = await fetch(url('index.html'), {
         method: 'POST', body: data, credentials: 'same-origin', headers: { Accept: 'application/json' },
       });
       const text = await r.text();
@@ -242,7 +252,7 @@
     logText.textContent = '';
     logBox.hidden = false;
     try {
-      const r = await fetch('logtail/' + encodeURIComponent(name) + '/' + stream, {
+      const r = await fetch(url('logtail/' + encodeURIComponent(name) + '/' + stream), {
         signal: controller.signal, credentials: 'same-origin',
       });
       if (!r.ok) {

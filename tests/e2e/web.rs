@@ -276,9 +276,11 @@ fn the_page_in_headless_chromium() {
         eprintln!("skipped: chromium and chromedriver are not installed (scripts/test installs them)");
         return;
     }
-    // An open loopback listener: a browser's Basic-auth prompt cannot be answered headless.
+    // A password on the listener, so the forged request carries the browser's cached
+    // credentials: only the cross-site check stands between it and the process.
     let d = Daemon::start_with(
-        "[program.ping]\ncommand = \"sleep 1000\"\nstartsecs = 0\n\
+        "[daemon.credentials.\"tcp://127.0.0.1:0\"]\nusername = \"admin\"\npassword = \"browser-pw\"\n\
+         [program.ping]\ncommand = \"sleep 1000\"\nstartsecs = 0\n\
          [program.talk]\ncommand = \"sh {dir}/talk.sh\"\nstartsecs = 0\n",
         &[("talk.sh", "i=0\nwhile true; do i=$((i+1)); echo \"line $i\"; sleep 0.2; done\n")],
         &["--listen", "tcp://127.0.0.1:0"],
@@ -295,6 +297,7 @@ fn the_page_in_headless_chromium() {
         .arg(&minder)
         .arg(&d.socket)
         .arg(d.dir.path())
+        .arg("admin:browser-pw")
         .output()
         .expect("python3 runs");
     let stdout = String::from_utf8_lossy(&out.stdout);

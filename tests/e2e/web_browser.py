@@ -1,9 +1,13 @@
 """minderd's web page in a real browser: headless Chromium, driven through chromedriver's
 WebDriver HTTP API (the standard's JSON wire protocol, with nothing but the standard library).
 
-Usage: web_browser.py ADDR MINDER SOCKET DIR
-  ADDR    host:port of an open loopback TCP listener of minderd
+Usage: web_browser.py ADDR MINDER SOCKET DIR USER:PASSWORD
+  ADDR    host:port of minderd's TCP listener, which asks for USER:PASSWORD (Basic)
   MINDER  the minder binary; SOCKET the daemon's unix socket; DIR a scratch directory
+
+The browser is given the credentials in the page's URL (http://USER:PASSWORD@ADDR/), as a
+headless browser cannot answer the password prompt; it then sends them from its own cache,
+as it would after a prompt, with every request to that origin, the forged one included.
 
 It opens the page, clicks Stop on `ping` and sees the row become STOPPED without a reload,
 measures the page's first paint and the event-to-screen latency of a state change (printed,
@@ -24,8 +28,10 @@ import time
 import urllib.error
 import urllib.request
 
-ADDR, MINDER, SOCKET, DIR = sys.argv[1:5]
-BASE = f"http://{ADDR}/"
+ADDR, MINDER, SOCKET, DIR, CRED = sys.argv[1:6]
+BASE = f"http://{CRED}@{ADDR}/"
+# The page's URL as location shows it, without the credentials.
+HERE = "return location.origin + location.pathname + location.search;"
 
 
 def free_port():
@@ -277,7 +283,7 @@ def prefixed(d):
     threading.Thread(target=server.serve_forever, daemon=True).start()
     base = f"http://127.0.0.1:{server.server_address[1]}/supervisor/"
     try:
-        d.get(base)
+        d.get(base.replace("http://", f"http://{CRED}@"))
         wait_for(
             "the snapshot through the proxy",
             lambda: d.js("return (window.minderSnapshots || 0) >= 1 && !document.getElementById('live').hidden;"),
@@ -294,7 +300,7 @@ def prefixed(d):
         d.get(base + f"index.html?processname=ping&action={verb}")
         href = wait_for(
             "the redirect after the action",
-            lambda: d.js("return location.href.includes('message=') && location.href;"),
+            lambda: d.js("return location.search.includes('message=') && (" + HERE[len("return ") : -1] + ");"),
         )
         assert href.startswith(base + "?message=Process%20ping%20"), href
         assert outside == [], f"requests escaped the prefix: {outside}"
@@ -303,7 +309,8 @@ def prefixed(d):
 
 
 def forged(d):
-    target = BASE + "index.html"
+    # The attacker does not know the password: the browser's cache supplies it.
+    target = f"http://{ADDR}/index.html"
 
     class Evil(http.server.BaseHTTPRequestHandler):
         def do_GET(self):
@@ -332,7 +339,8 @@ def forged(d):
         text = wait_for(
             "minderd's answer to the forged POST",
             lambda: d.js(
-                "return location.href.startsWith(arguments[0]) && document.body && document.body.innerText;", target
+                "return (location.origin + location.pathname) === arguments[0] && document.body && document.body.innerText;",
+                target,
             ),
         )
         assert "Forbidden" in text and "cross-site" in text, text

@@ -813,7 +813,8 @@ mod tests {
                 &arg[..20.min(arg.len())]
             );
         }
-        assert!(JS.contains("new EventSource('events')"), "the event stream is relative");
+        assert!(JS.contains("new EventSource(url('events'))"), "the event stream is relative");
+        assert!(JS.contains("new URL(path, document.baseURI)"), "url() resolves against the page");
         assert!(
             !PAGE.contains("<script>") && !PAGE.contains("style=\""),
             "no inline script or style: the CSP forbids them"
