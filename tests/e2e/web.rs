@@ -311,3 +311,47 @@ fn the_page_in_headless_chromium() {
     assert_eq!(d.state("talk"), "RUNNING");
     print!("{stdout}");
 }
+
+#[test]
+fn the_page_shows_spawn_errors_and_exit_statuses() {
+    let d = Daemon::start_with(
+        "[program.broken]\ncommand = \"/nonexistent/bin/x\"\nstartsecs = 0\nstartretries = 0\n\
+         [program.flap]\ncommand = \"sh -c 'exit 3'\"\nstartsecs = 1\nstartretries = 0\n\
+         [program.crash]\ncommand = \"sh -c 'sleep 0.2; exit 3'\"\nstartsecs = 0\nautorestart = false\n\
+         [program.done]\ncommand = \"sh -c 'exit 0'\"\nstartsecs = 0\nautorestart = false\n",
+        &[],
+        &["--listen", "tcp://127.0.0.1:0"],
+    );
+    let addr = d.tcp_address();
+    for name in ["broken", "flap"] {
+        d.wait_state(name, "FATAL", 10 * SECS);
+    }
+    d.wait_state("done", "EXITED", 10 * SECS);
+    d.wait_state("crash", "EXITED", 10 * SECS);
+    let (_, page) = curl(&[&format!("http://{addr}/")]);
+    let row = |name: &str| {
+        let start = page
+            .find(&format!("<tr data-name=\"{name}\""))
+            .unwrap_or_else(|| panic!("no row {name}: {page}"));
+        page[start..].split("</tr>").next().unwrap_or("").to_string()
+    };
+    let broken = row("broken");
+    assert!(broken.contains("class=\"statuserror\">fatal<"), "{broken}");
+    assert!(
+        broken.contains("can&#39;t find command &#39;/nonexistent/bin/x&#39;"),
+        "the spawn error: {broken}"
+    );
+    assert!(broken.contains("value=\"start broken\""), "FATAL offers Start: {broken}");
+    let flap = row("flap");
+    assert!(flap.contains("Exited too quickly"), "{flap}");
+    let crash = row("crash");
+    assert!(crash.contains("<td class=\"problem\">exit status 3</td>"), "{crash}");
+    let done = row("done");
+    assert!(done.contains("statusnominal\">exited<"), "{done}");
+    assert!(done.contains("<td class=\"problem\">exit status 0 (expected)</td>"), "{done}");
+    // The same in the JSON the live page draws from.
+    let (_, j) = curl(&[&format!("http://{addr}/status.json")]);
+    let v: serde_json::Value = serde_json::from_str(&j).expect("JSON");
+    let crash = v["processes"].as_array().and_then(|a| a.iter().find(|p| p["name"] == "crash")).cloned();
+    assert_eq!(crash.as_ref().map(|p| p["problem"].clone()), Some(serde_json::json!("exit status 3")), "{j}");
+}

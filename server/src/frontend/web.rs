@@ -529,21 +529,20 @@ fn row(h: &ProcessHandle) -> Value {
     })
 }
 
-/// What the page shows in its "Exit / error" column: the spawn error, or how the child ended
-/// for a process that ended on its own (not a stop someone asked for).
+/// What the page shows in its "Exit / error" column, beside the description: how the child
+/// last ended, for a process that ended on its own (in BACKOFF and FATAL the description is
+/// already the spawn error); otherwise a spawn error the description does not show.
 fn problem(snap: &crate::process::Snapshot) -> Option<String> {
-    if let Some(e) = snap.spawn_error.as_ref().filter(|e| !e.is_empty()) {
-        return Some(e.clone());
-    }
+    let exit = snap.last_exit.map(|e| {
+        if e.expected {
+            format!("{} (expected)", e.status)
+        } else {
+            e.status.to_string()
+        }
+    });
     match snap.state {
-        Kind::Exited | Kind::Backoff | Kind::Fatal => snap.last_exit.map(|e| {
-            if e.expected {
-                format!("{} (expected)", e.status)
-            } else {
-                e.status.to_string()
-            }
-        }),
-        _ => None,
+        Kind::Exited | Kind::Backoff | Kind::Fatal => exit,
+        _ => snap.spawn_error.clone().filter(|e| !e.is_empty()),
     }
 }
 
