@@ -218,7 +218,7 @@ fn the_message_is_escaped_and_no_secret_reaches_the_page() {
 
 #[test]
 fn the_event_stream_delivers_a_state_change() {
-    let d = daemon();
+    let mut d = daemon();
     let addr = d.tcp_address();
     d.wait_state("ping", "RUNNING", 10 * SECS);
     let mut stream = Command::new("curl")
@@ -258,8 +258,20 @@ fn the_event_stream_delivers_a_state_change() {
     assert!(!stopped(&lines));
     assert!(d.ctl(&["stop", "ping"]).status.success());
     seen(&rx, &mut lines, &stopped);
-    let _ = stream.kill();
-    let _ = stream.wait();
+    // The daemon stopping ends the stream (a last snapshot, then the end) rather than holding
+    // its shutdown until the drain deadline cuts it.
+    let started = std::time::Instant::now();
+    assert!(d.stop().success());
+    let mut ended = false;
+    wait_for("the event stream to end", 10 * SECS, || {
+        ended = stream.try_wait().ok().flatten().is_some();
+        ended
+    });
+    while let Ok(l) = rx.recv_timeout(SECS) {
+        lines.push(l);
+    }
+    assert!(lines.iter().rev().take(4).any(|l| l.contains("\"processes\"")), "a last snapshot: {lines:?}");
+    assert!(started.elapsed() < 10 * SECS, "shutdown took {:?}", started.elapsed());
 }
 
 /// The page in a real browser: headless Chromium, driven through chromedriver's WebDriver API
