@@ -151,6 +151,7 @@ pub async fn run(
             daemon_log: daemon_log.clone(),
             access: Arc::clone(&access),
             shield: Arc::clone(&shield),
+            stopping: serving.clone(),
         });
         let web = Arc::new(frontend::web::Endpoint {
             sup: Arc::clone(&sup),

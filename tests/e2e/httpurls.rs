@@ -21,14 +21,22 @@ const ADMIN_BASIC: &str = "YWRtaW46czNjcmV0LVBBU1NXT1JE";
 /// Prints `tick N` on stdout and `err N` on stderr every 50 ms.
 const TICKER: &str = "sh -c 'i=0; while :; do echo tick $i; echo err $i >&2; i=$((i+1)); sleep 0.05; done'";
 
+/// minderd on a unix socket (open to root) and on TCP with a password and a read-only token.
 fn daemon(programs: &str) -> Daemon {
+    daemon_with(programs, &[])
+}
+
+/// [`daemon`], with `files` written into its directory first.
+fn daemon_with(programs: &str, files: &[(&str, &str)]) -> Daemon {
     let tokens = format!("grafana read-only {READER}\n");
+    let mut all = vec![("tokens", tokens.as_str())];
+    all.extend_from_slice(files);
     Daemon::start_with(
         &format!(
             "[daemon]\ntokens_file = \"{{dir}}/tokens\"\n\
              [daemon.credentials.\"tcp://127.0.0.1:0\"]\nusername = \"admin\"\npassword = \"{PASSWORD}\"\n{programs}"
         ),
-        &[("tokens", &tokens)],
+        &all,
         &["--listen", "tcp://127.0.0.1:0"],
     )
 }
@@ -307,6 +315,17 @@ fn mainlogtail_ok_html_and_the_tail_page() {
     wait_for("html's output", 10 * SECS, || {
         std::fs::read_to_string(d.path("html.log")).unwrap_or_default().contains("script")
     });
+    // Followers of a quiet log that go away are noticed: their connections and files close.
+    let fds = || std::fs::read_dir(format!("/proc/{}/fd", d.pid())).expect("fds").count();
+    let before = fds();
+    let followers: Vec<Output> =
+        (0..5).map(|_| curl(&["-u", &user], &format!("http://{addr}/logtail/html"))).collect();
+    for f in &followers {
+        f.wait("a follower of html", |t| t.contains("script"));
+    }
+    assert!(fds() >= before + 5, "each follower holds a connection");
+    drop(followers);
+    wait_for("the followers' descriptors to close", 10 * SECS, || fds() == before);
     let (code, page) = get(&addr, "/tail.html?processname=html&limit=10", &admin());
     assert_eq!(code, 200, "{page}");
     assert!(page.contains("text/html"), "{page}");
@@ -320,14 +339,19 @@ fn mainlogtail_ok_html_and_the_tail_page() {
     let (code, page) = get(&addr, "/tail.html", &admin());
     assert_eq!(code, 400, "{page}");
     assert!(page.contains("No process name found"), "{page}");
-    // Followers end when the daemon stops, and do not hold it up.
+    // Followers end when the daemon stops, with a complete answer (curl exits 0, not 18 for a
+    // cut transfer) that holds what was logged while the processes stopped.
     let mut d = d;
     let started = Instant::now();
     assert!(d.stop().success());
+    eprintln!("minderd stopped in {:?} with two followers", started.elapsed());
     assert!(started.elapsed() < 10 * SECS, "minderd took {:?} to stop", started.elapsed());
     for f in [&mut main, &mut pad] {
         wait_for("the follower to see the end", 10 * SECS, || f.child.try_wait().expect("wait").is_some());
+        let status = f.child.try_wait().expect("wait").expect("exited");
+        assert!(status.success(), "curl: {status}:\n{}", f.text());
     }
+    assert!(main.text().contains("stopped: html"), "{}", main.text());
 }
 
 #[test]
@@ -358,11 +382,11 @@ fn mainlogtail_is_404_when_the_daemon_logs_to_stdout() {
     assert!(answer.contains("minderd logs to standard output"), "{answer}");
 }
 
-/// supervisorctl 4.3.0 run against `sock`, its output collected (Python told not to buffer it).
-fn supervisorctl(ctl: &std::path::Path, sock: &std::path::Path, args: &[&str], stdin: Stdio) -> Output {
+/// supervisorctl 4.3.0 run with `server` (`-s URL` and any credentials) and `args`, its
+/// output collected (Python told not to buffer it).
+fn supervisorctl(ctl: &std::path::Path, server: &[String], args: &[&str], stdin: Stdio) -> Output {
     let mut child = Command::new(ctl)
-        .arg("-s")
-        .arg(format!("unix://{}", sock.display()))
+        .args(server)
         .args(args)
         .env("PYTHONUNBUFFERED", "1")
         .stdin(stdin)
@@ -382,17 +406,21 @@ fn the_real_supervisorctl_follows_with_tail_f_maintail_f_and_fg() {
                 def tick():\n    i = 0\n    while True:\n        print('tick', i, flush=True)\n        print('err', i, file=sys.stderr, flush=True)\n        i += 1\n        time.sleep(0.1)\n\
                 threading.Thread(target=tick, daemon=True).start()\n\
                 for line in sys.stdin:\n    print('got', line.strip(), flush=True)\n";
-    let d = Daemon::start_with(
+    let d = daemon_with(
         "[program.echo]\ncommand = \"python3 -u {dir}/echo.py\"\nstartsecs = 0\n",
         &[("echo.py", echo)],
-        &[],
     );
+    let unix = vec!["-s".to_string(), format!("unix://{}", d.socket.display())];
+    let tcp: Vec<String> = ["-s", &format!("http://{}", d.tcp_address()), "-u", "admin", "-p", PASSWORD]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
     let int = nix::sys::signal::Signal::SIGINT;
-    // tail -f NAME, and tail -f NAME stderr.
-    for (args, word) in
-        [(&["tail", "-f", "echo"][..], "tick"), (&["tail", "-f", "echo", "stderr"][..], "err")]
+    // tail -f NAME over the unix socket, tail -f NAME stderr over TCP with the password.
+    for (server, args, word) in
+        [(&unix, &["tail", "-f", "echo"][..], "tick"), (&tcp, &["tail", "-f", "echo", "stderr"][..], "err")]
     {
-        let mut o = supervisorctl(&ctl, &d.socket, args, Stdio::null());
+        let mut o = supervisorctl(&ctl, server, args, Stdio::null());
         let first = o
             .wait("the tail", |t| t.starts_with("==> Press Ctrl-C to exit <==\n") && last(t, word).is_some());
         let n = last(&first, word).expect("a line");
@@ -405,7 +433,7 @@ fn the_real_supervisorctl_follows_with_tail_f_maintail_f_and_fg() {
         assert!(o.text().ends_with('\n'));
     }
     // maintail -f: a line the daemon logs later comes through.
-    let mut o = supervisorctl(&ctl, &d.socket, &["maintail", "-f"], Stdio::null());
+    let mut o = supervisorctl(&ctl, &tcp, &["maintail", "-f"], Stdio::null());
     o.wait("the daemon log", |t| t.contains(" INFO "));
     assert!(d.ctl(&["signal", "CONT", "echo"]).status.success());
     o.wait("the request logged later", |t| t.contains("signal CONT echo"));

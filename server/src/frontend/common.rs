@@ -34,10 +34,10 @@ pub fn not_found() -> Response {
     plain(http::StatusCode::NOT_FOUND, "Not Found")
 }
 
-/// 405, naming the methods the path takes.
+/// 405, naming the methods the path takes (the path as sent, bounded).
 pub fn method_not_allowed(path: &str, allow: &'static str) -> Response {
-    let mut r =
-        plain(http::StatusCode::METHOD_NOT_ALLOWED, &format!("Method Not Allowed: {path} takes {allow}"));
+    let text = crate::rpc::bounded(format!("Method Not Allowed: {path} takes {allow}"));
+    let mut r = plain(http::StatusCode::METHOD_NOT_ALLOWED, &text);
     r.headers_mut().insert(http::header::ALLOW, http::HeaderValue::from_static(allow));
     r
 }

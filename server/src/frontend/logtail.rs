@@ -21,15 +21,17 @@
 //! there.
 //!
 //! A client that stops reading costs a bounded amount of memory: the stream reads ahead at most
-//! [`FOLLOW_BUFFER`] chunks into a bounded channel, and hyper stops asking for more once its
-//! write buffer is full; the file is then not read until the client reads again.
+//! [`FOLLOW_BUFFER`] chunks (and two more in hand) into bounded channels, and hyper stops asking
+//! for more once its write buffer is full; the file is then not read until the client reads
+//! again. When the daemon stops serving (its processes have stopped), a follower gets what the
+//! log holds up to its end and a complete response, instead of a connection cut.
 
 use std::convert::Infallible;
 use std::sync::Arc;
 
 use http_body_util::{Full, StreamBody};
 use hyper::body::{Bytes, Frame, Incoming};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::StreamExt as _;
 
@@ -54,6 +56,9 @@ pub struct Endpoint {
     pub daemon_log: Option<Arc<LogChannel>>,
     pub access: Arc<Access>,
     pub shield: Arc<Shield>,
+    /// Turns true when the daemon stops serving (after its processes stopped): followers then
+    /// send what is left and end.
+    pub stopping: watch::Receiver<bool>,
 }
 
 /// Whether `path` is one this module answers.
@@ -81,7 +86,7 @@ impl Endpoint {
             "/ok.html" => ok(),
             "/tail.html" => self.tail_page(req.uri().query()).await,
             "/mainlogtail" => match &self.daemon_log {
-                Some(log) => follow(log),
+                Some(log) => follow(log, self.stopping.clone()),
                 None => plain(
                     http::StatusCode::NOT_FOUND,
                     "Not Found: minderd logs to standard output; set its logfile to read its log here",
@@ -90,7 +95,7 @@ impl Endpoint {
             _ => self.logtail(&path),
         };
         if head {
-            // The headers GET would give, without the body (and without starting to follow).
+            // The headers GET would give, without the body (a follow it began ends with it).
             let (parts, _) = r.into_parts();
             return http::Response::from_parts(parts, tonic::body::Body::empty());
         }
@@ -116,7 +121,7 @@ impl Endpoint {
             _ => return not_found(format!("Not Found: {channel:?} is not a channel; use stdout or stderr")),
         };
         match log {
-            Some(log) => follow(log),
+            Some(log) => follow(log, self.stopping.clone()),
             None if channel == "stderr" && h.config.redirect_stderr => {
                 not_found(format!("Not Found: the stderr of {full} is redirected to its stdout"))
             }
@@ -215,7 +220,7 @@ fn tail_html(status: http::StatusCode, name: Option<&str>, limit: u64, text: &st
 }
 
 /// Follows `log` from [`HEAD`] bytes before its end, for as long as the response is read.
-fn follow(log: &Arc<LogChannel>) -> Response {
+fn follow(log: &Arc<LogChannel>, stopping: watch::Receiver<bool>) -> Response {
     if !exists(log) {
         return plain(
             http::StatusCode::NOT_FOUND,
@@ -227,14 +232,7 @@ fn follow(log: &Arc<LogChannel>) -> Response {
     }
     let pos = log.start_for_last_bytes(HEAD);
     let (tx, rx) = mpsc::channel::<Bytes>(FOLLOW_BUFFER);
-    let log = Arc::clone(log);
-    tokio::spawn(async move {
-        let errors = tx.clone();
-        // Ends when the response is dropped (the client went away, or the daemon stopped).
-        if let Err(e) = log.stream(pos, true, tx, piece).await {
-            let _ = errors.send(Bytes::from(format!("==> {e} <==\n"))).await;
-        }
-    });
+    tokio::spawn(relay(Arc::clone(log), pos, tx, stopping));
     let body = StreamBody::new(ReceiverStream::new(rx).map(|b| Ok::<_, Infallible>(Frame::data(b))));
     let mut r = http::Response::new(tonic::body::Body::new(body));
     let h = r.headers_mut();
@@ -246,6 +244,59 @@ fn follow(log: &Arc<LogChannel>) -> Response {
     h.insert(http::header::X_CONTENT_TYPE_OPTIONS, http::HeaderValue::from_static("nosniff"));
     h.insert(http::header::CACHE_CONTROL, http::HeaderValue::from_static("no-cache"));
     r
+}
+
+/// Streams `log` from `pos` into `tx` until the client goes away (`tx` closes); once the daemon
+/// stops serving (`stopping`), sends what the log holds up to its end and ends the response,
+/// so that the client sees a complete answer and the daemon's exit waits for nobody.
+async fn relay(log: Arc<LogChannel>, pos: u64, tx: mpsc::Sender<Bytes>, mut stopping: watch::Receiver<bool>) {
+    // The reader's chunks come through a channel of one, so that `reached` (the end of the last
+    // chunk taken from it) is exact when the reader is stopped: a chunk it was sending then is
+    // read again, never lost.
+    let (chunks, mut from_reader) = mpsc::channel::<Chunk>(1);
+    let mut reader = tokio::spawn(Arc::clone(&log).stream(pos, true, chunks, |c| c));
+    let mut reached = pos;
+    let stopped = loop {
+        tokio::select! {
+            c = from_reader.recv() => match c {
+                Some(c) => {
+                    reached = c.offset + c.data.len() as u64;
+                    if tx.send(piece(c)).await.is_err() {
+                        break false;
+                    }
+                }
+                // The reader ended: only on an error.
+                None => break false,
+            },
+            () = tx.closed() => break false,
+            stopped = stops(&mut stopping) => break stopped,
+        }
+    };
+    if !stopped {
+        reader.abort();
+        if let Ok(Err(e)) = (&mut reader).await {
+            let _ = tx.send(Bytes::from(format!("==> {e} <==\n"))).await;
+        }
+        return;
+    }
+    reader.abort();
+    let _ = reader.await;
+    // A chunk still in the channel was read up to `reached`'s successor; send it first.
+    while let Ok(c) = from_reader.try_recv() {
+        reached = c.offset + c.data.len() as u64;
+        if tx.send(piece(c)).await.is_err() {
+            return;
+        }
+    }
+    let errors = tx.clone();
+    if let Err(e) = log.stream(reached, false, tx, piece).await {
+        let _ = errors.send(Bytes::from(format!("==> {e} <==\n"))).await;
+    }
+}
+
+/// Resolves when `stopping` turns true (true), or its sender is gone (false).
+async fn stops(stopping: &mut watch::Receiver<bool>) -> bool {
+    stopping.wait_for(|s| *s).await.is_ok()
 }
 
 /// Whether the log's file is there (a `stat`, as supervisord's `os.path.exists`).
