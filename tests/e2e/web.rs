@@ -211,6 +211,25 @@ fn the_message_is_escaped_and_no_secret_reaches_the_page() {
             );
         }
     }
+    // A name of 20 KB is echoed bounded: in the redirect, and in the audit log.
+    let long = "x".repeat(20_000);
+    let (_, r) = curl(&[
+        "-i",
+        "-u",
+        &auth,
+        "-d",
+        &format!("action=stop&processname={long}"),
+        &format!("http://{addr}/index.html"),
+    ]);
+    assert!(status_line(&r).contains("303"), "{}", &r[..200.min(r.len())]);
+    let location = r.lines().find(|l| l.to_ascii_lowercase().starts_with("location:")).unwrap_or("");
+    assert!(
+        location.contains("No%20such%20process%20named%20xxx") && location.len() < 2_000,
+        "{} bytes",
+        location.len()
+    );
+    let audit = d.log().lines().find(|l| l.contains("requested web stop xxx")).map(str::len);
+    assert!(audit.is_some_and(|n| n < 2_000), "the audit line: {audit:?}");
     let (_, head) = curl(&["-I", "-u", &auth, &format!("http://{addr}/")]);
     let head = head.to_ascii_lowercase();
     assert!(head.contains("content-security-policy:") && head.contains("frame-ancestors 'none'"), "{head}");

@@ -233,16 +233,19 @@ impl Endpoint {
                     &format!("Forbidden: {} is read-only and may not {}", caller.who, verb.word()),
                 );
             }
+            // Names come from the client: the line is bounded, as every echo is.
             auth::audit(
                 &caller,
-                &format!(
+                &crate::rpc::bounded(format!(
                     "web {}{}",
                     verb.word(),
                     targets.iter().map(|t| format!(" {t}")).collect::<String>()
-                ),
+                )),
             );
         }
-        let done = self.act(verb, &targets).await;
+        let mut done = self.act(verb, &targets).await;
+        // It names what the client sent, and goes into a header and the next page.
+        done.message = crate::rpc::bounded(done.message);
         if wants_json {
             return json_response(http::StatusCode::OK, &json!({ "message": done.message, "ok": done.ok }));
         }
