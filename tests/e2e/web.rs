@@ -88,6 +88,11 @@ fn the_seeds_curl_commands_change_state_and_show_supervisors_message() {
     }
     assert_eq!((d.state("ping"), d.state("idle")), ("RUNNING".into(), "RUNNING".into()));
 
+    // HEAD is safe: it never acts.
+    let (_, head) =
+        curl(&["-I", &format!("http://{addr}/index.html?processname=ping&action=stop"), "-u", &auth]);
+    assert!(status_line(&head).contains("200"), "{head}");
+    assert_eq!(d.state("ping"), "RUNNING");
     // Without credentials nothing happens, and the browser is asked for them.
     let (_, head) = curl(&["-i", &format!("http://{addr}/index.html?processname=ping&action=stop")]);
     assert!(status_line(&head).contains("401") && head.contains("Basic realm="), "{head}");

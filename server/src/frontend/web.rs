@@ -197,7 +197,9 @@ impl Endpoint {
             fields = posted;
         }
         let first = |k: &str| fields.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
-        let Some(action) = first("action").filter(|a| !a.is_empty()) else {
+        // HEAD is safe: it shows the page and never acts.
+        let action = first("action").filter(|a| !a.is_empty() && method != http::Method::HEAD);
+        let Some(action) = action else {
             if method == http::Method::POST {
                 return plain(http::StatusCode::BAD_REQUEST, "Bad Request: no action");
             }
