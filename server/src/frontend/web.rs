@@ -14,6 +14,8 @@
 //!   `./?message=…` in Supervisor's words (`Process ping started`). 303 rather than
 //!   Supervisor's 301, which browsers cache: a cached redirect would skip the next action.
 //!   A POST with `Accept: application/json` (the page's script) gets `{"message", "ok"}`.
+//!   HEAD never acts (it shows the page). The message, and the audit line, name what the
+//!   client sent only up to the echo bound.
 //! - `GET /status.json`: the table as JSON; `GET /events`: server-sent events — a `snapshot`
 //!   of every row first, a `process` row for each change of state, a new `snapshot` when
 //!   groups come or go, the daemon's state changes, or the watcher lagged behind the event
