@@ -183,8 +183,13 @@ pub async fn run(
             shield: Arc::clone(&shield),
             stopping: serving.clone(),
         });
+        let web = Arc::new(frontend::web::Endpoint {
+            sup: Arc::clone(&sup),
+            access: Arc::clone(&access),
+            shield: Arc::clone(&shield),
+        });
         let app = GrpcApp {
-            service: Front { grpc: tower::Layer::layer(&layer, routes.clone()), rpc2, logtail },
+            service: Front { grpc: tower::Layer::layer(&layer, routes.clone()), rpc2, logtail, web },
             access,
             shield: Arc::clone(&shield),
             tls,
@@ -292,14 +297,15 @@ fn access(d: &DaemonConfig, listener: &Listener) -> auth::Access {
     }
 }
 
-/// What every API listener serves: Supervisor's XML-RPC at `/RPC2` and its log URLs (over
-/// either HTTP version: a browser may speak HTTP/2 over TLS), gRPC over HTTP/2, and 404 for
-/// any other HTTP/1 request.
+/// What every API listener serves: Supervisor's XML-RPC at `/RPC2`, its log URLs and the web
+/// page (over either HTTP version: a browser may speak HTTP/2 over TLS), gRPC over HTTP/2, and
+/// 404 for any other HTTP/1 request.
 #[derive(Clone)]
 struct Front {
     grpc: auth::AuthService<tonic::service::Routes>,
     rpc2: Arc<frontend::rpc2::Endpoint>,
     logtail: Arc<frontend::logtail::Endpoint>,
+    web: Arc<frontend::web::Endpoint>,
 }
 
 type FrontFuture = std::pin::Pin<
@@ -321,6 +327,10 @@ impl tower::Service<http::Request<hyper::body::Incoming>> for Front {
         }
         if frontend::logtail::serves(req.uri().path()) {
             return Box::pin(Arc::clone(&self.logtail).handle(req));
+        }
+        // gRPC paths are `/package.Service/Method`: never one of the page's.
+        if frontend::web::serves(req.uri().path()) {
+            return Box::pin(Arc::clone(&self.web).handle(req));
         }
         if req.version() != http::Version::HTTP_2 {
             return Box::pin(async { Ok(frontend::common::not_found()) });

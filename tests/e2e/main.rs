@@ -21,4 +21,5 @@ mod reliability;
 mod reload;
 mod security;
 mod shell;
+mod web;
 mod xmlrpc;

@@ -7,6 +7,7 @@
 //! - [`rpc2`]: Supervisor's XML-RPC interface at `POST /RPC2`, built on that codec.
 //! - [`logtail`]: Supervisor's log URLs (`/logtail/…`, `/mainlogtail`, `/tail.html`) and
 //!   `/ok.html`.
+//! - [`web`]: the web page (`/`, `/index.html`), Supervisor's GET actions, its live events.
 //! - [`common`]: what those share: identifying the caller, reading a body under a bound and a
 //!   deadline, plain answers, URL and HTML escaping.
 //!
@@ -15,4 +16,5 @@
 pub mod common;
 pub mod logtail;
 pub mod rpc2;
+pub mod web;
 pub use minder::xmlrpc;

@@ -948,8 +948,8 @@ fn update_fault(e: UpdateError, name: &str) -> RpcFault {
     }
 }
 
-/// The fault for an action on one process that failed.
-fn fault(f: &Fault, name: &str) -> RpcFault {
+/// The fault for an action on one process that failed (the web page words its messages from it).
+pub(crate) fn fault(f: &Fault, name: &str) -> RpcFault {
     match f {
         Fault::BadName(_) => RpcFault::new(Code::BadName, name),
         Fault::NoFile(m) => RpcFault::new(Code::NoFile, m),

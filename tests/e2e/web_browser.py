@@ -1,0 +1,352 @@
+"""minderd's web page in a real browser: headless Chromium, driven through chromedriver's
+WebDriver HTTP API (the standard's JSON wire protocol, with nothing but the standard library).
+
+Usage: web_browser.py ADDR MINDER SOCKET DIR USER:PASSWORD
+  ADDR    host:port of minderd's TCP listener, which asks for USER:PASSWORD (Basic)
+  MINDER  the minder binary; SOCKET the daemon's unix socket; DIR a scratch directory
+
+The browser is given the credentials in the page's URL (http://USER:PASSWORD@ADDR/), as a
+headless browser cannot answer the password prompt; it then sends them from its own cache,
+as it would after a prompt, with every request to that origin, the forged one included.
+
+It opens the page, clicks Stop on `ping` and sees the row become STOPPED without a reload,
+measures the page's first paint and the event-to-screen latency of a state change (printed,
+not asserted), follows `talk`'s stdout in the page and sees new lines arrive, then loads a page
+from another origin that auto-submits a form POSTing `stop talk` to minderd and checks that it
+was refused. Prints OK at the end; any failure raises.
+"""
+
+import http.client
+import http.server
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+
+ADDR, MINDER, SOCKET, DIR, CRED = sys.argv[1:6]
+BASE = f"http://{CRED}@{ADDR}/"
+# The page's URL as location shows it, without the credentials.
+HERE = "return location.origin + location.pathname + location.search;"
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def wait_for(what, cond, timeout=15.0):
+    """Polls cond until it returns something true, or fails after timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        v = cond()
+        if v:
+            return v
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.02)
+
+
+class Driver:
+    """The few WebDriver commands this test needs."""
+
+    def __init__(self):
+        self.port = free_port()
+        self.log = open(os.path.join(DIR, "chromedriver.log"), "w")
+        self.proc = subprocess.Popen(
+            ["chromedriver", f"--port={self.port}"], stdout=self.log, stderr=subprocess.STDOUT
+        )
+        self.url = f"http://127.0.0.1:{self.port}"
+        wait_for("chromedriver", self._ready)
+        caps = {
+            "capabilities": {
+                "alwaysMatch": {
+                    "browserName": "chrome",
+                    # Navigation returns at DOMContentLoaded: with "normal", chromedriver waits
+                    # for the page's never-ending event stream to go quiet (about a minute).
+                    "pageLoadStrategy": "eager",
+                    "goog:chromeOptions": {
+                        "binary": "/usr/bin/chromium",
+                        "args": [
+                            "--headless=new",
+                            "--no-sandbox",  # tests run as root
+                            "--disable-gpu",
+                            "--disable-dev-shm-usage",
+                            "--no-first-run",
+                            f"--user-data-dir={os.path.join(DIR, 'chromium-profile')}",
+                            "--window-size=1200,900",
+                        ],
+                    },
+                }
+            }
+        }
+        self.session = self._call("POST", "/session", caps)["sessionId"]
+
+    def _ready(self):
+        try:
+            with urllib.request.urlopen(self.url + "/status", timeout=1) as r:
+                return json.load(r)["value"]["ready"]
+        except (OSError, ValueError, KeyError):
+            return False
+
+    def _call(self, method, path, body=None):
+        data = None if body is None else json.dumps(body).encode()
+        req = urllib.request.Request(
+            self.url + path, data=data, method=method, headers={"Content-Type": "application/json"}
+        )
+        try:
+            with urllib.request.urlopen(req, timeout=60) as r:
+                return json.load(r)["value"]
+        except urllib.error.HTTPError as e:
+            raise AssertionError(f"WebDriver {method} {path}: {e.code} {e.read().decode()[:500]}")
+
+    def cmd(self, method, path, body=None):
+        return self._call(method, f"/session/{self.session}{path}", body)
+
+    def get(self, url):
+        self.cmd("POST", "/url", {"url": url})
+
+    def js(self, script, *args):
+        return self.cmd("POST", "/execute/sync", {"script": script, "args": list(args)})
+
+    def click(self, css):
+        el = self.cmd("POST", "/element", {"using": "css selector", "value": css})
+        eid = next(iter(el.values()))
+        self.cmd("POST", f"/element/{eid}/click", {})
+
+    def quit(self):
+        try:
+            self.cmd("DELETE", "")
+        finally:
+            self.proc.terminate()
+            self.proc.wait(timeout=10)
+            self.log.close()
+
+
+def minder(*args):
+    out = subprocess.run([MINDER, "-s", f"unix://{SOCKET}", *args], capture_output=True, text=True)
+    return out
+
+
+def state(name):
+    out = minder("--json", "status", name)
+    return json.loads(out.stdout)["processes"][0]["state"]
+
+
+def row_state(d, name):
+    return d.js("const r = document.querySelector(`tr[data-name='${arguments[0]}']`); return r && r.dataset.state;", name)
+
+
+def main():
+    d = Driver()
+    try:
+        # First paint, from navigation start (the browser's own measure).
+        d.get(BASE)
+        fcp = wait_for(
+            "the first contentful paint",
+            lambda: d.js(
+                "const e = performance.getEntriesByName('first-contentful-paint')[0]; return e ? e.startTime : null;"
+            ),
+        )
+        print(f"first contentful paint: {fcp:.1f} ms")
+        wait_for(
+            "the event stream's snapshot",
+            lambda: d.js("return (window.minderSnapshots || 0) >= 1 && !document.getElementById('live').hidden;"),
+        )
+        print(f"page live (snapshot drawn) after: {d.js('return window.minderReceived();'):.1f} ms")
+
+        # Stop from the page: the row changes without a reload.
+        d.js("window.notReloaded = 42;")
+        assert row_state(d, "ping") == "RUNNING", row_state(d, "ping")
+        d.click("tr[data-name='ping'] button[value='stop ping']")
+        wait_for("the ping row to show STOPPED", lambda: row_state(d, "ping") == "STOPPED")
+        assert d.js("return window.notReloaded;") == 42, "the page was reloaded"
+        assert state("ping") == "STOPPED", state("ping")
+        assert "stopped" in d.js("return document.querySelector(`tr[data-name='ping'] td.state`).textContent;")
+        wait_for("the action's message", lambda: "Process ping stopped" in d.js("return document.getElementById('message').textContent;"))
+
+        # A change made elsewhere (the CLI) reaches the page: event-to-screen latency.
+        latencies = []
+        for i in range(5):
+            d.js("window.minderLatencies = [];")
+            verb, want = ("start", "RUNNING") if i % 2 == 0 else ("stop", "STOPPED")
+            r = minder(verb, "ping")
+            assert r.returncode == 0, r.stderr
+            wait_for(f"the ping row to show {want}", lambda: row_state(d, "ping") == want)
+            got = wait_for(
+                "a latency measure",
+                lambda: d.js(
+                    "return (window.minderLatencies || []).filter(l => l.name === 'ping' && l.state === arguments[0]);",
+                    want,
+                ),
+            )
+            latencies.append(got[-1]["ms"])
+        latencies.sort()
+        print(f"event-to-screen latency: median {latencies[len(latencies) // 2]} ms, max {latencies[-1]} ms over {len(latencies)} changes")
+        assert d.js("return window.notReloaded;") == 42, "the page was reloaded"
+
+        # The filter box hides rows that do not match.
+        d.js("const f = document.getElementById('filter'); f.value = 'talk'; f.dispatchEvent(new Event('input'));")
+        assert d.js("return document.querySelector(`tr[data-name='ping']`).hidden;") is True
+        assert d.js("return document.querySelector(`tr[data-name='talk']`).hidden;") is False
+        d.js("const f = document.getElementById('filter'); f.value = ''; f.dispatchEvent(new Event('input'));")
+
+        # Following a log in the page: new lines keep arriving.
+        log_ok = follow_log(d)
+
+        # Behind a reverse proxy under a path prefix.
+        prefixed(d)
+
+        # A forged cross-site POST: a page on another origin auto-submits a form to minderd.
+        forged(d)
+        assert state("talk") == "RUNNING", "the forged POST stopped talk"
+        print("forged cross-site POST: refused (403), talk still RUNNING")
+        print("log view: " + log_ok)
+        print("under a proxy's /supervisor/ prefix: live rows, actions and redirects all stayed under it")
+    finally:
+        d.quit()
+    print("OK")
+
+
+def follow_log(d):
+    d.click("tr[data-name='talk'] a[data-stream='stdout']")
+    wait_for("the log view to open", lambda: d.js("return !document.getElementById('log').hidden;"))
+    first = wait_for(
+        "talk's first whole line",
+        lambda: "\n" in d.js("return document.getElementById('logtext').textContent;")
+        and d.js("return document.getElementById('logtext').textContent;"),
+    )
+    # Whole lines only (the tail starts 1 KiB back, possibly mid-line).
+    whole = first[: first.rfind("\n")].splitlines()
+    n = max(int(l.split()[1]) for l in whole if l.startswith("line ") and l.split()[1].isdigit())
+    last = f"line {n}"
+    wait_for(
+        f"a line after {last!r} in the page",
+        lambda: f"line {n + 2}\n" in d.js("return document.getElementById('logtext').textContent;"),
+    )
+    assert d.js("return window.notReloaded;") == 42, "the page was reloaded"
+    return f"followed talk's stdout from {last!r} to 'line {n + 2}' without a reload"
+
+
+def prefixed(d):
+    """The page behind a reverse proxy that serves minderd under /supervisor/ (stripping the
+    prefix, as nginx's `location /supervisor/ { proxy_pass http://minderd/; }` does): every
+    request the page makes must stay under the prefix, the live stream must pass through, and
+    the redirect after a GET action must land back under it."""
+    outside = []
+
+    class Proxy(http.server.BaseHTTPRequestHandler):
+        def forward(self):
+            if not self.path.startswith("/supervisor/"):
+                outside.append(self.path)
+                self.send_error(404)
+                return
+            length = int(self.headers.get("Content-Length") or 0)
+            body = self.rfile.read(length) if length else None
+            headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "connection")}
+            host, port = ADDR.rsplit(":", 1)
+            up = http.client.HTTPConnection(host, int(port), timeout=60)
+            up.request(self.command, self.path[len("/supervisor"):], body=body, headers=headers)
+            r = up.getresponse()
+            self.send_response(r.status)
+            for k, v in r.getheaders():
+                if k.lower() not in ("connection", "transfer-encoding", "keep-alive", "content-length"):
+                    self.send_header(k, v)
+            self.send_header("Connection", "close")
+            self.end_headers()
+            # Streamed as it comes (the event stream never ends), delimited by the close.
+            try:
+                while True:
+                    chunk = r.read1(65536)
+                    if not chunk:
+                        break
+                    self.wfile.write(chunk)
+                    self.wfile.flush()
+            except OSError:
+                pass
+            finally:
+                up.close()
+
+        do_GET = do_POST = do_HEAD = forward
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Proxy)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}/supervisor/"
+    try:
+        d.get(base.replace("http://", f"http://{CRED}@"))
+        wait_for(
+            "the snapshot through the proxy",
+            lambda: d.js("return (window.minderSnapshots || 0) >= 1 && !document.getElementById('live').hidden;"),
+        )
+        d.js("window.notReloaded = 42;")
+        want = "STOPPED" if row_state(d, "ping") == "RUNNING" else "RUNNING"
+        verb = "stop" if want == "STOPPED" else "start"
+        d.click(f"tr[data-name='ping'] button[value='{verb} ping']")
+        wait_for(f"ping to show {want} through the proxy", lambda: row_state(d, "ping") == want)
+        assert d.js("return window.notReloaded;") == 42, "the page was reloaded"
+        assert state("ping") == want
+        # Supervisor's GET action, typed in the address bar: the redirect stays under the prefix.
+        verb = "start" if want == "STOPPED" else "stop"
+        d.get(base + f"index.html?processname=ping&action={verb}")
+        href = wait_for(
+            "the redirect after the action",
+            lambda: d.js("return location.search.includes('message=') && (" + HERE[len("return ") : -1] + ");"),
+        )
+        assert href.startswith(base + "?message=Process%20ping%20"), href
+        assert outside == [], f"requests escaped the prefix: {outside}"
+    finally:
+        server.shutdown()
+
+
+def forged(d):
+    # The attacker does not know the password: the browser's cache supplies it.
+    target = f"http://{ADDR}/index.html"
+
+    class Evil(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            page = (
+                "<!DOCTYPE html><html><body>"
+                f'<form id="f" method="post" action="{target}">'
+                '<input type="hidden" name="action" value="stop talk"></form>'
+                "<script>document.getElementById('f').submit()</script></body></html>"
+            ).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(page)))
+            self.end_headers()
+            self.wfile.write(page)
+
+        def log_message(self, *args):
+            pass
+
+    # Threaded: a connection the browser opens speculatively and never uses must not hold the
+    # server (and shutdown) until it times out.
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Evil)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        # "localhost" is another site than "127.0.0.1": a cross-site request.
+        d.get(f"http://localhost:{server.server_address[1]}/")
+        text = wait_for(
+            "minderd's answer to the forged POST",
+            lambda: d.js(
+                "return (location.origin + location.pathname) === arguments[0] && document.body && document.body.innerText;",
+                target,
+            ),
+        )
+        assert "Forbidden" in text and "cross-site" in text, text
+    finally:
+        server.shutdown()
+
+
+if __name__ == "__main__":
+    main()
