@@ -110,21 +110,25 @@ pub struct Stdio {
 
 impl Stdio {
     /// Whether minderd reads the process's `stream` ("stdout" or "stderr") through a pipe: to
-    /// its log file, as a listener's protocol, or for capture mode and log events (which
-    /// want the output even when no file keeps it, as supervisord always reads it).
+    /// its log file, as a listener's protocol, for capture mode and log events, or into the
+    /// daemon's log at debug level (all of which want the output even when no file keeps it,
+    /// as supervisord always reads it).
     pub fn reads(&self, config: &ProcessConfig, stream: &str) -> bool {
+        let debug = tracing::enabled!(tracing::Level::DEBUG);
         match stream {
             "stdout" => {
                 self.stdout.is_some()
                     || self.pool.is_some()
                     || config.stdout_capture_maxbytes > 0
                     || config.stdout_events_enabled
+                    || debug
             }
             _ => {
                 !config.redirect_stderr
                     && (self.stderr.is_some()
                         || config.stderr_capture_maxbytes > 0
-                        || config.stderr_events_enabled)
+                        || config.stderr_events_enabled
+                        || debug)
             }
         }
     }

@@ -41,6 +41,22 @@ fn debug_log_carries_child_output_as_supervisord_does() {
     assert!(!quiet.log().contains("output:"), "info level logs no output:\n{}", quiet.log());
 }
 
+/// At debug level the output is read and logged even where no file keeps it (`NONE`), as
+/// supervisord always reads its children's pipes.
+#[test]
+fn debug_log_carries_output_that_no_file_keeps() {
+    let config = TALKER
+        .replace("startsecs = 0", "startsecs = 0\nstdout_logfile = \"NONE\"\nstderr_logfile = \"NONE\"");
+    let d = Daemon::start_with(&config, &[], &["-e", "debug"]);
+    d.wait_state("talker", "RUNNING", 10 * SECS);
+    wait_for("the output in the daemon log", 10 * SECS, || {
+        let log = d.log();
+        log.contains(" DEBG 'talker' stdout output:\nabc hello\n")
+            && log.contains(" DEBG 'talker' stderr output:\nUndecodable: b'\\xff x\\n'\n")
+    });
+    assert_eq!(d.process("talker")["stdout_logfile"], "", "no log file is made");
+}
+
 /// The start line a tool waiting for supervisord finds, with this daemon's pid.
 #[test]
 fn start_line_keeps_supervisords_words() {
