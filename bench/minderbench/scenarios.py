@@ -6,6 +6,7 @@ otherwise; cross-process times (a line written by a child, read by a CLI) use CL
 both sides. Figures are summarised as median and spread (min/max, p25/p75)."""
 
 import hashlib
+from pathlib import Path
 import os
 import pty
 import resource
@@ -815,6 +816,71 @@ def xmlrpc(ctx):
     return res
 
 
+# -- 10. the web page ----------------------------------------------------------------------
+
+
+def webpage(ctx):
+    """minderd's web page in headless Chromium: first paint and event-to-screen latency."""
+    import re
+    from .daemons import Minder
+
+    if not (shutil_which("chromium") and shutil_which("chromedriver")):
+        raise RuntimeError("chromium and chromedriver are needed (apt-get install -y chromium chromium-driver)")
+    script = Path(__file__).resolve().parents[2] / "tests" / "e2e" / "web_browser.py"
+    runs = ctx.p(5, 1)
+
+    class WebMinder(Minder):
+        """minderd with a password-protected TCP listener beside its socket, as the page's
+        users run it."""
+
+        def config_text(self):
+            return ('[daemon.credentials."tcp://127.0.0.1:0"]\nusername = "admin"\npassword = "bench-pw"\n'
+                    + super().config_text())
+
+        def daemon_argv(self):
+            return super().daemon_argv() + ["--listen", "tcp://127.0.0.1:0"]
+
+    fcp, median, worst = [], [], []
+    for i in range(runs):
+        d = WebMinder(ctx.tools, ctx.root, [], tag=f"web{i}")
+        (d.dir / "talk.sh").write_text('i=0\nwhile true; do i=$((i+1)); echo "line $i"; sleep 0.2; done\n')
+        d.programs = [Program("ping", SLEEP), Program("talk", f"sh {d.dir / 'talk.sh'}")]
+        d.start()
+        if d.wait_all_running(2, 60) is None:
+            raise RuntimeError("ping and talk did not start")
+        addr = None
+        deadline = time.monotonic() + 10
+        while addr is None and time.monotonic() < deadline:
+            m = re.search(r"listening at tcp://(\S+)", d.log_path.read_text(errors="replace"))
+            addr = m.group(1) if m else time.sleep(0.02)
+        r = subprocess.run(["python3", str(script), addr, str(ctx.tools.minder), str(d.sock), str(d.dir), "admin:bench-pw"],
+                           capture_output=True, text=True, timeout=300)
+        d.terminate()
+        if r.returncode != 0 or "OK" not in r.stdout:
+            raise RuntimeError(f"the browser run failed:\n{r.stdout}\n{r.stderr[-2000:]}")
+        fcp.append(float(re.search(r"first contentful paint: ([\d.]+) ms", r.stdout).group(1)))
+        m = re.search(r"event-to-screen latency: median ([\d.]+) ms, max ([\d.]+) ms", r.stdout)
+        median.append(float(m.group(1)))
+        worst.append(float(m.group(2)))
+        ctx.log(f"webpage #{i + 1}: first paint {fcp[-1]:.0f} ms, event-to-screen median {median[-1]} ms, max {worst[-1]} ms")
+    note = "headless Chromium; supervisord's page has no live updates to compare (it is reloaded by hand)"
+    return {
+        "params": {"runs": runs},
+        "first_paint_ms": fcp, "event_to_screen_median_ms": median, "event_to_screen_max_ms": worst,
+        "rows": [
+            row("10 web page", "first contentful paint", "ms", summary(fcp), None, note=note),
+            row("10 web page", "event-to-screen latency of a state change (median of 5 per run)", "ms", summary(median), None),
+            row("10 web page", "event-to-screen latency of a state change (max of 5 per run)", "ms", summary(worst), None),
+        ],
+    }
+
+
+def shutil_which(name):
+    import shutil
+
+    return shutil.which(name)
+
+
 SCENARIOS = {
     "status": status,
     "startstop": startstop,
@@ -825,4 +891,5 @@ SCENARIOS = {
     "scale": scale,
     "shutdown": shutdown,
     "xmlrpc": xmlrpc,
+    "webpage": webpage,
 }
