@@ -36,7 +36,7 @@
 
 use std::fs::File;
 use std::io::Write as _;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -61,8 +61,6 @@ pub struct Cgroups {
 #[derive(Debug)]
 pub struct ProcessCgroup {
     pub dir: PathBuf,
-    /// `cgroup.procs`, open for writing: the child writes `0` to it to join.
-    procs: OwnedFd,
 }
 
 /// Why cgroups are not used, said once at start.
@@ -150,8 +148,7 @@ impl Cgroups {
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
             Err(e) => return Err(e),
         }
-        let procs = open_write(&dir.join("cgroup.procs"))?;
-        Ok(ProcessCgroup { dir, procs })
+        Ok(ProcessCgroup { dir })
     }
 
     /// Sets `limits` on the cgroup at `dir`, enabling the controllers they need on the way
@@ -229,9 +226,10 @@ impl Cgroups {
 }
 
 impl ProcessCgroup {
-    /// The descriptor the child writes `0` to, between fork and exec.
-    pub fn procs_fd(&self) -> RawFd {
-        self.procs.as_raw_fd()
+    /// `cgroup.procs`, opened for one spawn: the child writes `0` to it, between fork and
+    /// exec, to join. (Opened per spawn, so an idle process holds no descriptor for it.)
+    pub fn open_procs(&self) -> std::io::Result<OwnedFd> {
+        open_write(&self.dir.join("cgroup.procs"))
     }
 
     /// The pids in the cgroup now (every thread group, main process included).

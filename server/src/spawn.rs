@@ -308,6 +308,13 @@ pub async fn spawn(
         stderr_child.as_ref().map_or(stdout_child.as_raw_fd(), AsRawFd::as_raw_fd),
     ];
     let (err_r, err_w) = pipe(&config.name)?;
+    let cgroup_procs = match cgroup.map(crate::cgroup::ProcessCgroup::open_procs).transpose() {
+        Ok(fd) => fd,
+        Err(e) if e.raw_os_error().map(Errno::from_raw).is_some_and(out_of_descriptors) => {
+            return Err(no_descriptors(&config.name))
+        }
+        Err(e) => return Err(SpawnError::Other(format!("cannot open the cgroup of '{}': {e}", config.name))),
+    };
     // Read without waiting (spawn_report); a 5-byte report always fits an empty pipe.
     nix::fcntl::fcntl(&err_r, nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK))
         .map_err(|e| SpawnError::Other(format!("cannot make a pipe: {}", errno_text(e))))?;
@@ -321,7 +328,7 @@ pub async fn spawn(
         creds.as_ref(),
         stdio,
         &err_w,
-        cgroup.map(crate::cgroup::ProcessCgroup::procs_fd),
+        cgroup_procs.as_ref().map(AsRawFd::as_raw_fd),
         reaper,
     );
     let crate::reaper::Forked { pid, pidfd, exit } = forked.map_err(|e| {
@@ -331,7 +338,7 @@ pub async fn spawn(
             format!("unknown error during fork for '{}': {}", config.name, errno_text(e))
         })
     })?;
-    drop((stdin_child, stdout_child, stderr_child, err_w));
+    drop((stdin_child, stdout_child, stderr_child, err_w, cgroup_procs));
 
     let report = spawn_report(err_r).await?;
     if report.len() >= 5 {

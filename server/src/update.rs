@@ -191,14 +191,16 @@ impl Supervisor {
         }
         let mut add = p.add.clone();
         add.sort_by_key(|c| (group_priority(&c.group), c.priority, c.name.clone()));
-        for g in &p.groups_added {
-            self.shared.events.publish(EventKind::GroupAdded(g.clone()));
-        }
         let mut added = Vec::new();
         for c in add {
             if let Some(g) = group_of(&c.group) {
                 added.push(self.install(c.clone(), g, None, &cfg.daemon));
             }
+        }
+        // Announced once installed, as supervisord does: a new listener pool hears of its own
+        // group too.
+        for g in &p.groups_added {
+            self.shared.events.publish(EventKind::GroupAdded(g.clone()));
         }
         // Autostart the new ones in priority order, as at daemon start.
         for h in added {

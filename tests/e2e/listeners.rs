@@ -350,6 +350,21 @@ fn group_daemon_and_log_events_as_supervisord_sends_them() {
     wait_for("the removed group", 10 * SECS, || {
         named(&recorded(&record), "PROCESS_GROUP_REMOVED").iter().any(|e| e["payload"] == "groupname:late\n")
     });
+
+    // A pool added by update hears of its own group, as supervisord's does.
+    let toml = std::fs::read_to_string(&d.config).expect("config");
+    let second = "[eventlistener.second]\ncommand = \"{py} {dir}/listener.py {dir}/second.jsonl ok\"\n\
+                  events = \"PROCESS_GROUP\"\nstartsecs = 0\n"
+        .replace("{py}", &superlance_bin().join("python").display().to_string())
+        .replace("{dir}", &d.dir.path().display().to_string());
+    std::fs::write(&d.config, format!("{toml}\n{second}")).expect("write");
+    assert!(d.ctl(&["update"]).status.success());
+    let second_record = d.path("second.jsonl");
+    wait_for("the new pool's own group", 20 * SECS, || {
+        named(&recorded(&second_record), "PROCESS_GROUP_ADDED")
+            .iter()
+            .any(|e| e["payload"] == "groupname:second\n")
+    });
 }
 
 /// The next Supervisor event a WatchEvents stream carries (state changes skipped).
