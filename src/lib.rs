@@ -23,6 +23,25 @@ pub mod pb {
     pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/minder_descriptor.bin"));
 }
 
+/// What a gRPC client of minderd sends with every request: an `authorization` header (a bearer
+/// token, or Basic), or nothing. Shared by `minder` and minder-fleet.
+#[derive(Debug, Clone)]
+pub struct AuthHeader(pub Option<tonic::metadata::AsciiMetadataValue>);
+
+impl tonic::service::Interceptor for AuthHeader {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(v) = &self.0 {
+            req.metadata_mut().insert("authorization", v.clone());
+        }
+        Ok(req)
+    }
+}
+
+/// A connected client of minderd's Supervisor service, with its [`AuthHeader`].
+pub type Client = pb::supervisor_client::SupervisorClient<
+    tonic::service::interceptor::InterceptedService<tonic::transport::Channel, AuthHeader>,
+>;
+
 /// The version of the API in `proto/` (the `v1` in `minder.v1`).
 pub const API_VERSION: &str = "1";
 

@@ -10,8 +10,7 @@ use base64::Engine as _;
 use minder::address::{default_socket, Address};
 use minder::config;
 use minder::pb::supervisor_client::SupervisorClient;
-use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Endpoint;
 
 /// How to authenticate to the daemon, for TCP listeners (a unix socket needs none of this:
 /// the daemon knows who connects).
@@ -40,21 +39,9 @@ pub struct ConnectOptions {
     pub tls_domain: Option<String>,
 }
 
-/// Adds the `authorization` header to every request.
-#[derive(Debug, Clone)]
-pub struct Auth(Option<tonic::metadata::AsciiMetadataValue>);
-
-impl tonic::service::Interceptor for Auth {
-    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
-        if let Some(v) = &self.0 {
-            req.metadata_mut().insert("authorization", v.clone());
-        }
-        Ok(req)
-    }
-}
-
+use minder::AuthHeader as Auth;
 /// A connected client.
-pub type Client = SupervisorClient<InterceptedService<Channel, Auth>>;
+pub use minder::Client;
 
 /// Where the daemon is, and the credentials its configuration gives for it.
 #[derive(Debug, Clone)]

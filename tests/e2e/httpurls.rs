@@ -10,7 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::harness::{wait_for, Daemon};
+use crate::harness::{rss_kib, wait_for, Daemon};
 
 const SECS: Duration = Duration::from_secs(1);
 const PASSWORD: &str = "s3cret-PASSWORD";
@@ -509,16 +509,6 @@ fn a_request_body_that_trickles_is_cut_off_at_the_deadline() {
     let mut answer = String::new();
     let _ = s.read_to_string(&mut answer);
     assert!(answer.starts_with("HTTP/1.1 200") && answer.contains("<string>3.0</string>"), "{answer}");
-}
-
-/// minderd's resident memory, in KiB.
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS")
 }
 
 /// Decodes a chunked HTTP/1.1 body (after the headers), as far as it is complete.

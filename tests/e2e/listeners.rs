@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::harness::{wait_for, Daemon};
+use crate::harness::{rss_kib, wait_for, Daemon};
 
 const SECS: Duration = Duration::from_secs(1);
 
@@ -604,16 +604,6 @@ fn minder_events_with_prints_supervisor_events() {
     // The time, the type, then the payload as a listener gets it (its data on the next line).
     assert!(got[0].ends_with(" REMOTE_COMMUNICATION type:note"), "{got:?}");
     assert_eq!(got.get(1).map(String::as_str), Some("hello"), "{got:?}");
-}
-
-/// minderd's resident memory, from /proc.
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS")
 }
 
 #[test]

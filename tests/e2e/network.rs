@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use minder::pb;
 
-use crate::harness::{bin, code, ctl_at, run_to_exit, sigterm, stderr, wait_for, Daemon};
+use crate::harness::{bin, code, ctl_at, fds, rss_kib, run_to_exit, sigterm, stderr, wait_for, Daemon};
 
 const SECS: Duration = Duration::from_secs(1);
 
@@ -99,17 +99,6 @@ impl Drop for Limited {
             std::thread::sleep(Duration::from_millis(10));
         }
     }
-}
-
-fn fds(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd")).map(|d| d.count()).unwrap_or(0)
-}
-
-fn rss_kb(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:"))?.split_whitespace().nth(1)?.parse().ok())
-        .unwrap_or(0)
 }
 
 /// Whether the daemon has closed `s` (non-blocking; whatever it sent before is read and
@@ -375,7 +364,7 @@ async fn a_stream_flood_is_refused_and_memory_stays_bounded() {
     );
     d.wait_state("s", "RUNNING", 10 * SECS);
     let pid = d.pid();
-    let before = rss_kb(pid);
+    let before = rss_kib(pid);
     let addr = d.tcp_address();
     // Over TCP: the per-peer count below is the unix caller's, a peer of its own.
     // 300 streams on one connection: 128 are served (and stay open, being watches), the
@@ -385,7 +374,7 @@ async fn a_stream_flood_is_refused_and_memory_stays_bounded() {
     // 20,000: refused, and the connection closed once so many were (hyper's limit on streams
     // it had to reset); memory stays bounded.
     let answers = raw_flood(&addr, 20_000);
-    let during = rss_kb(pid);
+    let during = rss_kib(pid);
     eprintln!(
         "stream flood: {} streams answered, {} refused, GOAWAY {}; RSS {before} kB before, {during} kB during",
         answers.answered.len(),
@@ -455,7 +444,7 @@ async fn a_stream_flood_is_refused_and_memory_stays_bounded() {
         }
     }
     assert!(again.is_some(), "health streams are counted down when they go");
-    let after = rss_kb(pid);
+    let after = rss_kib(pid);
     eprintln!("RSS after 256 watchers came and went: {after} kB");
     assert!(after.saturating_sub(before) < 30 * 1024, "RSS went from {before} kB to {after} kB");
 }

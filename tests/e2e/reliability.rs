@@ -8,24 +8,12 @@ use std::time::{Duration, Instant};
 
 use minder::pb;
 
-use crate::harness::{alive, code, stderr, wait_for, Daemon};
+use crate::harness::{alive, code, fds, rss_kib, stderr, wait_for, Daemon};
 
 const SECS: Duration = Duration::from_secs(1);
 
 fn soak_secs(quick: u64) -> u64 {
     std::env::var("MINDER_SOAK_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(quick)
-}
-
-/// Open descriptors of a process.
-fn fds(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd")).map(|d| d.count()).unwrap_or(0)
-}
-
-fn rss_kb(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:"))?.split_whitespace().nth(1)?.parse().ok())
-        .unwrap_or(0)
 }
 
 /// Children of `pid` (forked by any of its threads) that are zombies.
@@ -154,7 +142,7 @@ async fn flapping_load_loses_nothing() {
     assert!(list.processes.iter().all(|p| p.state() == pb::ProcessState::Stopped), "all stopped");
     // Orphaned grandchildren (a shell's sleep) may still be exiting: each is reaped at once.
     wait_for("no zombie children", 10 * SECS, || zombies(pid) == 0);
-    let rss = rss_kb(pid);
+    let rss = rss_kib(pid);
     assert!(rss < 64 * 1024, "minderd's RSS after the load: {rss} kB");
     let spawns = list.processes.iter().map(|p| u64::from(p.spawn_count)).sum::<u64>();
     assert!(spawns > 400, "the programs did flap: {spawns} spawns");
@@ -199,9 +187,9 @@ async fn memory_stays_flat_under_endless_restarts() {
         }
     };
     let early = spawns_reach(8_000).await;
-    let rss_early = rss_kb(pid);
+    let rss_early = rss_kib(pid);
     let late = spawns_reach(early + 16_000).await;
-    let rss_late = rss_kb(pid);
+    let rss_late = rss_kib(pid);
     eprintln!("RSS {rss_early} kB after {early} spawns, {rss_late} kB after {late}");
     assert!(
         rss_late < rss_early + 1024,

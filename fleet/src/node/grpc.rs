@@ -14,28 +14,15 @@ use minder::pb;
 use minder::pb::supervisor_client::SupervisorClient;
 use minder::xmlrpc::Fault;
 use tokio::sync::{watch, Notify};
-use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Endpoint;
 
 use super::{fail, Action, Backoff, CallError, Logs, ProcessResult, Target, LOG_BYTES};
 use crate::config::{NodeConfig, Timing};
 use crate::model::{state, state_code, NodeView, Process, Status};
 
-/// Adds the node's `authorization` header (a bearer token, or Basic) to every request.
-#[derive(Debug, Clone)]
-pub struct Auth(Option<tonic::metadata::AsciiMetadataValue>);
-
-impl tonic::service::Interceptor for Auth {
-    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
-        if let Some(v) = &self.0 {
-            req.metadata_mut().insert("authorization", v.clone());
-        }
-        Ok(req)
-    }
-}
-
+use minder::AuthHeader as Auth;
 /// A client of one node (cheap to clone: the channel is shared).
-pub type Client = SupervisorClient<InterceptedService<Channel, Auth>>;
+pub use minder::Client;
 
 fn auth(node: &NodeConfig) -> Auth {
     use base64::Engine as _;
