@@ -72,7 +72,13 @@ def supervisor_venv(venv=None):
         out = subprocess.run([supervisord, "--version"], capture_output=True, text=True)
         if out.stdout.strip() == SUPERVISOR_VERSION:
             return supervisord, venv / "bin" / "supervisorctl"
-    log(f"making a virtualenv at {venv} and installing supervisor=={SUPERVISOR_VERSION} from PyPI")
+    make_venv(venv, [f"supervisor=={SUPERVISOR_VERSION}"])
+    return supervisord, venv / "bin" / "supervisorctl"
+
+
+def make_venv(venv, requirements):
+    """Makes (or remakes) the virtualenv `venv` and installs `requirements` into it from PyPI."""
+    log(f"making a virtualenv at {venv} and installing {' '.join(requirements)} from PyPI")
     r = subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], capture_output=True, text=True)
     if r.returncode != 0:
         sys.exit(
@@ -80,10 +86,9 @@ def supervisor_venv(venv=None):
             "On Debian/Ubuntu: apt-get install -y python3-venv"
         )
     subprocess.run(
-        [venv / "bin" / "pip", "install", "--disable-pip-version-check", "-q", f"supervisor=={SUPERVISOR_VERSION}"],
+        [venv / "bin" / "pip", "install", "--disable-pip-version-check", "-q", *requirements],
         check=True,
     )
-    return supervisord, venv / "bin" / "supervisorctl"
 
 
 def superlance_venv(venv=None):
@@ -95,24 +100,7 @@ def superlance_venv(venv=None):
     marker = venv / f".superlance-{SUPERLANCE_VERSION}-supervisor-{SUPERVISOR_VERSION}"
     if marker.exists() and (bin_dir / "crashmail").exists():
         return bin_dir
-    log(f"making a virtualenv at {venv} and installing superlance=={SUPERLANCE_VERSION} from PyPI")
-    r = subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], capture_output=True, text=True)
-    if r.returncode != 0:
-        sys.exit(
-            f"bench: `{sys.executable} -m venv` failed:\n{r.stderr}\n"
-            "On Debian/Ubuntu: apt-get install -y python3-venv"
-        )
-    subprocess.run(
-        [
-            bin_dir / "pip",
-            "install",
-            "--disable-pip-version-check",
-            "-q",
-            f"superlance=={SUPERLANCE_VERSION}",
-            f"supervisor=={SUPERVISOR_VERSION}",
-        ],
-        check=True,
-    )
+    make_venv(venv, [f"superlance=={SUPERLANCE_VERSION}", f"supervisor=={SUPERVISOR_VERSION}"])
     marker.touch()
     return bin_dir
 
