@@ -44,6 +44,12 @@
     return e;
   }
 
+  // The rest of a process's tree (its cgroup) beside its pid: `+N`, every pid in the title.
+  function treeNote(pids) {
+    if (!pids || pids.length < 2) return [];
+    return [' ', el('span', { class: 'tree', title: 'its cgroup: ' + pids.join(' ') }, '+' + (pids.length - 1))];
+  }
+
   function timedelta(secs) {
     const days = Math.floor(secs / 86400);
     const rest = secs % 86400;
@@ -74,7 +80,7 @@
       el('td', { class: 'state' }, el('span', { class: p.class }, p.state.toLowerCase())),
       el('td', { class: 'desc' }, p.description),
       el('td', { class: 'name' }, el('a', { href: 'tail.html?processname=' + q, 'data-tail': p.name }, p.name)),
-      el('td', { class: 'pid' }, p.pid ? String(p.pid) : ''),
+      el('td', { class: 'pid' }, p.pid ? String(p.pid) : '', ...treeNote(p.tree_pids)),
       el('td', { class: 'uptime' }, p.uptime !== null && p.uptime !== undefined ? timedelta(p.uptime) : ''),
       el('td', { class: 'problem' }, p.problem || ''),
       acts);
@@ -154,7 +160,8 @@
       if (tr.upSince === null || tr.upSince === undefined) continue;
       const up = Math.max(0, Math.floor(now - tr.upSince));
       tr.querySelector('td.uptime').textContent = timedelta(up);
-      const pid = tr.querySelector('td.pid').textContent;
+      const cell = tr.querySelector('td.pid').firstChild;
+      const pid = cell ? cell.textContent : '';
       tr.querySelector('td.desc').textContent = 'pid ' + pid + ', uptime ' + timedelta(up);
     }
   }, 1000);

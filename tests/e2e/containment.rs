@@ -26,6 +26,16 @@ fn with_tree(daemon_extra: &str, kill_mode: Option<&str>) -> Daemon {
     )
 }
 
+/// A GET over the daemon's unix socket, as curl --unix-socket makes it: the whole answer.
+fn http_get(socket: &std::path::Path, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::os::unix::net::UnixStream::connect(socket).expect("connect");
+    write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").expect("send");
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).expect("read");
+    answer
+}
+
 /// The grandchild's pid, once the program has written it.
 fn grandchild(d: &Daemon) -> i32 {
     let file = d.path("grandchild.pid");
@@ -70,6 +80,11 @@ fn kill_mode_cgroup_stops_a_grandchild_that_left_the_process_group() {
         "tree_pids {tree:?}, main {main}, grandchild {gc}"
     );
     assert!(root.join("programs").join("tree:tree").join("cgroup.procs").exists());
+    // The web page shows the tree too: in its JSON, and beside the pid.
+    let status = http_get(&d.socket, "/status.json");
+    assert!(status.contains(&format!("{gc}")) && status.contains("\"tree_pids\""), "{status}");
+    let page = http_get(&d.socket, "/");
+    assert!(page.contains("title=\"its cgroup: ") && page.contains(">+1</span>"), "{page}");
 
     let out = d.ctl(&["stop", "tree"]);
     assert_eq!(code(&out), 0, "{}{}", stdout(&out), stderr(&out));

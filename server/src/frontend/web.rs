@@ -520,6 +520,8 @@ fn status(sup: &Supervisor, caller: &Caller) -> (u64, Value) {
 fn row(h: &ProcessHandle) -> Value {
     let snap = h.snapshot();
     let c = &h.config;
+    // Its whole tree, from its cgroup (where minderd uses cgroups), as `status --json` has it.
+    let tree = h.tree();
     json!({
         "name": c.full_name(),
         "group": c.group,
@@ -533,7 +535,21 @@ fn row(h: &ProcessHandle) -> Value {
         "expected": snap.last_exit.map(|e| e.expected),
         "spawnerr": snap.spawn_error.as_ref().filter(|e| !e.is_empty()),
         "problem": problem(&snap),
+        "tree_pids": tree.as_ref().map(|t| t.pids.clone()),
+        "cpu_seconds": tree.as_ref().and_then(|t| t.cpu).map(|d| d.as_secs_f64()),
     })
+}
+
+/// The other processes of a process's tree (beyond its main one), as the pid cell shows them:
+/// `+N`, with every pid in its title.
+fn tree_note(r: &Value) -> String {
+    let pids: Vec<u64> =
+        r["tree_pids"].as_array().map(|a| a.iter().filter_map(Value::as_u64).collect()).unwrap_or_default();
+    if pids.len() < 2 {
+        return String::new();
+    }
+    let all = pids.iter().map(u64::to_string).collect::<Vec<_>>().join(" ");
+    format!(" <span class=\"tree\" title=\"its cgroup: {all}\">+{}</span>", pids.len() - 1)
 }
 
 /// What the page shows in its "Exit / error" column, beside the description: how the child
@@ -610,10 +626,11 @@ fn row_html(r: &Value, admin: bool) -> String {
         s,
         "<td class=\"state\"><span class=\"{}\">{}</span></td><td class=\"desc\">{}</td>\
          <td class=\"name\"><a href=\"tail.html?processname={q}\" data-tail=\"{name}\">{name}</a></td>\
-         <td class=\"pid\">{pid}</td><td class=\"uptime\">{uptime}</td><td class=\"problem\">{}</td><td class=\"actions\">",
+         <td class=\"pid\">{pid}{}</td><td class=\"uptime\">{uptime}</td><td class=\"problem\">{}</td><td class=\"actions\">",
         text("class"),
         escape(&state.to_lowercase()),
         escape(&text("description")),
+        tree_note(r),
         escape(problem),
     );
     if admin {
