@@ -2,6 +2,8 @@
 Supervisor 4.3.0 in a virtualenv (pip, from PyPI), the C child programs (cc), and a
 description of the machine."""
 
+import contextlib
+import fcntl
 import os
 import platform
 import shutil
@@ -64,9 +66,27 @@ def build_minder(bin_dir=None, build=True):
     return minderd, minder
 
 
+@contextlib.contextmanager
+def locked(venv):
+    """Holds an exclusive lock on `venv`'s lock file: the tests that need a virtualenv run in
+    parallel, and on a fresh machine each would otherwise make it at once, in the same place."""
+    venv.parent.mkdir(parents=True, exist_ok=True)
+    with open(venv.parent / f".{venv.name}.lock", "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 def supervisor_venv(venv=None):
     """A virtualenv with supervisor==4.3.0 from PyPI, made once and reused."""
     venv = Path(venv).resolve() if venv else work_dir() / f"venv-supervisor-{SUPERVISOR_VERSION}"
+    with locked(venv):
+        return _supervisor_venv(venv)
+
+
+def _supervisor_venv(venv):
     supervisord = venv / "bin" / "supervisord"
     if supervisord.exists():
         out = subprocess.run([supervisord, "--version"], capture_output=True, text=True)
@@ -96,6 +116,11 @@ def superlance_venv(venv=None):
     httpok) and supervisor==4.3.0 from PyPI, made once and reused; returns its bin directory.
     The end-to-end tests run these listeners under minderd."""
     venv = Path(venv).resolve() if venv else work_dir() / f"venv-superlance-{SUPERLANCE_VERSION}"
+    with locked(venv):
+        return _superlance_venv(venv)
+
+
+def _superlance_venv(venv):
     bin_dir = venv / "bin"
     marker = venv / f".superlance-{SUPERLANCE_VERSION}-supervisor-{SUPERVISOR_VERSION}"
     if marker.exists() and (bin_dir / "crashmail").exists():
