@@ -8,8 +8,10 @@
 //! - [`process`]: one task per process, owning its machine, child and timers.
 //! - [`supervisor`]: the registry of groups and processes; selection; ordered start and stop.
 //! - [`spawn`], [`reaper`], [`capture`]: children — starting, reaping, their output.
-//! - [`rpc`]: the gRPC service; [`listen`]: binding the sockets it is served on; [`serve`]: the
-//!   one accept loop every listener (the API's and the metrics port) is served by.
+//! - [`frontend`]: every protocol in front of the supervisor — gRPC, health, metrics,
+//!   Supervisor's XML-RPC, its log URLs, the web page; [`listen`]: binding the sockets they are
+//!   served on; [`serve`]: the one accept loop every listener (the API's and the metrics port)
+//!   is served by.
 //! - [`logging`], [`daemonize`]: the daemon's own log, and going into the background.
 
 pub mod auth;
@@ -18,18 +20,15 @@ pub mod cgroup;
 pub mod daemonize;
 pub mod events;
 pub mod frontend;
-pub mod health;
 pub mod lifecycle;
 pub mod listen;
 pub mod listener;
 pub mod logging;
 pub mod logs;
-pub mod metrics;
 pub mod notify;
 pub mod plan;
 pub mod process;
 pub mod reaper;
-pub mod rpc;
 pub mod serve;
 pub mod setup;
 pub mod spawn;
@@ -47,11 +46,12 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tonic_health::pb::health_server::HealthServer;
 
+use crate::frontend::grpc::Service;
+use crate::frontend::{health, metrics};
 use crate::listen::Listener;
 use crate::logs::LogChannel;
 use crate::process::Shared;
 use crate::reaper::Reaper;
-use crate::rpc::Service;
 use crate::serve::{Gates, Limits, Socket};
 use crate::spawn::BaseEnv;
 use crate::supervisor::Supervisor;

@@ -36,7 +36,7 @@ pub fn not_found() -> Response {
 
 /// 405, naming the methods the path takes (the path as sent, bounded).
 pub fn method_not_allowed(path: &str, allow: &'static str) -> Response {
-    let text = crate::rpc::bounded(format!("Method Not Allowed: {path} takes {allow}"));
+    let text = crate::frontend::common::bounded(format!("Method Not Allowed: {path} takes {allow}"));
     let mut r = plain(http::StatusCode::METHOD_NOT_ALLOWED, &text);
     r.headers_mut().insert(http::header::ALLOW, http::HeaderValue::from_static(allow));
     r
@@ -202,6 +202,24 @@ pub fn percent_encode(text: &str) -> String {
         }
     }
     out
+}
+
+/// The most of a client's input an error message or log line repeats: messages travel in
+/// HTTP/2 headers, and an echoed 200 KB name would get the connection torn down.
+const ECHO_LIMIT: usize = 512;
+
+/// `text`, cut to [`ECHO_LIMIT`] bytes (at a character boundary) with a note of the rest.
+pub fn bounded(mut text: String) -> String {
+    if text.len() > ECHO_LIMIT {
+        let mut cut = ECHO_LIMIT;
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        let rest = text.len() - cut;
+        text.truncate(cut);
+        text.push_str(&format!("… ({rest} more bytes)"));
+    }
+    text
 }
 
 #[cfg(test)]

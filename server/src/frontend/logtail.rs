@@ -105,7 +105,8 @@ impl Endpoint {
 
     /// `/logtail/NAME[/CHANNEL]`: split as supervisord splits it, after decoding the path.
     async fn logtail(&self, path: &str) -> Response {
-        let not_found = |why: String| plain(http::StatusCode::NOT_FOUND, &crate::rpc::bounded(why));
+        let not_found =
+            |why: String| plain(http::StatusCode::NOT_FOUND, &crate::frontend::common::bounded(why));
         let rest = percent_decode(path.strip_prefix("/logtail").unwrap_or(""), false);
         let rest = rest.trim_start_matches('/');
         let (name, channel) = rest.split_once('/').unwrap_or((rest, "stdout"));
@@ -142,7 +143,7 @@ impl Endpoint {
             .unwrap_or(0)
             .clamp(HEAD, TAIL_PAGE_MAX);
         let Ok(h) = self.sup.get(&name) else {
-            let text = crate::rpc::bounded(format!("No process named {name}"));
+            let text = crate::frontend::common::bounded(format!("No process named {name}"));
             return tail_html(http::StatusCode::NOT_FOUND, Some(&name), limit, &text);
         };
         let Some(log) = h.logs.stdout.as_ref().filter(|l| exists(l)) else {

@@ -11,10 +11,14 @@
 //! - [`common`]: what those share: identifying the caller, reading a body under a bound and a
 //!   deadline, plain answers, URL and HTML escaping.
 //!
-//! The gRPC front end is still [`crate::rpc`].
+//! - [`grpc`]: the gRPC `minder.v1.Supervisor` service (where protobuf types meet the domain),
+//!   [`health`]: `grpc.health.v1`, and [`metrics`]: Prometheus metrics over HTTP.
 
 pub mod common;
+pub mod grpc;
+pub mod health;
 pub mod logtail;
+pub mod metrics;
 pub mod rpc2;
 pub mod web;
 pub use minder::xmlrpc;

@@ -2,7 +2,7 @@
 //!
 //! A thin translation: the body is decoded by [`super::xmlrpc`], the caller is identified as
 //! every front end does it ([`super::common::authenticate`]) and authorised by [`Operation`], and every
-//! method calls the same [`Supervisor`] code as `rpc.rs`. What is Supervisor's own lives here:
+//! method calls the same [`Supervisor`] code as `grpc.rs`. What is Supervisor's own lives here:
 //! method names and aliases, fault codes and their strings (`BAD_NAME: foo`), result shapes
 //! (`ProcessInfo`, the status lists of group calls), and `readFile`/`tailFile`'s offsets.
 //!
@@ -119,7 +119,7 @@ impl RpcFault {
         let text = if detail.is_empty() {
             code.name().to_string()
         } else {
-            crate::rpc::bounded(format!("{}: {detail}", code.name()))
+            crate::frontend::common::bounded(format!("{}: {detail}", code.name()))
         };
         RpcFault { code, text }
     }
@@ -429,7 +429,7 @@ impl Endpoint {
             return Err(Refused::Forbidden(format!(
                 "{} is read-only and may not call {}",
                 caller.who,
-                crate::rpc::bounded(name.to_string())
+                crate::frontend::common::bounded(name.to_string())
             )));
         }
         if !method.op.read_only() {
@@ -852,7 +852,7 @@ fn audit_text(name: &str, params: &[Value]) -> String {
             _ => "…".to_string(),
         })
         .collect();
-    crate::rpc::bounded(format!("{name}({}) over XML-RPC", shown.join(", ")))
+    crate::frontend::common::bounded(format!("{name}({}) over XML-RPC", shown.join(", ")))
 }
 
 fn fault_struct(f: &RpcFault) -> Value {

@@ -240,7 +240,7 @@ impl Endpoint {
             // Names come from the client: the line is bounded, as every echo is.
             auth::audit(
                 &caller,
-                &crate::rpc::bounded(format!(
+                &crate::frontend::common::bounded(format!(
                     "web {}{}",
                     verb.word(),
                     targets.iter().map(|t| format!(" {t}")).collect::<String>()
@@ -249,7 +249,7 @@ impl Endpoint {
         }
         let mut done = self.act(verb, &targets).await;
         // It names what the client sent, and goes into a header and the next page.
-        done.message = crate::rpc::bounded(done.message);
+        done.message = crate::frontend::common::bounded(done.message);
         if wants_json {
             return json_response(http::StatusCode::OK, &json!({ "message": done.message, "ok": done.ok }));
         }

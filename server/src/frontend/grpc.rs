@@ -13,6 +13,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
+use super::common::bounded;
 use crate::events::{DaemonPhase, Event, EventKind, Since};
 use crate::lifecycle::{Exit, ExitStatus, Kind};
 use crate::logs::{Chunk, LogChannel, ReadError};
@@ -25,24 +26,6 @@ use crate::update::{Applied, Change, UpdateError};
 /// Writes who asked for what to the daemon log (every request that changes something).
 fn audit<T>(req: &Request<T>, what: impl std::fmt::Display) {
     crate::auth::audit_as(&crate::auth::caller(req), &bounded(what.to_string()));
-}
-
-/// The most of a client's input an error message or log line repeats: messages travel in
-/// HTTP/2 headers, and an echoed 200 KB name would get the connection torn down.
-const ECHO_LIMIT: usize = 512;
-
-/// `text`, cut to [`ECHO_LIMIT`] bytes (at a character boundary) with a note of the rest.
-pub fn bounded(mut text: String) -> String {
-    if text.len() > ECHO_LIMIT {
-        let mut cut = ECHO_LIMIT;
-        while !text.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        let rest = text.len() - cut;
-        text.truncate(cut);
-        text.push_str(&format!("… ({rest} more bytes)"));
-    }
-    text
 }
 
 /// How many messages a stream buffers for a slow client before its producers wait.
