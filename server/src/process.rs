@@ -827,6 +827,20 @@ impl Actor {
         };
         match spawned {
             Ok(child) => {
+                let hub = Arc::clone(&self.shared.events.listeners);
+                // A listener is attached to its pool before its output is read: the READY it
+                // writes at once must find the pool expecting it.
+                self.stdin = child.stdin.map(StdinEnd::Unused);
+                if let Some(pool) = self.logs.pool.clone() {
+                    // A listener's stdin carries its events from now on.
+                    match self.open_stdin() {
+                        Ok(stdin) => {
+                            hub.attach(&pool, &self.config.name, child.pid, stdin);
+                            self.listener_pid = Some(child.pid);
+                        }
+                        Err(e) => tracing::error!("{}: {e}", self.config.name),
+                    }
+                }
                 let c = &self.config;
                 let outputs = [
                     (
@@ -844,7 +858,6 @@ impl Actor {
                         c.stderr_capture_maxbytes,
                     ),
                 ];
-                let hub = Arc::clone(&self.shared.events.listeners);
                 for (stream, pipe, channel, events, capture_maxbytes) in outputs {
                     let Some(pipe) = pipe else { continue };
                     let mode = match &self.logs.pool {
@@ -861,17 +874,6 @@ impl Actor {
                         mode,
                     };
                     capture::spawn(pipe, output);
-                }
-                self.stdin = child.stdin.map(StdinEnd::Unused);
-                if let Some(pool) = self.logs.pool.clone() {
-                    // A listener's stdin carries its events from now on.
-                    match self.open_stdin() {
-                        Ok(stdin) => {
-                            hub.attach(&pool, &self.config.name, child.pid, stdin);
-                            self.listener_pid = Some(child.pid);
-                        }
-                        Err(e) => tracing::error!("{}: {e}", self.config.name),
-                    }
                 }
                 self.child = Some((child.pid, child.exit));
                 self.pidfd = child.pidfd;
