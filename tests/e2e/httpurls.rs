@@ -580,15 +580,11 @@ fn a_follower_that_stops_reading_costs_bounded_memory_and_is_told_what_it_missed
 /// A supervisord.conf for both servers, in `dir`: `pad` writes 500 lines to each output and
 /// waits; `merged` sends stderr to stdout; `idle` never starts.
 fn compared_conf(dir: &std::path::Path) -> std::path::PathBuf {
-    let d = dir.display();
     let conf = format!(
-        "[unix_http_server]\nfile={d}/s.sock\n\
-         [supervisord]\nlogfile={d}/daemon.log\npidfile={d}/daemon.pid\nchildlogdir={d}\nnodaemon=true\n\
-         [rpcinterface:supervisor]\nsupervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface\n\
-         [supervisorctl]\nserverurl=unix://{d}/s.sock\n\
-         [program:pad]\ncommand=sh -c 'i=1000; while [ $i -lt 1500 ]; do echo pad $i; echo oops $i >&2; i=$((i+1)); done; exec sleep 100'\nstartsecs=0\n\
+        "{}[program:pad]\ncommand=sh -c 'i=1000; while [ $i -lt 1500 ]; do echo pad $i; echo oops $i >&2; i=$((i+1)); done; exec sleep 100'\nstartsecs=0\n\
          [program:merged]\ncommand=sh -c 'echo merged; exec sleep 100'\nstartsecs=0\nredirect_stderr=true\n\
-         [program:idle]\ncommand=sleep 100\nstartsecs=0\nautostart=false\n"
+         [program:idle]\ncommand=sleep 100\nstartsecs=0\nautostart=false\n",
+        crate::xmlrpc::supervisord_head(dir)
     );
     let path = dir.join("supervisord.conf");
     std::fs::write(&path, conf).expect("write supervisord.conf");

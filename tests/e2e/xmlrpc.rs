@@ -187,19 +187,27 @@ pub(crate) fn supervisorctl_430() -> std::path::PathBuf {
     std::path::PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
 }
 
-/// One supervisord.conf, served by `server` (minderd or supervisord) from `dir`.
-fn supervisord_conf(dir: &std::path::Path) -> std::path::PathBuf {
+/// The sections every supervisord.conf of these tests starts with: a unix socket, the daemon's
+/// files in `dir`, the RPC interface and supervisorctl's server URL.
+pub(crate) fn supervisord_head(dir: &std::path::Path) -> String {
     let d = dir.display();
-    let conf = format!(
+    format!(
         "[unix_http_server]\nfile={d}/s.sock\n\
          [supervisord]\nlogfile={d}/daemon.log\npidfile={d}/daemon.pid\nchildlogdir={d}\nnodaemon=true\n\
          [rpcinterface:supervisor]\nsupervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface\n\
-         [supervisorctl]\nserverurl=unix://{d}/s.sock\n\
-         [program:web]\ncommand=sleep 100\nstartsecs=0\n\
+         [supervisorctl]\nserverurl=unix://{d}/s.sock\n"
+    )
+}
+
+/// One supervisord.conf, served by `server` (minderd or supervisord) from `dir`.
+fn supervisord_conf(dir: &std::path::Path) -> std::path::PathBuf {
+    let conf = format!(
+        "{}[program:web]\ncommand=sleep 100\nstartsecs=0\n\
          [program:talk]\ncommand=sh -c 'echo hello; exec sleep 100'\nstartsecs=0\n\
          [program:idle]\ncommand=sleep 100\nstartsecs=0\nautostart=false\n\
          [program:crash]\ncommand=false\nstartsecs=1\nstartretries=0\nautostart=false\n\
-         [program:missing]\ncommand=/nonexistent/program\nautostart=false\n"
+         [program:missing]\ncommand=/nonexistent/program\nautostart=false\n",
+        supervisord_head(dir)
     );
     let path = dir.join("supervisord.conf");
     std::fs::write(&path, conf).expect("write supervisord.conf");
