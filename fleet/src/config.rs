@@ -7,7 +7,10 @@
 //!   (gRPC, pushed), `address` (`unix:///path`, `tcp://host:port` or `http://host:port`, instead
 //!   of `host`/`port`; `https://host:port` for TLS to a minderd node, with `tls_ca`, and
 //!   `tls_cert`/`tls_key` for mutual TLS, `tls_domain` for the name to expect), and `token` (a
-//!   bearer token for minderd's `tokens_file`);
+//!   bearer token for minderd's `tokens_file`) or `token_file` (a file holding it);
+//! - `[[discover]]`: nodes found in DNS ([`crate::discover`]): `name` (their names' prefix),
+//!   `dns`, `port`, `interval` (seconds, default 30), and the credentials, TLS, `kind` (default
+//!   minderd) and `environment` every node found shares;
 //! - a `[fleet]` table: `poll_interval`, `call_timeout`, `action_timeout` (seconds) and
 //!   `fanout` (how many nodes one action works on at once).
 //!
@@ -22,6 +25,8 @@ use std::time::Duration;
 
 use minder::address::Address;
 use toml_edit::{ImDocument, Item, Table, Value};
+
+pub use crate::discover::DiscoverConfig;
 
 /// A credential: kept, sent to its node, never printed.
 #[derive(Clone, PartialEq, Eq)]
@@ -112,6 +117,8 @@ pub struct FleetConfig {
     pub admin_username: String,
     pub admin_password: Secret,
     pub nodes: Vec<NodeConfig>,
+    /// Nodes found in DNS ([`crate::discover`]).
+    pub discover: Vec<DiscoverConfig>,
     pub timing: Timing,
 }
 
@@ -146,8 +153,8 @@ pub fn parse(text: &str, path: &Path) -> Result<FleetConfig, ConfigError> {
     let root = doc.as_table();
 
     for (key, item) in root.iter() {
-        if !matches!(key, "cesi" | "nodes" | "fleet") {
-            r.err(item_span(item), key, "unknown table: expected [cesi], [[nodes]] or [fleet]");
+        if !matches!(key, "cesi" | "nodes" | "fleet" | "discover") {
+            r.err(item_span(item), key, "unknown table: expected [cesi], [[nodes]], [[discover]] or [fleet]");
         }
     }
 
@@ -158,6 +165,7 @@ pub fn parse(text: &str, path: &Path) -> Result<FleetConfig, ConfigError> {
         admin_username: String::new(),
         admin_password: Secret::new(""),
         nodes: Vec::new(),
+        discover: Vec::new(),
         timing: Timing::default(),
     };
 
@@ -249,6 +257,26 @@ pub fn parse(text: &str, path: &Path) -> Result<FleetConfig, ConfigError> {
             }
         }
         Some(other) => r.err(item_span(other), "nodes", "must be an array of tables: [[nodes]]"),
+    }
+
+    match root.get("discover") {
+        None => {}
+        Some(Item::ArrayOfTables(entries)) => {
+            for t in entries.iter() {
+                if let Some(d) = r.discover(t) {
+                    if cfg.discover.iter().any(|p| p.name == d.name) {
+                        r.err(
+                            t.get("name").and_then(item_span),
+                            "name",
+                            &format!("[[discover]] {:?} is given twice: prefixes must be unique", d.name),
+                        );
+                    } else {
+                        cfg.discover.push(d);
+                    }
+                }
+            }
+        }
+        Some(other) => r.err(item_span(other), "discover", "must be an array of tables: [[discover]]"),
     }
 
     if r.errors.is_empty() {
@@ -357,6 +385,7 @@ impl Reader<'_> {
                 "kind",
                 "address",
                 "token",
+                "token_file",
                 "tls_ca",
                 "tls_cert",
                 "tls_key",
@@ -380,34 +409,8 @@ impl Reader<'_> {
                 String::new()
             }
         };
-        // Cesi writes environment = "" for none, and shows such nodes under "default".
-        let environment = match self.string(t, "environment") {
-            Some(e) if e.is_empty() => "default".to_string(),
-            Some(e) if is_plain_name(&e) => e,
-            Some(e) => {
-                self.err(
-                    t.get("environment").and_then(item_span),
-                    "environment",
-                    &format!("{e:?} is not an environment name: use letters, digits, '-', '_', '.'"),
-                );
-                String::new()
-            }
-            None => "default".to_string(),
-        };
-        let kind = match self.string(t, "kind").as_deref() {
-            None | Some("supervisord") => NodeKind::Supervisord,
-            Some("minderd") => NodeKind::Minderd,
-            Some(other) => {
-                self.err(
-                    t.get("kind").and_then(item_span),
-                    "kind",
-                    &format!(
-                        "{other:?} is not a kind of node: \"supervisord\" (XML-RPC) or \"minderd\" (gRPC)"
-                    ),
-                );
-                NodeKind::Supervisord
-            }
-        };
+        let environment = self.environment(t);
+        let kind = self.kind(t, NodeKind::Supervisord);
         let host = self.string(t, "host");
         let port = t.get("port").and_then(|item| match item.as_value() {
             Some(Value::Integer(n)) if (1..=65535).contains(n.value()) => Some(*n.value() as u16),
@@ -462,14 +465,7 @@ impl Reader<'_> {
         // Cesi writes username = "" for an [inet_http_server] without credentials.
         let username = self.string(t, "username").filter(|u| !u.is_empty());
         let password = self.string(t, "password").filter(|p| !p.is_empty()).map(Secret::new);
-        let token = self.string(t, "token").filter(|p| !p.is_empty()).map(Secret::new);
-        if token.is_some() && kind == NodeKind::Supervisord {
-            self.err(
-                t.get("token").and_then(item_span),
-                "token",
-                "tokens are for kind = \"minderd\" nodes; a supervisord node takes username and password",
-            );
-        }
+        let token = self.token(t, kind);
         let tls = self.tls(t, https, kind);
         if self.errors.len() > before {
             return None;
@@ -485,6 +481,199 @@ impl Reader<'_> {
             tls,
             origin,
         })
+    }
+
+    /// A `[[discover]]` entry: `name` (the nodes' prefix), `dns`, `port`, `interval`, and what
+    /// a `[[nodes]]` takes for its credentials and TLS; `kind` defaults to minderd.
+    fn discover(&mut self, t: &Table) -> Option<DiscoverConfig> {
+        let before = self.errors.len();
+        let origin = self.place(table_span(t));
+        self.known(
+            t,
+            &[
+                "name",
+                "dns",
+                "port",
+                "interval",
+                "environment",
+                "kind",
+                "username",
+                "password",
+                "token",
+                "token_file",
+                "tls_ca",
+                "tls_cert",
+                "tls_key",
+                "tls_domain",
+            ],
+            "[[discover]]",
+        );
+        let name = match self.string(t, "name") {
+            Some(n) if is_plain_name(&n) && n.len() <= 100 => n,
+            Some(n) => {
+                self.err(
+                    t.get("name").and_then(item_span),
+                    "name",
+                    &format!("{n:?} is not a prefix for node names: use letters, digits, '-', '_', '.'"),
+                );
+                String::new()
+            }
+            None => {
+                self.err(
+                    table_span(t),
+                    "name",
+                    "every [[discover]] needs a name: the prefix of its nodes' names",
+                );
+                String::new()
+            }
+        };
+        let dns = match self.string(t, "dns") {
+            Some(d)
+                if !d.is_empty()
+                    && d.len() <= 253
+                    && d.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_')) =>
+            {
+                Some(d)
+            }
+            Some(d) => {
+                self.err(t.get("dns").and_then(item_span), "dns", &format!("{d:?} is not a DNS name"));
+                None
+            }
+            None => {
+                self.err(
+                    table_span(t),
+                    "dns",
+                    "every [[discover]] needs dns: the name whose addresses are the nodes \
+                     (e.g. the headless Service of the minderd DaemonSet)",
+                );
+                None
+            }
+        };
+        let port = match t.get("port") {
+            Some(item) => match item.as_value() {
+                Some(Value::Integer(n)) if (1..=65535).contains(n.value()) => Some(*n.value() as u16),
+                _ => {
+                    self.err(item_span(item), "port", "must be a port number from 1 to 65535");
+                    None
+                }
+            },
+            None => {
+                self.err(table_span(t), "port", "every [[discover]] needs port: where each node listens");
+                None
+            }
+        };
+        let interval = self.seconds(t, "interval").unwrap_or(Duration::from_secs(30));
+        let environment = self.environment(t);
+        let kind = self.kind(t, NodeKind::Minderd);
+        let username = self.string(t, "username").filter(|u| !u.is_empty());
+        let password = self.string(t, "password").filter(|p| !p.is_empty()).map(Secret::new);
+        let token = self.token(t, kind);
+        // TLS when any TLS setting is given (there is no address to say https://).
+        let wants_tls = ["tls_ca", "tls_cert", "tls_key", "tls_domain"].iter().any(|k| t.contains_key(k));
+        let mut tls = self.tls(t, wants_tls, kind);
+        if self.errors.len() > before {
+            return None;
+        }
+        let (dns, port) = (dns?, port?);
+        // Nodes are reached by address: their certificates name the DNS name, unless told.
+        if let Some(tls) = tls.as_mut() {
+            tls.domain.get_or_insert_with(|| dns.clone());
+        }
+        let template = NodeConfig {
+            name: String::new(),
+            environment,
+            kind,
+            address: Address::Tcp(format!("{dns}:{port}")),
+            username,
+            password,
+            token,
+            tls,
+            origin,
+        };
+        Some(DiscoverConfig { name, dns, port, interval, template })
+    }
+
+    fn environment(&mut self, t: &Table) -> String {
+        // Cesi writes environment = "" for none, and shows such nodes under "default".
+        match self.string(t, "environment") {
+            Some(e) if e.is_empty() => "default".to_string(),
+            Some(e) if is_plain_name(&e) => e,
+            Some(e) => {
+                self.err(
+                    t.get("environment").and_then(item_span),
+                    "environment",
+                    &format!("{e:?} is not an environment name: use letters, digits, '-', '_', '.'"),
+                );
+                String::new()
+            }
+            None => "default".to_string(),
+        }
+    }
+
+    fn kind(&mut self, t: &Table, default: NodeKind) -> NodeKind {
+        match self.string(t, "kind").as_deref() {
+            None => default,
+            Some("supervisord") => NodeKind::Supervisord,
+            Some("minderd") => NodeKind::Minderd,
+            Some(other) => {
+                self.err(
+                    t.get("kind").and_then(item_span),
+                    "kind",
+                    &format!(
+                        "{other:?} is not a kind of node: \"supervisord\" (XML-RPC) or \"minderd\" (gRPC)"
+                    ),
+                );
+                default
+            }
+        }
+    }
+
+    /// `token`, or `token_file` (a file holding it, e.g. a mounted Kubernetes Secret; read at
+    /// load, so SIGHUP picks up a new one).
+    fn token(&mut self, t: &Table, kind: NodeKind) -> Option<Secret> {
+        let inline = self.string(t, "token").filter(|p| !p.is_empty());
+        let from_file = self.string(t, "token_file").and_then(|name| {
+            let path = self.base.join(&name);
+            let at = t.get("token_file").and_then(item_span);
+            match std::fs::read(&path) {
+                Ok(b) if b.len() > 4096 => {
+                    self.err(at, "token_file", &format!("{} is larger than 4 KiB", path.display()));
+                    None
+                }
+                Ok(b) => match String::from_utf8(b) {
+                    Ok(s) if !s.trim().is_empty() => Some(s.trim().to_string()),
+                    _ => {
+                        self.err(
+                            at,
+                            "token_file",
+                            &format!("{} holds no token (UTF-8 text)", path.display()),
+                        );
+                        None
+                    }
+                },
+                Err(e) => {
+                    self.err(at, "token_file", &format!("cannot read {}: {e}", path.display()));
+                    None
+                }
+            }
+        });
+        if inline.is_some() && t.contains_key("token_file") {
+            self.err(
+                t.get("token_file").and_then(item_span),
+                "token_file",
+                "give token or token_file, not both",
+            );
+        }
+        let token = inline.or(from_file).map(Secret::new);
+        if token.is_some() && kind == NodeKind::Supervisord {
+            let key = if t.contains_key("token") { "token" } else { "token_file" };
+            self.err(
+                t.get(key).and_then(item_span),
+                key,
+                "tokens are for kind = \"minderd\" nodes; a supervisord node takes username and password",
+            );
+        }
+        token
     }
 
     fn tls(&mut self, t: &Table, https: bool, kind: NodeKind) -> Option<TlsConfig> {
@@ -682,5 +871,36 @@ token = "t0k"
         for good in ["web", "web-1", "w_01", "a.b", "ñ"] {
             assert!(is_plain_name(good), "{good:?}");
         }
+    }
+    #[test]
+    fn discover_entries_are_checked_and_share_their_settings() {
+        let dir = tempfile::tempdir().expect("dir");
+        std::fs::write(dir.path().join("token"), "s3cr3t-token\n").expect("write");
+        let head = "[cesi]\nadmin_username = \"a\"\nadmin_password = \"longenough\"\n";
+        let at = |body: &str| parse(&format!("{head}{body}"), &dir.path().join("fleet.toml"));
+        let c = at("[[discover]]\nname = \"k8s\"\ndns = \"minder-nodes.minder.svc\"\nport = 9090\n\
+                    token_file = \"token\"\nenvironment = \"prod\"\n")
+        .expect("valid");
+        let d = &c.discover[0];
+        assert_eq!((d.name.as_str(), d.dns.as_str(), d.port), ("k8s", "minder-nodes.minder.svc", 9090));
+        assert_eq!(d.interval, Duration::from_secs(30));
+        assert_eq!(d.template.kind, NodeKind::Minderd);
+        assert_eq!(d.template.token.as_ref().map(Secret::expose), Some("s3cr3t-token"));
+        assert!(!format!("{c:?}").contains("s3cr3t"));
+        let e = at("[[discover]]\nname = \"a/b\"\ndns = \"x y\"\nport = 0\ntoken_file = \"nope\"\n")
+            .expect_err("refused")
+            .0;
+        assert_eq!(e.len(), 4, "{e:?}");
+        assert!(e[0].contains(":5: name: \"a/b\" is not a prefix"), "{e:?}");
+        assert!(e[1].contains(":6: dns: \"x y\" is not a DNS name"), "{e:?}");
+        assert!(e[2].contains(":7: port: must be a port number"), "{e:?}");
+        assert!(e[3].contains(":8: token_file: cannot read"), "{e:?}");
+        let e = at("[[discover]]\nname = \"k\"\n").expect_err("refused").to_string();
+        assert!(e.contains("needs dns") && e.contains("needs port"), "{e}");
+        let e =
+            at("[[discover]]\nname = \"k\"\ndns = \"h\"\nport = 1\nkind = \"supervisord\"\ntoken = \"t\"\n")
+                .expect_err("refused")
+                .to_string();
+        assert!(e.contains("tokens are for kind = \"minderd\" nodes"), "{e}");
     }
 }

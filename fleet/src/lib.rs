@@ -1,6 +1,7 @@
 //! minder-fleet: one place to see and control the processes of many hosts — Cesi, rebuilt.
 //!
 //! - [`config`]: Cesi's `cesi.conf.toml`, read unmodified, plus native keys for minderd nodes.
+//! - [`discover`]: nodes found in DNS (every address of a name), re-resolved on an interval.
 //! - [`node`]: one task per node (XML-RPC polled, or gRPC pushed), publishing what it knows.
 //! - [`model`]: the fleet's own process and node types, converted from both protocols.
 //! - [`api`]: the REST API under `/api/v2` (Cesi's routes and shapes, and group actions).
@@ -8,18 +9,22 @@
 //! [`run`] is the whole service after start-up: it takes its listener and a shutdown future,
 //! so tests drive it as `main` does. SIGHUP re-reads the configuration ([`Fleet::reload`]):
 //! nodes come and go without a restart, and a node whose settings did not change keeps its
-//! task and its connection.
+//! task and its connection. Discovered nodes come and go the same way ([`Fleet::reconcile`]),
+//! whenever a `[[discover]]` name's answer changes.
 
 pub mod api;
 pub mod config;
+pub mod discover;
 pub mod model;
 pub mod node;
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::path::PathBuf;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock, Weak};
 
 use config::{FleetConfig, NodeConfig, Secret, Timing};
+use discover::DiscoverConfig;
 use node::Node;
 
 /// One node and its task, which is aborted when the node leaves the fleet.
@@ -34,6 +39,8 @@ struct Member {
 struct Current {
     members: Vec<Member>,
     nodes: Arc<Vec<Arc<Node>>>,
+    /// The `[[nodes]]` of the configuration (discovered nodes are added to these).
+    configured: Vec<NodeConfig>,
     admin: (String, Secret),
     timing: Timing,
 }
@@ -44,6 +51,10 @@ pub struct Fleet {
     path: PathBuf,
     /// Held only to clone an `Arc` out or to swap in a new configuration, never across an await.
     current: RwLock<Current>,
+    /// The nodes each `[[discover]]` prefix last found. Never locked while `current` is.
+    discovered: Mutex<BTreeMap<String, Vec<NodeConfig>>>,
+    /// The discovery tasks, one per `[[discover]]`, replaced by a reload.
+    discoverers: Mutex<Vec<tokio::task::AbortHandle>>,
 }
 
 /// Whether two configurations of a node would make the same task (its place in the file aside).
@@ -64,10 +75,23 @@ fn same_node(a: &NodeConfig, b: &NodeConfig) -> bool {
 }
 
 impl Fleet {
-    /// Starts one task per node.
+    /// Starts one task per node, and one per `[[discover]]` name.
     pub fn start(config: &FleetConfig) -> Arc<Fleet> {
-        let members: Vec<Member> = config.nodes.iter().map(|n| spawn(n, config.timing)).collect();
-        Arc::new(Fleet { path: config.path.clone(), current: RwLock::new(current(members, config)) })
+        let fleet = Arc::new(Fleet {
+            path: config.path.clone(),
+            current: RwLock::new(Current {
+                members: Vec::new(),
+                nodes: Arc::new(Vec::new()),
+                configured: config.nodes.clone(),
+                admin: (config.admin_username.clone(), config.admin_password.clone()),
+                timing: config.timing,
+            }),
+            discovered: Mutex::new(BTreeMap::new()),
+            discoverers: Mutex::new(Vec::new()),
+        });
+        fleet.reconcile(false);
+        fleet.discover(&config.discover);
+        fleet
     }
 
     /// The nodes, in configuration order (a snapshot: a reload does not change it).
@@ -90,24 +114,59 @@ impl Fleet {
     /// Re-reads the configuration file and applies it: new nodes start, removed ones stop,
     /// changed ones restart, unchanged ones keep their task and connection. A configuration
     /// that does not load changes nothing.
-    pub async fn reload(&self) -> Result<(), config::ConfigError> {
+    pub async fn reload(self: &Arc<Self>) -> Result<(), config::ConfigError> {
         let path = self.path.clone();
         let config = tokio::task::spawn_blocking(move || config::load(&path))
             .await
             .map_err(|e| config::ConfigError(vec![format!("reading the configuration: {e}")]))??;
+        let restart_all = {
+            let mut cur = self.current.write().unwrap_or_else(|e| e.into_inner());
+            let restart_all = cur.timing != config.timing;
+            cur.configured = config.nodes.clone();
+            cur.admin = (config.admin_username.clone(), config.admin_password.clone());
+            cur.timing = config.timing;
+            restart_all
+        };
+        {
+            // What a prefix no longer configured found goes with it.
+            let mut found = self.discovered.lock().unwrap_or_else(|e| e.into_inner());
+            found.retain(|prefix, _| config.discover.iter().any(|d| &d.name == prefix));
+        }
+        self.reconcile(restart_all);
+        self.discover(&config.discover);
+        tracing::info!("configuration reloaded");
+        Ok(())
+    }
+
+    /// Makes the running node tasks match the configured and discovered nodes: new ones start,
+    /// gone ones stop, changed ones (or all, with `restart_all`) restart, the rest keep their
+    /// task and connection. A discovered node named like a configured one is left out.
+    pub fn reconcile(&self, restart_all: bool) {
+        let found: Vec<NodeConfig> = {
+            let found = self.discovered.lock().unwrap_or_else(|e| e.into_inner());
+            found.values().flatten().cloned().collect()
+        };
         let mut cur = self.current.write().unwrap_or_else(|e| e.into_inner());
+        let mut wanted: Vec<NodeConfig> = cur.configured.clone();
+        for n in found {
+            if wanted.iter().any(|w| w.name == n.name) {
+                tracing::warn!(node = %n.name, "a discovered node has the name of another node; it is left out");
+            } else {
+                wanted.push(n);
+            }
+        }
+        let timing = cur.timing;
         let mut old: Vec<Member> = std::mem::take(&mut cur.members);
-        let mut members = Vec::with_capacity(config.nodes.len());
+        let mut members = Vec::with_capacity(wanted.len());
         let (mut kept, mut started) = (0usize, 0usize);
-        for n in &config.nodes {
-            let found = old.iter().position(|m| config.timing == cur.timing && same_node(&m.node.config, n));
-            match found {
+        for n in &wanted {
+            match old.iter().position(|m| !restart_all && same_node(&m.node.config, n)) {
                 Some(i) => {
                     members.push(old.swap_remove(i));
                     kept += 1;
                 }
                 None => {
-                    members.push(spawn(n, config.timing));
+                    members.push(spawn(n, timing));
                     started += 1;
                 }
             }
@@ -115,9 +174,49 @@ impl Fleet {
         for m in &old {
             m.task.abort();
         }
-        tracing::info!(kept, started, stopped = old.len(), "configuration reloaded");
-        *cur = current(members, &config);
-        Ok(())
+        if started > 0 || !old.is_empty() {
+            tracing::info!(kept, started, stopped = old.len(), "nodes updated");
+        }
+        cur.nodes = Arc::new(members.iter().map(|m| m.node.clone()).collect());
+        cur.members = members;
+    }
+
+    /// Replaces the discovery tasks with one per entry of `entries`.
+    fn discover(self: &Arc<Self>, entries: &[DiscoverConfig]) {
+        let mut tasks = self.discoverers.lock().unwrap_or_else(|e| e.into_inner());
+        for t in tasks.drain(..) {
+            t.abort();
+        }
+        let deadline = self.timing().call_timeout;
+        for d in entries {
+            let fleet = Arc::downgrade(self);
+            tasks.push(tokio::spawn(discovery(fleet, d.clone(), deadline)).abort_handle());
+        }
+    }
+}
+
+/// Resolves `d` now and every `d.interval`, and reconciles the fleet when the answer changes.
+async fn discovery(fleet: Weak<Fleet>, d: DiscoverConfig, deadline: std::time::Duration) {
+    loop {
+        if let Some(nodes) = discover::resolve(&d, deadline).await {
+            let Some(fleet) = fleet.upgrade() else { return };
+            let changed = {
+                let mut found = fleet.discovered.lock().unwrap_or_else(|e| e.into_inner());
+                let names = |v: &[NodeConfig]| v.iter().map(|n| n.name.clone()).collect::<Vec<_>>();
+                let before = found.get(&d.name).map(|v| names(v));
+                if before.as_deref() != Some(&names(&nodes)[..]) {
+                    tracing::info!(discover = %d.name, dns = %d.dns, nodes = nodes.len(), "discovered nodes changed");
+                    found.insert(d.name.clone(), nodes);
+                    true
+                } else {
+                    false
+                }
+            };
+            if changed {
+                fleet.reconcile(false);
+            }
+        }
+        tokio::time::sleep(d.interval).await;
     }
 }
 
@@ -126,20 +225,13 @@ fn spawn(n: &NodeConfig, timing: Timing) -> Member {
     Member { node, task: task.abort_handle() }
 }
 
-fn current(members: Vec<Member>, config: &FleetConfig) -> Current {
-    let nodes = Arc::new(members.iter().map(|m| m.node.clone()).collect());
-    Current {
-        members,
-        nodes,
-        admin: (config.admin_username.clone(), config.admin_password.clone()),
-        timing: config.timing,
-    }
-}
-
 impl Drop for Fleet {
     fn drop(&mut self) {
         for m in &self.current.read().unwrap_or_else(|e| e.into_inner()).members {
             m.task.abort();
+        }
+        for t in self.discoverers.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            t.abort();
         }
     }
 }

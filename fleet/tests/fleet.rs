@@ -941,3 +941,32 @@ fn sighup_rereads_the_configuration_and_nodes_come_and_go() {
     let (s, _) = f.get("/api/v2/nodes/a/");
     assert_eq!(s, 404);
 }
+
+#[test]
+fn nodes_are_discovered_from_dns_and_leave_with_their_entry() {
+    let dir = tempfile::Builder::new().prefix("minder-fleet-").tempdir().expect("a temp dir");
+    let d = dir.path();
+    let port = free_port();
+    let (_m, _sock) = minderd_with(d, "m", MINDERD_NODE, &["--listen", &format!("tcp://127.0.0.1:{port}")]);
+    let head = format!("[cesi]\nadmin_username = \"{}\"\nadmin_password = \"{}\"\n", ADMIN.0, ADMIN.1);
+    // `localhost` stands for a headless Service: every address it has is a node.
+    let discover = format!(
+        "[[discover]]\nname = \"lh\"\ndns = \"localhost\"\nport = {port}\nenvironment = \"k8s\"\ninterval = 1\n"
+    );
+    let conf = d.join("fleet.toml");
+    std::fs::write(&conf, format!("{head}{discover}")).expect("write");
+    let f = fleet(&conf);
+    wait_for("the discovered node to connect", 10 * SECS, || {
+        f.statename("lh-127-0-0-1", "web:app") == "RUNNING"
+    });
+    let node = f.node("lh-127-0-0-1");
+    assert_eq!(node["general"]["environment"], "k8s", "{node}");
+    assert!(f.log().contains("discovered nodes changed"), "{}", f.log());
+    // Only the name's addresses: nothing else appeared.
+    assert!(f.node_names().iter().all(|n| n.starts_with("lh-")), "{:?}", f.node_names());
+
+    // The entry removed: its nodes go at the reload.
+    std::fs::write(&conf, &head).expect("write");
+    f.hup();
+    wait_for("the discovered nodes to leave", 10 * SECS, || f.node_names().is_empty());
+}
