@@ -132,24 +132,39 @@ const MAX_FILE: u64 = 16 << 20;
 
 /// Reads and checks `path`.
 pub fn load(path: &Path) -> Result<FleetConfig, ConfigError> {
+    load_with(path, true)
+}
+
+/// As [`load`], for `--check-config` away from the host the file is for: a token or TLS file
+/// that is not there (a Secret mounted only in the cluster) is not an error; one that is there
+/// is still read and checked.
+pub fn check(path: &Path) -> Result<FleetConfig, ConfigError> {
+    load_with(path, false)
+}
+
+fn load_with(path: &Path, host_checks: bool) -> Result<FleetConfig, ConfigError> {
     let shown = path.display().to_string();
     let meta = std::fs::metadata(path).map_err(|e| ConfigError(vec![format!("{shown}: {e}")]))?;
     if !meta.is_file() || meta.len() > MAX_FILE {
         return Err(ConfigError(vec![format!("{shown}: not a regular file of at most 16 MiB")]));
     }
     let text = std::fs::read_to_string(path).map_err(|e| ConfigError(vec![format!("{shown}: {e}")]))?;
-    parse(&text, path)
+    parse_with(&text, path, host_checks)
 }
 
 /// Parses a configuration's text; `path` is only for messages.
 pub fn parse(text: &str, path: &Path) -> Result<FleetConfig, ConfigError> {
+    parse_with(text, path, true)
+}
+
+fn parse_with(text: &str, path: &Path, host_checks: bool) -> Result<FleetConfig, ConfigError> {
     let shown = path.display().to_string();
     let doc = ImDocument::parse(text.to_string()).map_err(|e| {
         let line = e.span().map(|s| line_of(text, s.start)).unwrap_or(1);
         ConfigError(vec![format!("{shown}:{line}: not valid TOML: {}", e.message())])
     })?;
     let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
-    let mut r = Reader { text, file: &shown, base, errors: Vec::new() };
+    let mut r = Reader { text, file: &shown, base, host_checks, errors: Vec::new() };
     let root = doc.as_table();
 
     for (key, item) in root.iter() {
@@ -286,6 +301,57 @@ pub fn parse(text: &str, path: &Path) -> Result<FleetConfig, ConfigError> {
     }
 }
 
+/// What `--check-config` prints: the nodes and discovery entries, one per line, with no
+/// credential (only whether one is set).
+pub fn summary(c: &FleetConfig) -> String {
+    let mut out =
+        format!("# {}: {} nodes, {} [[discover]]\n", c.path.display(), c.nodes.len(), c.discover.len());
+    let creds = |n: &NodeConfig| {
+        let mut v = Vec::new();
+        if n.username.is_some() || n.password.is_some() {
+            v.push("basic");
+        }
+        if n.token.is_some() {
+            v.push("token");
+        }
+        if n.tls.is_some() {
+            v.push("tls");
+        }
+        if v.is_empty() {
+            "none".to_string()
+        } else {
+            v.join("+")
+        }
+    };
+    let kind = |k: NodeKind| match k {
+        NodeKind::Minderd => "minderd",
+        NodeKind::Supervisord => "supervisord",
+    };
+    for n in &c.nodes {
+        out.push_str(&format!(
+            "node {} environment={} kind={} address={} auth={}\n",
+            n.name,
+            n.environment,
+            kind(n.kind),
+            n.address,
+            creds(n)
+        ));
+    }
+    for d in &c.discover {
+        out.push_str(&format!(
+            "discover {} dns={} port={} every={}s environment={} kind={} auth={}\n",
+            d.name,
+            d.dns,
+            d.port,
+            d.interval.as_secs_f64(),
+            d.template.environment,
+            kind(d.template.kind),
+            creds(&d.template)
+        ));
+    }
+    out
+}
+
 /// Whether `s` may name a node, an environment, a group or a process in a URL path: what
 /// Supervisor's names are in practice, and nothing a path or a shell could read twice.
 pub fn is_plain_name(s: &str) -> bool {
@@ -318,6 +384,8 @@ struct Reader<'a> {
     file: &'a str,
     /// Relative file names (TLS) are relative to the configuration's directory.
     base: PathBuf,
+    /// Whether a token or TLS file must be there ([`check`] says no).
+    host_checks: bool,
     errors: Vec<String>,
 }
 
@@ -651,6 +719,7 @@ impl Reader<'_> {
                         None
                     }
                 },
+                Err(e) if !self.host_checks && e.kind() == std::io::ErrorKind::NotFound => None,
                 Err(e) => {
                     self.err(at, "token_file", &format!("cannot read {}: {e}", path.display()));
                     None
@@ -690,6 +759,7 @@ impl Reader<'_> {
                     );
                     None
                 }
+                Err(e) if !self.host_checks && e.kind() == std::io::ErrorKind::NotFound => None,
                 Err(e) => {
                     self.err(
                         t.get(key).and_then(item_span),

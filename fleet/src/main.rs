@@ -17,6 +17,10 @@ struct Args {
     /// The port to listen at (0: any free port, printed at start).
     #[arg(long, default_value_t = 5000)]
     port: u16,
+    /// Check the configuration, print its nodes (never a credential) and exit: 0 if it is
+    /// usable, 2 if not. Token and TLS files that are not on this host are not required.
+    #[arg(long)]
+    check_config: bool,
 }
 
 #[tokio::main]
@@ -30,6 +34,18 @@ async fn main() -> std::process::ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+    if args.check_config {
+        return match minder_fleet::config::check(&args.config_file) {
+            Ok(c) => {
+                print!("{}", minder_fleet::config::summary(&c));
+                std::process::ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("minder-fleet: the configuration is not usable:\n{e}");
+                std::process::ExitCode::from(2)
+            }
+        };
+    }
     let config = match minder_fleet::config::load(&args.config_file) {
         Ok(c) => c,
         Err(e) => {

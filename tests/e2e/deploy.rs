@@ -20,7 +20,27 @@ fn configs(dir: &Path) -> Vec<PathBuf> {
         let path = entry.expect("a directory entry").path();
         if path.is_dir() {
             found.extend(configs(&path));
-        } else if path.extension().is_some_and(|e| e == "toml" || e == "conf") {
+        } else if path.extension().is_some_and(|e| e == "toml" || e == "conf") && !is_fleet(&path) {
+            found.push(path);
+        }
+    }
+    found.sort();
+    found
+}
+
+/// minder-fleet's configurations are named fleet.toml; the rest are minderd's.
+fn is_fleet(path: &Path) -> bool {
+    path.file_name().is_some_and(|n| n == "fleet.toml")
+}
+
+/// Every fleet.toml under `dir`, sorted.
+fn fleet_configs(dir: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap_or_else(|e| panic!("read {}: {e}", dir.display())) {
+        let path = entry.expect("a directory entry").path();
+        if path.is_dir() {
+            found.extend(fleet_configs(&path));
+        } else if is_fleet(&path) {
             found.push(path);
         }
     }
@@ -97,6 +117,38 @@ fn every_configuration_under_deploy_is_valid() {
         }
     }
     assert!(failures.is_empty(), "minderd --check-config:\n{}", failures.join("\n"));
+}
+
+#[test]
+fn every_fleet_configuration_under_deploy_is_valid() {
+    let dir = deploy_dir();
+    let found = fleet_configs(&dir);
+    let relative: Vec<String> =
+        found.iter().map(|p| p.strip_prefix(&dir).expect("under deploy/").display().to_string()).collect();
+    assert_eq!(relative, ["fleet/fleet.toml", "kubernetes/fleet/fleet.toml"]);
+    for path in &found {
+        let out = Command::new(bin("minder-fleet"))
+            .arg("--config-file")
+            .arg(path)
+            .arg("--check-config")
+            .output()
+            .expect("minder-fleet runs");
+        assert_eq!(code(&out), 0, "{}: {}", path.display(), stderr(&out));
+        let text = stdout(&out);
+        assert!(text.lines().any(|l| l.starts_with("node ") || l.starts_with("discover ")), "{text}");
+    }
+    // The cluster's fleet finds the DaemonSet's pods through the headless Service.
+    let k8s = stdout(
+        &Command::new(bin("minder-fleet"))
+            .arg("--config-file")
+            .arg(dir.join("kubernetes/fleet/fleet.toml"))
+            .arg("--check-config")
+            .output()
+            .expect("minder-fleet runs"),
+    );
+    assert!(k8s.contains("discover k8s dns=minder-nodes port=9090"), "{k8s}");
+    let service = std::fs::read_to_string(dir.join("kubernetes/nodes-service.yaml")).expect("the Service");
+    assert!(service.contains("name: minder-nodes") && service.contains("clusterIP: None"), "{service}");
 }
 
 #[test]
