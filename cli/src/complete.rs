@@ -25,7 +25,7 @@ pub struct Process {
 
 /// The commands whose arguments are processes.
 const PROCESS_COMMANDS: &[&str] =
-    &["status", "start", "stop", "restart", "signal", "pid", "tail", "clear", "fg"];
+    &["status", "start", "stop", "restart", "signal", "pid", "tail", "clear", "rotate", "fg"];
 /// The commands whose arguments are groups.
 const GROUP_COMMANDS: &[&str] = &["add", "remove", "update"];
 /// The signals people send; any other name or number is accepted too.

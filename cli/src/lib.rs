@@ -180,6 +180,12 @@ pub enum Command {
         #[arg(required = true)]
         names: Vec<String>,
     },
+    /// Rotate the log files of processes now, whatever their size
+    Rotate {
+        /// Processes: NAME, GROUP:NAME, GROUP:* or all.
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
     /// Attach to a process: follow its output, and send typed lines to its stdin. Ctrl-C
     /// detaches without stopping it.
     Fg {
@@ -590,6 +596,9 @@ pub(crate) async fn execute(
         }
         Command::Clear { names } => {
             act(client.clear_logs(pb::ClearLogsRequest { names }).await, json, Verb::Clear)
+        }
+        Command::Rotate { names } => {
+            act(client.rotate_logs(pb::RotateLogsRequest { names }).await, json, Verb::Clear)
         }
         Command::Fg { name } => streams::fg(client, name).await,
         Command::Events { snapshot, with } => streams::events(client, snapshot, with, json).await,

@@ -136,7 +136,7 @@ impl Operation {
             "StopProcesses" => Operation::Stop,
             "RestartProcesses" => Operation::Restart,
             "SignalProcesses" => Operation::Signal,
-            "ClearLogs" => Operation::ClearLogs,
+            "ClearLogs" | "RotateLogs" => Operation::ClearLogs,
             "SendStdin" => Operation::SendStdin,
             "SendRemoteCommEvent" => Operation::SendEvent,
             "Shutdown" => Operation::Shutdown,

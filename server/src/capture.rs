@@ -232,7 +232,7 @@ impl Sink {
             return;
         }
         if let Some(channel) = &self.out.channel {
-            channel.write(data);
+            channel.write_output(data, &self.out.process, self.out.stream);
         }
         self.log_elsewhere(data);
     }

@@ -80,13 +80,16 @@ pub struct LogSpec {
     pub timestamps: bool,
     /// Remove ANSI escape sequences first (`[supervisord] strip_ansi`).
     pub strip_ansi: bool,
+    /// `log_format = "json"`: every line captured becomes one JSON object on a line of its
+    /// own (`time`, `process`, `channel`, `line`), [`LogChannel::write_output`].
+    pub json: bool,
 }
 
 impl LogSpec {
     /// Whether `self` and `other` keep their files the same way (paths aside).
     fn same_settings(&self, other: &LogSpec) -> bool {
-        (self.maxbytes, self.backups, self.timestamps, self.strip_ansi)
-            == (other.maxbytes, other.backups, other.timestamps, other.strip_ansi)
+        (self.maxbytes, self.backups, self.timestamps, self.strip_ansi, self.json)
+            == (other.maxbytes, other.backups, other.timestamps, other.strip_ansi, other.json)
     }
 }
 
@@ -141,6 +144,9 @@ struct State {
     at_line_start: bool,
     /// For strip_ansi: inside an escape sequence (it may span writes).
     in_escape: Escape,
+    /// For json: the start of a line not yet ended, and whose output it is.
+    partial: Vec<u8>,
+    partial_from: Option<(String, &'static str)>,
     /// A write failed and was reported; the next failure is not reported again.
     failing: bool,
     /// Errors to report once the lock is released: the daemon's own log is a channel too, and
@@ -456,6 +462,8 @@ impl LogChannel {
             next_id,
             at_line_start: true,
             in_escape: Escape::No,
+            partial: Vec::new(),
+            partial_from: None,
             failing: false,
             pending: Vec::new(),
         };
@@ -537,17 +545,79 @@ impl LogChannel {
     /// [`attach`](Self::attach)) reopens it.
     pub fn detach(&self) {
         let mut st = self.lock();
+        // A JSON line the output did not end is written now, marked partial.
+        if st.partial_from.is_some() {
+            let mut out = Vec::new();
+            flush_partial(&mut st, &mut out);
+            self.append_locked(st, &out);
+            st = self.lock();
+        }
         st.writers = st.writers.saturating_sub(1);
         if st.writers == 0 {
             st.file = None;
         }
     }
 
+    /// A process's output: as [`write`](Self::write), or with `log_format = "json"` one JSON
+    /// object per line (docker's json-file habit: a line is written once its newline has come,
+    /// one longer than [`JSON_LINE_MAX`] in pieces marked `"partial": true`, and what is left
+    /// when the output ends or another process writes is written as a partial line).
+    pub fn write_output(&self, data: &[u8], process: &str, stream: &'static str) {
+        let mut st = self.lock();
+        if !st.spec.json {
+            drop(st);
+            return self.write(data);
+        }
+        let data = if st.spec.strip_ansi { strip_ansi(data, &mut st.in_escape) } else { data.to_vec() };
+        let mut out = Vec::new();
+        if st.partial_from.as_ref().is_some_and(|(p, s)| p != process || *s != stream) {
+            flush_partial(&mut st, &mut out);
+        }
+        st.partial_from = Some((process.to_string(), stream));
+        let mut rest = &data[..];
+        while !rest.is_empty() {
+            match rest.iter().position(|&b| b == b'\n') {
+                Some(i) => {
+                    let line = if st.partial.is_empty() {
+                        &rest[..i]
+                    } else {
+                        st.partial.extend_from_slice(&rest[..i]);
+                        &st.partial[..]
+                    };
+                    json_record(&mut out, line, process, stream, false);
+                    st.partial.clear();
+                    rest = &rest[i + 1..];
+                }
+                None => {
+                    st.partial.extend_from_slice(rest);
+                    rest = &[];
+                }
+            }
+            while st.partial.len() >= JSON_LINE_MAX {
+                let piece: Vec<u8> = st.partial.drain(..JSON_LINE_MAX).collect();
+                json_record(&mut out, &piece, process, stream, true);
+            }
+        }
+        if st.partial.is_empty() {
+            st.partial_from = None;
+        }
+        self.append_locked(st, &out);
+    }
+
     /// Appends `data`, rotating as configured. Errors are reported once (to the daemon log)
     /// until a write succeeds again; what could not be written is lost, never blocks the child.
     pub fn write(&self, data: &[u8]) {
-        let mut st = self.lock();
+        let st = self.lock();
+        self.append_locked(st, data);
+    }
+
+    fn append_locked(&self, mut st: MutexGuard<'_, State>, data: &[u8]) {
+        if data.is_empty() {
+            return self.unlock(st);
+        }
         let (maxbytes, strip, timestamps) = (st.spec.maxbytes, st.spec.strip_ansi, st.spec.timestamps);
+        // A JSON record is made whole by write_output; nothing is stripped or stamped again.
+        let (strip, timestamps) = if st.spec.json { (false, false) } else { (strip, timestamps) };
         let stripped;
         let data = if strip {
             stripped = strip_ansi(data, &mut st.in_escape);
@@ -725,6 +795,41 @@ impl LogChannel {
             return false;
         }
         true
+    }
+
+    /// Rotates now, whatever the size (`minder rotate`, supervisor #273): as a rotation at
+    /// maxbytes would, keeping `backups` files (none: the file is begun anew). Only a regular
+    /// file that is the path itself is rotated; a missing file has nothing to rotate.
+    pub fn rotate_now(&self) -> Result<(), ClearError> {
+        let mut st = self.lock();
+        match std::fs::symlink_metadata(&self.path) {
+            Ok(meta) if !meta.is_file() => {
+                return Err(ClearError::NotRegular { path: self.path.clone(), what: kind(&meta) });
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(ClearError::Io(self.path.clone(), e)),
+        }
+        if st.identity.is_none() {
+            if let Err(e) = self.open_current(&mut st) {
+                return Err(ClearError::Io(self.path.clone(), e));
+            }
+        }
+        let rotated = self.rotate(&mut st);
+        if st.writers == 0 {
+            // Nobody writes here now: hold no descriptor (the next writer reopens it).
+            st.file = None;
+        }
+        let why = st.pending.last().cloned();
+        self.unlock(st);
+        self.grown.notify_waiters();
+        match (rotated, why) {
+            (true, _) => Ok(()),
+            (false, why) => Err(ClearError::Io(
+                self.path.clone(),
+                std::io::Error::other(why.unwrap_or_else(|| "the files could not be renamed".into())),
+            )),
+        }
     }
 
     /// Reopens the file by its path (SIGUSR2, after logrotate moved it away).
@@ -1073,6 +1178,7 @@ pub fn sharing_notes(config: &minder::config::Config) -> Vec<String> {
                     backups,
                     timestamps: p.log_timestamps,
                     strip_ansi: false,
+                    json: p.log_format == minder::config::LogFormat::Json,
                 };
                 by_path
                     .entry(share_key(path))
@@ -1150,6 +1256,34 @@ fn strip_ansi(data: &[u8], state: &mut Escape) -> Vec<u8> {
 
 /// Prefixes each line of `data` with the current time, `YYYY-MM-DD HH:MM:SS,mmm `, tracking
 /// across calls whether the next byte starts a line.
+/// The longest line written as one JSON record (docker's json-file splits at 16 KiB too).
+pub const JSON_LINE_MAX: usize = 16 * 1024;
+
+/// Writes the pending partial line, if any, as a record marked partial.
+fn flush_partial(st: &mut State, out: &mut Vec<u8>) {
+    if let Some((process, stream)) = st.partial_from.take() {
+        if !st.partial.is_empty() {
+            json_record(out, &st.partial, &process, stream, true);
+        }
+    }
+    st.partial.clear();
+}
+
+/// One `log_format = "json"` record: `{"time":…,"process":…,"channel":…,"line":…}` and a
+/// newline. Bytes that are not UTF-8 become U+FFFD.
+fn json_record(out: &mut Vec<u8>, line: &[u8], process: &str, stream: &str, partial: bool) {
+    let time = chrono::Local::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, false);
+    let line = String::from_utf8_lossy(line);
+    let mut record = serde_json::json!({"time": time, "process": process, "channel": stream, "line": line});
+    if partial {
+        record["partial"] = serde_json::Value::Bool(true);
+    }
+    // Serializing a json! value of strings cannot fail.
+    if serde_json::to_writer(&mut *out, &record).is_ok() {
+        out.push(b'\n');
+    }
+}
+
 fn stamp(data: &[u8], at_line_start: &mut bool) -> Vec<u8> {
     let now = chrono::Local::now().format("%Y-%m-%d %H:%M:%S,%3f ").to_string();
     let mut out = Vec::with_capacity(data.len() + 32);
@@ -1168,7 +1302,79 @@ mod tests {
     use super::*;
 
     fn spec(dir: &Path, maxbytes: u64, backups: u32) -> LogSpec {
-        LogSpec { path: dir.join("out.log"), maxbytes, backups, timestamps: false, strip_ansi: false }
+        LogSpec {
+            path: dir.join("out.log"),
+            maxbytes,
+            backups,
+            timestamps: false,
+            strip_ansi: false,
+            json: false,
+        }
+    }
+
+    #[test]
+    fn json_format_writes_one_object_per_line_and_never_half_a_record() {
+        let dir = tempfile::tempdir().expect("dir");
+        let ch = LogChannel::new(LogSpec { json: true, strip_ansi: true, ..spec(dir.path(), 0, 0) });
+        ch.attach();
+        ch.write_output(b"first\nsec", "web", "stdout");
+        ch.write_output(b"ond \"quoted\" \x1b[1mbold\x1b[0m \xff\n", "web", "stdout");
+        // Another output's line: web's unfinished one is written first, marked partial.
+        ch.write_output(b"pending", "web", "stdout");
+        ch.write_output(b"err line\n", "web", "stderr");
+        ch.write_output(&vec![b'x'; JSON_LINE_MAX + 10], "db", "stdout");
+        ch.detach();
+        let text = read(dir.path().join("out.log"));
+        let records: Vec<serde_json::Value> =
+            text.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l:?}: {e}"))).collect();
+        let lines: Vec<(&str, &str, &str, bool)> = records
+            .iter()
+            .map(|r| {
+                (
+                    r["process"].as_str().expect("process"),
+                    r["channel"].as_str().expect("channel"),
+                    r["line"].as_str().expect("line"),
+                    r["partial"].as_bool().unwrap_or(false),
+                )
+            })
+            .collect();
+        let long = "x".repeat(JSON_LINE_MAX);
+        assert_eq!(
+            lines,
+            [
+                ("web", "stdout", "first", false),
+                ("web", "stdout", "second \"quoted\" bold \u{fffd}", false),
+                ("web", "stdout", "pending", true),
+                ("web", "stderr", "err line", false),
+                ("db", "stdout", long.as_str(), true),
+                ("db", "stdout", "xxxxxxxxxx", true),
+            ]
+        );
+        assert!(records.iter().all(|r| r["time"].as_str().is_some_and(|t| t.contains('T'))));
+    }
+
+    #[test]
+    fn rotate_now_keeps_backups_and_offsets() {
+        let dir = tempfile::tempdir().expect("dir");
+        let ch = LogChannel::new(spec(dir.path(), 0, 2));
+        ch.attach();
+        ch.write(b"one\n");
+        ch.rotate_now().expect("rotated");
+        ch.write(b"two\n");
+        ch.rotate_now().expect("rotated");
+        ch.write(b"three\n");
+        ch.rotate_now().expect("rotated");
+        assert_eq!(read(dir.path().join("out.log")), "");
+        assert_eq!(read(dir.path().join("out.log.1")), "three\n");
+        assert_eq!(read(dir.path().join("out.log.2")), "two\n");
+        assert!(!dir.path().join("out.log.3").exists());
+        assert_eq!(ch.end(), 14, "offsets keep counting across rotations");
+        ch.detach();
+        // Not a regular file: left alone, and said so.
+        let ln = LogChannel::new(LogSpec { path: dir.path().join("link"), ..spec(dir.path(), 0, 2) });
+        std::os::unix::fs::symlink("/dev/null", dir.path().join("link")).expect("link");
+        let e = ln.rotate_now().expect_err("a link is not rotated").to_string();
+        assert!(e.contains("not a regular file"), "{e}");
     }
 
     #[test]

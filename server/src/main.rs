@@ -254,6 +254,7 @@ fn main() -> ExitCode {
             backups: config.daemon.logfile_backups,
             timestamps: false,
             strip_ansi: false,
+            json: false,
         }),
         // supervisord copies its log to standard output in the foreground unless silent.
         echo: !background && !config.daemon.silent,

@@ -500,6 +500,37 @@ impl Supervisor {
         Ok(outcomes)
     }
 
+    /// Rotates the log files of what `selectors` name now (`minder rotate`).
+    pub async fn rotate_logs(&self, selectors: &[String]) -> Result<Vec<Outcome>, RequestError> {
+        let (chosen, mut outcomes) = self.select(selectors, |_| true)?;
+        // A log file several processes share is one channel: rotated once per request.
+        let mut rotated: Vec<Arc<LogChannel>> = Vec::new();
+        for h in chosen {
+            let mut result = Ok(());
+            for ch in [&h.logs.stdout, &h.logs.stderr].into_iter().flatten() {
+                if rotated.iter().any(|c| Arc::ptr_eq(c, ch)) {
+                    continue;
+                }
+                rotated.push(Arc::clone(ch));
+                let ch = Arc::clone(ch);
+                // Renames (and, with compression, more) are disk work: off the async workers.
+                let done = tokio::task::spawn_blocking(move || ch.rotate_now()).await.unwrap_or_else(|e| {
+                    Err(crate::logs::ClearError::Io(PathBuf::new(), std::io::Error::other(e)))
+                });
+                if let Err(e) = done {
+                    result = Err(Fault::Failed(e.to_string()));
+                }
+            }
+            outcomes.push(Outcome {
+                selector: h.config.full_name(),
+                process: Some(h),
+                done: "rotated",
+                result,
+            });
+        }
+        Ok(outcomes)
+    }
+
     /// Reopens every log file by its path (SIGUSR2).
     pub fn reopen_logs(&self) {
         // A log file several processes share is one channel: reopened once.
@@ -667,7 +698,8 @@ fn logs_for(
             "stdout" => (p.stdout_logfile_maxbytes, p.stdout_logfile_backups),
             _ => (p.stderr_logfile_maxbytes, p.stderr_logfile_backups),
         };
-        let spec = |path| LogSpec { path, maxbytes, backups, timestamps: p.log_timestamps, strip_ansi };
+        let json = p.log_format == minder::config::LogFormat::Json;
+        let spec = |path| LogSpec { path, maxbytes, backups, timestamps: p.log_timestamps, strip_ansi, json };
         // The same target and settings as the process this one replaces: keep its channel
         // (and its AUTO file), so followers carry on.
         if let Some((old, old_logs)) = reuse {

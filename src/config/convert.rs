@@ -15,7 +15,7 @@ use std::path::Path;
 
 use toml_edit::{Array, DocumentMut, InlineTable, Item, Table, Value};
 
-use super::{Config, DaemonConfig, GroupConfig, GroupKind, LogTarget, Owner, ProcessConfig};
+use super::{Config, DaemonConfig, GroupConfig, GroupKind, LogFormat, LogTarget, Owner, ProcessConfig};
 use crate::address::Address;
 
 /// The native TOML equivalent of `config`.
@@ -408,6 +408,7 @@ fn process_table(p: &ProcessConfig, daemon: &DaemonConfig) -> Table {
     put("environment", env_table(&own), own.is_empty());
     put("redirect_stderr", toml_edit::value(p.redirect_stderr), !p.redirect_stderr);
     put("log_timestamps", toml_edit::value(p.log_timestamps), !p.log_timestamps);
+    put("log_format", toml_edit::value("json"), p.log_format != LogFormat::Json);
     for (ch, target, maxbytes, backups, capture, events, syslog) in [
         (
             "stdout",

@@ -419,6 +419,15 @@ pub struct FcgiSocket {
     pub mode: Option<u32>,
 }
 
+/// `log_format`: how a process's captured output is written to its log files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
 /// Where one of a process's output channels goes.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase", tag = "kind", content = "path")]
@@ -475,6 +484,9 @@ pub struct ProcessConfig {
     /// Prefix every captured line with the time minderd read it, `YYYY-MM-DD HH:MM:SS,mmm `
     /// (minder's extension; supervisor #553).
     pub log_timestamps: bool,
+    /// How captured output is written: as it came (`text`), or one JSON object per line
+    /// (`json`: time, process, channel, line).
+    pub log_format: LogFormat,
     pub stdout_logfile: LogTarget,
     /// Rotate the stdout log at this size (default 50MB); 0 never rotates.
     pub stdout_logfile_maxbytes: u64,

@@ -21,8 +21,8 @@ use super::raw::{Raw, RawConfig, RawSection, RawValue, SectionKind};
 use super::values::{self, AutoRestart, CgroupSetting, Parsed};
 use super::{
     read_tokens, ClientConfig, Config, Context, Credentials, DaemonConfig, EventListenerPool, FcgiSocket,
-    GroupConfig, GroupKind, LogLevel, LogTarget, Owner, Password, ProcessConfig, RpcInterfaceConfig,
-    TlsFiles,
+    GroupConfig, GroupKind, LogFormat, LogLevel, LogTarget, Owner, Password, ProcessConfig,
+    RpcInterfaceConfig, TlsFiles,
 };
 use crate::address::Address;
 use crate::signal::Signal;
@@ -277,6 +277,7 @@ const KNOWN_OPTIONS: &[&str] = &[
     "user",
     "redirect_stderr",
     "log_timestamps",
+    "log_format",
     "stdout_logfile",
     "stdout_logfile_maxbytes",
     "stdout_logfile_backups",
@@ -1352,6 +1353,7 @@ fn resolve_program<'a>(
     let redirect_stderr = sec.take(report, "redirect_stderr", &vars, false, values::boolean);
     // minder's extension (supervisor #553): the time at the start of every captured line.
     let log_timestamps = sec.take(report, "log_timestamps", &vars, false, values::boolean);
+    let log_format = sec.take(report, "log_format", &vars, LogFormat::Text, values::log_format);
     // supervisord makes no process for numprocs = 0 (a way to switch a program off).
     let numprocs = sec.take(report, "numprocs", &vars, 1, |r| values::integer_in(r, 0, 100_000));
     let numprocs_start =
@@ -1535,6 +1537,7 @@ fn resolve_program<'a>(
             environment,
             redirect_stderr,
             log_timestamps,
+            log_format,
             stdout_logfile: stdout.logfile,
             stdout_logfile_maxbytes: stdout.maxbytes,
             stdout_logfile_backups: stdout.backups,

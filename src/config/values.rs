@@ -201,6 +201,19 @@ pub fn kill_mode(raw: &Raw) -> Parsed<Option<KillMode>> {
     }
 }
 
+/// `log_format`: `text` or `json`.
+pub fn log_format(raw: &Raw) -> Parsed<super::LogFormat> {
+    let bad = || format!("expected text (output as written) or json (one object per line), got {}", got(raw));
+    match raw {
+        Raw::Str(s) => match s.trim().to_ascii_lowercase().as_str() {
+            "text" => Ok(super::LogFormat::Text),
+            "json" => Ok(super::LogFormat::Json),
+            _ => Err(bad()),
+        },
+        _ => Err(bad()),
+    }
+}
+
 /// Resource limits of a program's cgroup (each process gets its own cgroup with them), with
 /// systemd's names; `None` leaves the kernel's default. Enforced where the controller is
 /// available to minderd's cgroups; elsewhere minderd warns, naming the option.

@@ -752,3 +752,42 @@ fn tail_n_of_a_huge_newline_less_log_is_bounded_and_stalls_nobody() {
         );
     }
 }
+
+#[test]
+fn rotate_now_and_json_lines() {
+    let d = Daemon::start(
+        r#"
+[program.j]
+command = "sh -c 'echo one; printf \"two \\\"q\\\"\\n\"; echo err >&2; exec sleep 100'"
+startsecs = 0
+log_format = "json"
+stdout_logfile = "{dir}/j.log"
+stdout_logfile_backups = 2
+stderr_logfile = "{dir}/j.err"
+"#,
+    );
+    let log = d.path("j.log");
+    wait_for("two records", 10 * SECS, || {
+        std::fs::read_to_string(&log).is_ok_and(|s| s.lines().count() == 2)
+    });
+    let text = std::fs::read_to_string(&log).expect("the log");
+    let records: Vec<serde_json::Value> =
+        text.lines().map(|l| serde_json::from_str(l).expect("one JSON object per line")).collect();
+    assert_eq!(records[0]["line"], "one");
+    assert_eq!(records[1]["line"], "two \"q\"");
+    assert!(records.iter().all(|r| r["process"] == "j" && r["channel"] == "stdout" && r["time"].is_string()));
+    wait_for("the stderr record", 10 * SECS, || {
+        std::fs::read_to_string(d.path("j.err")).is_ok_and(|s| s.contains(r#""channel":"stderr""#))
+    });
+
+    // `minder rotate`: the file starts anew, the old one is j.log.1, and tail still reads
+    // across the rotation.
+    let out = d.ctl(&["rotate", "j"]);
+    assert_eq!((code(&out), stdout(&out)), (0, "j: rotated\n".to_string()));
+    assert_eq!(std::fs::read_to_string(&log).expect("the new log"), "");
+    assert_eq!(std::fs::read_to_string(d.path("j.log.1")).expect("the backup"), text);
+    let out = d.ctl(&["tail", "-c", "1000", "j"]);
+    assert_eq!(stdout(&out), text);
+    let out = d.ctl(&["rotate", "nosuch"]);
+    assert_ne!(code(&out), 0);
+}

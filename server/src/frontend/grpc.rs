@@ -590,6 +590,15 @@ impl pb::supervisor_server::Supervisor for Service {
         Ok(Response::new(results(outcomes)))
     }
 
+    async fn rotate_logs(
+        &self,
+        req: Request<pb::RotateLogsRequest>,
+    ) -> Result<Response<pb::ProcessActionResponse>, Status> {
+        audit(&req, format_args!("rotate {}", req.get_ref().names.join(" ")));
+        let outcomes = self.sup.rotate_logs(&req.into_inner().names).await?;
+        Ok(Response::new(results(outcomes)))
+    }
+
     async fn send_stdin(
         &self,
         req: Request<pb::SendStdinRequest>,
