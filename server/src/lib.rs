@@ -25,6 +25,7 @@ pub mod listen;
 pub mod listener;
 pub mod logging;
 pub mod logs;
+pub mod logzip;
 pub mod notify;
 pub mod plan;
 pub mod process;

@@ -60,6 +60,8 @@ use nix::fcntl::{FcntlArg, OFlag};
 use nix::sys::stat::Mode;
 use tokio::sync::{mpsc, Notify};
 
+pub use crate::logzip::Compress;
+
 /// How much a reader reads, and sends, at once.
 pub const CHUNK: usize = 64 * 1024;
 
@@ -83,13 +85,15 @@ pub struct LogSpec {
     /// `log_format = "json"`: every line captured becomes one JSON object on a line of its
     /// own (`time`, `process`, `channel`, `line`), [`LogChannel::write_output`].
     pub json: bool,
+    /// `*_logfile_compress`: rotated backups are compressed ([`crate::logzip`]).
+    pub compress: Option<Compress>,
 }
 
 impl LogSpec {
     /// Whether `self` and `other` keep their files the same way (paths aside).
     fn same_settings(&self, other: &LogSpec) -> bool {
-        (self.maxbytes, self.backups, self.timestamps, self.strip_ansi, self.json)
-            == (other.maxbytes, other.backups, other.timestamps, other.strip_ansi, other.json)
+        (self.maxbytes, self.backups, self.timestamps, self.strip_ansi, self.json, self.compress)
+            == (other.maxbytes, other.backups, other.timestamps, other.strip_ansi, other.json, other.compress)
     }
 }
 
@@ -114,6 +118,8 @@ struct Segment {
     index: u32,
     /// The file's identity, when known: a reader opens only that file.
     ident: Option<Ident>,
+    /// A backup compressed: its file is `.i.gz` or `.i.zst`, and holds `len` bytes decoded.
+    compressed: Option<Compress>,
 }
 
 #[derive(Debug)]
@@ -187,6 +193,8 @@ pub struct LinesStart {
 #[derive(Debug)]
 pub struct LogChannel {
     path: PathBuf,
+    /// Itself, for the compressing thread to find it again (and to let it go).
+    me: Weak<LogChannel>,
     /// Bytes written to the files since minderd started (for metrics).
     written: std::sync::atomic::AtomicU64,
     state: Mutex<State>,
@@ -200,6 +208,8 @@ pub struct LogChannel {
 struct Held {
     seg: u64,
     file: Arc<File>,
+    /// For a compressed backup: its decoder (`file` is then the compressed file).
+    decoded: Option<Arc<Mutex<crate::logzip::Decoded>>>,
     ident: Option<Ident>,
     /// The logical offset of the file's byte `file_start`.
     start: u64,
@@ -212,7 +222,11 @@ impl Held {
         if pos < self.start {
             return 0;
         }
-        self.file.read_at(buf, self.file_start + (pos - self.start)).unwrap_or(0)
+        let at = self.file_start + (pos - self.start);
+        match &self.decoded {
+            Some(d) => d.lock().unwrap_or_else(|e| e.into_inner()).read_at(buf, at),
+            None => self.file.read_at(buf, at).unwrap_or(0),
+        }
     }
 }
 
@@ -233,6 +247,13 @@ struct Cursor {
     /// Bytes lost before `pos`, not yet reported.
     skipped: u64,
     buf: Vec<u8>,
+}
+
+/// A compressed backup's name: `NAME.i.gz`, `NAME.i.zst`.
+fn compressed_path(base: &Path, index: u32, algo: Compress) -> PathBuf {
+    let mut p = path_for(base, index).into_os_string();
+    p.push(algo.ext());
+    PathBuf::from(p)
 }
 
 fn path_for(base: &Path, index: u32) -> PathBuf {
@@ -423,7 +444,33 @@ impl LogChannel {
         let mut identity = None;
         let mut size = 0;
         for index in (0..=spec.backups).rev() {
-            let Ok(meta) = probe(&path_for(&spec.path, index)) else { continue };
+            let meta = match probe(&path_for(&spec.path, index)) {
+                Ok(meta) => meta,
+                // A backup may be compressed (whatever the setting is now).
+                Err(_) if index > 0 => {
+                    let found = Compress::ALL.into_iter().find_map(|algo| {
+                        let path = compressed_path(&spec.path, index, algo);
+                        let (file, meta, _) = open_in_dir(&path, false).ok()?;
+                        let len = crate::logzip::decoded_len(&file, algo)?;
+                        Some((meta, algo, len))
+                    });
+                    let Some((meta, algo, len)) = found else { continue };
+                    let ident = Some(ident(&meta));
+                    segments.push_back(Segment {
+                        id: next_id,
+                        start: end,
+                        file_start: 0,
+                        len,
+                        index,
+                        ident,
+                        compressed: Some(algo),
+                    });
+                    next_id += 1;
+                    end += len;
+                    continue;
+                }
+                Err(_) => continue,
+            };
             if index == 0 {
                 regular = meta.is_file();
                 direct = regular && regular_entry(&spec.path) == Some(ident(&meta));
@@ -434,7 +481,15 @@ impl LogChannel {
             }
             let len = if meta.is_file() { meta.len() } else { 0 };
             let ident = Some(ident(&meta));
-            segments.push_back(Segment { id: next_id, start: end, file_start: 0, len, index, ident });
+            segments.push_back(Segment {
+                id: next_id,
+                start: end,
+                file_start: 0,
+                len,
+                index,
+                ident,
+                compressed: None,
+            });
             next_id += 1;
             end += len;
         }
@@ -446,6 +501,7 @@ impl LogChannel {
                 len: 0,
                 index: 0,
                 ident: None,
+                compressed: None,
             });
             next_id += 1;
         }
@@ -467,8 +523,9 @@ impl LogChannel {
             failing: false,
             pending: Vec::new(),
         };
-        Arc::new(LogChannel {
+        Arc::new_cyclic(|me| LogChannel {
             path: spec.path,
+            me: me.clone(),
             written: std::sync::atomic::AtomicU64::new(0),
             state: Mutex::new(state),
             grown: Notify::new(),
@@ -698,6 +755,7 @@ impl LogChannel {
                 len: n,
                 index: 0,
                 ident,
+                compressed: None,
             });
             st.size = actual;
         }
@@ -740,6 +798,7 @@ impl LogChannel {
                 len: 0,
                 index: 0,
                 ident: Some(identity),
+                compressed: None,
             });
             st.identity = Some(identity);
             st.size = file_start;
@@ -767,12 +826,37 @@ impl LogChannel {
             return st.size < st.spec.maxbytes;
         }
         let result = if backups > 0 {
+            // Each backup moves up one, under whichever name it has (plain or compressed); a
+            // file of the other kind left at the new place is removed, so no index has two.
+            let names = |i: u32| {
+                let mut v = vec![path_for(&base, i)];
+                v.extend(Compress::ALL.into_iter().map(|a| compressed_path(&base, i, a)));
+                v
+            };
             (1..backups)
                 .rev()
-                .map(|i| (path_for(&base, i), path_for(&base, i + 1)))
-                .filter(|(from, _)| regular_entry(from).is_some())
-                .try_for_each(|(from, to)| std::fs::rename(from, to))
-                .and_then(|()| std::fs::rename(&base, path_for(&base, 1)))
+                .try_for_each(|i| {
+                    let (from, to) = (names(i), names(i + 1));
+                    if !from.iter().any(|f| regular_entry(f).is_some()) {
+                        return Ok(());
+                    }
+                    for (f, t) in from.iter().zip(&to) {
+                        if regular_entry(f).is_some() {
+                            std::fs::rename(f, t)?;
+                        } else if regular_entry(t).is_some() {
+                            std::fs::remove_file(t)?;
+                        }
+                    }
+                    Ok(())
+                })
+                .and_then(|()| {
+                    for t in &names(1)[1..] {
+                        if regular_entry(t).is_some() {
+                            std::fs::remove_file(t)?;
+                        }
+                    }
+                    std::fs::rename(&base, path_for(&base, 1))
+                })
         } else {
             // Unlink rather than truncate: a reader that has the file open keeps its bytes.
             std::fs::remove_file(&base)
@@ -788,6 +872,9 @@ impl LogChannel {
             seg.index += 1;
         }
         st.segments.retain(|s| s.index <= backups && backups > 0);
+        if let (Some(algo), Some(old), true) = (st.spec.compress, st.identity, backups > 0) {
+            crate::logzip::queue(crate::logzip::Job { channel: self.me.clone(), ident: old, algo });
+        }
         st.identity = None;
         st.size = 0;
         if let Err(e) = self.open_current(st) {
@@ -829,6 +916,60 @@ impl LogChannel {
                 self.path.clone(),
                 std::io::Error::other(why.unwrap_or_else(|| "the files could not be renamed".into())),
             )),
+        }
+    }
+
+    /// Compresses the backup whose plain file has identity `plain` (the compressing thread's
+    /// job, [`crate::logzip`]): compressed beside it without the lock, then renamed to the
+    /// backup's name at that moment, under the lock, and the plain file removed.
+    pub(crate) fn compress_backup(&self, plain: Ident, algo: Compress) {
+        let find = |st: &State| {
+            st.segments.iter().find(|s| s.ident == Some(plain) && s.compressed.is_none()).copied()
+        };
+        let Some(seg) = find(&self.lock()) else { return };
+        let path = path_for(&self.path, seg.index);
+        let file = match open_in_dir(&path, false) {
+            Ok((f, meta, true)) if ident(&meta) == plain => f,
+            // Moved, replaced or a link now: not ours to compress.
+            _ => return,
+        };
+        let tmp = crate::logzip::temp_name(&path);
+        let _ = std::fs::remove_file(&tmp);
+        let made = match crate::logzip::compress_file(&file, &tmp, algo, seg.len) {
+            Ok(id) => id,
+            Err(e) => {
+                tracing::warn!("{}: not compressed ({e}); it stays as it is", path.display());
+                return;
+            }
+        };
+        let mut st = self.lock();
+        let renamed = match find(&st) {
+            // Where the backup is now (another rotation may have moved it on).
+            Some(now) if regular_entry(&path_for(&self.path, now.index)) == Some(plain) => {
+                let plain_path = path_for(&self.path, now.index);
+                let dest = compressed_path(&self.path, now.index, algo);
+                match std::fs::rename(&tmp, &dest).and_then(|()| std::fs::remove_file(&plain_path)) {
+                    Ok(()) => {
+                        if let Some(s) = st.segments.iter_mut().find(|s| s.id == now.id) {
+                            s.compressed = Some(algo);
+                            s.ident = Some(made);
+                        }
+                        true
+                    }
+                    Err(e) => {
+                        st.pending.push(format!(
+                            "cannot put the compressed {} in place: {e}",
+                            plain_path.display()
+                        ));
+                        false
+                    }
+                }
+            }
+            _ => false,
+        };
+        self.unlock(st);
+        if !renamed {
+            let _ = std::fs::remove_file(&tmp);
         }
     }
 
@@ -880,7 +1021,15 @@ impl LogChannel {
         } else {
             let id = st.next_id;
             st.next_id += 1;
-            st.segments.push_back(Segment { id, start: end, file_start: 0, len: 0, index: 0, ident: None });
+            st.segments.push_back(Segment {
+                id,
+                start: end,
+                file_start: 0,
+                len: 0,
+                index: 0,
+                ident: None,
+                compressed: None,
+            });
         }
         Ok(())
     }
@@ -906,14 +1055,31 @@ impl LogChannel {
                 // Opened outside the lock: it may take a while (a slow disk), and writers wait
                 // for the lock.
                 drop(st);
-                match open_in_dir(&path_for(&self.path, seg.index), false) {
-                    Ok((f, meta, _)) if seg.ident.is_none_or(|i| i == ident(&meta)) => Held {
-                        seg: seg.id,
-                        file: Arc::new(f),
-                        ident: Some(ident(&meta)),
-                        start: seg.start,
-                        file_start: seg.file_start,
-                    },
+                let path = match seg.compressed {
+                    Some(algo) => compressed_path(&self.path, seg.index, algo),
+                    None => path_for(&self.path, seg.index),
+                };
+                match open_in_dir(&path, false) {
+                    Ok((f, meta, _)) if seg.ident.is_none_or(|i| i == ident(&meta)) => {
+                        let (file, decoded) = match seg.compressed {
+                            Some(algo) => match f.try_clone() {
+                                Ok(dup) => (
+                                    Arc::new(f),
+                                    Some(Arc::new(Mutex::new(crate::logzip::Decoded::new(dup, algo)))),
+                                ),
+                                Err(e) => return Err(ReadError::Failed(path, e.to_string())),
+                            },
+                            None => (Arc::new(f), None),
+                        };
+                        Held {
+                            seg: seg.id,
+                            file,
+                            decoded,
+                            ident: Some(ident(&meta)),
+                            start: seg.start,
+                            file_start: seg.file_start,
+                        }
+                    }
                     // Removed or replaced behind our back (or rotated while we opened it: the
                     // next look finds it under its new name): skip to what follows only if the
                     // segment is still where it was.
@@ -1165,12 +1331,23 @@ pub fn sharing_notes(config: &minder::config::Config) -> Vec<String> {
     use minder::config::LogTarget;
     let mut by_path: BTreeMap<PathBuf, Vec<(String, LogSpec)>> = BTreeMap::new();
     for p in config.processes() {
-        let mut outputs =
-            vec![("stdout", &p.stdout_logfile, p.stdout_logfile_maxbytes, p.stdout_logfile_backups)];
+        let mut outputs = vec![(
+            "stdout",
+            &p.stdout_logfile,
+            p.stdout_logfile_maxbytes,
+            p.stdout_logfile_backups,
+            p.stdout_logfile_compress,
+        )];
         if !p.redirect_stderr {
-            outputs.push(("stderr", &p.stderr_logfile, p.stderr_logfile_maxbytes, p.stderr_logfile_backups));
+            outputs.push((
+                "stderr",
+                &p.stderr_logfile,
+                p.stderr_logfile_maxbytes,
+                p.stderr_logfile_backups,
+                p.stderr_logfile_compress,
+            ));
         }
-        for (which, target, maxbytes, backups) in outputs {
+        for (which, target, maxbytes, backups, compress) in outputs {
             if let LogTarget::File(path) = target {
                 let spec = LogSpec {
                     path: path.clone(),
@@ -1179,6 +1356,7 @@ pub fn sharing_notes(config: &minder::config::Config) -> Vec<String> {
                     timestamps: p.log_timestamps,
                     strip_ansi: false,
                     json: p.log_format == minder::config::LogFormat::Json,
+                    compress,
                 };
                 by_path
                     .entry(share_key(path))
@@ -1309,6 +1487,7 @@ mod tests {
             timestamps: false,
             strip_ansi: false,
             json: false,
+            compress: None,
         }
     }
 
@@ -1375,6 +1554,60 @@ mod tests {
         std::os::unix::fs::symlink("/dev/null", dir.path().join("link")).expect("link");
         let e = ln.rotate_now().expect_err("a link is not rotated").to_string();
         assert!(e.contains("not a regular file"), "{e}");
+    }
+
+    /// Reads the whole channel from `from` to its end.
+    fn read_all(ch: &LogChannel, from: u64) -> Vec<u8> {
+        let mut c = Cursor { pos: from, held: None, skipped: 0, buf: vec![0; CHUNK] };
+        let mut out = Vec::new();
+        while let Some(chunk) = ch.next_chunk(&mut c).expect("readable") {
+            assert_eq!(chunk.skipped, 0, "nothing skipped");
+            out.extend_from_slice(&chunk.data);
+        }
+        out
+    }
+
+    #[test]
+    fn compressed_backups_keep_every_byte_readable_at_the_same_offsets() {
+        for algo in Compress::ALL {
+            let dir = tempfile::tempdir().expect("dir");
+            let spec = LogSpec { compress: Some(algo), ..spec(dir.path(), 10_000, 3) };
+            let ch = LogChannel::new(spec.clone());
+            ch.attach();
+            let mut all = Vec::new();
+            for i in 0..5000 {
+                let line = format!("line {i:06}\n");
+                ch.write(line.as_bytes());
+                all.extend_from_slice(line.as_bytes());
+            }
+            ch.detach();
+            // Backups .1 … .3 become compressed in the background; poll until they are.
+            let z = |i: u32| compressed_path(&dir.path().join("out.log"), i, algo);
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+            while !(1..=3).all(|i| z(i).exists() && !path_for(&dir.path().join("out.log"), i).exists()) {
+                assert!(std::time::Instant::now() < deadline, "{algo:?}: backups not compressed");
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            // What is on disk (3 backups and the current file) reads back exactly, from the
+            // same offsets, with this channel and with a new one (minderd restarted).
+            let oldest = ch.oldest();
+            assert_eq!(read_all(&ch, oldest), &all[oldest as usize..], "{algo:?}");
+            let again = LogChannel::new(spec);
+            let kept = all.len() as u64 - oldest;
+            assert_eq!(again.end(), kept, "{algo:?}: a restart counts the decoded bytes");
+            assert_eq!(read_all(&again, 0), &all[oldest as usize..], "{algo:?}");
+            // tail -n reaches into a compressed backup.
+            let from = again.start_for_last_lines(2000).expect("lines").offset;
+            let text = read_all(&again, from);
+            assert_eq!(text.iter().filter(|&&b| b == b'\n').count(), 2000, "{algo:?}");
+            assert!(all.ends_with(&text));
+            // No temporary file is left behind.
+            let names: Vec<String> = std::fs::read_dir(dir.path())
+                .expect("dir")
+                .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+                .collect();
+            assert!(names.iter().all(|n| !n.contains("compressing")), "{names:?}");
+        }
     }
 
     #[test]

@@ -255,6 +255,7 @@ fn main() -> ExitCode {
             timestamps: false,
             strip_ansi: false,
             json: false,
+            compress: None,
         }),
         // supervisord copies its log to standard output in the foreground unless silent.
         echo: !background && !config.daemon.silent,

@@ -694,12 +694,20 @@ fn logs_for(
 ) -> Stdio {
     let (childlogdir, identifier, strip_ansi) = (&daemon.childlogdir, &daemon.identifier, daemon.strip_ansi);
     let channel = |target: &LogTarget, which: &str| {
-        let (maxbytes, backups) = match which {
-            "stdout" => (p.stdout_logfile_maxbytes, p.stdout_logfile_backups),
-            _ => (p.stderr_logfile_maxbytes, p.stderr_logfile_backups),
+        let (maxbytes, backups, compress) = match which {
+            "stdout" => (p.stdout_logfile_maxbytes, p.stdout_logfile_backups, p.stdout_logfile_compress),
+            _ => (p.stderr_logfile_maxbytes, p.stderr_logfile_backups, p.stderr_logfile_compress),
         };
         let json = p.log_format == minder::config::LogFormat::Json;
-        let spec = |path| LogSpec { path, maxbytes, backups, timestamps: p.log_timestamps, strip_ansi, json };
+        let spec = |path| LogSpec {
+            path,
+            maxbytes,
+            backups,
+            timestamps: p.log_timestamps,
+            strip_ansi,
+            json,
+            compress,
+        };
         // The same target and settings as the process this one replaces: keep its channel
         // (and its AUTO file), so followers carry on.
         if let Some((old, old_logs)) = reuse {

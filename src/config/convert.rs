@@ -409,12 +409,13 @@ fn process_table(p: &ProcessConfig, daemon: &DaemonConfig) -> Table {
     put("redirect_stderr", toml_edit::value(p.redirect_stderr), !p.redirect_stderr);
     put("log_timestamps", toml_edit::value(p.log_timestamps), !p.log_timestamps);
     put("log_format", toml_edit::value("json"), p.log_format != LogFormat::Json);
-    for (ch, target, maxbytes, backups, capture, events, syslog) in [
+    for (ch, target, maxbytes, backups, compress, capture, events, syslog) in [
         (
             "stdout",
             &p.stdout_logfile,
             p.stdout_logfile_maxbytes,
             p.stdout_logfile_backups,
+            p.stdout_logfile_compress,
             p.stdout_capture_maxbytes,
             p.stdout_events_enabled,
             p.stdout_syslog,
@@ -424,6 +425,7 @@ fn process_table(p: &ProcessConfig, daemon: &DaemonConfig) -> Table {
             &p.stderr_logfile,
             p.stderr_logfile_maxbytes,
             p.stderr_logfile_backups,
+            p.stderr_logfile_compress,
             p.stderr_capture_maxbytes,
             p.stderr_events_enabled,
             p.stderr_syslog,
@@ -432,6 +434,9 @@ fn process_table(p: &ProcessConfig, daemon: &DaemonConfig) -> Table {
         put(&format!("{ch}_logfile"), log_target(target), *target == LogTarget::Auto);
         put(&format!("{ch}_logfile_maxbytes"), int(maxbytes), maxbytes == 50 << 20);
         put(&format!("{ch}_logfile_backups"), int(backups), backups == 10);
+        if let Some(c) = compress {
+            put(&format!("{ch}_logfile_compress"), s(c.name()), false);
+        }
         put(&format!("{ch}_capture_maxbytes"), int(capture), capture == 0);
         put(&format!("{ch}_events_enabled"), toml_edit::value(events), !events);
         put(&format!("{ch}_syslog"), toml_edit::value(syslog), !syslog);

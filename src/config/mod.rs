@@ -419,6 +419,33 @@ pub struct FcgiSocket {
     pub mode: Option<u32>,
 }
 
+/// `*_logfile_compress`: how rotated log backups are compressed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogCompress {
+    Gzip,
+    Zstd,
+}
+
+impl LogCompress {
+    pub const ALL: [LogCompress; 2] = [LogCompress::Gzip, LogCompress::Zstd];
+
+    /// The suffix of a compressed backup's name.
+    pub fn ext(self) -> &'static str {
+        match self {
+            LogCompress::Gzip => ".gz",
+            LogCompress::Zstd => ".zst",
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            LogCompress::Gzip => "gzip",
+            LogCompress::Zstd => "zstd",
+        }
+    }
+}
+
 /// `log_format`: how a process's captured output is written to its log files.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -492,6 +519,8 @@ pub struct ProcessConfig {
     pub stdout_logfile_maxbytes: u64,
     /// How many rotated stdout logs to keep (default 10).
     pub stdout_logfile_backups: u32,
+    /// Compress rotated stdout backups (`stdout_logfile_compress`, Supervisor #322).
+    pub stdout_logfile_compress: Option<LogCompress>,
     /// Capture mode's buffer: text between `<!--XSUPERVISOR:BEGIN-->` and
     /// `<!--XSUPERVISOR:END-->` on stdout becomes a PROCESS_COMMUNICATION event; 0 is off.
     pub stdout_capture_maxbytes: u64,
@@ -502,6 +531,7 @@ pub struct ProcessConfig {
     pub stderr_logfile: LogTarget,
     pub stderr_logfile_maxbytes: u64,
     pub stderr_logfile_backups: u32,
+    pub stderr_logfile_compress: Option<LogCompress>,
     pub stderr_capture_maxbytes: u64,
     pub stderr_events_enabled: bool,
     pub stderr_syslog: bool,
@@ -757,6 +787,41 @@ x = 1
         assert_eq!(c.rpcinterfaces.len(), 1);
         let warned: Vec<String> = c.warnings.iter().map(ToString::to_string).collect();
         assert!(warned.iter().any(|w| w.contains("typo") && w.contains("unknown section")), "{warned:?}");
+        Ok(())
+    }
+
+    #[test]
+    fn log_options_read_the_same_from_toml_and_supervisord_conf() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        std::fs::write(
+            dir.path().join("a.conf"),
+            "[supervisord]\n[program:x]\ncommand=/bin/cat\nlog_format=json\n\
+             stdout_logfile_compress=gzip\nstderr_logfile_compress=zstd\n",
+        )?;
+        std::fs::write(
+            dir.path().join("a.toml"),
+            "[program.x]\ncommand = \"/bin/cat\"\nlog_format = \"json\"\n\
+             stdout_logfile_compress = \"gzip\"\nstderr_logfile_compress = \"zstd\"\n",
+        )?;
+        for file in ["a.conf", "a.toml"] {
+            let c = load_in(Path::new(file), &ctx(dir.path())).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let p = c.processes().next().expect("x");
+            assert_eq!(p.log_format, LogFormat::Json, "{file}");
+            assert_eq!(p.stdout_logfile_compress, Some(LogCompress::Gzip), "{file}");
+            assert_eq!(p.stderr_logfile_compress, Some(LogCompress::Zstd), "{file}");
+        }
+        std::fs::write(
+            dir.path().join("b.conf"),
+            "[supervisord]\n[program:x]\ncommand=/bin/cat\nstdout_logfile_compress=lz4\nlog_format=xml\n",
+        )?;
+        let e = load_in(Path::new("b.conf"), &ctx(dir.path())).expect_err("refused").to_string();
+        assert!(
+            e.contains("b.conf:4")
+                && e.contains("stdout_logfile_compress")
+                && e.contains("expected gzip, zstd or none"),
+            "{e}"
+        );
+        assert!(e.contains("b.conf:5") && e.contains("log_format") && e.contains("expected text"), "{e}");
         Ok(())
     }
 

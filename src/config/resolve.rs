@@ -281,6 +281,8 @@ const KNOWN_OPTIONS: &[&str] = &[
     "stdout_logfile",
     "stdout_logfile_maxbytes",
     "stdout_logfile_backups",
+    "stdout_logfile_compress",
+    "stderr_logfile_compress",
     "stdout_capture_maxbytes",
     "stdout_events_enabled",
     "stdout_syslog",
@@ -1309,6 +1311,7 @@ struct Channel {
     logfile: LogTarget,
     maxbytes: u64,
     backups: u32,
+    compress: Option<super::LogCompress>,
     syslog: bool,
 }
 
@@ -1470,17 +1473,28 @@ fn resolve_program<'a>(
             Ok((!t.is_empty()).then(|| PathBuf::from(t)))
         });
         let mut channel = |ch: &'static str, report: &mut Report| -> Channel {
-            let (lf, mb, bu, sy) = match ch {
-                "stdout" => {
-                    ("stdout_logfile", "stdout_logfile_maxbytes", "stdout_logfile_backups", "stdout_syslog")
-                }
-                _ => ("stderr_logfile", "stderr_logfile_maxbytes", "stderr_logfile_backups", "stderr_syslog"),
+            let (lf, mb, bu, sy, co) = match ch {
+                "stdout" => (
+                    "stdout_logfile",
+                    "stdout_logfile_maxbytes",
+                    "stdout_logfile_backups",
+                    "stdout_syslog",
+                    "stdout_logfile_compress",
+                ),
+                _ => (
+                    "stderr_logfile",
+                    "stderr_logfile_maxbytes",
+                    "stderr_logfile_backups",
+                    "stderr_syslog",
+                    "stderr_logfile_compress",
+                ),
             };
             let logfile = sec.take_n(report, lf, &pvars, log_passes, (LogTarget::Auto, false), |r| {
                 log_target(r, shared.ctx)
             });
             let maxbytes = sec.take(report, mb, &pvars, 50 << 20, values::byte_size);
             let backups = sec.take(report, bu, &pvars, 10, count);
+            let compress = sec.take(report, co, &pvars, None, values::log_compress);
             let mut syslog = sec.take(report, sy, &pvars, false, values::boolean);
             let (logfile, deprecated_syslog) = logfile;
             if deprecated_syslog {
@@ -1498,7 +1512,7 @@ fn resolve_program<'a>(
                     format!("AUTO logging without rotation ({mb} = 0) can fill the disk; set {mb} above 0"),
                 );
             }
-            Channel { logfile, maxbytes, backups, syslog }
+            Channel { logfile, maxbytes, backups, compress, syslog }
         };
         let stdout = channel("stdout", report);
         let mut stderr = channel("stderr", report);
@@ -1541,12 +1555,14 @@ fn resolve_program<'a>(
             stdout_logfile: stdout.logfile,
             stdout_logfile_maxbytes: stdout.maxbytes,
             stdout_logfile_backups: stdout.backups,
+            stdout_logfile_compress: stdout.compress,
             stdout_capture_maxbytes,
             stdout_events_enabled,
             stdout_syslog: stdout.syslog,
             stderr_logfile: stderr.logfile,
             stderr_logfile_maxbytes: stderr.maxbytes,
             stderr_logfile_backups: stderr.backups,
+            stderr_logfile_compress: stderr.compress,
             stderr_capture_maxbytes,
             stderr_events_enabled,
             stderr_syslog: stderr.syslog,
@@ -1567,10 +1583,12 @@ fn resolve_program<'a>(
         "stdout_logfile",
         "stdout_logfile_maxbytes",
         "stdout_logfile_backups",
+        "stdout_logfile_compress",
         "stdout_syslog",
         "stderr_logfile",
         "stderr_logfile_maxbytes",
         "stderr_logfile_backups",
+        "stderr_logfile_compress",
         "stderr_syslog",
     ]);
     (report.errors.len() == errors_before).then_some((priority, processes))

@@ -201,6 +201,21 @@ pub fn kill_mode(raw: &Raw) -> Parsed<Option<KillMode>> {
     }
 }
 
+/// `*_logfile_compress`: `gzip`, `zstd`, or `none` (also empty or false).
+pub fn log_compress(raw: &Raw) -> Parsed<Option<super::LogCompress>> {
+    let bad = || format!("expected gzip, zstd or none, got {}", got(raw));
+    match raw {
+        Raw::Str(s) => match s.trim().to_ascii_lowercase().as_str() {
+            "gzip" | "gz" => Ok(Some(super::LogCompress::Gzip)),
+            "zstd" | "zst" => Ok(Some(super::LogCompress::Zstd)),
+            "none" | "" | "false" | "off" => Ok(None),
+            _ => Err(bad()),
+        },
+        Raw::Bool(false) => Ok(None),
+        _ => Err(bad()),
+    }
+}
+
 /// `log_format`: `text` or `json`.
 pub fn log_format(raw: &Raw) -> Parsed<super::LogFormat> {
     let bad = || format!("expected text (output as written) or json (one object per line), got {}", got(raw));

@@ -791,3 +791,34 @@ stderr_logfile = "{dir}/j.err"
     let out = d.ctl(&["rotate", "nosuch"]);
     assert_ne!(code(&out), 0);
 }
+
+#[test]
+fn rotated_backups_are_compressed_and_still_read() {
+    let d = Daemon::start(&format!(
+        "{}{}",
+        writer("z", 2000, "stdout_logfile = \"{dir}/z.log\"\nstdout_logfile_maxbytes = 40000\nstdout_logfile_backups = 5\nstdout_logfile_compress = \"gzip\"\n"),
+        writer("s", 100, "stdout_logfile = \"{dir}/s.log\"\nstdout_logfile_compress = \"zstd\"\n"),
+    ));
+    let expected = expected_lines(2000);
+    // 2000 lines of 64 bytes in files of 40,000: three backups plus the current file.
+    wait_for("z's backups compressed", 20 * SECS, || {
+        (1..=3).all(|i| d.path(&format!("z.log.{i}.gz")).exists() && !d.path(&format!("z.log.{i}")).exists())
+    });
+    let gz = Command::new("gzip").arg("-dc").arg(d.path("z.log.3.gz")).output().expect("gzip runs");
+    assert!(gz.status.success());
+    assert_eq!(gz.stdout, &expected[..40_000], "gzip itself reads the oldest backup");
+    // tail reads across the compressed backups, byte for byte.
+    let out = d.ctl(&["tail", "-c", "200000", "z"]);
+    assert_eq!(out.stdout, expected, "every line, in order, once");
+    let out = d.ctl(&["tail", "-n", "1000", "z"]);
+    assert_eq!(out.stdout, &expected[expected.len() - 64_000..]);
+
+    // zstd, through `minder rotate`.
+    wait_for("s's lines", 10 * SECS, || std::fs::metadata(d.path("s.log")).is_ok_and(|m| m.len() == 6400));
+    assert_eq!(code(&d.ctl(&["rotate", "s"])), 0);
+    wait_for("s's backup compressed", 20 * SECS, || {
+        d.path("s.log.1.zst").exists() && !d.path("s.log.1").exists()
+    });
+    let out = d.ctl(&["tail", "-c", "10000", "s"]);
+    assert_eq!(out.stdout, expected_lines(100));
+}
