@@ -522,6 +522,7 @@ fn policy(c: &ProcessConfig) -> Policy {
     Policy {
         startsecs: c.startsecs,
         startretries: c.startretries,
+        backoff: c.backoff,
         autorestart: c.autorestart,
         exitcodes: c.exitcodes.clone(),
         stopsignal: c.stopsignal,
@@ -531,6 +532,16 @@ fn policy(c: &ProcessConfig) -> Policy {
         stopasgroup: c.kill_mode.map_or(c.stopasgroup, |m| m != KillMode::Process),
         killasgroup: c.kill_mode.map_or(c.killasgroup, |m| m != KillMode::Process),
     }
+}
+
+/// A sample in [0, 1) for the backoff's jitter. Not cryptographic, need not be: it only
+/// keeps programs that fail together from retrying in step. std's `RandomState` is seeded
+/// per instance from the OS, so each call gets fresh bits without a crate for it.
+fn jitter_sample() -> f64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(0);
+    (h.finish() >> 11) as f64 / (1u64 << 53) as f64
 }
 
 fn refusal_fault(r: Refusal) -> Fault {
@@ -692,6 +703,7 @@ impl Actor {
                 name: &self.config.name,
                 policy: &self.policy,
                 shutting_down: self.shared.shutting_down(),
+                jitter: jitter_sample(),
             };
             let step = match lifecycle::step(&self.machine, ev, &ctx) {
                 Ok(step) => step,
@@ -725,7 +737,9 @@ impl Actor {
                         let tries = match self.machine.state {
                             lifecycle::State::Starting { attempt, .. }
                             | lifecycle::State::Backoff { attempt, .. } => attempt,
-                            lifecycle::State::Fatal if to == Kind::Backoff => self.policy.startretries + 1,
+                            lifecycle::State::Fatal if to == Kind::Backoff => {
+                                self.policy.startretries.saturating_add(1)
+                            }
                             _ => 0,
                         };
                         changes.push(ProcessChange {

@@ -23,7 +23,7 @@ use std::time::Duration;
 
 pub use convert::to_toml;
 pub use diag::{ConfigErrors, Diagnostic, Origin};
-pub use values::{AutoRestart, CgroupSetting, KillMode, Limits};
+pub use values::{AutoRestart, Backoff, BackoffKind, CgroupSetting, KillMode, Limits, INFINITE_RETRIES};
 
 use crate::address::Address;
 use crate::signal::Signal;
@@ -451,7 +451,12 @@ pub struct ProcessConfig {
     pub autorestart: AutoRestart,
     #[serde(serialize_with = "ser_secs")]
     pub startsecs: Duration,
+    /// Failed starts allowed before FATAL; [`INFINITE_RETRIES`] for `infinite`.
+    #[serde(serialize_with = "ser_retries")]
     pub startretries: u32,
+    /// The waits between failed starts (`backoff`, `backoff_initial`, `backoff_max`,
+    /// `backoff_jitter`, `backoff_reset`).
+    pub backoff: Backoff,
     pub exitcodes: Vec<i32>,
     #[serde(serialize_with = "ser_signal")]
     pub stopsignal: Signal,
@@ -516,6 +521,21 @@ pub fn full_name(group: &str, name: &str) -> String {
 
 fn ser_secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_f64(d.as_secs_f64())
+}
+
+fn ser_opt_secs<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+    match d {
+        Some(d) => s.serialize_f64(d.as_secs_f64()),
+        None => s.serialize_none(),
+    }
+}
+
+fn ser_retries<S: serde::Serializer>(n: &u32, s: S) -> Result<S::Ok, S::Error> {
+    if *n == INFINITE_RETRIES {
+        s.serialize_str("infinite")
+    } else {
+        s.serialize_u32(*n)
+    }
 }
 
 fn ser_signal<S: serde::Serializer>(sig: &Signal, s: S) -> Result<S::Ok, S::Error> {

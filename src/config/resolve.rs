@@ -262,6 +262,11 @@ const KNOWN_OPTIONS: &[&str] = &[
     "autorestart",
     "startsecs",
     "startretries",
+    "backoff",
+    "backoff_initial",
+    "backoff_max",
+    "backoff_jitter",
+    "backoff_reset",
     "exitcodes",
     "stopsignal",
     "stopwaitsecs",
@@ -1333,7 +1338,8 @@ fn resolve_program<'a>(
     let autostart = sec.take(report, "autostart", &vars, true, values::boolean);
     let autorestart = sec.take(report, "autorestart", &vars, AutoRestart::Unexpected, values::autorestart);
     let startsecs = sec.take(report, "startsecs", &vars, Duration::from_secs(1), values::seconds);
-    let startretries = sec.take(report, "startretries", &vars, 3, count);
+    let startretries = sec.take(report, "startretries", &vars, 3, values::startretries);
+    let backoff = backoff(sec, report, &vars);
     let stopsignal = sec.take(report, "stopsignal", &vars, Signal::SIGTERM, values::signal);
     let stopwaitsecs = sec.take(report, "stopwaitsecs", &vars, Duration::from_secs(10), values::seconds);
     let stopasgroup = sec.take(report, "stopasgroup", &vars, false, values::boolean);
@@ -1522,6 +1528,7 @@ fn resolve_program<'a>(
             autorestart,
             startsecs,
             startretries,
+            backoff,
             exitcodes: exitcodes.clone(),
             stopsignal,
             stopwaitsecs,
@@ -1571,6 +1578,45 @@ fn resolve_program<'a>(
         "stderr_syslog",
     ]);
     (report.errors.len() == errors_before).then_some((priority, processes))
+}
+
+/// The backoff options of a program (`backoff`, `backoff_initial`, `backoff_max`,
+/// `backoff_jitter`, `backoff_reset`).
+fn backoff(sec: &mut Section<'_>, report: &mut Report, vars: &Vars) -> values::Backoff {
+    let d = values::Backoff::default();
+    let kind = sec.take(report, "backoff", vars, d.kind, values::backoff_kind);
+    let initial = sec.take(report, "backoff_initial", vars, d.initial, values::duration);
+    // Exponential growth without a cap soon means hours between tries: 60 s unless given.
+    let default_max = (kind == values::BackoffKind::Exponential).then(|| Duration::from_secs(60));
+    let max = sec.take(report, "backoff_max", vars, default_max, |r| values::duration(r).map(Some));
+    let jitter = sec.take(report, "backoff_jitter", vars, d.jitter, |r| {
+        let x = match r {
+            Raw::Int(n) => *n as f64,
+            Raw::Float(x) => *x,
+            Raw::Str(s) => s
+                .trim()
+                .parse::<f64>()
+                .map_err(|_| format!("expected a fraction from 0 to 1 like 0.2, got {s:?}"))?,
+            other => return Err(format!("expected a fraction from 0 to 1 like 0.2, got {}", other.kind())),
+        };
+        if (0.0..=1.0).contains(&x) {
+            Ok(x)
+        } else {
+            Err(format!("expected a fraction from 0 to 1 like 0.2, got {x}"))
+        }
+    });
+    let reset = sec.take(report, "backoff_reset", vars, None, |r| values::duration(r).map(Some));
+    if max.is_some_and(|m| m < initial) {
+        report.error(
+            sec.origin("backoff_max"),
+            sec.key("backoff_max"),
+            format!(
+                "is shorter than backoff_initial ({} s): no wait could be as long as the first",
+                initial.as_secs_f64()
+            ),
+        );
+    }
+    values::Backoff { kind, initial, max, jitter, reset }
 }
 
 /// Drops repeated warnings (the same place, option and message).
@@ -1639,6 +1685,92 @@ mod tests {
         assert_eq!(hint("xyz"), " (check its spelling)");
         // Only the options of the section are suggested.
         assert_eq!(spelling_hint("comand", &["logfile", "pidfile"]), " (check its spelling)");
+    }
+
+    /// Loads `text` as the file `name`: the configuration, or every error as text.
+    fn load(name: &str, text: &str) -> Result<Config, String> {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).expect("write");
+        let ctx = Context {
+            env: BTreeMap::new(),
+            host_node_name: "h".into(),
+            cwd: dir.path().to_path_buf(),
+            host_checks: true,
+        };
+        super::super::load_in(&path, &ctx).map_err(|e| e.to_string())
+    }
+
+    fn process<'c>(c: &'c Config, name: &str) -> &'c ProcessConfig {
+        c.processes().find(|p| p.name == name).expect("the process")
+    }
+
+    #[test]
+    fn backoff_options_in_both_formats() {
+        let toml = load(
+            "m.toml",
+            "[program.web]\ncommand = \"/bin/cat\"\nbackoff = \"exponential\"\nbackoff_initial = \"500ms\"\nbackoff_max = \"1m\"\nbackoff_jitter = 0.2\nbackoff_reset = \"30s\"\nstartretries = \"infinite\"\n\n[program.plain]\ncommand = \"/bin/cat\"\n",
+        )
+        .expect("valid");
+        let ini = load(
+            "s.conf",
+            "[supervisord]\n[program:web]\ncommand=/bin/cat\nbackoff=exponential\nbackoff_initial=500ms\nbackoff_max=60\nbackoff_jitter=0.2\nbackoff_reset=30s\nstartretries=infinite\n\n[program:plain]\ncommand=/bin/cat\n",
+        )
+        .expect("valid");
+        for c in [&toml, &ini] {
+            let web = process(c, "web");
+            assert_eq!(web.startretries, crate::config::INFINITE_RETRIES);
+            assert_eq!(
+                web.backoff,
+                values::Backoff {
+                    kind: values::BackoffKind::Exponential,
+                    initial: Duration::from_millis(500),
+                    max: Some(Duration::from_secs(60)),
+                    jitter: 0.2,
+                    reset: Some(Duration::from_secs(30)),
+                }
+            );
+            // The default is supervisord's exactly.
+            let plain = process(c, "plain");
+            assert_eq!(plain.startretries, 3);
+            assert_eq!(plain.backoff, values::Backoff::default());
+            assert_eq!(plain.backoff.wait(1, 0.5), Duration::from_secs(1));
+            assert_eq!(plain.backoff.wait(3, 0.5), Duration::from_secs(3));
+        }
+        // The effective configuration says "infinite", and converting keeps every option.
+        let json = serde_json::to_value(process(&toml, "web")).expect("json");
+        assert_eq!(json["startretries"], "infinite");
+        let back = crate::config::to_toml(&toml);
+        let again = load("m.toml", &back).expect("the conversion loads");
+        assert_eq!(process(&again, "web").backoff, process(&ini, "web").backoff);
+        assert_eq!(process(&again, "web").startretries, crate::config::INFINITE_RETRIES);
+    }
+
+    #[test]
+    fn bad_backoff_options_say_where_and_what() {
+        let err = load(
+            "s.conf",
+            "[supervisord]\n[program:web]\ncommand=/bin/cat\nbackoff=fast\nbackoff_initial=soon\nbackoff_jitter=2\nstartretries=forever\nbackoff_max=1\nbackoff_initial=5\n",
+        )
+        .expect_err("invalid");
+        assert!(
+            err.contains("s.conf:4: [program:web] backoff: expected linear or exponential, got \"fast\""),
+            "{err}"
+        );
+        assert!(err.contains("[program:web] backoff_jitter: expected a fraction from 0 to 1"), "{err}");
+        assert!(
+            err.contains("[program:web] startretries: expected a number of retries like 3, or \"infinite\""),
+            "{err}"
+        );
+        let err = load(
+            "m.toml",
+            "[program.web]\ncommand = \"/bin/cat\"\nbackoff_initial = \"5s\"\nbackoff_max = \"1s\"\n",
+        )
+        .expect_err("invalid");
+        assert!(
+            err.contains("m.toml:4: program.web.backoff_max: is shorter than backoff_initial (5 s)"),
+            "{err}"
+        );
     }
 
     fn load_text(name: &str, text: &str) -> Vec<String> {
