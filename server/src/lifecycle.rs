@@ -203,6 +203,8 @@ pub struct Policy {
     pub backoff: Backoff,
     pub autorestart: AutoRestart,
     pub exitcodes: Vec<i32>,
+    /// Expected to exit: an exit in exitcodes is success (completed), never restarted.
+    pub oneshot: bool,
     pub stopsignal: Signal,
     pub stopwaitsecs: Duration,
     pub stopasgroup: bool,
@@ -418,6 +420,15 @@ pub fn step(m: &Machine, event: Event, ctx: &Ctx<'_>) -> Result<Step, Refusal> {
             );
             out.go(State::Stopped);
         }
+        (State::Starting { .. } | State::Running { .. }, Event::Exited { status, .. })
+            if p.oneshot && p.exitcodes.contains(&status.code_or_minus_one()) =>
+        {
+            // A one-shot program did its job: completed, however soon, and not restarted.
+            out.machine.last_exit = Some(Exit { status, expected: true });
+            out.machine.spawn_error = None;
+            out.log(Level::Info, format!("exited: {name} ({status}; expected, completed)"));
+            out.go(State::Exited);
+        }
         (State::Starting { since, attempt, .. }, Event::Exited { status, .. })
             if ctx.now < *since + p.startsecs =>
         {
@@ -567,6 +578,7 @@ mod tests {
             backoff: Backoff::default(),
             autorestart: AutoRestart::Unexpected,
             exitcodes: vec![0],
+            oneshot: false,
             stopsignal: Signal::SIGTERM,
             stopwaitsecs: Duration::from_secs(10),
             stopasgroup: false,
@@ -641,7 +653,17 @@ mod tests {
 
     /// Every edge of the lifecycle, as (from, event, time, to-kinds visited). This table is the
     /// single source the diagram in docs/ARCHITECTURE.md is checked against.
-    fn table() -> Vec<(&'static str, State, Event, u64, Vec<Kind>)> {
+    /// Rows run under [`table_policy`] unless they name a policy of their own.
+    fn table() -> Vec<(&'static str, State, Event, u64, Vec<Kind>, Policy)> {
+        use Kind::*;
+        let mut rows: Vec<_> =
+            plain_rows().into_iter().map(|(w, s, e, n, k)| (w, s, e, n, k, table_policy())).collect();
+        let oneshot = Policy { oneshot: true, ..table_policy() };
+        rows.push(("a oneshot completed", STARTING(0), exit(0), 100, vec![Exited], oneshot));
+        rows
+    }
+
+    fn plain_rows() -> Vec<(&'static str, State, Event, u64, Vec<Kind>)> {
         use Kind::*;
         let backoff1 = State::Backoff { attempt: 1, retry_at: at(1000) };
         let backoff3 = State::Backoff { attempt: 3, retry_at: at(3000) };
@@ -697,8 +719,7 @@ mod tests {
 
     #[test]
     fn transition_table() {
-        let p = table_policy();
-        for (what, state, event, now, want) in table() {
+        for (what, state, event, now, want, p) in table() {
             let s = run(state.clone(), event.clone(), now, &p)
                 .unwrap_or_else(|r| panic!("{what}: refused {r:?}"));
             let got: Vec<Kind> = transitions(&s).into_iter().map(|(_, to)| to).collect();
@@ -769,6 +790,7 @@ mod tests {
             Policy { autorestart: AutoRestart::True, ..policy() },
             Policy { autorestart: AutoRestart::False, startsecs: Duration::ZERO, ..policy() },
             Policy { autorestart: AutoRestart::True, ..table_policy() },
+            Policy { autorestart: AutoRestart::True, oneshot: true, ..policy() },
         ];
         let mut all = Vec::new();
         for state in &states {
@@ -817,9 +839,8 @@ mod tests {
     #[test]
     fn diagram_matches_table() {
         let documented = documented_edges();
-        let p = table_policy();
         let mut produced = std::collections::BTreeSet::new();
-        for (_, state, event, now, _) in table() {
+        for (_, state, event, now, _, p) in table() {
             let s = run(state, event, now, &p).expect("table rows are accepted");
             produced.extend(transitions(&s));
         }
@@ -942,6 +963,26 @@ mod tests {
         let plain = Policy { backoff: Backoff::default(), ..p.clone() };
         let s =
             run(State::Running { pid: 7, since: at(0), attempt: 0 }, exit(1), 1500, &plain).expect("exit");
+        assert!(has(&s, &Action::Spawn));
+    }
+
+    #[test]
+    fn a_oneshot_that_exits_as_expected_has_completed() {
+        let p = Policy { oneshot: true, autorestart: AutoRestart::True, exitcodes: vec![0, 3], ..policy() };
+        // Before startsecs: completed, not a failed start.
+        let s = run(STARTING(0), exit(3), 100, &p).expect("exit");
+        assert_eq!(transitions(&s), vec![(Kind::Starting, Kind::Exited)]);
+        assert_eq!(s.machine.last_exit, Some(Exit { status: ExitStatus::Code(3), expected: true }));
+        assert!(!has(&s, &Action::Spawn), "never restarted, whatever autorestart says");
+        assert_eq!(logs(&s), vec!["exited: web (exit status 3; expected, completed)"]);
+        let s = run(running(), exit(0), 5000, &p).expect("exit");
+        assert_eq!(s.machine.state, State::Exited);
+        assert!(!has(&s, &Action::Spawn));
+        // An unexpected code follows the usual rules: a quick one is a failed start...
+        let s = run(STARTING(0), exit(1), 100, &p).expect("exit");
+        assert_eq!(s.machine.state.kind(), Kind::Backoff);
+        // ...a later one an exit that autorestart restarts.
+        let s = run(running(), exit(1), 5000, &p).expect("exit");
         assert!(has(&s, &Action::Spawn));
     }
 

@@ -525,6 +525,7 @@ fn policy(c: &ProcessConfig) -> Policy {
         backoff: c.backoff,
         autorestart: c.autorestart,
         exitcodes: c.exitcodes.clone(),
+        oneshot: c.oneshot,
         stopsignal: c.stopsignal,
         stopwaitsecs: c.stopwaitsecs,
         // kill_mode, when set, decides; `cgroup` falls back to the process group where there
@@ -780,6 +781,10 @@ impl Actor {
         let outcome = match kind {
             Kind::Starting => None,
             Kind::Running => Some(Ok(())),
+            // A one-shot program that completed did what a start asked of it.
+            Kind::Exited if self.policy.oneshot && self.machine.last_exit.is_some_and(|e| e.expected) => {
+                Some(Ok(()))
+            }
             Kind::Backoff | Kind::Fatal if self.machine.spawn_error.is_some() => {
                 Some(Err(Fault::SpawnError(self.machine.spawn_error.clone().unwrap_or_default())))
             }

@@ -383,6 +383,7 @@ fn process_table(p: &ProcessConfig, daemon: &DaemonConfig) -> Table {
         codes.push(i64::from(*c));
     }
     put("exitcodes", toml_edit::value(codes), p.exitcodes == [0]);
+    put("oneshot", toml_edit::value(p.oneshot), !p.oneshot);
     put(
         "stopsignal",
         s(p.stopsignal.as_str().trim_start_matches("SIG")),

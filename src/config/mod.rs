@@ -458,6 +458,9 @@ pub struct ProcessConfig {
     /// `backoff_jitter`, `backoff_reset`).
     pub backoff: Backoff,
     pub exitcodes: Vec<i32>,
+    /// A one-shot program (`oneshot`): expected to exit. An exit with a code in exitcodes,
+    /// even before startsecs, is its success ("completed"): EXITED, never restarted.
+    pub oneshot: bool,
     #[serde(serialize_with = "ser_signal")]
     pub stopsignal: Signal,
     #[serde(serialize_with = "ser_secs")]

@@ -268,6 +268,7 @@ const KNOWN_OPTIONS: &[&str] = &[
     "backoff_jitter",
     "backoff_reset",
     "exitcodes",
+    "oneshot",
     "stopsignal",
     "stopwaitsecs",
     "stopasgroup",
@@ -1355,6 +1356,7 @@ fn resolve_program<'a>(
         io_weight: sec.take(report, "io_weight", &vars, None, weight),
     };
     let exitcodes = sec.take(report, "exitcodes", &vars, vec![0], values::exitcodes);
+    let oneshot = sec.take(report, "oneshot", &vars, false, values::boolean);
     let redirect_stderr = sec.take(report, "redirect_stderr", &vars, false, values::boolean);
     // minder's extension (supervisor #553): the time at the start of every captured line.
     let log_timestamps = sec.take(report, "log_timestamps", &vars, false, values::boolean);
@@ -1530,6 +1532,7 @@ fn resolve_program<'a>(
             startretries,
             backoff,
             exitcodes: exitcodes.clone(),
+            oneshot,
             stopsignal,
             stopwaitsecs,
             stopasgroup,

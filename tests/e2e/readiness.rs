@@ -37,3 +37,28 @@ startretries = 4
         );
     }
 }
+
+#[test]
+fn a_oneshot_completes_and_is_not_restarted() {
+    let d = Daemon::start(
+        r#"
+[program.migrate]
+command = "sh -c 'exit 0'"
+oneshot = true
+autorestart = true
+
+[program.broken]
+command = "sh -c 'exit 4'"
+oneshot = true
+startretries = 0
+"#,
+    );
+    d.wait_state("migrate", "EXITED", 10 * SECS);
+    d.wait_state("broken", "FATAL", 10 * SECS);
+    assert_eq!(d.log_lines("exited: migrate (exit status 0; expected, completed)").len(), 1, "{}", d.log());
+    // `start --wait` of a one-shot program succeeds once it has completed.
+    let out = d.ctl(&["start", "migrate"]);
+    assert_eq!(crate::harness::code(&out), 0, "{}", crate::harness::stdout(&out));
+    assert_eq!(d.state("migrate"), "EXITED");
+    assert_eq!(spawns(&d, "migrate").len(), 2, "one autostart, one start; never restarted:\n{}", d.log());
+}
