@@ -653,8 +653,11 @@ mod tests {
 
     /// Every edge of the lifecycle, as (from, event, time, to-kinds visited). This table is the
     /// single source the diagram in docs/ARCHITECTURE.md is checked against.
+    /// One row: why, from, event, time (ms), the kinds visited, the policy.
+    type Row = (&'static str, State, Event, u64, Vec<Kind>, Policy);
+
     /// Rows run under [`table_policy`] unless they name a policy of their own.
-    fn table() -> Vec<(&'static str, State, Event, u64, Vec<Kind>, Policy)> {
+    fn table() -> Vec<Row> {
         use Kind::*;
         let mut rows: Vec<_> =
             plain_rows().into_iter().map(|(w, s, e, n, k)| (w, s, e, n, k, table_policy())).collect();
