@@ -20,6 +20,9 @@ use tokio::time::Instant;
 pub enum State {
     /// Not running: never started, or stopped on request.
     Stopped,
+    /// Asked to start, waiting for its dependencies (`depends_on`): STARTING without a child.
+    /// The supervisor, which sees every process, sends [`Event::Start`] once they are met.
+    Waiting,
     /// Spawned; not yet ready. `attempt` counts the failed starts before this one.
     Starting { pid: u32, since: Instant, attempt: u32 },
     /// Ready and running. `attempt` is the failed starts before it, kept until it has been
@@ -102,7 +105,7 @@ impl State {
     pub fn kind(&self) -> Kind {
         match self {
             State::Stopped => Kind::Stopped,
-            State::Starting { .. } => Kind::Starting,
+            State::Waiting | State::Starting { .. } => Kind::Starting,
             State::Running { .. } => Kind::Running,
             State::Backoff { .. } => Kind::Backoff,
             State::Stopping { .. } => Kind::Stopping,
@@ -214,8 +217,11 @@ pub struct Policy {
 /// Everything that can happen to a process.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
-    /// A request to start (from a client, or autostart at daemon start).
+    /// A request to start (from a client, or autostart at daemon start); from WAITING, the
+    /// dependencies are met.
     Start,
+    /// A request to start that must first wait for dependencies.
+    Wait,
     /// A request to stop.
     Stop,
     /// A request to send a signal without changing state.
@@ -307,14 +313,24 @@ pub fn step(m: &Machine, event: Event, ctx: &Ctx<'_>) -> Result<Step, Refusal> {
     let name = ctx.name;
     match (&m.state, event) {
         // --- requests -------------------------------------------------------------------
-        (State::Stopped | State::Exited | State::Fatal, Event::Start) => {
+        (State::Stopped | State::Exited | State::Fatal | State::Waiting, Event::Start) => {
             out.actions.push(Action::Spawn);
         }
-        (State::Starting { .. } | State::Running { .. } | State::Backoff { .. }, Event::Start) => {
-            return Err(Refusal::AlreadyStarted)
+        (State::Stopped | State::Exited | State::Fatal, Event::Wait) => {
+            out.machine.spawn_error = None;
+            out.go(State::Waiting);
         }
-        (State::Stopping { .. }, Event::Start) => return Err(Refusal::Stopping),
-        (State::Unknown { .. }, Event::Start) => return Err(Refusal::Unknown),
+        (
+            State::Starting { .. } | State::Running { .. } | State::Backoff { .. } | State::Waiting,
+            Event::Start | Event::Wait,
+        ) => return Err(Refusal::AlreadyStarted),
+        (State::Stopping { .. }, Event::Start | Event::Wait) => return Err(Refusal::Stopping),
+        (State::Unknown { .. }, Event::Start | Event::Wait) => return Err(Refusal::Unknown),
+
+        (State::Waiting, Event::Stop) => {
+            out.log(Level::Debug, format!("{name} was waiting for its dependencies; not started"));
+            out.go(State::Stopped);
+        }
 
         (State::Starting { pid, .. } | State::Running { pid, .. }, Event::Stop) => {
             let pid = *pid;
@@ -346,7 +362,10 @@ pub fn step(m: &Machine, event: Event, ctx: &Ctx<'_>) -> Result<Step, Refusal> {
         (_, Event::Signal(_)) => return Err(Refusal::NotRunning),
 
         // --- spawning -------------------------------------------------------------------
-        (State::Stopped | State::Exited | State::Fatal | State::Backoff { .. }, Event::Spawned { pid }) => {
+        (
+            State::Stopped | State::Exited | State::Fatal | State::Backoff { .. } | State::Waiting,
+            Event::Spawned { pid },
+        ) => {
             let attempt = match m.state {
                 State::Backoff { attempt, .. } => attempt,
                 _ => 0,
@@ -354,13 +373,14 @@ pub fn step(m: &Machine, event: Event, ctx: &Ctx<'_>) -> Result<Step, Refusal> {
             out.machine.last_exit = None;
             out.machine.spawn_error = None;
             out.log(Level::Info, format!("spawned: '{name}' with pid {pid}"));
-            out.go(State::Starting { pid, since: ctx.now, attempt });
+            // From WAITING it was STARTING already: the same state, now with a child.
+            out.go_quietly(State::Starting { pid, since: ctx.now, attempt });
             if p.startsecs.is_zero() {
                 out.ready(pid, attempt, ctx);
             }
         }
         (
-            State::Stopped | State::Exited | State::Fatal | State::Backoff { .. },
+            State::Stopped | State::Exited | State::Fatal | State::Backoff { .. } | State::Waiting,
             Event::SpawnFailed { reason, out_of_descriptors },
         ) => {
             let attempt = match m.state {
@@ -368,7 +388,9 @@ pub fn step(m: &Machine, event: Event, ctx: &Ctx<'_>) -> Result<Step, Refusal> {
                 _ => 0,
             };
             out.machine.last_exit = None;
-            out.transition(Kind::Starting);
+            if out.from != Kind::Starting {
+                out.transition(Kind::Starting);
+            }
             if out_of_descriptors {
                 // minderd ran short, not the program: wait and try again, as often as it takes,
                 // without spending one of the program's startretries (a daemon short of
@@ -524,6 +546,15 @@ impl Out {
 
     fn go(&mut self, state: State) {
         self.transition(state.kind());
+        self.machine.state = state;
+    }
+
+    /// As [`Out::go`], without a transition when the kind stays the same (WAITING to a
+    /// STARTING with a child).
+    fn go_quietly(&mut self, state: State) {
+        if state.kind() != self.from {
+            self.transition(state.kind());
+        }
         self.machine.state = state;
     }
 
@@ -710,6 +741,10 @@ mod tests {
             ("signal fails", STARTING(0), Event::SignalFailed { reason: "EPERM".into() }, 500, vec![Unknown]),
             ("signal fails", stopping(), Event::SignalFailed { reason: "EPERM".into() }, 5000, vec![Unknown]),
             ("exit while unknown", State::Unknown { pid: 7 }, exit(0), 5000, vec![Exited]),
+            ("start, waiting for dependencies", State::Stopped, Event::Wait, 0, vec![Starting]),
+            ("start, waiting for dependencies", State::Exited, Event::Wait, 0, vec![Starting]),
+            ("start, waiting for dependencies", State::Fatal, Event::Wait, 0, vec![Starting]),
+            ("stop while waiting", State::Waiting, Event::Stop, 0, vec![Stopped]),
             (
                 "exit within backoff_reset",
                 State::Running { pid: 7, since: at(0), attempt: 3 },
@@ -759,6 +794,7 @@ mod tests {
     fn every_state_and_event() -> Vec<(State, Event, u64, Policy)> {
         let states = [
             State::Stopped,
+            State::Waiting,
             STARTING(0),
             STARTING(3),
             running(),
@@ -772,6 +808,7 @@ mod tests {
         ];
         let events = [
             Event::Start,
+            Event::Wait,
             Event::Stop,
             Event::Signal(Signal::SIGHUP),
             Event::Spawned { pid: 7 },
@@ -987,6 +1024,30 @@ mod tests {
         // ...a later one an exit that autorestart restarts.
         let s = run(running(), exit(1), 5000, &p).expect("exit");
         assert!(has(&s, &Action::Spawn));
+    }
+
+    #[test]
+    fn waiting_for_dependencies_is_starting_without_a_child() {
+        let p = policy();
+        let s = run(State::Stopped, Event::Wait, 0, &p).expect("wait");
+        assert_eq!(s.machine.state, State::Waiting);
+        assert_eq!(s.machine.state.kind(), Kind::Starting);
+        assert_eq!(s.machine.state.pid(), None);
+        assert!(!has(&s, &Action::Spawn), "nothing is spawned yet");
+        assert_eq!(deadline(&State::Waiting, &p), None, "no timer: the supervisor says when");
+        // Met: spawned, and still STARTING (no second STARTING event).
+        let s = run(State::Waiting, Event::Start, 0, &p).expect("met");
+        assert!(has(&s, &Action::Spawn));
+        let s = run(State::Waiting, Event::Spawned { pid: 7 }, 0, &p).expect("spawned");
+        assert!(transitions(&s).is_empty(), "{:?}", s.actions);
+        assert!(matches!(s.machine.state, State::Starting { pid: 7, attempt: 0, .. }));
+        let s =
+            run(State::Waiting, Event::SpawnFailed { reason: "x".into(), out_of_descriptors: false }, 0, &p)
+                .expect("failed");
+        assert_eq!(transitions(&s), vec![(Kind::Starting, Kind::Backoff)]);
+        // A second start while waiting is "already started"; a signal has nobody to go to.
+        assert_eq!(run(State::Waiting, Event::Wait, 0, &p), Err(Refusal::AlreadyStarted));
+        assert_eq!(run(State::Waiting, Event::Signal(Signal::SIGHUP), 0, &p), Err(Refusal::NotRunning));
     }
 
     #[test]

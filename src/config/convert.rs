@@ -384,6 +384,11 @@ fn process_table(p: &ProcessConfig, daemon: &DaemonConfig) -> Table {
     }
     put("exitcodes", toml_edit::value(codes), p.exitcodes == [0]);
     put("oneshot", toml_edit::value(p.oneshot), !p.oneshot);
+    let mut deps = Array::new();
+    for d in &p.depends_on {
+        deps.push(d.to_string());
+    }
+    put("depends_on", toml_edit::value(deps), p.depends_on.is_empty());
     put(
         "stopsignal",
         s(p.stopsignal.as_str().trim_start_matches("SIG")),

@@ -23,7 +23,10 @@ use std::time::Duration;
 
 pub use convert::to_toml;
 pub use diag::{ConfigErrors, Diagnostic, Origin};
-pub use values::{AutoRestart, Backoff, BackoffKind, CgroupSetting, KillMode, Limits, INFINITE_RETRIES};
+pub use values::{
+    AutoRestart, Backoff, BackoffKind, CgroupSetting, Condition, Dependency, KillMode, Limits,
+    INFINITE_RETRIES,
+};
 
 use crate::address::Address;
 use crate::signal::Signal;
@@ -461,6 +464,9 @@ pub struct ProcessConfig {
     /// A one-shot program (`oneshot`): expected to exit. An exit with a code in exitcodes,
     /// even before startsecs, is its success ("completed"): EXITED, never restarted.
     pub oneshot: bool,
+    /// What must be started, ready or completed before this process starts (`depends_on`);
+    /// every entry names at least one process, and there is no cycle.
+    pub depends_on: Vec<Dependency>,
     #[serde(serialize_with = "ser_signal")]
     pub stopsignal: Signal,
     #[serde(serialize_with = "ser_secs")]

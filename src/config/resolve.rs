@@ -67,6 +67,16 @@ struct Report {
     warnings: Vec<Diagnostic>,
     /// `[DEFAULT]` options some section used; the others are unknown.
     defaults_taken: BTreeSet<String>,
+    /// Where each program's `depends_on` was given, checked once every group is known.
+    depends_on: Vec<DependsOn>,
+}
+
+/// A program's `depends_on`, with where it was written.
+struct DependsOn {
+    group: String,
+    program: String,
+    origin: Origin,
+    key: String,
 }
 
 impl Report {
@@ -269,6 +279,7 @@ const KNOWN_OPTIONS: &[&str] = &[
     "backoff_reset",
     "exitcodes",
     "oneshot",
+    "depends_on",
     "stopsignal",
     "stopwaitsecs",
     "stopasgroup",
@@ -515,8 +526,12 @@ pub(super) fn lookup_user(name: &str) -> Parsed<nix::unistd::User> {
 }
 
 pub(super) fn resolve(raw: &RawConfig, ctx: &Context) -> Result<Config, ConfigErrors> {
-    let mut report =
-        Report { errors: Vec::new(), warnings: raw.warnings.clone(), defaults_taken: BTreeSet::new() };
+    let mut report = Report {
+        errors: Vec::new(),
+        warnings: raw.warnings.clone(),
+        defaults_taken: BTreeSet::new(),
+        depends_on: Vec::new(),
+    };
     let shared = Shared { raw, ctx };
 
     let mut daemon = resolve_daemon(&shared, &mut report);
@@ -1204,7 +1219,79 @@ fn resolve_groups(
         }
     }
     groups.sort_by(|a, b| (a.priority, &a.name).cmp(&(b.priority, &b.name)));
+    check_dependencies(&groups, report);
     groups
+}
+
+/// Every `depends_on` entry must name a process, and no program may end up waiting for
+/// itself: a cycle is an error naming it, at the `depends_on` of the first program in it.
+fn check_dependencies(groups: &[GroupConfig], report: &mut Report) {
+    let processes: Vec<&ProcessConfig> =
+        groups.iter().flat_map(|g| g.processes.iter().map(|p| &**p)).collect();
+    // The graph is between programs (group, program): a program's processes share its options.
+    let mut edges: BTreeMap<(String, String), BTreeSet<(String, String)>> = BTreeMap::new();
+    let entries = std::mem::take(&mut report.depends_on);
+    for entry in &entries {
+        let Some(p) = processes.iter().find(|p| p.group == entry.group && p.program == entry.program) else {
+            continue; // numprocs = 0: nothing to start, nothing to check
+        };
+        let mut out = BTreeSet::new();
+        for dep in &p.depends_on {
+            let matched: Vec<&&ProcessConfig> =
+                processes.iter().filter(|q| dep.matches(&q.group, &q.name, &q.program)).collect();
+            if matched.is_empty() {
+                report.error(
+                    entry.origin.clone(),
+                    entry.key.clone(),
+                    format!("{:?} names no program, process or group that is configured", dep.target),
+                );
+            }
+            out.extend(matched.iter().map(|q| (q.group.clone(), q.program.clone())));
+        }
+        edges.insert((entry.group.clone(), entry.program.clone()), out);
+    }
+    // Depth-first search for a cycle, reported once (from the program it was found from).
+    let mut done: BTreeSet<(String, String)> = BTreeSet::new();
+    for start in edges.keys() {
+        let mut path: Vec<(String, String)> = Vec::new();
+        if let Some(cycle) = find_cycle(start, &edges, &mut path, &mut done) {
+            let names: Vec<String> = cycle.iter().map(|(g, p)| super::full_name(g, p)).collect();
+            let first = &cycle[0];
+            let at = entries.iter().find(|e| (&e.group, &e.program) == (&first.0, &first.1));
+            let (origin, key) = at.map_or_else(
+                || (Origin::Default, "depends_on".to_string()),
+                |e| (e.origin.clone(), e.key.clone()),
+            );
+            report.error(origin, key, format!("dependency cycle: {}", names.join(" -> ")));
+            return;
+        }
+    }
+}
+
+/// The cycle reachable from `node`, as the path from its first program back to it.
+fn find_cycle(
+    node: &(String, String),
+    edges: &BTreeMap<(String, String), BTreeSet<(String, String)>>,
+    path: &mut Vec<(String, String)>,
+    done: &mut BTreeSet<(String, String)>,
+) -> Option<Vec<(String, String)>> {
+    if let Some(i) = path.iter().position(|n| n == node) {
+        let mut cycle = path[i..].to_vec();
+        cycle.push(node.clone());
+        return Some(cycle);
+    }
+    if done.contains(node) {
+        return None;
+    }
+    path.push(node.clone());
+    for next in edges.get(node).into_iter().flatten() {
+        if let Some(c) = find_cycle(next, edges, path, done) {
+            return Some(c);
+        }
+    }
+    path.pop();
+    done.insert(node.clone());
+    None
 }
 
 /// The expansions of a program-like section (before the per-process ones).
@@ -1357,6 +1444,15 @@ fn resolve_program<'a>(
     };
     let exitcodes = sec.take(report, "exitcodes", &vars, vec![0], values::exitcodes);
     let oneshot = sec.take(report, "oneshot", &vars, false, values::boolean);
+    let depends_on = sec.take(report, "depends_on", &vars, Vec::new(), values::depends_on);
+    if !depends_on.is_empty() {
+        report.depends_on.push(DependsOn {
+            group: group_name.to_string(),
+            program: section.name.clone(),
+            origin: sec.origin("depends_on"),
+            key: sec.key("depends_on"),
+        });
+    }
     let redirect_stderr = sec.take(report, "redirect_stderr", &vars, false, values::boolean);
     // minder's extension (supervisor #553): the time at the start of every captured line.
     let log_timestamps = sec.take(report, "log_timestamps", &vars, false, values::boolean);
@@ -1533,6 +1629,7 @@ fn resolve_program<'a>(
             backoff,
             exitcodes: exitcodes.clone(),
             oneshot,
+            depends_on: depends_on.clone(),
             stopsignal,
             stopwaitsecs,
             stopasgroup,
@@ -1747,6 +1844,56 @@ mod tests {
         let again = load("m.toml", &back).expect("the conversion loads");
         assert_eq!(process(&again, "web").backoff, process(&ini, "web").backoff);
         assert_eq!(process(&again, "web").startretries, crate::config::INFINITE_RETRIES);
+    }
+
+    #[test]
+    fn depends_on_in_both_formats() {
+        use crate::config::{Condition, Dependency};
+        let toml = load(
+            "m.toml",
+            "[program.db]\ncommand = \"/bin/cat\"\n[program.migrate]\ncommand = \"/bin/true\"\noneshot = true\ndepends_on = [\"db:ready\"]\n[program.web]\ncommand = \"/bin/cat\"\ndepends_on = [\"db:ready\", \"migrate:completed\", \"site:api\"]\n[group.site]\nprograms = \"api\"\n[program.api]\ncommand = \"/bin/cat\"\n",
+        )
+        .expect("valid");
+        let ini = load(
+            "s.conf",
+            "[supervisord]\n[program:db]\ncommand=/bin/cat\n[program:migrate]\ncommand=/bin/true\noneshot=true\ndepends_on=db:ready\n[program:web]\ncommand=/bin/cat\ndepends_on = db:ready, migrate:completed, site:api\n[group:site]\nprograms=api\n[program:api]\ncommand=/bin/cat\n",
+        )
+        .expect("valid");
+        for c in [&toml, &ini] {
+            let d = |t: &str, condition| Dependency { target: t.into(), condition };
+            assert_eq!(
+                process(c, "web").depends_on,
+                vec![
+                    d("db", Condition::Ready),
+                    d("migrate", Condition::Completed),
+                    d("site:api", Condition::Started)
+                ]
+            );
+            assert!(process(c, "migrate").oneshot);
+        }
+    }
+
+    #[test]
+    fn a_dependency_cycle_or_an_unknown_name_is_an_error() {
+        let err = load(
+            "s.conf",
+            "[supervisord]\n[program:a]\ncommand=/bin/cat\ndepends_on=b\n[program:b]\ncommand=/bin/cat\ndepends_on=c:ready\n[program:c]\ncommand=/bin/cat\ndepends_on=a:started\n",
+        )
+        .expect_err("a cycle");
+        assert!(
+            err.contains("s.conf:4: [program:a] depends_on: dependency cycle: a -> b -> c -> a"),
+            "{err}"
+        );
+        let err = load("m.toml", "[program.a]\ncommand = \"/bin/cat\"\ndepends_on = [\"a\"]\n")
+            .expect_err("itself");
+        assert!(err.contains("m.toml:3: program.a.depends_on: dependency cycle: a -> a"), "{err}");
+        let err =
+            load("m.toml", "[program.a]\ncommand = \"/bin/cat\"\ndepends_on = [\"dbb:ready\", \"x:y:z\"]\n")
+                .expect_err("unknown");
+        assert!(err.contains("m.toml:3: program.a.depends_on: \"x:y:z\" is not a dependency"), "{err}");
+        let err = load("m.toml", "[program.a]\ncommand = \"/bin/cat\"\ndepends_on = [\"dbb:ready\"]\n")
+            .expect_err("unknown");
+        assert!(err.contains("m.toml:3: program.a.depends_on: \"dbb\" names no program, process or group that is configured"), "{err}");
     }
 
     #[test]

@@ -217,6 +217,88 @@ pub fn duration(raw: &Raw) -> Parsed<Duration> {
     }
 }
 
+/// What a dependency must have reached before its dependent starts (`depends_on`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Condition {
+    /// Spawned (STARTING with a child, or RUNNING), or completed.
+    Started,
+    /// RUNNING (past startsecs, or READY=1 with `ready = "notify"`), or a one-shot completed.
+    Ready,
+    /// EXITED with a code in its exitcodes (a one-shot program's success).
+    Completed,
+}
+
+impl Condition {
+    pub fn name(self) -> &'static str {
+        match self {
+            Condition::Started => "started",
+            Condition::Ready => "ready",
+            Condition::Completed => "completed",
+        }
+    }
+}
+
+/// One entry of `depends_on`: which processes, and what they must have reached.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+pub struct Dependency {
+    /// `NAME` (a program, a process's full name, or a group: all of its processes) or
+    /// `GROUP:NAME` (a program or process of that group).
+    pub target: String,
+    pub condition: Condition,
+}
+
+impl Dependency {
+    /// Reads `db`, `db:ready`, `site:web:started`. The last `:part`, when it names a condition,
+    /// is the condition; without one it is `started` (systemd's After=, and what `db` alone
+    /// reads as).
+    pub fn parse(text: &str) -> Parsed<Dependency> {
+        let text = text.trim();
+        let (target, condition) = match text.rsplit_once(':') {
+            Some((t, "started")) => (t, Condition::Started),
+            Some((t, "ready")) => (t, Condition::Ready),
+            Some((t, "completed")) => (t, Condition::Completed),
+            _ => (text, Condition::Started),
+        };
+        let parts: Vec<&str> = target.split(':').collect();
+        if target.is_empty() || parts.len() > 2 || parts.iter().any(|p| p.is_empty() || p.contains(' ')) {
+            return Err(format!(
+                "{text:?} is not a dependency: write NAME or GROUP:NAME, optionally followed by :started, :ready or :completed"
+            ));
+        }
+        Ok(Dependency { target: target.to_string(), condition })
+    }
+
+    /// Whether the process `group:name` of program `program` is one this names.
+    pub fn matches(&self, group: &str, name: &str, program: &str) -> bool {
+        match self.target.split_once(':') {
+            Some((g, n)) => g == group && (n == name || n == program),
+            None => {
+                let t = self.target.as_str();
+                t == program || t == group || super::full_name(group, name) == t
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for Dependency {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.target, self.condition.name())
+    }
+}
+
+/// `depends_on`: a TOML list, or a comma list in supervisord.conf.
+pub fn depends_on(raw: &Raw) -> Parsed<Vec<Dependency>> {
+    let mut out: Vec<Dependency> = Vec::new();
+    for item in comma_list(raw)? {
+        let d = Dependency::parse(&item)?;
+        if !out.contains(&d) {
+            out.push(d);
+        }
+    }
+    Ok(out)
+}
+
 /// How the wait between failed starts grows (`backoff`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::harness::Daemon;
+use crate::harness::{wait_for, Daemon};
 
 const SECS: Duration = Duration::from_secs(1);
 
@@ -61,4 +61,113 @@ startretries = 0
     assert_eq!(crate::harness::code(&out), 0, "{}", crate::harness::stdout(&out));
     assert_eq!(d.state("migrate"), "EXITED");
     assert_eq!(spawns(&d, "migrate").len(), 2, "one autostart, one start; never restarted:\n{}", d.log());
+}
+
+/// The daemon log time of the first line containing `needle`.
+fn first(d: &Daemon, needle: &str) -> f64 {
+    match d.log_lines(needle).first() {
+        Some((t, _)) => *t,
+        None => panic!("no {needle:?} in the log:\n{}", d.log()),
+    }
+}
+
+#[test]
+fn a_oneshot_migration_runs_before_the_program_that_needs_it_completed() {
+    let d = Daemon::start(
+        r#"
+[program.web]
+command = "sleep 100"
+startsecs = 0
+depends_on = ["migrate:completed"]
+
+[program.migrate]
+command = "sh -c 'sleep 0.5; exit 0'"
+oneshot = true
+"#,
+    );
+    d.wait_state("web", "RUNNING", 10 * SECS);
+    assert_eq!(d.state("migrate"), "EXITED");
+    let completed = first(&d, "exited: migrate (exit status 0; expected, completed)");
+    let web = first(&d, "spawned: 'web'");
+    assert!(web >= completed, "web spawned at {web}, before migrate completed at {completed}:\n{}", d.log());
+}
+
+#[test]
+fn a_cycle_is_a_configuration_error_naming_it() {
+    let dir = tempfile::tempdir().expect("dir");
+    let conf = dir.path().join("minder.toml");
+    std::fs::write(
+        &conf,
+        "[program.a]\ncommand = \"sleep 1\"\ndepends_on = [\"b:ready\"]\n\n[program.b]\ncommand = \"sleep 1\"\ndepends_on = [\"a\"]\n",
+    )
+    .expect("write");
+    let out = std::process::Command::new(crate::harness::bin("minderd"))
+        .arg("--check-config")
+        .arg("-c")
+        .arg(&conf)
+        .output()
+        .expect("runs");
+    assert_ne!(crate::harness::code(&out), 0);
+    let err = crate::harness::stderr(&out);
+    assert!(err.contains("minder.toml:3: program.a.depends_on: dependency cycle: a -> b -> a"), "{err}");
+}
+
+#[test]
+fn start_brings_up_what_a_program_needs_and_stop_goes_in_reverse() {
+    let d = Daemon::start(
+        r#"
+[program.db]
+command = "sleep 100"
+startsecs = 0.5
+autostart = false
+
+[program.web]
+command = "sleep 100"
+startsecs = 0
+autostart = false
+depends_on = ["db:ready"]
+"#,
+    );
+    // `start web` starts db too, and web spawns only once db is RUNNING.
+    let out = d.ctl(&["start", "web"]);
+    assert_eq!(crate::harness::code(&out), 0, "{}", crate::harness::stdout(&out));
+    assert_eq!(d.state("db"), "RUNNING");
+    assert_eq!(d.state("web"), "RUNNING");
+    let db_ready = first(&d, "success: db entered RUNNING state");
+    assert!(first(&d, "spawned: 'web'") >= db_ready, "{}", d.log());
+    // Stopping both stops web (the dependent) before db is even signalled.
+    let out = d.ctl(&["stop", "all"]);
+    assert_eq!(crate::harness::code(&out), 0, "{}", crate::harness::stdout(&out));
+    let web_stopped = first(&d, "stopped: web");
+    let db_stopped = first(&d, "stopped: db");
+    assert!(web_stopped <= db_stopped, "{}", d.log());
+    let web_line = d.log().lines().position(|l| l.contains("stopped: web"));
+    let db_line = d.log().lines().position(|l| l.contains("stopped: db"));
+    assert!(web_line < db_line, "web must stop first:\n{}", d.log());
+}
+
+#[test]
+fn a_failed_dependency_leaves_its_dependent_waiting_and_says_so() {
+    let d = Daemon::start(
+        r#"
+[program.db]
+command = "false"
+startretries = 0
+
+[program.web]
+command = "sleep 100"
+startsecs = 0
+depends_on = ["db:ready"]
+"#,
+    );
+    d.wait_state("db", "FATAL", 10 * SECS);
+    wait_for("web to say why it waits", 10 * SECS, || {
+        d.process("web")["description"] == "waiting for db (FATAL)"
+    });
+    assert_eq!(d.state("web"), "STARTING");
+    assert!(d.log_lines("spawned: 'web'").is_empty(), "{}", d.log());
+    // Stopping a waiting program is immediate; it never ran.
+    let out = d.ctl(&["stop", "web"]);
+    assert_eq!(crate::harness::code(&out), 0, "{}", crate::harness::stdout(&out));
+    assert_eq!(d.state("web"), "STOPPED");
 }
