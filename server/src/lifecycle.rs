@@ -11,7 +11,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use minder::config::AutoRestart;
+use minder::config::{AutoRestart, Backoff};
 use minder::signal::{self, Signal};
 use tokio::time::Instant;
 
@@ -20,10 +20,14 @@ use tokio::time::Instant;
 pub enum State {
     /// Not running: never started, or stopped on request.
     Stopped,
+    /// Asked to start, waiting for its dependencies (`depends_on`): STARTING without a child.
+    /// The supervisor, which sees every process, sends [`Event::Start`] once they are met.
+    Waiting,
     /// Spawned; not yet ready. `attempt` counts the failed starts before this one.
     Starting { pid: u32, since: Instant, attempt: u32 },
-    /// Ready and running.
-    Running { pid: u32, since: Instant },
+    /// Ready and running. `attempt` is the failed starts before it, kept until it has been
+    /// RUNNING for `backoff_reset` (0 at once without one, as in supervisord).
+    Running { pid: u32, since: Instant, attempt: u32 },
     /// The last start failed; the next attempt is at `retry_at`.
     Backoff { attempt: u32, retry_at: Instant },
     /// The stop signal has been sent. `kill_at` is when SIGKILL follows; `None` once it has.
@@ -101,7 +105,7 @@ impl State {
     pub fn kind(&self) -> Kind {
         match self {
             State::Stopped => Kind::Stopped,
-            State::Starting { .. } => Kind::Starting,
+            State::Waiting | State::Starting { .. } => Kind::Starting,
             State::Running { .. } => Kind::Running,
             State::Backoff { .. } => Kind::Backoff,
             State::Stopping { .. } => Kind::Stopping,
@@ -196,9 +200,14 @@ impl Default for Machine {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Policy {
     pub startsecs: Duration,
+    /// [`minder::config::INFINITE_RETRIES`] never gives up.
     pub startretries: u32,
+    /// How long to wait after each failed start.
+    pub backoff: Backoff,
     pub autorestart: AutoRestart,
     pub exitcodes: Vec<i32>,
+    /// Expected to exit: an exit in exitcodes is success (completed), never restarted.
+    pub oneshot: bool,
     pub stopsignal: Signal,
     pub stopwaitsecs: Duration,
     pub stopasgroup: bool,
@@ -208,8 +217,11 @@ pub struct Policy {
 /// Everything that can happen to a process.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
-    /// A request to start (from a client, or autostart at daemon start).
+    /// A request to start (from a client, or autostart at daemon start); from WAITING, the
+    /// dependencies are met.
     Start,
+    /// A request to start that must first wait for dependencies.
+    Wait,
     /// A request to stop.
     Stop,
     /// A request to send a signal without changing state.
@@ -270,6 +282,8 @@ pub struct Ctx<'a> {
     pub policy: &'a Policy,
     /// The daemon is shutting down: nothing is started or restarted on its own any more.
     pub shutting_down: bool,
+    /// A sample in [0, 1) for the backoff's jitter (the caller draws it; tests pin it).
+    pub jitter: f64,
 }
 
 /// The result of one step.
@@ -299,14 +313,24 @@ pub fn step(m: &Machine, event: Event, ctx: &Ctx<'_>) -> Result<Step, Refusal> {
     let name = ctx.name;
     match (&m.state, event) {
         // --- requests -------------------------------------------------------------------
-        (State::Stopped | State::Exited | State::Fatal, Event::Start) => {
+        (State::Stopped | State::Exited | State::Fatal | State::Waiting, Event::Start) => {
             out.actions.push(Action::Spawn);
         }
-        (State::Starting { .. } | State::Running { .. } | State::Backoff { .. }, Event::Start) => {
-            return Err(Refusal::AlreadyStarted)
+        (State::Stopped | State::Exited | State::Fatal, Event::Wait) => {
+            out.machine.spawn_error = None;
+            out.go(State::Waiting);
         }
-        (State::Stopping { .. }, Event::Start) => return Err(Refusal::Stopping),
-        (State::Unknown { .. }, Event::Start) => return Err(Refusal::Unknown),
+        (
+            State::Starting { .. } | State::Running { .. } | State::Backoff { .. } | State::Waiting,
+            Event::Start | Event::Wait,
+        ) => return Err(Refusal::AlreadyStarted),
+        (State::Stopping { .. }, Event::Start | Event::Wait) => return Err(Refusal::Stopping),
+        (State::Unknown { .. }, Event::Start | Event::Wait) => return Err(Refusal::Unknown),
+
+        (State::Waiting, Event::Stop) => {
+            out.log(Level::Debug, format!("{name} was waiting for its dependencies; not started"));
+            out.go(State::Stopped);
+        }
 
         (State::Starting { pid, .. } | State::Running { pid, .. }, Event::Stop) => {
             let pid = *pid;
@@ -338,7 +362,10 @@ pub fn step(m: &Machine, event: Event, ctx: &Ctx<'_>) -> Result<Step, Refusal> {
         (_, Event::Signal(_)) => return Err(Refusal::NotRunning),
 
         // --- spawning -------------------------------------------------------------------
-        (State::Stopped | State::Exited | State::Fatal | State::Backoff { .. }, Event::Spawned { pid }) => {
+        (
+            State::Stopped | State::Exited | State::Fatal | State::Backoff { .. } | State::Waiting,
+            Event::Spawned { pid },
+        ) => {
             let attempt = match m.state {
                 State::Backoff { attempt, .. } => attempt,
                 _ => 0,
@@ -346,13 +373,14 @@ pub fn step(m: &Machine, event: Event, ctx: &Ctx<'_>) -> Result<Step, Refusal> {
             out.machine.last_exit = None;
             out.machine.spawn_error = None;
             out.log(Level::Info, format!("spawned: '{name}' with pid {pid}"));
-            out.go(State::Starting { pid, since: ctx.now, attempt });
+            // From WAITING it was STARTING already: the same state, now with a child.
+            out.go_quietly(State::Starting { pid, since: ctx.now, attempt });
             if p.startsecs.is_zero() {
-                out.ready(pid, ctx);
+                out.ready(pid, attempt, ctx);
             }
         }
         (
-            State::Stopped | State::Exited | State::Fatal | State::Backoff { .. },
+            State::Stopped | State::Exited | State::Fatal | State::Backoff { .. } | State::Waiting,
             Event::SpawnFailed { reason, out_of_descriptors },
         ) => {
             let attempt = match m.state {
@@ -360,7 +388,9 @@ pub fn step(m: &Machine, event: Event, ctx: &Ctx<'_>) -> Result<Step, Refusal> {
                 _ => 0,
             };
             out.machine.last_exit = None;
-            out.transition(Kind::Starting);
+            if out.from != Kind::Starting {
+                out.transition(Kind::Starting);
+            }
             if out_of_descriptors {
                 // minderd ran short, not the program: wait and try again, as often as it takes,
                 // without spending one of the program's startretries (a daemon short of
@@ -378,16 +408,16 @@ pub fn step(m: &Machine, event: Event, ctx: &Ctx<'_>) -> Result<Step, Refusal> {
             } else {
                 out.log(Level::Info, format!("spawnerr: {reason}"));
                 out.machine.spawn_error = Some(reason);
-                out.backoff(attempt + 1, ctx);
+                out.backoff(attempt.saturating_add(1), ctx);
             }
         }
 
         // --- readiness ------------------------------------------------------------------
-        (State::Starting { pid, since, .. }, Event::Timer) if ctx.now >= *since + p.startsecs => {
-            out.ready(*pid, ctx);
+        (State::Starting { pid, since, attempt }, Event::Timer) if ctx.now >= *since + p.startsecs => {
+            out.ready(*pid, *attempt, ctx);
         }
-        (State::Starting { pid, .. }, Event::Ready) => {
-            out.ready(*pid, ctx);
+        (State::Starting { pid, attempt, .. }, Event::Ready) => {
+            out.ready(*pid, *attempt, ctx);
         }
         (State::Backoff { retry_at, .. }, Event::Timer) if ctx.now >= *retry_at && !ctx.shutting_down => {
             out.actions.push(Action::Spawn);
@@ -412,6 +442,15 @@ pub fn step(m: &Machine, event: Event, ctx: &Ctx<'_>) -> Result<Step, Refusal> {
             );
             out.go(State::Stopped);
         }
+        (State::Starting { .. } | State::Running { .. }, Event::Exited { status, .. })
+            if p.oneshot && p.exitcodes.contains(&status.code_or_minus_one()) =>
+        {
+            // A one-shot program did its job: completed, however soon, and not restarted.
+            out.machine.last_exit = Some(Exit { status, expected: true });
+            out.machine.spawn_error = None;
+            out.log(Level::Info, format!("exited: {name} ({status}; expected, completed)"));
+            out.go(State::Exited);
+        }
         (State::Starting { since, attempt, .. }, Event::Exited { status, .. })
             if ctx.now < *since + p.startsecs =>
         {
@@ -420,15 +459,26 @@ pub fn step(m: &Machine, event: Event, ctx: &Ctx<'_>) -> Result<Step, Refusal> {
             out.machine.last_exit = None;
             out.machine.spawn_error = Some("Exited too quickly (process log may have details)".into());
             out.log(Level::Warn, format!("exited: {name} ({status}; not expected)"));
-            out.backoff(attempt + 1, ctx);
+            out.backoff(attempt.saturating_add(1), ctx);
         }
         (
             State::Starting { .. } | State::Running { .. } | State::Unknown { .. },
             Event::Exited { status, .. },
         ) => {
-            if m.state.kind() == Kind::Starting {
+            // The failed starts behind it, while they still count (see backoff_reset).
+            let mut failures = match m.state {
+                State::Running { attempt, .. } => attempt,
+                _ => 0,
+            };
+            let running_since = match m.state {
+                State::Running { since, .. } => Some(since),
+                State::Starting { since, .. } => Some(since + p.startsecs),
+                _ => None,
+            };
+            if let State::Starting { attempt, .. } = m.state {
                 // Up for startsecs, but the exit arrived before the timer: it did run.
                 out.transition(Kind::Running);
+                failures = attempt;
             }
             let expected = p.exitcodes.contains(&status.code_or_minus_one());
             out.machine.last_exit = Some(Exit { status, expected });
@@ -445,7 +495,17 @@ pub fn step(m: &Machine, event: Event, ctx: &Ctx<'_>) -> Result<Step, Refusal> {
                 AutoRestart::False => false,
             };
             if restart && !ctx.shutting_down {
-                out.actions.push(Action::Spawn);
+                match (p.backoff.reset, running_since) {
+                    // Up for less than backoff_reset: one more failed start, with its wait.
+                    (Some(reset), Some(since)) if ctx.now < since + reset => {
+                        out.machine.spawn_error = Some(format!(
+                            "Exited ({status}) within backoff_reset ({} s) of RUNNING",
+                            format_secs(reset.as_secs_f64())
+                        ));
+                        out.backoff(failures.saturating_add(1), ctx);
+                    }
+                    _ => out.actions.push(Action::Spawn),
+                }
             }
         }
 
@@ -489,7 +549,16 @@ impl Out {
         self.machine.state = state;
     }
 
-    fn ready(&mut self, pid: u32, ctx: &Ctx<'_>) {
+    /// As [`Out::go`], without a transition when the kind stays the same (WAITING to a
+    /// STARTING with a child).
+    fn go_quietly(&mut self, state: State) {
+        if state.kind() != self.from {
+            self.transition(state.kind());
+        }
+        self.machine.state = state;
+    }
+
+    fn ready(&mut self, pid: u32, attempt: u32, ctx: &Ctx<'_>) {
         let secs = ctx.policy.startsecs.as_secs_f64();
         self.log(
             Level::Info,
@@ -499,13 +568,16 @@ impl Out {
                 format_secs(secs)
             ),
         );
-        self.go(State::Running { pid, since: ctx.now });
+        // Without backoff_reset, reaching RUNNING forgives the failures (supervisord).
+        let attempt = if ctx.policy.backoff.reset.is_some() { attempt } else { 0 };
+        self.go(State::Running { pid, since: ctx.now, attempt });
     }
 
     /// Enters BACKOFF for failed start number `attempt`, and FATAL at once when that was the
-    /// last one allowed: startretries = 3 allows four attempts, waiting 1, 2 and 3 s between.
+    /// last one allowed: startretries = 3 allows four attempts, waiting 1, 2 and 3 s between
+    /// (the default backoff; see [`Backoff::wait`]). Infinite retries never give up.
     fn backoff(&mut self, attempt: u32, ctx: &Ctx<'_>) {
-        let retry_at = ctx.now + Duration::from_secs(attempt.into());
+        let retry_at = ctx.now + ctx.policy.backoff.wait(attempt, ctx.jitter);
         self.go(State::Backoff { attempt, retry_at });
         if attempt > ctx.policy.startretries {
             self.log(
@@ -534,8 +606,10 @@ mod tests {
         Policy {
             startsecs: Duration::from_secs(1),
             startretries: 3,
+            backoff: Backoff::default(),
             autorestart: AutoRestart::Unexpected,
             exitcodes: vec![0],
+            oneshot: false,
             stopsignal: Signal::SIGTERM,
             stopwaitsecs: Duration::from_secs(10),
             stopasgroup: false,
@@ -555,7 +629,7 @@ mod tests {
 
     fn run(state: State, event: Event, now_ms: u64, p: &Policy) -> Result<Step, Refusal> {
         let m = Machine { state, last_exit: None, spawn_error: None };
-        step(&m, event, &Ctx { now: at(now_ms), name: "web", policy: p, shutting_down: false })
+        step(&m, event, &Ctx { now: at(now_ms), name: "web", policy: p, shutting_down: false, jitter: 0.0 })
     }
 
     fn transitions(s: &Step) -> Vec<(Kind, Kind)> {
@@ -588,7 +662,7 @@ mod tests {
     }
 
     fn running() -> State {
-        State::Running { pid: 7, since: at(0) }
+        State::Running { pid: 7, since: at(0), attempt: 0 }
     }
 
     fn stopping() -> State {
@@ -599,9 +673,31 @@ mod tests {
         Event::Exited { pid: 7, status: ExitStatus::Code(code) }
     }
 
+    /// The policy the table's rows run under: the default, with a backoff_reset short enough
+    /// (0.4 s) to leave the rows that run longer as supervisord has them.
+    fn table_policy() -> Policy {
+        Policy {
+            backoff: Backoff { reset: Some(Duration::from_millis(400)), ..Backoff::default() },
+            ..policy()
+        }
+    }
+
     /// Every edge of the lifecycle, as (from, event, time, to-kinds visited). This table is the
     /// single source the diagram in docs/ARCHITECTURE.md is checked against.
-    fn table() -> Vec<(&'static str, State, Event, u64, Vec<Kind>)> {
+    /// One row: why, from, event, time (ms), the kinds visited, the policy.
+    type Row = (&'static str, State, Event, u64, Vec<Kind>, Policy);
+
+    /// Rows run under [`table_policy`] unless they name a policy of their own.
+    fn table() -> Vec<Row> {
+        use Kind::*;
+        let mut rows: Vec<_> =
+            plain_rows().into_iter().map(|(w, s, e, n, k)| (w, s, e, n, k, table_policy())).collect();
+        let oneshot = Policy { oneshot: true, ..table_policy() };
+        rows.push(("a oneshot completed", STARTING(0), exit(0), 100, vec![Exited], oneshot));
+        rows
+    }
+
+    fn plain_rows() -> Vec<(&'static str, State, Event, u64, Vec<Kind>)> {
         use Kind::*;
         let backoff1 = State::Backoff { attempt: 1, retry_at: at(1000) };
         let backoff3 = State::Backoff { attempt: 3, retry_at: at(3000) };
@@ -645,13 +741,23 @@ mod tests {
             ("signal fails", STARTING(0), Event::SignalFailed { reason: "EPERM".into() }, 500, vec![Unknown]),
             ("signal fails", stopping(), Event::SignalFailed { reason: "EPERM".into() }, 5000, vec![Unknown]),
             ("exit while unknown", State::Unknown { pid: 7 }, exit(0), 5000, vec![Exited]),
+            ("start, waiting for dependencies", State::Stopped, Event::Wait, 0, vec![Starting]),
+            ("start, waiting for dependencies", State::Exited, Event::Wait, 0, vec![Starting]),
+            ("start, waiting for dependencies", State::Fatal, Event::Wait, 0, vec![Starting]),
+            ("stop while waiting", State::Waiting, Event::Stop, 0, vec![Stopped]),
+            (
+                "exit within backoff_reset",
+                State::Running { pid: 7, since: at(0), attempt: 3 },
+                exit(1),
+                300,
+                vec![Exited, Backoff, Fatal],
+            ),
         ]
     }
 
     #[test]
     fn transition_table() {
-        let p = policy();
-        for (what, state, event, now, want) in table() {
+        for (what, state, event, now, want, p) in table() {
             let s = run(state.clone(), event.clone(), now, &p)
                 .unwrap_or_else(|r| panic!("{what}: refused {r:?}"));
             let got: Vec<Kind> = transitions(&s).into_iter().map(|(_, to)| to).collect();
@@ -688,6 +794,7 @@ mod tests {
     fn every_state_and_event() -> Vec<(State, Event, u64, Policy)> {
         let states = [
             State::Stopped,
+            State::Waiting,
             STARTING(0),
             STARTING(3),
             running(),
@@ -701,6 +808,7 @@ mod tests {
         ];
         let events = [
             Event::Start,
+            Event::Wait,
             Event::Stop,
             Event::Signal(Signal::SIGHUP),
             Event::Spawned { pid: 7 },
@@ -721,6 +829,8 @@ mod tests {
             policy(),
             Policy { autorestart: AutoRestart::True, ..policy() },
             Policy { autorestart: AutoRestart::False, startsecs: Duration::ZERO, ..policy() },
+            Policy { autorestart: AutoRestart::True, ..table_policy() },
+            Policy { autorestart: AutoRestart::True, oneshot: true, ..policy() },
         ];
         let mut all = Vec::new();
         for state in &states {
@@ -769,9 +879,8 @@ mod tests {
     #[test]
     fn diagram_matches_table() {
         let documented = documented_edges();
-        let p = policy();
         let mut produced = std::collections::BTreeSet::new();
-        for (_, state, event, now, _) in table() {
+        for (_, state, event, now, _, p) in table() {
             let s = run(state, event, now, &p).expect("table rows are accepted");
             produced.extend(transitions(&s));
         }
@@ -788,7 +897,7 @@ mod tests {
         let mut waits = Vec::new();
         let mut attempts = 0;
         loop {
-            let ctx = |now| Ctx { now: at(now), name: "web", policy: &p, shutting_down: false };
+            let ctx = |now| Ctx { now: at(now), name: "web", policy: &p, shutting_down: false, jitter: 0.0 };
             let s = step(&m, Event::Spawned { pid: 7 }, &ctx(now)).expect("spawn accepted");
             attempts += 1;
             m = step(&s.machine, exit(1), &ctx(now + 10)).expect("exit accepted").machine;
@@ -808,10 +917,143 @@ mod tests {
         assert_eq!(m.spawn_error.as_deref(), Some("Exited too quickly (process log may have details)"));
     }
 
+    /// The waits of one policy from the first failure until FATAL (or `limit` failures).
+    fn waits(p: &Policy, jitter: f64, limit: usize) -> (Vec<f64>, bool) {
+        let mut m = Machine::new();
+        let mut now = 0u64;
+        let mut waits = Vec::new();
+        for _ in 0..limit {
+            let ctx = |now| Ctx { now: at(now), name: "web", policy: p, shutting_down: false, jitter };
+            let s = step(&m, Event::Spawned { pid: 7 }, &ctx(now)).expect("spawn accepted");
+            m = step(&s.machine, exit(1), &ctx(now + 10)).expect("exit accepted").machine;
+            match m.state {
+                State::Backoff { retry_at, .. } => {
+                    waits.push(retry_at.duration_since(at(now + 10)).as_secs_f64());
+                    now = retry_at.duration_since(t0()).as_millis() as u64;
+                }
+                State::Fatal => return (waits, true),
+                ref other => panic!("unexpected {other:?}"),
+            }
+        }
+        (waits, false)
+    }
+
+    #[test]
+    fn exponential_backoff_doubles_up_to_its_cap() {
+        let backoff = Backoff {
+            kind: minder::config::BackoffKind::Exponential,
+            initial: Duration::from_millis(500),
+            max: Some(Duration::from_secs(3)),
+            ..Backoff::default()
+        };
+        let p = Policy { startretries: 6, backoff, ..policy() };
+        let (w, fatal) = waits(&p, 0.0, 20);
+        assert_eq!(w, vec![0.5, 1.0, 2.0, 3.0, 3.0, 3.0]);
+        assert!(fatal, "startretries = 6: the seventh failure is FATAL");
+        // Jitter takes off up to its fraction, never adds: with the largest sample, 20 % off.
+        let p = Policy { backoff: Backoff { jitter: 0.2, ..backoff }, ..p };
+        let (w, _) = waits(&p, 0.999_999, 3);
+        let want = [0.4, 0.8, 1.6];
+        for (got, want) in w.iter().zip(want) {
+            assert!((got - want).abs() < 0.001, "{w:?}");
+        }
+        assert_eq!(waits(&p, 0.0, 3).0, vec![0.5, 1.0, 2.0], "a zero sample takes nothing off");
+    }
+
+    #[test]
+    fn infinite_retries_never_give_up() {
+        let p = Policy { startretries: minder::config::INFINITE_RETRIES, ..policy() };
+        let (w, fatal) = waits(&p, 0.0, 50);
+        assert!(!fatal);
+        assert_eq!(w.len(), 50);
+        assert_eq!(w[49], 50.0, "linear without a cap, as supervisord");
+        let capped =
+            Policy { backoff: Backoff { max: Some(Duration::from_secs(5)), ..Backoff::default() }, ..p };
+        assert_eq!(waits(&capped, 0.0, 50).0[49], 5.0);
+    }
+
+    #[test]
+    fn backoff_reset_counts_quick_exits_from_running() {
+        let backoff = Backoff { reset: Some(Duration::from_secs(10)), ..Backoff::default() };
+        let p = Policy { autorestart: AutoRestart::True, startretries: 2, backoff, ..policy() };
+        let ctx = |ms| Ctx { now: at(ms), name: "web", policy: &p, shutting_down: false, jitter: 0.0 };
+        // RUNNING after a failed start: the failure is still counted.
+        let m = Machine { state: State::Backoff { attempt: 1, retry_at: at(0) }, ..Machine::new() };
+        let s = step(&m, Event::Spawned { pid: 7 }, &ctx(0)).expect("spawn");
+        let s = step(&s.machine, Event::Timer, &ctx(1000)).expect("timer");
+        assert!(matches!(s.machine.state, State::Running { attempt: 1, .. }), "{:?}", s.machine.state);
+        // An exit 2 s later (within backoff_reset): EXITED, then failure number two waits 2 s.
+        let s = step(&s.machine, exit(1), &ctx(3000)).expect("exit");
+        assert_eq!(transitions(&s), vec![(Kind::Running, Kind::Exited), (Kind::Exited, Kind::Backoff)]);
+        assert!(!has(&s, &Action::Spawn), "no immediate restart");
+        assert_eq!(deadline(&s.machine.state, &p), Some(at(5000)));
+        // The third: FATAL (startretries = 2).
+        let s = step(&s.machine, Event::Spawned { pid: 8 }, &ctx(5000)).expect("spawn");
+        let s = step(&s.machine, Event::Timer, &ctx(6000)).expect("timer");
+        let s = step(&s.machine, Event::Exited { pid: 8, status: ExitStatus::Code(1) }, &ctx(7000))
+            .expect("exit");
+        assert_eq!(s.machine.state, State::Fatal);
+        // Up for backoff_reset: restarted at once, the count forgiven.
+        let m = Machine { state: State::Running { pid: 7, since: at(0), attempt: 2 }, ..Machine::new() };
+        let s = step(&m, exit(1), &ctx(10_000)).expect("exit");
+        assert!(has(&s, &Action::Spawn));
+        let s = step(&s.machine, Event::Spawned { pid: 9 }, &ctx(10_000)).expect("spawn");
+        assert!(matches!(s.machine.state, State::Starting { attempt: 0, .. }));
+        // Without backoff_reset (supervisord), a quick exit from RUNNING restarts at once.
+        let plain = Policy { backoff: Backoff::default(), ..p.clone() };
+        let s =
+            run(State::Running { pid: 7, since: at(0), attempt: 0 }, exit(1), 1500, &plain).expect("exit");
+        assert!(has(&s, &Action::Spawn));
+    }
+
+    #[test]
+    fn a_oneshot_that_exits_as_expected_has_completed() {
+        let p = Policy { oneshot: true, autorestart: AutoRestart::True, exitcodes: vec![0, 3], ..policy() };
+        // Before startsecs: completed, not a failed start.
+        let s = run(STARTING(0), exit(3), 100, &p).expect("exit");
+        assert_eq!(transitions(&s), vec![(Kind::Starting, Kind::Exited)]);
+        assert_eq!(s.machine.last_exit, Some(Exit { status: ExitStatus::Code(3), expected: true }));
+        assert!(!has(&s, &Action::Spawn), "never restarted, whatever autorestart says");
+        assert_eq!(logs(&s), vec!["exited: web (exit status 3; expected, completed)"]);
+        let s = run(running(), exit(0), 5000, &p).expect("exit");
+        assert_eq!(s.machine.state, State::Exited);
+        assert!(!has(&s, &Action::Spawn));
+        // An unexpected code follows the usual rules: a quick one is a failed start...
+        let s = run(STARTING(0), exit(1), 100, &p).expect("exit");
+        assert_eq!(s.machine.state.kind(), Kind::Backoff);
+        // ...a later one an exit that autorestart restarts.
+        let s = run(running(), exit(1), 5000, &p).expect("exit");
+        assert!(has(&s, &Action::Spawn));
+    }
+
+    #[test]
+    fn waiting_for_dependencies_is_starting_without_a_child() {
+        let p = policy();
+        let s = run(State::Stopped, Event::Wait, 0, &p).expect("wait");
+        assert_eq!(s.machine.state, State::Waiting);
+        assert_eq!(s.machine.state.kind(), Kind::Starting);
+        assert_eq!(s.machine.state.pid(), None);
+        assert!(!has(&s, &Action::Spawn), "nothing is spawned yet");
+        assert_eq!(deadline(&State::Waiting, &p), None, "no timer: the supervisor says when");
+        // Met: spawned, and still STARTING (no second STARTING event).
+        let s = run(State::Waiting, Event::Start, 0, &p).expect("met");
+        assert!(has(&s, &Action::Spawn));
+        let s = run(State::Waiting, Event::Spawned { pid: 7 }, 0, &p).expect("spawned");
+        assert!(transitions(&s).is_empty(), "{:?}", s.actions);
+        assert!(matches!(s.machine.state, State::Starting { pid: 7, attempt: 0, .. }));
+        let s =
+            run(State::Waiting, Event::SpawnFailed { reason: "x".into(), out_of_descriptors: false }, 0, &p)
+                .expect("failed");
+        assert_eq!(transitions(&s), vec![(Kind::Starting, Kind::Backoff)]);
+        // A second start while waiting is "already started"; a signal has nobody to go to.
+        assert_eq!(run(State::Waiting, Event::Wait, 0, &p), Err(Refusal::AlreadyStarted));
+        assert_eq!(run(State::Waiting, Event::Signal(Signal::SIGHUP), 0, &p), Err(Refusal::NotRunning));
+    }
+
     #[test]
     fn running_resets_the_attempts() {
         let p = Policy { autorestart: AutoRestart::True, ..policy() };
-        let ctx = |ms| Ctx { now: at(ms), name: "web", policy: &p, shutting_down: false };
+        let ctx = |ms| Ctx { now: at(ms), name: "web", policy: &p, shutting_down: false, jitter: 0.0 };
         // Two failed starts behind it, the third attempt gets to RUNNING...
         let m = Machine { state: State::Backoff { attempt: 2, retry_at: at(0) }, ..Machine::new() };
         let s = step(&m, Event::Spawned { pid: 7 }, &ctx(0)).expect("spawn");
@@ -832,7 +1074,7 @@ mod tests {
     #[test]
     fn running_out_of_descriptors_never_makes_it_fatal() {
         let p = Policy { startretries: 0, ..policy() };
-        let ctx = |ms| Ctx { now: at(ms), name: "web", policy: &p, shutting_down: false };
+        let ctx = |ms| Ctx { now: at(ms), name: "web", policy: &p, shutting_down: false, jitter: 0.0 };
         let short = || Event::SpawnFailed {
             reason: "too many open files to spawn 'web'".into(),
             out_of_descriptors: true,
@@ -909,7 +1151,7 @@ mod tests {
     #[test]
     fn nothing_restarts_while_shutting_down() {
         let p = Policy { autorestart: AutoRestart::True, ..policy() };
-        let ctx = Ctx { now: at(5000), name: "web", policy: &p, shutting_down: true };
+        let ctx = Ctx { now: at(5000), name: "web", policy: &p, shutting_down: true, jitter: 0.0 };
         let s = step(&Machine { state: running(), last_exit: None, spawn_error: None }, exit(1), &ctx)
             .expect("exit");
         assert!(!has(&s, &Action::Spawn));
@@ -927,7 +1169,7 @@ mod tests {
         let s = run(running(), Event::Stop, 5000, &p).expect("stop");
         assert!(has(&s, &Action::Kill { signal: Signal::SIGTERM, group: true }));
         assert_eq!(deadline(&s.machine.state, &p), Some(at(15_000)));
-        let ctx = |ms| Ctx { now: at(ms), name: "web", policy: &p, shutting_down: false };
+        let ctx = |ms| Ctx { now: at(ms), name: "web", policy: &p, shutting_down: false, jitter: 0.0 };
         // A timer before the deadline does nothing.
         let early = step(&s.machine, Event::Timer, &ctx(14_999)).expect("timer");
         assert!(early.actions.is_empty());
@@ -989,7 +1231,7 @@ mod tests {
         let s = step(
             &s.machine,
             Event::Timer,
-            &Ctx { now: at(1000), name: "web", policy: &p, shutting_down: false },
+            &Ctx { now: at(1000), name: "web", policy: &p, shutting_down: false, jitter: 0.0 },
         )
         .expect("timer");
         assert_eq!(
@@ -1014,8 +1256,12 @@ mod tests {
         let s = run(State::Stopped, Event::Spawned { pid: 7 }, 0, &p).expect("spawn");
         assert_eq!(transitions(&s), vec![(Kind::Stopped, Kind::Starting), (Kind::Starting, Kind::Running)]);
         // And an immediate exit is then an exit from RUNNING, as in supervisord.
-        let s = step(&s.machine, exit(0), &Ctx { now: at(0), name: "web", policy: &p, shutting_down: false })
-            .expect("exit");
+        let s = step(
+            &s.machine,
+            exit(0),
+            &Ctx { now: at(0), name: "web", policy: &p, shutting_down: false, jitter: 0.0 },
+        )
+        .expect("exit");
         assert_eq!(s.machine.state, State::Exited);
     }
 }

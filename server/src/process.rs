@@ -147,6 +147,8 @@ pub struct Snapshot {
     pub last_exit: Option<Exit>,
     pub spawn_error: Option<String>,
     pub spawn_count: u32,
+    /// While STARTING without a child: what it waits for (`waiting for db`).
+    pub waiting: Option<String>,
 }
 
 impl Snapshot {
@@ -160,6 +162,7 @@ impl Snapshot {
             last_exit: None,
             spawn_error: None,
             spawn_count: 0,
+            waiting: None,
         }
     }
 
@@ -188,6 +191,7 @@ impl Snapshot {
                 }
                 _ => "Not started".to_string(),
             },
+            Kind::Starting => self.waiting.clone().unwrap_or_default(),
             _ => String::new(),
         }
     }
@@ -222,6 +226,14 @@ enum Command {
         spawned: oneshot::Sender<Result<(), Fault>>,
         /// Answered once it is RUNNING or has failed to get there.
         settled: Option<oneshot::Sender<Result<(), Fault>>>,
+        /// Its dependencies are not met: wait (STARTING without a child), saying this.
+        wait_for: Option<String>,
+    },
+    /// The dependencies of a waiting process are met: spawn it (only if still waiting).
+    Proceed,
+    /// What a waiting process waits for now.
+    Waiting {
+        reason: String,
     },
     Stop {
         wait: bool,
@@ -397,6 +409,7 @@ impl ProcessHandle {
             oom_kills: 0,
             limits_warned: false,
             listener_pid: None,
+            waiting: None,
         };
         tokio::spawn(actor.run(rx));
         ProcessHandle { config, logs, tx, snapshot, cgroup }
@@ -415,15 +428,32 @@ impl ProcessHandle {
     /// Starts the process as a client asked; answers once the spawn was tried. With `wait`,
     /// the returned [`Started`] settles when it is RUNNING or has failed.
     pub async fn start(&self, wait: bool) -> Result<Started, Fault> {
-        self.start_as(true, wait).await
+        self.start_as(true, wait, None).await
     }
 
     /// Starts the process because it is configured to autostart.
     pub async fn autostart(&self) -> Result<Started, Fault> {
-        self.start_as(false, false).await
+        self.start_as(false, false, None).await
     }
 
-    async fn start_as(&self, explicit: bool, wait: bool) -> Result<Started, Fault> {
+    /// Starts the process once its dependencies are met: until [`ProcessHandle::proceed`], it
+    /// is STARTING without a child, its description `reason`.
+    pub async fn start_waiting(&self, explicit: bool, wait: bool, reason: String) -> Result<Started, Fault> {
+        self.start_as(explicit, wait, Some(reason)).await
+    }
+
+    /// Its dependencies are met: spawns it if it is still waiting for them (a stop since then
+    /// wins).
+    pub fn proceed(&self) {
+        let _ = self.tx.send(Command::Proceed);
+    }
+
+    /// Says what a waiting process waits for now.
+    pub fn set_waiting(&self, reason: String) {
+        let _ = self.tx.send(Command::Waiting { reason });
+    }
+
+    async fn start_as(&self, explicit: bool, wait: bool, wait_for: Option<String>) -> Result<Started, Fault> {
         let (spawned, spawned_rx) = oneshot::channel();
         let (settled, settled_rx) = if wait {
             let (tx, rx) = oneshot::channel();
@@ -431,7 +461,7 @@ impl ProcessHandle {
         } else {
             (None, None)
         };
-        self.tx.send(Command::Start { explicit, spawned, settled }).map_err(|_| gone())?;
+        self.tx.send(Command::Start { explicit, spawned, settled, wait_for }).map_err(|_| gone())?;
         spawned_rx.await.unwrap_or(Err(gone()))?;
         Ok(Started(settled_rx))
     }
@@ -522,8 +552,10 @@ fn policy(c: &ProcessConfig) -> Policy {
     Policy {
         startsecs: c.startsecs,
         startretries: c.startretries,
+        backoff: c.backoff,
         autorestart: c.autorestart,
         exitcodes: c.exitcodes.clone(),
+        oneshot: c.oneshot,
         stopsignal: c.stopsignal,
         stopwaitsecs: c.stopwaitsecs,
         // kill_mode, when set, decides; `cgroup` falls back to the process group where there
@@ -531,6 +563,16 @@ fn policy(c: &ProcessConfig) -> Policy {
         stopasgroup: c.kill_mode.map_or(c.stopasgroup, |m| m != KillMode::Process),
         killasgroup: c.kill_mode.map_or(c.killasgroup, |m| m != KillMode::Process),
     }
+}
+
+/// A sample in [0, 1) for the backoff's jitter. Not cryptographic, need not be: it only
+/// keeps programs that fail together from retrying in step. std's `RandomState` is seeded
+/// per instance from the OS, so each call gets fresh bits without a crate for it.
+fn jitter_sample() -> f64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(0);
+    (h.finish() >> 11) as f64 / (1u64 << 53) as f64
 }
 
 fn refusal_fault(r: Refusal) -> Fault {
@@ -572,6 +614,8 @@ struct Actor {
     limits_warned: bool,
     /// For a listener, the child its pool was told of (until the pool hears it is gone).
     listener_pid: Option<u32>,
+    /// While waiting for dependencies, what for.
+    waiting: Option<String>,
 }
 
 impl Actor {
@@ -613,7 +657,7 @@ impl Actor {
 
     async fn command(&mut self, cmd: Command) {
         match cmd {
-            Command::Start { explicit, spawned, settled } => {
+            Command::Start { explicit, spawned, settled, wait_for } => {
                 // As supervisord's startProcess: a command that cannot run is refused before
                 // anything changes.
                 if explicit {
@@ -630,10 +674,17 @@ impl Actor {
                         }
                     }
                 }
-                let fed = self.feed(Event::Start).await;
+                let waiting = wait_for.is_some();
+                if let Some(reason) = wait_for {
+                    self.waiting = Some(reason);
+                }
+                let fed = self.feed(if waiting { Event::Wait } else { Event::Start }).await;
                 // Only the spawn this start made (if any) may use the checked path.
                 self.checked_path = None;
                 if let Err(r) = fed {
+                    if waiting && self.machine.state != lifecycle::State::Waiting {
+                        self.waiting = None;
+                    }
                     let _ = spawned.send(Err(refusal_fault(r)));
                     return;
                 }
@@ -649,6 +700,17 @@ impl Actor {
                         let why = self.machine.spawn_error.clone().unwrap_or_default();
                         let _ = spawned.send(Err(Fault::SpawnError(why)));
                     }
+                }
+            }
+            Command::Proceed => {
+                if self.machine.state == lifecycle::State::Waiting && !self.shared.shutting_down() {
+                    let _ = self.feed(Event::Start).await;
+                }
+            }
+            Command::Waiting { reason } => {
+                if self.machine.state == lifecycle::State::Waiting && self.waiting.as_ref() != Some(&reason) {
+                    self.waiting = Some(reason);
+                    self.publish(Vec::new());
                 }
             }
             Command::Stop { wait, reply } => match self.feed(Event::Stop).await {
@@ -692,6 +754,7 @@ impl Actor {
                 name: &self.config.name,
                 policy: &self.policy,
                 shutting_down: self.shared.shutting_down(),
+                jitter: jitter_sample(),
             };
             let step = match lifecycle::step(&self.machine, ev, &ctx) {
                 Ok(step) => step,
@@ -725,7 +788,9 @@ impl Actor {
                         let tries = match self.machine.state {
                             lifecycle::State::Starting { attempt, .. }
                             | lifecycle::State::Backoff { attempt, .. } => attempt,
-                            lifecycle::State::Fatal if to == Kind::Backoff => self.policy.startretries + 1,
+                            lifecycle::State::Fatal if to == Kind::Backoff => {
+                                self.policy.startretries.saturating_add(1)
+                            }
                             _ => 0,
                         };
                         changes.push(ProcessChange {
@@ -766,6 +831,10 @@ impl Actor {
         let outcome = match kind {
             Kind::Starting => None,
             Kind::Running => Some(Ok(())),
+            // A one-shot program that completed did what a start asked of it.
+            Kind::Exited if self.policy.oneshot && self.machine.last_exit.is_some_and(|e| e.expected) => {
+                Some(Ok(()))
+            }
             Kind::Backoff | Kind::Fatal if self.machine.spawn_error.is_some() => {
                 Some(Err(Fault::SpawnError(self.machine.spawn_error.clone().unwrap_or_default())))
             }
@@ -786,7 +855,11 @@ impl Actor {
     /// Publishes the state changes of one step, and the new snapshot with them, atomically
     /// with respect to event watchers.
     fn publish(&mut self, changes: Vec<ProcessChange>) {
+        if self.machine.state != lifecycle::State::Waiting {
+            self.waiting = None;
+        }
         let snapshot = Snapshot {
+            waiting: self.waiting.clone(),
             state: self.machine.state.kind(),
             pid: self.machine.state.pid(),
             start: self.start_wall,

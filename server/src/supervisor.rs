@@ -1,26 +1,33 @@
 //! The set of groups and processes one daemon supervises, and the operations on many of them
 //! at once: selection by name, start and stop in priority order, shutdown level by level.
 //!
+//! Dependencies (`depends_on`) are worked out here, the one place that sees every process: a
+//! start whose dependencies are not met puts the process in WAITING (STARTING without a
+//! child, its description saying what for) and a small task follows the dependencies'
+//! snapshots until they are, then lets it spawn; `start web` starts what web needs; stops go
+//! in waves, dependents first. A dependency that fails (FATAL) leaves its dependents waiting,
+//! saying so, until it is started again.
+//!
 //! The registry is read far more than it changes; it sits behind a std `RwLock` held only to
 //! clone handles, never across an `.await`. Each process's state belongs to its own task
 //! ([`crate::process`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, RwLock, Weak};
 use std::time::{Duration, SystemTime};
 
 use futures_util::future::join_all;
 use std::os::fd::OwnedFd;
 
-use minder::config::{Config, FcgiSocket, GroupConfig, GroupKind, LogTarget, ProcessConfig};
+use minder::config::{Condition, Config, FcgiSocket, GroupConfig, GroupKind, LogTarget, ProcessConfig};
 use minder::signal::Signal;
 use tokio::sync::{watch, Notify};
 
 use crate::events::{DaemonPhase, EventKind};
 use crate::lifecycle::Kind;
 use crate::logs::{LogChannel, LogSpec};
-use crate::process::{Fault, ProcessHandle, Shared, Stdio};
+use crate::process::{Fault, ProcessHandle, Shared, Snapshot, Started, Stdio};
 
 /// The state of the daemon as a whole.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -110,6 +117,10 @@ struct Registry {
 }
 
 pub struct Supervisor {
+    /// Itself, for the tasks that wait for dependencies (they must not keep it alive).
+    me: Weak<Supervisor>,
+    /// Bumped whenever a process is installed or removed: waiting processes look again.
+    generation: watch::Sender<u64>,
     pub(crate) shared: Arc<Shared>,
     registry: RwLock<Registry>,
     facts: DaemonFacts,
@@ -150,7 +161,9 @@ impl Supervisor {
                 .map(|h| h.to_string_lossy().into_owned())
                 .unwrap_or_default(),
         };
-        let sup = Arc::new(Supervisor {
+        let sup = Arc::new_cyclic(|me| Supervisor {
+            me: me.clone(),
+            generation: watch::channel(0).0,
             shared,
             registry: RwLock::new(Registry::default()),
             facts,
@@ -227,6 +240,8 @@ impl Supervisor {
             .or_insert_with(|| Group { priority: group_priority, processes: BTreeMap::new() });
         g.priority = group_priority;
         g.processes.insert(name, h.clone());
+        drop(reg);
+        self.generation.send_modify(|n| *n += 1);
         h
     }
 
@@ -239,6 +254,8 @@ impl Supervisor {
         if g.processes.is_empty() {
             reg.groups.remove(group);
         }
+        drop(reg);
+        self.generation.send_modify(|n| *n += 1);
         h
     }
 
@@ -416,19 +433,20 @@ impl Supervisor {
         Ok((keyed.into_iter().map(|(_, h)| h).collect(), bad))
     }
 
-    /// Starts what `selectors` name, spawning in priority order, then (with `wait`) waiting for
-    /// each to be RUNNING or to fail.
+    /// Starts what `selectors` name and what they need (`depends_on`), spawning in priority
+    /// order, dependencies first, then (with `wait`) waiting for each to be RUNNING or to fail.
     pub async fn start(&self, selectors: &[String], wait: bool) -> Result<Vec<Outcome>, RequestError> {
         let (chosen, mut outcomes) = self.select(selectors, |k| !k.is_running())?;
+        let chosen = self.with_needs(chosen);
         let mut pending = Vec::new();
         for h in chosen {
             // Spawns happen one after another, lowest priority number first.
-            let r = h.start(wait).await;
+            let r = self.start_one(&h, true, wait).await;
             pending.push((h, r));
         }
         let settled = join_all(pending.into_iter().map(|(h, r)| async move {
             let result = match r {
-                Ok(started) => started.settled().await,
+                Ok(started) => self.settled(&h, started).await,
                 Err(f) => Err(f),
             };
             Outcome { selector: h.config.full_name(), process: Some(h), done: "started", result }
@@ -439,13 +457,200 @@ impl Supervisor {
     }
 
     /// Stops what `selectors` name: every stop signal is sent (highest priority number first),
-    /// then, with `wait`, each stop is waited for.
+    /// then, with `wait`, each stop is waited for. Where some of them depend on others, the
+    /// dependents are stopped (and waited for) first, wave by wave.
     pub async fn stop(&self, selectors: &[String], wait: bool) -> Result<Vec<Outcome>, RequestError> {
         let (mut chosen, mut outcomes) = self.select(selectors, Kind::is_running)?;
         chosen.reverse();
         let how = if wait { Wait::Report } else { Wait::No };
-        outcomes.extend(stop_all(chosen, how).await);
+        let waves = stop_waves(chosen);
+        let last = waves.len().saturating_sub(1);
+        for (i, wave) in waves.into_iter().enumerate() {
+            // What depends on the next wave is stopped before that wave is signalled.
+            let how = if i < last && how == Wait::No { Wait::Quietly } else { how };
+            outcomes.extend(stop_all(wave, how).await);
+        }
         Ok(outcomes)
+    }
+
+    /// Starts one process, or, when its dependencies are not met, puts it in WAITING and
+    /// follows them until they are.
+    async fn start_one(&self, h: &ProcessHandle, explicit: bool, wait: bool) -> Result<Started, Fault> {
+        match self.unmet(h) {
+            None if explicit => h.start(wait).await,
+            None => h.autostart().await,
+            Some(unmet) => {
+                let started = h.start_waiting(explicit, wait, unmet.reason).await?;
+                self.follow_dependencies(h.clone());
+                Ok(started)
+            }
+        }
+    }
+
+    /// Starts a process as autostart does (without waiting for RUNNING), after its
+    /// dependencies (for update and reload).
+    pub(crate) async fn autostart_one(&self, h: &ProcessHandle) -> Result<Started, Fault> {
+        self.start_one(h, false, false).await
+    }
+
+    /// Waits for a start to settle. A process still waiting for a dependency that will not get
+    /// there on its own (FATAL, stopped, exited) settles as a failure saying which; it stays
+    /// waiting, and starts when the dependency is started.
+    async fn settled(&self, h: &ProcessHandle, started: Started) -> Result<(), Fault> {
+        if h.config.depends_on.is_empty() {
+            return started.settled().await;
+        }
+        let settled = started.settled();
+        tokio::pin!(settled);
+        loop {
+            let change = self.next_change(h);
+            if h.snapshot().waiting.is_some() {
+                if let Some(unmet) = self.unmet(h).filter(|u| u.stuck) {
+                    return Err(Fault::Failed(unmet.reason));
+                }
+            }
+            tokio::select! {
+                r = &mut settled => return r,
+                () = change => {}
+            }
+        }
+    }
+
+    /// The processes a dependency names (never `h` itself).
+    fn matching(&self, h: &ProcessHandle, dep: &minder::config::Dependency) -> Vec<ProcessHandle> {
+        let me = h.config.full_name();
+        self.all_by_name()
+            .into_iter()
+            .filter(|q| {
+                dep.matches(&q.config.group, &q.config.name, &q.config.program) && q.config.full_name() != me
+            })
+            .collect()
+    }
+
+    /// What `h` still waits for, or `None` when every dependency is met.
+    fn unmet(&self, h: &ProcessHandle) -> Option<Unmet> {
+        let mut parts: Vec<String> = Vec::new();
+        let mut stuck = false;
+        for dep in &h.config.depends_on {
+            for q in self.matching(h, dep) {
+                let snap = q.snapshot();
+                if satisfied(dep.condition, &snap, q.config.oneshot) {
+                    continue;
+                }
+                let name = q.config.full_name();
+                let part = match snap.state {
+                    Kind::Starting | Kind::Running | Kind::Backoff | Kind::Stopping => name,
+                    other => {
+                        // At rest and not what we need: it gets there only if started again.
+                        stuck = true;
+                        format!("{name} ({other})")
+                    }
+                };
+                if !parts.contains(&part) {
+                    parts.push(part);
+                }
+            }
+        }
+        (!parts.is_empty()).then(|| Unmet { reason: format!("waiting for {}", parts.join(", ")), stuck })
+    }
+
+    /// Resolves at the next change to `h`, to any of its dependencies, or to the registry.
+    /// Everything is marked seen now, so a change after this call (and before the wait) is
+    /// not missed.
+    fn next_change(&self, h: &ProcessHandle) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut receivers = vec![h.watch()];
+        for dep in &h.config.depends_on {
+            receivers.extend(self.matching(h, dep).iter().map(ProcessHandle::watch));
+        }
+        for rx in &mut receivers {
+            rx.borrow_and_update();
+        }
+        let mut generation = self.generation.subscribe();
+        async move {
+            type Change = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+            let mut changes: Vec<Change> = receivers
+                .into_iter()
+                .map(|mut rx| -> Change {
+                    Box::pin(async move {
+                        // A process whose task ended changes no more; the registry says when it goes.
+                        if rx.changed().await.is_err() {
+                            std::future::pending::<()>().await;
+                        }
+                    })
+                })
+                .collect();
+            changes.push(Box::pin(async move {
+                if generation.changed().await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            }));
+            futures_util::future::select_all(changes).await;
+        }
+    }
+
+    /// A task that follows a waiting process's dependencies, updates what it says it waits
+    /// for, and lets it spawn once they are met. It ends when the process is no longer waiting
+    /// (stopped meanwhile) or the supervisor is gone.
+    fn follow_dependencies(&self, h: ProcessHandle) {
+        let me = self.me.clone();
+        tokio::spawn(async move {
+            loop {
+                let change = {
+                    let Some(sup) = me.upgrade() else { return };
+                    let change = sup.next_change(&h);
+                    let Some(waiting) = h.snapshot().waiting else { return };
+                    match sup.unmet(&h) {
+                        None => {
+                            h.proceed();
+                            return;
+                        }
+                        Some(unmet) if unmet.reason != waiting => h.set_waiting(unmet.reason),
+                        Some(_) => {}
+                    }
+                    change
+                };
+                change.await;
+            }
+        });
+    }
+
+    /// `chosen`, with what they need that is not on its way (transitively), dependencies
+    /// before their dependents and otherwise in start order.
+    fn with_needs(&self, chosen: Vec<ProcessHandle>) -> Vec<ProcessHandle> {
+        let mut set = chosen;
+        let mut i = 0;
+        while i < set.len() {
+            let h = set[i].clone();
+            for dep in &h.config.depends_on {
+                for q in self.matching(&h, dep) {
+                    let snap = q.snapshot();
+                    let at_rest = matches!(snap.state, Kind::Stopped | Kind::Exited | Kind::Fatal);
+                    let name = q.config.full_name();
+                    if at_rest
+                        && !satisfied(dep.condition, &snap, q.config.oneshot)
+                        && !set.iter().any(|x| x.config.full_name() == name)
+                    {
+                        set.push(q);
+                    }
+                }
+            }
+            i += 1;
+        }
+        if set.iter().all(|h| h.config.depends_on.is_empty()) {
+            return set;
+        }
+        // Start order, then dependencies first (Kahn's algorithm, picking in start order).
+        let order: Vec<String> = self.all().iter().map(|h| h.config.full_name()).collect();
+        set.sort_by_key(|h| order.iter().position(|n| *n == h.config.full_name()));
+        let mut placed: Vec<ProcessHandle> = Vec::with_capacity(set.len());
+        while !set.is_empty() {
+            let ready = set.iter().position(|h| {
+                !set.iter().any(|other| other.config.full_name() != h.config.full_name() && depends(h, other))
+            });
+            let next = set.remove(ready.unwrap_or(0));
+            placed.push(next);
+        }
+        placed
     }
 
     /// Stops, then starts, what `selectors` name; the stop outcomes come first.
@@ -568,12 +773,14 @@ impl Supervisor {
     }
 
     /// Starts every autostart process, in priority order, without waiting for any to be
-    /// RUNNING (as supervisord does at start-up).
+    /// RUNNING (as supervisord does at start-up); one with dependencies waits for them, and
+    /// what it needs is started too.
     pub async fn autostart(&self) {
-        for h in self.all() {
-            if h.config.autostart && !self.shared.shutting_down() {
+        let chosen = self.with_needs(self.all().into_iter().filter(|h| h.config.autostart).collect());
+        for h in chosen {
+            if !self.shared.shutting_down() {
                 // Failures are logged by the process and end in BACKOFF or FATAL.
-                let _ = h.autostart().await;
+                let _ = self.start_one(&h, false, false).await;
             }
         }
     }
@@ -627,14 +834,28 @@ impl Supervisor {
 
     /// Stops every process, one group-priority level at a time, highest number first, each
     /// level fully stopped before the next.
+    /// Dependents go first: in waves (see [`stop_waves`]), each made of levels.
     pub(crate) async fn stop_levels(&self) {
-        let mut levels: BTreeMap<i32, Vec<ProcessHandle>> = BTreeMap::new();
+        let mut all = Vec::new();
+        let mut priority: BTreeMap<String, i32> = BTreeMap::new();
         {
             let reg = self.read();
-            for g in reg.groups.values() {
-                levels.entry(g.priority).or_default().extend(g.processes.values().cloned());
+            for (name, g) in &reg.groups {
+                priority.insert(name.clone(), g.priority);
+                all.extend(g.processes.values().cloned());
             }
         }
+        for wave in stop_waves(all) {
+            let mut levels: BTreeMap<i32, Vec<ProcessHandle>> = BTreeMap::new();
+            for h in wave {
+                levels.entry(priority.get(&h.config.group).copied().unwrap_or(999)).or_default().push(h);
+            }
+            self.stop_wave(levels).await;
+        }
+    }
+
+    /// Stops one wave, a group-priority level at a time, highest number first.
+    async fn stop_wave(&self, levels: BTreeMap<i32, Vec<ProcessHandle>>) {
         for (_, mut level) in levels.into_iter().rev() {
             level.sort_by(|a, b| {
                 (b.config.priority, &b.config.name).cmp(&(a.config.priority, &a.config.name))
@@ -660,6 +881,69 @@ impl Supervisor {
             }
         }
     }
+}
+
+/// What a waiting process still waits for.
+struct Unmet {
+    /// `waiting for db, migrate (FATAL)`: its description.
+    reason: String,
+    /// Some dependency is at rest (FATAL, STOPPED, EXITED) and will not get there on its own.
+    stuck: bool,
+}
+
+/// Whether a dependency in state `s` meets `condition`. `started`: it has a child, or ran and
+/// completed; `ready`: RUNNING (or a one-shot program that completed); `completed`: EXITED
+/// with an expected code.
+pub fn satisfied(condition: Condition, s: &Snapshot, oneshot: bool) -> bool {
+    let completed = s.state == Kind::Exited && s.last_exit.is_some_and(|e| e.expected);
+    match condition {
+        Condition::Started => {
+            completed || s.state == Kind::Running || (s.state == Kind::Starting && s.pid.is_some())
+        }
+        Condition::Ready => s.state == Kind::Running || (oneshot && completed),
+        Condition::Completed => completed,
+    }
+}
+
+/// Whether `h` depends on `other`.
+fn depends(h: &ProcessHandle, other: &ProcessHandle) -> bool {
+    let c = &other.config;
+    h.config.depends_on.iter().any(|d| d.matches(&c.group, &c.name, &c.program))
+}
+
+/// Splits processes to stop into waves: the first has everything nothing else in the set
+/// depends on, the next what only the first depended on, and so on; each wave keeps the
+/// order given. Without dependencies, one wave (supervisord's order, untouched).
+fn stop_waves(handles: Vec<ProcessHandle>) -> Vec<Vec<ProcessHandle>> {
+    let dependents: Vec<usize> =
+        (0..handles.len()).filter(|&i| !handles[i].config.depends_on.is_empty()).collect();
+    if dependents.is_empty() {
+        return vec![handles];
+    }
+    // rank(p) = 1 + the highest rank of what depends on p; the configuration has no cycle,
+    // and the loop is bounded anyway.
+    let mut rank = vec![0usize; handles.len()];
+    for _ in 0..handles.len() {
+        let mut changed = false;
+        for &i in &dependents {
+            for j in 0..handles.len() {
+                if i != j && depends(&handles[i], &handles[j]) && rank[j] < rank[i] + 1 {
+                    rank[j] = rank[i] + 1;
+                    changed = true;
+                }
+            }
+        }
+        if !changed {
+            break;
+        }
+    }
+    let waves = rank.iter().copied().max().unwrap_or(0) + 1;
+    let mut out: Vec<Vec<ProcessHandle>> = vec![Vec::new(); waves];
+    for (h, r) in handles.into_iter().zip(rank) {
+        out[r].push(h);
+    }
+    out.retain(|w| !w.is_empty());
+    out
 }
 
 /// Whether [`stop_all`] waits for the stops, and whether it logs `waiting for NAME to stop`

@@ -177,7 +177,7 @@ impl Supervisor {
                 Ok(stopped) => match group_of(&c.group) {
                     Some(g) => {
                         let h = self.install(c.clone(), g, Some((&old.config, &old.logs)), &cfg.daemon);
-                        let started = start_if(&h, was_running || c.autostart).await;
+                        let started = start_if(self, &h, was_running || c.autostart).await;
                         after = after_start(&h, &started);
                         started.map(|started| Done { stopped, started })
                     }
@@ -204,7 +204,7 @@ impl Supervisor {
         }
         // Autostart the new ones in priority order, as at daemon start.
         for h in added {
-            let started = start_if(&h, h.config.autostart).await;
+            let started = start_if(self, &h, h.config.autostart).await;
             let after = after_start(&h, &started);
             let result = started.map(|started| Done { stopped: false, started });
             let mut a = applied(&h.config.group, &h.config.name, Change::Added, result);
@@ -345,12 +345,13 @@ async fn stop_if_running(h: &crate::process::ProcessHandle) -> Result<bool, Faul
 }
 
 /// Starts a process (without waiting for RUNNING) when `start`; whether it did.
-async fn start_if(h: &crate::process::ProcessHandle, start: bool) -> Result<bool, Fault> {
+async fn start_if(sup: &Supervisor, h: &crate::process::ProcessHandle, start: bool) -> Result<bool, Fault> {
     if !start {
         return Ok(false);
     }
     // Spawn errors end in BACKOFF/FATAL, as at daemon start; they are not an update failure.
-    match h.autostart().await {
+    // A process with unmet dependencies waits for them (STARTING), as at daemon start.
+    match sup.autostart_one(h).await {
         Ok(_) | Err(Fault::SpawnError(_)) => Ok(true),
         Err(f) => Err(f),
     }

@@ -359,12 +359,36 @@ fn process_table(p: &ProcessConfig, daemon: &DaemonConfig) -> Table {
     };
     put("autorestart", s(autorestart), p.autorestart == super::AutoRestart::Unexpected);
     put("startsecs", secs(p.startsecs), p.startsecs.as_secs_f64() == 1.0);
-    put("startretries", int(p.startretries), p.startretries == 3);
+    if p.startretries == crate::config::INFINITE_RETRIES {
+        put("startretries", s("infinite"), false);
+    } else {
+        put("startretries", int(p.startretries), p.startretries == 3);
+    }
+    let b = &p.backoff;
+    if b.kind == crate::config::BackoffKind::Exponential {
+        put("backoff", s("exponential"), false);
+    }
+    put("backoff_initial", secs(b.initial), b.initial.as_secs_f64() == 1.0);
+    let default_max =
+        (b.kind == crate::config::BackoffKind::Exponential).then(|| std::time::Duration::from_secs(60));
+    if let Some(max) = b.max.filter(|m| Some(*m) != default_max) {
+        put("backoff_max", secs(max), false);
+    }
+    put("backoff_jitter", toml_edit::value(b.jitter), b.jitter == 0.0);
+    if let Some(reset) = b.reset {
+        put("backoff_reset", secs(reset), false);
+    }
     let mut codes = Array::new();
     for c in &p.exitcodes {
         codes.push(i64::from(*c));
     }
     put("exitcodes", toml_edit::value(codes), p.exitcodes == [0]);
+    put("oneshot", toml_edit::value(p.oneshot), !p.oneshot);
+    let mut deps = Array::new();
+    for d in &p.depends_on {
+        deps.push(d.to_string());
+    }
+    put("depends_on", toml_edit::value(deps), p.depends_on.is_empty());
     put(
         "stopsignal",
         s(p.stopsignal.as_str().trim_start_matches("SIG")),

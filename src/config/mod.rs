@@ -23,7 +23,10 @@ use std::time::Duration;
 
 pub use convert::to_toml;
 pub use diag::{ConfigErrors, Diagnostic, Origin};
-pub use values::{AutoRestart, CgroupSetting, KillMode, Limits};
+pub use values::{
+    AutoRestart, Backoff, BackoffKind, CgroupSetting, Condition, Dependency, KillMode, Limits,
+    INFINITE_RETRIES,
+};
 
 use crate::address::Address;
 use crate::signal::Signal;
@@ -487,8 +490,19 @@ pub struct ProcessConfig {
     pub autorestart: AutoRestart,
     #[serde(serialize_with = "ser_secs")]
     pub startsecs: Duration,
+    /// Failed starts allowed before FATAL; [`INFINITE_RETRIES`] for `infinite`.
+    #[serde(serialize_with = "ser_retries")]
     pub startretries: u32,
+    /// The waits between failed starts (`backoff`, `backoff_initial`, `backoff_max`,
+    /// `backoff_jitter`, `backoff_reset`).
+    pub backoff: Backoff,
     pub exitcodes: Vec<i32>,
+    /// A one-shot program (`oneshot`): expected to exit. An exit with a code in exitcodes,
+    /// even before startsecs, is its success ("completed"): EXITED, never restarted.
+    pub oneshot: bool,
+    /// What must be started, ready or completed before this process starts (`depends_on`);
+    /// every entry names at least one process, and there is no cycle.
+    pub depends_on: Vec<Dependency>,
     #[serde(serialize_with = "ser_signal")]
     pub stopsignal: Signal,
     #[serde(serialize_with = "ser_secs")]
@@ -558,6 +572,21 @@ pub fn full_name(group: &str, name: &str) -> String {
 
 fn ser_secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_f64(d.as_secs_f64())
+}
+
+fn ser_opt_secs<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+    match d {
+        Some(d) => s.serialize_f64(d.as_secs_f64()),
+        None => s.serialize_none(),
+    }
+}
+
+fn ser_retries<S: serde::Serializer>(n: &u32, s: S) -> Result<S::Ok, S::Error> {
+    if *n == INFINITE_RETRIES {
+        s.serialize_str("infinite")
+    } else {
+        s.serialize_u32(*n)
+    }
 }
 
 fn ser_signal<S: serde::Serializer>(sig: &Signal, s: S) -> Result<S::Ok, S::Error> {

@@ -67,6 +67,16 @@ struct Report {
     warnings: Vec<Diagnostic>,
     /// `[DEFAULT]` options some section used; the others are unknown.
     defaults_taken: BTreeSet<String>,
+    /// Where each program's `depends_on` was given, checked once every group is known.
+    depends_on: Vec<DependsOn>,
+}
+
+/// A program's `depends_on`, with where it was written.
+struct DependsOn {
+    group: String,
+    program: String,
+    origin: Origin,
+    key: String,
 }
 
 impl Report {
@@ -262,7 +272,14 @@ const KNOWN_OPTIONS: &[&str] = &[
     "autorestart",
     "startsecs",
     "startretries",
+    "backoff",
+    "backoff_initial",
+    "backoff_max",
+    "backoff_jitter",
+    "backoff_reset",
     "exitcodes",
+    "oneshot",
+    "depends_on",
     "stopsignal",
     "stopwaitsecs",
     "stopasgroup",
@@ -512,8 +529,12 @@ pub(super) fn lookup_user(name: &str) -> Parsed<nix::unistd::User> {
 }
 
 pub(super) fn resolve(raw: &RawConfig, ctx: &Context) -> Result<Config, ConfigErrors> {
-    let mut report =
-        Report { errors: Vec::new(), warnings: raw.warnings.clone(), defaults_taken: BTreeSet::new() };
+    let mut report = Report {
+        errors: Vec::new(),
+        warnings: raw.warnings.clone(),
+        defaults_taken: BTreeSet::new(),
+        depends_on: Vec::new(),
+    };
     let shared = Shared { raw, ctx };
 
     let mut daemon = resolve_daemon(&shared, &mut report);
@@ -1201,7 +1222,79 @@ fn resolve_groups(
         }
     }
     groups.sort_by(|a, b| (a.priority, &a.name).cmp(&(b.priority, &b.name)));
+    check_dependencies(&groups, report);
     groups
+}
+
+/// Every `depends_on` entry must name a process, and no program may end up waiting for
+/// itself: a cycle is an error naming it, at the `depends_on` of the first program in it.
+fn check_dependencies(groups: &[GroupConfig], report: &mut Report) {
+    let processes: Vec<&ProcessConfig> =
+        groups.iter().flat_map(|g| g.processes.iter().map(|p| &**p)).collect();
+    // The graph is between programs (group, program): a program's processes share its options.
+    let mut edges: BTreeMap<(String, String), BTreeSet<(String, String)>> = BTreeMap::new();
+    let entries = std::mem::take(&mut report.depends_on);
+    for entry in &entries {
+        let Some(p) = processes.iter().find(|p| p.group == entry.group && p.program == entry.program) else {
+            continue; // numprocs = 0: nothing to start, nothing to check
+        };
+        let mut out = BTreeSet::new();
+        for dep in &p.depends_on {
+            let matched: Vec<&&ProcessConfig> =
+                processes.iter().filter(|q| dep.matches(&q.group, &q.name, &q.program)).collect();
+            if matched.is_empty() {
+                report.error(
+                    entry.origin.clone(),
+                    entry.key.clone(),
+                    format!("{:?} names no program, process or group that is configured", dep.target),
+                );
+            }
+            out.extend(matched.iter().map(|q| (q.group.clone(), q.program.clone())));
+        }
+        edges.insert((entry.group.clone(), entry.program.clone()), out);
+    }
+    // Depth-first search for a cycle, reported once (from the program it was found from).
+    let mut done: BTreeSet<(String, String)> = BTreeSet::new();
+    for start in edges.keys() {
+        let mut path: Vec<(String, String)> = Vec::new();
+        if let Some(cycle) = find_cycle(start, &edges, &mut path, &mut done) {
+            let names: Vec<String> = cycle.iter().map(|(g, p)| super::full_name(g, p)).collect();
+            let first = &cycle[0];
+            let at = entries.iter().find(|e| (&e.group, &e.program) == (&first.0, &first.1));
+            let (origin, key) = at.map_or_else(
+                || (Origin::Default, "depends_on".to_string()),
+                |e| (e.origin.clone(), e.key.clone()),
+            );
+            report.error(origin, key, format!("dependency cycle: {}", names.join(" -> ")));
+            return;
+        }
+    }
+}
+
+/// The cycle reachable from `node`, as the path from its first program back to it.
+fn find_cycle(
+    node: &(String, String),
+    edges: &BTreeMap<(String, String), BTreeSet<(String, String)>>,
+    path: &mut Vec<(String, String)>,
+    done: &mut BTreeSet<(String, String)>,
+) -> Option<Vec<(String, String)>> {
+    if let Some(i) = path.iter().position(|n| n == node) {
+        let mut cycle = path[i..].to_vec();
+        cycle.push(node.clone());
+        return Some(cycle);
+    }
+    if done.contains(node) {
+        return None;
+    }
+    path.push(node.clone());
+    for next in edges.get(node).into_iter().flatten() {
+        if let Some(c) = find_cycle(next, edges, path, done) {
+            return Some(c);
+        }
+    }
+    path.pop();
+    done.insert(node.clone());
+    None
 }
 
 /// The expansions of a program-like section (before the per-process ones).
@@ -1337,7 +1430,8 @@ fn resolve_program<'a>(
     let autostart = sec.take(report, "autostart", &vars, true, values::boolean);
     let autorestart = sec.take(report, "autorestart", &vars, AutoRestart::Unexpected, values::autorestart);
     let startsecs = sec.take(report, "startsecs", &vars, Duration::from_secs(1), values::seconds);
-    let startretries = sec.take(report, "startretries", &vars, 3, count);
+    let startretries = sec.take(report, "startretries", &vars, 3, values::startretries);
+    let backoff = backoff(sec, report, &vars);
     let stopsignal = sec.take(report, "stopsignal", &vars, Signal::SIGTERM, values::signal);
     let stopwaitsecs = sec.take(report, "stopwaitsecs", &vars, Duration::from_secs(10), values::seconds);
     let stopasgroup = sec.take(report, "stopasgroup", &vars, false, values::boolean);
@@ -1353,6 +1447,16 @@ fn resolve_program<'a>(
         io_weight: sec.take(report, "io_weight", &vars, None, weight),
     };
     let exitcodes = sec.take(report, "exitcodes", &vars, vec![0], values::exitcodes);
+    let oneshot = sec.take(report, "oneshot", &vars, false, values::boolean);
+    let depends_on = sec.take(report, "depends_on", &vars, Vec::new(), values::depends_on);
+    if !depends_on.is_empty() {
+        report.depends_on.push(DependsOn {
+            group: group_name.to_string(),
+            program: section.name.clone(),
+            origin: sec.origin("depends_on"),
+            key: sec.key("depends_on"),
+        });
+    }
     let redirect_stderr = sec.take(report, "redirect_stderr", &vars, false, values::boolean);
     // minder's extension (supervisor #553): the time at the start of every captured line.
     let log_timestamps = sec.take(report, "log_timestamps", &vars, false, values::boolean);
@@ -1538,7 +1642,10 @@ fn resolve_program<'a>(
             autorestart,
             startsecs,
             startretries,
+            backoff,
             exitcodes: exitcodes.clone(),
+            oneshot,
+            depends_on: depends_on.clone(),
             stopsignal,
             stopwaitsecs,
             stopasgroup,
@@ -1592,6 +1699,45 @@ fn resolve_program<'a>(
         "stderr_syslog",
     ]);
     (report.errors.len() == errors_before).then_some((priority, processes))
+}
+
+/// The backoff options of a program (`backoff`, `backoff_initial`, `backoff_max`,
+/// `backoff_jitter`, `backoff_reset`).
+fn backoff(sec: &mut Section<'_>, report: &mut Report, vars: &Vars) -> values::Backoff {
+    let d = values::Backoff::default();
+    let kind = sec.take(report, "backoff", vars, d.kind, values::backoff_kind);
+    let initial = sec.take(report, "backoff_initial", vars, d.initial, values::duration);
+    // Exponential growth without a cap soon means hours between tries: 60 s unless given.
+    let default_max = (kind == values::BackoffKind::Exponential).then(|| Duration::from_secs(60));
+    let max = sec.take(report, "backoff_max", vars, default_max, |r| values::duration(r).map(Some));
+    let jitter = sec.take(report, "backoff_jitter", vars, d.jitter, |r| {
+        let x = match r {
+            Raw::Int(n) => *n as f64,
+            Raw::Float(x) => *x,
+            Raw::Str(s) => s
+                .trim()
+                .parse::<f64>()
+                .map_err(|_| format!("expected a fraction from 0 to 1 like 0.2, got {s:?}"))?,
+            other => return Err(format!("expected a fraction from 0 to 1 like 0.2, got {}", other.kind())),
+        };
+        if (0.0..=1.0).contains(&x) {
+            Ok(x)
+        } else {
+            Err(format!("expected a fraction from 0 to 1 like 0.2, got {x}"))
+        }
+    });
+    let reset = sec.take(report, "backoff_reset", vars, None, |r| values::duration(r).map(Some));
+    if max.is_some_and(|m| m < initial) {
+        report.error(
+            sec.origin("backoff_max"),
+            sec.key("backoff_max"),
+            format!(
+                "is shorter than backoff_initial ({} s): no wait could be as long as the first",
+                initial.as_secs_f64()
+            ),
+        );
+    }
+    values::Backoff { kind, initial, max, jitter, reset }
 }
 
 /// Drops repeated warnings (the same place, option and message).
@@ -1660,6 +1806,142 @@ mod tests {
         assert_eq!(hint("xyz"), " (check its spelling)");
         // Only the options of the section are suggested.
         assert_eq!(spelling_hint("comand", &["logfile", "pidfile"]), " (check its spelling)");
+    }
+
+    /// Loads `text` as the file `name`: the configuration, or every error as text.
+    fn load(name: &str, text: &str) -> Result<Config, String> {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).expect("write");
+        let ctx = Context {
+            env: BTreeMap::new(),
+            host_node_name: "h".into(),
+            cwd: dir.path().to_path_buf(),
+            host_checks: true,
+        };
+        super::super::load_in(&path, &ctx).map_err(|e| e.to_string())
+    }
+
+    fn process<'c>(c: &'c Config, name: &str) -> &'c ProcessConfig {
+        c.processes().find(|p| p.name == name).expect("the process")
+    }
+
+    #[test]
+    fn backoff_options_in_both_formats() {
+        let toml = load(
+            "m.toml",
+            "[program.web]\ncommand = \"/bin/cat\"\nbackoff = \"exponential\"\nbackoff_initial = \"500ms\"\nbackoff_max = \"1m\"\nbackoff_jitter = 0.2\nbackoff_reset = \"30s\"\nstartretries = \"infinite\"\n\n[program.plain]\ncommand = \"/bin/cat\"\n",
+        )
+        .expect("valid");
+        let ini = load(
+            "s.conf",
+            "[supervisord]\n[program:web]\ncommand=/bin/cat\nbackoff=exponential\nbackoff_initial=500ms\nbackoff_max=60\nbackoff_jitter=0.2\nbackoff_reset=30s\nstartretries=infinite\n\n[program:plain]\ncommand=/bin/cat\n",
+        )
+        .expect("valid");
+        for c in [&toml, &ini] {
+            let web = process(c, "web");
+            assert_eq!(web.startretries, crate::config::INFINITE_RETRIES);
+            assert_eq!(
+                web.backoff,
+                values::Backoff {
+                    kind: values::BackoffKind::Exponential,
+                    initial: Duration::from_millis(500),
+                    max: Some(Duration::from_secs(60)),
+                    jitter: 0.2,
+                    reset: Some(Duration::from_secs(30)),
+                }
+            );
+            // The default is supervisord's exactly.
+            let plain = process(c, "plain");
+            assert_eq!(plain.startretries, 3);
+            assert_eq!(plain.backoff, values::Backoff::default());
+            assert_eq!(plain.backoff.wait(1, 0.5), Duration::from_secs(1));
+            assert_eq!(plain.backoff.wait(3, 0.5), Duration::from_secs(3));
+        }
+        // The effective configuration says "infinite", and converting keeps every option.
+        let json = serde_json::to_value(process(&toml, "web")).expect("json");
+        assert_eq!(json["startretries"], "infinite");
+        let back = crate::config::to_toml(&toml);
+        let again = load("m.toml", &back).expect("the conversion loads");
+        assert_eq!(process(&again, "web").backoff, process(&ini, "web").backoff);
+        assert_eq!(process(&again, "web").startretries, crate::config::INFINITE_RETRIES);
+    }
+
+    #[test]
+    fn depends_on_in_both_formats() {
+        use crate::config::{Condition, Dependency};
+        let toml = load(
+            "m.toml",
+            "[program.db]\ncommand = \"/bin/cat\"\n[program.migrate]\ncommand = \"/bin/true\"\noneshot = true\ndepends_on = [\"db:ready\"]\n[program.web]\ncommand = \"/bin/cat\"\ndepends_on = [\"db:ready\", \"migrate:completed\", \"site:api\"]\n[group.site]\nprograms = \"api\"\n[program.api]\ncommand = \"/bin/cat\"\n",
+        )
+        .expect("valid");
+        let ini = load(
+            "s.conf",
+            "[supervisord]\n[program:db]\ncommand=/bin/cat\n[program:migrate]\ncommand=/bin/true\noneshot=true\ndepends_on=db:ready\n[program:web]\ncommand=/bin/cat\ndepends_on = db:ready, migrate:completed, site:api\n[group:site]\nprograms=api\n[program:api]\ncommand=/bin/cat\n",
+        )
+        .expect("valid");
+        for c in [&toml, &ini] {
+            let d = |t: &str, condition| Dependency { target: t.into(), condition };
+            assert_eq!(
+                process(c, "web").depends_on,
+                vec![
+                    d("db", Condition::Ready),
+                    d("migrate", Condition::Completed),
+                    d("site:api", Condition::Started)
+                ]
+            );
+            assert!(process(c, "migrate").oneshot);
+        }
+    }
+
+    #[test]
+    fn a_dependency_cycle_or_an_unknown_name_is_an_error() {
+        let err = load(
+            "s.conf",
+            "[supervisord]\n[program:a]\ncommand=/bin/cat\ndepends_on=b\n[program:b]\ncommand=/bin/cat\ndepends_on=c:ready\n[program:c]\ncommand=/bin/cat\ndepends_on=a:started\n",
+        )
+        .expect_err("a cycle");
+        assert!(
+            err.contains("s.conf:4: [program:a] depends_on: dependency cycle: a -> b -> c -> a"),
+            "{err}"
+        );
+        let err = load("m.toml", "[program.a]\ncommand = \"/bin/cat\"\ndepends_on = [\"a\"]\n")
+            .expect_err("itself");
+        assert!(err.contains("m.toml:3: program.a.depends_on: dependency cycle: a -> a"), "{err}");
+        let err =
+            load("m.toml", "[program.a]\ncommand = \"/bin/cat\"\ndepends_on = [\"dbb:ready\", \"x:y:z\"]\n")
+                .expect_err("unknown");
+        assert!(err.contains("m.toml:3: program.a.depends_on: \"x:y:z\" is not a dependency"), "{err}");
+        let err = load("m.toml", "[program.a]\ncommand = \"/bin/cat\"\ndepends_on = [\"dbb:ready\"]\n")
+            .expect_err("unknown");
+        assert!(err.contains("m.toml:3: program.a.depends_on: \"dbb\" names no program, process or group that is configured"), "{err}");
+    }
+
+    #[test]
+    fn bad_backoff_options_say_where_and_what() {
+        let err = load(
+            "s.conf",
+            "[supervisord]\n[program:web]\ncommand=/bin/cat\nbackoff=fast\nbackoff_initial=soon\nbackoff_jitter=2\nstartretries=forever\nbackoff_max=1\nbackoff_initial=5\n",
+        )
+        .expect_err("invalid");
+        assert!(
+            err.contains("s.conf:4: [program:web] backoff: expected linear or exponential, got \"fast\""),
+            "{err}"
+        );
+        assert!(err.contains("[program:web] backoff_jitter: expected a fraction from 0 to 1"), "{err}");
+        assert!(
+            err.contains("[program:web] startretries: expected a number of retries like 3, or \"infinite\""),
+            "{err}"
+        );
+        let err = load(
+            "m.toml",
+            "[program.web]\ncommand = \"/bin/cat\"\nbackoff_initial = \"5s\"\nbackoff_max = \"1s\"\n",
+        )
+        .expect_err("invalid");
+        assert!(
+            err.contains("m.toml:4: program.web.backoff_max: is shorter than backoff_initial (5 s)"),
+            "{err}"
+        );
     }
 
     fn load_text(name: &str, text: &str) -> Vec<String> {

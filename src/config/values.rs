@@ -175,6 +175,209 @@ pub fn autorestart(raw: &Raw) -> Parsed<AutoRestart> {
     }
 }
 
+/// `startretries = "infinite"`: retried for ever (kept as the largest count, which no
+/// number of failures reaches).
+pub const INFINITE_RETRIES: u32 = u32::MAX;
+
+/// `startretries`: a count as in supervisord, or (minder's extension) `infinite`.
+pub fn startretries(raw: &Raw) -> Parsed<u32> {
+    let bad = || format!("expected a number of retries like 3, or \"infinite\", got {}", got(raw));
+    match raw {
+        Raw::Str(s) if s.trim().eq_ignore_ascii_case("infinite") => Ok(INFINITE_RETRIES),
+        Raw::Int(_) | Raw::Str(_) => {
+            let n = integer(raw).map_err(|_| bad())?;
+            // u32::MAX itself would read as infinite: refuse it as a count.
+            u32::try_from(n).ok().filter(|n| *n < INFINITE_RETRIES).ok_or_else(bad)
+        }
+        _ => Err(bad()),
+    }
+}
+
+/// A duration: a number of seconds (`10`, `0.5`) or a number with a unit, `ms`, `s`, `m` or
+/// `h` (`"500ms"`, `"1s"`, `"2m"`), as the TOML writes them.
+pub fn duration(raw: &Raw) -> Parsed<Duration> {
+    let bad =
+        || format!("expected a duration like 10, 0.5, \"500ms\", \"1s\", \"2m\" or \"1h\", got {}", got(raw));
+    match raw {
+        Raw::Int(_) | Raw::Float(_) => seconds(raw),
+        Raw::Str(s) => {
+            let t = s.trim().to_ascii_lowercase();
+            let (digits, unit) = [("ms", 0.001), ("s", 1.0), ("m", 60.0), ("h", 3600.0)]
+                .iter()
+                .find_map(|(suffix, m)| t.strip_suffix(suffix).map(|d| (d.trim().to_string(), *m)))
+                .unwrap_or((t.clone(), 1.0));
+            let n: f64 = digits.parse().map_err(|_| bad())?;
+            let secs = n * unit;
+            if !secs.is_finite() || secs < 0.0 {
+                return Err(bad());
+            }
+            Duration::try_from_secs_f64(secs).map_err(|_| bad())
+        }
+        _ => Err(bad()),
+    }
+}
+
+/// What a dependency must have reached before its dependent starts (`depends_on`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Condition {
+    /// Spawned (STARTING with a child, or RUNNING), or completed.
+    Started,
+    /// RUNNING (past startsecs, or READY=1 with `ready = "notify"`), or a one-shot completed.
+    Ready,
+    /// EXITED with a code in its exitcodes (a one-shot program's success).
+    Completed,
+}
+
+impl Condition {
+    pub fn name(self) -> &'static str {
+        match self {
+            Condition::Started => "started",
+            Condition::Ready => "ready",
+            Condition::Completed => "completed",
+        }
+    }
+}
+
+/// One entry of `depends_on`: which processes, and what they must have reached.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+pub struct Dependency {
+    /// `NAME` (a program, a process's full name, or a group: all of its processes) or
+    /// `GROUP:NAME` (a program or process of that group).
+    pub target: String,
+    pub condition: Condition,
+}
+
+impl Dependency {
+    /// Reads `db`, `db:ready`, `site:web:started`. The last `:part`, when it names a condition,
+    /// is the condition; without one it is `started` (systemd's After=, and what `db` alone
+    /// reads as).
+    pub fn parse(text: &str) -> Parsed<Dependency> {
+        let text = text.trim();
+        let (target, condition) = match text.rsplit_once(':') {
+            Some((t, "started")) => (t, Condition::Started),
+            Some((t, "ready")) => (t, Condition::Ready),
+            Some((t, "completed")) => (t, Condition::Completed),
+            _ => (text, Condition::Started),
+        };
+        let parts: Vec<&str> = target.split(':').collect();
+        if target.is_empty() || parts.len() > 2 || parts.iter().any(|p| p.is_empty() || p.contains(' ')) {
+            return Err(format!(
+                "{text:?} is not a dependency: write NAME or GROUP:NAME, optionally followed by :started, :ready or :completed"
+            ));
+        }
+        Ok(Dependency { target: target.to_string(), condition })
+    }
+
+    /// Whether the process `group:name` of program `program` is one this names.
+    pub fn matches(&self, group: &str, name: &str, program: &str) -> bool {
+        match self.target.split_once(':') {
+            Some((g, n)) => g == group && (n == name || n == program),
+            None => {
+                let t = self.target.as_str();
+                t == program || t == group || super::full_name(group, name) == t
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for Dependency {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.target, self.condition.name())
+    }
+}
+
+/// `depends_on`: a TOML list, or a comma list in supervisord.conf.
+pub fn depends_on(raw: &Raw) -> Parsed<Vec<Dependency>> {
+    let mut out: Vec<Dependency> = Vec::new();
+    for item in comma_list(raw)? {
+        let d = Dependency::parse(&item)?;
+        if !out.contains(&d) {
+            out.push(d);
+        }
+    }
+    Ok(out)
+}
+
+/// How the wait between failed starts grows (`backoff`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackoffKind {
+    /// `backoff_initial` × the number of failures so far: 1 s, 2 s, 3 s… (supervisord's).
+    Linear,
+    /// `backoff_initial` × 2^(failures − 1): 1 s, 2 s, 4 s, 8 s…
+    Exponential,
+}
+
+pub fn backoff_kind(raw: &Raw) -> Parsed<BackoffKind> {
+    match raw {
+        Raw::Str(s) => match s.trim().to_ascii_lowercase().as_str() {
+            "linear" => Ok(BackoffKind::Linear),
+            "exponential" => Ok(BackoffKind::Exponential),
+            _ => Err(format!("expected linear or exponential, got {}", got(raw))),
+        },
+        _ => Err(format!("expected linear or exponential, got {}", got(raw))),
+    }
+}
+
+/// The wait before retrying a failed start, and how it grows. The default is supervisord's
+/// exactly: linear from 1 s, no cap, no jitter, the count reset as soon as it is RUNNING.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct Backoff {
+    pub kind: BackoffKind,
+    /// The first wait (`backoff_initial`, default 1 s).
+    #[serde(serialize_with = "super::ser_secs")]
+    pub initial: Duration,
+    /// No wait is longer (`backoff_max`); `None`: no cap (linear's default, as supervisord),
+    /// 60 s being exponential's default.
+    #[serde(serialize_with = "super::ser_opt_secs")]
+    pub max: Option<Duration>,
+    /// A fraction 0–1 (`backoff_jitter`): each wait is shortened by up to this part of it, at
+    /// random, so programs failing together do not retry in step. 0 (the default) is exact.
+    pub jitter: f64,
+    /// `backoff_reset`: when set, an exit from RUNNING before it has been RUNNING this long
+    /// counts as one more failed start (BACKOFF, then FATAL past startretries) instead of an
+    /// immediate restart, and the count resets only after this long RUNNING. `None`: the
+    /// count resets on reaching RUNNING (supervisord).
+    #[serde(serialize_with = "super::ser_opt_secs")]
+    pub reset: Option<Duration>,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff {
+            kind: BackoffKind::Linear,
+            initial: Duration::from_secs(1),
+            max: None,
+            jitter: 0.0,
+            reset: None,
+        }
+    }
+}
+
+impl Backoff {
+    /// The wait after failed start number `failures` (1 for the first), before jitter;
+    /// `sample` in [0, 1) picks how much jitter takes off. Pure: the caller supplies the
+    /// randomness, so tests pin it.
+    pub fn wait(&self, failures: u32, sample: f64) -> Duration {
+        let n = failures.max(1);
+        let base = match self.kind {
+            BackoffKind::Linear => self.initial.saturating_mul(n),
+            BackoffKind::Exponential => {
+                // 2^(n-1), saturating well before Duration overflows.
+                let factor = 1u32.checked_shl(n - 1).filter(|_| n <= 31).unwrap_or(u32::MAX);
+                self.initial.saturating_mul(factor)
+            }
+        };
+        let capped = match self.max {
+            Some(max) => base.min(max),
+            None => base,
+        };
+        let cut = (self.jitter * sample.clamp(0.0, 1.0)).clamp(0.0, 1.0);
+        capped.mul_f64(1.0 - cut)
+    }
+}
+
 /// What a stop ends (`kill_mode`), with systemd's meanings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
