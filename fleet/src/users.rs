@@ -198,25 +198,30 @@ pub fn database_path(config: &FleetConfig) -> PathBuf {
 pub fn open_connection(path: &Path) -> Result<Connection, UserError> {
     let shown = path.display().to_string();
     let open_err = |e: &dyn std::fmt::Display| UserError::Open(shown.clone(), e.to_string());
-    // Created here first, so that it never exists with a wider mode than 0600.
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o600)
-        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_CLOEXEC)
-        .open(path)
-        .map_err(|e| open_err(&e))?;
-    let meta = file.metadata().map_err(|e| open_err(&e))?;
-    if !meta.is_file() {
-        return Err(open_err(&"not a regular file"));
+    // Never open and close a descriptor of a database this process may have open in SQLite:
+    // closing one drops every POSIX lock the process holds on the file, SQLite's included, and
+    // another process would then take the database for unused (and checkpoint away its WAL
+    // under our feet). So: created here (0600, exclusively) only when it does not exist yet,
+    // and an existing one is checked and narrowed by path.
+    match std::fs::symlink_metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_CLOEXEC)
+                .open(path)
+                .map_err(|e| open_err(&e))?;
+        }
+        Err(e) => return Err(open_err(&e)),
+        Ok(meta) if !meta.is_file() => return Err(open_err(&"not a regular file")),
+        Ok(meta) if meta.permissions().mode() & 0o077 != 0 => {
+            tracing::warn!("{shown} could be read by others: its mode is now 0600");
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+                .map_err(|e| open_err(&e))?;
+        }
+        Ok(_) => {}
     }
-    if meta.permissions().mode() & 0o077 != 0 {
-        tracing::warn!("{shown} could be read by others: its mode is now 0600");
-        file.set_permissions(std::fs::Permissions::from_mode(0o600)).map_err(|e| open_err(&e))?;
-    }
-    drop(file);
     let conn = Connection::open(path).map_err(|e| open_err(&e))?;
     conn.busy_timeout(std::time::Duration::from_secs(5))?;
     // WAL: the activity writer and the readers do not wait for each other.
