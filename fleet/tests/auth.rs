@@ -586,6 +586,21 @@ fn a_cesi_configuration_and_database_load_and_users_come_from_the_command_line()
     let a = f.req("GET", "/api/v2/profile/", &[("Authorization", &basic("admin", ADMIN.1))], b"");
     assert_eq!(a.json["user"]["role"], "admin", "{}", a.body);
     let alice = cookie(&f.login("alice", "alice-password-5"));
+    // The command line's change is in the activity log, with what it changed (no password).
+    let a = f.req(
+        "GET",
+        "/api/v2/activitylogs/?action=user+add&result=success",
+        &[("Authorization", &basic("admin", ADMIN.1))],
+        b"",
+    );
+    let e = &a.json["entries"][0];
+    assert_eq!(
+        (e["source"].as_str(), e["detail"].as_str(), e["result"].as_str()),
+        (Some("command line"), Some("user alice, role operator, environments prod"), Some("success")),
+        "{}",
+        a.body
+    );
+    assert!(!a.body.contains("alice-password-5"));
     let a = f.req("GET", "/api/v2/profile/", &[("Cookie", alice.as_str())], b"");
     assert_eq!(a.json["user"], json!({"username": "alice", "role": "operator", "environments": ["prod"]}));
     let a = f.req(
