@@ -757,6 +757,30 @@ mod tests {
     }
 
     #[test]
+    fn sessions_are_random_bounded_per_user_and_end_when_idle() {
+        let dir = tempfile::tempdir().expect("dir");
+        let cfg = crate::config::parse("", &dir.path().join("f.toml")).expect("config");
+        let auth = Auth::open(&cfg).expect("auth");
+        let tokens: Vec<String> =
+            (0..=MAX_PER_USER).map(|_| auth.new_session("a").expect("a session")).collect();
+        assert!(tokens.iter().all(|t| t.len() == 43), "256 bits, base64url");
+        let distinct: std::collections::HashSet<&String> = tokens.iter().collect();
+        assert_eq!(distinct.len(), tokens.len());
+        let live_ones = tokens.iter().filter(|t| auth.session_user(t).as_deref() == Some("a")).count();
+        assert_eq!(live_ones, MAX_PER_USER, "one more login ends the least recently used");
+        let b = auth.new_session("b").expect("b");
+        assert_eq!(auth.session_user(&b).as_deref(), Some("b"), "another user's logins do not count");
+        auth.sessions_end_for("b");
+        assert_eq!(auth.session_user(&b), None);
+        let now = Instant::now();
+        if let (Some(idle), Some(old)) = (now.checked_sub(IDLE), now.checked_sub(MAX_AGE)) {
+            assert!(!live(&Session { username: "a".into(), created: now, last: idle }, now));
+            assert!(!live(&Session { username: "a".into(), created: old, last: now }, now));
+        }
+        assert!(live(&Session { username: "a".into(), created: now, last: now }, now));
+    }
+
+    #[test]
     fn cookies_and_basic_are_read_strictly() {
         let mut m = HeaderMap::new();
         m.append(header::COOKIE, HeaderValue::from_static("a=1; minder_fleet_session=tok; b=2"));
