@@ -339,9 +339,14 @@ impl Auth {
         lock(&self.limiter).retry_after(keys, Instant::now())
     }
 
-    /// Counts a failed login, and records it (and the moment it gets limited).
-    fn failed(&self, keys: &[LimitKey], name: &str, peer: Peer, how: &str) {
+    /// Counts a failed login, and records it (and the moment it gets limited). A name that is
+    /// no user's is not recorded as typed: people type their password there by mistake.
+    fn failed(&self, keys: &[LimitKey], name: Option<&str>, peer: Peer, how: &str) {
         let newly = lock(&self.limiter).fail(keys, Instant::now());
+        let (name, how) = match name {
+            Some(n) => (n, how.to_string()),
+            None => ("?", format!("{how}: no such user")),
+        };
         self.activity.record(Entry::new(name, "login", "failed").source(peer.shown()).detail(how));
         if newly {
             self.activity.record(
@@ -405,7 +410,7 @@ impl Auth {
             cache.insert(digest, (u.hash.clone(), Instant::now() + BASIC_TTL));
             return Ok(Some(Caller::of(u)));
         }
-        self.failed(&keys, &name, peer, "HTTP Basic");
+        self.failed(&keys, user.as_ref().map(|_| name.as_str()), peer, "HTTP Basic");
         Err(unauthorized(headers, "Invalid username/password"))
     }
 }
@@ -621,7 +626,7 @@ pub(crate) async fn login(
     let lookup = username.clone();
     let user = users::blocking(move || users.get(&lookup)).await?;
     if !auth.verify(password, user.as_ref()).await? {
-        auth.failed(&keys, &username, peer, "wrong name or password");
+        auth.failed(&keys, user.as_ref().map(|_| username.as_str()), peer, "wrong password");
         return Err(ApiError(StatusCode::UNAUTHORIZED, "Invalid username/password".into()));
     }
     let user = user.expect("verify is true only for a user that exists");
@@ -694,7 +699,7 @@ pub(crate) async fn change_password(
     let name = caller.username.clone();
     let user = users::blocking(move || users.get(&name)).await?;
     if !auth.verify(change.old_password, user.as_ref()).await? {
-        auth.failed(&keys, &caller.username, peer, "wrong old password");
+        auth.failed(&keys, Some(&caller.username), peer, "wrong old password");
         return Err(ApiError(StatusCode::BAD_REQUEST, "Old password is wrong".into()));
     }
     let users = auth.users.clone();

@@ -308,7 +308,14 @@ fn roles_sessions_and_environments_are_enforced_on_every_route() {
         );
     }
     seen.push_str(&a.body);
+    assert!(!a.body.contains("nobody"), "a name that is no user's is not recorded as typed: {}", a.body);
     assert_eq!(f.req("GET", "/api/v2/activitylogs/?password=x", &as_admin, b"").status, 400);
+    // Clearing the log is itself recorded (the text file keeps every line).
+    assert_eq!(f.req("DELETE", "/api/v2/activitylogs/", &as_admin, b"").status, 200);
+    let a = f.req("GET", "/api/v2/activitylogs/", &as_admin, b"");
+    let left: Vec<&str> =
+        a.json["entries"].as_array().expect("entries").iter().filter_map(|e| e["action"].as_str()).collect();
+    assert_eq!(left, ["activity clear"], "{}", a.body);
 
     // No password anywhere: answers, the activity table and file, the fleet's log, the database.
     let file = std::fs::read_to_string(d.join("activity.log")).expect("Cesi's activity file");
@@ -450,6 +457,70 @@ fn a_failed_login_flood_is_limited_without_argon2_and_the_fleet_stays_responsive
     );
     assert_eq!(a.json["entries"].as_array().map(Vec::len), Some(1), "{}", a.body);
     assert!(!f.log().contains("guess-guess"));
+}
+
+#[test]
+fn failed_logins_from_many_addresses_leave_the_fleet_its_cores() {
+    let dir = tempfile::Builder::new().prefix("fleet-many-").tempdir().expect("a temp dir");
+    let d = dir.path();
+    let (_nodes, _s1, _s2, conf) = two_nodes(d);
+    let f = fleet(&conf);
+    let session = cookie(&f.login(ADMIN.0, ADMIN.1));
+    // 12 addresses, each with 5 wrong passwords for names of its own (each is an argon2 run),
+    // then one more each, which is refused at once.
+    let started = Instant::now();
+    let floods: Vec<_> = (0..12u8)
+        .map(|i| {
+            let addr = f.addr.clone();
+            std::thread::spawn(move || {
+                let mut codes = Vec::new();
+                for j in 0..6 {
+                    let body = json_body(json!({"username": format!("n{i}-{j}"), "password": "guess-guess"}));
+                    codes.push(
+                        request_from(
+                            [127, 0, 1, i + 2],
+                            &addr,
+                            "POST",
+                            "/api/v2/auth/login/",
+                            &[JSON],
+                            &body,
+                        )
+                        .status,
+                    );
+                }
+                codes
+            })
+        })
+        .collect();
+    let mut during = Vec::new();
+    while during.len() < 20 {
+        let a = f.req("GET", "/api/v2/nodes/", &[("Cookie", session.as_str())], b"");
+        assert_eq!(a.status, 200, "{}", a.body);
+        during.push(a.took);
+    }
+    let codes: Vec<Vec<u16>> = floods.into_iter().map(|t| t.join().expect("a flood thread")).collect();
+    let took = started.elapsed();
+    during.sort();
+    eprintln!(
+        "60 failed logins (argon2 each) from 12 addresses: {took:?}; GET /api/v2/nodes/ meanwhile: median {:?}, max {:?}",
+        during[during.len() / 2],
+        during[during.len() - 1]
+    );
+    for c in &codes {
+        assert_eq!(c, &[401, 401, 401, 401, 401, 429], "{codes:?}");
+    }
+    assert!(during[during.len() - 1] < Duration::from_millis(500), "{during:?}");
+    // The first address is still limited; the session's own address is not.
+    let a = request_from(
+        [127, 0, 1, 2],
+        &f.addr,
+        "POST",
+        "/api/v2/auth/login/",
+        &[JSON],
+        &json_body(json!({"username": ADMIN.0, "password": ADMIN.1})),
+    );
+    assert_eq!(a.status, 429);
+    f.login(ADMIN.0, ADMIN.1);
 }
 
 #[test]
