@@ -72,12 +72,13 @@ fn prompt(what: &str) -> Result<String, String> {
     use nix::sys::termios::{tcgetattr, tcsetattr, LocalFlags, SetArg};
     use std::io::{BufRead as _, Write as _};
     let stdin = std::io::stdin();
-    eprint!("{what}");
-    let _ = std::io::stderr().flush();
+    // Echo goes off before the prompt shows: what is typed after it never appears.
     let saved = tcgetattr(&stdin).map_err(|e| format!("the terminal: {e}"))?;
     let mut quiet = saved.clone();
     quiet.local_flags.remove(LocalFlags::ECHO);
     tcsetattr(&stdin, SetArg::TCSANOW, &quiet).map_err(|e| format!("the terminal: {e}"))?;
+    eprint!("{what}");
+    let _ = std::io::stderr().flush();
     let mut line = String::new();
     let read = stdin.lock().read_line(&mut line);
     let _ = tcsetattr(&stdin, SetArg::TCSANOW, &saved);

@@ -729,3 +729,45 @@ fn with_no_admin_and_no_users_the_fleet_starts_and_says_how_to_add_one() {
     let a = f.req("GET", "/api/v2/nodes/", &[], b"");
     assert_eq!(a.status, 401);
 }
+
+#[test]
+fn user_add_on_a_terminal_asks_twice_and_echoes_nothing() {
+    use std::io::{Read as _, Write as _};
+    use std::sync::{Arc, Mutex};
+    let dir = tempfile::Builder::new().prefix("fleet-tty-").tempdir().expect("a temp dir");
+    let conf = dir.path().join("fleet.toml");
+    std::fs::write(&conf, "").expect("write");
+    let pty = nix::pty::openpty(None, None).expect("a pseudo-terminal");
+    let slave = |fd: &std::os::fd::OwnedFd| Stdio::from(fd.try_clone().expect("dup"));
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_minder-fleet"));
+    cmd.arg("--config-file").arg(&conf).args(["user", "add", "tty", "--role", "viewer"]);
+    cmd.stdin(slave(&pty.slave)).stdout(slave(&pty.slave)).stderr(slave(&pty.slave));
+    let child = Owned(cmd.spawn().expect("minder-fleet runs"));
+    drop(cmd);
+    drop(pty.slave);
+    let screen = Arc::new(Mutex::new(String::new()));
+    let mut master = std::fs::File::from(pty.master);
+    let mut writer = master.try_clone().expect("dup");
+    let sink = screen.clone();
+    // Ends with EIO once the child, the last holder of the terminal's other end, is gone.
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 256];
+        while let Ok(n) = master.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            sink.lock().unwrap_or_else(|e| e.into_inner()).push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+    });
+    let shown = || screen.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    wait_for("the first prompt", 10 * SECS, || shown().contains("New password: "));
+    writer.write_all(b"typed-on-a-tty-9\n").expect("type");
+    wait_for("the second prompt", 10 * SECS, || shown().contains("Again: "));
+    writer.write_all(b"typed-on-a-tty-9\n").expect("type");
+    wait_for("the answer", 10 * SECS, || shown().contains("added tty (viewer)"));
+    assert!(!shown().contains("typed-on-a-tty"), "the password was echoed: {:?}", shown());
+    drop(child);
+    let f = fleet(&conf);
+    let a = f.req("GET", "/api/v2/profile/", &[("Authorization", &basic("tty", "typed-on-a-tty-9"))], b"");
+    assert_eq!(a.json["user"]["role"], "viewer", "{}", a.body);
+}
