@@ -141,11 +141,17 @@ struct Window {
 #[derive(Debug, Default)]
 struct Limiter {
     map: HashMap<LimitKey, Window>,
+    /// When a full table was last emptied of ended windows (at most once a second: it is a
+    /// walk over the whole table).
+    pruned: Option<Instant>,
 }
 
 impl Limiter {
     /// How long until `keys` may try again, if any of them is limited now.
-    fn retry_after(&self, keys: &[LimitKey], now: Instant) -> Option<Duration> {
+    fn retry_after(&mut self, keys: &[LimitKey], now: Instant) -> Option<Duration> {
+        // A full table is emptied of ended windows first: otherwise it would stay full (and
+        // refuse every new address) even once the flood that filled it is over.
+        self.prune(now);
         keys.iter()
             .filter_map(|k| match self.map.get(k) {
                 Some(w) if w.failures >= MAX_FAILURES && now < w.start + WINDOW => {
@@ -157,11 +163,18 @@ impl Limiter {
             .max()
     }
 
-    /// Counts a failure; true when it makes one of `keys` limited.
-    fn fail(&mut self, keys: &[LimitKey], now: Instant) -> bool {
-        if self.map.len() >= MAX_TRACKED {
+    fn prune(&mut self, now: Instant) {
+        if self.map.len() >= MAX_TRACKED
+            && self.pruned.is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1))
+        {
+            self.pruned = Some(now);
             self.map.retain(|_, w| now < w.start + WINDOW);
         }
+    }
+
+    /// Counts a failure; true when it makes one of `keys` limited.
+    fn fail(&mut self, keys: &[LimitKey], now: Instant) -> bool {
+        self.prune(now);
         let mut newly = false;
         for k in keys {
             if !self.map.contains_key(k) && self.map.len() >= MAX_TRACKED {
@@ -734,6 +747,19 @@ mod tests {
         assert_eq!(l.retry_after(&a, t0 + WINDOW), None);
         l.fail(&a, t0 + WINDOW);
         assert_eq!(l.retry_after(&a, t0 + WINDOW), None, "a new window starts from one failure");
+    }
+
+    #[test]
+    fn a_full_limiter_refuses_new_sources_only_while_its_windows_last() {
+        let mut l = Limiter::default();
+        let t0 = Instant::now();
+        for i in 0..MAX_TRACKED {
+            l.fail(&[LimitKey::User(format!("u{i}"))], t0);
+        }
+        let new = [LimitKey::User("new".into())];
+        assert_eq!(l.retry_after(&new, t0), Some(WINDOW), "full: a new source is refused");
+        assert_eq!(l.retry_after(&new, t0 + WINDOW), None, "the windows ended: the table empties");
+        assert!(l.map.is_empty());
     }
 
     #[test]
