@@ -5,6 +5,9 @@
 //! - [`node`]: one task per node (XML-RPC polled, or gRPC pushed), publishing what it knows.
 //! - [`model`]: the fleet's own process and node types, converted from both protocols.
 //! - [`api`]: the REST API under `/api/v2` (Cesi's routes and shapes, and group actions).
+//! - [`auth`]: who is calling (sessions, HTTP Basic), the login rate limit, CSRF, and the
+//!   login/logout/profile routes; [`users`]: the users in SQLite (argon2); [`activity`]: the
+//!   activity log.
 //!
 //! [`run`] is the whole service after start-up: it takes its listener and a shutdown future,
 //! so tests drive it as `main` does. SIGHUP re-reads the configuration ([`Fleet::reload`]):
@@ -12,18 +15,21 @@
 //! task and its connection. Discovered nodes come and go the same way ([`Fleet::reconcile`]),
 //! whenever a `[[discover]]` name's answer changes.
 
+pub mod activity;
 pub mod api;
+pub mod auth;
 pub mod config;
 pub mod discover;
 pub mod model;
 pub mod node;
+pub mod users;
 
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock, Weak};
 
-use config::{FleetConfig, NodeConfig, Secret, Timing};
+use config::{FleetConfig, NodeConfig, Timing};
 use discover::DiscoverConfig;
 use node::Node;
 
@@ -41,14 +47,15 @@ struct Current {
     nodes: Arc<Vec<Arc<Node>>>,
     /// The `[[nodes]]` of the configuration (discovered nodes are added to these).
     configured: Vec<NodeConfig>,
-    admin: (String, Secret),
     timing: Timing,
 }
 
-/// The running fleet: its nodes, in configuration order, and the administrator's credentials.
+/// The running fleet: its nodes, in configuration order, and its users.
 #[derive(Debug)]
 pub struct Fleet {
     path: PathBuf,
+    /// Users, sessions and the activity log: opened at start, not changed by a reload.
+    auth: Arc<auth::Auth>,
     /// Held only to clone an `Arc` out or to swap in a new configuration, never across an await.
     current: RwLock<Current>,
     /// The nodes each `[[discover]]` prefix last found. Never locked while `current` is.
@@ -76,14 +83,14 @@ fn same_node(a: &NodeConfig, b: &NodeConfig) -> bool {
 
 impl Fleet {
     /// Starts one task per node, and one per `[[discover]]` name.
-    pub fn start(config: &FleetConfig) -> Arc<Fleet> {
+    pub fn start(config: &FleetConfig, auth: Arc<auth::Auth>) -> Arc<Fleet> {
         let fleet = Arc::new(Fleet {
             path: config.path.clone(),
+            auth,
             current: RwLock::new(Current {
                 members: Vec::new(),
                 nodes: Arc::new(Vec::new()),
                 configured: config.nodes.clone(),
-                admin: (config.admin_username.clone(), config.admin_password.clone()),
                 timing: config.timing,
             }),
             discovered: Mutex::new(BTreeMap::new()),
@@ -94,6 +101,11 @@ impl Fleet {
         fleet
     }
 
+    /// The users, sessions and activity log.
+    pub fn auth(&self) -> &Arc<auth::Auth> {
+        &self.auth
+    }
+
     /// The nodes, in configuration order (a snapshot: a reload does not change it).
     pub fn nodes(&self) -> Arc<Vec<Arc<Node>>> {
         self.current.read().unwrap_or_else(|e| e.into_inner()).nodes.clone()
@@ -101,10 +113,6 @@ impl Fleet {
 
     pub fn node(&self, name: &str) -> Option<Arc<Node>> {
         self.nodes().iter().find(|n| n.name() == name).cloned()
-    }
-
-    pub fn admin(&self) -> (String, Secret) {
-        self.current.read().unwrap_or_else(|e| e.into_inner()).admin.clone()
     }
 
     pub fn timing(&self) -> Timing {
@@ -123,7 +131,6 @@ impl Fleet {
             let mut cur = self.current.write().unwrap_or_else(|e| e.into_inner());
             let restart_all = cur.timing != config.timing;
             cur.configured = config.nodes.clone();
-            cur.admin = (config.admin_username.clone(), config.admin_password.clone());
             cur.timing = config.timing;
             restart_all
         };
@@ -236,7 +243,9 @@ impl Drop for Fleet {
     }
 }
 
-/// Serves the API on `listener` until `shutdown` completes; SIGHUP re-reads the configuration.
+/// Serves the API on `listener` until `shutdown` completes; SIGHUP re-reads the configuration
+/// (the nodes and timings; the database, the activity file and the first admin are read at
+/// start only). Fails when the user database cannot be opened.
 pub async fn run(
     config: FleetConfig,
     listener: tokio::net::TcpListener,
@@ -244,7 +253,14 @@ pub async fn run(
 ) -> std::io::Result<()> {
     // Before any node is started: once one is seen connected, SIGHUP is handled.
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
-    let fleet = Fleet::start(&config);
+    let auth = {
+        let config = config.clone();
+        tokio::task::spawn_blocking(move || auth::Auth::open(&config))
+            .await
+            .map_err(std::io::Error::other)?
+            .map_err(std::io::Error::other)?
+    };
+    let fleet = Fleet::start(&config, auth);
     let reloader = {
         let fleet = Arc::downgrade(&fleet);
         tokio::spawn(async move {
@@ -259,7 +275,10 @@ pub async fn run(
         })
     };
     let app = api::router(fleet.clone());
-    let served = axum::serve(listener, app).with_graceful_shutdown(shutdown).await;
+    // The peer's address: the login rate limit and the activity log use it.
+    let served = axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>())
+        .with_graceful_shutdown(shutdown)
+        .await;
     reloader.abort();
     drop(fleet);
     served
