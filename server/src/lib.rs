@@ -28,6 +28,7 @@ pub mod logs;
 pub mod notify;
 pub mod plan;
 pub mod process;
+pub mod readiness;
 pub mod reaper;
 pub mod serve;
 pub mod setup;

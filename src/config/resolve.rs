@@ -280,6 +280,9 @@ const KNOWN_OPTIONS: &[&str] = &[
     "exitcodes",
     "oneshot",
     "depends_on",
+    "ready",
+    "ready_timeout",
+    "watchdog_sec",
     "stopsignal",
     "stopwaitsecs",
     "stopasgroup",
@@ -1445,6 +1448,30 @@ fn resolve_program<'a>(
     let exitcodes = sec.take(report, "exitcodes", &vars, vec![0], values::exitcodes);
     let oneshot = sec.take(report, "oneshot", &vars, false, values::boolean);
     let depends_on = sec.take(report, "depends_on", &vars, Vec::new(), values::depends_on);
+    let ready = sec.take(report, "ready", &vars, values::Ready::Startsecs, values::ready);
+    let ready_timeout = sec.take(report, "ready_timeout", &vars, None, |r| values::duration(r).map(Some));
+    let watchdog_sec = sec.take(report, "watchdog_sec", &vars, None, |r| {
+        values::duration(r).and_then(|d| {
+            if d.is_zero() {
+                Err("must be more than 0 (leave it out for no watchdog)".into())
+            } else {
+                Ok(Some(d))
+            }
+        })
+    });
+    if ready != values::Ready::Notify {
+        for (opt, given) in
+            [("ready_timeout", ready_timeout.is_some()), ("watchdog_sec", watchdog_sec.is_some())]
+        {
+            if given {
+                report.error(
+                    sec.origin(opt),
+                    sec.key(opt),
+                    "needs ready = notify (the program reports readiness and keep-alives on NOTIFY_SOCKET)",
+                );
+            }
+        }
+    }
     if !depends_on.is_empty() {
         report.depends_on.push(DependsOn {
             group: group_name.to_string(),
@@ -1630,6 +1657,9 @@ fn resolve_program<'a>(
             exitcodes: exitcodes.clone(),
             oneshot,
             depends_on: depends_on.clone(),
+            ready,
+            ready_timeout,
+            watchdog_sec,
             stopsignal,
             stopwaitsecs,
             stopasgroup,
