@@ -1927,6 +1927,29 @@ mod tests {
     }
 
     #[test]
+    fn readiness_options_in_both_formats() {
+        let toml = load(
+            "m.toml",
+            "[program.db]\ncommand = \"/bin/cat\"\nready = \"notify\"\nready_timeout = \"30s\"\nwatchdog_sec = 10\n",
+        )
+        .expect("valid");
+        let ini = load("s.conf", "[supervisord]\n[program:db]\ncommand=/bin/cat\nready=notify\nready_timeout=30\nwatchdog_sec=10s\n")
+            .expect("valid");
+        for c in [&toml, &ini] {
+            let db = process(c, "db");
+            assert_eq!(db.ready, values::Ready::Notify);
+            assert_eq!(db.ready_timeout, Some(Duration::from_secs(30)));
+            assert_eq!(db.watchdog_sec, Some(Duration::from_secs(10)));
+        }
+        let err =
+            load("m.toml", "[program.db]\ncommand = \"/bin/cat\"\nready = \"probe\"\n").expect_err("later");
+        assert!(err.contains("m.toml:3: program.db.ready: \"probe\" is not supported yet"), "{err}");
+        let err = load("s.conf", "[supervisord]\n[program:db]\ncommand=/bin/cat\nwatchdog_sec=10\n")
+            .expect_err("notify");
+        assert!(err.contains("s.conf:4: [program:db] watchdog_sec: needs ready = notify"), "{err}");
+    }
+
+    #[test]
     fn bad_backoff_options_say_where_and_what() {
         let err = load(
             "s.conf",

@@ -272,3 +272,41 @@ impl Drop for Stopped {
         let _ = self.0.wait();
     }
 }
+
+/// The NOTIFY_SOCKET a running child was given (from its environment).
+fn notify_socket_of(pid: u64) -> String {
+    let environ = std::fs::read(format!("/proc/{pid}/environ")).expect("the child's environment");
+    environ
+        .split(|b| *b == 0)
+        .filter_map(|kv| std::str::from_utf8(kv).ok())
+        .find_map(|kv| kv.strip_prefix("NOTIFY_SOCKET=").map(String::from))
+        .expect("NOTIFY_SOCKET is set")
+}
+
+#[test]
+fn only_the_child_can_say_it_is_ready_even_as_another_user() {
+    // `nobody` must be able to reach its own socket (and run /usr/bin/python3: the pyenv
+    // shim lives in root's home); we (root, another process) must not be
+    // able to mark it ready, nor the other program.
+    let ready_later = "/usr/bin/python3 -c \"import os,socket,time; time.sleep(float(os.environ['DELAY'])); socket.socket(socket.AF_UNIX,socket.SOCK_DGRAM).sendto(b'READY=1', os.environ['NOTIFY_SOCKET']); time.sleep(100)\"";
+    let conf = format!(
+        "[program.quiet]\ncommand = \"sleep 100\"\nready = \"notify\"\n\n[program.svc]\ncommand = {ready_later:?}\nready = \"notify\"\nuser = \"nobody\"\nenvironment = {{ DELAY = \"1\" }}\n"
+    );
+    let d = Daemon::start(&conf);
+    wait_for("quiet to have a child", 10 * SECS, || d.process("quiet")["pid"].as_u64().unwrap_or(0) > 0);
+    let pid = d.process("quiet")["pid"].as_u64().unwrap_or(0);
+    let sock = notify_socket_of(pid);
+    let meta = std::fs::metadata(&sock).expect("the socket");
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    let me = std::os::unix::net::UnixDatagram::unbound().expect("a socket");
+    me.send_to(b"READY=1", &sock).expect("sent");
+    // svc (as nobody) gets to RUNNING through its own socket, owned by nobody...
+    d.wait_state("svc", "RUNNING", 10 * SECS);
+    let svc_pid = d.process("svc")["pid"].as_u64().unwrap_or(0);
+    let svc_sock = std::fs::metadata(notify_socket_of(svc_pid)).expect("svc's socket");
+    let nobody = nix::unistd::User::from_name("nobody").ok().flatten().expect("nobody exists");
+    assert_eq!(svc_sock.uid(), nobody.uid.as_raw());
+    // ...while our READY=1, sent a second before, changed nothing for quiet.
+    assert_eq!(d.state("quiet"), "STARTING", "{}", d.log());
+}
