@@ -5,8 +5,10 @@
 //! process, a clock or a channel, so every transition is tested without real children (see the
 //! table in the tests, which is tied to the diagram in `docs/ARCHITECTURE.md`).
 //!
-//! Readiness is an event of its own ([`Event::Ready`]): today only the startsecs timer produces
-//! it, but a notify socket or a health probe can produce it too without changing the machine.
+//! Readiness is an event of its own ([`Event::Ready`]): the startsecs timer produces it, or,
+//! with `ready = "notify"`, a READY=1 on the process's notify socket (then `ready_timeout` and
+//! the watchdog are the machine's deadlines instead). A health probe can produce it too
+//! without changing the machine. WAITING is STARTING without a child, for dependencies.
 
 use std::fmt;
 use std::time::Duration;
