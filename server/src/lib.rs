@@ -29,6 +29,7 @@ pub mod logzip;
 pub mod notify;
 pub mod plan;
 pub mod process;
+pub mod readiness;
 pub mod reaper;
 pub mod serve;
 pub mod setup;

@@ -5,8 +5,10 @@
 //! process, a clock or a channel, so every transition is tested without real children (see the
 //! table in the tests, which is tied to the diagram in `docs/ARCHITECTURE.md`).
 //!
-//! Readiness is an event of its own ([`Event::Ready`]): today only the startsecs timer produces
-//! it, but a notify socket or a health probe can produce it too without changing the machine.
+//! Readiness is an event of its own ([`Event::Ready`]): the startsecs timer produces it, or,
+//! with `ready = "notify"`, a READY=1 on the process's notify socket (then `ready_timeout` and
+//! the watchdog are the machine's deadlines instead). A health probe can produce it too
+//! without changing the machine. WAITING is STARTING without a child, for dependencies.
 
 use std::fmt;
 use std::time::Duration;
@@ -27,17 +29,30 @@ pub enum State {
     Starting { pid: u32, since: Instant, attempt: u32 },
     /// Ready and running. `attempt` is the failed starts before it, kept until it has been
     /// RUNNING for `backoff_reset` (0 at once without one, as in supervisord).
-    Running { pid: u32, since: Instant, attempt: u32 },
+    /// `watchdog_at`: with `watchdog_sec`, when it is restarted unless a WATCHDOG=1 comes first.
+    Running { pid: u32, since: Instant, attempt: u32, watchdog_at: Option<Instant> },
     /// The last start failed; the next attempt is at `retry_at`.
     Backoff { attempt: u32, retry_at: Instant },
     /// The stop signal has been sent. `kill_at` is when SIGKILL follows; `None` once it has.
-    Stopping { pid: u32, since: Instant, kill_at: Option<Instant> },
+    /// `then`: what follows once it has exited.
+    Stopping { pid: u32, since: Instant, kill_at: Option<Instant>, then: AfterStop },
     /// Exited on its own after it was running.
     Exited,
     /// Gave up after startretries failed starts.
     Fatal,
     /// A signal could not be delivered for a reason other than "no such process".
     Unknown { pid: u32 },
+}
+
+/// What a stop leads to once the child has exited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AfterStop {
+    /// STOPPED: a stop was asked for.
+    Stay,
+    /// Started again at once: the watchdog expired.
+    Restart,
+    /// Failed start number `attempt`: it was not ready within ready_timeout.
+    Backoff { attempt: u32 },
 }
 
 /// A state without its data: what events and the API report.
@@ -208,6 +223,12 @@ pub struct Policy {
     pub exitcodes: Vec<i32>,
     /// Expected to exit: an exit in exitcodes is success (completed), never restarted.
     pub oneshot: bool,
+    /// Ready on READY=1 ([`Event::Ready`] from the notify socket), not after startsecs.
+    pub notify: bool,
+    /// With `notify`: a start not ready this long after its spawn is a failed start.
+    pub ready_timeout: Option<Duration>,
+    /// With `notify`: RUNNING must send WATCHDOG=1 at least this often.
+    pub watchdog: Option<Duration>,
     pub stopsignal: Signal,
     pub stopwaitsecs: Duration,
     pub stopasgroup: bool,
@@ -240,6 +261,8 @@ pub enum Event {
     Ready,
     /// Signalling the child failed with something other than ESRCH.
     SignalFailed { reason: String },
+    /// WATCHDOG=1: the child is alive (pushes the watchdog deadline back).
+    Watchdog,
 }
 
 /// What the caller must do after a step.
@@ -297,7 +320,9 @@ pub struct Step {
 /// end of the wait while in BACKOFF, the SIGKILL deadline while STOPPING.
 pub fn deadline(state: &State, policy: &Policy) -> Option<Instant> {
     match state {
+        State::Starting { since, .. } if policy.notify => policy.ready_timeout.map(|t| *since + t),
         State::Starting { since, .. } => Some(*since + policy.startsecs),
+        State::Running { watchdog_at, .. } => *watchdog_at,
         State::Backoff { retry_at, .. } => Some(*retry_at),
         State::Stopping { kill_at, .. } => *kill_at,
         _ => None,
@@ -342,12 +367,16 @@ pub fn step(m: &Machine, event: Event, ctx: &Ctx<'_>) -> Result<Step, Refusal> {
                     signal::name(p.stopsignal)
                 ),
             );
-            out.actions.push(Action::Kill { signal: p.stopsignal, group: p.stopasgroup });
-            out.go(State::Stopping { pid, since: ctx.now, kill_at: Some(ctx.now + p.stopwaitsecs) });
+            out.stop(pid, AfterStop::Stay, ctx);
         }
         (State::Backoff { .. }, Event::Stop) => {
             out.log(Level::Debug, format!("Attempted to kill {name}, which is in BACKOFF state."));
             out.go(State::Stopped);
+        }
+        // A stop asked for while the watchdog or ready_timeout stops it: it stays stopped.
+        (State::Stopping { pid, since, kill_at, then }, Event::Stop) if *then != AfterStop::Stay => {
+            out.machine.state =
+                State::Stopping { pid: *pid, since: *since, kill_at: *kill_at, then: AfterStop::Stay };
         }
         (State::Stopping { .. }, Event::Stop) => {}
         (_, Event::Stop) => return Err(Refusal::NotRunning),
@@ -375,7 +404,7 @@ pub fn step(m: &Machine, event: Event, ctx: &Ctx<'_>) -> Result<Step, Refusal> {
             out.log(Level::Info, format!("spawned: '{name}' with pid {pid}"));
             // From WAITING it was STARTING already: the same state, now with a child.
             out.go_quietly(State::Starting { pid, since: ctx.now, attempt });
-            if p.startsecs.is_zero() {
+            if p.startsecs.is_zero() && !p.notify {
                 out.ready(pid, attempt, ctx);
             }
         }
@@ -413,8 +442,32 @@ pub fn step(m: &Machine, event: Event, ctx: &Ctx<'_>) -> Result<Step, Refusal> {
         }
 
         // --- readiness ------------------------------------------------------------------
+        (State::Starting { pid, since, attempt }, Event::Timer) if p.notify => {
+            if let Some(timeout) = p.ready_timeout.filter(|t| ctx.now >= *since + *t) {
+                let why =
+                    format!("not ready within ready_timeout ({} s)", format_secs(timeout.as_secs_f64()));
+                out.log(Level::Warn, format!("{name} was {why}; stopping it (a failed start)"));
+                out.machine.spawn_error = Some(format!(
+                    "Not ready within ready_timeout ({} s)",
+                    format_secs(timeout.as_secs_f64())
+                ));
+                out.stop(*pid, AfterStop::Backoff { attempt: *attempt }, ctx);
+            }
+        }
         (State::Starting { pid, since, attempt }, Event::Timer) if ctx.now >= *since + p.startsecs => {
             out.ready(*pid, *attempt, ctx);
+        }
+        (State::Running { pid, since, attempt, watchdog_at: Some(_) }, Event::Watchdog) => {
+            let watchdog_at = p.watchdog.map(|w| ctx.now + w);
+            out.machine.state = State::Running { pid: *pid, since: *since, attempt: *attempt, watchdog_at };
+        }
+        (State::Running { pid, watchdog_at: Some(at), .. }, Event::Timer) if ctx.now >= *at => {
+            let secs = format_secs(p.watchdog.unwrap_or_default().as_secs_f64());
+            out.log(
+                Level::Warn,
+                format!("watchdog: {name} (pid {pid}) sent no WATCHDOG=1 within watchdog_sec ({secs} s); restarting it"),
+            );
+            out.stop(*pid, AfterStop::Restart, ctx);
         }
         (State::Starting { pid, attempt, .. }, Event::Ready) => {
             out.ready(*pid, *attempt, ctx);
@@ -422,15 +475,23 @@ pub fn step(m: &Machine, event: Event, ctx: &Ctx<'_>) -> Result<Step, Refusal> {
         (State::Backoff { retry_at, .. }, Event::Timer) if ctx.now >= *retry_at && !ctx.shutting_down => {
             out.actions.push(Action::Spawn);
         }
-        (State::Stopping { pid, since, kill_at: Some(at) }, Event::Timer) if ctx.now >= *at => {
+        (State::Stopping { pid, since, kill_at: Some(at), then }, Event::Timer) if ctx.now >= *at => {
             out.log(Level::Warn, format!("killing '{name}' ({pid}) with SIGKILL"));
             out.actions.push(Action::Kill { signal: Signal::SIGKILL, group: p.killasgroup });
-            out.machine.state = State::Stopping { pid: *pid, since: *since, kill_at: None };
+            out.machine.state = State::Stopping { pid: *pid, since: *since, kill_at: None, then: *then };
         }
 
         // --- exits ----------------------------------------------------------------------
         (state, Event::Exited { pid, .. }) if state.pid() != Some(pid) => {}
-        (State::Stopping { .. }, Event::Exited { status, .. }) => {
+        (State::Stopping { then: AfterStop::Backoff { attempt }, .. }, Event::Exited { status, .. }) => {
+            // Stopped because it was not ready in time: a failed start.
+            let attempt = *attempt;
+            out.machine.last_exit = None;
+            out.log(Level::Info, format!("stopped: {name} ({status}), not ready in time"));
+            out.backoff(attempt.saturating_add(1), ctx);
+        }
+        (State::Stopping { then, .. }, Event::Exited { status, .. }) => {
+            let restart = *then == AfterStop::Restart;
             // The log line's level follows exitcodes, as supervisord's does; but an exit that
             // was asked for is expected whatever its status (supervisord reports no "not
             // expected" for a stopped process).
@@ -441,6 +502,9 @@ pub fn step(m: &Machine, event: Event, ctx: &Ctx<'_>) -> Result<Step, Refusal> {
                 format!("stopped: {name} ({status})"),
             );
             out.go(State::Stopped);
+            if restart && !ctx.shutting_down {
+                out.actions.push(Action::Spawn);
+            }
         }
         (State::Starting { .. } | State::Running { .. }, Event::Exited { status, .. })
             if p.oneshot && p.exitcodes.contains(&status.code_or_minus_one()) =>
@@ -452,7 +516,7 @@ pub fn step(m: &Machine, event: Event, ctx: &Ctx<'_>) -> Result<Step, Refusal> {
             out.go(State::Exited);
         }
         (State::Starting { since, attempt, .. }, Event::Exited { status, .. })
-            if ctx.now < *since + p.startsecs =>
+            if ctx.now < *since + p.startsecs || p.notify =>
         {
             // Did not stay up for startsecs: a failed start.
             let attempt = *attempt;
@@ -560,17 +624,27 @@ impl Out {
 
     fn ready(&mut self, pid: u32, attempt: u32, ctx: &Ctx<'_>) {
         let secs = ctx.policy.startsecs.as_secs_f64();
-        self.log(
-            Level::Info,
+        let message = if ctx.policy.notify {
+            format!("success: {} entered RUNNING state, process reported READY=1 (notify)", ctx.name)
+        } else {
             format!(
                 "success: {} entered RUNNING state, process has stayed up for > than {} seconds (startsecs)",
                 ctx.name,
                 format_secs(secs)
-            ),
-        );
+            )
+        };
+        self.log(Level::Info, message);
         // Without backoff_reset, reaching RUNNING forgives the failures (supervisord).
         let attempt = if ctx.policy.backoff.reset.is_some() { attempt } else { 0 };
-        self.go(State::Running { pid, since: ctx.now, attempt });
+        let watchdog_at = ctx.policy.watchdog.filter(|_| ctx.policy.notify).map(|w| ctx.now + w);
+        self.go(State::Running { pid, since: ctx.now, attempt, watchdog_at });
+    }
+
+    /// Sends the stop signal and enters STOPPING, to go on to `then` once it has exited.
+    fn stop(&mut self, pid: u32, then: AfterStop, ctx: &Ctx<'_>) {
+        let p = ctx.policy;
+        self.actions.push(Action::Kill { signal: p.stopsignal, group: p.stopasgroup });
+        self.go(State::Stopping { pid, since: ctx.now, kill_at: Some(ctx.now + p.stopwaitsecs), then });
     }
 
     /// Enters BACKOFF for failed start number `attempt`, and FATAL at once when that was the
@@ -610,6 +684,9 @@ mod tests {
             autorestart: AutoRestart::Unexpected,
             exitcodes: vec![0],
             oneshot: false,
+            notify: false,
+            ready_timeout: None,
+            watchdog: None,
             stopsignal: Signal::SIGTERM,
             stopwaitsecs: Duration::from_secs(10),
             stopasgroup: false,
@@ -662,11 +739,11 @@ mod tests {
     }
 
     fn running() -> State {
-        State::Running { pid: 7, since: at(0), attempt: 0 }
+        State::Running { pid: 7, since: at(0), attempt: 0, watchdog_at: None }
     }
 
     fn stopping() -> State {
-        State::Stopping { pid: 7, since: at(0), kill_at: Some(at(10_000)) }
+        State::Stopping { pid: 7, since: at(0), kill_at: Some(at(10_000)), then: AfterStop::Stay }
     }
 
     fn exit(code: i32) -> Event {
@@ -682,19 +759,64 @@ mod tests {
         }
     }
 
-    /// Every edge of the lifecycle, as (from, event, time, to-kinds visited). This table is the
-    /// single source the diagram in docs/ARCHITECTURE.md is checked against.
     /// One row: why, from, event, time (ms), the kinds visited, the policy.
     type Row = (&'static str, State, Event, u64, Vec<Kind>, Policy);
 
-    /// Rows run under [`table_policy`] unless they name a policy of their own.
+    /// Every edge of the lifecycle, as (from, event, time, to-kinds visited). This table is the
+    /// single source the diagram in docs/ARCHITECTURE.md is checked against. Rows run under
+    /// [`table_policy`] unless they name a policy of their own.
     fn table() -> Vec<Row> {
         use Kind::*;
         let mut rows: Vec<_> =
             plain_rows().into_iter().map(|(w, s, e, n, k)| (w, s, e, n, k, table_policy())).collect();
         let oneshot = Policy { oneshot: true, ..table_policy() };
         rows.push(("a oneshot completed", STARTING(0), exit(0), 100, vec![Exited], oneshot));
+        let n = notify_policy();
+        let stopping = |then| State::Stopping { pid: 7, since: at(0), kill_at: Some(at(10_000)), then };
+        rows.extend([
+            ("not ready within ready_timeout", STARTING(0), Event::Timer, 5000, vec![Stopping], n.clone()),
+            (
+                "stopped for ready_timeout",
+                stopping(AfterStop::Backoff { attempt: 0 }),
+                exit(0),
+                6000,
+                vec![Backoff],
+                n.clone(),
+            ),
+            (
+                "stopped for ready_timeout, last retry",
+                stopping(AfterStop::Backoff { attempt: 3 }),
+                exit(0),
+                6000,
+                vec![Backoff, Fatal],
+                n.clone(),
+            ),
+            ("watchdog expired", watched(), Event::Timer, 2000, vec![Stopping], n.clone()),
+            (
+                "stopped for the watchdog",
+                stopping(AfterStop::Restart),
+                exit(0),
+                3000,
+                vec![Stopped],
+                n.clone(),
+            ),
+        ]);
         rows
+    }
+
+    /// `ready = "notify"`, `ready_timeout = 5`, `watchdog_sec = 2`.
+    fn notify_policy() -> Policy {
+        Policy {
+            notify: true,
+            ready_timeout: Some(Duration::from_secs(5)),
+            watchdog: Some(Duration::from_secs(2)),
+            ..table_policy()
+        }
+    }
+
+    /// RUNNING since 0 with its watchdog due at 2 s.
+    fn watched() -> State {
+        State::Running { pid: 7, since: at(0), attempt: 0, watchdog_at: Some(at(2000)) }
     }
 
     fn plain_rows() -> Vec<(&'static str, State, Event, u64, Vec<Kind>)> {
@@ -747,7 +869,7 @@ mod tests {
             ("stop while waiting", State::Waiting, Event::Stop, 0, vec![Stopped]),
             (
                 "exit within backoff_reset",
-                State::Running { pid: 7, since: at(0), attempt: 3 },
+                State::Running { pid: 7, since: at(0), attempt: 3, watchdog_at: None },
                 exit(1),
                 300,
                 vec![Exited, Backoff, Fatal],
@@ -801,10 +923,18 @@ mod tests {
             State::Backoff { attempt: 1, retry_at: at(1000) },
             State::Backoff { attempt: 3, retry_at: at(3000) },
             stopping(),
-            State::Stopping { pid: 7, since: at(0), kill_at: None },
+            State::Stopping { pid: 7, since: at(0), kill_at: None, then: AfterStop::Stay },
             State::Exited,
             State::Fatal,
             State::Unknown { pid: 7 },
+            watched(),
+            State::Stopping { pid: 7, since: at(0), kill_at: Some(at(10_000)), then: AfterStop::Restart },
+            State::Stopping {
+                pid: 7,
+                since: at(0),
+                kill_at: Some(at(10_000)),
+                then: AfterStop::Backoff { attempt: 3 },
+            },
         ];
         let events = [
             Event::Start,
@@ -824,6 +954,7 @@ mod tests {
             Event::Timer,
             Event::Ready,
             Event::SignalFailed { reason: "EPERM".into() },
+            Event::Watchdog,
         ];
         let policies = [
             policy(),
@@ -831,6 +962,7 @@ mod tests {
             Policy { autorestart: AutoRestart::False, startsecs: Duration::ZERO, ..policy() },
             Policy { autorestart: AutoRestart::True, ..table_policy() },
             Policy { autorestart: AutoRestart::True, oneshot: true, ..policy() },
+            notify_policy(),
         ];
         let mut all = Vec::new();
         for state in &states {
@@ -994,15 +1126,23 @@ mod tests {
             .expect("exit");
         assert_eq!(s.machine.state, State::Fatal);
         // Up for backoff_reset: restarted at once, the count forgiven.
-        let m = Machine { state: State::Running { pid: 7, since: at(0), attempt: 2 }, ..Machine::new() };
+        let m = Machine {
+            state: State::Running { pid: 7, since: at(0), attempt: 2, watchdog_at: None },
+            ..Machine::new()
+        };
         let s = step(&m, exit(1), &ctx(10_000)).expect("exit");
         assert!(has(&s, &Action::Spawn));
         let s = step(&s.machine, Event::Spawned { pid: 9 }, &ctx(10_000)).expect("spawn");
         assert!(matches!(s.machine.state, State::Starting { attempt: 0, .. }));
         // Without backoff_reset (supervisord), a quick exit from RUNNING restarts at once.
         let plain = Policy { backoff: Backoff::default(), ..p.clone() };
-        let s =
-            run(State::Running { pid: 7, since: at(0), attempt: 0 }, exit(1), 1500, &plain).expect("exit");
+        let s = run(
+            State::Running { pid: 7, since: at(0), attempt: 0, watchdog_at: None },
+            exit(1),
+            1500,
+            &plain,
+        )
+        .expect("exit");
         assert!(has(&s, &Action::Spawn));
     }
 
@@ -1048,6 +1188,72 @@ mod tests {
         // A second start while waiting is "already started"; a signal has nobody to go to.
         assert_eq!(run(State::Waiting, Event::Wait, 0, &p), Err(Refusal::AlreadyStarted));
         assert_eq!(run(State::Waiting, Event::Signal(Signal::SIGHUP), 0, &p), Err(Refusal::NotRunning));
+    }
+
+    #[test]
+    fn notify_readiness_ignores_startsecs_and_times_out() {
+        let p = notify_policy();
+        let ctx = |ms| Ctx { now: at(ms), name: "web", policy: &p, shutting_down: false, jitter: 0.0 };
+        // Up for startsecs is not ready: only READY=1 is.
+        let s = run(
+            State::Stopped,
+            Event::Spawned { pid: 7 },
+            0,
+            &Policy { startsecs: Duration::ZERO, ..p.clone() },
+        )
+        .expect("spawn");
+        assert_eq!(s.machine.state.kind(), Kind::Starting, "startsecs = 0 does not make it RUNNING");
+        assert_eq!(deadline(&STARTING(0), &p), Some(at(5000)), "the deadline is ready_timeout");
+        assert!(step(&Machine { state: STARTING(0), ..Machine::new() }, Event::Timer, &ctx(1000))
+            .expect("timer")
+            .actions
+            .is_empty());
+        let s = run(STARTING(0), Event::Ready, 3000, &p).expect("ready");
+        assert_eq!(logs(&s), vec!["success: web entered RUNNING state, process reported READY=1 (notify)"]);
+        assert_eq!(
+            s.machine.state,
+            State::Running { pid: 7, since: at(3000), attempt: 0, watchdog_at: Some(at(5000)) }
+        );
+        // An exit before READY=1 is a failed start, however long it ran.
+        let s = run(STARTING(0), exit(0), 4000, &p).expect("exit");
+        assert_eq!(s.machine.state.kind(), Kind::Backoff);
+        // Not ready in time: stopped, then a failed start with its reason.
+        let s = run(STARTING(1), Event::Timer, 5000, &p).expect("timeout");
+        assert!(has(&s, &Action::Kill { signal: Signal::SIGTERM, group: false }));
+        assert_eq!(s.machine.spawn_error.as_deref(), Some("Not ready within ready_timeout (5 s)"));
+        let s = step(&s.machine, exit(0), &ctx(5100)).expect("exit");
+        assert_eq!(s.machine.state, State::Backoff { attempt: 2, retry_at: at(7100) });
+        assert_eq!(s.machine.spawn_error.as_deref(), Some("Not ready within ready_timeout (5 s)"));
+    }
+
+    #[test]
+    fn a_silent_watchdog_restarts_and_a_stop_wins() {
+        let p = notify_policy();
+        let ctx = |ms| Ctx { now: at(ms), name: "web", policy: &p, shutting_down: false, jitter: 0.0 };
+        let m = Machine { state: watched(), ..Machine::new() };
+        // WATCHDOG=1 pushes the deadline back by watchdog_sec.
+        let s = step(&m, Event::Watchdog, &ctx(1500)).expect("keep-alive");
+        assert_eq!(deadline(&s.machine.state, &p), Some(at(3500)));
+        assert!(step(&s.machine, Event::Timer, &ctx(2000)).expect("early").actions.is_empty());
+        // Silence past it: a log line saying why, the stop signal, then a restart.
+        let s = step(&s.machine, Event::Timer, &ctx(3500)).expect("expired");
+        assert_eq!(
+            logs(&s),
+            vec!["watchdog: web (pid 7) sent no WATCHDOG=1 within watchdog_sec (2 s); restarting it"]
+        );
+        assert!(has(&s, &Action::Kill { signal: Signal::SIGTERM, group: false }));
+        let restarted = step(&s.machine, exit(0), &ctx(3600)).expect("exit");
+        assert_eq!(restarted.machine.state, State::Stopped);
+        assert!(has(&restarted, &Action::Spawn));
+        // A stop asked for meanwhile: stopped, not restarted.
+        let stopped = step(&s.machine, Event::Stop, &ctx(3550)).expect("stop");
+        let stopped = step(&stopped.machine, exit(0), &ctx(3600)).expect("exit");
+        assert_eq!(stopped.machine.state, State::Stopped);
+        assert!(!has(&stopped, &Action::Spawn));
+        // Without notify the watchdog does not exist.
+        let plain = Policy { notify: false, ..p.clone() };
+        let s = run(STARTING(0), Event::Timer, 1000, &plain).expect("startsecs");
+        assert!(matches!(s.machine.state, State::Running { watchdog_at: None, .. }));
     }
 
     #[test]

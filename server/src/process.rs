@@ -61,6 +61,8 @@ pub struct Shared {
     /// minderd's cgroup subtree, when processes get a cgroup each.
     pub cgroups: Option<Cgroups>,
     shutting_down: AtomicBool,
+    /// The directory of the notify sockets (`ready = "notify"`), made at first use.
+    notify_dir: std::sync::OnceLock<Result<tempfile::TempDir, String>>,
 }
 
 impl Shared {
@@ -73,7 +75,17 @@ impl Shared {
             spawn_failures: std::sync::atomic::AtomicU64::new(0),
             cgroups: None,
             shutting_down: AtomicBool::new(false),
+            notify_dir: std::sync::OnceLock::new(),
         }
+    }
+
+    /// The notify sockets' directory, made on first use.
+    fn notify_dir(&self) -> Result<&Path, String> {
+        let dir = self.notify_dir.get_or_init(|| {
+            crate::readiness::make_dir()
+                .map_err(|e| format!("cannot make a directory for notify sockets: {e}"))
+        });
+        dir.as_ref().map(tempfile::TempDir::path).map_err(Clone::clone)
     }
 
     /// The same, with a cgroup per process under `cgroups`.
@@ -149,6 +161,8 @@ pub struct Snapshot {
     pub spawn_count: u32,
     /// While STARTING without a child: what it waits for (`waiting for db`).
     pub waiting: Option<String>,
+    /// The last STATUS=… the child sent on its notify socket (cleared at each spawn).
+    pub status: Option<String>,
 }
 
 impl Snapshot {
@@ -163,6 +177,7 @@ impl Snapshot {
             spawn_error: None,
             spawn_count: 0,
             waiting: None,
+            status: None,
         }
     }
 
@@ -179,7 +194,12 @@ impl Snapshot {
         match self.state {
             Kind::Running => {
                 let up = self.uptime().unwrap_or_default().as_secs();
-                format!("pid {}, uptime {}", self.pid.unwrap_or(0), python_timedelta(up))
+                let mut d = format!("pid {}, uptime {}", self.pid.unwrap_or(0), python_timedelta(up));
+                if let Some(status) = &self.status {
+                    d.push_str(", ");
+                    d.push_str(status);
+                }
+                d
             }
             Kind::Backoff | Kind::Fatal => match &self.spawn_error {
                 Some(e) if !e.is_empty() => e.clone(),
@@ -191,7 +211,8 @@ impl Snapshot {
                 }
                 _ => "Not started".to_string(),
             },
-            Kind::Starting => self.waiting.clone().unwrap_or_default(),
+            Kind::Starting => self.waiting.clone().or_else(|| self.status.clone()).unwrap_or_default(),
+            Kind::Stopping => self.status.clone().unwrap_or_default(),
             _ => String::new(),
         }
     }
@@ -410,6 +431,9 @@ impl ProcessHandle {
             limits_warned: false,
             listener_pid: None,
             waiting: None,
+            notify: None,
+            status: None,
+            main_pid: None,
         };
         tokio::spawn(actor.run(rx));
         ProcessHandle { config, logs, tx, snapshot, cgroup }
@@ -556,6 +580,9 @@ fn policy(c: &ProcessConfig) -> Policy {
         autorestart: c.autorestart,
         exitcodes: c.exitcodes.clone(),
         oneshot: c.oneshot,
+        notify: c.ready == minder::config::Ready::Notify,
+        ready_timeout: c.ready_timeout,
+        watchdog: c.watchdog_sec,
         stopsignal: c.stopsignal,
         stopwaitsecs: c.stopwaitsecs,
         // kill_mode, when set, decides; `cgroup` falls back to the process group where there
@@ -616,6 +643,11 @@ struct Actor {
     listener_pid: Option<u32>,
     /// While waiting for dependencies, what for.
     waiting: Option<String>,
+    /// Its notify socket (`ready = "notify"`), bound at its first spawn.
+    notify: Option<Arc<crate::readiness::NotifySocket>>,
+    /// The child's STATUS=… and MAINPID=…, for this spawn.
+    status: Option<String>,
+    main_pid: Option<u32>,
 }
 
 impl Actor {
@@ -626,7 +658,18 @@ impl Actor {
                 break;
             }
             let deadline = lifecycle::deadline(&self.machine.state, &self.policy);
+            let notify = self.notify.clone();
             tokio::select! {
+                msg = async { notify.as_ref().expect("guarded by the condition").recv().await }, if notify.is_some() => {
+                    match msg {
+                        Ok((sender, datagram)) => Box::pin(self.notified(sender, &datagram)).await,
+                        Err(e) => {
+                            // A socket that fails to read will not recover: stop listening.
+                            tracing::warn!("{}: the notify socket failed: {e}", self.config.name);
+                            self.notify = None;
+                        }
+                    }
+                }
                 cmd = rx.recv(), if !handles_gone => match cmd {
                     Some(cmd) => Box::pin(self.command(cmd)).await,
                     None => handles_gone = true,
@@ -825,6 +868,69 @@ impl Actor {
         Ok(())
     }
 
+    /// A datagram on the notify socket: acted on only if it comes from this process's child.
+    async fn notified(&mut self, sender: Option<u32>, datagram: &[u8]) {
+        let Some(child) = self.machine.state.pid() else { return };
+        if !crate::readiness::trusted(sender, child, self.main_pid) {
+            tracing::debug!(
+                "{}: notify message from pid {sender:?} ignored: not the child ({child}) or its group",
+                self.config.name
+            );
+            return;
+        }
+        for msg in crate::readiness::parse(datagram) {
+            match msg {
+                crate::readiness::Message::Ready => {
+                    let _ = self.feed(Event::Ready).await;
+                }
+                crate::readiness::Message::Watchdog => {
+                    let _ = self.feed(Event::Watchdog).await;
+                }
+                crate::readiness::Message::Status(s) => {
+                    self.status = Some(s);
+                    self.publish(Vec::new());
+                }
+                crate::readiness::Message::Stopping => {
+                    tracing::info!("{}: the program says it is stopping (STOPPING=1)", self.config.name);
+                    self.status = Some("stopping".into());
+                    self.publish(Vec::new());
+                }
+                crate::readiness::Message::MainPid(pid) => {
+                    tracing::info!("{}: main pid is now {pid} (MAINPID)", self.config.name);
+                    self.main_pid = Some(pid);
+                }
+            }
+        }
+    }
+
+    /// The notify socket's environment for the next spawn (binding the socket the first
+    /// time), or why there can be none.
+    fn notify_env(&mut self) -> Result<Vec<(String, String)>, SpawnError> {
+        if !self.policy.notify {
+            return Ok(Vec::new());
+        }
+        if self.notify.is_none() {
+            let dir = self.shared.notify_dir().map_err(SpawnError::Other)?;
+            let uid = match &self.config.user {
+                Some(u) => Some(spawn::uid_of(u)?),
+                None => None,
+            };
+            let sock =
+                crate::readiness::NotifySocket::bind(dir, &self.config.full_name(), uid).map_err(|e| {
+                    SpawnError::Other(format!("cannot make the notify socket of '{}': {e}", self.config.name))
+                })?;
+            self.notify = Some(Arc::new(sock));
+        }
+        let mut env = Vec::new();
+        if let Some(sock) = &self.notify {
+            env.push(("NOTIFY_SOCKET".to_string(), sock.path().display().to_string()));
+        }
+        if let Some(w) = self.policy.watchdog {
+            env.push(("WATCHDOG_USEC".to_string(), w.as_micros().to_string()));
+        }
+        Ok(env)
+    }
+
     /// Answers start and stop waiters whose outcome is now known (supervisord's `onwait`).
     fn settle(&mut self) {
         let kind = self.machine.state.kind();
@@ -868,6 +974,7 @@ impl Actor {
             last_exit: self.machine.last_exit,
             spawn_error: self.machine.spawn_error.clone(),
             spawn_count: self.spawn_count,
+            status: self.status.clone(),
         };
         let (pid, running) = (snapshot.pid, snapshot.state == Kind::Running);
         let events = changes.into_iter().map(EventKind::Process);
@@ -891,10 +998,14 @@ impl Actor {
             None => spawn::resolve_executable(&self.config, &self.shared.base_env),
         };
         let path = path.and_then(|path| self.cgroup().map(|()| path));
-        let spawned = match path {
-            Ok(path) => {
+        let env = path.and_then(|path| self.notify_env().map(|env| (path, env)));
+        self.status = None;
+        self.main_pid = None;
+        let spawned = match env {
+            Ok((path, env)) => {
                 let (shared, cgroup) = (&self.shared, self.cgroup.as_ref());
-                spawn::spawn(&self.config, path, &self.logs, &shared.base_env, &shared.reaper, cgroup).await
+                spawn::spawn(&self.config, path, &self.logs, &shared.base_env, &shared.reaper, cgroup, &env)
+                    .await
             }
             Err(e) => Err(e),
         };

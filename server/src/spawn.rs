@@ -139,7 +139,12 @@ pub fn resolve_executable(config: &ProcessConfig, base: &BaseEnv) -> Result<Path
 
 /// Builds the child's environment: the daemon's, then SUPERVISOR_* and MINDER_*, then the
 /// user's HOME/USER/LOGNAME when switching user, then the program's own `environment`.
-fn environment(config: &ProcessConfig, base: &BaseEnv, user: Option<&nix::unistd::User>) -> Vec<CString> {
+fn environment(
+    config: &ProcessConfig,
+    base: &BaseEnv,
+    user: Option<&nix::unistd::User>,
+    extra: &[(String, String)],
+) -> Vec<CString> {
     // The few variables set here, over the daemon's many: only the result is allocated.
     let mut set: BTreeMap<&OsStr, &OsStr> = BTreeMap::new();
     set.insert("SUPERVISOR_ENABLED".as_ref(), "1".as_ref());
@@ -159,6 +164,10 @@ fn environment(config: &ProcessConfig, base: &BaseEnv, user: Option<&nix::unistd
     for (k, v) in &config.environment {
         set.insert(k.as_ref(), v.as_ref());
     }
+    // minderd's own (NOTIFY_SOCKET, WATCHDOG_USEC): over the program's, which cannot know them.
+    for (k, v) in extra {
+        set.insert(k.as_ref(), v.as_ref());
+    }
     let inherited = base.vars.iter().filter(|(k, _)| !set.contains_key(k.as_os_str()));
     inherited
         .map(|(k, v)| (k.as_os_str(), v.as_os_str()))
@@ -175,6 +184,11 @@ fn environment(config: &ProcessConfig, base: &BaseEnv, user: Option<&nix::unistd
 
 fn cstring(s: impl AsRef<OsStr>, what: &str) -> Result<CString, SpawnError> {
     CString::new(s.as_ref().as_bytes()).map_err(|_| SpawnError::Other(format!("{what} contains a NUL byte")))
+}
+
+/// The uid of `user=` (a name or a number), as the spawn will switch to it.
+pub fn uid_of(name: &str) -> Result<u32, SpawnError> {
+    user_creds(name).map(|(u, _)| u.uid.as_raw())
 }
 
 fn user_creds(name: &str) -> Result<(nix::unistd::User, Option<Creds>), SpawnError> {
@@ -255,6 +269,7 @@ pub async fn spawn(
     base: &BaseEnv,
     reaper: &Reaper,
     cgroup: Option<&crate::cgroup::ProcessCgroup>,
+    extra_env: &[(String, String)],
 ) -> Result<Child, SpawnError> {
     let (user, creds) = match &config.user {
         Some(name) => {
@@ -265,7 +280,7 @@ pub async fn spawn(
     };
     let c_path = cstring(&path, "the command")?;
     let c_argv = config.argv.iter().map(|a| cstring(a, "the command")).collect::<Result<Vec<_>, _>>()?;
-    let c_env = environment(config, base, user.as_ref());
+    let c_env = environment(config, base, user.as_ref(), extra_env);
     let c_dir = config.directory.as_ref().map(|d| cstring(d, "directory")).transpose()?;
 
     // The parent's and the child's ends of stdin, stdout and stderr.

@@ -389,6 +389,13 @@ fn process_table(p: &ProcessConfig, daemon: &DaemonConfig) -> Table {
         deps.push(d.to_string());
     }
     put("depends_on", toml_edit::value(deps), p.depends_on.is_empty());
+    put("ready", s("notify"), p.ready != crate::config::Ready::Notify);
+    if let Some(t) = p.ready_timeout {
+        put("ready_timeout", secs(t), false);
+    }
+    if let Some(t) = p.watchdog_sec {
+        put("watchdog_sec", secs(t), false);
+    }
     put(
         "stopsignal",
         s(p.stopsignal.as_str().trim_start_matches("SIG")),

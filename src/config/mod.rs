@@ -24,7 +24,7 @@ use std::time::Duration;
 pub use convert::to_toml;
 pub use diag::{ConfigErrors, Diagnostic, Origin};
 pub use values::{
-    AutoRestart, Backoff, BackoffKind, CgroupSetting, Condition, Dependency, KillMode, Limits,
+    AutoRestart, Backoff, BackoffKind, CgroupSetting, Condition, Dependency, KillMode, Limits, Ready,
     INFINITE_RETRIES,
 };
 
@@ -503,6 +503,16 @@ pub struct ProcessConfig {
     /// What must be started, ready or completed before this process starts (`depends_on`);
     /// every entry names at least one process, and there is no cycle.
     pub depends_on: Vec<Dependency>,
+    /// What makes it RUNNING (`ready`): startsecs, or READY=1 on its notify socket.
+    pub ready: Ready,
+    /// With `ready = "notify"`: a start not ready within this long is a failed start
+    /// (`ready_timeout`; `None`, the default, waits as long as it takes).
+    #[serde(serialize_with = "ser_opt_secs")]
+    pub ready_timeout: Option<Duration>,
+    /// With `ready = "notify"`: once RUNNING, it must send WATCHDOG=1 at least this often or
+    /// be restarted (`watchdog_sec`; the child gets WATCHDOG_USEC).
+    #[serde(serialize_with = "ser_opt_secs")]
+    pub watchdog_sec: Option<Duration>,
     #[serde(serialize_with = "ser_signal")]
     pub stopsignal: Signal,
     #[serde(serialize_with = "ser_secs")]

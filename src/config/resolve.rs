@@ -280,6 +280,9 @@ const KNOWN_OPTIONS: &[&str] = &[
     "exitcodes",
     "oneshot",
     "depends_on",
+    "ready",
+    "ready_timeout",
+    "watchdog_sec",
     "stopsignal",
     "stopwaitsecs",
     "stopasgroup",
@@ -1449,6 +1452,30 @@ fn resolve_program<'a>(
     let exitcodes = sec.take(report, "exitcodes", &vars, vec![0], values::exitcodes);
     let oneshot = sec.take(report, "oneshot", &vars, false, values::boolean);
     let depends_on = sec.take(report, "depends_on", &vars, Vec::new(), values::depends_on);
+    let ready = sec.take(report, "ready", &vars, values::Ready::Startsecs, values::ready);
+    let ready_timeout = sec.take(report, "ready_timeout", &vars, None, |r| values::duration(r).map(Some));
+    let watchdog_sec = sec.take(report, "watchdog_sec", &vars, None, |r| {
+        values::duration(r).and_then(|d| {
+            if d.is_zero() {
+                Err("must be more than 0 (leave it out for no watchdog)".into())
+            } else {
+                Ok(Some(d))
+            }
+        })
+    });
+    if ready != values::Ready::Notify {
+        for (opt, given) in
+            [("ready_timeout", ready_timeout.is_some()), ("watchdog_sec", watchdog_sec.is_some())]
+        {
+            if given {
+                report.error(
+                    sec.origin(opt),
+                    sec.key(opt),
+                    "needs ready = notify (the program reports readiness and keep-alives on NOTIFY_SOCKET)",
+                );
+            }
+        }
+    }
     if !depends_on.is_empty() {
         report.depends_on.push(DependsOn {
             group: group_name.to_string(),
@@ -1646,6 +1673,9 @@ fn resolve_program<'a>(
             exitcodes: exitcodes.clone(),
             oneshot,
             depends_on: depends_on.clone(),
+            ready,
+            ready_timeout,
+            watchdog_sec,
             stopsignal,
             stopwaitsecs,
             stopasgroup,
@@ -1915,6 +1945,29 @@ mod tests {
         let err = load("m.toml", "[program.a]\ncommand = \"/bin/cat\"\ndepends_on = [\"dbb:ready\"]\n")
             .expect_err("unknown");
         assert!(err.contains("m.toml:3: program.a.depends_on: \"dbb\" names no program, process or group that is configured"), "{err}");
+    }
+
+    #[test]
+    fn readiness_options_in_both_formats() {
+        let toml = load(
+            "m.toml",
+            "[program.db]\ncommand = \"/bin/cat\"\nready = \"notify\"\nready_timeout = \"30s\"\nwatchdog_sec = 10\n",
+        )
+        .expect("valid");
+        let ini = load("s.conf", "[supervisord]\n[program:db]\ncommand=/bin/cat\nready=notify\nready_timeout=30\nwatchdog_sec=10s\n")
+            .expect("valid");
+        for c in [&toml, &ini] {
+            let db = process(c, "db");
+            assert_eq!(db.ready, values::Ready::Notify);
+            assert_eq!(db.ready_timeout, Some(Duration::from_secs(30)));
+            assert_eq!(db.watchdog_sec, Some(Duration::from_secs(10)));
+        }
+        let err =
+            load("m.toml", "[program.db]\ncommand = \"/bin/cat\"\nready = \"probe\"\n").expect_err("later");
+        assert!(err.contains("m.toml:3: program.db.ready: \"probe\" is not supported yet"), "{err}");
+        let err = load("s.conf", "[supervisord]\n[program:db]\ncommand=/bin/cat\nwatchdog_sec=10\n")
+            .expect_err("notify");
+        assert!(err.contains("s.conf:4: [program:db] watchdog_sec: needs ready = notify"), "{err}");
     }
 
     #[test]

@@ -299,6 +299,31 @@ pub fn depends_on(raw: &Raw) -> Parsed<Vec<Dependency>> {
     Ok(out)
 }
 
+/// What makes a process RUNNING (`ready`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Ready {
+    /// Up for startsecs (supervisord).
+    Startsecs,
+    /// `READY=1` on the `NOTIFY_SOCKET` minderd gives it (systemd's protocol).
+    Notify,
+}
+
+pub fn ready(raw: &Raw) -> Parsed<Ready> {
+    match raw {
+        Raw::Str(s) => match s.trim().to_ascii_lowercase().as_str() {
+            "startsecs" => Ok(Ready::Startsecs),
+            "notify" => Ok(Ready::Notify),
+            "probe" => {
+                Err("\"probe\" is not supported yet (readiness probes are planned); use startsecs or notify"
+                    .into())
+            }
+            _ => Err(format!("expected startsecs or notify, got {}", got(raw))),
+        },
+        _ => Err(format!("expected startsecs or notify, got {}", got(raw))),
+    }
+}
+
 /// How the wait between failed starts grows (`backoff`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
