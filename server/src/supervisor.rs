@@ -96,6 +96,8 @@ pub struct DaemonFacts {
     pub identifier: String,
     pub config_path: PathBuf,
     pub start_time: SystemTime,
+    /// How many times this daemon has been upgraded in place since it started.
+    pub upgrades: u32,
     pub hostname: String,
 }
 
@@ -145,7 +147,9 @@ impl Supervisor {
             pid: std::process::id(),
             identifier: config.daemon.identifier.clone(),
             config_path: config.path.clone(),
-            start_time: SystemTime::now(),
+            // The first start's, across upgrades.
+            start_time: shared.started,
+            upgrades: shared.upgrades,
             hostname: nix::unistd::gethostname()
                 .map(|h| h.to_string_lossy().into_owned())
                 .unwrap_or_default(),

@@ -21,5 +21,6 @@ mod reliability;
 mod reload;
 mod security;
 mod shell;
+mod upgrade;
 mod web;
 mod xmlrpc;

@@ -1,0 +1,229 @@
+//! `minder upgrade`: minderd replaced in place by the binary now at its path, with the same
+//! pid, every child still running, and not a byte of their output lost or repeated.
+//!
+//! Each test runs a copy of minderd from its own directory, so that it can replace the file
+//! there (a new copy renamed over it, as a package manager does) without touching the build.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::harness::{alive, bin, code, stderr, stdout, wait_for, Daemon};
+
+/// Writes a counter line every millisecond, each with one write(2), unbuffered.
+const COUNTER: &str =
+    "import os, time\ni = 0\nwhile True:\n    os.write(1, b'%d\\n' % i)\n    i += 1\n    time.sleep(0.001)\n";
+
+/// A program whose shell starts a grandchild in a session of its own (out of its process
+/// group), writes the grandchild's pid, then execs a sleep.
+const TREE: &str =
+    "#!/bin/sh\nsetsid sh -c 'echo $$ > \"$1\"; exec sleep 1000' x \"$1\" &\nexec sleep 1000\n";
+
+/// A daemon started from a copy of minderd at `DIR/bin/minderd`.
+fn daemon(programs: &str, files: &[(&str, &str)]) -> Daemon {
+    let mut d = Daemon::prepare(programs, files);
+    let binary = d.path("bin/minderd");
+    std::fs::create_dir_all(d.path("bin")).expect("make bin/");
+    std::fs::copy(bin("minderd"), &binary).expect("copy minderd");
+    d.minderd = Some(binary);
+    d.spawn(&[]);
+    d
+}
+
+/// Replaces the file at the daemon's binary path by `source` (a new file renamed over it).
+fn replace_binary(d: &Daemon, source: &Path) {
+    let fresh = d.path("bin/minderd.new");
+    std::fs::copy(source, &fresh).expect("copy the new binary");
+    std::fs::rename(&fresh, d.path("bin/minderd")).expect("rename it into place");
+}
+
+fn pid_of(d: &Daemon, name: &str) -> i64 {
+    d.process(name)["pid"].as_i64().unwrap_or_else(|| panic!("{name} has a pid: {}", d.process(name)))
+}
+
+/// The counter lines in `log`, checked to be 0, 1, 2, … with nothing missing or repeated (a
+/// last line still being written is left out). Returns how many.
+fn check_counter(log: &Path) -> usize {
+    let text = std::fs::read_to_string(log).expect("the counter's log");
+    let complete = &text[..text.rfind('\n').map_or(0, |i| i + 1)];
+    for (i, line) in complete.lines().enumerate() {
+        assert_eq!(
+            line,
+            i.to_string(),
+            "line {} of the counter's log ({} lines)",
+            i + 1,
+            complete.lines().count()
+        );
+    }
+    complete.lines().count()
+}
+
+/// What `/proc/PID/exe` names: "(deleted)" at the end while the daemon runs an image whose
+/// file was replaced.
+fn exe_of(pid: u32) -> String {
+    std::fs::read_link(format!("/proc/{pid}/exe")).map(|p| p.display().to_string()).unwrap_or_default()
+}
+
+/// Runs `minder status counter` in a loop until told to stop; returns every failure (a
+/// status that is not 0 with its output) and how many calls there were.
+struct StatusLoop {
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<(usize, Vec<String>)>,
+}
+
+impl StatusLoop {
+    fn start(socket: PathBuf) -> StatusLoop {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&stop);
+        let thread = std::thread::spawn(move || {
+            let mut failures = Vec::new();
+            let mut calls = 0;
+            while !flag.load(Ordering::SeqCst) {
+                let o = crate::harness::ctl_at(&socket, &["status", "counter"]);
+                calls += 1;
+                if code(&o) != 0 || !stdout(&o).contains("RUNNING") {
+                    failures.push(format!("exit {}: {}{}", code(&o), stdout(&o), stderr(&o)));
+                }
+            }
+            (calls, failures)
+        });
+        StatusLoop { stop, thread }
+    }
+
+    fn finish(self) -> (usize, Vec<String>) {
+        self.stop.store(true, Ordering::SeqCst);
+        self.thread.join().expect("the status loop")
+    }
+}
+
+#[test]
+fn an_upgrade_keeps_the_pids_and_every_line_the_children_write() {
+    let mut d = daemon(
+        "[program.counter]\ncommand = \"python3 {dir}/counter.py\"\nstartsecs = 1\n\
+         stdout_logfile = \"{dir}/counter.log\"\nstdout_logfile_maxbytes = 0\n",
+        &[("counter.py", COUNTER)],
+    );
+    d.wait_state("counter", "RUNNING", Duration::from_secs(20));
+    let (daemon_pid, child_pid) = (d.pid(), pid_of(&d, "counter"));
+    let log = d.path("counter.log");
+    wait_for("the counter to write", Duration::from_secs(10), || check_counter(&log) > 100);
+
+    replace_binary(&d, &bin("minderd"));
+    assert!(
+        exe_of(daemon_pid).ends_with("(deleted)"),
+        "the old image's file is gone: {}",
+        exe_of(daemon_pid)
+    );
+    let status = StatusLoop::start(d.socket.clone());
+    // The loop is running before the upgrade starts.
+    wait_for("a status call", Duration::from_secs(10), || d.ctl(&["status", "counter"]).status.success());
+    let started = std::time::Instant::now();
+    let o = d.ctl(&["upgrade"]);
+    let took = started.elapsed();
+    assert_eq!(code(&o), 0, "minder upgrade: {}{}", stdout(&o), stderr(&o));
+    assert!(stdout(&o).contains("minderd upgraded to"), "{}", stdout(&o));
+    let at_upgrade = check_counter(&log);
+    // More status calls, and more lines, after the hand-over.
+    wait_for("the counter to write on", Duration::from_secs(10), || check_counter(&log) > at_upgrade + 500);
+    let (calls, failures) = status.finish();
+    eprintln!("minder upgrade took {took:?}; {calls} status calls around it");
+    assert!(
+        failures.is_empty(),
+        "{} of {calls} status calls failed around the upgrade: {failures:#?}",
+        failures.len()
+    );
+
+    // The same daemon (pid), now running the new file; the same child, still writing.
+    assert_eq!(exe_of(daemon_pid), d.path("bin/minderd").display().to_string(), "the new image runs");
+    assert!(d.log().contains("carries on with pid"), "{}", d.log());
+    let info = d.ctl(&["status", "counter", "--json"]);
+    assert!(stdout(&info).contains("RUNNING"), "{}", stdout(&info));
+    assert_eq!(pid_of(&d, "counter"), child_pid, "the child kept its pid");
+    assert!(alive(child_pid as i32));
+    let version = d.ctl(&["version"]);
+    assert_eq!(code(&version), 0, "{}", stderr(&version));
+
+    // Every line exactly once, in order, through the hand-over; then the daemon stops as ever.
+    let total = check_counter(&log);
+    assert!(total > at_upgrade + 500, "{total} lines");
+    d.stop();
+    wait_for("the counter to stop with minderd", Duration::from_secs(10), || !alive(child_pid as i32));
+}
+
+#[test]
+fn a_new_binary_that_cannot_take_over_changes_nothing() {
+    let d = daemon(
+        "[program.counter]\ncommand = \"python3 {dir}/counter.py\"\nstartsecs = 1\n\
+         stdout_logfile = \"{dir}/counter.log\"\nstdout_logfile_maxbytes = 0\n",
+        &[("counter.py", COUNTER), ("broken", "#!/bin/sh\necho 'no such thing' >&2\nexit 1\n")],
+    );
+    d.wait_state("counter", "RUNNING", Duration::from_secs(20));
+    let (daemon_pid, child_pid) = (d.pid(), pid_of(&d, "counter"));
+    // Once its file is replaced, the running image is one whose file was deleted.
+    let old_exe = format!("{} (deleted)", exe_of(daemon_pid));
+
+    let broken = d.path("broken");
+    std::fs::set_permissions(&broken, std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
+    replace_binary(&d, &broken);
+    let o = d.ctl(&["upgrade"]);
+    assert_ne!(code(&o), 0, "an upgrade to a failing binary is refused: {}", stdout(&o));
+    assert!(
+        stderr(&o).contains("cannot take over") && stderr(&o).contains("no such thing"),
+        "{}",
+        stderr(&o)
+    );
+
+    // A configuration changed and not applied: refused too, whatever the binary.
+    replace_binary(&d, &bin("minderd"));
+    let config = std::fs::read_to_string(&d.config).expect("config");
+    std::fs::write(&d.config, format!("{config}\n[program.other]\ncommand = \"sleep 100\"\n"))
+        .expect("write");
+    let o = d.ctl(&["upgrade"]);
+    assert_ne!(code(&o), 0, "{}", stdout(&o));
+    assert!(stderr(&o).contains("not applied"), "{}", stderr(&o));
+
+    // The old daemon carries on, with the same child, its output still logged.
+    assert_eq!(exe_of(daemon_pid), old_exe, "still the old image");
+    assert_eq!(d.state("counter"), "RUNNING");
+    assert_eq!(pid_of(&d, "counter"), child_pid);
+    let before = check_counter(&d.path("counter.log"));
+    wait_for("the counter's log to grow", Duration::from_secs(10), || {
+        check_counter(&d.path("counter.log")) > before + 100
+    });
+}
+
+#[test]
+fn after_an_upgrade_a_killed_minderd_still_leaves_no_process() {
+    let mut d = daemon(
+        "[program.tree]\ncommand = \"sh {dir}/tree.sh {dir}/grandchild.pid\"\nstartsecs = 0\n",
+        &[("tree.sh", TREE)],
+    );
+    let log = d.log();
+    assert!(
+        log.contains("every process gets a cgroup of its own under "),
+        "minderd uses no cgroups here (cgroup v2 and root are needed):\n{log}"
+    );
+    d.wait_state("tree", "RUNNING", Duration::from_secs(10));
+    let file = d.path("grandchild.pid");
+    wait_for("the grandchild's pid", Duration::from_secs(10), || {
+        std::fs::read_to_string(&file).is_ok_and(|s| s.trim().parse::<i32>().is_ok())
+    });
+    let grandchild: i32 = std::fs::read_to_string(&file).expect("pid").trim().parse().expect("a pid");
+    let child = pid_of(&d, "tree") as i32;
+
+    replace_binary(&d, &bin("minderd"));
+    let o = d.ctl(&["upgrade"]);
+    assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
+    assert_eq!(pid_of(&d, "tree") as i32, child);
+    let tree = d.process("tree")["tree_pids"].clone();
+    assert!(
+        tree.as_array().is_some_and(|t| t.iter().any(|p| p.as_i64() == Some(grandchild.into()))),
+        "the tree still holds the grandchild {grandchild}: {tree}"
+    );
+
+    d.kill9();
+    wait_for("the child and the grandchild to go with minderd", Duration::from_secs(10), || {
+        !alive(child) && !alive(grandchild)
+    });
+}
