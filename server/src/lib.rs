@@ -183,7 +183,7 @@ pub async fn run_as(
                 }
             });
             let pids: Vec<i32> = h.processes.iter().filter_map(|p| p.state.pid()).map(|p| p as i32).collect();
-            let (reaper, mut exits) = Reaper::resume(sentinel, &pids)?;
+            let (reaper, mut exits) = Reaper::resume(sentinel, &pids, config.daemon.kill_on_exit)?;
             let fd = |n: Option<std::os::fd::RawFd>, what: &str, name: &str| {
                 n.and_then(|n| {
                     upgrade::take_fd(n).map_err(|e| tracing::error!("the {what} of {name}: {e}")).ok()
@@ -203,10 +203,16 @@ pub async fn run_as(
             (reaper, upgrade::Adoptions::new(adopted))
         }
         None => {
+            let guard = config.daemon.kill_on_exit;
+            if !guard {
+                tracing::warn!(
+                    "kill_on_exit is off: if minderd is killed, its processes live on, unsupervised"
+                );
+            }
             let sentinel_cgroup = cgroups.as_ref().and_then(cgroup::Cgroups::daemon_procs);
-            let reaper = Reaper::start(sentinel_cgroup.as_ref().map(std::os::fd::AsFd::as_fd))?;
+            let reaper = Reaper::start(sentinel_cgroup.as_ref().map(std::os::fd::AsFd::as_fd), guard)?;
             drop(sentinel_cgroup);
-            if let Some(kill) = cgroups.as_ref().and_then(cgroup::Cgroups::kill_file) {
+            if let Some(kill) = cgroups.as_ref().and_then(cgroup::Cgroups::kill_file).filter(|_| guard) {
                 use std::os::fd::AsFd;
                 if !reaper.watch_cgroup(kill.as_fd()) {
                     tracing::warn!(

@@ -38,13 +38,17 @@ pub struct Reaper {
     /// Set (under the lock) for an upgrade: nothing is reaped any more, so every exit from now
     /// on waits, a zombie, for the next image.
     frozen: std::sync::atomic::AtomicBool,
+    /// Children die with minderd (`kill_on_exit`): they ask for a parent-death signal.
+    guard: bool,
 }
 
 impl Reaper {
     /// Makes this process a subreaper (where the OS has them) and starts reaping on SIGCHLD.
     /// Must be called inside the tokio runtime, before any child is spawned.
     /// `sentinel_cgroup`: a `cgroup.procs` the sentinel joins first (see [`crate::cgroup`]).
-    pub fn start(sentinel_cgroup: Option<BorrowedFd<'_>>) -> std::io::Result<Arc<Reaper>> {
+    /// Without `guard` (`kill_on_exit = false`) there is no sentinel, and children do not ask
+    /// to die with minderd.
+    pub fn start(sentinel_cgroup: Option<BorrowedFd<'_>>, guard: bool) -> std::io::Result<Arc<Reaper>> {
         #[cfg(target_os = "linux")]
         // SAFETY: prctl with PR_SET_CHILD_SUBREAPER takes one integer argument and no pointers.
         unsafe {
@@ -52,16 +56,18 @@ impl Reaper {
                 return Err(std::io::Error::last_os_error());
             }
         }
-        let sentinel = match Sentinel::start(sentinel_cgroup) {
-            Ok(s) => Some(s),
-            Err(e) => {
+        let started = if guard { Some(Sentinel::start(sentinel_cgroup)) } else { None };
+        let sentinel = match started {
+            None => None,
+            Some(Ok(s)) => Some(s),
+            Some(Err(e)) => {
                 tracing::warn!(
                     "cannot start the sentinel ({e}): children that drop privileges themselves would outlive a killed minderd"
                 );
                 None
             }
         };
-        Ok(Reaper::launch(sentinel, &[])?.0)
+        Ok(Reaper::launch(sentinel, &[], guard)?.0)
     }
 
     /// The reaper of an upgraded minderd: it keeps the sentinel the old image started (its
@@ -71,6 +77,7 @@ impl Reaper {
     pub fn resume(
         sentinel: Option<(OwnedFd, u32)>,
         adopt: &[i32],
+        guard: bool,
     ) -> std::io::Result<(Arc<Reaper>, HashMap<i32, Forked>)> {
         #[cfg(target_os = "linux")]
         // SAFETY: prctl with PR_SET_CHILD_SUBREAPER takes one integer argument and no pointers.
@@ -80,15 +87,17 @@ impl Reaper {
             }
         }
         let sentinel = sentinel.map(|(sock, pid)| Sentinel { sock, pid });
-        Reaper::launch(sentinel, adopt)
+        Reaper::launch(sentinel, adopt, guard)
     }
 
     fn launch(
         sentinel: Option<Sentinel>,
         adopt: &[i32],
+        guard: bool,
     ) -> std::io::Result<(Arc<Reaper>, HashMap<i32, Forked>)> {
         let mut sigchld = signal(SignalKind::child())?;
-        let reaper = Arc::new(Reaper { waiting: Mutex::default(), sentinel, frozen: Default::default() });
+        let reaper =
+            Arc::new(Reaper { waiting: Mutex::default(), sentinel, frozen: Default::default(), guard });
         let mut adopted = HashMap::new();
         {
             let mut waiting = reaper.lock();
@@ -193,6 +202,11 @@ impl Reaper {
                 Ok(Forked { pid, pidfd, exit: rx })
             }
         }
+    }
+
+    /// Whether children ask to die with minderd (`kill_on_exit`).
+    pub fn guards_children(&self) -> bool {
+        self.guard
     }
 
     /// The sentinel's pid, while there is one.
@@ -605,7 +619,7 @@ mod tests {
     /// One test, as a process has one reaper: two would reap each other's children.
     #[tokio::test(flavor = "multi_thread")]
     async fn signals_reach_live_children_and_never_a_reaped_childs_pid() {
-        let reaper = Reaper::start(None).expect("the reaper starts");
+        let reaper = Reaper::start(None, true).expect("the reaper starts");
         a_live_child_is_signalled(&reaper).await;
         a_reaped_child_is_never_signalled_even_when_its_pid_is_reused(&reaper).await;
     }

@@ -227,3 +227,26 @@ fn after_an_upgrade_a_killed_minderd_still_leaves_no_process() {
         !alive(child) && !alive(grandchild)
     });
 }
+
+/// `kill_on_exit = false`, the opt-out: a SIGKILLed minderd leaves its processes running (no
+/// parent-death signal, no sentinel killing the cgroup), as supervisord does.
+#[test]
+fn with_kill_on_exit_off_a_killed_minderd_leaves_its_processes_running() {
+    let mut d = Daemon::start(
+        "[daemon]\nkill_on_exit = false\n\n[program.beat]\n\
+         command = \"sh -c 'while :; do date +%%s%%N > {dir}/beat; sleep 0.02; done'\"\nstartsecs = 0\n",
+    );
+    d.wait_state("beat", "RUNNING", Duration::from_secs(10));
+    let child = pid_of(&d, "beat") as i32;
+    assert!(d.log().contains("kill_on_exit is off"), "{}", d.log());
+    d.kill9();
+    // The program still writes after minderd is gone.
+    let beat = d.path("beat");
+    let read = || std::fs::read_to_string(&beat).unwrap_or_default();
+    let after_kill = read();
+    wait_for("a heartbeat after minderd's death", Duration::from_secs(10), || read() != after_kill);
+    assert!(alive(child), "the program outlived minderd");
+    // It is the test's to end now (by its pid).
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(child), nix::sys::signal::Signal::SIGKILL);
+    wait_for("the orphan to end", Duration::from_secs(10), || !alive(child));
+}
