@@ -97,6 +97,60 @@ impl StatusLoop {
     }
 }
 
+/// A `minder` that follows (tail -f), its output collected as it comes.
+struct Follower {
+    child: std::process::Child,
+    out: Arc<std::sync::Mutex<Vec<u8>>>,
+    reader: std::thread::JoinHandle<()>,
+}
+
+impl Follower {
+    fn start(socket: &Path, args: &[&str]) -> Follower {
+        let mut child = std::process::Command::new(bin("minder"))
+            .arg("-s")
+            .arg(format!("unix://{}", socket.display()))
+            .args(args)
+            .env("NO_COLOR", "1")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::inherit())
+            .spawn()
+            .expect("minder runs");
+        let mut pipe = child.stdout.take().expect("its stdout");
+        let out = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let into = Arc::clone(&out);
+        let reader = std::thread::spawn(move || {
+            use std::io::Read;
+            let mut buf = [0u8; 8192];
+            while let Ok(n) = pipe.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                into.lock().expect("lock").extend_from_slice(&buf[..n]);
+            }
+        });
+        Follower { child, out, reader }
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.out.lock().expect("lock")).into_owned()
+    }
+
+    /// Ends it (by its pid) and returns everything it printed.
+    fn stop(mut self) -> String {
+        assert!(
+            self.child.try_wait().expect("wait").is_none(),
+            "the follower ended by itself: {}",
+            self.text()
+        );
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let Follower { out, reader, .. } = self;
+        let _ = reader.join();
+        let text = String::from_utf8_lossy(&out.lock().expect("lock")).into_owned();
+        text
+    }
+}
+
 #[test]
 fn an_upgrade_keeps_the_pids_and_every_line_the_children_write() {
     let mut d = daemon(
@@ -115,6 +169,8 @@ fn an_upgrade_keeps_the_pids_and_every_line_the_children_write() {
         "the old image's file is gone: {}",
         exe_of(daemon_pid)
     );
+    let tail = Follower::start(&d.socket, &["tail", "-f", "counter"]);
+    wait_for("tail -f to show lines", Duration::from_secs(10), || tail.text().lines().count() > 10);
     let status = StatusLoop::start(d.socket.clone());
     // The loop is running before the upgrade starts.
     wait_for("a status call", Duration::from_secs(10), || d.ctl(&["status", "counter"]).status.success());
@@ -143,6 +199,22 @@ fn an_upgrade_keeps_the_pids_and_every_line_the_children_write() {
     assert!(alive(child_pid as i32));
     let version = d.ctl(&["version"]);
     assert_eq!(code(&version), 0, "{}", stderr(&version));
+
+    // tail -f went on through the upgrade (it reconnects), showing each line once.
+    let past = at_upgrade + 300;
+    wait_for("tail -f to show lines written after the upgrade", Duration::from_secs(10), || {
+        tail.text().lines().any(|l| l.parse::<usize>().is_ok_and(|n| n > past))
+    });
+    let shown = tail.stop();
+    let lines: Vec<&str> = shown.lines().collect();
+    // The first line may be cut (the tail starts 1600 bytes back), the last still being written.
+    let numbers: Vec<usize> = lines[1..lines.len() - 1]
+        .iter()
+        .map(|l| l.parse().unwrap_or_else(|_| panic!("not a counter line: {l:?}")))
+        .collect();
+    for pair in numbers.windows(2) {
+        assert_eq!(pair[1], pair[0] + 1, "tail -f skipped or repeated a line across the upgrade");
+    }
 
     // Every line exactly once, in order, through the hand-over; then the daemon stops as ever.
     let total = check_counter(&log);
