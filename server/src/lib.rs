@@ -229,6 +229,9 @@ pub async fn run_as(
     let mut quit = signal(SignalKind::quit())?;
     let mut hup = signal(SignalKind::hangup())?;
     let mut usr2 = signal(SignalKind::user_defined2())?;
+    // After an upgrade, the signals that arrived during the exec were held: now they can be
+    // handled.
+    upgrade::release_signals();
 
     let Endpoints { listeners, tls, metrics } = endpoints;
     // supervisord's form (`unix:///path`, `http://host:port`), which Supervisor's

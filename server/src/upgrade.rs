@@ -148,6 +148,37 @@ pub fn on_forker<R: Send>(f: impl FnOnce() -> R + Send) -> Option<R> {
     done_rx.recv().ok()
 }
 
+/// The signals that end or steer minderd. Their default action ends a process, and between
+/// an upgrade's exec and the new image's handlers there are none: so they are blocked across
+/// the exec (a blocked signal waits, pending), and the new image lets them through once its
+/// handlers are in place ([`release_signals`]).
+fn steering_signals() -> libc::sigset_t {
+    // SAFETY: sigset_t is plain data, set up by sigemptyset and sigaddset.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGQUIT, libc::SIGHUP, libc::SIGUSR1, libc::SIGUSR2] {
+            libc::sigaddset(&mut set, sig);
+        }
+        set
+    }
+}
+
+fn hold_signals(hold: bool) {
+    let set = steering_signals();
+    let how = if hold { libc::SIG_BLOCK } else { libc::SIG_UNBLOCK };
+    // SAFETY: changes this thread's mask only, from a set on the stack.
+    unsafe { libc::pthread_sigmask(how, &set, std::ptr::null_mut()) };
+}
+
+/// Lets through the signals an upgrade's exec held back (see [`steering_signals`]), on the
+/// forking thread (which made the exec, and where those that waited are delivered) and this
+/// one. Call once the handlers are installed. Nothing is blocked outside an upgrade.
+pub fn release_signals() {
+    let _ = on_forker(|| hold_signals(false));
+    hold_signals(false);
+}
+
 // ---------------------------------------------------------------------------------------------
 // The hand-over
 
@@ -499,6 +530,7 @@ impl Image {
         let failed = on_forker(move || {
             let (path, argv_p, new_p, old_p) = job.into_inner();
             let mut why = String::new();
+            hold_signals(true);
             if !fallback {
                 // SAFETY: every pointer is to a NUL-terminated string or array kept alive
                 // above; execve returns only on failure.
@@ -507,7 +539,9 @@ impl Image {
             }
             // SAFETY: as above; fexecve executes the open old image.
             unsafe { libc::fexecve(old, argv_p.as_ptr(), old_p.as_ptr()) };
-            format!("{why}; nor the old image: {}", std::io::Error::last_os_error())
+            let e = std::io::Error::last_os_error();
+            hold_signals(false);
+            format!("{why}; nor the old image: {e}")
         });
         failed.unwrap_or_else(|| "the forking thread has ended".into())
     }
