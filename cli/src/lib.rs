@@ -548,6 +548,13 @@ async fn upgrade(client: &mut client::Client, json: bool) -> Result<u8, tonic::S
         match client.get_daemon_info(pb::GetDaemonInfoRequest {}).await {
             Ok(info) if info.get_ref().upgrades >= answer.upgrades => {
                 let info = info.into_inner();
+                if !info.upgrade_failure.is_empty() {
+                    eprintln!(
+                        "minder: the upgrade did not take, minderd carries on as it was: {}",
+                        info.upgrade_failure
+                    );
+                    return Ok(exit::GENERIC);
+                }
                 output::line(
                     json,
                     &format!("minderd upgraded to {} (pid {})", info.version, info.pid),

@@ -116,6 +116,8 @@ pub struct Lineage {
     pub handover: Option<upgrade::Handover>,
     /// Whether the daemon runs in the background.
     pub background: bool,
+    /// Why the upgrade that started this image did not take (this is the old binary again).
+    pub upgrade_failure: Option<String>,
 }
 
 /// How the main loop ended.
@@ -146,7 +148,7 @@ pub async fn run_as(
     shutdown: impl Future<Output = ()>,
     lineage: Lineage,
 ) -> std::io::Result<()> {
-    let Lineage { image, mut handover, background } = lineage;
+    let Lineage { image, mut handover, background, upgrade_failure } = lineage;
     // Cgroups first: minderd may move itself into a leaf of its own, and the sentinel the
     // reaper forks should be there with it, not in the subtree it will kill. An upgraded
     // daemon carries on in the subtree it had (or without, if it had none).
@@ -243,6 +245,7 @@ pub async fn run_as(
         shared.events = events::EventBus::resumed(h.instance.clone(), h.next_event);
         shared.started = upgrade::from_unix_ms(h.started_ms);
         shared.upgrades = h.upgrades;
+        shared.upgrade_failure = upgrade_failure;
     }
     let shared = Arc::new(shared);
     let sup = Supervisor::new(Arc::clone(&config), shared);

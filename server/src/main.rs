@@ -171,9 +171,22 @@ fn arguments() -> Vec<std::ffi::OsString> {
 fn main() -> ExitCode {
     // An upgrade's hand-over is taken out of the environment before anything else.
     let resumed = upgrade::take_handover();
+    let resumed_later;
     let argv = arguments();
     let as_supervisord = invoked_as_supervisord(argv.first().map(|a| a.as_os_str()));
-    let args = Args::parse_from(argv);
+    let args = match (Args::try_parse_from(argv), resumed) {
+        (Ok(args), resumed) => {
+            resumed_later = resumed;
+            args
+        }
+        // An upgrade's new binary that does not take these arguments: back to the old one.
+        (Err(e), Some(resumed)) if e.use_stderr() => {
+            eprintln!("minderd: {}", resumed.fall_back(&format!("it refused its arguments: {}", e.kind())));
+            return ExitCode::from(START_FAILED);
+        }
+        (Err(e), _) => e.exit(),
+    };
+    let resumed = resumed_later;
     if let Some(dir) = &args.generate_man {
         use clap::CommandFactory;
         let written = std::fs::create_dir_all(dir)
@@ -219,10 +232,10 @@ fn main() -> ExitCode {
         }
     };
     // An upgrade: the hand-over must be readable, or the old image takes it back.
-    let (mut handover, old_image) = match resumed {
-        None => (None, None),
+    let (mut handover, old_image, fell_back) = match resumed {
+        None => (None, None, None),
         Some(mut r) => match std::mem::replace(&mut r.handover, Err(String::new())) {
-            Ok(h) => (Some(h), r.old.take()),
+            Ok(h) => (Some(h), r.old.take(), r.fallback.take()),
             Err(e) => {
                 eprintln!("minderd: {}", r.fall_back(&e));
                 return ExitCode::from(START_FAILED);
@@ -307,6 +320,9 @@ fn main() -> ExitCode {
     for w in &config.warnings {
         tracing::warn!("{w}");
     }
+    if let Some(why) = &fell_back {
+        tracing::error!("the upgrade failed ({why}): minderd carries on as it was, with the same binary");
+    }
     // supervisord's line for each included file, once the log is open.
     for f in &config.included {
         tracing::info!("Included extra file \"{}\" during parsing", f.display());
@@ -336,7 +352,15 @@ fn main() -> ExitCode {
     // daemon runs on a thread of its own.
     let forks = upgrade::install_forker();
     let daemon = std::thread::Builder::new().name("minderd".into()).spawn(move || {
-        let code = runtime.block_on(serve(config, readiness, daemon_log, handover.take(), image, background));
+        let code = runtime.block_on(serve(
+            config,
+            fell_back,
+            readiness,
+            daemon_log,
+            handover.take(),
+            image,
+            background,
+        ));
         upgrade::quit_forker();
         code
     });
@@ -355,6 +379,7 @@ fn main() -> ExitCode {
 /// readiness and runs the daemon.
 async fn serve(
     config: Config,
+    upgrade_failure: Option<String>,
     readiness: Readiness,
     daemon_log: Option<Arc<minderd::logs::LogChannel>>,
     mut handover: Option<upgrade::Handover>,
@@ -420,7 +445,7 @@ async fn serve(
             // supervisord's own words, which tools wait for in its log; minderd's line follows.
             tracing::info!("supervisord started with pid {}", std::process::id());
         }
-        let lineage = minderd::Lineage { image, handover, background };
+        let lineage = minderd::Lineage { image, handover, background, upgrade_failure };
         // The configuration is the daemon's from here on: one copy, replaced on reload.
         let result =
             minderd::run_as(Arc::new(config), endpoints, daemon_log, std::future::pending(), lineage).await;

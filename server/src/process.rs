@@ -66,6 +66,7 @@ pub struct Shared {
     /// When the daemon first started (before any upgrade), and how many upgrades since.
     pub started: SystemTime,
     pub upgrades: u32,
+    pub upgrade_failure: Option<String>,
     /// Where `Supervisor::upgrade` sends its requests (to `run`), when this daemon can upgrade.
     pub(crate) upgrade_requests:
         std::sync::OnceLock<tokio::sync::mpsc::UnboundedSender<crate::upgrade::Call>>,
@@ -84,6 +85,7 @@ impl Shared {
             adoptions: crate::upgrade::Adoptions::default(),
             started: SystemTime::now(),
             upgrades: 0,
+            upgrade_failure: None,
             upgrade_requests: std::sync::OnceLock::new(),
         }
     }

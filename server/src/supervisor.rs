@@ -98,6 +98,8 @@ pub struct DaemonFacts {
     pub start_time: SystemTime,
     /// How many times this daemon has been upgraded in place since it started.
     pub upgrades: u32,
+    /// Why the last upgrade did not take (the old binary took the hand-over back).
+    pub upgrade_failure: Option<String>,
     pub hostname: String,
 }
 
@@ -150,6 +152,7 @@ impl Supervisor {
             // The first start's, across upgrades.
             start_time: shared.started,
             upgrades: shared.upgrades,
+            upgrade_failure: shared.upgrade_failure.clone(),
             hostname: nix::unistd::gethostname()
                 .map(|h| h.to_string_lossy().into_owned())
                 .unwrap_or_default(),

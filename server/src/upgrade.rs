@@ -190,6 +190,9 @@ pub struct Handover {
     pub exe: PathBuf,
     /// The version of the image that wrote this.
     pub from_version: String,
+    /// The arguments it runs with (each as bytes), for going back to it.
+    #[serde(default)]
+    pub argv: Vec<Vec<u8>>,
     /// How many upgrades this daemon has been through, this one included.
     pub upgrades: u32,
     /// When the daemon first started (Unix milliseconds).
@@ -414,15 +417,15 @@ pub struct Resumed {
     memfd: Option<OwnedFd>,
     /// The old image, to fall back to and to keep for the next upgrade.
     pub old: Option<OwnedFd>,
-    /// This image is already the fall-back: it must not fall back again.
-    fallback: bool,
+    /// This image is already the fall-back (and why): it must not fall back again.
+    pub fallback: Option<String>,
 }
 
 /// The hand-over this image was started with, if any, read and removed from the environment
 /// (children must not inherit it). Call first thing in `main`, before any thread starts.
 pub fn take_handover() -> Option<Resumed> {
     let value = std::env::var_os(HANDOVER_ENV)?;
-    let fallback = std::env::var_os(FALLBACK_ENV).is_some();
+    let fallback = std::env::var_os(FALLBACK_ENV).map(|v| v.to_string_lossy().into_owned());
     std::env::remove_var(HANDOVER_ENV);
     std::env::remove_var(FALLBACK_ENV);
     let text = value.to_string_lossy().into_owned();
@@ -457,14 +460,22 @@ impl Resumed {
     /// Executes the old image again with the same hand-over, when this image cannot restore
     /// it (before it has taken any of its descriptors). Returns only if it cannot, with why.
     pub fn fall_back(self, why: &str) -> String {
-        if self.fallback {
+        if self.fallback.is_some() {
             return format!("{why}, and this is already the old image");
         }
+        // The arguments the old image ran with (this image may have been given others).
+        let argv = match &self.handover {
+            Ok(h) if !h.argv.is_empty() => {
+                h.argv.iter().map(|a| OsString::from(std::ffi::OsStr::from_bytes(a))).collect()
+            }
+            _ => std::env::args_os().collect(),
+        };
         let (Some(memfd), Some(old)) = (self.memfd, self.old) else {
             return format!("{why}, and there is no old image to go back to");
         };
-        let image = Image { exe: PathBuf::new(), old, argv: std::env::args_os().collect() };
-        format!("{why}; {}", image.exec(&memfd, true))
+        let image = Image { exe: PathBuf::new(), old, argv };
+        let reason = format!("the new binary could not take over: {why}");
+        format!("{why}; {}", image.exec(&memfd, Some(&reason)))
     }
 }
 
@@ -500,22 +511,26 @@ impl Image {
 
     /// Replaces this image with the binary at `exe`, handing over `memfd`; if that exec fails,
     /// with the old image. Returns only if both fail.
-    pub fn exec(&self, memfd: &OwnedFd, fallback: bool) -> String {
+    /// `fallback`: straight to the old image, saying why.
+    pub fn exec(&self, memfd: &OwnedFd, fallback: Option<&str>) -> String {
         let value = format!("{},{}", memfd.as_raw_fd(), self.old.as_raw_fd());
         let cstr = |s: &[u8]| CString::new(s.to_vec()).ok();
         let argv: Vec<CString> = self.argv.iter().filter_map(|a| cstr(a.as_bytes())).collect();
-        let env = |fallback: bool| -> Vec<CString> {
+        let env = |fallback: Option<&str>| -> Vec<CString> {
             let mut env: Vec<CString> = std::env::vars_os()
                 .filter(|(k, _)| k != HANDOVER_ENV && k != FALLBACK_ENV)
                 .filter_map(|(k, v)| cstr(&[k.as_bytes(), b"=", v.as_bytes()].concat()))
                 .collect();
             env.extend(cstr(format!("{HANDOVER_ENV}={value}").as_bytes()));
-            if fallback {
-                env.extend(cstr(format!("{FALLBACK_ENV}=1").as_bytes()));
+            if let Some(why) = fallback {
+                let why: String = why.chars().filter(|c| *c != '\0').take(1000).collect();
+                env.extend(cstr(format!("{FALLBACK_ENV}={why}").as_bytes()));
             }
             env
         };
-        let (env_new, env_old) = (env(fallback), env(true));
+        let exec_failed = format!("the new binary {} could not be executed", self.exe.display());
+        let (env_new, env_old) = (env(None), env(Some(fallback.unwrap_or(&exec_failed))));
+        let fallback = fallback.is_some();
         let Some(path) = cstr(self.exe.as_os_str().as_bytes()) else {
             return "the path has a NUL byte".into();
         };
@@ -663,6 +678,7 @@ pub async fn hand_over(
     let handover = Handover {
         exe: image.exe.clone(),
         from_version: minder::VERSION.to_string(),
+        argv: image.argv.iter().map(|a| a.as_bytes().to_vec()).collect(),
         upgrades: sup.facts().upgrades + 1,
         started_ms: unix_ms(sup.facts().start_time),
         background,
@@ -685,7 +701,7 @@ pub async fn hand_over(
         "upgrading: executing {} (version {version}) with {running} running process(es)",
         image.exe.display()
     );
-    image.exec(&memfd, false)
+    image.exec(&memfd, None)
 }
 
 fn preflight(exe: &std::path::Path, args: &[OsString]) -> Result<String, String> {

@@ -322,3 +322,48 @@ fn with_kill_on_exit_off_a_killed_minderd_leaves_its_processes_running() {
     let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(child), nix::sys::signal::Signal::SIGKILL);
     wait_for("the orphan to end", Duration::from_secs(10), || !alive(child));
 }
+
+/// A new binary that passes the pre-flight but cannot restore the hand-over (here: it is run
+/// with an argument it refuses) hands it back: the old image is executed again from the
+/// descriptor it kept, and carries on with the same children, nothing lost.
+#[test]
+fn a_new_binary_that_cannot_restore_hands_back_to_the_old_one() {
+    let d = daemon(
+        "[program.counter]\ncommand = \"python3 {dir}/counter.py\"\nstartsecs = 1\n\
+         stdout_logfile = \"{dir}/counter.log\"\nstdout_logfile_maxbytes = 0\n",
+        &[("counter.py", COUNTER)],
+    );
+    d.wait_state("counter", "RUNNING", Duration::from_secs(20));
+    let (daemon_pid, child_pid) = (d.pid(), pid_of(&d, "counter"));
+    let real = d.path("bin/real-minderd");
+    std::fs::copy(bin("minderd"), &real).expect("copy minderd");
+    let wrapper = d.path("wrapper");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\ncase \" $* \" in *\" --upgrade-check \"*) exec {real} \"$@\";; esac\n\
+             exec {real} --no-such-option \"$@\"\n",
+            real = real.display()
+        ),
+    )
+    .expect("write the wrapper");
+    std::fs::set_permissions(&wrapper, std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
+    replace_binary(&d, &wrapper);
+    let old_exe = exe_of(daemon_pid);
+    assert!(old_exe.ends_with("(deleted)"), "{old_exe}");
+    let at_upgrade = check_counter(&d.path("counter.log"));
+
+    let o = d.ctl(&["upgrade"]);
+    assert_ne!(code(&o), 0, "{}", stdout(&o));
+    assert!(
+        stderr(&o).contains("did not take") && stderr(&o).contains("refused its arguments"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(d.log().contains("the upgrade failed"), "{}", d.log());
+    assert_eq!(exe_of(daemon_pid), old_exe, "the old image runs again");
+    assert_eq!(pid_of(&d, "counter"), child_pid);
+    wait_for("the counter to write on", Duration::from_secs(10), || {
+        check_counter(&d.path("counter.log")) > at_upgrade + 300
+    });
+}

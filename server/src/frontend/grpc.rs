@@ -461,6 +461,7 @@ impl pb::supervisor_server::Supervisor for Service {
             start_time: Some(timestamp(f.start_time)),
             hostname: f.hostname.clone(),
             upgrades: f.upgrades,
+            upgrade_failure: f.upgrade_failure.clone().unwrap_or_default(),
         }))
     }
 
