@@ -57,8 +57,10 @@ pub const FALLBACK_ENV: &str = "MINDER_UPGRADE_FALLBACK";
 /// The line `--upgrade-check` prints, followed by the version.
 pub const CHECK_OK: &str = "minderd-upgrade-ok";
 
-/// How long in-flight requests get to finish before the exec; streams open after it are cut.
-pub const DRAIN: Duration = Duration::from_secs(1);
+/// How long in-flight requests get to finish before the exec; streams open after it are cut
+/// (`minder tail -f` and `minder events` reconnect and resume). Every client waits this long
+/// at most while streams are open: it is the pause an upgrade makes.
+pub const DRAIN: Duration = Duration::from_millis(500);
 /// How long the pre-flight of the new binary may take.
 const PREFLIGHT: Duration = Duration::from_secs(20);
 

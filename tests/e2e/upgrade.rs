@@ -266,7 +266,7 @@ fn a_new_binary_that_cannot_take_over_changes_nothing() {
 }
 
 #[test]
-fn after_an_upgrade_a_killed_minderd_still_leaves_no_process() {
+fn after_an_upgrade_by_sigusr1_a_killed_minderd_still_leaves_no_process() {
     let mut d = daemon(
         "[program.tree]\ncommand = \"sh {dir}/tree.sh {dir}/grandchild.pid\"\nstartsecs = 0\n",
         &[("tree.sh", TREE)],
@@ -284,9 +284,14 @@ fn after_an_upgrade_a_killed_minderd_still_leaves_no_process() {
     let grandchild: i32 = std::fs::read_to_string(&file).expect("pid").trim().parse().expect("a pid");
     let child = pid_of(&d, "tree") as i32;
 
+    // This time through the signal.
     replace_binary(&d, &bin("minderd"));
-    let o = d.ctl(&["upgrade"]);
-    assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(d.pid() as i32), nix::sys::signal::Signal::SIGUSR1)
+        .expect("signal minderd");
+    wait_for("the upgraded image to answer", Duration::from_secs(20), || {
+        d.log().contains("carries on with pid") && d.ctl(&["status", "tree"]).status.success()
+    });
+    assert_eq!(exe_of(d.pid()), d.path("bin/minderd").display().to_string(), "the new image runs");
     assert_eq!(pid_of(&d, "tree") as i32, child);
     let tree = d.process("tree")["tree_pids"].clone();
     assert!(
