@@ -246,6 +246,15 @@ pub enum Command {
     Config(ConfigCommand),
     /// Stop every process and minderd itself.
     Shutdown,
+    /// Replace minderd with the binary now at its path, keeping every process running.
+    #[command(
+        long_about = "Replace minderd with the binary now at the path it was started from, in place: \
+        the same pid, every process still running (no output lost), the same sockets. The new \
+        binary is tried first; if it cannot take over, or the configuration has changes not yet \
+        applied (run `minder update` first), minderd carries on unchanged and this says why. \
+        Waits until the new binary answers. Sending minderd SIGUSR1 does the same."
+    )]
+    Upgrade,
     /// Print minderd's version.
     Version,
     /// Print a completion script for a shell (commands and options; not process names).
@@ -526,6 +535,52 @@ pub(crate) fn unreachable_daemon(e: &ConnectError, status: bool) -> u8 {
     }
 }
 
+/// How long `minder upgrade` waits for the new binary to answer.
+const UPGRADE_PATIENCE: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Asks for an upgrade, then waits until the new image answers (the connection the request
+/// went over ends with the old one; the client connects again).
+async fn upgrade(client: &mut client::Client, json: bool) -> Result<u8, tonic::Status> {
+    let answer = match client.upgrade(pb::UpgradeRequest {}).await {
+        Ok(a) => a.into_inner(),
+        Err(s) if s.code() == tonic::Code::FailedPrecondition => {
+            eprintln!("minder: upgrade refused: {}", s.message());
+            return Ok(exit::GENERIC);
+        }
+        Err(s) => return Err(s),
+    };
+    let deadline = tokio::time::Instant::now() + UPGRADE_PATIENCE;
+    loop {
+        match client.get_daemon_info(pb::GetDaemonInfoRequest {}).await {
+            Ok(info) if info.get_ref().upgrades >= answer.upgrades => {
+                let info = info.into_inner();
+                if !info.upgrade_failure.is_empty() {
+                    eprintln!(
+                        "minder: the upgrade did not take, minderd carries on as it was: {}",
+                        info.upgrade_failure
+                    );
+                    return Ok(exit::GENERIC);
+                }
+                output::line(
+                    json,
+                    &format!("minderd upgraded to {} (pid {})", info.version, info.pid),
+                    serde_json::json!({"result": "upgraded", "version": info.version, "pid": info.pid, "upgrades": info.upgrades}),
+                );
+                return Ok(exit::OK);
+            }
+            // The old image answering still, or the connection it closed: ask again.
+            _ if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            Ok(_) => {
+                eprintln!("minder: minderd accepted the upgrade, but has not come back as the new binary within {} s", UPGRADE_PATIENCE.as_secs());
+                return Ok(exit::GENERIC);
+            }
+            Err(s) => return Err(s),
+        }
+    }
+}
+
 /// Says why an RPC failed; returns the exit code for it.
 pub(crate) fn failed(status: &tonic::Status) -> u8 {
     eprintln!("minder: {}", status.message());
@@ -623,6 +678,7 @@ pub(crate) async fn execute(
             }
             Err(s) => Err(s),
         },
+        Command::Upgrade => upgrade(client, json).await,
         Command::Version => {
             let info = client.get_daemon_info(pb::GetDaemonInfoRequest {}).await?.into_inner();
             output::line(json, &info.version, serde_json::json!({"version": info.version}));

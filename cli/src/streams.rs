@@ -1,7 +1,8 @@
 //! The commands that stream: `tail`, `maintail`, `fg`, `events`.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
+use std::time::Duration;
 
 use base64::Engine as _;
 
@@ -112,22 +113,49 @@ fn colour_for(name: &str) -> u8 {
     palette[h % palette.len()]
 }
 
+/// How long a follow mode (`tail -f`, `events`) keeps trying to reconnect to a daemon that
+/// went away (an upgrade cuts streams for a moment; so does a restart).
+const RECONNECT_PATIENCE: Duration = Duration::from_secs(30);
+
+/// Whether a follow stream that ended with `s` is worth resuming: the connection went, rather
+/// than the daemon refusing the request.
+fn resumable(s: &tonic::Status) -> bool {
+    matches!(
+        s.code(),
+        tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Internal | tonic::Code::Cancelled
+    )
+}
+
 /// Streams `resp` to standard output until it ends (or forever, when following).
 async fn print_stream(
     resp: Result<tonic::Response<tonic::Streaming<pb::LogChunk>>, tonic::Status>,
     prefixed: bool,
     json: bool,
 ) -> Result<u8, tonic::Status> {
-    let resp = resp?;
+    let mut printer = Printer { prefixed, colour: output::colour(), partial: HashMap::new() };
+    let mut seen = BTreeMap::new();
+    let done = print_chunks(resp?, &mut printer, json, &mut seen).await;
+    let _ = printer.finish(&mut std::io::stdout().lock());
+    done
+}
+
+/// Prints the chunks of `resp` until it ends, noting in `seen` where each (process, channel)
+/// got to: the offset to resume from.
+async fn print_chunks(
+    resp: tonic::Response<tonic::Streaming<pb::LogChunk>>,
+    printer: &mut Printer,
+    json: bool,
+    seen: &mut BTreeMap<(String, i32), u64>,
+) -> Result<u8, tonic::Status> {
     // The daemon's word on what it is showing (e.g. `tail -n` lines that start too far back).
     if let Some(notice) = resp.metadata().get("minder-notice").and_then(|v| v.to_str().ok()) {
         eprintln!("minder: {notice}");
     }
     let mut stream = resp.into_inner();
-    let mut printer = Printer { prefixed, colour: output::colour(), partial: HashMap::new() };
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     while let Some(chunk) = stream.message().await? {
+        seen.insert((chunk.process.clone(), chunk.channel), chunk.offset + chunk.data.len() as u64);
         let written = if json {
             let v = json!({
                 "process": chunk.process,
@@ -151,7 +179,6 @@ async fn print_stream(
             return Ok(exit::OK);
         }
     }
-    let _ = printer.finish(&mut out);
     Ok(exit::OK)
 }
 
@@ -168,14 +195,48 @@ pub async fn tail(
     let channels = if channels.is_empty() { vec![pb::LogChannel::Stdout] } else { channels };
     let prefixed =
         names.len() > 1 || names.iter().any(|n| n.ends_with('*') || n.ends_with(':') || n == "all");
-    let req = pb::TailLogRequest {
+    let mut req = pb::TailLogRequest {
         names,
         channels: channels.into_iter().map(|c| c as i32).collect(),
         start: tail_start(from),
         follow,
         resume: vec![],
     };
-    print_stream(client.tail_log(req).await, prefixed, json).await
+    if !follow {
+        return print_stream(client.tail_log(req).await, prefixed, json).await;
+    }
+    // Following: when the stream is cut (minderd upgraded or restarted), connect again and go
+    // on from the offsets reached, so nothing is shown twice or skipped.
+    let mut printer = Printer { prefixed, colour: output::colour(), partial: HashMap::new() };
+    let mut seen = BTreeMap::new();
+    let mut lost: Option<tokio::time::Instant> = None;
+    loop {
+        let result = match client.tail_log(req.clone()).await {
+            Ok(resp) => {
+                lost = None;
+                print_chunks(resp, &mut printer, json, &mut seen).await
+            }
+            Err(s) => Err(s),
+        };
+        match result {
+            Err(s) if resumable(&s) && lost.is_none_or(|t| t.elapsed() < RECONNECT_PATIENCE) => {
+                lost.get_or_insert_with(tokio::time::Instant::now);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                req.resume = seen
+                    .iter()
+                    .map(|((process, channel), offset)| pb::ResumePoint {
+                        process: process.clone(),
+                        channel: *channel,
+                        offset: *offset,
+                    })
+                    .collect();
+            }
+            other => {
+                let _ = printer.finish(&mut std::io::stdout().lock());
+                return other;
+            }
+        }
+    }
 }
 
 pub async fn maintail(
@@ -303,17 +364,45 @@ pub async fn events(
     with: Vec<String>,
     json: bool,
 ) -> Result<u8, tonic::Status> {
-    let mut stream = client
-        .watch_events(pb::WatchEventsRequest {
-            since_seq: 0,
-            instance: String::new(),
-            supervisor_events: with,
-        })
-        .await?
-        .into_inner();
+    // When the stream is cut (minderd upgraded or restarted), connect again and resume after
+    // the last event seen (a restarted daemon, a new instance, sends a snapshot instead).
+    let (mut since_seq, mut instance) = (0, String::new());
+    let mut lost: Option<tokio::time::Instant> = None;
+    loop {
+        let req =
+            pb::WatchEventsRequest { since_seq, instance: instance.clone(), supervisor_events: with.clone() };
+        let result = match client.watch_events(req).await {
+            Ok(resp) => {
+                lost = None;
+                print_events(resp.into_inner(), snapshot, json, &mut since_seq, &mut instance).await
+            }
+            Err(s) => Err(s),
+        };
+        match result {
+            Err(s) if resumable(&s) && lost.is_none_or(|t| t.elapsed() < RECONNECT_PATIENCE) => {
+                lost.get_or_insert_with(tokio::time::Instant::now);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Prints events until the stream ends, noting the last sequence number and instance seen.
+async fn print_events(
+    mut stream: tonic::Streaming<pb::Event>,
+    snapshot: bool,
+    json: bool,
+    since_seq: &mut u64,
+    instance: &mut String,
+) -> Result<u8, tonic::Status> {
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     while let Some(e) = stream.message().await? {
+        *since_seq = (*since_seq).max(e.seq);
+        if !e.instance.is_empty() {
+            instance.clone_from(&e.instance);
+        }
         let time = e.time.as_ref().map(output::local_time).unwrap_or_default();
         let line = match &e.kind {
             Some(pb::event::Kind::Snapshot(s)) => {

@@ -139,7 +139,8 @@ impl Operation {
             "ClearLogs" | "RotateLogs" => Operation::ClearLogs,
             "SendStdin" => Operation::SendStdin,
             "SendRemoteCommEvent" => Operation::SendEvent,
-            "Shutdown" => Operation::Shutdown,
+            // Replacing the daemon's binary is the daemon's end as far as roles go.
+            "Shutdown" | "Upgrade" => Operation::Shutdown,
             _ => Operation::Configure,
         }
     }

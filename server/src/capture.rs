@@ -20,7 +20,11 @@
 //! An event listener's stdout is logged and handed to [`crate::listener`] as the protocol.
 
 use std::os::fd::OwnedFd;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use tokio::sync::{watch, Notify};
 
 use crate::listener::Hub;
 use crate::logs::LogChannel;
@@ -65,6 +69,68 @@ pub enum Mode {
     Listener { pool: String },
 }
 
+/// A capture stopped for an upgrade: the read end of its pipe, for the next image.
+#[derive(Debug)]
+pub struct Paused {
+    pub pid: u32,
+    pub stream: &'static str,
+    pub pipe: OwnedFd,
+}
+
+/// The upgrade's stop: captures stop reading and give their pipes back ([`pause_all`]).
+struct Pause {
+    on: watch::Sender<bool>,
+    /// Captures still reading.
+    live: AtomicUsize,
+    /// Told whenever a capture ends or pauses.
+    changed: Notify,
+    paused: Mutex<Vec<Paused>>,
+}
+
+fn pause() -> &'static Pause {
+    static PAUSE: OnceLock<Pause> = OnceLock::new();
+    PAUSE.get_or_init(|| Pause {
+        on: watch::channel(false).0,
+        live: AtomicUsize::new(0),
+        changed: Notify::new(),
+        paused: Mutex::new(Vec::new()),
+    })
+}
+
+/// Stops every capture for an upgrade, and returns their pipes. What each has read is in its
+/// log file by then; what it has not stays in the pipe, enlarged (to 1 MiB where the kernel
+/// allows) so a busy child does not block for the hand-over's length. Captures that do not
+/// stop within `within` (none should: each stops between two reads) are left out.
+pub async fn pause_all(within: Duration) -> Vec<Paused> {
+    let p = pause();
+    p.on.send_replace(true);
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let changed = p.changed.notified();
+        tokio::pin!(changed);
+        changed.as_mut().enable();
+        if p.live.load(Ordering::SeqCst) == 0 {
+            break;
+        }
+        if tokio::time::timeout_at(deadline, changed).await.is_err() {
+            tracing::warn!("{} capture(s) did not stop for the upgrade", p.live.load(Ordering::SeqCst));
+            break;
+        }
+    }
+    std::mem::take(&mut *p.paused.lock().unwrap_or_else(|e| e.into_inner()))
+}
+
+/// Ends the count of a live capture, whichever way its task ends.
+struct Live;
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        let p = pause();
+        p.live.fetch_sub(1, Ordering::SeqCst);
+        p.changed.notify_waiters();
+    }
+}
+
 /// Starts copying `pipe` into `out`'s channel until the pipe closes. The log file is opened
 /// (created) now, when the process is spawned, as supervisord does.
 pub fn spawn(pipe: OwnedFd, out: Output) {
@@ -85,7 +151,10 @@ pub fn spawn(pipe: OwnedFd, out: Output) {
             });
         }
     }
+    pause().live.fetch_add(1, Ordering::SeqCst);
+    let live = Live;
     tokio::spawn(async move {
+        let _live = live;
         let process = sink.out.process.clone();
         let reader = match tokio::net::unix::pipe::Receiver::from_owned_fd(pipe) {
             Ok(r) => r,
@@ -95,8 +164,19 @@ pub fn spawn(pipe: OwnedFd, out: Output) {
                 return;
             }
         };
+        let mut paused = pause().on.subscribe();
         loop {
-            if let Err(e) = reader.readable().await {
+            let readable = tokio::select! {
+                biased;
+                _ = paused.wait_for(|p| *p) => None,
+                r = reader.readable() => Some(r),
+            };
+            let Some(readable) = readable else {
+                hand_over(&reader, &sink.out);
+                sink.close();
+                return;
+            };
+            if let Err(e) = readable {
                 tracing::error!("cannot read the output of {process}: {e}");
                 break;
             }
@@ -119,6 +199,24 @@ pub fn spawn(pipe: OwnedFd, out: Output) {
         }
         sink.close();
     });
+}
+
+/// Keeps a copy of a paused capture's pipe for the next image, enlarged.
+fn hand_over(reader: &tokio::net::unix::pipe::Receiver, out: &Output) {
+    match crate::upgrade::inheritable(reader) {
+        Ok(pipe) => {
+            #[cfg(target_os = "linux")]
+            // SAFETY: F_SETPIPE_SZ takes an integer; failing (a limit) leaves the pipe as it was.
+            unsafe {
+                libc::fcntl(std::os::fd::AsRawFd::as_raw_fd(&pipe), libc::F_SETPIPE_SZ, 1 << 20);
+            }
+            let paused = Paused { pid: out.pid, stream: out.stream, pipe };
+            pause().paused.lock().unwrap_or_else(|e| e.into_inner()).push(paused);
+        }
+        Err(e) => {
+            tracing::error!("cannot keep the {} pipe of {} for the upgrade: {e}", out.stream, out.process)
+        }
+    }
 }
 
 /// Capture mode's state (supervisord's `POutputDispatcher.record_output`): output not yet

@@ -57,6 +57,14 @@ pub struct Cgroups {
     home: PathBuf,
 }
 
+/// The subtree, as an upgrade hands it over.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct Saved {
+    root: PathBuf,
+    created_root: bool,
+    home: PathBuf,
+}
+
 /// One process's cgroup.
 #[derive(Debug)]
 pub struct ProcessCgroup {
@@ -113,6 +121,17 @@ impl Cgroups {
         let programs = root.join("programs");
         mkdir(&programs)?;
         Ok(Cgroups { root, programs, created_root, home })
+    }
+
+    /// What an upgraded minderd needs to carry on in this subtree.
+    pub fn save(&self) -> Saved {
+        Saved { root: self.root.clone(), created_root: self.created_root, home: self.home.clone() }
+    }
+
+    /// The subtree an earlier image of this minderd set up (an upgrade): used as it is.
+    pub fn restore(saved: Saved) -> Cgroups {
+        let programs = saved.root.join("programs");
+        Cgroups { root: saved.root, programs, created_root: saved.created_root, home: saved.home }
     }
 
     /// The root of minderd's subtree.

@@ -142,6 +142,23 @@ impl EventBus {
         }
     }
 
+    /// The history of an upgraded daemon: the same instance, numbering on from `next` (the
+    /// events before it stayed with the old image), so a watcher resumes without a gap.
+    pub fn resumed(instance: String, next: u64) -> EventBus {
+        let next = next.max(1);
+        EventBus {
+            ring: Mutex::new(Ring { events: VecDeque::new(), next }),
+            last: watch::channel(next - 1).0,
+            instance,
+            listeners: Hub::new(),
+        }
+    }
+
+    /// The instance id and the number the next event gets, for an upgrade.
+    pub fn resume_point(&self) -> (String, u64) {
+        (self.instance.clone(), self.lock().next)
+    }
+
     fn lock(&self) -> MutexGuard<'_, Ring> {
         // Pushes and pops cannot leave the ring half-changed.
         self.ring.lock().unwrap_or_else(|e| e.into_inner())

@@ -46,6 +46,21 @@ pub struct SocketFile {
     dev_ino: (u64, u64),
 }
 
+impl SocketFile {
+    /// The socket file an earlier image of this minderd created (an upgrade).
+    pub fn adopt(path: PathBuf, dev_ino: (u64, u64)) -> SocketFile {
+        SocketFile { path, dev_ino }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn dev_ino(&self) -> (u64, u64) {
+        self.dev_ino
+    }
+}
+
 impl Drop for SocketFile {
     fn drop(&mut self) {
         if let Ok(meta) = std::fs::symlink_metadata(&self.path) {
@@ -53,6 +68,59 @@ impl Drop for SocketFile {
                 let _ = std::fs::remove_file(&self.path);
             }
         }
+    }
+}
+
+impl Listener {
+    /// The listener an earlier image of this minderd handed over (an upgrade), from its
+    /// descriptor (already listening, with its backlog of waiting clients).
+    pub fn adopt(saved: crate::upgrade::ListenerFd) -> io::Result<Listener> {
+        use crate::upgrade::{take_fd, ListenerFd};
+        match saved {
+            ListenerFd::Unix { fd, path, dev, ino } => {
+                let std_listener = std::os::unix::net::UnixListener::from(take_fd(fd)?);
+                std_listener.set_nonblocking(true)?;
+                Ok(Listener::Unix {
+                    listener: UnixListener::from_std(std_listener)?,
+                    socket: SocketFile::adopt(path, (dev, ino)),
+                })
+            }
+            ListenerFd::Tcp { fd, address, configured } => {
+                let std_listener = std::net::TcpListener::from(take_fd(fd)?);
+                std_listener.set_nonblocking(true)?;
+                let parse = |a: &str| a.parse::<Address>().map_err(io::Error::other);
+                Ok(Listener::Tcp {
+                    listener: TcpListener::from_std(std_listener)?,
+                    address: parse(&address)?,
+                    configured: parse(&configured)?,
+                })
+            }
+        }
+    }
+
+    /// What the next image needs to serve this listener: its socket, kept open across exec.
+    pub fn for_handover(&self) -> io::Result<(std::os::fd::OwnedFd, crate::upgrade::ListenerFd)> {
+        use crate::upgrade::{inheritable, ListenerFd};
+        Ok(match self {
+            Listener::Unix { listener, socket } => {
+                let fd = inheritable(listener)?;
+                let (dev, ino) = socket.dev_ino;
+                let raw = std::os::fd::AsRawFd::as_raw_fd(&fd);
+                (fd, ListenerFd::Unix { fd: raw, path: socket.path.clone(), dev, ino })
+            }
+            Listener::Tcp { listener, address, configured } => {
+                let fd = inheritable(listener)?;
+                let raw = std::os::fd::AsRawFd::as_raw_fd(&fd);
+                (
+                    fd,
+                    ListenerFd::Tcp {
+                        fd: raw,
+                        address: address.to_string(),
+                        configured: configured.to_string(),
+                    },
+                )
+            }
+        })
     }
 }
 

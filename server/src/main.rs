@@ -9,7 +9,7 @@ use clap::Parser;
 use minder::address::Address;
 use minder::config::{self, Config, LogLevel};
 use minderd::daemonize::{self, Readiness};
-use minderd::{listen, logging, setup, spawn};
+use minderd::{listen, logging, setup, spawn, upgrade};
 
 /// minderd supervises programs as supervisord does, and serves the minder.v1 gRPC API on a
 /// unix socket (by default) or TCP. Control it with `minder`. It reads its own TOML
@@ -124,6 +124,12 @@ struct Args {
     /// Write the man page, minderd.1, into DIR and exit (for packagers).
     #[arg(long, value_name = "DIR", hide = true)]
     generate_man: Option<PathBuf>,
+
+    /// The pre-flight of an upgrade (`minder upgrade` runs the new binary with it): read the
+    /// configuration, print `minderd-upgrade-ok VERSION` and exit 0 if this binary can take
+    /// over.
+    #[arg(long, hide = true)]
+    upgrade_check: bool,
 }
 
 fn parse_level(s: &str) -> Result<LogLevel, String> {
@@ -163,9 +169,24 @@ fn arguments() -> Vec<std::ffi::OsString> {
 }
 
 fn main() -> ExitCode {
+    // An upgrade's hand-over is taken out of the environment before anything else.
+    let resumed = upgrade::take_handover();
+    let resumed_later;
     let argv = arguments();
     let as_supervisord = invoked_as_supervisord(argv.first().map(|a| a.as_os_str()));
-    let args = Args::parse_from(argv);
+    let args = match (Args::try_parse_from(argv), resumed) {
+        (Ok(args), resumed) => {
+            resumed_later = resumed;
+            args
+        }
+        // An upgrade's new binary that does not take these arguments: back to the old one.
+        (Err(e), Some(resumed)) if e.use_stderr() => {
+            eprintln!("minderd: {}", resumed.fall_back(&format!("it refused its arguments: {}", e.kind())));
+            return ExitCode::from(START_FAILED);
+        }
+        (Err(e), _) => e.exit(),
+    };
+    let resumed = resumed_later;
     if let Some(dir) = &args.generate_man {
         use clap::CommandFactory;
         let written = std::fs::create_dir_all(dir)
@@ -202,11 +223,30 @@ fn main() -> ExitCode {
     let mut config = match load(&path, !args.no_host_checks) {
         Ok(c) => c,
         Err(e) => {
+            if let Some(resumed) = resumed {
+                eprintln!("minderd: {}", resumed.fall_back(&format!("cannot read the configuration: {e}")));
+                return ExitCode::from(START_FAILED);
+            }
             eprintln!("minderd: {e}");
             return ExitCode::from(BAD_CONFIG);
         }
     };
+    // An upgrade: the hand-over must be readable, or the old image takes it back.
+    let (mut handover, old_image, fell_back) = match resumed {
+        None => (None, None, None),
+        Some(mut r) => match std::mem::replace(&mut r.handover, Err(String::new())) {
+            Ok(h) => (Some(h), r.old.take(), r.fallback.take()),
+            Err(e) => {
+                eprintln!("minderd: {}", r.fall_back(&e));
+                return ExitCode::from(START_FAILED);
+            }
+        },
+    };
     apply_args(&args, &mut config);
+    if args.upgrade_check {
+        println!("{} {}", upgrade::CHECK_OK, minder::VERSION);
+        return ExitCode::SUCCESS;
+    }
     if args.check_config {
         return check_config(&config, args.json);
     }
@@ -224,8 +264,22 @@ fn main() -> ExitCode {
             return ExitCode::from(START_FAILED);
         }
     };
-    let background = args.daemonize || (!config.daemon.nodaemon && !args.nodaemon);
-    let readiness = if background {
+    let background = match &handover {
+        Some(h) => h.background,
+        None => args.daemonize || (!config.daemon.nodaemon && !args.nodaemon),
+    };
+    let readiness = if handover.is_some() {
+        // Already in the background (or not) and announced: the pid is the same.
+        if background {
+            let state_dir = minder::address::default_socket()
+                .parent()
+                .map(PathBuf::from)
+                .unwrap_or_else(std::env::temp_dir);
+            config.daemon.logfile.get_or_insert_with(|| state_dir.join("minderd.log"));
+            config.daemon.pidfile.get_or_insert_with(|| state_dir.join("minderd.pid"));
+        }
+        Readiness::none()
+    } else if background {
         let state_dir =
             minder::address::default_socket().parent().map(PathBuf::from).unwrap_or_else(std::env::temp_dir);
         // In the background there is no terminal to log to, and the pid must be findable.
@@ -268,6 +322,9 @@ fn main() -> ExitCode {
     for w in &config.warnings {
         tracing::warn!("{w}");
     }
+    if let Some(why) = &fell_back {
+        tracing::error!("the upgrade failed ({why}): minderd carries on as it was, with the same binary");
+    }
     // supervisord's line for each included file, once the log is open.
     for f in &config.included {
         tracing::info!("Included extra file \"{}\" during parsing", f.display());
@@ -278,24 +335,96 @@ fn main() -> ExitCode {
     for w in setup::unsupported(&config) {
         tracing::warn!("{w}");
     }
-    if !config.daemon.nocleanup {
+    // An upgraded daemon's AUTO logs are its children's, in use.
+    if !config.daemon.nocleanup && handover.is_none() {
         setup::clear_auto_logs(&config.daemon.childlogdir, &config.daemon.identifier);
     }
+    let image = match upgrade::Image::current(handover.as_ref().map(|h| h.exe.clone()), old_image) {
+        Ok(image) => Some(image),
+        Err(e) => {
+            tracing::warn!("minderd cannot upgrade itself in place: its binary is unknown ({e})");
+            None
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => return fail(readiness, format!("cannot start the runtime: {e}")),
     };
-    runtime.block_on(async move {
-        let listeners = match listen::bind_all(&config.daemon.listen, config.daemon.socket_mode).await {
+    // The main thread forks every child and makes an upgrade's exec (see upgrade.rs); the
+    // daemon runs on a thread of its own.
+    let forks = upgrade::install_forker();
+    let daemon = std::thread::Builder::new().name("minderd".into()).spawn(move || {
+        let code = runtime.block_on(serve(
+            config,
+            fell_back,
+            readiness,
+            daemon_log,
+            handover.take(),
+            image,
+            background,
+        ));
+        upgrade::quit_forker();
+        code
+    });
+    let daemon = match daemon {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("minderd: cannot start: {e}");
+            return ExitCode::from(START_FAILED);
+        }
+    };
+    upgrade::serve_forks(forks);
+    daemon.join().unwrap_or(ExitCode::from(START_FAILED))
+}
+
+/// Binds (or, after an upgrade, adopts) the listeners, finishes the set-up, announces
+/// readiness and runs the daemon.
+async fn serve(
+    config: Config,
+    upgrade_failure: Option<String>,
+    readiness: Readiness,
+    daemon_log: Option<Arc<minderd::logs::LogChannel>>,
+    mut handover: Option<upgrade::Handover>,
+    image: Option<upgrade::Image>,
+    background: bool,
+) -> ExitCode {
+    let fail = |readiness: Readiness, why: String| {
+        eprintln!("minderd: {why}");
+        readiness.failed(&why);
+        ExitCode::from(START_FAILED)
+    };
+    {
+        let bound = match &mut handover {
+            Some(h) => {
+                let adopted: Result<Vec<_>, _> =
+                    std::mem::take(&mut h.listeners).into_iter().map(listen::Listener::adopt).collect();
+                adopted.map_err(|e| format!("cannot take over the listening sockets: {e}"))
+            }
+            None => listen::bind_all(&config.daemon.listen, config.daemon.socket_mode)
+                .await
+                .map_err(|e| e.to_string()),
+        };
+        let listeners = match bound {
             Ok(l) => l,
             Err(e) => {
                 tracing::error!("{e}");
-                return fail(readiness, e.to_string());
+                return fail(readiness, e);
             }
+        };
+        let metrics = match handover.as_mut().and_then(|h| h.metrics.take()) {
+            Some(fd) => match upgrade::take_fd(fd).and_then(|fd| {
+                let l = std::net::TcpListener::from(fd);
+                l.set_nonblocking(true)?;
+                tokio::net::TcpListener::from_std(l)
+            }) {
+                Ok(l) => Some(l),
+                Err(e) => return fail(readiness, format!("cannot take over the metrics port: {e}")),
+            },
+            None => None,
         };
         // TLS and the metrics port are set up before readiness too: a daemon that said it is
         // ready serves on everything it was told to, or it does not start.
-        let endpoints = match minderd::Endpoints::prepare(&config.daemon, listeners).await {
+        let endpoints = match minderd::Endpoints::prepare_with(&config.daemon, listeners, metrics).await {
             Ok(e) => e,
             Err(e) => {
                 tracing::error!("{e}");
@@ -314,10 +443,14 @@ fn main() -> ExitCode {
             None => None,
         };
         readiness.ready();
-        // supervisord's own words, which tools wait for in its log; minderd's line follows.
-        tracing::info!("supervisord started with pid {}", std::process::id());
+        if handover.is_none() {
+            // supervisord's own words, which tools wait for in its log; minderd's line follows.
+            tracing::info!("supervisord started with pid {}", std::process::id());
+        }
+        let lineage = minderd::Lineage { image, handover, background, upgrade_failure };
         // The configuration is the daemon's from here on: one copy, replaced on reload.
-        let result = minderd::run(Arc::new(config), endpoints, daemon_log, std::future::pending()).await;
+        let result =
+            minderd::run_as(Arc::new(config), endpoints, daemon_log, std::future::pending(), lineage).await;
         drop(pidfile);
         match result {
             Ok(()) => ExitCode::SUCCESS,
@@ -326,7 +459,7 @@ fn main() -> ExitCode {
                 ExitCode::from(START_FAILED)
             }
         }
-    })
+    }
 }
 
 /// Reads the configuration, checking what must exist on this machine when `host_checks`.

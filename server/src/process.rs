@@ -63,6 +63,15 @@ pub struct Shared {
     shutting_down: AtomicBool,
     /// The directory of the notify sockets (`ready = "notify"`), made at first use.
     notify_dir: std::sync::OnceLock<Result<tempfile::TempDir, String>>,
+    /// After an upgrade: each process's state and child, for its task to take back.
+    pub adoptions: crate::upgrade::Adoptions,
+    /// When the daemon first started (before any upgrade), and how many upgrades since.
+    pub started: SystemTime,
+    pub upgrades: u32,
+    pub upgrade_failure: Option<String>,
+    /// Where `Supervisor::upgrade` sends its requests (to `run`), when this daemon can upgrade.
+    pub(crate) upgrade_requests:
+        std::sync::OnceLock<tokio::sync::mpsc::UnboundedSender<crate::upgrade::Call>>,
 }
 
 impl Shared {
@@ -76,6 +85,11 @@ impl Shared {
             cgroups: None,
             shutting_down: AtomicBool::new(false),
             notify_dir: std::sync::OnceLock::new(),
+            adoptions: crate::upgrade::Adoptions::default(),
+            started: SystemTime::now(),
+            upgrades: 0,
+            upgrade_failure: None,
+            upgrade_requests: std::sync::OnceLock::new(),
         }
     }
 
@@ -268,6 +282,18 @@ enum Command {
     Stdin {
         reply: oneshot::Sender<Result<Stdin, Fault>>,
     },
+    /// An upgrade: the task hands over its state and does nothing more (the exec follows).
+    HandOver {
+        reply: oneshot::Sender<Handed>,
+    },
+}
+
+/// A process's state for the next image, and the descriptors it names (kept open until the
+/// exec; their numbers are in the state).
+#[derive(Debug)]
+pub struct Handed {
+    pub state: crate::upgrade::ProcessState,
+    pub fds: Vec<std::os::fd::OwnedFd>,
 }
 
 /// The write end of a running child's stdin. Writers queue on the lock in order; the process's
@@ -409,7 +435,8 @@ impl ProcessHandle {
         let cgroup = shared.cgroups.as_ref().and_then(|c| c.dir_for(&config.full_name())).map(Arc::from);
         let (tx, rx) = Outbox::new();
         let (snap_tx, snapshot) = watch::channel(Snapshot::new());
-        let actor = Actor {
+        let adopted = shared.adoptions.take(&config.full_name());
+        let mut actor = Actor {
             policy: policy(&config),
             config: Arc::clone(&config),
             logs: Arc::clone(&logs),
@@ -435,12 +462,23 @@ impl ProcessHandle {
             status: None,
             main_pid: None,
         };
+        if let Some(adopted) = adopted {
+            actor.adopt(adopted);
+        }
         tokio::spawn(actor.run(rx));
         ProcessHandle { config, logs, tx, snapshot, cgroup }
     }
 
     pub fn snapshot(&self) -> Snapshot {
         self.snapshot.borrow().clone()
+    }
+
+    /// For an upgrade, once the reaper is frozen: the process's state, after which its task
+    /// does nothing more. `None` if the task has ended.
+    pub async fn hand_over(&self) -> Option<Handed> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(Command::HandOver { reply }).ok()?;
+        rx.await.ok()
     }
 
     /// The process's snapshots as they change; the receiver closes when the process's task
@@ -678,18 +716,7 @@ impl Actor {
                     if self.child.is_some() =>
                 {
                     let (pid, _) = self.child.take().expect("guarded by the condition");
-                    self.pidfd = None;
-                    match status {
-                        Ok(mut status) => {
-                            self.drain_cgroup().await;
-                            self.mark_oom(&mut status);
-                            self.stop_wall = Some(SystemTime::now());
-                            self.stdin = None;
-                            let _ = Box::pin(self.feed(Event::Exited { pid, status })).await;
-                        }
-                        // The reaper never drops a registration without answering it.
-                        Err(_) => tracing::error!("lost track of {} (pid {pid})", self.config.name),
-                    }
+                    Box::pin(self.exited(pid, status.ok())).await;
                 }
                 () = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
                     let _ = Box::pin(self.feed(Event::Timer)).await;
@@ -698,8 +725,120 @@ impl Actor {
         }
     }
 
+    /// The child `pid` has ended (`None`: its registration was dropped, which the reaper
+    /// never does).
+    async fn exited(&mut self, pid: u32, status: Option<ExitStatus>) {
+        self.pidfd = None;
+        match status {
+            Some(mut status) => {
+                self.drain_cgroup().await;
+                self.mark_oom(&mut status);
+                self.stop_wall = Some(SystemTime::now());
+                self.stdin = None;
+                let _ = Box::pin(self.feed(Event::Exited { pid, status })).await;
+            }
+            None => tracing::error!("lost track of {} (pid {pid})", self.config.name),
+        }
+    }
+
+    /// The process's state for the next image. The reaper is frozen by now; an exit it reaped
+    /// before is taken first, so the state never names a child that is gone.
+    async fn save(&mut self) -> Handed {
+        if let Some((pid, rx)) = &mut self.child {
+            let pid = *pid;
+            match rx.try_recv() {
+                Ok(status) => {
+                    self.child = None;
+                    Box::pin(self.exited(pid, Some(status))).await;
+                }
+                Err(oneshot::error::TryRecvError::Closed) => {
+                    self.child = None;
+                    Box::pin(self.exited(pid, None)).await;
+                }
+                Err(oneshot::error::TryRecvError::Empty) => {}
+            }
+        }
+        let now = Instant::now();
+        let mut fds = Vec::new();
+        let mut keep = |fd: std::io::Result<std::os::fd::OwnedFd>| match fd {
+            Ok(fd) => {
+                let raw = std::os::fd::AsRawFd::as_raw_fd(&fd);
+                fds.push(fd);
+                Some(raw)
+            }
+            Err(e) => {
+                tracing::error!("cannot hand over the stdin of {}: {e}", self.config.name);
+                None
+            }
+        };
+        let stdin = match &self.stdin {
+            Some(StdinEnd::Unused(fd)) => keep(crate::upgrade::inheritable(fd)),
+            // A write in progress finishes first (it has STDIN_PATIENCE at most).
+            Some(StdinEnd::Open(pipe)) => {
+                let pipe = Arc::clone(pipe);
+                let pipe = pipe.lock().await;
+                keep(crate::upgrade::inheritable(&*pipe))
+            }
+            None => None,
+        };
+        use crate::upgrade::{unix_ms, Saved, SavedExit};
+        let state = crate::upgrade::ProcessState {
+            full_name: self.config.full_name(),
+            state: Saved::of(&self.machine.state, now),
+            start_ms: self.start_wall.map(unix_ms),
+            up_for_ms: self
+                .up_since
+                .map(|t| u64::try_from(now.saturating_duration_since(t).as_millis()).unwrap_or(u64::MAX)),
+            stop_ms: self.stop_wall.map(unix_ms),
+            spawn_count: self.spawn_count,
+            last_exit: self.machine.last_exit.as_ref().map(SavedExit::of),
+            spawn_error: self.machine.spawn_error.clone(),
+            stdin,
+            stdout: None,
+            stderr: None,
+        };
+        Handed { state, fds }
+    }
+
+    /// Takes back the state and child an earlier image handed over (an upgrade).
+    fn adopt(&mut self, a: crate::upgrade::Adopted) {
+        let now = Instant::now();
+        let saved = a.saved;
+        self.machine.state = saved.state.state(now);
+        self.machine.last_exit = saved.last_exit.map(|e| e.exit());
+        self.machine.spawn_error = saved.spawn_error;
+        self.start_wall = saved.start_ms.map(crate::upgrade::from_unix_ms);
+        self.up_since = saved.up_for_ms.map(|m| now.checked_sub(Duration::from_millis(m)).unwrap_or(now));
+        self.stop_wall = saved.stop_ms.map(crate::upgrade::from_unix_ms);
+        self.spawn_count = saved.spawn_count;
+        if self.spawn_count > 0 {
+            // Its cgroup exists, and its child is in it.
+            if let Err(e) = self.cgroup() {
+                tracing::error!("{e}");
+            }
+        }
+        if let Some(pid) = saved.state.pid() {
+            match a.exit {
+                Some(forked) => {
+                    self.child = Some((pid, forked.exit));
+                    self.pidfd = forked.pidfd;
+                }
+                None => tracing::error!("lost track of {} (pid {pid}) in the upgrade", self.config.name),
+            }
+            self.stdin = a.stdin.map(StdinEnd::Unused);
+            self.capture(pid, a.stdout, a.stderr);
+        }
+        self.publish(Vec::new());
+    }
+
     async fn command(&mut self, cmd: Command) {
         match cmd {
+            Command::HandOver { reply } => {
+                let handed = self.save().await;
+                let _ = reply.send(handed);
+                // Nothing more: the exec follows, and the next image carries on.
+                std::future::pending::<()>().await;
+            }
             Command::Start { explicit, spawned, settled, wait_for } => {
                 // As supervisord's startProcess: a command that cannot run is refused before
                 // anything changes.
@@ -1025,40 +1164,7 @@ impl Actor {
                         Err(e) => tracing::error!("{}: {e}", self.config.name),
                     }
                 }
-                let c = &self.config;
-                let outputs = [
-                    (
-                        "stdout",
-                        child.stdout,
-                        &self.logs.stdout,
-                        c.stdout_events_enabled,
-                        c.stdout_capture_maxbytes,
-                    ),
-                    (
-                        "stderr",
-                        child.stderr,
-                        &self.logs.stderr,
-                        c.stderr_events_enabled,
-                        c.stderr_capture_maxbytes,
-                    ),
-                ];
-                for (stream, pipe, channel, events, capture_maxbytes) in outputs {
-                    let Some(pipe) = pipe else { continue };
-                    let mode = match &self.logs.pool {
-                        Some(pool) if stream == "stdout" => capture::Mode::Listener { pool: pool.clone() },
-                        _ => capture::Mode::Plain { events, capture_maxbytes },
-                    };
-                    let output = capture::Output {
-                        process: c.name.clone(),
-                        group: c.group.clone(),
-                        pid: child.pid,
-                        stream,
-                        channel: channel.clone(),
-                        hub: Arc::clone(&hub),
-                        mode,
-                    };
-                    capture::spawn(pipe, output);
-                }
+                self.capture(child.pid, child.stdout, child.stderr);
                 self.child = Some((child.pid, child.exit));
                 self.pidfd = child.pidfd;
                 self.spawn_count += 1;
@@ -1069,6 +1175,33 @@ impl Actor {
                 let out_of_descriptors = matches!(e, SpawnError::NoDescriptors(_));
                 Event::SpawnFailed { reason: e.to_string(), out_of_descriptors }
             }
+        }
+    }
+
+    /// Starts capturing the child `pid`'s output pipes into its log channels.
+    fn capture(&self, pid: u32, stdout: Option<std::os::fd::OwnedFd>, stderr: Option<std::os::fd::OwnedFd>) {
+        let hub = &self.shared.events.listeners;
+        let c = &self.config;
+        let outputs = [
+            ("stdout", stdout, &self.logs.stdout, c.stdout_events_enabled, c.stdout_capture_maxbytes),
+            ("stderr", stderr, &self.logs.stderr, c.stderr_events_enabled, c.stderr_capture_maxbytes),
+        ];
+        for (stream, pipe, channel, events, capture_maxbytes) in outputs {
+            let Some(pipe) = pipe else { continue };
+            let mode = match &self.logs.pool {
+                Some(pool) if stream == "stdout" => capture::Mode::Listener { pool: pool.clone() },
+                _ => capture::Mode::Plain { events, capture_maxbytes },
+            };
+            let output = capture::Output {
+                process: c.name.clone(),
+                group: c.group.clone(),
+                pid,
+                stream,
+                channel: channel.clone(),
+                hub: Arc::clone(hub),
+                mode,
+            };
+            capture::spawn(pipe, output);
         }
     }
 

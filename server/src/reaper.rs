@@ -35,13 +35,20 @@ pub struct Reaper {
     waiting: Mutex<HashMap<i32, oneshot::Sender<ExitStatus>>>,
     /// Where each child's pidfd goes, to be ended if minderd is killed (Linux).
     sentinel: Option<Sentinel>,
+    /// Set (under the lock) for an upgrade: nothing is reaped any more, so every exit from now
+    /// on waits, a zombie, for the next image.
+    frozen: std::sync::atomic::AtomicBool,
+    /// Children die with minderd (`kill_on_exit`): they ask for a parent-death signal.
+    guard: bool,
 }
 
 impl Reaper {
     /// Makes this process a subreaper (where the OS has them) and starts reaping on SIGCHLD.
     /// Must be called inside the tokio runtime, before any child is spawned.
     /// `sentinel_cgroup`: a `cgroup.procs` the sentinel joins first (see [`crate::cgroup`]).
-    pub fn start(sentinel_cgroup: Option<BorrowedFd<'_>>) -> std::io::Result<Arc<Reaper>> {
+    /// Without `guard` (`kill_on_exit = false`) there is no sentinel, and children do not ask
+    /// to die with minderd.
+    pub fn start(sentinel_cgroup: Option<BorrowedFd<'_>>, guard: bool) -> std::io::Result<Arc<Reaper>> {
         #[cfg(target_os = "linux")]
         // SAFETY: prctl with PR_SET_CHILD_SUBREAPER takes one integer argument and no pointers.
         unsafe {
@@ -49,17 +56,58 @@ impl Reaper {
                 return Err(std::io::Error::last_os_error());
             }
         }
-        let mut sigchld = signal(SignalKind::child())?;
-        let sentinel = match Sentinel::start(sentinel_cgroup) {
-            Ok(s) => Some(s),
-            Err(e) => {
+        let started = if guard { Some(Sentinel::start(sentinel_cgroup)) } else { None };
+        let sentinel = match started {
+            None => None,
+            Some(Ok(s)) => Some(s),
+            Some(Err(e)) => {
                 tracing::warn!(
                     "cannot start the sentinel ({e}): children that drop privileges themselves would outlive a killed minderd"
                 );
                 None
             }
         };
-        let reaper = Arc::new(Reaper { waiting: Mutex::default(), sentinel });
+        Ok(Reaper::launch(sentinel, &[], guard)?.0)
+    }
+
+    /// The reaper of an upgraded minderd: it keeps the sentinel the old image started (its
+    /// socket and pid), and registers the children the old image handed over (`adopt`) before
+    /// anything is reaped, so an exit during the hand-over reaches its process's task. Returns
+    /// each adopted child's registration by pid.
+    pub fn resume(
+        sentinel: Option<(OwnedFd, u32)>,
+        adopt: &[i32],
+        guard: bool,
+    ) -> std::io::Result<(Arc<Reaper>, HashMap<i32, Forked>)> {
+        #[cfg(target_os = "linux")]
+        // SAFETY: prctl with PR_SET_CHILD_SUBREAPER takes one integer argument and no pointers.
+        unsafe {
+            if libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+        }
+        let sentinel = sentinel.map(|(sock, pid)| Sentinel { sock, pid });
+        Reaper::launch(sentinel, adopt, guard)
+    }
+
+    fn launch(
+        sentinel: Option<Sentinel>,
+        adopt: &[i32],
+        guard: bool,
+    ) -> std::io::Result<(Arc<Reaper>, HashMap<i32, Forked>)> {
+        let mut sigchld = signal(SignalKind::child())?;
+        let reaper =
+            Arc::new(Reaper { waiting: Mutex::default(), sentinel, frozen: Default::default(), guard });
+        let mut adopted = HashMap::new();
+        {
+            let mut waiting = reaper.lock();
+            for &pid in adopt {
+                let (tx, rx) = oneshot::channel();
+                waiting.insert(pid, tx);
+                // Not reaped yet (nothing has been since the exec): the pid is still this child.
+                adopted.insert(pid, Forked { pid, pidfd: pidfd_open(pid), exit: rx });
+            }
+        }
         let r = Arc::clone(&reaper);
         tokio::spawn(async move {
             // Children that ended before the handler was installed.
@@ -68,7 +116,21 @@ impl Reaper {
                 r.reap();
             }
         });
-        Ok(reaper)
+        Ok((reaper, adopted))
+    }
+
+    /// Stops reaping, for an upgrade: from now on an exit stays a zombie, with its status, until
+    /// the next image reaps it.
+    pub fn freeze(&self) {
+        let _waiting = self.lock();
+        self.frozen.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// The sentinel's socket (kept open across exec) and pid, for the hand-over.
+    pub fn sentinel_for_handover(&self) -> Option<(std::os::fd::RawFd, u32)> {
+        let s = self.sentinel.as_ref()?;
+        crate::upgrade::keep_across_exec(&s.sock);
+        Some((std::os::fd::AsRawFd::as_raw_fd(&s.sock), s.pid))
     }
 
     fn lock(&self) -> MutexGuard<'_, HashMap<i32, oneshot::Sender<ExitStatus>>> {
@@ -96,9 +158,27 @@ impl Reaper {
         #[cfg(target_os = "linux")]
         let mut stack = vec![0u8; CHILD_STACK];
         let mut waiting = self.lock();
+        // On the forking thread (the main thread): a child's parent-death signal follows the
+        // thread that forked it, and that thread must outlive an upgrade's exec.
         #[cfg(target_os = "linux")]
-        // SAFETY: the caller's guarantees on `child` are what `clone_vfork` needs.
-        let pid = unsafe { clone_vfork(child, &mut stack) };
+        let job = crate::upgrade::AssertSend((child, &mut stack));
+        #[cfg(target_os = "linux")]
+        let pid = crate::upgrade::on_forker(move || {
+            let (child, stack) = job.into_inner();
+            // SAFETY: the caller's guarantees on `child` are what `clone_vfork` needs.
+            let pid = unsafe { clone_vfork(child, stack) };
+            (pid, Errno::last_raw())
+        })
+        .map_or_else(
+            || {
+                Errno::set_raw(libc::EAGAIN);
+                -1
+            },
+            |(pid, errno)| {
+                Errno::set_raw(errno);
+                pid
+            },
+        );
         #[cfg(not(target_os = "linux"))]
         // SAFETY: the caller guarantees `child` is async-signal-safe; the parent side only
         // records the pid.
@@ -122,6 +202,11 @@ impl Reaper {
                 Ok(Forked { pid, pidfd, exit: rx })
             }
         }
+    }
+
+    /// Whether children ask to die with minderd (`kill_on_exit`).
+    pub fn guards_children(&self) -> bool {
+        self.guard
     }
 
     /// The sentinel's pid, while there is one.
@@ -183,6 +268,9 @@ impl Reaper {
     fn reap(&self) {
         loop {
             let waiting = &mut *self.lock();
+            if self.frozen.load(std::sync::atomic::Ordering::SeqCst) {
+                return;
+            }
             let mut status = 0;
             // SAFETY: waitpid writes only to `status`.
             let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
@@ -531,7 +619,7 @@ mod tests {
     /// One test, as a process has one reaper: two would reap each other's children.
     #[tokio::test(flavor = "multi_thread")]
     async fn signals_reach_live_children_and_never_a_reaped_childs_pid() {
-        let reaper = Reaper::start(None).expect("the reaper starts");
+        let reaper = Reaper::start(None, true).expect("the reaper starts");
         a_live_child_is_signalled(&reaper).await;
         a_reaped_child_is_never_signalled_even_when_its_pid_is_reused(&reaper).await;
     }

@@ -442,6 +442,7 @@ fn fork_exec(
     let plan = ChildPlan {
         // SAFETY: getpid has no preconditions.
         parent: unsafe { libc::getpid() },
+        die_with_parent: reaper.guards_children(),
         path: path.as_ptr(),
         argv: argv_ptrs.as_ptr(),
         envp: env_ptrs.as_ptr(),
@@ -474,6 +475,8 @@ fn max_fd() -> libc::c_int {
 struct ChildPlan<'a> {
     /// minderd's pid, to notice it died before the child asked to die with it.
     parent: libc::pid_t,
+    /// Whether to ask to die with minderd (`kill_on_exit`).
+    die_with_parent: bool,
     path: *const libc::c_char,
     argv: *const *const libc::c_char,
     envp: *const *const libc::c_char,
@@ -557,11 +560,11 @@ unsafe fn exec_child(p: &ChildPlan<'_>) -> ! {
         // go down with it rather than live on orphaned, unsupervised. This comes after the
         // switch of user: the kernel clears the parent-death signal on every change of
         // credentials, so asked for before setuid it would be silently gone. The kernel ties
-        // it to the forking thread, a runtime worker that lives as long as the daemon. A
-        // minderd that died before the request took effect is caught by the parent check: the
-        // child would have been re-parented by then.
+        // it to the forking thread: minderd's main thread (upgrade.rs), which lives as long as
+        // the daemon, across upgrades. A minderd that died before the request took effect is
+        // caught by the parent check: the child would have been re-parented by then.
         #[cfg(target_os = "linux")]
-        {
+        if p.die_with_parent {
             libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
             if libc::getppid() != p.parent {
                 libc::_exit(127);

@@ -103,6 +103,10 @@ pub struct DaemonFacts {
     pub identifier: String,
     pub config_path: PathBuf,
     pub start_time: SystemTime,
+    /// How many times this daemon has been upgraded in place since it started.
+    pub upgrades: u32,
+    /// Why the last upgrade did not take (the old binary took the hand-over back).
+    pub upgrade_failure: Option<String>,
     pub hostname: String,
 }
 
@@ -156,7 +160,10 @@ impl Supervisor {
             pid: std::process::id(),
             identifier: config.daemon.identifier.clone(),
             config_path: config.path.clone(),
-            start_time: SystemTime::now(),
+            // The first start's, across upgrades.
+            start_time: shared.started,
+            upgrades: shared.upgrades,
+            upgrade_failure: shared.upgrade_failure.clone(),
             hostname: nix::unistd::gethostname()
                 .map(|h| h.to_string_lossy().into_owned())
                 .unwrap_or_default(),

@@ -228,6 +228,9 @@ fn daemon(d: &DaemonConfig) -> Table {
         crate::config::CgroupSetting::Off => drop(t.insert("cgroup", s("off"))),
         crate::config::CgroupSetting::Path(p) => drop(t.insert("cgroup", s(p))),
     }
+    if !d.kill_on_exit {
+        t.insert("kill_on_exit", toml_edit::value(false));
+    }
     t.insert("identifier", s(&d.identifier));
     t.insert("environment", env_table(&d.environment));
     if !d.credentials.is_empty() {

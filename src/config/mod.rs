@@ -133,6 +133,10 @@ pub struct DaemonConfig {
     pub metrics: Option<String>,
     /// Where the programs' cgroups go (`cgroup`).
     pub cgroup: CgroupSetting,
+    /// Whether minderd's death takes every supervised process with it (`kill_on_exit`, true
+    /// by default): the parent-death signal and the sentinel. Off, children outlive a killed
+    /// minderd, unsupervised, as under supervisord.
+    pub kill_on_exit: bool,
     /// Added to every child's environment (under the program's own).
     pub environment: BTreeMap<String, String>,
 }

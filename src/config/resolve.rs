@@ -258,6 +258,7 @@ const TOML_DAEMON_ONLY: &[&str] = &[
     "insecure",
     "metrics",
     "cgroup",
+    "kill_on_exit",
 ];
 
 /// Every option name supervisord knows, for "did you mean" hints (minder's own daemon options
@@ -619,6 +620,7 @@ fn resolve_daemon(shared: &Shared<'_>, report: &mut Report) -> DaemonConfig {
         insecure: false,
         metrics: None,
         cgroup: CgroupSetting::Auto,
+        kill_on_exit: true,
     };
     let Some(section) = shared.raw.section(SectionKind::Daemon) else {
         return d;
@@ -689,6 +691,7 @@ fn resolve_daemon(shared: &Shared<'_>, report: &mut Report) -> DaemonConfig {
             });
         d.insecure = sec.take(report, "insecure", &vars, false, values::boolean);
         d.cgroup = sec.take(report, "cgroup", &vars, CgroupSetting::Auto, values::cgroup_setting);
+        d.kill_on_exit = sec.take(report, "kill_on_exit", &vars, true, values::boolean);
         d.metrics = sec.take(report, "metrics", &vars, None, |r| {
             let t = text(r)?;
             match t.rsplit_once(':') {

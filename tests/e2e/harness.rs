@@ -61,6 +61,8 @@ pub struct Daemon {
     pub socket: PathBuf,
     pub config: PathBuf,
     pub log: PathBuf,
+    /// The minderd binary to run (the build's when `None`): the upgrade tests run a copy.
+    pub minderd: Option<PathBuf>,
     child: Option<Child>,
 }
 
@@ -74,6 +76,13 @@ impl Daemon {
     /// As [`Daemon::start`], with `files` (name, contents) written into the directory first
     /// and `extra` arguments for minderd.
     pub fn start_with(toml: &str, files: &[(&str, &str)], extra: &[&str]) -> Daemon {
+        let mut d = Daemon::prepare(toml, files);
+        d.spawn(extra);
+        d
+    }
+
+    /// As [`Daemon::start_with`], without starting minderd: the test calls [`Daemon::spawn`].
+    pub fn prepare(toml: &str, files: &[(&str, &str)]) -> Daemon {
         let dir = tempfile::Builder::new().prefix("minder-e2e-").tempdir().expect("a temp dir");
         for (name, contents) in files {
             if name.ends_with('/') {
@@ -85,20 +94,19 @@ impl Daemon {
         let config = dir.path().join("minder.toml");
         std::fs::write(&config, toml.replace("{dir}", &dir.path().display().to_string()))
             .expect("write config");
-        let mut d = Daemon {
+        Daemon {
             socket: dir.path().join("minder.sock"),
             log: dir.path().join("minderd.log"),
             config,
             dir,
+            minderd: None,
             child: None,
-        };
-        d.spawn(extra);
-        d
+        }
     }
 
     /// Starts minderd (again) with extra arguments, and waits until it answers.
     pub fn spawn(&mut self, extra: &[&str]) {
-        let child = Command::new(bin("minderd"))
+        let child = Command::new(self.minderd.clone().unwrap_or_else(|| bin("minderd")))
             .arg("-c")
             .arg(&self.config)
             .arg("--listen")

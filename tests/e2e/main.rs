@@ -22,5 +22,6 @@ mod reliability;
 mod reload;
 mod security;
 mod shell;
+mod upgrade;
 mod web;
 mod xmlrpc;

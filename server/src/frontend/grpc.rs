@@ -460,6 +460,8 @@ impl pb::supervisor_server::Supervisor for Service {
             state: state.into(),
             start_time: Some(timestamp(f.start_time)),
             hostname: f.hostname.clone(),
+            upgrades: f.upgrades,
+            upgrade_failure: f.upgrade_failure.clone().unwrap_or_default(),
         }))
     }
 
@@ -736,6 +738,17 @@ impl pb::supervisor_server::Supervisor for Service {
             Ok(Response::new(pb::ShutdownResponse {}))
         } else {
             Err(Status::failed_precondition("minderd is already shutting down"))
+        }
+    }
+
+    async fn upgrade(
+        &self,
+        req: Request<pb::UpgradeRequest>,
+    ) -> Result<Response<pb::UpgradeResponse>, Status> {
+        audit(&req, "upgrade");
+        match self.sup.upgrade().await {
+            Ok(a) => Ok(Response::new(pb::UpgradeResponse { version: a.version, upgrades: a.upgrades })),
+            Err(e) => Err(Status::failed_precondition(e)),
         }
     }
 }
