@@ -34,7 +34,7 @@ pub const MAX_BODY: usize = 64 * 1024;
 
 /// An error answer: `{"status": "error", "message": …}` with its HTTP status.
 #[derive(Debug)]
-pub struct ApiError(StatusCode, String);
+pub struct ApiError(pub StatusCode, pub String);
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
@@ -43,7 +43,7 @@ impl IntoResponse for ApiError {
 }
 
 impl ApiError {
-    fn from_call(node: &str, e: &CallError) -> ApiError {
+    pub(crate) fn from_call(node: &str, e: &CallError) -> ApiError {
         let code = match e {
             CallError::TimedOut(_) => StatusCode::GATEWAY_TIMEOUT,
             CallError::NotConnected(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -93,12 +93,13 @@ pub fn router(fleet: Arc<Fleet>) -> Router {
         .layer(DefaultBodyLimit::max(MAX_BODY));
     Router::new()
         .nest("/api/v2", api)
+        .merge(crate::web::router(fleet.clone()))
         .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "no such page".into()) })
         .with_state(fleet)
 }
 
 /// Refuses a request without the administrator's Basic credentials.
-async fn require_admin(State(fleet): State<Arc<Fleet>>, req: Request, next: Next) -> Response {
+pub(crate) async fn require_admin(State(fleet): State<Arc<Fleet>>, req: Request, next: Next) -> Response {
     use base64::Engine as _;
     let given = req
         .headers()
@@ -124,7 +125,7 @@ fn same(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-fn find_node(fleet: &Fleet, name: &str) -> Result<Arc<Node>, ApiError> {
+pub(crate) fn find_node(fleet: &Fleet, name: &str) -> Result<Arc<Node>, ApiError> {
     if !is_plain_name(name) {
         return Err(ApiError(StatusCode::BAD_REQUEST, "not a node name".into()));
     }
@@ -133,7 +134,7 @@ fn find_node(fleet: &Fleet, name: &str) -> Result<Arc<Node>, ApiError> {
         .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no node named {name:?} in the fleet")))
 }
 
-fn general(node: &Node, view: &NodeView) -> Json_ {
+pub(crate) fn general(node: &Node, view: &NodeView) -> Json_ {
     json!({
         "name": node.config.name,
         "environment": node.config.environment,
@@ -152,7 +153,7 @@ fn general(node: &Node, view: &NodeView) -> Json_ {
     })
 }
 
-fn node_json(node: &Node) -> Json_ {
+pub(crate) fn node_json(node: &Node) -> Json_ {
     let view = node.view();
     json!({"general": general(node, &view), "processes": &*view.processes})
 }
@@ -184,7 +185,7 @@ async fn node_processes(State(fleet): State<Arc<Fleet>>, Path(name): Path<String
 }
 
 /// The process `wanted` (`group:name` or `name`) as the node last reported it.
-fn find_process(node: &Node, wanted: &str) -> Result<Process, ApiError> {
+pub(crate) fn find_process(node: &Node, wanted: &str) -> Result<Process, ApiError> {
     let plain = match wanted.split_once(':') {
         Some((g, n)) => is_plain_name(g) && is_plain_name(n),
         None => is_plain_name(wanted),

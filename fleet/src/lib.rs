@@ -14,6 +14,8 @@ pub mod api;
 pub mod config;
 pub mod model;
 pub mod node;
+pub mod stream;
+pub mod web;
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -44,6 +46,8 @@ pub struct Fleet {
     path: PathBuf,
     /// Held only to clone an `Arc` out or to swap in a new configuration, never across an await.
     current: RwLock<Current>,
+    /// What changed on the nodes, for the live streams.
+    feed: stream::Feed,
 }
 
 /// Whether two configurations of a node would make the same task (its place in the file aside).
@@ -66,8 +70,14 @@ fn same_node(a: &NodeConfig, b: &NodeConfig) -> bool {
 impl Fleet {
     /// Starts one task per node.
     pub fn start(config: &FleetConfig) -> Arc<Fleet> {
-        let members: Vec<Member> = config.nodes.iter().map(|n| spawn(n, config.timing)).collect();
-        Arc::new(Fleet { path: config.path.clone(), current: RwLock::new(current(members, config)) })
+        let feed = stream::Feed::default();
+        let members: Vec<Member> = config.nodes.iter().map(|n| spawn(n, config.timing, &feed)).collect();
+        Arc::new(Fleet { path: config.path.clone(), current: RwLock::new(current(members, config)), feed })
+    }
+
+    /// The change feed of the live streams.
+    pub fn feed(&self) -> &stream::Feed {
+        &self.feed
     }
 
     /// The nodes, in configuration order (a snapshot: a reload does not change it).
@@ -107,7 +117,7 @@ impl Fleet {
                     kept += 1;
                 }
                 None => {
-                    members.push(spawn(n, config.timing));
+                    members.push(spawn(n, config.timing, &self.feed));
                     started += 1;
                 }
             }
@@ -121,8 +131,9 @@ impl Fleet {
     }
 }
 
-fn spawn(n: &NodeConfig, timing: Timing) -> Member {
+fn spawn(n: &NodeConfig, timing: Timing, feed: &stream::Feed) -> Member {
     let (node, task) = Node::spawn(n.clone(), timing);
+    feed.watch(&node);
     Member { node, task: task.abort_handle() }
 }
 
@@ -167,6 +178,13 @@ pub async fn run(
         })
     };
     let app = api::router(fleet.clone());
+    // The live streams never end on their own: the shutdown ends them, so that the graceful
+    // shutdown, which waits for every response, can finish.
+    let closer = fleet.clone();
+    let shutdown = async move {
+        shutdown.await;
+        closer.feed().close();
+    };
     let served = axum::serve(listener, app).with_graceful_shutdown(shutdown).await;
     reloader.abort();
     drop(fleet);
