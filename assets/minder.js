@@ -740,12 +740,13 @@ function timedelta(secs) {
   async function loadActivity() {
     const r = await api('api/v2/activitylogs/200/');
     const a = r.answer;
-    const list = a.logs || a.activitylogs || a.activity || [];
+    const list = a.entries || [];
     const words = document.getElementById('activityfilter').value.toLowerCase().split(/\s+/).filter(Boolean);
     const rows = [];
     for (const e of list) {
-      const cells = [pick(e, ['time', 'at', 'date', 'timestamp']), pick(e, ['user', 'username']), pick(e, ['action', 'what']),
-        pick(e, ['node']), pick(e, ['process']), pick(e, ['result', 'message', 'detail'])];
+      const result = pick(e, ['result']) + (e.detail ? ': ' + e.detail : '');
+      const cells = [e.at ? new Date(e.at * 1000).toLocaleString() : '', pick(e, ['user']) + (e.source ? ' from ' + e.source : ''),
+        pick(e, ['action']), pick(e, ['node']), pick(e, ['process']), result];
       if (!words.every(w => cells.join(' ').toLowerCase().includes(w))) continue;
       rows.push(el('tr', {}, ...cells.map(c => el('td', {}, c))));
     }

@@ -8,22 +8,26 @@
 //! reported, so nothing a client invents reaches a node. Bodies are bounded (64 KiB); every
 //! error is JSON `{"status": "error", "message": …}` with a fitting HTTP status.
 //!
-//! Until users and sessions arrive (part 2), every route needs HTTP Basic with the
-//! `[cesi] admin_username`/`admin_password` of the configuration.
+//! Every route sits behind [`auth::authenticate`], which gives it a [`Caller`]: reads are for
+//! everyone logged in, but only the nodes of the caller's environments exist for a restricted
+//! user (others are absent from lists and 404 when named); actions need an operator or admin
+//! (403 for a viewer, before anything reaches a node); users and the activity log need an
+//! admin. Every action (denied ones too) and every log read goes to the activity log.
 
 use std::sync::Arc;
 use std::time::UNIX_EPOCH;
 
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, Request, State};
-use axum::http::{header, StatusCode};
-use axum::middleware::Next;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, MethodRouter};
-use axum::{Json, Router};
+use axum::routing::{get, post, MethodRouter};
+use axum::{Extension, Json, Router};
 use futures_util::StreamExt as _;
 use serde_json::{json, Value as Json_};
 
+use crate::activity::Entry;
+use crate::auth::{self, Caller};
 use crate::config::is_plain_name;
 use crate::model::{NodeView, Process};
 use crate::node::{Action, CallError, Node, ProcessResult, Target};
@@ -86,52 +90,53 @@ pub fn router(fleet: Arc<Fleet>) -> Router {
     api = both(api, "/environments/{env}", get(environment));
     api = both(api, "/groups", get(groups));
     api = both(api, "/groups/{group}", get(group));
-    api = both(api, "/groups/{group}/{action}", axum::routing::post(group_action));
-    let api = api
-        .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "no such route".into()) })
-        .layer(axum::middleware::from_fn_with_state(fleet.clone(), require_admin))
-        .layer(DefaultBodyLimit::max(MAX_BODY));
+    api = both(api, "/groups/{group}/{action}", post(group_action));
+    api = both(api, "/auth/login", post(auth::login));
+    api = both(api, "/auth/logout", post(auth::logout));
+    api = both(api, "/profile", get(auth::profile));
+    api =
+        both(api, "/profile/password", axum::routing::put(auth::change_password).post(auth::change_password));
+    api = both(api, "/users", get(crate::users::list).post(crate::users::add));
+    api = both(api, "/users/{user}", axum::routing::delete(crate::users::remove).put(crate::users::update));
+    api = both(api, "/activitylogs", get(crate::activity::list).delete(crate::activity::clear));
+    api = both(api, "/activitylogs/{limit}", get(crate::activity::list_limit));
+    let api = api.fallback(|| async { ApiError(StatusCode::NOT_FOUND, "no such route".into()) });
     Router::new()
         .nest("/api/v2", api)
-        .merge(crate::web::router(fleet.clone()))
+        .merge(crate::web::router())
         .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "no such page".into()) })
+        // Every route above, and the fallback, is behind authentication (module doc).
+        .layer(axum::middleware::from_fn_with_state(fleet.clone(), auth::authenticate))
+        .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(fleet)
 }
 
-/// Refuses a request without the administrator's Basic credentials.
-pub(crate) async fn require_admin(State(fleet): State<Arc<Fleet>>, req: Request, next: Next) -> Response {
-    use base64::Engine as _;
-    let given = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Basic "))
-        .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b.trim()).ok());
-    let (user, password) = fleet.admin();
-    let expected = format!("{user}:{}", password.expose());
-    if given.is_some_and(|g| same(&g, expected.as_bytes())) {
-        return next.run(req).await;
-    }
-    let mut r =
-        ApiError(StatusCode::UNAUTHORIZED, "log in: HTTP Basic with the fleet's administrator".into())
-            .into_response();
-    r.headers_mut()
-        .insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Basic realm=\"minder-fleet\""));
-    r
+/// The nodes the caller may see.
+fn visible(fleet: &Fleet, caller: &Caller) -> Vec<Arc<Node>> {
+    fleet.nodes().iter().filter(|n| caller.sees(&n.config.environment)).cloned().collect()
 }
 
-/// Compares in time that depends only on the lengths.
-fn same(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-pub(crate) fn find_node(fleet: &Fleet, name: &str) -> Result<Arc<Node>, ApiError> {
+/// The node `name`, when it exists and the caller may see it (404 alike otherwise).
+pub(crate) fn find_node(fleet: &Fleet, caller: &Caller, name: &str) -> Result<Arc<Node>, ApiError> {
     if !is_plain_name(name) {
         return Err(ApiError(StatusCode::BAD_REQUEST, "not a node name".into()));
     }
     fleet
         .node(name)
+        .filter(|n| caller.sees(&n.config.environment))
         .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no node named {name:?} in the fleet")))
+}
+
+/// 403 for a caller who may not act (a viewer), recorded.
+fn may_act(fleet: &Fleet, caller: &Caller, entry: impl FnOnce() -> Entry) -> Result<(), ApiError> {
+    if caller.can_act() {
+        return Ok(());
+    }
+    fleet.auth().activity.record(entry());
+    Err(ApiError(
+        StatusCode::FORBIDDEN,
+        format!("{} is a viewer: actions need an operator or an admin", caller.username),
+    ))
 }
 
 pub(crate) fn general(node: &Node, view: &NodeView) -> Json_ {
@@ -158,12 +163,16 @@ pub(crate) fn node_json(node: &Node) -> Json_ {
     json!({"general": general(node, &view), "processes": &*view.processes})
 }
 
-async fn nodes(State(fleet): State<Arc<Fleet>>) -> Answer {
-    ok(json!({"nodes": fleet.nodes().iter().map(|n| node_json(n)).collect::<Vec<_>>()}))
+async fn nodes(State(fleet): State<Arc<Fleet>>, Extension(caller): Extension<Caller>) -> Answer {
+    ok(json!({"nodes": visible(&fleet, &caller).iter().map(|n| node_json(n)).collect::<Vec<_>>()}))
 }
 
-async fn node(State(fleet): State<Arc<Fleet>>, Path(name): Path<String>) -> Answer {
-    let node = find_node(&fleet, &name)?;
+async fn node(
+    State(fleet): State<Arc<Fleet>>,
+    Extension(caller): Extension<Caller>,
+    Path(name): Path<String>,
+) -> Answer {
+    let node = find_node(&fleet, &caller, &name)?;
     ok(json!({"node": node_json(&node)}))
 }
 
@@ -178,8 +187,12 @@ fn connected_view(node: &Node) -> Result<NodeView, ApiError> {
     }
 }
 
-async fn node_processes(State(fleet): State<Arc<Fleet>>, Path(name): Path<String>) -> Answer {
-    let node = find_node(&fleet, &name)?;
+async fn node_processes(
+    State(fleet): State<Arc<Fleet>>,
+    Extension(caller): Extension<Caller>,
+    Path(name): Path<String>,
+) -> Answer {
+    let node = find_node(&fleet, &caller, &name)?;
     let view = connected_view(&node)?;
     ok(json!({"processes": &*view.processes}))
 }
@@ -199,33 +212,49 @@ pub(crate) fn find_process(node: &Node, wanted: &str) -> Result<Process, ApiErro
     })
 }
 
-async fn process(State(fleet): State<Arc<Fleet>>, Path((name, wanted)): Path<(String, String)>) -> Answer {
-    let node = find_node(&fleet, &name)?;
+async fn process(
+    State(fleet): State<Arc<Fleet>>,
+    Extension(caller): Extension<Caller>,
+    Path((name, wanted)): Path<(String, String)>,
+) -> Answer {
+    let node = find_node(&fleet, &caller, &name)?;
     let p = find_process(&node, &wanted)?;
     ok(json!({"process": p}))
 }
 
 async fn process_action(
     State(fleet): State<Arc<Fleet>>,
+    Extension(caller): Extension<Caller>,
     method: axum::http::Method,
     Path((name, wanted, action)): Path<(String, String, String)>,
 ) -> Answer {
-    let node = find_node(&fleet, &name)?;
+    let node = find_node(&fleet, &caller, &name)?;
+    let activity = &fleet.auth().activity;
     if action == "log" {
         if method != axum::http::Method::GET {
             return Err(ApiError(StatusCode::METHOD_NOT_ALLOWED, "the log is read with GET".into()));
         }
         let p = find_process(&node, &wanted)?;
-        let logs = node.tail(&p.full_name()).await.map_err(|e| ApiError::from_call(&name, &e))?;
+        let logs = node.tail(&p.full_name()).await;
+        let entry = Entry::new(&caller.username, "log", if logs.is_ok() { "success" } else { "error" });
+        activity.record(entry.node(&name).process(&p.full_name()));
+        let logs = logs.map_err(|e| ApiError::from_call(&name, &e))?;
         return ok(json!({"logs": logs}));
     }
     let act = Action::parse(&action).ok_or_else(|| {
         ApiError(StatusCode::NOT_FOUND, "no such action: start, stop, restart or log".into())
     })?;
     let p = find_process(&node, &wanted)?;
-    let results =
-        node.act(act, &Target::Process(p.full_name())).await.map_err(|e| ApiError::from_call(&name, &e))?;
-    tracing::info!(node = %name, process = %p.full_name(), action = %action, ok = results.iter().all(|r| r.status == "success"), "action");
+    let full = p.full_name();
+    may_act(&fleet, &caller, || Entry::new(&caller.username, &action, "denied").node(&name).process(&full))?;
+    let results = node.act(act, &Target::Process(full.clone())).await;
+    let failed = match &results {
+        Ok(rs) => rs.iter().find(|r| r.status != "success").map(|r| r.message.clone()),
+        Err(e) => Some(e.to_string()),
+    };
+    let entry = Entry::new(&caller.username, &action, if failed.is_none() { "success" } else { "error" });
+    activity.record(entry.node(&name).process(&full).detail(failed.unwrap_or_default()));
+    let results = results.map_err(|e| ApiError::from_call(&name, &e))?;
     match results.iter().find(|r| r.status != "success") {
         Some(failed) => Err(ApiError(StatusCode::INTERNAL_SERVER_ERROR, failed.message.clone())),
         // Cesi's words, its spelling kept: scripts compare them.
@@ -235,50 +264,72 @@ async fn process_action(
     }
 }
 
-async fn all_action(State(fleet): State<Arc<Fleet>>, Path((name, action)): Path<(String, String)>) -> Answer {
-    let node = find_node(&fleet, &name)?;
+async fn all_action(
+    State(fleet): State<Arc<Fleet>>,
+    Extension(caller): Extension<Caller>,
+    Path((name, action)): Path<(String, String)>,
+) -> Answer {
+    let node = find_node(&fleet, &caller, &name)?;
     let act = Action::parse(&action)
         .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, "no such action: start, stop or restart".into()))?;
+    let what = format!("{action} all");
+    may_act(&fleet, &caller, || Entry::new(&caller.username, &what, "denied").node(&name))?;
     connected_view(&node)?;
-    let results = node.act(act, &Target::All).await.map_err(|e| ApiError::from_call(&name, &e))?;
-    tracing::info!(node = %name, action = %action, "action on all processes");
+    let results = node.act(act, &Target::All).await;
+    let failed = match &results {
+        Ok(rs) => rs.iter().filter(|r| r.status != "success").count(),
+        Err(_) => 1,
+    };
+    let entry = Entry::new(&caller.username, &what, if failed == 0 { "success" } else { "error" });
+    let detail = match &results {
+        Ok(rs) => format!("{} processes, {failed} failed", rs.len()),
+        Err(e) => e.to_string(),
+    };
+    fleet.auth().activity.record(entry.node(&name).detail(detail));
+    let results = results.map_err(|e| ApiError::from_call(&name, &e))?;
     ok(json!({"message": "ok", "results": results}))
 }
 
-fn environment_names(fleet: &Fleet) -> Vec<String> {
-    let mut names: Vec<String> = fleet.nodes().iter().map(|n| n.config.environment.clone()).collect();
+fn environment_names(nodes: &[Arc<Node>]) -> Vec<String> {
+    let mut names: Vec<String> = nodes.iter().map(|n| n.config.environment.clone()).collect();
     names.sort();
     names.dedup();
     names
 }
 
-fn environment_json(fleet: &Fleet, env: &str) -> Json_ {
+fn environment_json(nodes: &[Arc<Node>], env: &str) -> Json_ {
     let members: Vec<Json_> =
-        fleet.nodes().iter().filter(|n| n.config.environment == env).map(|n| node_json(n)).collect();
+        nodes.iter().filter(|n| n.config.environment == env).map(|n| node_json(n)).collect();
     json!({"name": env, "members": members})
 }
 
-async fn environments(State(fleet): State<Arc<Fleet>>) -> Answer {
-    let envs: Vec<Json_> = environment_names(&fleet).iter().map(|e| environment_json(&fleet, e)).collect();
+async fn environments(State(fleet): State<Arc<Fleet>>, Extension(caller): Extension<Caller>) -> Answer {
+    let nodes = visible(&fleet, &caller);
+    let envs: Vec<Json_> = environment_names(&nodes).iter().map(|e| environment_json(&nodes, e)).collect();
     ok(json!({"environments": envs}))
 }
 
-async fn environment(State(fleet): State<Arc<Fleet>>, Path(env): Path<String>) -> Answer {
+async fn environment(
+    State(fleet): State<Arc<Fleet>>,
+    Extension(caller): Extension<Caller>,
+    Path(env): Path<String>,
+) -> Answer {
     if !is_plain_name(&env) {
         return Err(ApiError(StatusCode::BAD_REQUEST, "not an environment name".into()));
     }
-    if !environment_names(&fleet).contains(&env) {
+    let nodes = visible(&fleet, &caller);
+    if !environment_names(&nodes).contains(&env) {
         return Err(ApiError(StatusCode::NOT_FOUND, format!("no environment named {env:?}")));
     }
-    ok(json!({"environment": environment_json(&fleet, &env)}))
+    ok(json!({"environment": environment_json(&nodes, &env)}))
 }
 
 /// Cesi's groups tree: each Supervisor group, the environments it runs in, and in each the
 /// nodes that have it (connected nodes only: the others' groups are not known now).
-async fn groups(State(fleet): State<Arc<Fleet>>) -> Answer {
+async fn groups(State(fleet): State<Arc<Fleet>>, Extension(caller): Extension<Caller>) -> Answer {
     let mut tree: std::collections::BTreeMap<String, std::collections::BTreeMap<String, Vec<String>>> =
         Default::default();
-    for n in fleet.nodes().iter() {
+    for n in visible(&fleet, &caller).iter() {
         let view = n.view();
         for p in view.processes.iter() {
             let members =
@@ -299,12 +350,15 @@ async fn groups(State(fleet): State<Arc<Fleet>>) -> Answer {
     ok(json!({"groups": groups}))
 }
 
-async fn group(State(fleet): State<Arc<Fleet>>, Path(g): Path<String>) -> Answer {
+async fn group(
+    State(fleet): State<Arc<Fleet>>,
+    Extension(caller): Extension<Caller>,
+    Path(g): Path<String>,
+) -> Answer {
     if !is_plain_name(&g) {
         return Err(ApiError(StatusCode::BAD_REQUEST, "not a group name".into()));
     }
-    let nodes: Vec<Json_> = fleet
-        .nodes()
+    let nodes: Vec<Json_> = visible(&fleet, &caller)
         .iter()
         .filter_map(|n| {
             let view = n.view();
@@ -327,10 +381,12 @@ struct GroupActionBody {
     environment: Option<String>,
 }
 
-/// `POST /groups/<g>/<action>`: the action on group `g` of every connected node that has it,
-/// `fanout` nodes at a time; one node's failure does not stop the others.
+/// `POST /groups/<g>/<action>`: the action on group `g` of every connected node that has it
+/// (among those the caller may see), `fanout` nodes at a time; one node's failure does not
+/// stop the others.
 async fn group_action(
     State(fleet): State<Arc<Fleet>>,
+    Extension(caller): Extension<Caller>,
     Path((g, action)): Path<(String, String)>,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Answer {
@@ -347,10 +403,12 @@ async fn group_action(
     }
     let act = Action::parse(&action)
         .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, "no such action: start, stop or restart".into()))?;
+    let what = format!("{action} group {g}");
+    may_act(&fleet, &caller, || Entry::new(&caller.username, &what, "denied"))?;
     let in_scope = |n: &&Arc<Node>| opts.environment.as_ref().is_none_or(|e| &n.config.environment == e);
     let mut targets = Vec::new();
     let mut not_connected = Vec::new();
-    for n in fleet.nodes().iter().filter(in_scope) {
+    for n in visible(&fleet, &caller).iter().filter(in_scope) {
         let view = n.view();
         if view.processes.iter().any(|p| p.group == g) {
             targets.push(n.clone());
@@ -375,19 +433,25 @@ async fn group_action(
         .buffer_unordered(fleet.timing().fanout)
         .collect()
         .await;
+    let activity = &fleet.auth().activity;
     let mut failed = 0usize;
     let mut per_node: Vec<Json_> = results
         .into_iter()
-        .map(|(node, r)| match r {
-            Ok(ps) => {
-                let bad = ps.iter().filter(|p| p.status != "success").count();
-                failed += bad;
-                json!({"node": node, "status": if bad == 0 { "success" } else { "error" }, "processes": ps})
-            }
-            Err(e) => {
-                failed += 1;
-                json!({"node": node, "status": "error", "message": e.to_string(), "processes": []})
-            }
+        .map(|(node, r)| {
+            let json = match &r {
+                Ok(ps) => {
+                    let bad = ps.iter().filter(|p| p.status != "success").count();
+                    failed += bad;
+                    json!({"node": node, "status": if bad == 0 { "success" } else { "error" }, "processes": ps})
+                }
+                Err(e) => {
+                    failed += 1;
+                    json!({"node": node, "status": "error", "message": e.to_string(), "processes": []})
+                }
+            };
+            let entry = Entry::new(&caller.username, &what, json["status"].as_str().unwrap_or("error"));
+            activity.record(entry.node(&node).detail(json["message"].as_str().unwrap_or("")));
+            json
         })
         .collect();
     per_node.sort_by(|a, b| a["node"].as_str().cmp(&b["node"].as_str()));

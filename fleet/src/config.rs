@@ -11,6 +11,12 @@
 //! - a `[fleet]` table: `poll_interval`, `call_timeout`, `action_timeout` (seconds) and
 //!   `fanout` (how many nodes one action works on at once).
 //!
+//! `[cesi]` is optional: `database` (Cesi's `sqlite:///users.db` URI or a plain path, relative
+//! to this file's directory; default `fleet.db` beside it) holds the users and the activity
+//! table; `activity_log` is Cesi's text file, appended too when set (relative to this file's
+//! directory); `admin_username`/`admin_password`, given both or neither, make the first
+//! administrator at start (see `users`).
+//!
 //! Every error names the file, the line and the key, and says what is allowed. Cesi's shipped
 //! default password (`admin`) is refused: Cesi's first bug report is that admin/admin works.
 //! Node passwords and tokens are kept in [`Secret`], whose `Debug` prints nothing, so no log
@@ -107,10 +113,13 @@ impl Default for Timing {
 #[derive(Debug, Clone)]
 pub struct FleetConfig {
     pub path: PathBuf,
+    /// `[cesi] database`, as written (see `users::database_path`).
     pub database: Option<String>,
+    /// `[cesi] activity_log`, as written (relative to the configuration's directory).
     pub activity_log: Option<String>,
-    pub admin_username: String,
-    pub admin_password: Secret,
+    /// `[cesi] admin_username`/`admin_password`: the first administrator, made or updated at
+    /// start (optional: users may come from `minder-fleet user add` alone).
+    pub admin: Option<(String, Secret)>,
     pub nodes: Vec<NodeConfig>,
     pub timing: Timing,
 }
@@ -155,8 +164,7 @@ pub fn parse(text: &str, path: &Path) -> Result<FleetConfig, ConfigError> {
         path: path.to_path_buf(),
         database: None,
         activity_log: None,
-        admin_username: String::new(),
-        admin_password: Secret::new(""),
+        admin: None,
         nodes: Vec::new(),
         timing: Timing::default(),
     };
@@ -168,39 +176,37 @@ pub fn parse(text: &str, path: &Path) -> Result<FleetConfig, ConfigError> {
             cfg.activity_log = r.string(t, "activity_log");
             let user = r.string(t, "admin_username");
             let password = r.string(t, "admin_password");
-            match user {
-                Some(u) if !u.trim().is_empty() => cfg.admin_username = u,
-                _ => r.err(
-                    table_span(t),
-                    "admin_username",
-                    "[cesi] needs admin_username: the name of the fleet's administrator",
-                ),
-            }
             let at = t.get("admin_password").and_then(item_span).or_else(|| table_span(t));
-            match password {
-                Some(p) if p == "admin" => r.err(
+            match (user, password) {
+                (None, None) => {}
+                (Some(u), _) if u.trim().is_empty() => r.err(
+                    t.get("admin_username").and_then(item_span),
+                    "admin_username",
+                    "is empty: name the fleet's first administrator, or leave admin_username and admin_password out",
+                ),
+                (Some(_), Some(p)) if p == "admin" => r.err(
                     at,
                     "admin_password",
                     "is Cesi's shipped default `admin`, which minder-fleet refuses: set a password \
                      of your own (at least 8 characters) in [cesi] admin_password",
                 ),
-                Some(p) if p.chars().count() < 8 => r.err(
+                (Some(_), Some(p)) if p.chars().count() < 8 => r.err(
                     at,
                     "admin_password",
                     "is shorter than 8 characters: set a longer one in [cesi] admin_password",
                 ),
-                Some(p) => cfg.admin_password = Secret::new(p),
-                None => r.err(
+                (Some(u), Some(p)) => cfg.admin = Some((u, Secret::new(p))),
+                (Some(_), None) => r.err(
                     at,
                     "admin_password",
-                    "[cesi] needs admin_password (at least 8 characters, not Cesi's default `admin`)",
+                    "[cesi] admin_username needs admin_password (at least 8 characters, not Cesi's default `admin`)",
                 ),
+                (None, Some(_)) => r.err(at, "admin_username", "[cesi] admin_password needs admin_username"),
             }
         }
         Some(other) => r.err(item_span(other), "cesi", "must be a table: [cesi]"),
-        None => r.errors.push(format!(
-            "{shown}: no [cesi] table: add one with admin_username and admin_password (the fleet's administrator)"
-        )),
+        // Users then come from the database alone (`minder-fleet user add`).
+        None => {}
     }
 
     if let Some(item) = root.get("fleet") {
@@ -587,7 +593,7 @@ token = "t0k"
     #[test]
     fn cesis_own_file_reads_unmodified_with_native_nodes_beside() {
         let c = parse_str(CESI).expect("valid");
-        assert_eq!(c.admin_username, "admin");
+        assert_eq!(c.admin.as_ref().map(|(u, p)| (u.as_str(), p.expose())), Some(("admin", "s3cret-enough")));
         assert_eq!(c.nodes.len(), 2);
         let n = &c.nodes[0];
         assert_eq!(

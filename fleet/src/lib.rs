@@ -4,24 +4,30 @@
 //! - [`node`]: one task per node (XML-RPC polled, or gRPC pushed), publishing what it knows.
 //! - [`model`]: the fleet's own process and node types, converted from both protocols.
 //! - [`api`]: the REST API under `/api/v2` (Cesi's routes and shapes, and group actions).
+//! - [`auth`]: who is calling (sessions, HTTP Basic), the login rate limit, CSRF, and the
+//!   login/logout/profile routes; [`users`]: the users in SQLite (argon2); [`activity`]: the
+//!   activity log.
 //!
 //! [`run`] is the whole service after start-up: it takes its listener and a shutdown future,
 //! so tests drive it as `main` does. SIGHUP re-reads the configuration ([`Fleet::reload`]):
 //! nodes come and go without a restart, and a node whose settings did not change keeps its
 //! task and its connection.
 
+pub mod activity;
 pub mod api;
+pub mod auth;
 pub mod config;
 pub mod model;
 pub mod node;
 pub mod stream;
+pub mod users;
 pub mod web;
 
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 
-use config::{FleetConfig, NodeConfig, Secret, Timing};
+use config::{FleetConfig, NodeConfig, Timing};
 use node::Node;
 
 /// One node and its task, which is aborted when the node leaves the fleet.
@@ -36,14 +42,15 @@ struct Member {
 struct Current {
     members: Vec<Member>,
     nodes: Arc<Vec<Arc<Node>>>,
-    admin: (String, Secret),
     timing: Timing,
 }
 
-/// The running fleet: its nodes, in configuration order, and the administrator's credentials.
+/// The running fleet: its nodes, in configuration order, and its users.
 #[derive(Debug)]
 pub struct Fleet {
     path: PathBuf,
+    /// Users, sessions and the activity log: opened at start, not changed by a reload.
+    auth: Arc<auth::Auth>,
     /// Held only to clone an `Arc` out or to swap in a new configuration, never across an await.
     current: RwLock<Current>,
     /// What changed on the nodes, for the live streams.
@@ -69,10 +76,20 @@ fn same_node(a: &NodeConfig, b: &NodeConfig) -> bool {
 
 impl Fleet {
     /// Starts one task per node.
-    pub fn start(config: &FleetConfig) -> Arc<Fleet> {
+    pub fn start(config: &FleetConfig, auth: Arc<auth::Auth>) -> Arc<Fleet> {
         let feed = stream::Feed::default();
         let members: Vec<Member> = config.nodes.iter().map(|n| spawn(n, config.timing, &feed)).collect();
-        Arc::new(Fleet { path: config.path.clone(), current: RwLock::new(current(members, config)), feed })
+        Arc::new(Fleet {
+            path: config.path.clone(),
+            auth,
+            current: RwLock::new(current(members, config)),
+            feed,
+        })
+    }
+
+    /// The users, sessions and activity log.
+    pub fn auth(&self) -> &Arc<auth::Auth> {
+        &self.auth
     }
 
     /// The change feed of the live streams.
@@ -87,10 +104,6 @@ impl Fleet {
 
     pub fn node(&self, name: &str) -> Option<Arc<Node>> {
         self.nodes().iter().find(|n| n.name() == name).cloned()
-    }
-
-    pub fn admin(&self) -> (String, Secret) {
-        self.current.read().unwrap_or_else(|e| e.into_inner()).admin.clone()
     }
 
     pub fn timing(&self) -> Timing {
@@ -139,12 +152,7 @@ fn spawn(n: &NodeConfig, timing: Timing, feed: &stream::Feed) -> Member {
 
 fn current(members: Vec<Member>, config: &FleetConfig) -> Current {
     let nodes = Arc::new(members.iter().map(|m| m.node.clone()).collect());
-    Current {
-        members,
-        nodes,
-        admin: (config.admin_username.clone(), config.admin_password.clone()),
-        timing: config.timing,
-    }
+    Current { members, nodes, timing: config.timing }
 }
 
 impl Drop for Fleet {
@@ -155,7 +163,9 @@ impl Drop for Fleet {
     }
 }
 
-/// Serves the API on `listener` until `shutdown` completes; SIGHUP re-reads the configuration.
+/// Serves the API on `listener` until `shutdown` completes; SIGHUP re-reads the configuration
+/// (the nodes and timings; the database, the activity file and the first admin are read at
+/// start only). Fails when the user database cannot be opened.
 pub async fn run(
     config: FleetConfig,
     listener: tokio::net::TcpListener,
@@ -163,7 +173,14 @@ pub async fn run(
 ) -> std::io::Result<()> {
     // Before any node is started: once one is seen connected, SIGHUP is handled.
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
-    let fleet = Fleet::start(&config);
+    let auth = {
+        let config = config.clone();
+        tokio::task::spawn_blocking(move || auth::Auth::open(&config))
+            .await
+            .map_err(std::io::Error::other)?
+            .map_err(std::io::Error::other)?
+    };
+    let fleet = Fleet::start(&config, auth);
     let reloader = {
         let fleet = Arc::downgrade(&fleet);
         tokio::spawn(async move {
@@ -185,7 +202,10 @@ pub async fn run(
         shutdown.await;
         closer.feed().close();
     };
-    let served = axum::serve(listener, app).with_graceful_shutdown(shutdown).await;
+    // The peer's address: the login rate limit and the activity log use it.
+    let served = axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>())
+        .with_graceful_shutdown(shutdown)
+        .await;
     reloader.abort();
     drop(fleet);
     served

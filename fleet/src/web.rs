@@ -24,9 +24,12 @@ use axum::extract::{Path, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use axum::Extension;
 use axum::Router;
 
+use crate::activity::Entry;
 use crate::api::{find_node, find_process, ApiError};
+use crate::auth::Caller;
 use crate::Fleet;
 
 const PAGE: &str = include_str!("../../assets/index.html");
@@ -35,19 +38,18 @@ const JS: &str = include_str!("../../assets/minder.js");
 const FLEET: &str = include_str!("../../assets/fleet.html");
 const LOGIN: &str = include_str!("../../assets/login.html");
 
-/// The pages, the assets and the streams.
-pub fn router(fleet: Arc<Fleet>) -> Router<Arc<Fleet>> {
-    let streams = Router::new()
-        .route("/api/fleet/events", get(events))
-        .route("/api/fleet/nodes/{node}/processes/{process}/log/stream", get(log_stream))
-        .layer(axum::middleware::from_fn_with_state(fleet, crate::api::require_admin));
+/// The pages, the assets and the streams; [`crate::api::router`] puts them behind the same
+/// authentication as `/api/v2` (which lets `/login` and `/assets/` through, and sends a
+/// browser without a session from `/` to `login`).
+pub fn router() -> Router<Arc<Fleet>> {
     Router::new()
         .route("/", get(dashboard))
         .route("/index.html", get(dashboard))
         .route("/login", get(login))
         .route("/assets/minder.css", get(|| async { asset(CSS, "text/css; charset=utf-8") }))
         .route("/assets/minder.js", get(|| async { asset(JS, "text/javascript; charset=utf-8") }))
-        .merge(streams)
+        .route("/api/fleet/events", get(events))
+        .route("/api/fleet/nodes/{node}/processes/{process}/log/stream", get(log_stream))
 }
 
 /// Headers every page carries: nothing but its own assets runs or loads, it is never framed
@@ -104,10 +106,11 @@ fn render(mode: &str, readonly: bool, panels: &str, account: &str, rows: &str) -
     r
 }
 
-async fn dashboard() -> Response {
+/// The dashboard; a viewer's says so (`data-readonly`), and its script draws no action.
+async fn dashboard(Extension(caller): Extension<Caller>) -> Response {
     render(
         "fleet",
-        false,
+        !caller.can_act(),
         FLEET,
         "<span id=\"who\" class=\"who\"></span> <button type=\"button\" id=\"logout\">Log out</button>",
         "<tr class=\"empty\"><td colspan=\"8\">Loading…</td></tr>\n",
@@ -118,14 +121,15 @@ async fn login() -> Response {
     render("login", true, LOGIN, "", "")
 }
 
-/// `GET /api/fleet/events`.
-async fn events(State(fleet): State<Arc<Fleet>>) -> Response {
-    crate::stream::events(fleet, |_| true)
+/// `GET /api/fleet/events`: the nodes of the caller's environments only.
+async fn events(State(fleet): State<Arc<Fleet>>, Extension(caller): Extension<Caller>) -> Response {
+    crate::stream::events(fleet, move |environment| caller.sees(environment))
 }
 
 /// `GET …/log/stream?channel=stdout|stderr`.
 async fn log_stream(
     State(fleet): State<Arc<Fleet>>,
+    Extension(caller): Extension<Caller>,
     Path((name, wanted)): Path<(String, String)>,
     req: Request,
 ) -> Result<Response, ApiError> {
@@ -134,10 +138,13 @@ async fn log_stream(
         Some("stderr") => true,
         Some(_) => return Err(ApiError(StatusCode::BAD_REQUEST, "channel is stdout or stderr".into())),
     };
-    let node = find_node(&fleet, &name)?;
+    let node = find_node(&fleet, &caller, &name)?;
     let p = find_process(&node, &wanted)?;
-    let source = node.follow(&p.full_name(), stderr).await.map_err(|e| ApiError::from_call(&name, &e))?;
-    tracing::info!(node = %name, process = %p.full_name(), stderr, "log followed");
+    let source = node.follow(&p.full_name(), stderr).await;
+    let entry = Entry::new(&caller.username, "log follow", if source.is_ok() { "success" } else { "error" });
+    let channel = if stderr { "stderr" } else { "stdout" };
+    fleet.auth().activity.record(entry.node(&name).process(&p.full_name()).detail(channel));
+    let source = source.map_err(|e| ApiError::from_call(&name, &e))?;
     Ok(crate::stream::follow_log(&fleet, source))
 }
 

@@ -485,3 +485,76 @@ fn a_log_is_followed_from_both_kinds_of_node_and_names_are_checked() {
     }
     assert!(!f.stderr.lock().unwrap_or_else(|e| e.into_inner()).contains("panicked"));
 }
+
+/// Adds a user with the fleet's own command line (the password on standard input).
+fn add_user(conf: &Path, name: &str, password: &str, role: &str, environments: &[&str]) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_minder-fleet"));
+    cmd.arg("--config-file").arg(conf).args(["user", "add", name, "--role", role]);
+    for e in environments {
+        cmd.args(["--environment", e]);
+    }
+    let mut child =
+        cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("runs");
+    child.stdin.take().expect("stdin").write_all(format!("{password}\n").as_bytes()).expect("write");
+    let out = child.wait_with_output().expect("user add ends");
+    assert!(out.status.success(), "user add: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn a_viewer_streams_only_its_environments_and_its_page_offers_no_action() {
+    let s = setup();
+    let f = &s.fleet;
+    let conf = s._dir.path().join("fleet.toml");
+    add_user(&conf, "watcher", "watcher-pw", "viewer", &["prod"]);
+    let viewer = ("watcher", "watcher-pw");
+
+    // The page says who may act; its script draws actions only for them.
+    let (status, page) = http(&f.addr, "/", Some(viewer));
+    assert_eq!(status, 200, "{page}");
+    assert!(page.contains("data-readonly=\"true\"") && page.contains("data-mode=\"fleet\""), "{page}");
+    let (_, admin_page) = http(&f.addr, "/", Some(ADMIN));
+    assert!(admin_page.contains("data-readonly=\"false\""));
+    // Without a session, the page sends the browser to the login form (relative), which is
+    // served with the shared assets.
+    let (status, _) = http(&f.addr, "/", None);
+    assert_eq!(status, 303);
+    let (status, login) = http(&f.addr, "/login", None);
+    assert!(
+        status == 200 && login.contains("data-mode=\"login\"") && login.contains("api/v2/auth/login/"),
+        "{login}"
+    );
+    let (status, js) = http(&f.addr, "/assets/minder.js", None);
+    assert!(status == 200 && js.contains("dataset.mode !== 'fleet'"), "{status}");
+
+    // The viewer's stream: only prod's node, and only its changes.
+    let sse = Sse::open(&f.addr, "/api/fleet/events", viewer);
+    assert_eq!(sse.status, 200);
+    wait_for("the viewer's snapshot with m1 RUNNING", 20 * SECS, || {
+        state_of(&sse.events(), "m1", "web:app").as_deref() == Some("RUNNING")
+    });
+    assert_eq!(replay(&sse.events()).keys().collect::<Vec<_>>(), ["m1"], "{:?}", sse.events());
+    assert!(ctl(&s.socks[1], &["stop", "web:app"]).status.success());
+    assert!(ctl(&s.socks[0], &["stop", "web:app"]).status.success());
+    wait_for("m1's change in the viewer's stream", 10 * SECS, || {
+        state_of(&sse.events(), "m1", "web:app").as_deref() == Some("STOPPED")
+    });
+    // An admin's stream, opened now, sees m2's stop: it happened, and was not sent to the viewer.
+    let all = Sse::open(&f.addr, "/api/fleet/events", ADMIN);
+    wait_for("m2 STOPPED in the admin's stream", 10 * SECS, || {
+        state_of(&all.events(), "m2", "web:app").as_deref() == Some("STOPPED")
+    });
+    assert!(
+        !sse.events()
+            .iter()
+            .any(|(e, v, _)| v.to_string().contains("\"m2") || (e == "node" && v["general"]["name"] != "m1")),
+        "the viewer was told of another environment: {:?}",
+        sse.events()
+    );
+
+    // A viewer may follow a log of its environment; another environment's node is not there.
+    let log = Sse::open(&f.addr, "/api/fleet/nodes/m1/processes/talk:talk/log/stream", viewer);
+    assert_eq!(log.status, 200);
+    wait_for("the viewer's log lines", 10 * SECS, || !numbers(&log.events()).is_empty());
+    let (status, _) = http(&f.addr, "/api/fleet/nodes/m2/processes/talk:talk/log/stream", Some(viewer));
+    assert_eq!(status, 404);
+}
