@@ -558,3 +558,42 @@ fn a_viewer_streams_only_its_environments_and_its_page_offers_no_action() {
     let (status, _) = http(&f.addr, "/api/fleet/nodes/m2/processes/talk:talk/log/stream", Some(viewer));
     assert_eq!(status, 404);
 }
+
+/// The UI in a real browser: headless Chromium driven by `fleet_browser.py` (chromedriver's
+/// WebDriver API, as tests/e2e/web_browser.py drives minderd's page). scripts/test installs
+/// Chromium; without it this test fails and says so.
+#[test]
+fn the_fleet_in_headless_chromium() {
+    let have = |b: &str| {
+        Command::new("sh").arg("-c").arg(format!("command -v {b}")).output().is_ok_and(|o| o.status.success())
+    };
+    assert!(
+        have("chromedriver") && have("chromium"),
+        "chromium and chromedriver are not installed: scripts/test installs them (apt-get install chromium chromium-driver)"
+    );
+    let s = setup();
+    let f = &s.fleet;
+    let dir = s._dir.path();
+    add_user(&dir.join("fleet.toml"), "watcher", "watcher-pw", "viewer", &[]);
+    let script = dir.join("fleet_browser.py");
+    std::fs::write(&script, include_str!("fleet_browser.py")).expect("write the script");
+    let out = Command::new("python3")
+        .arg(&script)
+        .arg(&f.addr)
+        .arg(bin("minder"))
+        .arg(&s.socks[0])
+        .arg(&s.socks[1])
+        .arg(dir)
+        .arg(format!("{}:{}", ADMIN.0, ADMIN.1))
+        .arg("watcher:watcher-pw")
+        .output()
+        .expect("python3 runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("OK"),
+        "stdout:\n{stdout}\nstderr:\n{}\nfleet log:\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        f.stderr.lock().unwrap_or_else(|e| e.into_inner())
+    );
+    print!("{stdout}");
+}
