@@ -187,23 +187,39 @@ async fn shutting_down(closing: &mut watch::Receiver<bool>) {
     let _ = closing.wait_for(|c| *c).await.map(|_| ());
 }
 
-/// Sends one frame, waiting at most [`STALL`]; false when the client is gone or stalled.
-async fn give(tx: &mpsc::Sender<Bytes>, frame: Bytes) -> bool {
-    matches!(tokio::time::timeout(STALL, tx.send(frame)).await, Ok(Ok(())))
+/// Sends one frame, waiting at most `stall` ([`STALL`]); false when the client is gone or
+/// stalled.
+async fn give(tx: &mpsc::Sender<Bytes>, frame: Bytes, stall: Duration) -> bool {
+    matches!(tokio::time::timeout(stall, tx.send(frame)).await, Ok(Ok(())))
 }
+
+/// Which environments a client may see.
+type Sees = Arc<dyn Fn(&str) -> bool + Send + Sync>;
 
 /// `GET /api/fleet/events` for a caller who sees the environments `sees` accepts.
 pub fn events(fleet: Arc<Fleet>, sees: impl Fn(&str) -> bool + Send + Sync + 'static) -> Response {
     let (tx, rx) = mpsc::channel(CLIENT_FRAMES);
-    tokio::spawn(pump_events(fleet, sees, tx));
+    let sees: Sees = Arc::new(sees);
+    // Subscribed before the snapshot is taken: a change in between is sent twice, never lost.
+    let (changes, closing) = (fleet.feed().subscribe(), fleet.feed().closing());
+    let picture = {
+        let sees = sees.clone();
+        move || snapshot(&fleet, &*sees)
+    };
+    tokio::spawn(pump_events(changes, closing, picture, sees, tx, STALL));
     sse(rx)
 }
 
-async fn pump_events(fleet: Arc<Fleet>, sees: impl Fn(&str) -> bool, tx: mpsc::Sender<Bytes>) {
-    // Subscribed before the snapshot is taken: a change in between is sent twice, never lost.
-    let mut changes = fleet.feed().subscribe();
-    let mut closing = fleet.feed().closing();
-    if !give(&tx, Bytes::from_static(b"retry: 2000\n\n")).await || !give(&tx, snapshot(&fleet, &sees)).await {
+async fn pump_events(
+    mut changes: broadcast::Receiver<Arc<Change>>,
+    mut closing: watch::Receiver<bool>,
+    snapshot: impl Fn() -> Bytes,
+    sees: Sees,
+    tx: mpsc::Sender<Bytes>,
+    stall: Duration,
+) {
+    if !give(&tx, Bytes::from_static(b"retry: 2000\n\n"), stall).await || !give(&tx, snapshot(), stall).await
+    {
         return;
     }
     let heartbeat = tokio::time::sleep(HEARTBEAT);
@@ -214,11 +230,13 @@ async fn pump_events(fleet: Arc<Fleet>, sees: impl Fn(&str) -> bool, tx: mpsc::S
                 Ok(c) => match &*c {
                     Change::Frame { environment, frame } if sees(environment) => frame.clone(),
                     Change::Frame { .. } => continue,
-                    Change::Membership => snapshot(&fleet, &sees),
+                    Change::Membership => snapshot(),
                 },
                 Err(broadcast::error::RecvError::Lagged(missed)) => {
                     tracing::debug!(missed, "an event stream fell behind; sending it a new snapshot");
-                    snapshot(&fleet, &sees)
+                    // The backlog is older than the snapshot: skip it (from the newest on).
+                    changes = changes.resubscribe();
+                    snapshot()
                 }
                 Err(broadcast::error::RecvError::Closed) => return,
             },
@@ -226,7 +244,7 @@ async fn pump_events(fleet: Arc<Fleet>, sees: impl Fn(&str) -> bool, tx: mpsc::S
             () = tx.closed() => return,
             () = shutting_down(&mut closing) => return,
         };
-        if !give(&tx, out).await {
+        if !give(&tx, out, stall).await {
             return;
         }
         heartbeat.as_mut().reset(tokio::time::Instant::now() + HEARTBEAT);
@@ -292,7 +310,7 @@ pub fn follow_log(fleet: &Fleet, source: LogSource) -> Response {
 
 async fn pump_log(mut source: LogSource, mut closing: watch::Receiver<bool>, tx: mpsc::Sender<Bytes>) {
     let mut lines = Lines::default();
-    if !give(&tx, Bytes::from_static(b"retry: 2000\n\n")).await {
+    if !give(&tx, Bytes::from_static(b"retry: 2000\n\n"), STALL).await {
         return;
     }
     let heartbeat = tokio::time::sleep(HEARTBEAT);
@@ -316,11 +334,11 @@ async fn pump_log(mut source: LogSource, mut closing: watch::Receiver<bool>, tx:
                     Bytes::from(text)
                 }
                 Ok(None) => {
-                    let _ = give(&tx, frame("failed", &json!({"message": "the node ended the log stream"}))).await;
+                    let _ = give(&tx, frame("failed", &json!({"message": "the node ended the log stream"})), STALL).await;
                     return;
                 }
                 Err(e) => {
-                    let _ = give(&tx, frame("failed", &json!({"message": e.to_string()}))).await;
+                    let _ = give(&tx, frame("failed", &json!({"message": e.to_string()})), STALL).await;
                     return;
                 }
             },
@@ -328,7 +346,7 @@ async fn pump_log(mut source: LogSource, mut closing: watch::Receiver<bool>, tx:
             () = tx.closed() => return,
             () = shutting_down(&mut closing) => return,
         };
-        if !give(&tx, out).await {
+        if !give(&tx, out, STALL).await {
             return;
         }
         heartbeat.as_mut().reset(tokio::time::Instant::now() + HEARTBEAT);
@@ -338,6 +356,65 @@ async fn pump_log(mut source: LogSource, mut closing: watch::Receiver<bool>, tx:
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn change(i: usize, environment: &str) -> Arc<Change> {
+        Arc::new(Change::Frame { environment: environment.into(), frame: frame("process", &json!({"i": i})) })
+    }
+
+    fn kind(f: &Bytes) -> String {
+        String::from_utf8_lossy(f).lines().next().unwrap_or("").to_string()
+    }
+
+    async fn next(rx: &mut mpsc::Receiver<Bytes>) -> Option<Bytes> {
+        tokio::time::timeout(Duration::from_secs(5), rx.recv()).await.ok().flatten()
+    }
+
+    #[tokio::test]
+    async fn a_client_that_falls_behind_gets_a_new_snapshot_and_a_stalled_one_is_dropped() {
+        let feed = Feed::default();
+        let (tx, mut rx) = mpsc::channel(CLIENT_FRAMES);
+        let sees: Sees = Arc::new(|e: &str| e == "mine");
+        let pump = tokio::spawn(pump_events(
+            feed.subscribe(),
+            feed.closing(),
+            || frame("snapshot", &json!({})),
+            sees,
+            tx,
+            Duration::from_millis(300),
+        ));
+        assert_eq!(next(&mut rx).await.map(|f| kind(&f)).as_deref(), Some("retry: 2000"));
+        assert_eq!(next(&mut rx).await.map(|f| kind(&f)).as_deref(), Some("event: snapshot"));
+        // Another environment's change is not sent; this one's is.
+        let _ = feed.changes.send(change(0, "other"));
+        let _ = feed.changes.send(change(1, "mine"));
+        let got = next(&mut rx).await.expect("a frame");
+        assert!(String::from_utf8_lossy(&got).contains("\"i\":1"), "{got:?}");
+        // The client reads nothing while far more changes than the feed keeps go by (this
+        // runtime has one thread: the pump runs only once this loop is done).
+        for i in 0..FEED_CAPACITY * 3 {
+            let _ = feed.changes.send(change(i, "mine"));
+        }
+        let mut frames = Vec::new();
+        while let Some(f) = tokio::time::timeout(Duration::from_millis(100), rx.recv()).await.ok().flatten() {
+            frames.push(kind(&f));
+            if frames.last().is_some_and(|k| k == "event: snapshot") {
+                break;
+            }
+        }
+        assert_eq!(frames.last().map(String::as_str), Some("event: snapshot"), "{} frames", frames.len());
+        assert!(frames.len() <= CLIENT_FRAMES + 1, "buffered beyond its bound: {}", frames.len());
+        // The backlog the snapshot replaces is not sent after it.
+        assert!(tokio::time::timeout(Duration::from_millis(200), rx.recv()).await.is_err(), "stale frames");
+        // Now a client that never reads again: once its buffer is full, it is dropped after
+        // the stall deadline, and its task ends.
+        for i in 0..CLIENT_FRAMES * 2 {
+            let _ = feed.changes.send(change(i, "mine"));
+            tokio::task::yield_now().await;
+        }
+        let ended = tokio::time::timeout(Duration::from_secs(5), pump).await;
+        assert!(ended.is_ok(), "a stalled client's task did not end");
+        assert!(rx.len() <= CLIENT_FRAMES);
+    }
 
     #[test]
     fn pieces_become_whole_lines() {
