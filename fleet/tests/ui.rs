@@ -434,7 +434,9 @@ fn numbers(events: &[(String, Value, Instant)]) -> Vec<u64> {
     events
         .iter()
         .filter(|(e, _, _)| e == "line")
-        .filter_map(|(_, v, _)| v.as_str().and_then(|l| l.strip_prefix("line ")).and_then(|n| n.parse().ok()))
+        .filter_map(|(_, v, _)| {
+            v.as_str().and_then(|l| l.strip_prefix("line ")).and_then(|n| n.split(' ').next()?.parse().ok())
+        })
         .collect()
 }
 
@@ -596,4 +598,105 @@ fn the_fleet_in_headless_chromium() {
         f.stderr.lock().unwrap_or_else(|e| e.into_inner())
     );
     print!("{stdout}");
+}
+
+/// supervisord 4.3.0 from the benchmark's virtualenv (made from PyPI on first use).
+fn supervisord_430() -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("the workspace root");
+    let out = Command::new("python3")
+        .current_dir(root)
+        .args([
+            "-c",
+            "import sys; sys.path.insert(0, 'bench'); from minderbench.prepare import supervisor_venv; print(supervisor_venv()[0])",
+        ])
+        .output()
+        .expect("python3 runs");
+    assert!(
+        out.status.success(),
+        "making the supervisor 4.3.0 virtualenv failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+}
+
+#[test]
+fn a_real_supervisord_log_is_followed_across_its_rotation() {
+    let dir = tempfile::Builder::new().prefix("minder-fleet-ui-sup-").tempdir().expect("a temp dir");
+    let d = dir.path();
+    let port =
+        std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a port").port();
+    let sup_conf = d.join("supervisord.conf");
+    // About 100 bytes a line, 20 lines a second, rotated at 4 KB: a rotation every 2 s.
+    std::fs::write(
+        &sup_conf,
+        format!(
+            "[inet_http_server]\nport=127.0.0.1:{port}\nusername=fleet\npassword=node-pw\n\
+             [supervisord]\nlogfile={d}/sup.log\npidfile={d}/sup.pid\nchildlogdir={d}\nnodaemon=true\n\
+             [rpcinterface:supervisor]\nsupervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface\n\
+             [program:talk]\ncommand=sh -c 'i=0; while true; do i=$((i+1)); echo \"line $i {pad}\"; sleep 0.05; done'\n\
+             startsecs=0\nstdout_logfile={d}/talk.log\nstdout_logfile_maxbytes=4KB\nstdout_logfile_backups=1\n",
+            d = d.display(),
+            pad = "x".repeat(90),
+        ),
+    )
+    .expect("write supervisord.conf");
+    let _sup = Owned(
+        Command::new(supervisord_430())
+            .arg("-c")
+            .arg(&sup_conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("supervisord starts"),
+    );
+    let conf = d.join("cesi.conf.toml");
+    std::fs::write(
+        &conf,
+        format!(
+            "[cesi]\ndatabase = \"sqlite:///{d}/users.db\"\nadmin_username = \"{u}\"\nadmin_password = \"{p}\"\n\
+             [fleet]\npoll_interval = 0.2\ncall_timeout = 2\n\
+             [[nodes]]\nname = \"sup\"\nenvironment = \"legacy\"\nhost = \"127.0.0.1\"\nport = {port}\n\
+             username = \"fleet\"\npassword = \"node-pw\"\n",
+            d = d.display(),
+            u = ADMIN.0,
+            p = ADMIN.1,
+        ),
+    )
+    .expect("write cesi.conf.toml");
+    let f = fleet(&conf);
+    wait_for("supervisord's talk RUNNING in the fleet", 20 * SECS, || {
+        http(&f.addr, "/api/v2/nodes/sup/processes/talk:talk/", Some(ADMIN)).1.contains("\"RUNNING\"")
+    });
+    let sse = Sse::open(&f.addr, "/api/fleet/nodes/sup/processes/talk:talk/log/stream?channel=stdout", ADMIN);
+    assert_eq!(sse.status, 200);
+    wait_for("a rotation told, and lines after it", 20 * SECS, || {
+        let ev = sse.events();
+        ev.iter()
+            .position(|(e, v, _)| e == "skipped" && v["rotated"] == true)
+            .is_some_and(|i| numbers(&ev[i..]).len() >= 5)
+    });
+    let ev = sse.events();
+    let all = numbers(&ev);
+    // In order; a gap only where a rotation or an overflow was told.
+    let mut last = 0;
+    for (e, v, _) in &ev {
+        match e.as_str() {
+            "skipped" => last = 0,
+            "line" => {
+                let n = numbers(&[(e.clone(), v.clone(), Instant::now())])[0];
+                assert!(
+                    last == 0 || n == last + 1,
+                    "line {n} after line {last} with nothing skipped: {all:?}"
+                );
+                last = n;
+            }
+            _ => {}
+        }
+    }
+    // Each line is whole: the tail's first, partial line was dropped.
+    for (e, v, _) in &ev {
+        if e == "line" {
+            assert!(v.as_str().is_some_and(|l| l.starts_with("line ") && l.ends_with("xxx")), "{v}");
+        }
+    }
 }
