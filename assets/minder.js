@@ -451,9 +451,12 @@ function timedelta(secs) {
         const card = el('div', { class: 'nodecard ' + (g.connected ? 'up' : 'down'), 'data-node': g.name, 'data-state': g.state },
           el('strong', {}, g.name), ' ',
           el('span', { class: 'badge' }, String(g.state).replace(/_/g, ' ')), ' ',
-          el('span', { class: 'muted' }, n.processes.length + ' processes · seen ' + when(g.last_seen)));
+          // A connected minderd node is quiet until something changes: "seen" matters only
+          // for a node that is not connected.
+          el('span', { class: 'muted' }, g.connected ? n.processes.length + ' processes'
+            : 'last seen ' + when(g.last_seen)));
         if (g.last_error) card.append(el('div', { class: 'problem' }, g.last_error));
-        if (canAct) {
+        if (canAct && g.connected) {
           const acts = el('div', { class: 'nodeacts' });
           for (const [verb, label] of [['start', 'Start all'], ['stop', 'Stop all'], ['restart', 'Restart all']]) {
             acts.append(button({ 'data-nodeact': verb, 'data-node': g.name }, label), ' ');
@@ -495,6 +498,9 @@ function timedelta(secs) {
       el('td', { class: 'uptime' }, p.statename === 'RUNNING' ? p.uptime : ''),
       el('td', { class: 'problem' }, problem),
       acts);
+    // For the uptime that ticks on in the page (the node said how long at `now`).
+    const running = p.statename === 'RUNNING' && p.start > 0 && p.now >= p.start;
+    tr.upSince = running ? performance.now() / 1000 - (p.now - p.start) : null;
     return tr;
   }
 
@@ -557,6 +563,18 @@ function timedelta(secs) {
     }
     for (const tr of tbody.querySelectorAll('tr.group')) tr.hidden = !shown.has(tr.dataset.kind + ' ' + tr.dataset.key);
   }
+
+  // Uptimes tick on between events, in the uptime cell and in Supervisor's description.
+  setInterval(() => {
+    const now = performance.now() / 1000;
+    for (const tr of tbody.querySelectorAll('tr[data-state=RUNNING]')) {
+      if (tr.upSince === null || tr.upSince === undefined) continue;
+      const up = timedelta(Math.max(0, Math.floor(now - tr.upSince)));
+      tr.querySelector('td.uptime').textContent = up;
+      const desc = tr.querySelector('td.desc');
+      if (desc.textContent.startsWith('pid ')) desc.textContent = 'pid ' + tr.querySelector('td.pid').textContent + ', uptime ' + up;
+    }
+  }, 1000);
 
   // One process changed: its row is replaced in place (the grouping does not move it).
   function updateProcess(nodeName, p) {
