@@ -16,8 +16,9 @@
 //! **A client** first gets `event: snapshot` (what `GET /api/v2/nodes/` answers), then the
 //! changes of the nodes it may see (its environments). Its frames go through a bounded
 //! channel ([`CLIENT_FRAMES`]); a client that stops reading stalls only its own task, which
-//! then finds it lagged behind the broadcast and sends a fresh snapshot; one that does not
-//! take a frame for [`STALL`] is dropped. A node joining or leaving the fleet (SIGHUP) sends
+//! then finds it lagged behind the broadcast and sends a fresh snapshot (or, with frames
+//! still unread, drops the client: its browser reconnects); one that does not take a frame
+//! for [`STALL`] is dropped. A node joining or leaving the fleet (SIGHUP) sends
 //! every client a fresh snapshot. A comment every [`HEARTBEAT`] of silence keeps proxies from
 //! cutting the stream. Every stream ends when the fleet shuts down.
 //!
@@ -37,8 +38,11 @@ use crate::node::follow::{LogSource, Note};
 use crate::node::Node;
 use crate::Fleet;
 
-/// Changes kept for clients that are behind; one further behind gets a fresh snapshot.
-pub const FEED_CAPACITY: usize = 1024;
+/// Changes kept for clients that are behind; one further behind gets a fresh snapshot. A
+/// restart of a group on 200 nodes is about 1,600 changes (four states and a refresh per
+/// process); kept only while a client is connected (a change sent to nobody is not stored):
+/// a few MiB at most, for the whole fleet.
+pub const FEED_CAPACITY: usize = 4096;
 
 /// Frames buffered for one client before its task waits for it.
 pub const CLIENT_FRAMES: usize = 16;
@@ -232,6 +236,13 @@ async fn pump_events(
                     Change::Frame { .. } => continue,
                     Change::Membership => snapshot(),
                 },
+                // Behind by the whole feed with frames still unread: a snapshot queued behind
+                // them would only add to what it holds. It is dropped (EventSource reconnects
+                // on its own, and starts again from a snapshot).
+                Err(broadcast::error::RecvError::Lagged(_)) if tx.capacity() < tx.max_capacity() => {
+                    tracing::debug!("an event stream fell behind with frames unread; dropping it");
+                    return;
+                }
                 Err(broadcast::error::RecvError::Lagged(missed)) => {
                     tracing::debug!(missed, "an event stream fell behind; sending it a new snapshot");
                     // The backlog is older than the snapshot: skip it (from the newest on).
@@ -405,8 +416,39 @@ mod tests {
         assert!(frames.len() <= CLIENT_FRAMES + 1, "buffered beyond its bound: {}", frames.len());
         // The backlog the snapshot replaces is not sent after it.
         assert!(tokio::time::timeout(Duration::from_millis(200), rx.recv()).await.is_err(), "stale frames");
-        // Now a client that never reads again: once its buffer is full, it is dropped after
-        // the stall deadline, and its task ends.
+        // Behind again, with frames it has not read: dropped at once, no snapshot queued.
+        for i in 0..2 {
+            let _ = feed.changes.send(change(i, "mine"));
+            tokio::task::yield_now().await;
+        }
+        for i in 0..FEED_CAPACITY * 3 {
+            let _ = feed.changes.send(change(i, "mine"));
+        }
+        let started = std::time::Instant::now();
+        assert!(tokio::time::timeout(Duration::from_secs(5), pump).await.is_ok(), "not dropped");
+        assert!(
+            started.elapsed() < Duration::from_millis(250),
+            "waited for the stall: {:?}",
+            started.elapsed()
+        );
+        let mut left = Vec::new();
+        while let Ok(f) = rx.try_recv() {
+            left.push(kind(&f));
+        }
+        assert!(!left.iter().any(|k| k == "event: snapshot") && left.len() <= CLIENT_FRAMES, "{left:?}");
+
+        // A client that never reads: once its buffer is full, it is dropped after the stall
+        // deadline, and its task ends.
+        let (tx, rx) = mpsc::channel(CLIENT_FRAMES);
+        let sees: Sees = Arc::new(|_: &str| true);
+        let pump = tokio::spawn(pump_events(
+            feed.subscribe(),
+            feed.closing(),
+            || frame("snapshot", &json!({})),
+            sees,
+            tx,
+            Duration::from_millis(300),
+        ));
         for i in 0..CLIENT_FRAMES * 2 {
             let _ = feed.changes.send(change(i, "mine"));
             tokio::task::yield_now().await;
