@@ -240,6 +240,23 @@ impl Activity {
     }
 }
 
+/// Records `e` at once, from a process that runs no writer thread (the `user` command line).
+pub fn record_now(db: &Path, file: Option<&Path>, e: &Entry) -> Result<(), crate::users::UserError> {
+    if let Some(p) = file {
+        let mut f = open_text_file(p)
+            .map_err(|err| crate::users::UserError::Open(p.display().to_string(), err.to_string()))?;
+        writeln!(f, "{}", e.line())
+            .map_err(|err| crate::users::UserError::Open(p.display().to_string(), err.to_string()))?;
+    }
+    let conn = crate::users::open_connection(db)?;
+    conn.execute(
+        "INSERT INTO activity (at, user, source, action, node, process, result, detail)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        params![e.at, e.user, e.source, e.action, e.node, e.process, e.result, e.detail],
+    )?;
+    Ok(())
+}
+
 fn busy() -> ApiError {
     ApiError(StatusCode::SERVICE_UNAVAILABLE, "the activity log is busy: try again".into())
 }

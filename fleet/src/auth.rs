@@ -141,11 +141,17 @@ struct Window {
 #[derive(Debug, Default)]
 struct Limiter {
     map: HashMap<LimitKey, Window>,
+    /// When a full table was last emptied of ended windows (at most once a second: it is a
+    /// walk over the whole table).
+    pruned: Option<Instant>,
 }
 
 impl Limiter {
     /// How long until `keys` may try again, if any of them is limited now.
-    fn retry_after(&self, keys: &[LimitKey], now: Instant) -> Option<Duration> {
+    fn retry_after(&mut self, keys: &[LimitKey], now: Instant) -> Option<Duration> {
+        // A full table is emptied of ended windows first: otherwise it would stay full (and
+        // refuse every new address) even once the flood that filled it is over.
+        self.prune(now);
         keys.iter()
             .filter_map(|k| match self.map.get(k) {
                 Some(w) if w.failures >= MAX_FAILURES && now < w.start + WINDOW => {
@@ -157,11 +163,18 @@ impl Limiter {
             .max()
     }
 
-    /// Counts a failure; true when it makes one of `keys` limited.
-    fn fail(&mut self, keys: &[LimitKey], now: Instant) -> bool {
-        if self.map.len() >= MAX_TRACKED {
+    fn prune(&mut self, now: Instant) {
+        if self.map.len() >= MAX_TRACKED
+            && self.pruned.is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1))
+        {
+            self.pruned = Some(now);
             self.map.retain(|_, w| now < w.start + WINDOW);
         }
+    }
+
+    /// Counts a failure; true when it makes one of `keys` limited.
+    fn fail(&mut self, keys: &[LimitKey], now: Instant) -> bool {
+        self.prune(now);
         let mut newly = false;
         for k in keys {
             if !self.map.contains_key(k) && self.map.len() >= MAX_TRACKED {
@@ -339,9 +352,14 @@ impl Auth {
         lock(&self.limiter).retry_after(keys, Instant::now())
     }
 
-    /// Counts a failed login, and records it (and the moment it gets limited).
-    fn failed(&self, keys: &[LimitKey], name: &str, peer: Peer, how: &str) {
+    /// Counts a failed login, and records it (and the moment it gets limited). A name that is
+    /// no user's is not recorded as typed: people type their password there by mistake.
+    fn failed(&self, keys: &[LimitKey], name: Option<&str>, peer: Peer, how: &str) {
         let newly = lock(&self.limiter).fail(keys, Instant::now());
+        let (name, how) = match name {
+            Some(n) => (n, how.to_string()),
+            None => ("?", format!("{how}: no such user")),
+        };
         self.activity.record(Entry::new(name, "login", "failed").source(peer.shown()).detail(how));
         if newly {
             self.activity.record(
@@ -405,7 +423,7 @@ impl Auth {
             cache.insert(digest, (u.hash.clone(), Instant::now() + BASIC_TTL));
             return Ok(Some(Caller::of(u)));
         }
-        self.failed(&keys, &name, peer, "HTTP Basic");
+        self.failed(&keys, user.as_ref().map(|_| name.as_str()), peer, "HTTP Basic");
         Err(unauthorized(headers, "Invalid username/password"))
     }
 }
@@ -621,7 +639,7 @@ pub(crate) async fn login(
     let lookup = username.clone();
     let user = users::blocking(move || users.get(&lookup)).await?;
     if !auth.verify(password, user.as_ref()).await? {
-        auth.failed(&keys, &username, peer, "wrong name or password");
+        auth.failed(&keys, user.as_ref().map(|_| username.as_str()), peer, "wrong password");
         return Err(ApiError(StatusCode::UNAUTHORIZED, "Invalid username/password".into()));
     }
     let user = user.expect("verify is true only for a user that exists");
@@ -694,7 +712,7 @@ pub(crate) async fn change_password(
     let name = caller.username.clone();
     let user = users::blocking(move || users.get(&name)).await?;
     if !auth.verify(change.old_password, user.as_ref()).await? {
-        auth.failed(&keys, &caller.username, peer, "wrong old password");
+        auth.failed(&keys, Some(&caller.username), peer, "wrong old password");
         return Err(ApiError(StatusCode::BAD_REQUEST, "Old password is wrong".into()));
     }
     let users = auth.users.clone();
@@ -732,6 +750,19 @@ mod tests {
     }
 
     #[test]
+    fn a_full_limiter_refuses_new_sources_only_while_its_windows_last() {
+        let mut l = Limiter::default();
+        let t0 = Instant::now();
+        for i in 0..MAX_TRACKED {
+            l.fail(&[LimitKey::User(format!("u{i}"))], t0);
+        }
+        let new = [LimitKey::User("new".into())];
+        assert_eq!(l.retry_after(&new, t0), Some(WINDOW), "full: a new source is refused");
+        assert_eq!(l.retry_after(&new, t0 + WINDOW), None, "the windows ended: the table empties");
+        assert!(l.map.is_empty());
+    }
+
+    #[test]
     fn cross_site_requests_are_told_from_same_site_and_scripts() {
         let h = |pairs: &[(&'static str, &'static str)]| {
             let mut m = HeaderMap::new();
@@ -754,6 +785,30 @@ mod tests {
         assert!(!changes_state(&Method::GET, "/api/v2/nodes/n/processes/web:app/log/"));
         assert!(changes_state(&Method::DELETE, "/api/v2/activitylogs/"));
         assert_eq!((to_login("/"), to_login("/a/b")), ("login".to_string(), "../login".to_string()));
+    }
+
+    #[test]
+    fn sessions_are_random_bounded_per_user_and_end_when_idle() {
+        let dir = tempfile::tempdir().expect("dir");
+        let cfg = crate::config::parse("", &dir.path().join("f.toml")).expect("config");
+        let auth = Auth::open(&cfg).expect("auth");
+        let tokens: Vec<String> =
+            (0..=MAX_PER_USER).map(|_| auth.new_session("a").expect("a session")).collect();
+        assert!(tokens.iter().all(|t| t.len() == 43), "256 bits, base64url");
+        let distinct: std::collections::HashSet<&String> = tokens.iter().collect();
+        assert_eq!(distinct.len(), tokens.len());
+        let live_ones = tokens.iter().filter(|t| auth.session_user(t).as_deref() == Some("a")).count();
+        assert_eq!(live_ones, MAX_PER_USER, "one more login ends the least recently used");
+        let b = auth.new_session("b").expect("b");
+        assert_eq!(auth.session_user(&b).as_deref(), Some("b"), "another user's logins do not count");
+        auth.sessions_end_for("b");
+        assert_eq!(auth.session_user(&b), None);
+        let now = Instant::now();
+        if let (Some(idle), Some(old)) = (now.checked_sub(IDLE), now.checked_sub(MAX_AGE)) {
+            assert!(!live(&Session { username: "a".into(), created: now, last: idle }, now));
+            assert!(!live(&Session { username: "a".into(), created: old, last: now }, now));
+        }
+        assert!(live(&Session { username: "a".into(), created: now, last: now }, now));
     }
 
     #[test]

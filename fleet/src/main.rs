@@ -72,12 +72,13 @@ fn prompt(what: &str) -> Result<String, String> {
     use nix::sys::termios::{tcgetattr, tcsetattr, LocalFlags, SetArg};
     use std::io::{BufRead as _, Write as _};
     let stdin = std::io::stdin();
-    eprint!("{what}");
-    let _ = std::io::stderr().flush();
+    // Echo goes off before the prompt shows: what is typed after it never appears.
     let saved = tcgetattr(&stdin).map_err(|e| format!("the terminal: {e}"))?;
     let mut quiet = saved.clone();
     quiet.local_flags.remove(LocalFlags::ECHO);
     tcsetattr(&stdin, SetArg::TCSANOW, &quiet).map_err(|e| format!("the terminal: {e}"))?;
+    eprint!("{what}");
+    let _ = std::io::stderr().flush();
     let mut line = String::new();
     let read = stdin.lock().read_line(&mut line);
     let _ = tcsetattr(&stdin, SetArg::TCSANOW, &saved);
@@ -86,10 +87,50 @@ fn prompt(what: &str) -> Result<String, String> {
     Ok(line.trim_end_matches(['\n', '\r']).to_string())
 }
 
+/// Runs a `user` command, and records a change in the activity log (as the Unix user who ran
+/// it, from "command line").
 fn user_command(config: &minder_fleet::config::FleetConfig, cmd: UserCommand) -> Result<String, String> {
+    use minder_fleet::activity::{record_now, Entry};
+    let path = minder_fleet::users::database_path(config);
+    let (action, target) = match &cmd {
+        UserCommand::Add { name, .. } => (Some("user add"), name.clone()),
+        UserCommand::Remove { name } => (Some("user remove"), name.clone()),
+        UserCommand::Passwd { name } => (Some("user change"), name.clone()),
+        UserCommand::List => (None, String::new()),
+    };
+    let detail = match &cmd {
+        UserCommand::Add { role, environments, .. } if environments.is_empty() => format!("role {role}"),
+        UserCommand::Add { role, environments, .. } => {
+            format!("role {role}, environments {}", environments.join(","))
+        }
+        UserCommand::Passwd { .. } => "password".to_string(),
+        _ => String::new(),
+    };
+    let r = run_user_command(&path, cmd);
+    if let Some(action) = action {
+        let who = std::env::var("SUDO_USER")
+            .or_else(|_| std::env::var("USER"))
+            .unwrap_or_else(|_| format!("uid {}", nix::unistd::getuid()));
+        let entry = Entry::new(&who, action, if r.is_ok() { "success" } else { "error" })
+            .source("command line")
+            .target_user(&target);
+        let entry = if detail.is_empty() {
+            entry
+        } else {
+            Entry { detail: entry.detail.map(|d| format!("{d}, {detail}")), ..entry }
+        };
+        let base = config.path.parent().map(std::path::Path::to_path_buf).unwrap_or_default();
+        let file = config.activity_log.as_ref().map(|f| base.join(f));
+        if let Err(e) = record_now(&path, file.as_deref(), &entry) {
+            eprintln!("minder-fleet: the activity log: {e}");
+        }
+    }
+    r
+}
+
+fn run_user_command(path: &std::path::Path, cmd: UserCommand) -> Result<String, String> {
     use minder_fleet::users::{self, Role, Users};
-    let path = users::database_path(config);
-    let store = Users::open(&path).map_err(|e| e.to_string())?;
+    let store = Users::open(path).map_err(|e| e.to_string())?;
     match cmd {
         UserCommand::Add { name, role, environments } => {
             let role = Role::parse(&role).ok_or("the role is admin, operator or viewer")?;

@@ -308,7 +308,14 @@ fn roles_sessions_and_environments_are_enforced_on_every_route() {
         );
     }
     seen.push_str(&a.body);
+    assert!(!a.body.contains("nobody"), "a name that is no user's is not recorded as typed: {}", a.body);
     assert_eq!(f.req("GET", "/api/v2/activitylogs/?password=x", &as_admin, b"").status, 400);
+    // Clearing the log is itself recorded (the text file keeps every line).
+    assert_eq!(f.req("DELETE", "/api/v2/activitylogs/", &as_admin, b"").status, 200);
+    let a = f.req("GET", "/api/v2/activitylogs/", &as_admin, b"");
+    let left: Vec<&str> =
+        a.json["entries"].as_array().expect("entries").iter().filter_map(|e| e["action"].as_str()).collect();
+    assert_eq!(left, ["activity clear"], "{}", a.body);
 
     // No password anywhere: answers, the activity table and file, the fleet's log, the database.
     let file = std::fs::read_to_string(d.join("activity.log")).expect("Cesi's activity file");
@@ -453,6 +460,70 @@ fn a_failed_login_flood_is_limited_without_argon2_and_the_fleet_stays_responsive
 }
 
 #[test]
+fn failed_logins_from_many_addresses_leave_the_fleet_its_cores() {
+    let dir = tempfile::Builder::new().prefix("fleet-many-").tempdir().expect("a temp dir");
+    let d = dir.path();
+    let (_nodes, _s1, _s2, conf) = two_nodes(d);
+    let f = fleet(&conf);
+    let session = cookie(&f.login(ADMIN.0, ADMIN.1));
+    // 12 addresses, each with 5 wrong passwords for names of its own (each is an argon2 run),
+    // then one more each, which is refused at once.
+    let started = Instant::now();
+    let floods: Vec<_> = (0..12u8)
+        .map(|i| {
+            let addr = f.addr.clone();
+            std::thread::spawn(move || {
+                let mut codes = Vec::new();
+                for j in 0..6 {
+                    let body = json_body(json!({"username": format!("n{i}-{j}"), "password": "guess-guess"}));
+                    codes.push(
+                        request_from(
+                            [127, 0, 1, i + 2],
+                            &addr,
+                            "POST",
+                            "/api/v2/auth/login/",
+                            &[JSON],
+                            &body,
+                        )
+                        .status,
+                    );
+                }
+                codes
+            })
+        })
+        .collect();
+    let mut during = Vec::new();
+    while during.len() < 20 {
+        let a = f.req("GET", "/api/v2/nodes/", &[("Cookie", session.as_str())], b"");
+        assert_eq!(a.status, 200, "{}", a.body);
+        during.push(a.took);
+    }
+    let codes: Vec<Vec<u16>> = floods.into_iter().map(|t| t.join().expect("a flood thread")).collect();
+    let took = started.elapsed();
+    during.sort();
+    eprintln!(
+        "60 failed logins (argon2 each) from 12 addresses: {took:?}; GET /api/v2/nodes/ meanwhile: median {:?}, max {:?}",
+        during[during.len() / 2],
+        during[during.len() - 1]
+    );
+    for c in &codes {
+        assert_eq!(c, &[401, 401, 401, 401, 401, 429], "{codes:?}");
+    }
+    assert!(during[during.len() - 1] < Duration::from_millis(500), "{during:?}");
+    // The first address is still limited; the session's own address is not.
+    let a = request_from(
+        [127, 0, 1, 2],
+        &f.addr,
+        "POST",
+        "/api/v2/auth/login/",
+        &[JSON],
+        &json_body(json!({"username": ADMIN.0, "password": ADMIN.1})),
+    );
+    assert_eq!(a.status, 429);
+    f.login(ADMIN.0, ADMIN.1);
+}
+
+#[test]
 fn hostile_bodies_are_refused_in_json() {
     let dir = tempfile::Builder::new().prefix("fleet-bodies-").tempdir().expect("a temp dir");
     let d = dir.path();
@@ -586,6 +657,21 @@ fn a_cesi_configuration_and_database_load_and_users_come_from_the_command_line()
     let a = f.req("GET", "/api/v2/profile/", &[("Authorization", &basic("admin", ADMIN.1))], b"");
     assert_eq!(a.json["user"]["role"], "admin", "{}", a.body);
     let alice = cookie(&f.login("alice", "alice-password-5"));
+    // The command line's change is in the activity log, with what it changed (no password).
+    let a = f.req(
+        "GET",
+        "/api/v2/activitylogs/?action=user+add&result=success",
+        &[("Authorization", &basic("admin", ADMIN.1))],
+        b"",
+    );
+    let e = &a.json["entries"][0];
+    assert_eq!(
+        (e["source"].as_str(), e["detail"].as_str(), e["result"].as_str()),
+        (Some("command line"), Some("user alice, role operator, environments prod"), Some("success")),
+        "{}",
+        a.body
+    );
+    assert!(!a.body.contains("alice-password-5"));
     let a = f.req("GET", "/api/v2/profile/", &[("Cookie", alice.as_str())], b"");
     assert_eq!(a.json["user"], json!({"username": "alice", "role": "operator", "environments": ["prod"]}));
     let a = f.req(
@@ -642,4 +728,46 @@ fn with_no_admin_and_no_users_the_fleet_starts_and_says_how_to_add_one() {
     assert!(dir.path().join("fleet.db").exists(), "the default database beside the configuration");
     let a = f.req("GET", "/api/v2/nodes/", &[], b"");
     assert_eq!(a.status, 401);
+}
+
+#[test]
+fn user_add_on_a_terminal_asks_twice_and_echoes_nothing() {
+    use std::io::{Read as _, Write as _};
+    use std::sync::{Arc, Mutex};
+    let dir = tempfile::Builder::new().prefix("fleet-tty-").tempdir().expect("a temp dir");
+    let conf = dir.path().join("fleet.toml");
+    std::fs::write(&conf, "").expect("write");
+    let pty = nix::pty::openpty(None, None).expect("a pseudo-terminal");
+    let slave = |fd: &std::os::fd::OwnedFd| Stdio::from(fd.try_clone().expect("dup"));
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_minder-fleet"));
+    cmd.arg("--config-file").arg(&conf).args(["user", "add", "tty", "--role", "viewer"]);
+    cmd.stdin(slave(&pty.slave)).stdout(slave(&pty.slave)).stderr(slave(&pty.slave));
+    let child = Owned(cmd.spawn().expect("minder-fleet runs"));
+    drop(cmd);
+    drop(pty.slave);
+    let screen = Arc::new(Mutex::new(String::new()));
+    let mut master = std::fs::File::from(pty.master);
+    let mut writer = master.try_clone().expect("dup");
+    let sink = screen.clone();
+    // Ends with EIO once the child, the last holder of the terminal's other end, is gone.
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 256];
+        while let Ok(n) = master.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            sink.lock().unwrap_or_else(|e| e.into_inner()).push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+    });
+    let shown = || screen.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    wait_for("the first prompt", 10 * SECS, || shown().contains("New password: "));
+    writer.write_all(b"typed-on-a-tty-9\n").expect("type");
+    wait_for("the second prompt", 10 * SECS, || shown().contains("Again: "));
+    writer.write_all(b"typed-on-a-tty-9\n").expect("type");
+    wait_for("the answer", 10 * SECS, || shown().contains("added tty (viewer)"));
+    assert!(!shown().contains("typed-on-a-tty"), "the password was echoed: {:?}", shown());
+    drop(child);
+    let f = fleet(&conf);
+    let a = f.req("GET", "/api/v2/profile/", &[("Authorization", &basic("tty", "typed-on-a-tty-9"))], b"");
+    assert_eq!(a.json["user"]["role"], "viewer", "{}", a.body);
 }

@@ -122,7 +122,39 @@ impl Answer {
 /// One HTTP/1.1 request with these extra headers.
 pub fn request(addr: &str, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Answer {
     let started = Instant::now();
-    let mut s = TcpStream::connect(addr).expect("connect to the fleet");
+    let s = TcpStream::connect(addr).expect("connect to the fleet");
+    request_on(s, started, addr, method, path, headers, body)
+}
+
+/// As [`request`], from the loopback address `source` (any of 127.0.0.0/8 is this machine),
+/// so that a test can be many clients.
+pub fn request_from(
+    source: [u8; 4],
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Answer {
+    use nix::sys::socket::{bind, connect, socket, AddressFamily, SockFlag, SockType, SockaddrIn};
+    let started = Instant::now();
+    let to: std::net::SocketAddrV4 = addr.parse().expect("an IPv4 address");
+    let fd = socket(AddressFamily::Inet, SockType::Stream, SockFlag::SOCK_CLOEXEC, None).expect("a socket");
+    let [a, b, c, d] = source;
+    bind(std::os::fd::AsRawFd::as_raw_fd(&fd), &SockaddrIn::new(a, b, c, d, 0)).expect("bind the source");
+    connect(std::os::fd::AsRawFd::as_raw_fd(&fd), &SockaddrIn::from(to)).expect("connect to the fleet");
+    request_on(TcpStream::from(fd), started, addr, method, path, headers, body)
+}
+
+fn request_on(
+    mut s: TcpStream,
+    started: Instant,
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Answer {
     s.set_read_timeout(Some(30 * SECS)).expect("timeout");
     let mut head = format!(
         "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
