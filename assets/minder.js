@@ -745,7 +745,13 @@ function timedelta(secs) {
     const rows = users.map(u => {
       const envs = Array.isArray(u.environments) ? u.environments.join(', ') : 'all';
       const del = u.username === profile.username ? '' : button({ 'data-deluser': u.username }, 'Remove');
-      return el('tr', { 'data-user': u.username }, el('td', {}, u.username), el('td', {}, u.role || ''), el('td', {}, envs), el('td', {}, del));
+      const role = el('select', { 'data-roleof': u.username, 'aria-label': 'role of ' + u.username });
+      for (const r of ['viewer', 'operator', 'admin']) {
+        const o = el('option', { value: r }, r);
+        if (r === u.role) o.selected = true;
+        role.append(o);
+      }
+      return el('tr', { 'data-user': u.username, 'data-role': u.role }, el('td', {}, u.username), el('td', {}, role), el('td', {}, envs), el('td', {}, del));
     });
     document.querySelector('#users tbody').replaceChildren(...rows);
   }
@@ -790,6 +796,13 @@ function timedelta(secs) {
       if (r.ok) add.reset();
       loadUsers().catch(() => {});
     });
+    document.querySelector('#users tbody').addEventListener('change', async ev => {
+      const sel = ev.target.closest('select[data-roleof]');
+      if (!sel) return;
+      const r = await api('api/v2/users/' + enc(sel.dataset.roleof) + '/', { method: 'PUT', json: { role: sel.value } });
+      showMessage(r.answer.message || (r.ok ? sel.dataset.roleof + ' is now ' + sel.value : r.status + ' error'), r.ok);
+      loadUsers().catch(() => {});
+    });
     document.querySelector('#users tbody').addEventListener('click', async ev => {
       const btn = ev.target.closest('button[data-deluser]');
       if (!btn) return;
@@ -798,6 +811,17 @@ function timedelta(secs) {
       loadUsers().catch(() => {});
     });
   }
+
+  const passwd = document.getElementById('passwd');
+  passwd.addEventListener('submit', async ev => {
+    ev.preventDefault();
+    const f = passwd.elements;
+    const r = await api('api/v2/profile/password/', {
+      method: 'PUT', json: { old_password: f.old_password.value, new_password: f.new_password.value },
+    });
+    showMessage(r.answer.message || (r.ok ? 'Password changed' : r.status + ' error'), r.ok);
+    if (r.ok) passwd.reset();
+  });
 
   async function start() {
     try {

@@ -236,6 +236,18 @@ def main():
         assert d.js("return window.notReloaded;") == 42, "the page was reloaded"
         print(f"log view: followed talk's stdout from 'line {n}' to 'line {n + 3}' without a reload")
 
+        # The admin changes the viewer's role in the users panel, and back.
+        for role in ("operator", "viewer"):
+            d.js(
+                "const s = document.querySelector(`select[data-roleof='watcher']`); s.value = arguments[0];"
+                "s.dispatchEvent(new Event('change', { bubbles: true }));",
+                role,
+            )
+            wait_for(
+                f"watcher shown as {role}",
+                lambda: d.js("const r = document.querySelector(`#users tr[data-user='watcher']`); return r && r.dataset.role;") == role,
+            )
+
         # Log out: the login form, and the session is gone for the API too.
         d.click("#logout")
         wait_for("the login form after logout", lambda: path(d) == "/login")
@@ -256,6 +268,22 @@ def main():
         assert d.js("return document.getElementById('admin').hidden;") is True
         assert d.js("return document.body.dataset.readonly;") == "true"
         print("viewer: rows and logs, no action buttons, no admin panel")
+
+        # Any user changes its own password; the new one logs in.
+        user, old = VIEWER.split(":", 1)
+        d.click("#passwordpanel summary")
+        d.js(
+            "const f = document.getElementById('passwd'); f.elements.old_password.value = arguments[0];"
+            "f.elements.new_password.value = arguments[1];",
+            old,
+            old + "-new",
+        )
+        d.click("#passwd button[type=submit]")
+        wait_for("the password changed", lambda: "changed" in d.js("return document.getElementById('message').textContent;"))
+        d.click("#logout")
+        wait_for("the login form after logout", lambda: path(d) == "/login")
+        login(d, f"{user}:{old}-new")
+        print("a viewer changed its password from the page, and logged in with the new one")
     finally:
         d.quit()
     print("OK")
