@@ -10,15 +10,19 @@ Usage: fleet_browser.py ADDR MINDER SOCK1 SOCK2 DIR ADMIN:PASSWORD VIEWER:PASSWO
 It logs in through the form, filters, stops web:app on m1 and sees the row change without a
 reload, sees a change made on m2 with the CLI arrive, follows talk's stdout and sees lines the
 program writes after the view opened, logs out (the page is then the login form and the API
-answers 401), and logs in as a viewer, whose page has no action buttons. Prints OK at the end;
-any failure raises.
+answers 401), and logs in as a viewer, whose page has no action buttons; then does it again
+behind a reverse proxy that serves the fleet under /fleet/ (every request must stay under the
+prefix). Prints OK at the end; any failure raises.
 """
 
+import http.client
+import http.server
 import json
 import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -150,11 +154,15 @@ def path(d):
     return d.js("return location.pathname;")
 
 
-def login(d, cred):
+def login(d, cred, base=BASE):
     user, password = cred.split(":", 1)
-    d.get(BASE)
+    prefix = base[base.index("/", len("http://")) :]
+    d.get(base)
     # Not logged in: the dashboard sends the browser to the login form.
-    wait_for("the login form", lambda: path(d) == "/login" and d.js("return !!document.getElementById('login');"))
+    wait_for(
+        "the login form",
+        lambda: path(d) == prefix + "login" and d.js("return !!document.getElementById('login');"),
+    )
     d.js(
         "const f = document.getElementById('login');"
         "f.elements.username.value = arguments[0]; f.elements.password.value = arguments[1];",
@@ -162,7 +170,7 @@ def login(d, cred):
         password,
     )
     d.click("#login button[type=submit]")
-    wait_for("the dashboard", lambda: path(d) == "/" and d.js("return document.body.dataset.mode;") == "fleet")
+    wait_for("the dashboard", lambda: path(d) == prefix and d.js("return document.body.dataset.mode;") == "fleet")
     wait_for(
         "the live snapshot with both nodes' rows",
         lambda: d.js("return (window.fleetSnapshots || 0) >= 1 && !document.getElementById('live').hidden;")
@@ -284,9 +292,74 @@ def main():
         wait_for("the login form after logout", lambda: path(d) == "/login")
         login(d, f"{user}:{old}-new")
         print("a viewer changed its password from the page, and logged in with the new one")
+        d.click("#logout")
+        wait_for("the login form after logout", lambda: path(d) == "/login")
+        prefixed(d)
     finally:
         d.quit()
     print("OK")
+
+
+def prefixed(d):
+    """The UI behind a reverse proxy that serves the fleet under /fleet/, stripping the prefix
+    (nginx's `location /fleet/ { proxy_pass http://fleet/; }`): the login redirect, the form,
+    the assets, the event stream and the actions must all stay under the prefix."""
+    outside = []
+
+    class Proxy(http.server.BaseHTTPRequestHandler):
+        def forward(self):
+            if not self.path.startswith("/fleet/"):
+                outside.append(self.path)
+                self.send_error(404)
+                return
+            length = int(self.headers.get("Content-Length") or 0)
+            body = self.rfile.read(length) if length else None
+            headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "connection")}
+            host, port = ADDR.rsplit(":", 1)
+            up = http.client.HTTPConnection(host, int(port), timeout=60)
+            up.request(self.command, self.path[len("/fleet") :], body=body, headers=headers)
+            r = up.getresponse()
+            self.send_response(r.status)
+            for k, v in r.getheaders():
+                if k.lower() not in ("connection", "transfer-encoding", "keep-alive", "content-length"):
+                    self.send_header(k, v)
+            self.send_header("Connection", "close")
+            self.end_headers()
+            # Streamed as it comes (the event stream never ends), delimited by the close.
+            try:
+                while True:
+                    chunk = r.read1(65536)
+                    if not chunk:
+                        break
+                    self.wfile.write(chunk)
+                    self.wfile.flush()
+            except OSError:
+                pass
+            finally:
+                up.close()
+
+        do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = forward
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Proxy)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}/fleet/"
+    try:
+        login(d, ADMIN, base)
+        d.js("window.notReloaded = 42;")
+        want, verb = ("STOPPED", "stop") if row_state(d, "m1", "talk") == "RUNNING" else ("RUNNING", "start")
+        d.click(ROW.format("m1", "talk") + f" button[data-act='{verb}']")
+        wait_for(f"talk on m1 to show {want} through the proxy", lambda: row_state(d, "m1", "talk") == want)
+        assert state("m1", "talk") == want
+        assert d.js("return window.notReloaded;") == 42, "the page was reloaded"
+        d.click("#logout")
+        wait_for("the login form under the prefix", lambda: path(d) == "/fleet/login")
+        assert outside == [], f"requests escaped the prefix: {outside}"
+        print("under a proxy's /fleet/ prefix: login, live rows, actions and logout all stayed under it")
+    finally:
+        server.shutdown()
 
 
 if __name__ == "__main__":
