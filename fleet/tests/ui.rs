@@ -420,6 +420,25 @@ fn a_state_change_on_a_node_reaches_an_event_stream_client() {
     let noise: Vec<_> = sse.events()[quiet..].iter().filter(|(e, _, _)| e == "process").cloned().collect();
     assert!(noise.is_empty(), "events without a change: {noise:?}");
 
+    // SIGHUP: a node leaves and another joins; the client is sent the fleet as it now is.
+    let conf = s._dir.path().join("fleet.toml");
+    let text = std::fs::read_to_string(&conf).expect("read the configuration");
+    let text = text.replace(
+        "name = \"m2-xmlrpc\"\nenvironment = \"legacy\"\n",
+        "name = \"m2-again\"\nenvironment = \"legacy\"\nkind = \"minderd\"\n",
+    );
+    std::fs::write(&conf, text).expect("write the configuration");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(f.child.0.id() as i32),
+        nix::sys::signal::Signal::SIGHUP,
+    )
+    .expect("SIGHUP the fleet");
+    wait_for("m2-xmlrpc gone and m2-again connected in the stream", 20 * SECS, || {
+        let nodes = replay(&sse.events());
+        !nodes.contains_key("m2-xmlrpc")
+            && nodes.get("m2-again").is_some_and(|(up, ps)| *up && !ps.is_empty())
+    });
+
     // Shutdown ends the stream, and the fleet exits promptly though a client still listens.
     let t = Instant::now();
     let child = &mut s.fleet.child;
