@@ -621,8 +621,15 @@ function timedelta(secs) {
     events.onerror = async () => {
       live.classList.add('off');
       live.textContent = 'reconnecting';
-      // A stream refused for want of a session: the login form, not endless retries.
-      try { await api('api/v2/profile/'); } catch (_) { events.close(); }
+      // A stream refused for want of a session: the login form, not endless retries. A fleet
+      // that does not answer at all (restarting) is retried by EventSource itself.
+      try {
+        const r = await fetch(url('api/v2/profile/'), { credentials: 'same-origin', headers: { Accept: 'application/json' } });
+        if (r.status === 401) {
+          events.close();
+          toLogin();
+        }
+      } catch (_) { /* not answering: EventSource retries */ }
     };
   }
 
