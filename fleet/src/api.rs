@@ -47,7 +47,7 @@ impl IntoResponse for ApiError {
 }
 
 impl ApiError {
-    fn from_call(node: &str, e: &CallError) -> ApiError {
+    pub(crate) fn from_call(node: &str, e: &CallError) -> ApiError {
         let code = match e {
             CallError::TimedOut(_) => StatusCode::GATEWAY_TIMEOUT,
             CallError::NotConnected(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -103,6 +103,7 @@ pub fn router(fleet: Arc<Fleet>) -> Router {
     let api = api.fallback(|| async { ApiError(StatusCode::NOT_FOUND, "no such route".into()) });
     Router::new()
         .nest("/api/v2", api)
+        .merge(crate::web::router())
         .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "no such page".into()) })
         // Every route above, and the fallback, is behind authentication (module doc).
         .layer(axum::middleware::from_fn_with_state(fleet.clone(), auth::authenticate))
@@ -116,7 +117,7 @@ fn visible(fleet: &Fleet, caller: &Caller) -> Vec<Arc<Node>> {
 }
 
 /// The node `name`, when it exists and the caller may see it (404 alike otherwise).
-fn find_node(fleet: &Fleet, caller: &Caller, name: &str) -> Result<Arc<Node>, ApiError> {
+pub(crate) fn find_node(fleet: &Fleet, caller: &Caller, name: &str) -> Result<Arc<Node>, ApiError> {
     if !is_plain_name(name) {
         return Err(ApiError(StatusCode::BAD_REQUEST, "not a node name".into()));
     }
@@ -138,7 +139,7 @@ fn may_act(fleet: &Fleet, caller: &Caller, entry: impl FnOnce() -> Entry) -> Res
     ))
 }
 
-fn general(node: &Node, view: &NodeView) -> Json_ {
+pub(crate) fn general(node: &Node, view: &NodeView) -> Json_ {
     json!({
         "name": node.config.name,
         "environment": node.config.environment,
@@ -157,7 +158,7 @@ fn general(node: &Node, view: &NodeView) -> Json_ {
     })
 }
 
-fn node_json(node: &Node) -> Json_ {
+pub(crate) fn node_json(node: &Node) -> Json_ {
     let view = node.view();
     json!({"general": general(node, &view), "processes": &*view.processes})
 }
@@ -197,7 +198,7 @@ async fn node_processes(
 }
 
 /// The process `wanted` (`group:name` or `name`) as the node last reported it.
-fn find_process(node: &Node, wanted: &str) -> Result<Process, ApiError> {
+pub(crate) fn find_process(node: &Node, wanted: &str) -> Result<Process, ApiError> {
     let plain = match wanted.split_once(':') {
         Some((g, n)) => is_plain_name(g) && is_plain_name(n),
         None => is_plain_name(wanted),

@@ -22,7 +22,9 @@ pub mod config;
 pub mod discover;
 pub mod model;
 pub mod node;
+pub mod stream;
 pub mod users;
+pub mod web;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -62,6 +64,8 @@ pub struct Fleet {
     discovered: Mutex<BTreeMap<String, Vec<NodeConfig>>>,
     /// The discovery tasks, one per `[[discover]]`, replaced by a reload.
     discoverers: Mutex<Vec<tokio::task::AbortHandle>>,
+    /// What changed on the nodes, for the live streams.
+    feed: stream::Feed,
 }
 
 /// Whether two configurations of a node would make the same task (its place in the file aside).
@@ -95,6 +99,7 @@ impl Fleet {
             }),
             discovered: Mutex::new(BTreeMap::new()),
             discoverers: Mutex::new(Vec::new()),
+            feed: stream::Feed::default(),
         });
         fleet.reconcile(false);
         fleet.discover(&config.discover);
@@ -104,6 +109,11 @@ impl Fleet {
     /// The users, sessions and activity log.
     pub fn auth(&self) -> &Arc<auth::Auth> {
         &self.auth
+    }
+
+    /// The change feed of the live streams.
+    pub fn feed(&self) -> &stream::Feed {
+        &self.feed
     }
 
     /// The nodes, in configuration order (a snapshot: a reload does not change it).
@@ -173,7 +183,7 @@ impl Fleet {
                     kept += 1;
                 }
                 None => {
-                    members.push(spawn(n, timing));
+                    members.push(spawn(n, timing, &self.feed));
                     started += 1;
                 }
             }
@@ -227,8 +237,9 @@ async fn discovery(fleet: Weak<Fleet>, d: DiscoverConfig, deadline: std::time::D
     }
 }
 
-fn spawn(n: &NodeConfig, timing: Timing) -> Member {
+fn spawn(n: &NodeConfig, timing: Timing, feed: &stream::Feed) -> Member {
     let (node, task) = Node::spawn(n.clone(), timing);
+    feed.watch(&node);
     Member { node, task: task.abort_handle() }
 }
 
@@ -275,6 +286,13 @@ pub async fn run(
         })
     };
     let app = api::router(fleet.clone());
+    // The live streams never end on their own: the shutdown ends them, so that the graceful
+    // shutdown, which waits for every response, can finish.
+    let closer = fleet.clone();
+    let shutdown = async move {
+        shutdown.await;
+        closer.feed().close();
+    };
     // The peer's address: the login rate limit and the activity log use it.
     let served = axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>())
         .with_graceful_shutdown(shutdown)

@@ -38,7 +38,7 @@ fn auth(node: &NodeConfig) -> Auth {
     Auth(header.and_then(|h| h.parse().ok()))
 }
 
-fn status_error(s: &tonic::Status, deadline: Duration) -> CallError {
+pub(super) fn status_error(s: &tonic::Status, deadline: Duration) -> CallError {
     use tonic::Code;
     match s.code() {
         Code::DeadlineExceeded => CallError::TimedOut(deadline),

@@ -10,6 +10,7 @@
 //!
 //! A node that fails is retried with a capped, jittered exponential backoff ([`Backoff`]).
 
+pub mod follow;
 pub mod grpc;
 pub mod xmlrpc;
 
@@ -227,6 +228,27 @@ impl Node {
     /// What the node task last published (never waits for the node).
     pub fn view(&self) -> NodeView {
         self.view.borrow().clone()
+    }
+
+    /// The node task's published view, to be told of each change (the fleet's change feed).
+    pub fn subscribe(&self) -> watch::Receiver<NodeView> {
+        self.view.clone()
+    }
+
+    /// Starts following the stdout (or stderr) of the process `full` (`group:name`): the first
+    /// read is made here, under the call deadline, so a node that cannot serve it is an error
+    /// before anything is streamed.
+    pub async fn follow(&self, full: &str, stderr: bool) -> Result<follow::LogSource, CallError> {
+        match &self.conn {
+            Conn::XmlRpc(c) => follow::LogSource::xmlrpc(c.clone(), full, stderr, self.timing).await,
+            Conn::Grpc(slot) => {
+                let client = slot.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                match client {
+                    Some(c) => follow::LogSource::grpc(c, full, stderr, self.timing.call_timeout).await,
+                    None => Err(self.not_connected()),
+                }
+            }
+        }
     }
 
     /// The process `wanted` (`group:name` or `name`) among those the node last reported.

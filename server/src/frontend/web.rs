@@ -387,6 +387,11 @@ impl Endpoint {
             });
         let html = PAGE
             .replace("{{title}}", &escape(&title))
+            .replace("{{mode}}", "minderd")
+            .replace("{{account}}", "")
+            .replace("{{panels}}", "")
+            .replace("{{nodehead}}", "")
+            .replace("{{product}}", "minderd")
             .replace("{{readonly}}", if admin { "false" } else { "true" })
             .replace("{{message}}", &message_html)
             .replace("{{global}}", global)
