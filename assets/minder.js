@@ -60,6 +60,16 @@ function timedelta(secs) {
   }
 
 
+  // What a process uses (its whole cgroup): CPU as a share of one core since the last sample,
+  // and memory, where minderd measures them.
+  const cpuSeen = new Map(); // name -> [cpu_seconds, performance.now() / 1000]
+  function resources(p) {
+    const parts = [];
+    if (typeof p.cpu_percent === 'number') parts.push(p.cpu_percent.toFixed(1) + '% CPU');
+    if (typeof p.memory_bytes === 'number') parts.push((p.memory_bytes / 1048576).toFixed(1) + ' MiB');
+    return parts.length ? ' · ' + parts.join(' · ') : '';
+  }
+
   // The rest of a process's tree (its cgroup) beside its pid: `+N`, every pid in the title.
   function treeNote(pids) {
     if (!pids || pids.length < 2) return [];
@@ -89,7 +99,8 @@ function timedelta(secs) {
       el('td', { class: 'state' }, el('span', { class: p.class }, p.state.toLowerCase())),
       el('td', { class: 'desc' }, p.description),
       el('td', { class: 'name' }, el('a', { href: 'tail.html?processname=' + q, 'data-tail': p.name }, p.name)),
-      el('td', { class: 'pid' }, p.pid ? String(p.pid) : '', ...treeNote(p.tree_pids)),
+      el('td', { class: 'pid' }, p.pid ? String(p.pid) : '', ...treeNote(p.tree_pids),
+        el('span', { class: 'res' }, p.pid ? resources(p) : '')),
       el('td', { class: 'uptime' }, p.uptime !== null && p.uptime !== undefined ? timedelta(p.uptime) : ''),
       el('td', { class: 'problem' }, p.problem || ''),
       acts);
@@ -174,6 +185,36 @@ function timedelta(secs) {
       tr.querySelector('td.desc').textContent = 'pid ' + pid + ', uptime ' + timedelta(up);
     }
   }, 1000);
+
+  // CPU and memory, sampled every 5 s while the page is shown (events carry states only).
+  async function sample() {
+    if (document.visibilityState !== 'visible') return;
+    let s;
+    try {
+      const r = await fetch(url('status.json'), { credentials: 'same-origin', headers: { Accept: 'application/json' } });
+      if (!r.ok) return;
+      s = await r.json();
+    } catch (e) {
+      return;
+    }
+    const now = performance.now() / 1000;
+    for (const p of s.processes) {
+      const seen = cpuSeen.get(p.name);
+      if (typeof p.cpu_seconds === 'number') {
+        if (seen && seen[2] === p.pid && now > seen[1]) p.cpu_percent = Math.max(0, 100 * (p.cpu_seconds - seen[0]) / (now - seen[1]));
+        cpuSeen.set(p.name, [p.cpu_seconds, now, p.pid]);
+      }
+      const known = rows.get(p.name);
+      if (known) {
+        known.cpu_percent = p.cpu_percent;
+        known.memory_bytes = p.memory_bytes;
+      }
+      const tr = tbody.querySelector('tr[data-name="' + CSS.escape(p.name) + '"]');
+      const cell = tr && tr.querySelector('td.pid span.res');
+      if (cell) cell.textContent = p.pid ? resources(p) : '';
+    }
+  }
+  setInterval(sample, 5000);
 
   // Live rows.
   function connect() {

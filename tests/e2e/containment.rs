@@ -235,3 +235,34 @@ fn limits_without_cgroups_are_reported_as_not_enforced() {
     d.wait_state("web", "RUNNING", Duration::from_secs(10));
     assert!(d.log().contains("memory_max of web is not enforced: minderd uses no cgroups"), "{}", d.log());
 }
+
+/// Where the memory controller is available, a program past memory_max is killed by the
+/// kernel and minderd says so; where it is not, the limit is reported as not enforced and
+/// the program keeps its memory (nothing pretends to limit it).
+#[test]
+fn memory_max_is_enforced_and_an_oom_kill_reported_where_the_controller_exists() {
+    let d = Daemon::start(
+        "[program.hog]\ncommand = \"python3 -c 'import time; b = bytearray(256 << 20); print(\\\"allocated\\\", flush=True); time.sleep(1000)'\"\n\
+         startsecs = 0\nautorestart = false\nmemory_max = \"32MB\"\n",
+    );
+    let root = cgroup_root(&d);
+    let available = std::fs::read_to_string(root.join("cgroup.controllers")).unwrap_or_default();
+    if available.split_whitespace().any(|c| c == "memory") {
+        crate::harness::wait_for("the OOM kill to be reported", Duration::from_secs(20), || {
+            d.log().contains("exited: hog (killed by the OOM killer")
+        });
+        assert_eq!(d.state("hog"), "EXITED");
+    } else {
+        d.wait_state("hog", "RUNNING", Duration::from_secs(10));
+        assert!(
+            d.log().contains("memory_max of hog is not enforced: the memory controller is not available"),
+            "{}",
+            d.log()
+        );
+        // Not limited: it allocated its 256 MiB and runs on.
+        crate::harness::wait_for("the allocation", Duration::from_secs(20), || {
+            d.ctl(&["tail", "hog"]).stdout.starts_with(b"allocated")
+        });
+        assert_eq!(d.state("hog"), "RUNNING");
+    }
+}

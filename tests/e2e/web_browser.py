@@ -198,6 +198,20 @@ def main():
         assert d.js("return document.querySelector(`tr[data-name='talk']`).hidden;") is False
         d.js("const f = document.getElementById('filter'); f.value = ''; f.dispatchEvent(new Event('input'));")
 
+        # Live CPU and memory: sampled from status.json every 5 s while the page is shown.
+        measured = d.js(
+            "return fetch('status.json', {credentials: 'same-origin'}).then(r => r.json())"
+            ".then(s => s.processes.find(p => p.name === 'talk').cpu_seconds);"
+        )
+        res = "return document.querySelector(`tr[data-name='talk'] td.pid span.res`).textContent;"
+        if measured is not None:
+            shown = wait_for("talk's CPU share in its row", lambda: "% CPU" in d.js(res) and d.js(res), timeout=20.0)
+            print(f"live resources of talk: {shown.strip()}")
+        else:
+            # Without cgroups minderd measures no tree: the row shows no figure rather than a wrong one.
+            assert d.js(res) == "", d.js(res)
+            print("live resources: not measured here (no cgroup), none shown")
+
         # Following a log in the page: new lines keep arriving.
         log_ok = follow_log(d)
 

@@ -542,6 +542,7 @@ fn row(h: &ProcessHandle) -> Value {
         "problem": problem(&snap),
         "tree_pids": tree.as_ref().map(|t| t.pids.clone()),
         "cpu_seconds": tree.as_ref().and_then(|t| t.cpu).map(|d| d.as_secs_f64()),
+        "memory_bytes": tree.as_ref().and_then(|t| t.memory),
     })
 }
 
@@ -631,11 +632,13 @@ fn row_html(r: &Value, admin: bool) -> String {
         s,
         "<td class=\"state\"><span class=\"{}\">{}</span></td><td class=\"desc\">{}</td>\
          <td class=\"name\"><a href=\"tail.html?processname={q}\" data-tail=\"{name}\">{name}</a></td>\
-         <td class=\"pid\">{pid}{}</td><td class=\"uptime\">{uptime}</td><td class=\"problem\">{}</td><td class=\"actions\">",
+         <td class=\"pid\">{pid}{}<span class=\"res\">{}</span></td><td class=\"uptime\">{uptime}</td><td class=\"problem\">{}</td><td class=\"actions\">",
         text("class"),
         escape(&state.to_lowercase()),
         escape(&text("description")),
         tree_note(r),
+        // Memory where it is measured; CPU needs two samples, which the script takes.
+        r["memory_bytes"].as_u64().filter(|_| !pid.is_empty()).map(|m| format!(" · {:.1} MiB", m as f64 / 1_048_576.0)).unwrap_or_default(),
         escape(problem),
     );
     if admin {
