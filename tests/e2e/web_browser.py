@@ -199,10 +199,8 @@ def main():
         d.js("const f = document.getElementById('filter'); f.value = ''; f.dispatchEvent(new Event('input'));")
 
         # Live CPU and memory: sampled from status.json every 5 s while the page is shown.
-        measured = d.js(
-            "return fetch('status.json', {credentials: 'same-origin'}).then(r => r.json())"
-            ".then(s => s.processes.find(p => p.name === 'talk').cpu_seconds);"
-        )
+        # (`minder --json status` reads the same cgroup files the page's figures come from.)
+        measured = json.loads(minder("--json", "status", "talk").stdout)["processes"][0].get("cpu_seconds")
         res = "return document.querySelector(`tr[data-name='talk'] td.pid span.res`).textContent;"
         if measured is not None:
             shown = wait_for("talk's CPU share in its row", lambda: "% CPU" in d.js(res) and d.js(res), timeout=20.0)
