@@ -444,42 +444,33 @@ impl LogChannel {
         let mut identity = None;
         let mut size = 0;
         for index in (0..=spec.backups).rev() {
-            let meta = match probe(&path_for(&spec.path, index)) {
-                Ok(meta) => meta,
+            // (its metadata, its length in the stream, how it is compressed)
+            let (meta, len, compressed) = match probe(&path_for(&spec.path, index)) {
+                Ok(meta) => {
+                    if index == 0 {
+                        regular = meta.is_file();
+                        direct = regular && regular_entry(&spec.path) == Some(ident(&meta));
+                        identity = Some(ident(&meta));
+                        size = if regular { meta.len() } else { 0 };
+                    } else if !meta.is_file() {
+                        continue;
+                    }
+                    let len = if meta.is_file() { meta.len() } else { 0 };
+                    (meta, len, None)
+                }
                 // A backup may be compressed (whatever the setting is now).
                 Err(_) if index > 0 => {
                     let found = Compress::ALL.into_iter().find_map(|algo| {
                         let path = compressed_path(&spec.path, index, algo);
                         let (file, meta, _) = open_in_dir(&path, false).ok()?;
                         let len = crate::logzip::decoded_len(&file, algo)?;
-                        Some((meta, algo, len))
+                        Some((meta, len, Some(algo)))
                     });
-                    let Some((meta, algo, len)) = found else { continue };
-                    let ident = Some(ident(&meta));
-                    segments.push_back(Segment {
-                        id: next_id,
-                        start: end,
-                        file_start: 0,
-                        len,
-                        index,
-                        ident,
-                        compressed: Some(algo),
-                    });
-                    next_id += 1;
-                    end += len;
-                    continue;
+                    let Some(found) = found else { continue };
+                    found
                 }
                 Err(_) => continue,
             };
-            if index == 0 {
-                regular = meta.is_file();
-                direct = regular && regular_entry(&spec.path) == Some(ident(&meta));
-                identity = Some(ident(&meta));
-                size = if regular { meta.len() } else { 0 };
-            } else if !meta.is_file() {
-                continue;
-            }
-            let len = if meta.is_file() { meta.len() } else { 0 };
             let ident = Some(ident(&meta));
             segments.push_back(Segment {
                 id: next_id,
@@ -488,7 +479,7 @@ impl LogChannel {
                 len,
                 index,
                 ident,
-                compressed: None,
+                compressed,
             });
             next_id += 1;
             end += len;
