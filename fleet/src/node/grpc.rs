@@ -4,7 +4,8 @@
 //! publishes the snapshot it starts with; from then on each state change is applied as it
 //! arrives, and once the stream has nothing more ready, one `ListProcesses` (under the deadline)
 //! brings descriptions and times up to date. While the stream is quiet the task sleeps: only
-//! HTTP/2 keep-alive pings (every 30 s) notice a peer that vanished without closing.
+//! Over TCP, HTTP/2 keep-alive pings (every 30 s) notice a peer that vanished without closing;
+//! over a unix socket the peer's end closes when it goes, so there is no ping.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -71,10 +72,16 @@ async fn connect(node: &NodeConfig, deadline: Duration) -> Result<Client, CallEr
     };
     let mut endpoint = Endpoint::from_shared(uri)
         .map_err(|e| CallError::Unreachable(format!("bad address {}: {e}", node.address)))?
-        .connect_timeout(deadline)
-        .http2_keep_alive_interval(Duration::from_secs(30))
-        .keep_alive_timeout(deadline)
-        .keep_alive_while_idle(true);
+        .connect_timeout(deadline);
+    // Over TCP a peer can vanish without closing (a host gone, a partition, a wedged daemon):
+    // an HTTP/2 ping every 30 s notices. A unix socket's peer is on this host, and its end
+    // closes when it goes: no ping, so an idle node costs no wake-up at all.
+    if !matches!(node.address, minder::address::Address::Unix(_)) {
+        endpoint = endpoint
+            .http2_keep_alive_interval(Duration::from_secs(30))
+            .keep_alive_timeout(deadline)
+            .keep_alive_while_idle(true);
+    }
     if let Some(tls) = &node.tls {
         use tonic::transport::{Certificate, ClientTlsConfig, Identity};
         let mut cfg = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(&tls.ca));
