@@ -430,7 +430,7 @@ def main(argv=None):
             while not ev.q.empty():
                 ev.q.get_nowait()
             for k in range(a.latency_samples):
-                i = (k * 37) % a.nodes
+                i = ((k // 2) * 37) % a.nodes  # a stop, then a start, on each node
                 name = f"m{i:05d}"
                 method = "supervisor.stopProcess" if k % 2 == 0 else "supervisor.startProcess"
                 t = time.monotonic()
