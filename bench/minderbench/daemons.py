@@ -27,6 +27,18 @@ PR_SET_CHILD_SUBREAPER = 36
 
 # Every process this benchmark started and has not yet seen end.
 _started = {}
+# Daemons that detach from the command that started them (pm2's): {pid: how to stop it}.
+# Re-parented to us, they are not orphans to kill while they run.
+_detached = {}
+
+
+def adopt(pid, stop):
+    """Registers a daemon that detached (not our Popen): `stop()` ends it at clean-up."""
+    _detached[pid] = stop
+
+
+def disown(pid):
+    _detached.pop(pid, None)
 
 
 def become_subreaper():
@@ -90,7 +102,7 @@ def reap_orphans():
     of a daemon that died or was killed). Never touches a process we are still waiting on."""
     me = os.getpid()
     for pid in procfs.children(me):
-        if pid in _started:
+        if pid in _started or pid in _detached:
             continue
         if procfs.alive(pid):
             try:
@@ -106,6 +118,12 @@ def reap_orphans():
 def cleanup(grace=30):
     """Ends every process the benchmark started (daemons first get SIGTERM and `grace`
     seconds to stop their children), then whatever they left behind."""
+    for pid, stop in list(_detached.items()):
+        try:
+            stop()
+        except Exception as e:  # clean-up goes on: the rest still need stopping
+            print(f"[bench] stopping {pid}: {e}", flush=True)
+        disown(pid)
     for popen in list(_started.values()):
         _end(popen, grace)
         forget(popen)
