@@ -396,6 +396,12 @@ class Minder(Daemon):
     def ctl_argv(self, *args):
         return [str(self.tools.minder), "-s", f"unix://{self.sock}", *args]
 
+    def child_pids(self):
+        """The programs' processes: minderd also forks a helper of its own (the sentinel that
+        outlives it to stop the children if it is killed), which is not a program and does
+        not stop with `stop all`."""
+        return [p for p in procfs.children(self.pid) if not (procfs.comm(p) or "").startswith("minderd")]
+
     def states(self):
         """{state: count} from `minder --json status`."""
         r = self.ctl("--json", "status")

@@ -46,21 +46,18 @@ CANNOT = {
     },
 }
 # The scenarios the adapters implement.
-SUPPORTED = ("status", "startstop", "footprint", "shutdown", "spawn")
+SUPPORTED = ("status", "startstop", "footprint", "shutdown")
 
 
 def cannot(peer, scenario):
     """The "n/a: why" (or "not adapted yet") text of a peer for a scenario, or None if it runs."""
     if scenario in SUPPORTED:
         return None
+    if scenario == "spawn":
+        return "n/a: minder against the C loop only (each peer's `start all` is in scenario 2)"
+    if scenario == "webpage":
+        return "n/a: a browser test of minderd's own page"
     return CANNOT.get(peer, {}).get(scenario, "not adapted yet for peers (this scenario runs minder and supervisord only)")
-
-
-def _comm(pid):
-    try:
-        return Path(f"/proc/{pid}/comm").read_text().strip()
-    except OSError:
-        return None
 
 
 class Peer(Daemon):
@@ -107,13 +104,9 @@ class Peer(Daemon):
         pass
 
     def sleeps(self, parents):
-        """The live `sleep` children of `parents` (the programs, not a shell between)."""
-        found = []
-        for parent in parents:
-            for pid in procfs.children(parent):
-                if procfs.alive(pid) and _comm(pid) == "sleep":
-                    found.append(pid)
-        return found
+        """The live `sleep` children of `parents` (the programs once exec'ed, not a shell or a
+        fork that has not exec'ed yet)."""
+        return [pid for pid in procfs.children_of(parents) if procfs.comm(pid) == "sleep"]
 
     def child_pids(self):
         return self.sleeps([self.pid])
