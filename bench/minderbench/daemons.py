@@ -350,6 +350,10 @@ class Daemon:
     def child_pids(self):
         return procfs.children(self.pid)
 
+    def supervising_pids(self):
+        """Every process of the supervisor itself (footprint counts them all, as for the peers)."""
+        return [self.pid]
+
     def wait_all_running(self, count, timeout, watcher=None):
         """Waits until `count` processes have logged `success: ... entered RUNNING state`."""
         w = watcher or self.watcher(from_end=False)
@@ -401,6 +405,10 @@ class Minder(Daemon):
         outlives it to stop the children if it is killed), which is not a program and does
         not stop with `stop all`."""
         return [p for p in procfs.children(self.pid) if not (procfs.comm(p) or "").startswith("minderd")]
+
+    def supervising_pids(self):
+        """minderd and its sentinel."""
+        return [self.pid, *(p for p in procfs.children(self.pid) if (procfs.comm(p) or "").startswith("minderd"))]
 
     def states(self):
         """{state: count} from `minder --json status`."""
