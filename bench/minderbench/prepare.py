@@ -211,7 +211,7 @@ def prepare_peer(name):
     """Installs one peer (once) and returns {"bin": ..., "version": ...}."""
     if name == "circus":
         b = circus_venv()
-        return {"bin": b, "version": _version([str(b / "circusd"), "--version"])}
+        return {"bin": b, "version": f"circus {_version([str(b / 'circusd'), '--version'])} (PyPI)"}
     if name == "pm2":
         pm2 = pm2_prefix()
         return {"bin": pm2, "version": f"pm2 {PM2_VERSION} (npm), node {_version(['node', '--version'])}"}
