@@ -1,14 +1,17 @@
 #!/usr/bin/env python3
-"""minder's benchmark: minder vs Supervisor 4.3.0, same machine, same run, same scenarios.
+"""minder's benchmark: minder vs Supervisor 4.3.0 and the peers (circus, pm2, s6, runit),
+same machine, same run, same scenarios.
 
-    python3 bench/run.py                  # everything (~15 min on 2 cores); builds what it needs
-    python3 bench/run.py --quick          # a short smoke run (< 1 min)
+    python3 bench/run.py                  # everything, with every peer; builds what it needs
+    python3 bench/run.py --quick          # a short smoke run (< 1 min), no peers
+    python3 bench/run.py --quick --peers s6,runit   # a smoke run with these peers
     python3 bench/run.py status capture   # only these scenarios
     python3 bench/run.py --list           # the scenarios
 
 It builds minder's release binaries with cargo (honouring CARGO_TARGET_DIR), installs
-supervisor==4.3.0 from PyPI into a virtualenv under the target directory, compiles bench/kid.c,
-then runs each scenario against both daemons, each in a temp directory on its own unix socket.
+supervisor==4.3.0 from PyPI into a virtualenv under the target directory, compiles bench/kid.c
+and bench/spawn.c, installs the peers asked for (circus from PyPI and pm2 from npm under the
+target directory, Debian's s6 and runit with apt-get), then runs each scenario against both daemons, each in a temp directory on its own unix socket.
 It prints a table (median [min–max], ratio, target met?) and writes the figures as JSON (and
 the table as Markdown) to bench/results/. Standard library only. See docs/BENCHMARKS.md.
 """
@@ -26,7 +29,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from minderbench import daemons, prepare, report  # noqa: E402
+from minderbench import daemons, peers, prepare, report  # noqa: E402
 from minderbench.scenarios import SCENARIOS, Ctx  # noqa: E402
 
 
@@ -41,6 +44,9 @@ def parse_args(argv):
     ap.add_argument("--quick", action="store_true", help="a short smoke run: small sizes, one repetition")
     ap.add_argument("--list", action="store_true", help="list the scenarios and exit")
     ap.add_argument("--only", choices=list(daemons.KINDS), help="run one daemon only (no ratios)")
+    ap.add_argument("--peers", metavar="LIST",
+                    help=f"comma-separated peers to run beside them ({','.join(prepare.PEERS)}), or 'none'; "
+                         "default: all in a full run, none with --quick")
     ap.add_argument("--out", type=Path, help="the JSON results file (default bench/results/{full,quick,partial}.json)")
     ap.add_argument("--bin-dir", help="use the minderd and minder binaries in this directory; do not build")
     ap.add_argument("--no-build", action="store_true", help="do not run cargo; use the target directory's binaries")
@@ -54,6 +60,15 @@ def parse_args(argv):
     unknown = [s for s in args.scenarios if s not in SCENARIOS]
     if unknown:
         ap.error(f"unknown scenario {', '.join(unknown)}; choose from {', '.join(SCENARIOS)}")
+    if args.peers is None:
+        args.peers = [] if args.quick else list(prepare.PEERS)
+    elif args.peers in ("", "none"):
+        args.peers = []
+    else:
+        args.peers = [p.strip() for p in args.peers.split(",") if p.strip()]
+        bad = [p for p in args.peers if p not in prepare.PEERS]
+        if bad:
+            ap.error(f"unknown peer {', '.join(bad)}; choose from {', '.join(prepare.PEERS)}")
     return args
 
 
@@ -84,7 +99,10 @@ def main(argv=None):
     out = args.out or prepare.BENCH_DIR / "results" / f"{mode}.json"
 
     root = Path(tempfile.mkdtemp(prefix="minder-bench-", dir=args.tmpdir))
-    ctx = Ctx(tools, root, args.quick, kinds, prepare.log)
+    installed = [p for p in args.peers if tools.peers[p].get("bin")]
+    ctx = Ctx(tools, root, args.quick, kinds, prepare.log, installed)
+    if args.quick and not args.peers:
+        prepare.log("--quick runs no peers (installing them takes minutes the first time): add --peers circus,pm2,s6,runit")
     results = {
         "mode": mode,
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -117,6 +135,13 @@ def main(argv=None):
                 continue
             res["seconds"] = time.monotonic() - t0
             res["load_before"], res["load_after"] = load0, loadavg()
+            # Every peer asked for has a cell in every row: its figure, or why there is none.
+            for r in res.get("rows", []):
+                r.setdefault("peers", {})
+                for p in args.peers:
+                    if p not in r["peers"]:
+                        why = peers.cannot(p, name) if p in installed else f"not installed: {tools.peers[p].get('error')}"
+                        r["peers"][p] = {"na": why or "n/a"}
             results["scenarios"][name] = res
             prepare.log(f"--- {name} took {res['seconds']:.0f} s")
     except KeyboardInterrupt:

@@ -27,6 +27,18 @@ PR_SET_CHILD_SUBREAPER = 36
 
 # Every process this benchmark started and has not yet seen end.
 _started = {}
+# Daemons that detach from the command that started them (pm2's): {pid: how to stop it}.
+# Re-parented to us, they are not orphans to kill while they run.
+_detached = {}
+
+
+def adopt(pid, stop):
+    """Registers a daemon that detached (not our Popen): `stop()` ends it at clean-up."""
+    _detached[pid] = stop
+
+
+def disown(pid):
+    _detached.pop(pid, None)
 
 
 def become_subreaper():
@@ -90,7 +102,7 @@ def reap_orphans():
     of a daemon that died or was killed). Never touches a process we are still waiting on."""
     me = os.getpid()
     for pid in procfs.children(me):
-        if pid in _started:
+        if pid in _started or pid in _detached:
             continue
         if procfs.alive(pid):
             try:
@@ -106,6 +118,12 @@ def reap_orphans():
 def cleanup(grace=30):
     """Ends every process the benchmark started (daemons first get SIGTERM and `grace`
     seconds to stop their children), then whatever they left behind."""
+    for pid, stop in list(_detached.items()):
+        try:
+            stop()
+        except Exception as e:  # clean-up goes on: the rest still need stopping
+            print(f"[bench] stopping {pid}: {e}", flush=True)
+        disown(pid)
     for popen in list(_started.values()):
         _end(popen, grace)
         forget(popen)
@@ -332,6 +350,10 @@ class Daemon:
     def child_pids(self):
         return procfs.children(self.pid)
 
+    def supervising_pids(self):
+        """Every process of the supervisor itself (footprint counts them all, as for the peers)."""
+        return [self.pid]
+
     def wait_all_running(self, count, timeout, watcher=None):
         """Waits until `count` processes have logged `success: ... entered RUNNING state`."""
         w = watcher or self.watcher(from_end=False)
@@ -377,6 +399,16 @@ class Minder(Daemon):
 
     def ctl_argv(self, *args):
         return [str(self.tools.minder), "-s", f"unix://{self.sock}", *args]
+
+    def child_pids(self):
+        """The programs' processes: minderd also forks a helper of its own (the sentinel that
+        outlives it to stop the children if it is killed), which is not a program and does
+        not stop with `stop all`."""
+        return [p for p in procfs.children(self.pid) if not (procfs.comm(p) or "").startswith("minderd")]
+
+    def supervising_pids(self):
+        """minderd and its sentinel."""
+        return [self.pid, *(p for p in procfs.children(self.pid) if (procfs.comm(p) or "").startswith("minderd"))]
 
     def states(self):
         """{state: count} from `minder --json status`."""

@@ -14,6 +14,10 @@ from pathlib import Path
 
 SUPERVISOR_VERSION = "4.3.0"
 SUPERLANCE_VERSION = "2.0.0"
+# The peers (issue 17), pinned so that two runs compare the same software.
+CIRCUS_VERSION = "0.19.0"
+PM2_VERSION = "7.0.4"
+PEERS = ("circus", "pm2", "s6", "runit")
 BENCH_DIR = Path(__file__).resolve().parent.parent
 REPO = BENCH_DIR.parent
 
@@ -26,6 +30,9 @@ class Tools:
     supervisorctl: Path
     kid: Path
     hyperfine: str  # "" when not installed
+    spawn: Path = None  # bench/spawn.c, the C spawn loop
+    # Each peer asked for with --peers: {name: {"bin": Path or None, "version": str}}.
+    peers: dict = None
 
 
 def log(msg):
@@ -131,27 +138,110 @@ def _superlance_venv(venv):
 
 
 def build_kid():
-    """bench/kid.c, compiled with the system C compiler (a Rust toolchain needs one to link)."""
-    src = BENCH_DIR / "kid.c"
-    out = work_dir() / "kid"
+    """bench/kid.c: the benchmark's child programs."""
+    return build_c("kid")
+
+
+def build_c(name, extra=()):
+    """bench/NAME.c, compiled with the system C compiler (a Rust toolchain needs one to link)."""
+    src = BENCH_DIR / f"{name}.c"
+    out = work_dir() / name
     if out.exists() and out.stat().st_mtime >= src.stat().st_mtime:
         return out
     cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
     if not cc:
-        sys.exit("bench: no C compiler (cc) to build bench/kid.c; apt-get install -y gcc")
+        sys.exit(f"bench: no C compiler (cc) to build bench/{name}.c; apt-get install -y gcc")
     log(f"compiling {src.name}")
-    subprocess.run([cc, "-O2", "-o", str(out), str(src)], check=True)
+    subprocess.run([cc, "-O2", "-o", str(out), str(src), *extra], check=True)
     return out
+
+
+def circus_venv():
+    """A virtualenv with circus from PyPI (circusd, circusctl), made once and reused."""
+    venv = work_dir() / f"venv-circus-{CIRCUS_VERSION}"
+    with locked(venv):
+        marker = venv / f".circus-{CIRCUS_VERSION}"
+        if not (marker.exists() and (venv / "bin" / "circusd").exists()):
+            make_venv(venv, [f"circus=={CIRCUS_VERSION}"])
+            marker.touch()
+    return venv / "bin"
+
+
+def pm2_prefix():
+    """pm2 from npm, installed into its own prefix under the bench directory (never -g)."""
+    prefix = work_dir() / f"pm2-{PM2_VERSION}"
+    pm2 = prefix / "node_modules" / ".bin" / "pm2"
+    with locked(prefix):
+        marker = prefix / f".pm2-{PM2_VERSION}"
+        if not (marker.exists() and pm2.exists()):
+            npm = shutil.which("npm")
+            if not npm:
+                raise RuntimeError("pm2 needs npm (apt-get install -y npm)")
+            log(f"npm install pm2@{PM2_VERSION} into {prefix}")
+            prefix.mkdir(parents=True, exist_ok=True)
+            subprocess.run([npm, "install", "--prefix", str(prefix), "--no-audit", "--no-fund", "--silent",
+                            f"pm2@{PM2_VERSION}"], check=True)
+            marker.touch()
+    return pm2
+
+
+def apt_install(commands, packages):
+    """Debian's packages for s6 and runit, installed when a command is missing (as scripts/test
+    installs chromium): these are system packages, so apt-get is their ordinary installer."""
+    if all(shutil.which(c) for c in commands):
+        return
+    sudo = [] if os.geteuid() == 0 else ["sudo"]
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    log(f"apt-get install -y {' '.join(packages)}")
+    argv = [*sudo, "apt-get", "install", "-y", "-q", "--no-install-recommends", *packages]
+    if subprocess.run(argv, env=env, stdout=subprocess.DEVNULL).returncode != 0:
+        subprocess.run([*sudo, "apt-get", "update", "-q"], env=env, stdout=subprocess.DEVNULL, check=True)
+        subprocess.run(argv, env=env, stdout=subprocess.DEVNULL, check=True)
+    missing = [c for c in commands if not shutil.which(c)]
+    if missing:
+        raise RuntimeError(f"apt-get installed {' '.join(packages)} but {' '.join(missing)} is still missing")
+
+
+def dpkg_version(package):
+    r = subprocess.run(["dpkg-query", "-W", "-f", "${Version}", package], capture_output=True, text=True)
+    return f"{package} {r.stdout.strip()} (Debian)" if r.returncode == 0 else None
+
+
+def prepare_peer(name):
+    """Installs one peer (once) and returns {"bin": ..., "version": ...}."""
+    if name == "circus":
+        b = circus_venv()
+        return {"bin": b, "version": f"circus {_version([str(b / 'circusd'), '--version'])} (PyPI)"}
+    if name == "pm2":
+        pm2 = pm2_prefix()
+        return {"bin": pm2, "version": f"pm2 {PM2_VERSION} (npm), node {_version(['node', '--version'])}"}
+    if name == "s6":
+        apt_install(["s6-svscan", "s6-svc", "s6-svstat"], ["s6"])
+        return {"bin": Path(shutil.which("s6-svscan")).parent, "version": dpkg_version("s6")}
+    if name == "runit":
+        apt_install(["runsvdir", "sv"], ["runit"])
+        return {"bin": Path(shutil.which("runsvdir")).parent, "version": dpkg_version("runit")}
+    raise ValueError(f"unknown peer {name}")
 
 
 def prepare(args):
     minderd, minder = build_minder(args.bin_dir, build=not args.no_build)
     supervisord, supervisorctl = supervisor_venv(args.venv)
     kid = build_kid()
+    spawn = build_c("spawn", ["-pthread"])
     hyperfine = "" if args.no_hyperfine else (shutil.which("hyperfine") or "")
     if not hyperfine and not args.no_hyperfine:
         log("hyperfine is not installed (apt-get install -y hyperfine); timing CLI runs with posix_spawn")
-    return Tools(minderd, minder, supervisord, supervisorctl, kid, hyperfine)
+    peers = {}
+    for name in args.peers:
+        try:
+            peers[name] = prepare_peer(name)
+            log(f"peer {name}: {peers[name]['version']}")
+        except (RuntimeError, OSError, subprocess.CalledProcessError) as e:
+            # The run goes on without it; the table says why in the peer's column.
+            log(f"peer {name} could not be installed: {e}")
+            peers[name] = {"bin": None, "version": None, "error": str(e)}
+    return Tools(minderd, minder, supervisord, supervisorctl, kid, hyperfine, spawn, peers)
 
 
 def _version(argv):
@@ -188,6 +278,7 @@ def machine(tools):
         "supervisor": _version([str(tools.supervisord), "--version"]),
         "minder": _version([str(tools.minder), "--version"]),
         "hyperfine": _version([tools.hyperfine, "--version"]) if tools.hyperfine else None,
+        "peers": {k: v.get("version") or f"not installed: {v.get('error')}" for k, v in (tools.peers or {}).items()},
         "nofile_limit": resource.getrlimit(resource.RLIMIT_NOFILE),
         "pid_max": int(Path("/proc/sys/kernel/pid_max").read_text()),
     }

@@ -20,6 +20,7 @@ import tty
 
 from . import procfs
 from .daemons import KINDS, Program, forget, log_time, reap_orphans, register, wait_exit
+from .peers import PEERS
 from .stats import one, summary
 from .timing import time_command, timed
 
@@ -43,18 +44,23 @@ def raise_nofile(want):
 
 
 class Ctx:
-    def __init__(self, tools, root, quick, kinds, log):
+    def __init__(self, tools, root, quick, kinds, log, peers=()):
         self.tools = tools
         self.root = root
         self.quick = quick
         self.kinds = kinds
         self.log = log
+        # The peers (circus, pm2, s6, runit) asked for and installed; see peers.py.
+        self.peers = list(peers)
 
     def p(self, full, quick):
         """A parameter: its full-run value, or its --quick one."""
         return quick if self.quick else full
 
     def daemon(self, kind, programs, **kw):
+        if kind in PEERS:
+            kw.pop("nofile", None)
+            return PEERS[kind](self.tools, self.root, programs, **kw)
         return KINDS[kind](self.tools, self.root, programs, **kw)
 
 
@@ -62,10 +68,12 @@ class Ctx:
 
 
 def row(scenario, metric, unit, minder, other, *, better="lower",
-        ratio_from="median", target=None, check=None, note=None):
+        ratio_from="median", target=None, check=None, note=None, peers=None):
     """One line of the results table. `minder` and `other` are summaries (or None). The ratio is
     other/minder when lower is better (how many times faster or smaller minder is), and
-    minder/other when higher is better. `check(minder, other, ratio)` says if the target is met."""
+    minder/other when higher is better. `check(minder, other, ratio)` says if the target is met.
+    `peers` is {peer: summary, or the text of an "n/a: why" cell}; each peer's ratio to minder
+    is computed the same way as supervisord's."""
     ratio = None
     if minder and other and ratio_from:
         m, o = minder[ratio_from], other[ratio_from]
@@ -91,7 +99,22 @@ def row(scenario, metric, unit, minder, other, *, better="lower",
         "target": target,
         "met": met,
         "note": note,
+        "peers": {k: _peer_cell(v, minder, better, ratio_from) for k, v in (peers or {}).items()},
     }
+
+
+def _peer_cell(v, minder, better, ratio_from):
+    """{"summary": ..., "ratio": ...} for a figure, {"na": why} for a scenario it cannot do."""
+    if isinstance(v, str):
+        return {"na": v}
+    ratio = None
+    if v and minder and ratio_from:
+        m, o = minder[ratio_from], v[ratio_from]
+        if better == "lower" and m:
+            ratio = o / m
+        elif better == "higher" and o:
+            ratio = m / o
+    return {"summary": v, "ratio": ratio}
 
 
 def scaled(s, factor):
@@ -131,6 +154,29 @@ def all_gone(pids):
     return not any(procfs.alive(p) for p in pids)
 
 
+def run_peers(ctx, scenario, fn):
+    """Runs `fn(peer)` for each peer; a peer that fails gives a "failed: ..." cell instead of
+    losing the scenario (the others' figures stand). Returns {peer: result or str}."""
+    out = {}
+    for peer in ctx.peers:
+        try:
+            out[peer] = fn(peer)
+        except KeyboardInterrupt:
+            raise
+        except Exception as e:
+            ctx.log(f"{scenario} {peer}: FAILED: {type(e).__name__}: {e}")
+            out[peer] = f"failed: {type(e).__name__}: {str(e)[:200]}"
+        finally:
+            from .daemons import cleanup
+            cleanup()
+    return out
+
+
+def peer_cells(results, get):
+    """{peer: get(result)} for peers that ran, the failure text for those that did not."""
+    return {k: (v if isinstance(v, str) else get(v)) for k, v in results.items()}
+
+
 # -- 1. CLI round trip ---------------------------------------------------------------------
 
 
@@ -152,10 +198,27 @@ def status(ctx):
         res[kind] = {"exit_code": r.returncode, "states": states, "times_s": times, "summary": summary(times)}
         d.terminate()
         ctx.log(f"status {kind}: median {res[kind]['summary']['median'] * 1000:.2f} ms")
+    def peer(kind):
+        d = ctx.daemon(kind, progs)
+        d.start()
+        if d.wait_all_running(n, 60) is None:
+            raise RuntimeError(f"{kind}: not all {n} programs running")
+        r = d.ctl("status")
+        if r.returncode != 0:
+            raise RuntimeError(f"{kind} status: exit {r.returncode}: {r.stderr[:300]}")
+        settle([d])
+        times = time_command(d.ctl_argv("status"), runs["supervisord"], 3, ctx.tools.hyperfine, d.env)
+        d.terminate()
+        out = {"argv": d.ctl_argv("status"), "times_s": times, "summary": summary(times)}
+        ctx.log(f"status {kind}: median {out['summary']['median'] * 1000:.2f} ms")
+        return out
+
+    res["peers"] = run_peers(ctx, "status", peer)
     m, s = (scaled(res.get(k, {}).get("summary"), 1000) for k in ("minder", "supervisord"))
     res["rows"] = [
         row("1 CLI round trip", "`status`, 10 programs (wall time of the CLI process)", "ms", m, s,
-            target="≥ 20× faster", check=lambda m, o, r: r >= 20),
+            target="≥ 20× faster", check=lambda m, o, r: r >= 20,
+            peers=peer_cells(res["peers"], lambda v: scaled(v["summary"], 1000))),
     ]
     return res
 
@@ -201,8 +264,20 @@ def startstop(ctx):
     for n in sizes:
         progs = [Program("p", SLEEP, numprocs=n, autostart=False)]
         daemons = {k: ctx.daemon(k, progs, tag=f"ss{n}") for k in ctx.kinds}
-        for d in daemons.values():
-            d.start()
+        failed = {}
+        for peer in ctx.peers:  # the peers join the interleaving; one that cannot start is a cell
+            try:
+                daemons[peer] = ctx.daemon(peer, progs, tag=f"ss{n}")
+            except RuntimeError as e:
+                failed[peer] = f"failed: {e}"
+        for kind, d in list(daemons.items()):
+            try:
+                d.start()
+            except RuntimeError as e:
+                if kind not in ctx.peers:
+                    raise
+                failed[kind] = f"failed: {str(e)[:200]}"
+                del daemons[kind]
         per = {k: {"start_s": [], "stop_s": [], "details": []} for k in daemons}
         for rep in range(reps):
             for kind, d in daemons.items():  # interleaved: minder, supervisord, minder, ...
@@ -225,7 +300,9 @@ def startstop(ctx):
         for op in ("start", "stop"):
             m = scaled(per.get("minder", {}).get(op), 1000)
             s = scaled(per.get("supervisord", {}).get(op), 1000)
-            res["rows"].append(row("2 start/stop", f"`{op} all`, {n} programs", "ms", m, s, target=target, check=check))
+            pc = {k: failed.get(k) or scaled(per[k][op], 1000) for k in ctx.peers}
+            res["rows"].append(row("2 start/stop", f"`{op} all`, {n} programs", "ms", m, s, target=target, check=check,
+                                   peers=pc))
     return res
 
 
@@ -240,29 +317,45 @@ def footprint(ctx):
     for n in sizes:
         progs = [Program("p", SLEEP, numprocs=n)]
         daemons = {k: ctx.daemon(k, progs, tag=f"fp{n}") for k in ctx.kinds}
-        for kind, d in daemons.items():
-            d.start()
+        failed = {}
+        for peer in ctx.peers:
+            try:
+                d = daemons[peer] = ctx.daemon(peer, progs, tag=f"fp{n}")
+                d.start()
+            except RuntimeError as e:
+                failed[peer] = f"failed: {str(e)[:200]}"
+                daemons.pop(peer, None)
+        for kind, d in list(daemons.items()):
+            if d.running() is False or d.pid is None:
+                d.start()
             if d.wait_all_running(n, 300) is None:
-                raise RuntimeError(f"{kind}: not all {n} programs RUNNING")
+                if kind not in ctx.peers:
+                    raise RuntimeError(f"{kind}: not all {n} programs RUNNING")
+                failed[kind] = f"failed: not all {n} programs running"  # the others' figures stand
+                d.terminate()
+                del daemons[kind]
+        # Every process that supervises: the daemon, and s6's and runit's one per program.
+        sup = {k: d.supervising_pids() for k, d in daemons.items()}
         # Settle, then one status request so both have served the API once.
         time.sleep(1.0)
         for d in daemons.values():
             d.ctl("status")
         time.sleep(1.0)
         # Both daemons idle through the same window; each is measured on its own counters.
-        samples = {k: [procfs.footprint(d.pid)] for k, d in daemons.items()}
-        before = {k: (procfs.cpu_ns(d.pid), procfs.context_switches(d.pid), procfs.cpu_ticks_seconds(d.pid))
-                  for k, d in daemons.items()}
+        fp = lambda k: procfs.group_footprint(sup[k])  # noqa: E731
+        counters = lambda k: tuple(sum(f(p) or 0 for p in sup[k])  # noqa: E731
+                                   for f in (procfs.cpu_ns, procfs.context_switches, procfs.cpu_ticks_seconds))
+        samples = {k: [fp(k)] for k in daemons}
+        before = {k: counters(k) for k in daemons}
         t0 = time.monotonic()
         time.sleep(window / 2)
-        for k, d in daemons.items():
-            samples[k].append(procfs.footprint(d.pid))
+        for k in daemons:
+            samples[k].append(fp(k))
         time.sleep(window / 2)
         elapsed = time.monotonic() - t0
-        after = {k: (procfs.cpu_ns(d.pid), procfs.context_switches(d.pid), procfs.cpu_ticks_seconds(d.pid))
-                 for k, d in daemons.items()}
-        for k, d in daemons.items():
-            samples[k].append(procfs.footprint(d.pid))
+        after = {k: counters(k) for k in daemons}
+        for k in daemons:
+            samples[k].append(fp(k))
         per = {}
         for k in daemons:
             cpu_ms = (after[k][0] - before[k][0]) / 1e6
@@ -278,6 +371,7 @@ def footprint(ctx):
                 "idle_cpu_ticks_s": after[k][2] - before[k][2],
                 "idle_context_switches": cs,
                 "idle_wakeups_per_s": cs / elapsed,
+                "processes": len(sup[k]),
             }
             ctx.log(f"footprint {n} {k}: RSS {per[k]['rss_mib']['median']:.1f} MiB, PSS {per[k]['pss_mib']['median']:.1f} MiB, "
                     f"idle {cpu_ms:.1f} ms CPU, {cs} context switches in {elapsed:.0f} s")
@@ -286,20 +380,23 @@ def footprint(ctx):
         res[str(n)] = per
         m, s = per.get("minder", {}), per.get("supervisord", {})
         third = lambda m, o, r: r >= 3  # noqa: E731 — minder ≤ 1/3 of supervisord
+        pc = lambda key, f=None: {k: failed.get(k) or (f(per[k]) if f else per[k][key]) for k in ctx.peers}  # noqa: E731
         res["rows"] += [
-            row("3 footprint", f"daemon RSS, {n} programs running", "MiB", m.get("rss_mib"), s.get("rss_mib"),
-                target="≤ 1/3 of supervisord's", check=third),
-            row("3 footprint", f"daemon PSS, {n} programs running", "MiB", m.get("pss_mib"), s.get("pss_mib"),
-                target="≤ 1/3 of supervisord's", check=third),
+            row("3 footprint", f"daemon RSS, {n} programs running (all supervising processes: minderd's sentinel too)", "MiB",
+                m.get("rss_mib"), s.get("rss_mib"), target="≤ 1/3 of supervisord's", check=third, peers=pc("rss_mib")),
+            row("3 footprint", f"daemon PSS, {n} programs running (all supervising processes)", "MiB",
+                m.get("pss_mib"), s.get("pss_mib"), target="≤ 1/3 of supervisord's", check=third, peers=pc("pss_mib")),
         ]
         if n == sizes[0] or not ctx.quick:
             res["rows"] += [
                 row("3 idle", f"CPU time over {window:.0f} s idle, {n} programs", "ms",
                     one(m.get("idle_cpu_ms")), one(s.get("idle_cpu_ms")),
-                    target="minder ~0", check=lambda m, o, r: m["median"] <= 1.0),
+                    target="minder ~0", check=lambda m, o, r: m["median"] <= 1.0,
+                    peers=pc(None, lambda v: one(v["idle_cpu_ms"]))),
                 row("3 idle", f"context switches over {window:.0f} s idle, {n} programs", "count",
                     one(m.get("idle_context_switches")), one(s.get("idle_context_switches")),
-                    target="minder ~0 (no periodic wake-ups)", check=lambda m, o, r: m["median"] <= 2),
+                    target="minder ~0 (no periodic wake-ups)", check=lambda m, o, r: m["median"] <= 2,
+                    peers=pc(None, lambda v: one(v["idle_context_switches"]))),
             ]
     return res
 
@@ -713,9 +810,34 @@ def shutdown(ctx):
             ctx.log(f"shutdown {n} {kind} #{rep + 1}: {times[kind][-1]}")
     for k in times:
         res[k] = {"times_s": times[k], "summary": summary(times[k])}
+
+    def peer(kind):
+        """Each peer's own "stop everything": SIGTERM to circusd, `pm2 kill`,
+        `s6-svscanctl -t`, SIGHUP to runsvdir; until every supervising process and child is gone."""
+        ts = []
+        for rep in range(reps):
+            d = ctx.daemon(kind, progs, tag="sd")
+            d.start()
+            if d.wait_all_running(n, 120) is None:
+                raise RuntimeError(f"{kind}: not all {n} programs running")
+            settle([d])
+            pids = d.child_pids() + d.supervising_pids()
+            t0 = time.monotonic()
+            stopper = d.signal_shutdown() if hasattr(d, "signal_shutdown") else os.kill(d.pid, signal.SIGTERM)
+            done = wait_until(lambda: all_gone(pids), 120, poll=0.001)
+            ts.append(done - t0 if done else None)
+            if stopper is not None:
+                wait_exit(stopper, 30)
+                forget(stopper)
+            d.terminate()
+            ctx.log(f"shutdown {n} {kind} #{rep + 1}: {ts[-1]}")
+        return {"times_s": ts, "summary": summary(ts)}
+
+    res["peers"] = run_peers(ctx, "shutdown", peer)
     m = scaled(res.get("minder", {}).get("summary"), 1000)
     s = scaled(res.get("supervisord", {}).get("summary"), 1000)
-    res["rows"] = [row("8 shutdown", f"SIGTERM until daemon and all {n} children gone", "ms", m, s)]
+    res["rows"] = [row("8 shutdown", f"SIGTERM until daemon and all {n} children gone (peers: their own stop-all)", "ms",
+                       m, s, peers=peer_cells(res["peers"], lambda v: scaled(v["summary"], 1000)))]
     return res
 
 
@@ -881,6 +1003,58 @@ def shutil_which(name):
     return shutil.which(name)
 
 
+# -- 11. the spawn floor ----------------------------------------------------------------------
+
+
+def _c_loop(ctx, n, threads):
+    """bench/spawn.c: seconds to posix_spawn `n` sleeps from `threads` threads (see spawn.c)."""
+    sleep = shutil_which("sleep")
+    r = subprocess.run([str(ctx.tools.spawn), str(n), str(threads), sleep, "1000000"],
+                       capture_output=True, text=True, timeout=600)
+    if r.returncode != 0:
+        raise RuntimeError(f"spawn {n} {threads}: exit {r.returncode}: {r.stderr[:300]}")
+    return float(r.stdout.split()[2])
+
+
+def spawn(ctx):
+    """minder's `start all` against a C posix_spawn loop (1 and 2 threads), same programs."""
+    if "minder" not in ctx.kinds:
+        raise RuntimeError("the spawn floor is measured against minder: run it without --only supervisord")
+    sizes = ctx.p([500, 2000], [100])
+    reps = ctx.p(5, 1)
+    raise_nofile(3 * max(sizes) + 1000)
+    res = {"params": {"sizes": sizes, "repetitions": reps, "program": "sleep 1000000",
+                      "c_loop": "bench/spawn.c: posix_spawn, 3 CLOEXEC pipes dup2'd to 0-2, own process group"},
+           "rows": []}
+    best = lambda m, o, r, c: m["median"] / min(x["median"] for x in c) <= 1.2  # noqa: E731
+    for n in sizes:
+        d = ctx.daemon("minder", [Program("p", SLEEP, numprocs=n, autostart=False)], tag=f"spawn{n}")
+        d.start()
+        per = {"minder": [], "c1": [], "c2": []}
+        for rep in range(reps):  # interleaved: minder, C x1, C x2, minder, ...
+            settle([d])
+            t, info = _start_all(d, n)
+            if not info["all_running"]:
+                raise RuntimeError(f"minder: start all of {n}: {info}")
+            per["minder"].append(t)
+            _stop_all(d)
+            settle([d])
+            per["c1"].append(_c_loop(ctx, n, 1))
+            per["c2"].append(_c_loop(ctx, n, 2))
+            ctx.log(f"spawn {n} #{rep + 1}: minder start all {t:.3f} s, C loop {per['c1'][-1]:.3f} s (1 thread), "
+                    f"{per['c2'][-1]:.3f} s (2 threads)")
+        d.terminate()
+        sm = {k: scaled(summary(v), 1000) for k, v in per.items()}
+        res[str(n)] = {"times_s": per, "summary_ms": sm}
+        c = [sm["c1"], sm["c2"]]
+        res["rows"].append(row(
+            "11 spawn floor", f"`start all`, {n} programs, vs a C posix_spawn loop (peer cells: the loop; ratio = loop ÷ minder)",
+            "ms", sm["minder"], None, target="minder ≤ 1.2× the best C loop",
+            check=lambda m, o, r, c=c: best(m, o, r, c),
+            peers={"C loop ×1": sm["c1"], "C loop ×2": sm["c2"]}))
+    return res
+
+
 SCENARIOS = {
     "status": status,
     "startstop": startstop,
@@ -892,4 +1066,5 @@ SCENARIOS = {
     "shutdown": shutdown,
     "xmlrpc": xmlrpc,
     "webpage": webpage,
+    "spawn": spawn,
 }
