@@ -1995,7 +1995,7 @@ mod tests {
             "m.toml",
             "[program.web]\ncommand = \"/bin/cat\"\nready = \"probe\"\nready_timeout = \"30s\"\n\
              readiness_probe = { http = \"http://127.0.0.1:8000/healthz\", period = \"1s\", timeout = \"1s\", failure_threshold = 3, status = \"200-299\" }\n\
-             liveness_probe = { exec = \"check-web --quick\", period = \"5s\", failure_threshold = 3, initial_delay = 2 }\n\
+             liveness_probe = { exec = \"check-web '--quick'\", period = \"5s\", failure_threshold = 3, initial_delay = 2 }\n\
              [program.rpc]\ncommand = \"/bin/cat\"\nreadiness_probe = { grpc = \"[::1]:50051\", service = \"api\", success_threshold = 2 }\n\
              liveness_probe = { tcp = \"localhost:5432\" }\n",
         )
@@ -2004,7 +2004,7 @@ mod tests {
             "s.conf",
             "[supervisord]\n[program:web]\ncommand=/bin/cat\nready=probe\nready_timeout=30\n\
              readiness_probe = http=\"http://127.0.0.1:8000/healthz\", period=1s, timeout=1s, failure_threshold=3, status=200-299\n\
-             liveness_probe = exec=\"check-web --quick\", period=5s, failure_threshold=3, initial_delay=2\n\
+             liveness_probe = exec=\"check-web '--quick'\", period=5s, failure_threshold=3, initial_delay=2\n\
              [program:rpc]\ncommand=/bin/cat\nreadiness_probe = grpc=\"[::1]:50051\", service=api, success_threshold=2\n\
              liveness_probe = tcp=localhost:5432\n",
         )
@@ -2032,7 +2032,7 @@ mod tests {
             assert_eq!(
                 l.check,
                 values::ProbeCheck::Exec {
-                    command: "check-web --quick".into(),
+                    command: "check-web '--quick'".into(),
                     argv: vec!["check-web".into(), "--quick".into()]
                 }
             );

@@ -381,11 +381,13 @@ const PROBE_KEYS: &str =
 pub fn probe(raw: &Raw, default_period: Duration) -> Parsed<Probe> {
     let table: BTreeMap<String, Raw> = match raw {
         Raw::Table(t) => t.clone(),
-        Raw::Str(s) => key_value_pairs(s)?.into_iter().map(|(k, v)| (k, Raw::Str(v))).collect(),
-        _ => return Err(format!(
+        Raw::Str(s) => key_value_pairs_as(s, true)?.into_iter().map(|(k, v)| (k, Raw::Str(v))).collect(),
+        _ => {
+            return Err(format!(
             "expected a table like {{ http = \"http://127.0.0.1:8000/healthz\", period = \"1s\" }}, got {}",
             got(raw)
-        )),
+        ))
+        }
     };
     if let Some(k) = table.keys().find(|k| {
         ![
@@ -897,6 +899,13 @@ pub fn environment(raw: &Raw) -> Parsed<BTreeMap<String, String>> {
 }
 
 fn key_value_pairs(arg: &str) -> Parsed<BTreeMap<String, String>> {
+    key_value_pairs_as(arg, false)
+}
+
+/// As supervisord reads `KEY=value` pairs; with `one_quote_pair`, a quoted value loses only its
+/// own pair of quotes (supervisord strips every quote at either end, so `"sh -c 'x'"` would
+/// lose the inner `'` too: fine for its environment, wrong for a probe's command).
+fn key_value_pairs_as(arg: &str, one_quote_pair: bool) -> Parsed<BTreeMap<String, String>> {
     let tokens = python_shlex_tokens(arg, "/.+-():")?;
     let mut out = BTreeMap::new();
     let mut i = 0;
@@ -907,7 +916,12 @@ fn key_value_pairs(arg: &str) -> Parsed<BTreeMap<String, String>> {
                 "expected KEY=value pairs separated by commas (quote values that contain commas or spaces), got {arg:?}"
             ));
         }
-        out.insert(kv[0].clone(), kv[2].trim_matches(|c| c == '\'' || c == '"').to_string());
+        let v = &kv[2];
+        let value = match (one_quote_pair, v.chars().next()) {
+            (true, Some(q @ ('"' | '\''))) if v.len() >= 2 && v.ends_with(q) => v[1..v.len() - 1].to_string(),
+            _ => v.trim_matches(|c| c == '\'' || c == '"').to_string(),
+        };
+        out.insert(kv[0].clone(), value);
         i += 4;
     }
     Ok(out)
