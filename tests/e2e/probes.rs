@@ -190,3 +190,73 @@ fn a_bad_probe_names_its_file_line_and_option() {
         "{err}"
     );
 }
+
+/// GET /metrics from `port`, the body.
+fn metrics(port: u16) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("metrics connect");
+    write!(s, "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").expect("request");
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn probe_results_show_in_status_health_metrics_and_the_api() {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::HealthCheckRequest;
+    let closed = free_port();
+    let metrics_port = free_port();
+    // A readiness probe that does not gate (ready = startsecs): web is RUNNING, but its
+    // probe fails, so the health service says NOT_SERVING.
+    let d = Daemon::start(&format!(
+        "[daemon]\nmetrics = \"127.0.0.1:{metrics_port}\"\n\n[program.web]\ncommand = \"sleep 100\"\nstartsecs = 0\n\
+         readiness_probe = {{ tcp = \"127.0.0.1:{closed}\", period = \"100ms\", failure_threshold = 2 }}\n\n\
+         [program.fine]\ncommand = \"sleep 100\"\nstartsecs = 0\nreadiness_probe = {{ exec = \"true\", period = \"100ms\" }}\n"
+    ));
+    d.wait_state("web", "RUNNING", 10 * SECS);
+    wait_for("web's description to show the failing probe", 10 * SECS, || {
+        let desc = d.process("web")["description"].as_str().unwrap_or("").to_string();
+        desc.starts_with("pid ")
+            && desc.contains(", uptime ")
+            && desc.contains(", probe: connect: refused (2/2)")
+    });
+    let channel = tonic::transport::Endpoint::from_shared(format!("unix://{}", d.socket.display()))
+        .expect("uri")
+        .connect()
+        .await
+        .expect("connects");
+    let mut h = tonic_health::pb::health_client::HealthClient::new(channel);
+    let status = |name: &str| HealthCheckRequest { service: name.into() };
+    assert_eq!(h.check(status("web")).await.expect("web").into_inner().status(), ServingStatus::NotServing);
+    wait_for("fine's probe to pass", 10 * SECS, || {
+        d.process("fine")["readiness"]["healthy"].as_bool() == Some(true)
+    });
+    assert_eq!(h.check(status("fine")).await.expect("fine").into_inner().status(), ServingStatus::Serving);
+    let fine = d.process("fine")["description"].as_str().unwrap_or("").to_string();
+    assert!(!fine.contains("probe"), "healthy: nothing extra: {fine}");
+    // The API's fields.
+    let mut client = d.client().await;
+    let info = client
+        .get_process(minder::pb::GetProcessRequest { name: "web".into() })
+        .await
+        .expect("get")
+        .into_inner();
+    let r = info.readiness.expect("a readiness probe");
+    assert_eq!((r.kind.as_str(), r.healthy, r.failure_threshold), ("tcp", Some(false), 2));
+    assert_eq!(r.last_failure, "connect: refused");
+    assert!(r.consecutive_failures >= 2 && r.failures_total >= 2, "{r:?}");
+    assert!(info.liveness.is_none());
+    // /metrics.
+    wait_for("the metrics port", 10 * SECS, || d.log().contains("serving metrics at"));
+    let m = metrics(metrics_port);
+    assert!(m.contains("minder_probe_healthy{process=\"web\",probe=\"readiness\"} 0"), "{m}");
+    assert!(m.contains("minder_probe_healthy{process=\"fine\",probe=\"readiness\"} 1"), "{m}");
+    let failures: u64 = m
+        .lines()
+        .find_map(|l| l.strip_prefix("minder_probe_failures_total{process=\"web\",probe=\"readiness\"} "))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("web's failures");
+    assert!(failures >= 2, "{m}");
+    assert!(m.contains("minder_probe_failures_total{process=\"fine\",probe=\"readiness\"} 0"), "{m}");
+}
