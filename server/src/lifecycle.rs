@@ -7,8 +7,10 @@
 //!
 //! Readiness is an event of its own ([`Event::Ready`]): the startsecs timer produces it, or,
 //! with `ready = "notify"`, a READY=1 on the process's notify socket (then `ready_timeout` and
-//! the watchdog are the machine's deadlines instead). A health probe can produce it too
-//! without changing the machine. WAITING is STARTING without a child, for dependencies.
+//! the watchdog are the machine's deadlines instead), or with `ready = "probe"` the readiness
+//! probe (`ready_timeout` again). A liveness probe that failed too often is
+//! [`Event::Unhealthy`]: a restart, as the watchdog's. WAITING is STARTING without a child, for
+//! dependencies.
 
 use std::fmt;
 use std::time::Duration;

@@ -2049,6 +2049,15 @@ mod tests {
             assert_eq!(l.check, values::ProbeCheck::Tcp { address: "localhost:5432".into() });
             assert_eq!(l.period, Duration::from_secs(10), "Kubernetes' default period for liveness");
         }
+        // Converted back to TOML, the same probes and readiness (as the INI file's too).
+        let again = load("m.toml", &crate::config::to_toml(&toml)).expect("the conversion loads");
+        for name in ["web", "rpc"] {
+            let (a, b) = (process(&again, name), process(&ini, name));
+            assert_eq!(
+                (&a.readiness_probe, &a.liveness_probe, a.ready),
+                (&b.readiness_probe, &b.liveness_probe, b.ready)
+            );
+        }
         for (text, want) in [
             ("{ http = \"https://x/\" }", "http: \"https://x/\": https:// is not supported; probe the port with tcp = \"host:port\", or run a checker with exec"),
             ("{ period = \"1s\" }", "needs exactly one kind of check, exec, http, tcp or grpc; none is given"),
