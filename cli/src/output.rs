@@ -161,6 +161,21 @@ pub fn process_json(p: &pb::ProcessInfo) -> Value {
         "tree_pids": p.tree_pids,
         "cpu_seconds": p.cpu_time.as_ref().map_or(Value::Null, |d| json!(d.seconds as f64 + f64::from(d.nanos) / 1e9)),
         "memory_bytes": p.memory_bytes,
+        "readiness": p.readiness.as_ref().map_or(Value::Null, probe_json),
+        "liveness": p.liveness.as_ref().map_or(Value::Null, probe_json),
+    })
+}
+
+/// A probe's results as JSON (`healthy` null until decided).
+fn probe_json(p: &pb::ProbeStatus) -> Value {
+    json!({
+        "kind": p.kind,
+        "target": p.target,
+        "healthy": p.healthy,
+        "consecutive_failures": p.consecutive_failures,
+        "failure_threshold": p.failure_threshold,
+        "last_failure": p.last_failure,
+        "failures_total": p.failures_total,
     })
 }
 

@@ -28,6 +28,7 @@ pub mod logs;
 pub mod logzip;
 pub mod notify;
 pub mod plan;
+pub mod probe;
 pub mod process;
 pub mod readiness;
 pub mod reaper;

@@ -7,8 +7,10 @@
 //!
 //! Readiness is an event of its own ([`Event::Ready`]): the startsecs timer produces it, or,
 //! with `ready = "notify"`, a READY=1 on the process's notify socket (then `ready_timeout` and
-//! the watchdog are the machine's deadlines instead). A health probe can produce it too
-//! without changing the machine. WAITING is STARTING without a child, for dependencies.
+//! the watchdog are the machine's deadlines instead), or with `ready = "probe"` the readiness
+//! probe (`ready_timeout` again). A liveness probe that failed too often is
+//! [`Event::Unhealthy`]: a restart, as the watchdog's. WAITING is STARTING without a child, for
+//! dependencies.
 
 use std::fmt;
 use std::time::Duration;
@@ -49,7 +51,7 @@ pub enum State {
 pub enum AfterStop {
     /// STOPPED: a stop was asked for.
     Stay,
-    /// Started again at once: the watchdog expired.
+    /// Started again at once: the watchdog expired, or the liveness probe failed.
     Restart,
     /// Failed start number `attempt`: it was not ready within ready_timeout.
     Backoff { attempt: u32 },
@@ -225,7 +227,9 @@ pub struct Policy {
     pub oneshot: bool,
     /// Ready on READY=1 ([`Event::Ready`] from the notify socket), not after startsecs.
     pub notify: bool,
-    /// With `notify`: a start not ready this long after its spawn is a failed start.
+    /// Ready when the readiness probe has passed ([`Event::Ready`] from the probe task).
+    pub probe: bool,
+    /// With `notify` or `probe`: a start not ready this long after its spawn is a failed start.
     pub ready_timeout: Option<Duration>,
     /// With `notify`: RUNNING must send WATCHDOG=1 at least this often.
     pub watchdog: Option<Duration>,
@@ -263,6 +267,17 @@ pub enum Event {
     SignalFailed { reason: String },
     /// WATCHDOG=1: the child is alive (pushes the watchdog deadline back).
     Watchdog,
+    /// The liveness probe failed `failures` times in a row, the last for `reason`: while
+    /// RUNNING, it is stopped and started again.
+    Unhealthy { failures: u32, reason: String },
+}
+
+impl Policy {
+    /// Whether readiness is something the child must show (READY=1 or a probe), not the
+    /// startsecs timer: startsecs is then not a deadline, and ready_timeout is.
+    pub fn gated(&self) -> bool {
+        self.notify || self.probe
+    }
 }
 
 /// What the caller must do after a step.
@@ -320,7 +335,7 @@ pub struct Step {
 /// end of the wait while in BACKOFF, the SIGKILL deadline while STOPPING.
 pub fn deadline(state: &State, policy: &Policy) -> Option<Instant> {
     match state {
-        State::Starting { since, .. } if policy.notify => policy.ready_timeout.map(|t| *since + t),
+        State::Starting { since, .. } if policy.gated() => policy.ready_timeout.map(|t| *since + t),
         State::Starting { since, .. } => Some(*since + policy.startsecs),
         State::Running { watchdog_at, .. } => *watchdog_at,
         State::Backoff { retry_at, .. } => Some(*retry_at),
@@ -404,7 +419,7 @@ pub fn step(m: &Machine, event: Event, ctx: &Ctx<'_>) -> Result<Step, Refusal> {
             out.log(Level::Info, format!("spawned: '{name}' with pid {pid}"));
             // From WAITING it was STARTING already: the same state, now with a child.
             out.go_quietly(State::Starting { pid, since: ctx.now, attempt });
-            if p.startsecs.is_zero() && !p.notify {
+            if p.startsecs.is_zero() && !p.gated() {
                 out.ready(pid, attempt, ctx);
             }
         }
@@ -442,7 +457,7 @@ pub fn step(m: &Machine, event: Event, ctx: &Ctx<'_>) -> Result<Step, Refusal> {
         }
 
         // --- readiness ------------------------------------------------------------------
-        (State::Starting { pid, since, attempt }, Event::Timer) if p.notify => {
+        (State::Starting { pid, since, attempt }, Event::Timer) if p.gated() => {
             if let Some(timeout) = p.ready_timeout.filter(|t| ctx.now >= *since + *t) {
                 let why =
                     format!("not ready within ready_timeout ({} s)", format_secs(timeout.as_secs_f64()));
@@ -471,6 +486,13 @@ pub fn step(m: &Machine, event: Event, ctx: &Ctx<'_>) -> Result<Step, Refusal> {
         }
         (State::Starting { pid, attempt, .. }, Event::Ready) => {
             out.ready(*pid, *attempt, ctx);
+        }
+        (State::Running { pid, .. }, Event::Unhealthy { failures, reason }) => {
+            out.log(
+                Level::Warn,
+                format!("liveness probe failed {failures} times: {name} ({reason}); restarting it"),
+            );
+            out.stop(*pid, AfterStop::Restart, ctx);
         }
         (State::Backoff { retry_at, .. }, Event::Timer) if ctx.now >= *retry_at && !ctx.shutting_down => {
             out.actions.push(Action::Spawn);
@@ -516,7 +538,7 @@ pub fn step(m: &Machine, event: Event, ctx: &Ctx<'_>) -> Result<Step, Refusal> {
             out.go(State::Exited);
         }
         (State::Starting { since, attempt, .. }, Event::Exited { status, .. })
-            if ctx.now < *since + p.startsecs || p.notify =>
+            if ctx.now < *since + p.startsecs || p.gated() =>
         {
             // Did not stay up for startsecs: a failed start.
             let attempt = *attempt;
@@ -626,6 +648,8 @@ impl Out {
         let secs = ctx.policy.startsecs.as_secs_f64();
         let message = if ctx.policy.notify {
             format!("success: {} entered RUNNING state, process reported READY=1 (notify)", ctx.name)
+        } else if ctx.policy.probe {
+            format!("success: {} entered RUNNING state, its readiness probe passed (probe)", ctx.name)
         } else {
             format!(
                 "success: {} entered RUNNING state, process has stayed up for > than {} seconds (startsecs)",
@@ -685,6 +709,7 @@ mod tests {
             exitcodes: vec![0],
             oneshot: false,
             notify: false,
+            probe: false,
             ready_timeout: None,
             watchdog: None,
             stopsignal: Signal::SIGTERM,
@@ -793,6 +818,22 @@ mod tests {
             ),
             ("watchdog expired", watched(), Event::Timer, 2000, vec![Stopping], n.clone()),
             (
+                "liveness probe failed",
+                running(),
+                Event::Unhealthy { failures: 3, reason: "http 503".into() },
+                5000,
+                vec![Stopping],
+                table_policy(),
+            ),
+            (
+                "probe not ready within ready_timeout",
+                STARTING(0),
+                Event::Timer,
+                5000,
+                vec![Stopping],
+                probe_policy(),
+            ),
+            (
                 "stopped for the watchdog",
                 stopping(AfterStop::Restart),
                 exit(0),
@@ -812,6 +853,11 @@ mod tests {
             watchdog: Some(Duration::from_secs(2)),
             ..table_policy()
         }
+    }
+
+    /// `ready = "probe"`, `ready_timeout = 5`.
+    fn probe_policy() -> Policy {
+        Policy { probe: true, ready_timeout: Some(Duration::from_secs(5)), ..table_policy() }
     }
 
     /// RUNNING since 0 with its watchdog due at 2 s.
@@ -1254,6 +1300,39 @@ mod tests {
         let plain = Policy { notify: false, ..p.clone() };
         let s = run(STARTING(0), Event::Timer, 1000, &plain).expect("startsecs");
         assert!(matches!(s.machine.state, State::Running { watchdog_at: None, .. }));
+    }
+
+    #[test]
+    fn probe_readiness_ignores_startsecs_and_liveness_restarts() {
+        let p = probe_policy();
+        let ctx = |ms| Ctx { now: at(ms), name: "web", policy: &p, shutting_down: false, jitter: 0.0 };
+        // Up for startsecs (even 0) is not ready: only the probe's Ready is.
+        let zero = Policy { startsecs: Duration::ZERO, ..p.clone() };
+        let s = run(State::Stopped, Event::Spawned { pid: 7 }, 0, &zero).expect("spawn");
+        assert_eq!(s.machine.state.kind(), Kind::Starting);
+        assert!(step(&Machine { state: STARTING(0), ..Machine::new() }, Event::Timer, &ctx(1000))
+            .expect("timer")
+            .actions
+            .is_empty());
+        let s = run(STARTING(0), Event::Ready, 2500, &p).expect("ready");
+        assert_eq!(logs(&s), vec!["success: web entered RUNNING state, its readiness probe passed (probe)"]);
+        assert!(matches!(s.machine.state, State::Running { watchdog_at: None, .. }), "no watchdog");
+        // An exit before the probe passed is a failed start, however long it ran.
+        assert_eq!(run(STARTING(0), exit(0), 4000, &p).expect("exit").machine.state.kind(), Kind::Backoff);
+        // Liveness: the line that says why, the stop signal, and a new spawn once it exited.
+        let m = Machine { state: running(), ..Machine::new() };
+        let s = step(&m, Event::Unhealthy { failures: 3, reason: "http 503".into() }, &ctx(6000))
+            .expect("unhealthy");
+        assert_eq!(logs(&s), vec!["liveness probe failed 3 times: web (http 503); restarting it"]);
+        assert!(has(&s, &Action::Kill { signal: Signal::SIGTERM, group: false }));
+        let s = step(&s.machine, exit(0), &ctx(6100)).expect("exit");
+        assert!(has(&s, &Action::Spawn));
+        // Not while STARTING (readiness decides there) or STOPPING.
+        for state in [STARTING(0), stopping()] {
+            let s = run(state.clone(), Event::Unhealthy { failures: 3, reason: "x".into() }, 500, &p)
+                .expect("ignored");
+            assert!(s.actions.is_empty(), "{state:?}");
+        }
     }
 
     #[test]

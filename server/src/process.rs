@@ -177,6 +177,10 @@ pub struct Snapshot {
     pub waiting: Option<String>,
     /// The last STATUS=… the child sent on its notify socket (cleared at each spawn).
     pub status: Option<String>,
+    /// Its probes' results for the current child (counts reset at each spawn; the totals
+    /// of failures are kept), when it has those probes.
+    pub readiness: Option<crate::probe::Tally>,
+    pub liveness: Option<crate::probe::Tally>,
 }
 
 impl Snapshot {
@@ -192,7 +196,17 @@ impl Snapshot {
             spawn_count: 0,
             waiting: None,
             status: None,
+            readiness: None,
+            liveness: None,
         }
+    }
+
+    /// `probe: http 503 (2/3)` while a probe of the current child is failing: the liveness
+    /// probe first (it is the one that restarts), else the readiness probe.
+    fn probe_note(&self) -> Option<String> {
+        let live = self.liveness.as_ref().filter(|_| self.state == Kind::Running).and_then(|t| t.failing());
+        let failing = live.or_else(|| self.readiness.as_ref().and_then(|t| t.failing()))?;
+        Some(format!("probe: {failing}"))
     }
 
     /// How long it has been up, while it has a child.
@@ -209,9 +223,9 @@ impl Snapshot {
             Kind::Running => {
                 let up = self.uptime().unwrap_or_default().as_secs();
                 let mut d = format!("pid {}, uptime {}", self.pid.unwrap_or(0), python_timedelta(up));
-                if let Some(status) = &self.status {
+                for note in [self.status.clone(), self.probe_note()].into_iter().flatten() {
                     d.push_str(", ");
-                    d.push_str(status);
+                    d.push_str(&note);
                 }
                 d
             }
@@ -225,7 +239,12 @@ impl Snapshot {
                 }
                 _ => "Not started".to_string(),
             },
-            Kind::Starting => self.waiting.clone().or_else(|| self.status.clone()).unwrap_or_default(),
+            Kind::Starting => self
+                .waiting
+                .clone()
+                .or_else(|| self.status.clone())
+                .or_else(|| self.probe_note())
+                .unwrap_or_default(),
             Kind::Stopping => self.status.clone().unwrap_or_default(),
             _ => String::new(),
         }
@@ -461,6 +480,9 @@ impl ProcessHandle {
             notify: None,
             status: None,
             main_pid: None,
+            probing: None,
+            readiness: None,
+            liveness: None,
         };
         if let Some(adopted) = adopted {
             actor.adopt(adopted);
@@ -619,6 +641,7 @@ fn policy(c: &ProcessConfig) -> Policy {
         exitcodes: c.exitcodes.clone(),
         oneshot: c.oneshot,
         notify: c.ready == minder::config::Ready::Notify,
+        probe: c.ready == minder::config::Ready::Probe,
         ready_timeout: c.ready_timeout,
         watchdog: c.watchdog_sec,
         stopsignal: c.stopsignal,
@@ -686,6 +709,26 @@ struct Actor {
     /// The child's STATUS=… and MAINPID=…, for this spawn.
     status: Option<String>,
     main_pid: Option<u32>,
+    /// The probe tasks of the current child, when the program has probes.
+    probing: Option<Probing>,
+    /// The probes' results (see [`Snapshot::readiness`]).
+    readiness: Option<crate::probe::Tally>,
+    liveness: Option<crate::probe::Tally>,
+}
+
+/// The probe tasks of one child, and where their results arrive.
+struct Probing {
+    pid: u32,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    reports: tokio::sync::mpsc::UnboundedReceiver<crate::probe::Report>,
+}
+
+impl Drop for Probing {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
 }
 
 impl Actor {
@@ -706,6 +749,13 @@ impl Actor {
                             tracing::warn!("{}: the notify socket failed: {e}", self.config.name);
                             self.notify = None;
                         }
+                    }
+                }
+                report = async { self.probing.as_mut().expect("guarded by the condition").reports.recv().await },
+                    if self.probing.is_some() =>
+                {
+                    if let Some(report) = report {
+                        Box::pin(self.probed(report)).await;
                     }
                 }
                 cmd = rx.recv(), if !handles_gone => match cmd {
@@ -1097,12 +1147,97 @@ impl Actor {
         }
     }
 
+    /// Starts probing a new child (at its spawn, or adopted after an upgrade), and stops once
+    /// the child has left STARTING/RUNNING.
+    fn sync_probes(&mut self) {
+        let pid = match self.machine.state {
+            lifecycle::State::Starting { pid, .. } | lifecycle::State::Running { pid, .. } => Some(pid),
+            _ => None,
+        };
+        if self.probing.as_ref().map(|p| p.pid) == pid {
+            return;
+        }
+        self.probing = None;
+        let Some(pid) = pid else { return };
+        let probes = [
+            (crate::probe::Which::Readiness, self.config.readiness_probe.clone()),
+            (crate::probe::Which::Liveness, self.config.liveness_probe.clone()),
+        ];
+        if probes.iter().all(|(_, p)| p.is_none()) {
+            return;
+        }
+        let (tx, reports) = tokio::sync::mpsc::unbounded_channel();
+        let ctx = crate::probe::Context {
+            config: Arc::clone(&self.config),
+            shared: Arc::clone(&self.shared),
+            cgroup: self.cgroup.as_ref().map(|c| c.dir.clone()),
+        };
+        let mut tasks = Vec::new();
+        for (which, probe) in probes {
+            let Some(probe) = probe else { continue };
+            let slot = match which {
+                crate::probe::Which::Readiness => &mut self.readiness,
+                crate::probe::Which::Liveness => &mut self.liveness,
+            };
+            let total = slot.as_ref().map_or(0, |t| t.failures_total);
+            *slot = Some(crate::probe::Tally::new(&probe, total));
+            tasks.push(tokio::spawn(crate::probe::run(which, pid, probe, ctx.clone(), tx.clone())));
+        }
+        self.probing = Some(Probing { pid, tasks, reports });
+    }
+
+    /// A probe's result: counted, and acted on (readiness gates STARTING with
+    /// `ready = "probe"`; liveness restarts a RUNNING process that failed it too often).
+    async fn probed(&mut self, report: crate::probe::Report) {
+        use crate::probe::Which;
+        if self.probing.as_ref().map(|p| p.pid) != Some(report.pid) {
+            return;
+        }
+        let kind = self.machine.state.kind();
+        let (probe, slot) = match report.which {
+            Which::Readiness => (self.config.readiness_probe.as_ref(), &mut self.readiness),
+            // Liveness counts only while RUNNING: a slow start is readiness's business.
+            Which::Liveness if kind != Kind::Running => return,
+            Which::Liveness => (self.config.liveness_probe.as_ref(), &mut self.liveness),
+        };
+        let (Some(probe), Some(tally)) = (probe, slot.as_mut()) else { return };
+        let before = (tally.failures, tally.healthy, tally.last_failure.clone());
+        tally.record(probe, &report.outcome);
+        let (failures, healthy) = (tally.failures, tally.healthy);
+        let changed = before != (tally.failures, tally.healthy, tally.last_failure.clone());
+        let reason = tally.last_failure.clone().unwrap_or_default();
+        let name = &self.config.name;
+        match report.which {
+            Which::Readiness if kind == Kind::Starting && self.policy.probe && healthy == Some(true) => {
+                self.publish(Vec::new());
+                let _ = self.feed(Event::Ready).await;
+                return;
+            }
+            Which::Readiness if changed && before.1 == Some(true) && healthy == Some(false) => {
+                tracing::warn!("readiness probe failed {failures} times: {name} ({reason}); not ready");
+            }
+            Which::Readiness if changed && before.1 == Some(false) && healthy == Some(true) => {
+                tracing::info!("readiness probe passes again: {name}");
+            }
+            Which::Liveness if failures >= probe.failure_threshold => {
+                self.publish(Vec::new());
+                let _ = self.feed(Event::Unhealthy { failures, reason }).await;
+                return;
+            }
+            _ => {}
+        }
+        if changed {
+            self.publish(Vec::new());
+        }
+    }
+
     /// Publishes the state changes of one step, and the new snapshot with them, atomically
     /// with respect to event watchers.
     fn publish(&mut self, changes: Vec<ProcessChange>) {
         if self.machine.state != lifecycle::State::Waiting {
             self.waiting = None;
         }
+        self.sync_probes();
         let snapshot = Snapshot {
             waiting: self.waiting.clone(),
             state: self.machine.state.kind(),
@@ -1114,6 +1249,8 @@ impl Actor {
             spawn_error: self.machine.spawn_error.clone(),
             spawn_count: self.spawn_count,
             status: self.status.clone(),
+            readiness: self.readiness.clone(),
+            liveness: self.liveness.clone(),
         };
         let (pid, running) = (snapshot.pid, snapshot.state == Kind::Running);
         let events = changes.into_iter().map(EventKind::Process);

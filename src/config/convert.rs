@@ -150,6 +150,42 @@ fn owner(o: Owner) -> String {
     }
 }
 
+/// A probe as the inline table the TOML front end reads back; defaults left out.
+fn probe_table(probe: &crate::config::Probe, default_period: u64) -> Item {
+    use crate::config::ProbeCheck;
+    let mut t = toml_edit::InlineTable::new();
+    let mut put = |key: &str, item: Item| {
+        if let Ok(v) = item.into_value() {
+            t.insert(key, v);
+        }
+    };
+    put(probe.check.kind(), s(probe.check.target()));
+    if let ProbeCheck::Grpc { service, .. } = &probe.check {
+        if !service.is_empty() {
+            put("service", s(service));
+        }
+    }
+    if probe.period != std::time::Duration::from_secs(default_period) {
+        put("period", secs(probe.period));
+    }
+    if probe.timeout != std::time::Duration::from_secs(1) {
+        put("timeout", secs(probe.timeout));
+    }
+    if probe.failure_threshold != 3 {
+        put("failure_threshold", int(probe.failure_threshold));
+    }
+    if probe.success_threshold != 1 {
+        put("success_threshold", int(probe.success_threshold));
+    }
+    if !probe.initial_delay.is_zero() {
+        put("initial_delay", secs(probe.initial_delay));
+    }
+    if probe.status != (200, 399) {
+        put("status", s(&format!("{}-{}", probe.status.0, probe.status.1)));
+    }
+    toml_edit::value(t)
+}
+
 fn secs(d: std::time::Duration) -> Item {
     if d.subsec_nanos() == 0 {
         int(d.as_secs())
@@ -392,7 +428,19 @@ fn process_table(p: &ProcessConfig, daemon: &DaemonConfig) -> Table {
         deps.push(d.to_string());
     }
     put("depends_on", toml_edit::value(deps), p.depends_on.is_empty());
-    put("ready", s("notify"), p.ready != crate::config::Ready::Notify);
+    let ready = match p.ready {
+        crate::config::Ready::Startsecs => "startsecs",
+        crate::config::Ready::Notify => "notify",
+        crate::config::Ready::Probe => "probe",
+    };
+    put("ready", s(ready), p.ready == crate::config::Ready::Startsecs);
+    for (key, probe, default_period) in
+        [("readiness_probe", &p.readiness_probe, 1), ("liveness_probe", &p.liveness_probe, 10)]
+    {
+        if let Some(probe) = probe {
+            put(key, probe_table(probe, default_period), false);
+        }
+    }
     if let Some(t) = p.ready_timeout {
         put("ready_timeout", secs(t), false);
     }

@@ -24,8 +24,8 @@ use std::time::Duration;
 pub use convert::to_toml;
 pub use diag::{ConfigErrors, Diagnostic, Origin};
 pub use values::{
-    AutoRestart, Backoff, BackoffKind, CgroupSetting, Condition, Dependency, KillMode, Limits, Ready,
-    INFINITE_RETRIES,
+    AutoRestart, Backoff, BackoffKind, CgroupSetting, Condition, Dependency, KillMode, Limits, Probe,
+    ProbeCheck, Ready, INFINITE_RETRIES,
 };
 
 use crate::address::Address;
@@ -507,7 +507,8 @@ pub struct ProcessConfig {
     /// What must be started, ready or completed before this process starts (`depends_on`);
     /// every entry names at least one process, and there is no cycle.
     pub depends_on: Vec<Dependency>,
-    /// What makes it RUNNING (`ready`): startsecs, or READY=1 on its notify socket.
+    /// What makes it RUNNING (`ready`): startsecs, READY=1 on its notify socket, or its
+    /// readiness probe.
     pub ready: Ready,
     /// With `ready = "notify"`: a start not ready within this long is a failed start
     /// (`ready_timeout`; `None`, the default, waits as long as it takes).
@@ -517,6 +518,11 @@ pub struct ProcessConfig {
     /// be restarted (`watchdog_sec`; the child gets WATCHDOG_USEC).
     #[serde(serialize_with = "ser_opt_secs")]
     pub watchdog_sec: Option<Duration>,
+    /// `readiness_probe`: with `ready = "probe"` it gates RUNNING; otherwise it only reports
+    /// (status, health service, metrics).
+    pub readiness_probe: Option<Probe>,
+    /// `liveness_probe`: while RUNNING, `failure_threshold` failures in a row restart it.
+    pub liveness_probe: Option<Probe>,
     #[serde(serialize_with = "ser_signal")]
     pub stopsignal: Signal,
     #[serde(serialize_with = "ser_secs")]

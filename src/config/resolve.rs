@@ -284,6 +284,8 @@ const KNOWN_OPTIONS: &[&str] = &[
     "ready",
     "ready_timeout",
     "watchdog_sec",
+    "readiness_probe",
+    "liveness_probe",
     "stopsignal",
     "stopwaitsecs",
     "stopasgroup",
@@ -1466,18 +1468,30 @@ fn resolve_program<'a>(
             }
         })
     });
-    if ready != values::Ready::Notify {
-        for (opt, given) in
-            [("ready_timeout", ready_timeout.is_some()), ("watchdog_sec", watchdog_sec.is_some())]
-        {
-            if given {
-                report.error(
-                    sec.origin(opt),
-                    sec.key(opt),
-                    "needs ready = notify (the program reports readiness and keep-alives on NOTIFY_SOCKET)",
-                );
-            }
-        }
+    if ready != values::Ready::Notify && watchdog_sec.is_some() {
+        report.error(
+            sec.origin("watchdog_sec"),
+            sec.key("watchdog_sec"),
+            "needs ready = notify (the program reports readiness and keep-alives on NOTIFY_SOCKET)",
+        );
+    }
+    if ready == values::Ready::Startsecs && ready_timeout.is_some() {
+        report.error(
+            sec.origin("ready_timeout"),
+            sec.key("ready_timeout"),
+            "needs ready = notify or ready = probe (with startsecs, readiness has no timeout)",
+        );
+    }
+    let readiness_probe = sec
+        .take(report, "readiness_probe", &vars, None, |r| values::probe(r, Duration::from_secs(1)).map(Some));
+    let liveness_probe = sec
+        .take(report, "liveness_probe", &vars, None, |r| values::probe(r, Duration::from_secs(10)).map(Some));
+    if ready == values::Ready::Probe && readiness_probe.is_none() && sec.peek("readiness_probe").is_none() {
+        report.error(
+            sec.origin("ready"),
+            sec.key("ready"),
+            "ready = probe needs a readiness_probe (exec, http, tcp or grpc) to pass",
+        );
     }
     if !depends_on.is_empty() {
         report.depends_on.push(DependsOn {
@@ -1679,6 +1693,8 @@ fn resolve_program<'a>(
             ready,
             ready_timeout,
             watchdog_sec,
+            readiness_probe: readiness_probe.clone(),
+            liveness_probe: liveness_probe.clone(),
             stopsignal,
             stopwaitsecs,
             stopasgroup,
@@ -1965,12 +1981,107 @@ mod tests {
             assert_eq!(db.ready_timeout, Some(Duration::from_secs(30)));
             assert_eq!(db.watchdog_sec, Some(Duration::from_secs(10)));
         }
-        let err =
-            load("m.toml", "[program.db]\ncommand = \"/bin/cat\"\nready = \"probe\"\n").expect_err("later");
-        assert!(err.contains("m.toml:3: program.db.ready: \"probe\" is not supported yet"), "{err}");
+        let err = load("m.toml", "[program.db]\ncommand = \"/bin/cat\"\nready = \"probe\"\n")
+            .expect_err("no probe");
+        assert!(err.contains("m.toml:3: program.db.ready: ready = probe needs a readiness_probe"), "{err}");
         let err = load("s.conf", "[supervisord]\n[program:db]\ncommand=/bin/cat\nwatchdog_sec=10\n")
             .expect_err("notify");
         assert!(err.contains("s.conf:4: [program:db] watchdog_sec: needs ready = notify"), "{err}");
+    }
+
+    #[test]
+    fn probes_in_both_formats() {
+        let toml = load(
+            "m.toml",
+            "[program.web]\ncommand = \"/bin/cat\"\nready = \"probe\"\nready_timeout = \"30s\"\n\
+             readiness_probe = { http = \"http://127.0.0.1:8000/healthz\", period = \"1s\", timeout = \"1s\", failure_threshold = 3, status = \"200-299\" }\n\
+             liveness_probe = { exec = \"check-web '--quick'\", period = \"5s\", failure_threshold = 3, initial_delay = 2 }\n\
+             [program.rpc]\ncommand = \"/bin/cat\"\nreadiness_probe = { grpc = \"[::1]:50051\", service = \"api\", success_threshold = 2 }\n\
+             liveness_probe = { tcp = \"localhost:5432\" }\n",
+        )
+        .expect("valid");
+        let ini = load(
+            "s.conf",
+            "[supervisord]\n[program:web]\ncommand=/bin/cat\nready=probe\nready_timeout=30\n\
+             readiness_probe = http=\"http://127.0.0.1:8000/healthz\", period=1s, timeout=1s, failure_threshold=3, status=200-299\n\
+             liveness_probe = exec=\"check-web '--quick'\", period=5s, failure_threshold=3, initial_delay=2\n\
+             [program:rpc]\ncommand=/bin/cat\nreadiness_probe = grpc=\"[::1]:50051\", service=api, success_threshold=2\n\
+             liveness_probe = tcp=localhost:5432\n",
+        )
+        .expect("valid");
+        for c in [&toml, &ini] {
+            let web = process(c, "web");
+            assert_eq!(web.ready, values::Ready::Probe);
+            assert_eq!(web.ready_timeout, Some(Duration::from_secs(30)));
+            let r = web.readiness_probe.as_ref().expect("readiness");
+            assert_eq!(
+                r.check,
+                values::ProbeCheck::Http {
+                    url: "http://127.0.0.1:8000/healthz".into(),
+                    host: "127.0.0.1".into(),
+                    port: 8000,
+                    path: "/healthz".into()
+                }
+            );
+            assert_eq!(
+                (r.period, r.timeout, r.failure_threshold, r.success_threshold),
+                (Duration::from_secs(1), Duration::from_secs(1), 3, 1)
+            );
+            assert_eq!(r.status, (200, 299));
+            let l = web.liveness_probe.as_ref().expect("liveness");
+            assert_eq!(
+                l.check,
+                values::ProbeCheck::Exec {
+                    command: "check-web '--quick'".into(),
+                    argv: vec!["check-web".into(), "--quick".into()]
+                }
+            );
+            assert_eq!((l.period, l.initial_delay), (Duration::from_secs(5), Duration::from_secs(2)));
+            let rpc = process(c, "rpc");
+            assert_eq!(rpc.ready, values::Ready::Startsecs, "a readiness probe alone does not gate");
+            let r = rpc.readiness_probe.as_ref().expect("grpc");
+            assert_eq!(
+                r.check,
+                values::ProbeCheck::Grpc { address: "[::1]:50051".into(), service: "api".into() }
+            );
+            assert_eq!((r.period, r.success_threshold, r.status), (Duration::from_secs(1), 2, (200, 399)));
+            let l = rpc.liveness_probe.as_ref().expect("tcp");
+            assert_eq!(l.check, values::ProbeCheck::Tcp { address: "localhost:5432".into() });
+            assert_eq!(l.period, Duration::from_secs(10), "Kubernetes' default period for liveness");
+        }
+        // Converted back to TOML, the same probes and readiness (as the INI file's too).
+        let again = load("m.toml", &crate::config::to_toml(&toml)).expect("the conversion loads");
+        for name in ["web", "rpc"] {
+            let (a, b) = (process(&again, name), process(&ini, name));
+            assert_eq!(
+                (&a.readiness_probe, &a.liveness_probe, a.ready),
+                (&b.readiness_probe, &b.liveness_probe, b.ready)
+            );
+        }
+        for (text, want) in [
+            ("{ http = \"https://x/\" }", "http: \"https://x/\": https:// is not supported; probe the port with tcp = \"host:port\", or run a checker with exec"),
+            ("{ period = \"1s\" }", "needs exactly one kind of check, exec, http, tcp or grpc; none is given"),
+            ("{ tcp = \"a:1\", exec = \"x\" }", "needs exactly one kind of check, exec, http, tcp or grpc; got exec and tcp"),
+            ("{ tcp = \"nohost\" }", "tcp: expected host:port like 127.0.0.1:8000, got \"nohost\""),
+            ("{ tcp = \"a:1\", perod = 1 }", "\"perod\" is not a probe option; a probe takes exec, http, tcp or grpc"),
+            ("{ tcp = \"a:1\", failure_threshold = 0 }", "failure_threshold: must be between 1 and 1000000, got 0"),
+            ("{ tcp = \"a:1\", status = \"200\" }", "status: only an http probe checks a status"),
+        ] {
+            let err = load("m.toml", &format!("[program.a]\ncommand = \"/bin/cat\"\nliveness_probe = {text}\n"))
+                .expect_err(text);
+            assert!(err.contains(&format!("m.toml:3: program.a.liveness_probe: {want}")), "{text}: {err}");
+        }
+        let err = load(
+            "s.conf",
+            "[supervisord]\n[program:a]\ncommand=/bin/cat\n\nreadiness_probe=http=https://x:1/\n",
+        )
+        .expect_err("https");
+        assert!(
+            err.contains(
+                "s.conf:5: [program:a] readiness_probe: http: \"https://x:1/\": https:// is not supported"
+            ),
+            "{err}"
+        );
     }
 
     #[test]

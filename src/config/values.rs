@@ -307,6 +307,235 @@ pub enum Ready {
     Startsecs,
     /// `READY=1` on the `NOTIFY_SOCKET` minderd gives it (systemd's protocol).
     Notify,
+    /// Its `readiness_probe` has passed `success_threshold` times.
+    Probe,
+}
+
+/// What a health probe checks (`readiness_probe`, `liveness_probe`): exactly one kind.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProbeCheck {
+    /// A command, split like `command`, run as the program's user with its environment and
+    /// directory: exit 0 passes.
+    Exec { command: String, argv: Vec<String> },
+    /// A GET of `http://host:port/path`; a status in `status` passes.
+    Http { url: String, host: String, port: u16, path: String },
+    /// A TCP connect to `host:port`.
+    Tcp { address: String },
+    /// grpc.health.v1's Check of `service` ("" is the whole server) at `host:port`: SERVING passes.
+    Grpc { address: String, service: String },
+}
+
+impl ProbeCheck {
+    /// The kind's option name: `exec`, `http`, `tcp`, `grpc`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ProbeCheck::Exec { .. } => "exec",
+            ProbeCheck::Http { .. } => "http",
+            ProbeCheck::Tcp { .. } => "tcp",
+            ProbeCheck::Grpc { .. } => "grpc",
+        }
+    }
+
+    /// The kind's value as written (the command, URL or address).
+    pub fn target(&self) -> &str {
+        match self {
+            ProbeCheck::Exec { command, .. } => command,
+            ProbeCheck::Http { url, .. } => url,
+            ProbeCheck::Tcp { address } | ProbeCheck::Grpc { address, .. } => address,
+        }
+    }
+}
+
+/// A health probe, with Kubernetes' knobs and defaults (a timeout of 1 s, 3 failures,
+/// 1 success, no initial delay); the period is 10 s for a liveness probe as in Kubernetes,
+/// and 1 s for a readiness probe, which a start waits on.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Probe {
+    pub check: ProbeCheck,
+    /// Time between the start of one check and the next.
+    #[serde(serialize_with = "super::ser_secs")]
+    pub period: Duration,
+    /// A check that takes longer fails ("timed out after 1s").
+    #[serde(serialize_with = "super::ser_secs")]
+    pub timeout: Duration,
+    /// Consecutive failures that make it unhealthy (liveness: restarted).
+    pub failure_threshold: u32,
+    /// Consecutive successes that make it healthy (readiness: RUNNING).
+    pub success_threshold: u32,
+    /// From the spawn to the first check.
+    #[serde(serialize_with = "super::ser_secs")]
+    pub initial_delay: Duration,
+    /// The HTTP statuses that pass, inclusive (`status = "200-399"`).
+    pub status: (u16, u16),
+}
+
+/// The options a probe table may hold, for messages.
+const PROBE_KEYS: &str =
+    "exec, http, tcp or grpc (exactly one), service, period, timeout, failure_threshold, success_threshold, initial_delay, status";
+
+/// `readiness_probe` / `liveness_probe`: a TOML table, or in supervisord.conf the same words
+/// as `KEY=VALUE` pairs separated by commas, read like `environment=`:
+/// `http="http://127.0.0.1:8000/healthz", period=1s, failure_threshold=3`.
+/// `default_period`: see [`Probe`].
+pub fn probe(raw: &Raw, default_period: Duration) -> Parsed<Probe> {
+    let table: BTreeMap<String, Raw> = match raw {
+        Raw::Table(t) => t.clone(),
+        Raw::Str(s) => key_value_pairs_as(s, true)?.into_iter().map(|(k, v)| (k, Raw::Str(v))).collect(),
+        _ => {
+            return Err(format!(
+            "expected a table like {{ http = \"http://127.0.0.1:8000/healthz\", period = \"1s\" }}, got {}",
+            got(raw)
+        ))
+        }
+    };
+    if let Some(k) = table.keys().find(|k| {
+        ![
+            "exec",
+            "http",
+            "tcp",
+            "grpc",
+            "service",
+            "period",
+            "timeout",
+            "failure_threshold",
+            "success_threshold",
+            "initial_delay",
+            "status",
+        ]
+        .contains(&k.as_str())
+    }) {
+        return Err(format!("{k:?} is not a probe option; a probe takes {PROBE_KEYS}"));
+    }
+    let kinds: Vec<&str> =
+        ["exec", "http", "tcp", "grpc"].into_iter().filter(|k| table.contains_key(*k)).collect();
+    if kinds.len() != 1 {
+        return Err(format!(
+            "needs exactly one kind of check, exec, http, tcp or grpc; {}",
+            if kinds.is_empty() {
+                "none is given".to_string()
+            } else {
+                format!("got {}", kinds.join(" and "))
+            }
+        ));
+    }
+    let kind = kinds[0];
+    let text = |key: &str| -> Parsed<String> {
+        match table.get(key) {
+            Some(Raw::Str(s)) => Ok(s.trim().to_string()),
+            Some(other) => Err(format!("{key}: expected a string, got {}", got(other))),
+            None => Ok(String::new()),
+        }
+    };
+    let value = text(kind)?;
+    if table.contains_key("service") && kind != "grpc" {
+        return Err("service: only a grpc probe names a service".into());
+    }
+    if table.contains_key("status") && kind != "http" {
+        return Err("status: only an http probe checks a status".into());
+    }
+    let check = match kind {
+        "exec" => {
+            let argv =
+                shlex_split(&value).map_err(|e| format!("exec: cannot split {value:?} into words: {e}"))?;
+            if argv.is_empty() {
+                return Err("exec: the command is empty".into());
+            }
+            ProbeCheck::Exec { command: value, argv }
+        }
+        "http" => {
+            let lower = value.to_ascii_lowercase();
+            if lower.starts_with("https://") {
+                return Err(format!(
+                    "http: {value:?}: https:// is not supported; probe the port with tcp = \"host:port\", or run a checker with exec"
+                ));
+            }
+            let Some(rest) = value.get(7..).filter(|_| lower.starts_with("http://")) else {
+                return Err(format!(
+                    "http: expected a URL like \"http://127.0.0.1:8000/healthz\", got {value:?}"
+                ));
+            };
+            let (authority, path) = match rest.find('/') {
+                Some(i) => (&rest[..i], rest[i..].to_string()),
+                None => (rest, "/".to_string()),
+            };
+            let (host, port) = host_port(authority, Some(80)).map_err(|e| format!("http: {value:?}: {e}"))?;
+            ProbeCheck::Http { url: value.clone(), host, port, path }
+        }
+        _ => {
+            host_port(&value, None).map_err(|e| format!("{kind}: {e}"))?;
+            if kind == "tcp" {
+                ProbeCheck::Tcp { address: value }
+            } else {
+                ProbeCheck::Grpc { address: value, service: text("service")? }
+            }
+        }
+    };
+    let dur = |key: &str, default: Duration| -> Parsed<Duration> {
+        table.get(key).map_or(Ok(default), |r| duration(r).map_err(|e| format!("{key}: {e}")))
+    };
+    let count = |key: &str, default: u32| -> Parsed<u32> {
+        table.get(key).map_or(Ok(default), |r| {
+            integer_in(r, 1, 1_000_000).map(|n| n as u32).map_err(|e| format!("{key}: {e}"))
+        })
+    };
+    let period = dur("period", default_period)?;
+    let timeout = dur("timeout", Duration::from_secs(1))?;
+    for (key, d) in [("period", period), ("timeout", timeout)] {
+        if d.is_zero() {
+            return Err(format!("{key}: must be more than 0"));
+        }
+    }
+    let status = match table.get("status") {
+        None => (200, 399),
+        Some(r) => {
+            let bad = || format!("status: expected a status or a range like \"200-399\", got {}", got(r));
+            let t = match r {
+                Raw::Int(n) => n.to_string(),
+                Raw::Str(s) => s.trim().to_string(),
+                _ => return Err(bad()),
+            };
+            let (lo, hi) = t.split_once('-').unwrap_or((&t, &t));
+            let lo: u16 = lo.trim().parse().map_err(|_| bad())?;
+            let hi: u16 = hi.trim().parse().map_err(|_| bad())?;
+            if !(100..=599).contains(&lo) || !(lo..=599).contains(&hi) {
+                return Err(bad());
+            }
+            (lo, hi)
+        }
+    };
+    Ok(Probe {
+        check,
+        period,
+        timeout,
+        failure_threshold: count("failure_threshold", 3)?,
+        success_threshold: count("success_threshold", 1)?,
+        initial_delay: dur("initial_delay", Duration::ZERO)?,
+        status,
+    })
+}
+
+/// `host:port` (`[::1]:80` for IPv6); the port may be left out when there is a default.
+fn host_port(s: &str, default_port: Option<u16>) -> Parsed<(String, u16)> {
+    let bad = || format!("expected host:port like 127.0.0.1:8000, got {s:?}");
+    let (host, port) = match s.strip_prefix('[') {
+        Some(v6) => {
+            let (h, rest) = v6.split_once(']').ok_or_else(bad)?;
+            (h, rest.strip_prefix(':'))
+        }
+        None => match s.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (s, None),
+        },
+    };
+    if host.is_empty() || host.contains(['/', ' ']) {
+        return Err(bad());
+    }
+    let port = match port {
+        Some(p) => p.parse::<u16>().ok().filter(|p| *p > 0).ok_or_else(bad)?,
+        None => default_port.ok_or_else(bad)?,
+    };
+    Ok((host.to_string(), port))
 }
 
 pub fn ready(raw: &Raw) -> Parsed<Ready> {
@@ -314,13 +543,10 @@ pub fn ready(raw: &Raw) -> Parsed<Ready> {
         Raw::Str(s) => match s.trim().to_ascii_lowercase().as_str() {
             "startsecs" => Ok(Ready::Startsecs),
             "notify" => Ok(Ready::Notify),
-            "probe" => {
-                Err("\"probe\" is not supported yet (readiness probes are planned); use startsecs or notify"
-                    .into())
-            }
-            _ => Err(format!("expected startsecs or notify, got {}", got(raw))),
+            "probe" => Ok(Ready::Probe),
+            _ => Err(format!("expected startsecs, notify or probe, got {}", got(raw))),
         },
-        _ => Err(format!("expected startsecs or notify, got {}", got(raw))),
+        _ => Err(format!("expected startsecs, notify or probe, got {}", got(raw))),
     }
 }
 
@@ -673,6 +899,13 @@ pub fn environment(raw: &Raw) -> Parsed<BTreeMap<String, String>> {
 }
 
 fn key_value_pairs(arg: &str) -> Parsed<BTreeMap<String, String>> {
+    key_value_pairs_as(arg, false)
+}
+
+/// As supervisord reads `KEY=value` pairs; with `one_quote_pair`, a quoted value loses only its
+/// own pair of quotes (supervisord strips every quote at either end, so `"sh -c 'x'"` would
+/// lose the inner `'` too: fine for its environment, wrong for a probe's command).
+fn key_value_pairs_as(arg: &str, one_quote_pair: bool) -> Parsed<BTreeMap<String, String>> {
     let tokens = python_shlex_tokens(arg, "/.+-():")?;
     let mut out = BTreeMap::new();
     let mut i = 0;
@@ -683,7 +916,12 @@ fn key_value_pairs(arg: &str) -> Parsed<BTreeMap<String, String>> {
                 "expected KEY=value pairs separated by commas (quote values that contain commas or spaces), got {arg:?}"
             ));
         }
-        out.insert(kv[0].clone(), kv[2].trim_matches(|c| c == '\'' || c == '"').to_string());
+        let v = &kv[2];
+        let value = match (one_quote_pair, v.chars().next()) {
+            (true, Some(q @ ('"' | '\''))) if v.len() >= 2 && v.ends_with(q) => v[1..v.len() - 1].to_string(),
+            _ => v.trim_matches(|c| c == '\'' || c == '"').to_string(),
+        };
+        out.insert(kv[0].clone(), value);
         i += 4;
     }
     Ok(out)

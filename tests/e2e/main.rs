@@ -17,6 +17,7 @@ mod listeners;
 mod logs;
 mod mesh;
 mod network;
+mod probes;
 mod readiness;
 mod reliability;
 mod reload;

@@ -486,3 +486,26 @@ fn xmlrpc_answers_are_supervisords_for_the_same_configuration() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn infinite_startretries_is_the_largest_xmlrpc_int() {
+    // startretries = "infinite" is kept as u32::MAX, which XML-RPC's 32-bit <int> cannot
+    // carry (Python's marshaller refuses it, other clients fail to parse it): 2147483647.
+    let d = Daemon::start_with(
+        "[daemon.credentials.\"tcp://127.0.0.1:0\"]\nusername = \"u\"\npassword = \"p\"\n\
+         [program.forever]\ncommand = \"sleep 100\"\nautostart = false\nstartretries = \"infinite\"\n\
+         stdout_logfile_maxbytes = \"3GB\"\n",
+        &[],
+        &["--listen", "tcp://127.0.0.1:0"],
+    );
+    let call = "<?xml version='1.0'?><methodCall><methodName>supervisor.getAllConfigInfo</methodName><params></params></methodCall>";
+    let (code, body) = post(&d.tcp_address(), call.as_bytes());
+    assert_eq!(code, 200, "{body}");
+    let after = |key: &str| {
+        let at = body.find(&format!("<name>{key}</name>")).unwrap_or_else(|| panic!("{key} in {body}"));
+        body[at..].split("<int>").nth(1).and_then(|v| v.split('<').next()).unwrap_or("").to_string()
+    };
+    assert_eq!(after("startretries"), "2147483647", "{body}");
+    assert_eq!(after("stdout_logfile_maxbytes"), "2147483647", "{body}");
+    assert!(!body.contains("4294967295"), "{body}");
+}

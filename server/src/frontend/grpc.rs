@@ -158,7 +158,27 @@ pub fn process_info(h: &ProcessHandle, with_tree: bool) -> pb::ProcessInfo {
         tree_pids: tree.as_ref().map(|t| t.pids.clone()).unwrap_or_default(),
         cpu_time: tree.as_ref().and_then(|t| t.cpu).map(duration),
         memory_bytes: tree.and_then(|t| t.memory),
+        readiness: probe_status(c.readiness_probe.as_ref(), snap.readiness.as_ref()),
+        liveness: probe_status(c.liveness_probe.as_ref(), snap.liveness.as_ref()),
     }
+}
+
+/// A probe's results as the API reports them (unset without the probe).
+fn probe_status(
+    probe: Option<&minder::config::Probe>,
+    tally: Option<&crate::probe::Tally>,
+) -> Option<pb::ProbeStatus> {
+    let probe = probe?;
+    let tally = tally.cloned().unwrap_or_else(|| crate::probe::Tally::new(probe, 0));
+    Some(pb::ProbeStatus {
+        kind: probe.check.kind().to_string(),
+        target: probe.check.target().to_string(),
+        healthy: tally.healthy,
+        consecutive_failures: tally.failures,
+        failure_threshold: probe.failure_threshold,
+        last_failure: tally.last_failure.unwrap_or_default(),
+        failures_total: tally.failures_total,
+    })
 }
 
 fn result_code(r: &Result<(), Fault>) -> pb::ResultCode {

@@ -1,6 +1,7 @@
 //! The standard `grpc.health.v1.Health` service: "" is the daemon; every process is a service
 //! of its own under its full name ("web", "site:api") and under "group:name" ("web:web"),
-//! SERVING while it is RUNNING and NOT_SERVING otherwise. Kubernetes' gRPC probes and Envoy's
+//! SERVING while it is RUNNING (and not failing its readiness probe, when it has one:
+//! failure_threshold failures in a row) and NOT_SERVING otherwise. Kubernetes' gRPC probes and Envoy's
 //! health checks can so watch one supervised program.
 //!
 //! Statuses are read from what the daemon already keeps (its state and each process's
@@ -44,7 +45,12 @@ impl Subject {
     fn status(&mut self) -> ServingStatus {
         let serving = match self {
             Subject::Daemon(rx) => *rx.borrow_and_update() == DaemonState::Running,
-            Subject::Process(rx) => rx.borrow_and_update().state == Kind::Running,
+            Subject::Process(rx) => {
+                let snap = rx.borrow_and_update();
+                // RUNNING, and not failing its readiness probe (if it has one).
+                snap.state == Kind::Running
+                    && snap.readiness.as_ref().is_none_or(|t| t.healthy != Some(false))
+            }
         };
         if serving {
             ServingStatus::Serving

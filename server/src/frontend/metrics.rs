@@ -16,6 +16,8 @@
 //! | `minder_process_cpu_seconds_total` | counter | process, group | user + system CPU of the running child |
 //! | `minder_process_resident_memory_bytes` | gauge | process, group | resident memory of the running child |
 //! | `minder_log_bytes_total` | counter | process, group, channel | bytes of output written to its log |
+//! | `minder_probe_failures_total` | counter | process, probe | failed checks of its readiness or liveness probe |
+//! | `minder_probe_healthy` | gauge | process, probe | 1 once the probe passed success_threshold times in a row, 0 otherwise |
 
 use std::convert::Infallible;
 use std::fmt::Write as _;
@@ -122,6 +124,37 @@ pub fn render(sup: &Supervisor) -> String {
             };
             t.sample("minder_process_exit_status", &format!("{{{id}}}"), v);
         }
+    }
+    let probes: Vec<_> = snaps
+        .iter()
+        .flat_map(|(h, _, s)| {
+            let name = escape(&h.config.full_name());
+            [
+                ("readiness", h.config.readiness_probe.is_some(), s.readiness.clone()),
+                ("liveness", h.config.liveness_probe.is_some(), s.liveness.clone()),
+            ]
+            .into_iter()
+            .filter(|(_, configured, _)| *configured)
+            .map(move |(which, _, tally)| {
+                (format!("{{process=\"{name}\",probe=\"{which}\"}}"), tally.unwrap_or_default())
+            })
+        })
+        .collect();
+    t.family(
+        "minder_probe_failures_total",
+        "counter",
+        "Failed checks of the process's probe since minderd started.",
+    );
+    for (labels, tally) in &probes {
+        t.sample("minder_probe_failures_total", labels, tally.failures_total);
+    }
+    t.family(
+        "minder_probe_healthy",
+        "gauge",
+        "1 once the probe passed success_threshold checks in a row (and has not failed failure_threshold since), else 0.",
+    );
+    for (labels, tally) in &probes {
+        t.sample("minder_probe_healthy", labels, u8::from(tally.healthy == Some(true)));
     }
     let usage: Vec<_> =
         snaps.iter().filter_map(|(_, id, s)| s.pid.and_then(proc_usage).map(|u| (id, u))).collect();

@@ -780,7 +780,11 @@ impl Endpoint {
         let loaded = Arc::clone(&self.sup.loaded.lock().unwrap_or_else(|e| e.into_inner()));
         let available = self.sup.available();
         let none = || Value::from("none");
-        let int = |n: u64| Value::Int(i64::try_from(n).unwrap_or(i64::MAX));
+        // XML-RPC's <int> is 32-bit: Python's own marshaller refuses more, and Go's and
+        // Java's clients fail to read it. What does not fit (startretries = infinite, kept as
+        // u32::MAX; a maxbytes of 2 GiB or more) is reported as the largest int,
+        // 2147483647: large, and honest in that no count reaches it.
+        let int = |n: u64| Value::Int(i64::try_from(n).unwrap_or(i64::MAX).min(i64::from(i32::MAX)));
         let log = |t: &LogTarget| match t {
             LogTarget::None => none(),
             LogTarget::Auto => "auto".into(),
@@ -811,7 +815,7 @@ impl Endpoint {
                     ("name", c.name.clone().into()),
                     ("process_prio", Value::Int(i64::from(c.priority))),
                     ("redirect_stderr", Value::Bool(c.redirect_stderr)),
-                    ("startretries", Value::Int(i64::from(c.startretries))),
+                    ("startretries", int(u64::from(c.startretries))),
                     ("startsecs", int(c.startsecs.as_secs())),
                     ("stdout_capture_maxbytes", int(c.stdout_capture_maxbytes)),
                     ("stdout_events_enabled", Value::Bool(c.stdout_events_enabled)),
