@@ -28,6 +28,42 @@ function el(tag, attrs, ...children) {
   return e;
 }
 
+// The log view both pages share: one followed log at a time, of which only the last
+// LOG_KEEP characters stay on screen. `open(heading, stop)` closes the one shown (calling its
+// `stop`) and returns how to add text to the new one; that does nothing once the view has
+// been closed or another opened, so a late line or error of an old follow shows nowhere.
+function logView() {
+  const LOG_KEEP = 256 * 1024;
+  const box = document.getElementById('log');
+  const text = document.getElementById('logtext');
+  const title = document.getElementById('logtitle');
+  const follow = document.getElementById('logfollow');
+  let stop = null;
+
+  function close() {
+    if (stop) stop();
+    stop = null;
+    box.hidden = true;
+  }
+  document.getElementById('logclose').addEventListener('click', close);
+
+  function open(heading, stopper) {
+    close();
+    stop = stopper;
+    title.textContent = heading;
+    text.textContent = '';
+    box.hidden = false;
+    return more => {
+      if (stop !== stopper) return;
+      let t = text.textContent + more;
+      if (t.length > LOG_KEEP) t = t.slice(t.length - LOG_KEEP);
+      text.textContent = t;
+      if (follow.checked) text.scrollTop = text.scrollHeight;
+    };
+  }
+  return { open, box };
+}
+
 function timedelta(secs) {
   const days = Math.floor(secs / 86400);
   const rest = secs % 86400;
@@ -287,46 +323,28 @@ function timedelta(secs) {
   }
 
   // Following a log in the page: the stream `logtail/NAME/stdout` (or stderr) is read as it
-  // grows; only the last LOG_KEEP characters are kept on screen.
-  const LOG_KEEP = 256 * 1024;
-  const logBox = document.getElementById('log');
-  const logText = document.getElementById('logtext');
-  const logTitle = document.getElementById('logtitle');
-  const logFollow = document.getElementById('logfollow');
-  let following = null;
-
-  function closeLog() {
-    if (following) following.abort();
-    following = null;
-    logBox.hidden = true;
-  }
+  // grows, into the shared log view.
+  const logs = logView();
 
   async function openLog(name, stream) {
-    closeLog();
     const controller = new AbortController();
-    following = controller;
-    logTitle.textContent = name + ' ' + stream;
-    logText.textContent = '';
-    logBox.hidden = false;
+    const show = logs.open(name + ' ' + stream, () => controller.abort());
     try {
       const r = await fetch(url('logtail/' + encodeURIComponent(name) + '/' + stream), {
         signal: controller.signal, credentials: 'same-origin',
       });
       if (!r.ok) {
-        logText.textContent = r.status + ' ' + (await r.text());
+        show(r.status + ' ' + (await r.text()));
         return;
       }
       const reader = r.body.pipeThrough(new TextDecoderStream()).getReader();
       for (;;) {
         const { value, done } = await reader.read();
         if (done) break;
-        let t = logText.textContent + value;
-        if (t.length > LOG_KEEP) t = t.slice(t.length - LOG_KEEP);
-        logText.textContent = t;
-        if (logFollow.checked) logText.scrollTop = logText.scrollHeight;
+        show(value);
       }
     } catch (e) {
-      if (e.name !== 'AbortError') logText.textContent += '\n[' + e + ']';
+      if (e.name !== 'AbortError') show('\n[' + e + ']');
     }
   }
 
@@ -336,7 +354,6 @@ function timedelta(secs) {
     ev.preventDefault();
     openLog(a.dataset.tail, a.dataset.stream || 'stdout');
   });
-  document.getElementById('logclose').addEventListener('click', closeLog);
 
   window.minderReceived = () => received;
 })();
@@ -731,51 +748,28 @@ function timedelta(secs) {
 
   // --- the log view: follows a process's stdout or stderr ----------------------------------
 
-  const LOG_KEEP = 256 * 1024;
-  const logBox = document.getElementById('log');
-  const logText = document.getElementById('logtext');
-  const logTitle = document.getElementById('logtitle');
-  const logFollow = document.getElementById('logfollow');
-  let following = null;
-
-  function closeLog() {
-    if (following) following.close();
-    following = null;
-    logBox.hidden = true;
-  }
-
-  function appendLog(text) {
-    let t = logText.textContent + text;
-    if (t.length > LOG_KEEP) t = t.slice(t.length - LOG_KEEP);
-    logText.textContent = t;
-    if (logFollow.checked) logText.scrollTop = logText.scrollHeight;
-  }
+  const logs = logView();
 
   function openLog(node, process, channel) {
-    closeLog();
-    logTitle.textContent = process + ' ' + channel + ' on ' + node;
-    logText.textContent = '';
-    logBox.hidden = false;
     const source = new EventSource(url('api/fleet/nodes/' + enc(node) + '/processes/' + enc(process) +
       '/log/stream?channel=' + channel));
-    following = source;
-    source.addEventListener('line', e => appendLog(JSON.parse(e.data) + '\n'));
+    const show = logs.open(process + ' ' + channel + ' on ' + node, () => source.close());
+    source.addEventListener('line', e => show(JSON.parse(e.data) + '\n'));
     source.addEventListener('skipped', e => {
       const v = JSON.parse(e.data);
-      appendLog(v.rotated ? '[the log was rotated]\n' : '[' + v.bytes + ' bytes skipped]\n');
+      show(v.rotated ? '[the log was rotated]\n' : '[' + v.bytes + ' bytes skipped]\n');
     });
     source.addEventListener('failed', e => {
-      appendLog('[' + JSON.parse(e.data).message + ']\n');
+      show('[' + JSON.parse(e.data).message + ']\n');
       source.close();
     });
     // Reconnecting would show the tail again: the view stops, and says so.
     source.onerror = () => {
-      if (following === source) appendLog('[the log stream ended]\n');
+      show('[the log stream ended]\n');
       source.close();
     };
-    logBox.scrollIntoView({ block: 'nearest' });
+    logs.box.scrollIntoView({ block: 'nearest' });
   }
-  document.getElementById('logclose').addEventListener('click', closeLog);
 
   // --- the caller, logout, and the admin's panels -------------------------------------------
 

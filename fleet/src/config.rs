@@ -90,6 +90,38 @@ pub struct NodeConfig {
     pub origin: String,
 }
 
+/// The keys [`Access`] is read from, in `[[nodes]]` and `[[discover]]` alike.
+const ACCESS_KEYS: &[&str] = &[
+    "environment",
+    "kind",
+    "username",
+    "password",
+    "token",
+    "token_file",
+    "tls_ca",
+    "tls_cert",
+    "tls_key",
+    "tls_domain",
+];
+
+/// A node's configuration but its name, address and origin: what `[[nodes]]` and
+/// `[[discover]]` share.
+struct Access {
+    environment: String,
+    kind: NodeKind,
+    username: Option<String>,
+    password: Option<Secret>,
+    token: Option<Secret>,
+    tls: Option<TlsConfig>,
+}
+
+impl Access {
+    fn node(self, name: String, address: Address, origin: String) -> NodeConfig {
+        let Access { environment, kind, username, password, token, tls } = self;
+        NodeConfig { name, environment, kind, address, username, password, token, tls, origin }
+    }
+}
+
 /// Timings and bounds of the node tasks and actions.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Timing {
@@ -447,26 +479,7 @@ impl Reader<'_> {
     fn node(&mut self, t: &Table) -> Option<NodeConfig> {
         let before = self.errors.len();
         let origin = self.place(table_span(t));
-        self.known(
-            t,
-            &[
-                "name",
-                "environment",
-                "host",
-                "port",
-                "username",
-                "password",
-                "kind",
-                "address",
-                "token",
-                "token_file",
-                "tls_ca",
-                "tls_cert",
-                "tls_key",
-                "tls_domain",
-            ],
-            "[[nodes]]",
-        );
+        self.known(t, &[&["name", "host", "port", "address"], ACCESS_KEYS].concat(), "[[nodes]]");
         let name = self.string(t, "name");
         let name = match name {
             Some(n) if is_plain_name(&n) => n,
@@ -483,8 +496,6 @@ impl Reader<'_> {
                 String::new()
             }
         };
-        let environment = self.environment(t);
-        let kind = self.kind(t, NodeKind::Supervisord);
         let host = self.string(t, "host");
         let port = t.get("port").and_then(|item| match item.as_value() {
             Some(Value::Integer(n)) if (1..=65535).contains(n.value()) => Some(*n.value() as u16),
@@ -536,25 +547,11 @@ impl Reader<'_> {
                 None
             }
         };
-        // Cesi writes username = "" for an [inet_http_server] without credentials.
-        let username = self.string(t, "username").filter(|u| !u.is_empty());
-        let password = self.string(t, "password").filter(|p| !p.is_empty()).map(Secret::new);
-        let token = self.token(t, kind);
-        let tls = self.tls(t, https, kind);
+        let access = self.access(t, NodeKind::Supervisord, https);
         if self.errors.len() > before {
             return None;
         }
-        Some(NodeConfig {
-            name,
-            environment,
-            kind,
-            address: address?,
-            username,
-            password,
-            token,
-            tls,
-            origin,
-        })
+        Some(access.node(name, address?, origin))
     }
 
     /// A `[[discover]]` entry: `name` (the nodes' prefix), `dns`, `port`, `interval`, and what
@@ -562,26 +559,7 @@ impl Reader<'_> {
     fn discover(&mut self, t: &Table) -> Option<DiscoverConfig> {
         let before = self.errors.len();
         let origin = self.place(table_span(t));
-        self.known(
-            t,
-            &[
-                "name",
-                "dns",
-                "port",
-                "interval",
-                "environment",
-                "kind",
-                "username",
-                "password",
-                "token",
-                "token_file",
-                "tls_ca",
-                "tls_cert",
-                "tls_key",
-                "tls_domain",
-            ],
-            "[[discover]]",
-        );
+        self.known(t, &[&["name", "dns", "port", "interval"], ACCESS_KEYS].concat(), "[[discover]]");
         let name = match self.string(t, "name") {
             Some(n) if is_plain_name(&n) && n.len() <= 100 => n,
             Some(n) => {
@@ -637,34 +615,33 @@ impl Reader<'_> {
             }
         };
         let interval = self.seconds(t, "interval").unwrap_or(Duration::from_secs(30));
-        let environment = self.environment(t);
-        let kind = self.kind(t, NodeKind::Minderd);
-        let username = self.string(t, "username").filter(|u| !u.is_empty());
-        let password = self.string(t, "password").filter(|p| !p.is_empty()).map(Secret::new);
-        let token = self.token(t, kind);
         // TLS when any TLS setting is given (there is no address to say https://).
         let wants_tls = ["tls_ca", "tls_cert", "tls_key", "tls_domain"].iter().any(|k| t.contains_key(k));
-        let mut tls = self.tls(t, wants_tls, kind);
+        let mut access = self.access(t, NodeKind::Minderd, wants_tls);
         if self.errors.len() > before {
             return None;
         }
         let (dns, port) = (dns?, port?);
         // Nodes are reached by address: their certificates name the DNS name, unless told.
-        if let Some(tls) = tls.as_mut() {
+        if let Some(tls) = access.tls.as_mut() {
             tls.domain.get_or_insert_with(|| dns.clone());
         }
-        let template = NodeConfig {
-            name: String::new(),
-            environment,
-            kind,
-            address: Address::Tcp(format!("{dns}:{port}")),
-            username,
-            password,
-            token,
-            tls,
-            origin,
-        };
+        let template = access.node(String::new(), Address::Tcp(format!("{dns}:{port}")), origin);
         Some(DiscoverConfig { name, dns, port, interval, template })
+    }
+
+    /// What a `[[nodes]]` and a `[[discover]]` (for each node it finds) read alike: the
+    /// environment, the kind (`default` if not given), and how to log in to and talk to the
+    /// node (TLS if `tls`).
+    fn access(&mut self, t: &Table, default: NodeKind, tls: bool) -> Access {
+        let environment = self.environment(t);
+        let kind = self.kind(t, default);
+        // Cesi writes username = "" for an [inet_http_server] without credentials.
+        let username = self.string(t, "username").filter(|u| !u.is_empty());
+        let password = self.string(t, "password").filter(|p| !p.is_empty()).map(Secret::new);
+        let token = self.token(t, kind);
+        let tls = self.tls(t, tls, kind);
+        Access { environment, kind, username, password, token, tls }
     }
 
     fn environment(&mut self, t: &Table) -> String {

@@ -197,6 +197,40 @@ async fn give(tx: &mpsc::Sender<Bytes>, frame: Bytes, stall: Duration) -> bool {
     matches!(tokio::time::timeout(stall, tx.send(frame)).await, Ok(Ok(())))
 }
 
+/// One event stream's client end, as both streams use it: where its frames go, how long one
+/// may wait to be taken (`stall`), the heartbeat, and the fleet's shutdown.
+struct Client {
+    tx: mpsc::Sender<Bytes>,
+    stall: Duration,
+    closing: watch::Receiver<bool>,
+    heartbeat: std::pin::Pin<Box<tokio::time::Sleep>>,
+}
+
+impl Client {
+    fn new(tx: mpsc::Sender<Bytes>, stall: Duration, closing: watch::Receiver<bool>) -> Client {
+        Client { tx, stall, closing, heartbeat: Box::pin(tokio::time::sleep(HEARTBEAT)) }
+    }
+
+    /// Sends one frame (see [`give`]); false when the client is gone or stalled. The
+    /// heartbeat's silence counts from here.
+    async fn send(&mut self, frame: Bytes) -> bool {
+        let sent = give(&self.tx, frame, self.stall).await;
+        self.heartbeat.as_mut().reset(tokio::time::Instant::now() + HEARTBEAT);
+        sent
+    }
+
+    /// Races the stream's source in its `select!` (each branch is cancel-safe): a heartbeat
+    /// comment to send after [`HEARTBEAT`] of silence, or None when the client has gone or
+    /// the fleet shuts down, which ends the stream.
+    async fn idle(&mut self) -> Option<Bytes> {
+        tokio::select! {
+            () = &mut self.heartbeat => Some(Bytes::from_static(b": heartbeat\n\n")),
+            () = self.tx.closed() => None,
+            () = shutting_down(&mut self.closing) => None,
+        }
+    }
+}
+
 /// Which environments a client may see.
 type Sees = Arc<dyn Fn(&str) -> bool + Send + Sync>;
 
@@ -216,18 +250,16 @@ pub fn events(fleet: Arc<Fleet>, sees: impl Fn(&str) -> bool + Send + Sync + 'st
 
 async fn pump_events(
     mut changes: broadcast::Receiver<Arc<Change>>,
-    mut closing: watch::Receiver<bool>,
+    closing: watch::Receiver<bool>,
     snapshot: impl Fn() -> Bytes,
     sees: Sees,
     tx: mpsc::Sender<Bytes>,
     stall: Duration,
 ) {
-    if !give(&tx, Bytes::from_static(b"retry: 2000\n\n"), stall).await || !give(&tx, snapshot(), stall).await
-    {
+    let mut client = Client::new(tx, stall, closing);
+    if !client.send(Bytes::from_static(b"retry: 2000\n\n")).await || !client.send(snapshot()).await {
         return;
     }
-    let heartbeat = tokio::time::sleep(HEARTBEAT);
-    tokio::pin!(heartbeat);
     loop {
         let out = tokio::select! {
             r = changes.recv() => match r {
@@ -239,7 +271,7 @@ async fn pump_events(
                 // Behind by the whole feed with frames still unread: a snapshot queued behind
                 // them would only add to what it holds. It is dropped (EventSource reconnects
                 // on its own, and starts again from a snapshot).
-                Err(broadcast::error::RecvError::Lagged(_)) if tx.capacity() < tx.max_capacity() => {
+                Err(broadcast::error::RecvError::Lagged(_)) if client.tx.capacity() < client.tx.max_capacity() => {
                     tracing::debug!("an event stream fell behind with frames unread; dropping it");
                     return;
                 }
@@ -251,14 +283,14 @@ async fn pump_events(
                 }
                 Err(broadcast::error::RecvError::Closed) => return,
             },
-            () = &mut heartbeat => Bytes::from_static(b": heartbeat\n\n"),
-            () = tx.closed() => return,
-            () = shutting_down(&mut closing) => return,
+            idle = client.idle() => match idle {
+                Some(heartbeat) => heartbeat,
+                None => return,
+            },
         };
-        if !give(&tx, out, stall).await {
+        if !client.send(out).await {
             return;
         }
-        heartbeat.as_mut().reset(tokio::time::Instant::now() + HEARTBEAT);
     }
 }
 
@@ -319,13 +351,12 @@ pub fn follow_log(fleet: &Fleet, source: LogSource) -> Response {
     sse(rx)
 }
 
-async fn pump_log(mut source: LogSource, mut closing: watch::Receiver<bool>, tx: mpsc::Sender<Bytes>) {
+async fn pump_log(mut source: LogSource, closing: watch::Receiver<bool>, tx: mpsc::Sender<Bytes>) {
     let mut lines = Lines::default();
-    if !give(&tx, Bytes::from_static(b"retry: 2000\n\n"), STALL).await {
+    let mut client = Client::new(tx, STALL, closing);
+    if !client.send(Bytes::from_static(b"retry: 2000\n\n")).await {
         return;
     }
-    let heartbeat = tokio::time::sleep(HEARTBEAT);
-    tokio::pin!(heartbeat);
     loop {
         let out: Bytes = tokio::select! {
             r = source.next() => match r {
@@ -345,22 +376,22 @@ async fn pump_log(mut source: LogSource, mut closing: watch::Receiver<bool>, tx:
                     Bytes::from(text)
                 }
                 Ok(None) => {
-                    let _ = give(&tx, frame("failed", &json!({"message": "the node ended the log stream"})), STALL).await;
+                    let _ = client.send(frame("failed", &json!({"message": "the node ended the log stream"}))).await;
                     return;
                 }
                 Err(e) => {
-                    let _ = give(&tx, frame("failed", &json!({"message": e.to_string()})), STALL).await;
+                    let _ = client.send(frame("failed", &json!({"message": e.to_string()}))).await;
                     return;
                 }
             },
-            () = &mut heartbeat => Bytes::from_static(b": heartbeat\n\n"),
-            () = tx.closed() => return,
-            () = shutting_down(&mut closing) => return,
+            idle = client.idle() => match idle {
+                Some(heartbeat) => heartbeat,
+                None => return,
+            },
         };
-        if !give(&tx, out, STALL).await {
+        if !client.send(out).await {
             return;
         }
-        heartbeat.as_mut().reset(tokio::time::Instant::now() + HEARTBEAT);
     }
 }
 
@@ -380,19 +411,22 @@ mod tests {
         tokio::time::timeout(Duration::from_secs(5), rx.recv()).await.ok().flatten()
     }
 
+    /// A client of `feed` that sees the environments `sees` accepts, with a 300 ms stall
+    /// deadline: its task, and what it is sent.
+    fn client(
+        feed: &Feed,
+        sees: impl Fn(&str) -> bool + Send + Sync + 'static,
+    ) -> (tokio::task::JoinHandle<()>, mpsc::Receiver<Bytes>) {
+        let (tx, rx) = mpsc::channel(CLIENT_FRAMES);
+        let picture = || frame("snapshot", &json!({}));
+        let stall = Duration::from_millis(300);
+        (tokio::spawn(pump_events(feed.subscribe(), feed.closing(), picture, Arc::new(sees), tx, stall)), rx)
+    }
+
     #[tokio::test]
     async fn a_client_that_falls_behind_gets_a_new_snapshot_and_a_stalled_one_is_dropped() {
         let feed = Feed::default();
-        let (tx, mut rx) = mpsc::channel(CLIENT_FRAMES);
-        let sees: Sees = Arc::new(|e: &str| e == "mine");
-        let pump = tokio::spawn(pump_events(
-            feed.subscribe(),
-            feed.closing(),
-            || frame("snapshot", &json!({})),
-            sees,
-            tx,
-            Duration::from_millis(300),
-        ));
+        let (pump, mut rx) = client(&feed, |e| e == "mine");
         assert_eq!(next(&mut rx).await.map(|f| kind(&f)).as_deref(), Some("retry: 2000"));
         assert_eq!(next(&mut rx).await.map(|f| kind(&f)).as_deref(), Some("event: snapshot"));
         // Another environment's change is not sent; this one's is.
@@ -439,16 +473,7 @@ mod tests {
 
         // A client that never reads: once its buffer is full, it is dropped after the stall
         // deadline, and its task ends.
-        let (tx, rx) = mpsc::channel(CLIENT_FRAMES);
-        let sees: Sees = Arc::new(|_: &str| true);
-        let pump = tokio::spawn(pump_events(
-            feed.subscribe(),
-            feed.closing(),
-            || frame("snapshot", &json!({})),
-            sees,
-            tx,
-            Duration::from_millis(300),
-        ));
+        let (pump, rx) = client(&feed, |_| true);
         for i in 0..CLIENT_FRAMES * 2 {
             let _ = feed.changes.send(change(i, "mine"));
             tokio::task::yield_now().await;

@@ -291,15 +291,7 @@ impl Users {
 
     /// The user `name`; None when there is none (or its usertype is not one of ours).
     pub fn get(&self, name: &str) -> Result<Option<User>, UserError> {
-        let row = self
-            .conn()
-            .query_row(
-                "SELECT username, password, usertype, environments FROM users WHERE username = ?1",
-                [name],
-                row_user,
-            )
-            .optional()?;
-        Ok(row.and_then(to_user))
+        Ok(find_user(&self.conn(), name)?)
     }
 
     pub fn list(&self) -> Result<Vec<User>, UserError> {
@@ -366,15 +358,7 @@ impl Users {
         }
         let conn = self.conn();
         let tx = conn.unchecked_transaction()?;
-        let user = tx
-            .query_row(
-                "SELECT username, password, usertype, environments FROM users WHERE username = ?1",
-                [name],
-                row_user,
-            )
-            .optional()?
-            .and_then(to_user)
-            .ok_or_else(|| UserError::NotFound(name.into()))?;
+        let user = find_user(&tx, name)?.ok_or_else(|| UserError::NotFound(name.into()))?;
         if let Some(r) = role {
             if user.role == Role::Admin && r != Role::Admin && admins(&tx)? <= 1 {
                 return Err(UserError::LastAdmin(name.into()));
@@ -385,15 +369,7 @@ impl Users {
             let text = e.map(|e| serde_json::Value::from(e.to_vec()).to_string());
             tx.execute("UPDATE users SET environments = ?1 WHERE username = ?2", params![text, name])?;
         }
-        let user = tx
-            .query_row(
-                "SELECT username, password, usertype, environments FROM users WHERE username = ?1",
-                [name],
-                row_user,
-            )
-            .optional()?
-            .and_then(to_user)
-            .ok_or_else(|| UserError::NotFound(name.into()))?;
+        let user = find_user(&tx, name)?.ok_or_else(|| UserError::NotFound(name.into()))?;
         tx.commit()?;
         Ok(user)
     }
@@ -445,6 +421,18 @@ impl Users {
         let old = rows.iter().filter(|(_, h)| !h.starts_with("$argon2")).map(|(u, _)| u.clone()).collect();
         Ok((rows.len(), old))
     }
+}
+
+/// The user `name`, if there is one (and its role is one this fleet knows).
+fn find_user(conn: &Connection, name: &str) -> rusqlite::Result<Option<User>> {
+    let row = conn
+        .query_row(
+            "SELECT username, password, usertype, environments FROM users WHERE username = ?1",
+            [name],
+            row_user,
+        )
+        .optional()?;
+    Ok(row.and_then(to_user))
 }
 
 fn admins(conn: &Connection) -> rusqlite::Result<i64> {

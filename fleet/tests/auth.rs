@@ -383,6 +383,34 @@ fn a_forged_cross_site_request_with_a_valid_cookie_reaches_no_node() {
     wait_for("m1's web:app stopped", 10 * SECS, || pid_on(&s1, "web:app") == "0");
 }
 
+/// Runs `flood(fleet address, thread number)` on `threads` threads while `session` asks the
+/// fleet for its nodes 20 times (each must answer 200): each thread's result, how long the
+/// floods took, and the 20 answers' times, sorted.
+fn flood_meanwhile<T: Send + 'static>(
+    f: &FleetProc,
+    session: &str,
+    threads: u8,
+    flood: impl Fn(String, u8) -> T + Send + Clone + 'static,
+) -> (Vec<T>, Duration, Vec<Duration>) {
+    let started = Instant::now();
+    let floods: Vec<_> = (0..threads)
+        .map(|t| {
+            let (addr, flood) = (f.addr.clone(), flood.clone());
+            std::thread::spawn(move || flood(addr, t))
+        })
+        .collect();
+    let mut during = Vec::new();
+    while during.len() < 20 {
+        let a = f.req("GET", "/api/v2/nodes/", &[("Cookie", session)], b"");
+        assert_eq!(a.status, 200, "{}", a.body);
+        during.push(a.took);
+    }
+    let results = floods.into_iter().map(|t| t.join().expect("a flood thread")).collect();
+    let took = started.elapsed();
+    during.sort();
+    (results, took, during)
+}
+
 #[test]
 fn a_failed_login_flood_is_limited_without_argon2_and_the_fleet_stays_responsive() {
     let dir = tempfile::Builder::new().prefix("fleet-flood-").tempdir().expect("a temp dir");
@@ -411,29 +439,15 @@ fn a_failed_login_flood_is_limited_without_argon2_and_the_fleet_stays_responsive
 
     // A flood of 400 attempts on 8 connections, names varied: all refused at once, while the
     // session made before answers well within its deadline.
-    let started = Instant::now();
-    let floods: Vec<_> = (0..8)
-        .map(|t| {
-            let addr = f.addr.clone();
-            std::thread::spawn(move || {
-                let mut codes = Vec::new();
-                for i in 0..50 {
-                    let body = json_body(json!({"username": format!("u{t}-{i}"), "password": "guess-guess"}));
-                    codes.push(request(&addr, "POST", "/api/v2/auth/login/", &[JSON], &body).status);
-                }
-                codes
+    let (codes, flood_took, during) = flood_meanwhile(&f, &session, 8, |addr, t| {
+        (0..50)
+            .map(|i| {
+                let body = json_body(json!({"username": format!("u{t}-{i}"), "password": "guess-guess"}));
+                request(&addr, "POST", "/api/v2/auth/login/", &[JSON], &body).status
             })
-        })
-        .collect();
-    let mut during = Vec::new();
-    while during.len() < 20 {
-        let a = f.req("GET", "/api/v2/nodes/", &[("Cookie", session.as_str())], b"");
-        assert_eq!(a.status, 200, "{}", a.body);
-        during.push(a.took);
-    }
-    let codes: Vec<u16> = floods.into_iter().flat_map(|t| t.join().expect("flood thread")).collect();
-    let flood_took = started.elapsed();
-    during.sort();
+            .collect::<Vec<u16>>()
+    });
+    let codes: Vec<u16> = codes.into_iter().flatten().collect();
     eprintln!(
         "400 failed logins on 8 connections: {flood_took:?}; GET /api/v2/nodes/ meanwhile: median {:?}, max {:?}",
         during[during.len() / 2],
@@ -468,39 +482,14 @@ fn failed_logins_from_many_addresses_leave_the_fleet_its_cores() {
     let session = cookie(&f.login(ADMIN.0, ADMIN.1));
     // 12 addresses, each with 5 wrong passwords for names of its own (each is an argon2 run),
     // then one more each, which is refused at once.
-    let started = Instant::now();
-    let floods: Vec<_> = (0..12u8)
-        .map(|i| {
-            let addr = f.addr.clone();
-            std::thread::spawn(move || {
-                let mut codes = Vec::new();
-                for j in 0..6 {
-                    let body = json_body(json!({"username": format!("n{i}-{j}"), "password": "guess-guess"}));
-                    codes.push(
-                        request_from(
-                            [127, 0, 1, i + 2],
-                            &addr,
-                            "POST",
-                            "/api/v2/auth/login/",
-                            &[JSON],
-                            &body,
-                        )
-                        .status,
-                    );
-                }
-                codes
+    let (codes, took, during) = flood_meanwhile(&f, &session, 12, |addr, i| {
+        (0..6)
+            .map(|j| {
+                let body = json_body(json!({"username": format!("n{i}-{j}"), "password": "guess-guess"}));
+                request_from([127, 0, 1, i + 2], &addr, "POST", "/api/v2/auth/login/", &[JSON], &body).status
             })
-        })
-        .collect();
-    let mut during = Vec::new();
-    while during.len() < 20 {
-        let a = f.req("GET", "/api/v2/nodes/", &[("Cookie", session.as_str())], b"");
-        assert_eq!(a.status, 200, "{}", a.body);
-        during.push(a.took);
-    }
-    let codes: Vec<Vec<u16>> = floods.into_iter().map(|t| t.join().expect("a flood thread")).collect();
-    let took = started.elapsed();
-    during.sort();
+            .collect::<Vec<u16>>()
+    });
     eprintln!(
         "60 failed logins (argon2 each) from 12 addresses: {took:?}; GET /api/v2/nodes/ meanwhile: median {:?}, max {:?}",
         during[during.len() / 2],
@@ -588,23 +577,6 @@ fn hostile_bodies_are_refused_in_json() {
     // The user list is unchanged and the fleet still serves.
     let a = f.req("GET", "/api/v2/users/", &[("Authorization", admin.as_str())], b"");
     assert_eq!(a.json["users"].as_array().map(Vec::len), Some(1), "{}", a.body);
-}
-
-/// `minder-fleet --config-file F user …`, with the password on standard input.
-fn user_cli(conf: &Path, args: &[&str], stdin: &str) -> std::process::Output {
-    use std::io::Write as _;
-    let mut child = Command::new(env!("CARGO_BIN_EXE_minder-fleet"))
-        .arg("--config-file")
-        .arg(conf)
-        .arg("user")
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("minder-fleet runs");
-    let _ = child.stdin.take().expect("stdin").write_all(stdin.as_bytes());
-    child.wait_with_output().expect("it ends")
 }
 
 #[test]

@@ -4,123 +4,20 @@
 //! accepts and never answers) and one closed port. Every wait polls a condition up to a
 //! deadline; nothing sleeps to synchronise.
 
+mod common;
+
 use std::io::{BufRead as _, Read as _, Write as _};
-use std::net::TcpStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::*;
 use serde_json::Value;
 
-const SECS: Duration = Duration::from_secs(1);
 const ADMIN: (&str, &str) = ("admin", "fleet-test-pw");
 
-/// The workspace's binaries (minderd, minder): next to the directory of this test executable.
-fn bin(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("the test executable has a path");
-    let dir = exe.parent().and_then(Path::parent).expect("target/<profile>/deps/<test>");
-    let path = dir.join(name);
-    assert!(
-        path.exists(),
-        "{} is missing: build the workspace first (cargo build --workspace)",
-        path.display()
-    );
-    path
-}
-
-fn wait_for(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// A child process the test started, ended by its pid (SIGTERM, then reaped) when dropped.
-struct Owned(Child);
-
-impl Drop for Owned {
-    fn drop(&mut self) {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(self.0.id() as i32),
-            nix::sys::signal::Signal::SIGTERM,
-        );
-        let deadline = Instant::now() + 10 * SECS;
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.0.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// A minderd on a unix socket in `dir`, with this native configuration.
-fn minderd(dir: &Path, name: &str, toml: &str) -> (Owned, PathBuf) {
-    minderd_with(dir, name, toml, &[])
-}
-
-/// As [`minderd`], with more arguments (another `--listen`).
-fn minderd_with(dir: &Path, name: &str, toml: &str, extra: &[&str]) -> (Owned, PathBuf) {
-    let conf = dir.join(format!("{name}.toml"));
-    std::fs::write(&conf, toml.replace("{dir}", &dir.display().to_string())).expect("write config");
-    let sock = dir.join(format!("{name}.sock"));
-    let child = Command::new(bin("minderd"))
-        .arg("-c")
-        .arg(&conf)
-        .arg("--listen")
-        .arg(format!("unix://{}", sock.display()))
-        .arg("-l")
-        .arg(dir.join(format!("{name}.log")))
-        .args(extra)
-        .env("TMPDIR", dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("minderd starts");
-    let owned = Owned(child);
-    wait_for("minderd to answer", 10 * SECS, || ctl(&sock, &["version"]).status.success());
-    (owned, sock)
-}
-
-fn ctl(sock: &Path, args: &[&str]) -> std::process::Output {
-    Command::new(bin("minder"))
-        .arg("-s")
-        .arg(format!("unix://{}", sock.display()))
-        .args(args)
-        .output()
-        .expect("minder runs")
-}
-
-/// supervisord 4.3.0's directory, from the benchmark's virtualenv.
-fn supervisord_430() -> PathBuf {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("the workspace root");
-    let out = Command::new("python3")
-        .current_dir(root)
-        .args([
-            "-c",
-            "import sys; sys.path.insert(0, 'bench'); from minderbench.prepare import supervisor_venv; print(supervisor_venv()[0])",
-        ])
-        .output()
-        .expect("python3 runs");
-    assert!(
-        out.status.success(),
-        "making the supervisor 4.3.0 virtualenv failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
-}
-
-/// A port nothing listens on now.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a port").port()
-}
-
-/// One HTTP/1.1 request; the status, the JSON body (Null if none) and how long it took.
+/// One HTTP/1.1 request (JSON if it has a body); the status, the JSON body (Null if none)
+/// and how long it took.
 fn http(
     addr: &str,
     method: &str,
@@ -128,108 +25,33 @@ fn http(
     body: &[u8],
     auth: Option<(&str, &str)>,
 ) -> (u16, Value, Duration) {
-    use base64::Engine as _;
-    let started = Instant::now();
-    let mut s = TcpStream::connect(addr).expect("connect to the fleet");
-    s.set_read_timeout(Some(30 * SECS)).expect("timeout");
-    let mut head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
-        body.len()
-    );
+    let auth = auth.map(|(u, p)| basic(u, p));
+    let mut headers = vec![];
     if !body.is_empty() {
-        head.push_str("Content-Type: application/json\r\n");
+        headers.push(("Content-Type", "application/json"));
     }
-    if let Some((u, p)) = auth {
-        head.push_str(&format!(
-            "Authorization: Basic {}\r\n",
-            base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}"))
-        ));
+    if let Some(a) = &auth {
+        headers.push(("Authorization", a.as_str()));
     }
-    head.push_str("\r\n");
-    s.write_all(head.as_bytes()).expect("write");
-    // The server may answer (413) before reading a large body; a failed write is not a failure.
-    let _ = s.write_all(body);
-    let mut raw = Vec::new();
-    let _ = s.read_to_end(&mut raw);
-    let took = started.elapsed();
-    let text = String::from_utf8_lossy(&raw).to_string();
-    let status = text
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or_else(|| panic!("no status in {text:?}"));
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
-    // Chunked bodies: take the JSON between the first '{' and the last '}'.
-    let json = match (body.find('{'), body.rfind('}')) {
-        (Some(a), Some(b)) if b > a => serde_json::from_str(&body[a..=b]).unwrap_or(Value::Null),
-        _ => Value::Null,
-    };
-    (status, json, took)
+    let a = request(addr, method, path, &headers, body);
+    (a.status, a.json, a.took)
 }
 
-/// A running minder-fleet, and what it wrote to stderr so far.
-struct FleetProc {
-    _child: Owned,
-    addr: String,
-    stderr: Arc<Mutex<String>>,
+/// What these tests ask the fleet, as its admin.
+trait AsAdmin {
+    fn node_names(&self) -> Vec<String>;
+    fn get(&self, path: &str) -> (u16, Value);
+    fn post(&self, path: &str, body: &[u8]) -> (u16, Value);
+    fn node(&self, name: &str) -> Value;
+    fn statename(&self, node: &str, process: &str) -> String;
 }
 
-fn fleet(conf: &Path) -> FleetProc {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_minder-fleet"))
-        .arg("--config-file")
-        .arg(conf)
-        .args(["--host", "127.0.0.1", "--port", "0"])
-        .env("MINDER_FLEET_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("minder-fleet starts");
-    let stderr = Arc::new(Mutex::new(String::new()));
-    let pipe = child.stderr.take().expect("stderr");
-    let sink = stderr.clone();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(pipe).lines().map_while(Result::ok) {
-            let mut s = sink.lock().unwrap_or_else(|e| e.into_inner());
-            s.push_str(&line);
-            s.push('\n');
-        }
-    });
-    let mut child = Owned(child);
-    let mut addr = None;
-    wait_for("minder-fleet to listen", 10 * SECS, || {
-        if let Ok(Some(status)) = child.0.try_wait() {
-            panic!(
-                "minder-fleet exited with {status}:\n{}",
-                stderr.lock().unwrap_or_else(|e| e.into_inner())
-            );
-        }
-        let text = stderr.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        addr = text
-            .split("listening at http://")
-            .nth(1)
-            .and_then(|r| r.split_whitespace().next())
-            .map(str::to_string);
-        addr.is_some()
-    });
-    FleetProc { _child: child, addr: addr.expect("an address"), stderr }
-}
-
-impl FleetProc {
-    fn hup(&self) {
-        let pid = nix::unistd::Pid::from_raw(self._child.0.id() as i32);
-        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP).expect("SIGHUP the fleet");
-    }
-
+impl AsAdmin for FleetProc {
     fn node_names(&self) -> Vec<String> {
         let (_, v) = self.get("/api/v2/nodes/");
         v["nodes"].as_array().map_or(vec![], |ns| {
             ns.iter().filter_map(|n| n["general"]["name"].as_str().map(str::to_string)).collect()
         })
-    }
-
-    fn log(&self) -> String {
-        self.stderr.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     fn get(&self, path: &str) -> (u16, Value) {
@@ -272,13 +94,10 @@ fn a_fleet_with_minderd_supervisord_and_a_hung_node() {
     let dir = tempfile::Builder::new().prefix("minder-fleet-").tempdir().expect("a temp dir");
     let d = dir.path();
     let (d1, d2) = (d.join("m1"), d.join("m2"));
-    std::fs::create_dir_all(&d1).expect("dir");
-    std::fs::create_dir_all(&d2).expect("dir");
     let (_m1, sock1) = minderd(&d1, "m1", MINDERD_NODE);
     let (_m2, sock2) = minderd(&d2, "m2", MINDERD_NODE);
     // A third minderd, watched through its XML-RPC front end as if it were supervisord.
     let d3 = d.join("m3");
-    std::fs::create_dir_all(&d3).expect("dir");
     let (_m3, sock3) = minderd(&d3, "m3", MINDERD_NODE);
 
     // supervisord 4.3.0, with the group `web` too, on TCP with Basic auth (as Cesi drives it).

@@ -15,117 +15,16 @@ behind a reverse proxy that serves the fleet under /fleet/ (every request must s
 prefix). Prints OK at the end; any failure raises.
 """
 
-import http.client
-import http.server
 import json
-import os
-import socket
 import subprocess
 import sys
-import threading
 import time
-import urllib.error
-import urllib.request
+
+from webdriver import Driver, PrefixProxy, wait_for
 
 ADDR, MINDER, SOCK1, SOCK2, DIR, ADMIN, VIEWER = sys.argv[1:8]
 BASE = f"http://{ADDR}/"
 SOCKS = {"m1": SOCK1, "m2": SOCK2}
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
-def wait_for(what, cond, timeout=15.0):
-    """Polls cond until it returns something true, or fails after timeout."""
-    deadline = time.monotonic() + timeout
-    while True:
-        v = cond()
-        if v:
-            return v
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.02)
-
-
-class Driver:
-    """The few WebDriver commands this test needs."""
-
-    def __init__(self):
-        self.port = free_port()
-        self.log = open(os.path.join(DIR, "chromedriver.log"), "w")
-        self.proc = subprocess.Popen(
-            ["chromedriver", f"--port={self.port}"], stdout=self.log, stderr=subprocess.STDOUT
-        )
-        self.url = f"http://127.0.0.1:{self.port}"
-        wait_for("chromedriver", self._ready)
-        caps = {
-            "capabilities": {
-                "alwaysMatch": {
-                    "browserName": "chrome",
-                    # Navigation returns at DOMContentLoaded, not when the event stream ends.
-                    "pageLoadStrategy": "eager",
-                    "goog:chromeOptions": {
-                        "binary": "/usr/bin/chromium",
-                        "args": [
-                            "--headless=new",
-                            "--no-sandbox",  # tests run as root
-                            "--disable-gpu",
-                            "--disable-dev-shm-usage",
-                            "--no-first-run",
-                            f"--user-data-dir={os.path.join(DIR, 'chromium-profile')}",
-                            # A phone's width: the page must be usable there.
-                            "--window-size=420,900",
-                        ],
-                    },
-                }
-            }
-        }
-        self.session = self._call("POST", "/session", caps)["sessionId"]
-
-    def _ready(self):
-        try:
-            with urllib.request.urlopen(self.url + "/status", timeout=1) as r:
-                return json.load(r)["value"]["ready"]
-        except (OSError, ValueError, KeyError):
-            return False
-
-    def _call(self, method, path, body=None):
-        data = None if body is None else json.dumps(body).encode()
-        req = urllib.request.Request(
-            self.url + path, data=data, method=method, headers={"Content-Type": "application/json"}
-        )
-        try:
-            with urllib.request.urlopen(req, timeout=60) as r:
-                return json.load(r)["value"]
-        except urllib.error.HTTPError as e:
-            raise AssertionError(f"WebDriver {method} {path}: {e.code} {e.read().decode()[:500]}")
-
-    def cmd(self, method, path, body=None):
-        return self._call(method, f"/session/{self.session}{path}", body)
-
-    def get(self, url):
-        self.cmd("POST", "/url", {"url": url})
-
-    def js(self, script, *args):
-        return self.cmd("POST", "/execute/sync", {"script": script, "args": list(args)})
-
-    def click(self, css):
-        el = self.cmd("POST", "/element", {"using": "css selector", "value": css})
-        eid = next(iter(el.values()))
-        self.cmd("POST", f"/element/{eid}/click", {})
-
-    def quit(self):
-        try:
-            self.cmd("DELETE", "")
-        finally:
-            self.proc.terminate()
-            self.proc.wait(timeout=10)
-            self.log.close()
 
 
 def minder(node, *args):
@@ -180,7 +79,8 @@ def login(d, cred, base=BASE):
 
 
 def main():
-    d = Driver()
+    # A phone's width: the page must be usable there.
+    d = Driver(DIR, width=420)
     try:
         login(d, ADMIN)
         counts = d.js("return document.getElementById('counts').textContent;")
@@ -304,49 +204,8 @@ def prefixed(d):
     """The UI behind a reverse proxy that serves the fleet under /fleet/, stripping the prefix
     (nginx's `location /fleet/ { proxy_pass http://fleet/; }`): the login redirect, the form,
     the assets, the event stream and the actions must all stay under the prefix."""
-    outside = []
-
-    class Proxy(http.server.BaseHTTPRequestHandler):
-        def forward(self):
-            if not self.path.startswith("/fleet/"):
-                outside.append(self.path)
-                self.send_error(404)
-                return
-            length = int(self.headers.get("Content-Length") or 0)
-            body = self.rfile.read(length) if length else None
-            headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "connection")}
-            host, port = ADDR.rsplit(":", 1)
-            up = http.client.HTTPConnection(host, int(port), timeout=60)
-            up.request(self.command, self.path[len("/fleet") :], body=body, headers=headers)
-            r = up.getresponse()
-            self.send_response(r.status)
-            for k, v in r.getheaders():
-                if k.lower() not in ("connection", "transfer-encoding", "keep-alive", "content-length"):
-                    self.send_header(k, v)
-            self.send_header("Connection", "close")
-            self.end_headers()
-            # Streamed as it comes (the event stream never ends), delimited by the close.
-            try:
-                while True:
-                    chunk = r.read1(65536)
-                    if not chunk:
-                        break
-                    self.wfile.write(chunk)
-                    self.wfile.flush()
-            except OSError:
-                pass
-            finally:
-                up.close()
-
-        do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = forward
-
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Proxy)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    base = f"http://127.0.0.1:{server.server_address[1]}/fleet/"
-    try:
+    with PrefixProxy("/fleet", ADDR) as proxy:
+        base = proxy.base
         login(d, ADMIN, base)
         d.js("window.notReloaded = 42;")
         want, verb = ("STOPPED", "stop") if row_state(d, "m1", "talk") == "RUNNING" else ("RUNNING", "start")
@@ -356,10 +215,8 @@ def prefixed(d):
         assert d.js("return window.notReloaded;") == 42, "the page was reloaded"
         d.click("#logout")
         wait_for("the login form under the prefix", lambda: path(d) == "/fleet/login")
-        assert outside == [], f"requests escaped the prefix: {outside}"
+        assert proxy.outside == [], f"requests escaped the prefix: {proxy.outside}"
         print("under a proxy's /fleet/ prefix: login, live rows, actions and logout all stayed under it")
-    finally:
-        server.shutdown()
 
 
 if __name__ == "__main__":

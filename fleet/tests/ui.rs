@@ -4,97 +4,19 @@
 //!
 //! The browser test (`fleet_browser.py`, headless Chromium) is at the end.
 
-use std::io::{BufRead as _, BufReader, Read as _, Write as _};
-use std::net::TcpStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+mod common;
 
+use std::io::{BufRead as _, BufReader, Write as _};
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use common::*;
 use serde_json::Value;
 
-const SECS: Duration = Duration::from_secs(1);
 const ADMIN: (&str, &str) = ("admin", "ui-test-pw");
-
-fn bin(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("the test executable has a path");
-    let dir = exe.parent().and_then(Path::parent).expect("target/<profile>/deps/<test>");
-    let path = dir.join(name);
-    assert!(
-        path.exists(),
-        "{} is missing: build the workspace first (cargo build --workspace)",
-        path.display()
-    );
-    path
-}
-
-fn wait_for(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// A child the test started, ended by its pid (SIGTERM, then reaped) when dropped.
-struct Owned(Child);
-
-impl Owned {
-    fn term(&self) {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(self.0.id() as i32),
-            nix::sys::signal::Signal::SIGTERM,
-        );
-    }
-}
-
-impl Drop for Owned {
-    fn drop(&mut self) {
-        self.term();
-        let deadline = Instant::now() + 10 * SECS;
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.0.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn ctl(sock: &Path, args: &[&str]) -> std::process::Output {
-    Command::new(bin("minder"))
-        .arg("-s")
-        .arg(format!("unix://{}", sock.display()))
-        .args(args)
-        .output()
-        .expect("minder runs")
-}
-
-/// A minderd on a unix socket in `dir`, with this native configuration.
-fn minderd(dir: &Path, name: &str, toml: &str) -> (Owned, PathBuf) {
-    std::fs::create_dir_all(dir).expect("dir");
-    let conf = dir.join(format!("{name}.toml"));
-    std::fs::write(&conf, toml.replace("{dir}", &dir.display().to_string())).expect("write config");
-    let sock = dir.join(format!("{name}.sock"));
-    let child = Command::new(bin("minderd"))
-        .arg("-c")
-        .arg(&conf)
-        .arg("--listen")
-        .arg(format!("unix://{}", sock.display()))
-        .arg("-l")
-        .arg(dir.join(format!("{name}.log")))
-        .env("TMPDIR", dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("minderd starts");
-    let owned = Owned(child);
-    wait_for("minderd to answer", 10 * SECS, || ctl(&sock, &["version"]).status.success());
-    (owned, sock)
-}
 
 /// A program that writes a numbered line every 0.1 s, and one that just runs.
 const NODE: &str = r#"
@@ -109,48 +31,6 @@ startsecs = 0
 [group.web]
 programs = ["app"]
 "#;
-
-/// A running minder-fleet.
-struct FleetProc {
-    child: Owned,
-    addr: String,
-    stderr: Arc<Mutex<String>>,
-}
-
-fn fleet(conf: &Path) -> FleetProc {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_minder-fleet"))
-        .arg("--config-file")
-        .arg(conf)
-        .args(["--host", "127.0.0.1", "--port", "0"])
-        .env("MINDER_FLEET_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("minder-fleet starts");
-    let stderr = Arc::new(Mutex::new(String::new()));
-    let pipe = child.stderr.take().expect("stderr");
-    let sink = stderr.clone();
-    std::thread::spawn(move || {
-        for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-            let mut s = sink.lock().unwrap_or_else(|e| e.into_inner());
-            s.push_str(&line);
-            s.push('\n');
-        }
-    });
-    let child = Owned(child);
-    let mut addr = None;
-    wait_for("minder-fleet to listen", 10 * SECS, || {
-        let text = stderr.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        addr = text
-            .split("listening at http://")
-            .nth(1)
-            .and_then(|r| r.split_whitespace().next())
-            .map(str::to_string);
-        addr.is_some()
-    });
-    FleetProc { child, addr: addr.expect("an address"), stderr }
-}
 
 /// A fleet of two minderd nodes over gRPC and the second one again over XML-RPC.
 struct Setup {
@@ -207,28 +87,17 @@ address = "unix://{s2}"
     Setup { _dir: dir, _nodes: vec![m1, m2], socks: vec![s1, s2], fleet }
 }
 
-fn basic((u, p): (&str, &str)) -> String {
-    use base64::Engine as _;
-    format!(
-        "Authorization: Basic {}\r\n",
-        base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}"))
-    )
+/// An `Authorization` header line for Basic auth.
+fn auth_line((u, p): (&str, &str)) -> String {
+    format!("Authorization: {}\r\n", basic(u, p))
 }
 
-/// One request; the status and the body.
+/// One GET; the status and the body.
 fn http(addr: &str, path: &str, auth: Option<(&str, &str)>) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).expect("connect to the fleet");
-    s.set_read_timeout(Some(30 * SECS)).expect("timeout");
-    let head = format!(
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{}\r\n",
-        auth.map(basic).unwrap_or_default()
-    );
-    s.write_all(head.as_bytes()).expect("write");
-    let mut raw = Vec::new();
-    let _ = s.read_to_end(&mut raw);
-    let text = String::from_utf8_lossy(&raw).to_string();
-    let status = text.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    (status, text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default())
+    let auth = auth.map(|(u, p)| basic(u, p));
+    let headers: Vec<_> = auth.iter().map(|a| ("Authorization", a.as_str())).collect();
+    let a = request(addr, "GET", path, &headers, b"");
+    (a.status, a.body)
 }
 
 /// An SSE client: the events it got so far, as (event, data, when), read by a thread.
@@ -243,7 +112,7 @@ impl Sse {
         let mut s = TcpStream::connect(addr).expect("connect to the fleet");
         let head = format!(
             "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\n{}\r\n",
-            basic(auth)
+            auth_line(auth)
         );
         s.write_all(head.as_bytes()).expect("write");
         let mut reader = BufReader::new(s.try_clone().expect("clone"));
@@ -428,11 +297,7 @@ fn a_state_change_on_a_node_reaches_an_event_stream_client() {
         "name = \"m2-again\"\nenvironment = \"legacy\"\nkind = \"minderd\"\n",
     );
     std::fs::write(&conf, text).expect("write the configuration");
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(f.child.0.id() as i32),
-        nix::sys::signal::Signal::SIGHUP,
-    )
-    .expect("SIGHUP the fleet");
+    f.hup();
     wait_for("m2-xmlrpc gone and m2-again connected in the stream", 20 * SECS, || {
         let nodes = replay(&sse.events());
         !nodes.contains_key("m2-xmlrpc")
@@ -508,16 +373,12 @@ fn a_log_is_followed_from_both_kinds_of_node_and_names_are_checked() {
 }
 
 /// Adds a user with the fleet's own command line (the password on standard input).
-fn add_user(conf: &Path, name: &str, password: &str, role: &str, environments: &[&str]) {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_minder-fleet"));
-    cmd.arg("--config-file").arg(conf).args(["user", "add", name, "--role", role]);
+fn add_user(conf: &std::path::Path, name: &str, password: &str, role: &str, environments: &[&str]) {
+    let mut args = vec!["add", name, "--role", role];
     for e in environments {
-        cmd.args(["--environment", e]);
+        args.extend(["--environment", e]);
     }
-    let mut child =
-        cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("runs");
-    child.stdin.take().expect("stdin").write_all(format!("{password}\n").as_bytes()).expect("write");
-    let out = child.wait_with_output().expect("user add ends");
+    let out = user_cli(conf, &args, &format!("{password}\n"));
     assert!(out.status.success(), "user add: {}", String::from_utf8_lossy(&out.stderr));
 }
 
@@ -598,6 +459,9 @@ fn the_fleet_in_headless_chromium() {
     add_user(&dir.join("fleet.toml"), "watcher", "watcher-pw", "viewer", &[]);
     let script = dir.join("fleet_browser.py");
     std::fs::write(&script, include_str!("fleet_browser.py")).expect("write the script");
+    // Its WebDriver client, shared with minderd's browser test: next to it, for `import`.
+    std::fs::write(dir.join("webdriver.py"), include_str!("../../tests/e2e/webdriver.py"))
+        .expect("write the module");
     let out = Command::new("python3")
         .arg(&script)
         .arg(&f.addr)
@@ -617,25 +481,6 @@ fn the_fleet_in_headless_chromium() {
         f.stderr.lock().unwrap_or_else(|e| e.into_inner())
     );
     print!("{stdout}");
-}
-
-/// supervisord 4.3.0 from the benchmark's virtualenv (made from PyPI on first use).
-fn supervisord_430() -> PathBuf {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("the workspace root");
-    let out = Command::new("python3")
-        .current_dir(root)
-        .args([
-            "-c",
-            "import sys; sys.path.insert(0, 'bench'); from minderbench.prepare import supervisor_venv; print(supervisor_venv()[0])",
-        ])
-        .output()
-        .expect("python3 runs");
-    assert!(
-        out.status.success(),
-        "making the supervisor 4.3.0 virtualenv failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
 }
 
 #[test]

@@ -323,6 +323,8 @@ fn the_page_in_headless_chromium() {
     d.wait_state("talk", "RUNNING", 10 * SECS);
     let script = d.path("web_browser.py");
     std::fs::write(&script, include_str!("web_browser.py")).expect("write the script");
+    // Its WebDriver client, shared with the fleet's browser test: next to it, for `import`.
+    std::fs::write(d.path("webdriver.py"), include_str!("webdriver.py")).expect("write the module");
     let minder = crate::harness::bin("minder");
     let out = Command::new("python3")
         .arg(&script)

@@ -16,118 +16,18 @@ from another origin that auto-submits a form POSTing `stop talk` to minderd and 
 was refused. Prints OK at the end; any failure raises.
 """
 
-import http.client
 import http.server
 import json
-import os
-import socket
 import subprocess
 import sys
 import threading
-import time
-import urllib.error
-import urllib.request
+
+from webdriver import Driver, PrefixProxy, wait_for
 
 ADDR, MINDER, SOCKET, DIR, CRED = sys.argv[1:6]
 BASE = f"http://{CRED}@{ADDR}/"
 # The page's URL as location shows it, without the credentials.
 HERE = "return location.origin + location.pathname + location.search;"
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
-def wait_for(what, cond, timeout=15.0):
-    """Polls cond until it returns something true, or fails after timeout."""
-    deadline = time.monotonic() + timeout
-    while True:
-        v = cond()
-        if v:
-            return v
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.02)
-
-
-class Driver:
-    """The few WebDriver commands this test needs."""
-
-    def __init__(self):
-        self.port = free_port()
-        self.log = open(os.path.join(DIR, "chromedriver.log"), "w")
-        self.proc = subprocess.Popen(
-            ["chromedriver", f"--port={self.port}"], stdout=self.log, stderr=subprocess.STDOUT
-        )
-        self.url = f"http://127.0.0.1:{self.port}"
-        wait_for("chromedriver", self._ready)
-        caps = {
-            "capabilities": {
-                "alwaysMatch": {
-                    "browserName": "chrome",
-                    # Navigation returns at DOMContentLoaded: with "normal", chromedriver waits
-                    # for the page's never-ending event stream to go quiet (about a minute).
-                    "pageLoadStrategy": "eager",
-                    "goog:chromeOptions": {
-                        "binary": "/usr/bin/chromium",
-                        "args": [
-                            "--headless=new",
-                            "--no-sandbox",  # tests run as root
-                            "--disable-gpu",
-                            "--disable-dev-shm-usage",
-                            "--no-first-run",
-                            f"--user-data-dir={os.path.join(DIR, 'chromium-profile')}",
-                            "--window-size=1200,900",
-                        ],
-                    },
-                }
-            }
-        }
-        self.session = self._call("POST", "/session", caps)["sessionId"]
-
-    def _ready(self):
-        try:
-            with urllib.request.urlopen(self.url + "/status", timeout=1) as r:
-                return json.load(r)["value"]["ready"]
-        except (OSError, ValueError, KeyError):
-            return False
-
-    def _call(self, method, path, body=None):
-        data = None if body is None else json.dumps(body).encode()
-        req = urllib.request.Request(
-            self.url + path, data=data, method=method, headers={"Content-Type": "application/json"}
-        )
-        try:
-            with urllib.request.urlopen(req, timeout=60) as r:
-                return json.load(r)["value"]
-        except urllib.error.HTTPError as e:
-            raise AssertionError(f"WebDriver {method} {path}: {e.code} {e.read().decode()[:500]}")
-
-    def cmd(self, method, path, body=None):
-        return self._call(method, f"/session/{self.session}{path}", body)
-
-    def get(self, url):
-        self.cmd("POST", "/url", {"url": url})
-
-    def js(self, script, *args):
-        return self.cmd("POST", "/execute/sync", {"script": script, "args": list(args)})
-
-    def click(self, css):
-        el = self.cmd("POST", "/element", {"using": "css selector", "value": css})
-        eid = next(iter(el.values()))
-        self.cmd("POST", f"/element/{eid}/click", {})
-
-    def quit(self):
-        try:
-            self.cmd("DELETE", "")
-        finally:
-            self.proc.terminate()
-            self.proc.wait(timeout=10)
-            self.log.close()
 
 
 def minder(*args):
@@ -145,7 +45,7 @@ def row_state(d, name):
 
 
 def main():
-    d = Driver()
+    d = Driver(DIR)
     try:
         # First paint, from navigation start (the browser's own measure).
         d.get(BASE)
@@ -252,49 +152,8 @@ def prefixed(d):
     prefix, as nginx's `location /supervisor/ { proxy_pass http://minderd/; }` does): every
     request the page makes must stay under the prefix, the live stream must pass through, and
     the redirect after a GET action must land back under it."""
-    outside = []
-
-    class Proxy(http.server.BaseHTTPRequestHandler):
-        def forward(self):
-            if not self.path.startswith("/supervisor/"):
-                outside.append(self.path)
-                self.send_error(404)
-                return
-            length = int(self.headers.get("Content-Length") or 0)
-            body = self.rfile.read(length) if length else None
-            headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "connection")}
-            host, port = ADDR.rsplit(":", 1)
-            up = http.client.HTTPConnection(host, int(port), timeout=60)
-            up.request(self.command, self.path[len("/supervisor"):], body=body, headers=headers)
-            r = up.getresponse()
-            self.send_response(r.status)
-            for k, v in r.getheaders():
-                if k.lower() not in ("connection", "transfer-encoding", "keep-alive", "content-length"):
-                    self.send_header(k, v)
-            self.send_header("Connection", "close")
-            self.end_headers()
-            # Streamed as it comes (the event stream never ends), delimited by the close.
-            try:
-                while True:
-                    chunk = r.read1(65536)
-                    if not chunk:
-                        break
-                    self.wfile.write(chunk)
-                    self.wfile.flush()
-            except OSError:
-                pass
-            finally:
-                up.close()
-
-        do_GET = do_POST = do_HEAD = forward
-
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Proxy)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    base = f"http://127.0.0.1:{server.server_address[1]}/supervisor/"
-    try:
+    with PrefixProxy("/supervisor", ADDR) as proxy:
+        base = proxy.base
         d.get(base.replace("http://", f"http://{CRED}@"))
         wait_for(
             "the snapshot through the proxy",
@@ -315,9 +174,7 @@ def prefixed(d):
             lambda: d.js("return location.search.includes('message=') && (" + HERE[len("return ") : -1] + ");"),
         )
         assert href.startswith(base + "?message=Process%20ping%20"), href
-        assert outside == [], f"requests escaped the prefix: {outside}"
-    finally:
-        server.shutdown()
+        assert proxy.outside == [], f"requests escaped the prefix: {proxy.outside}"
 
 
 def forged(d):

@@ -39,12 +39,20 @@ pub fn wait_for(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
 /// A child process the test started, ended by its pid (SIGTERM, then reaped) when dropped.
 pub struct Owned(pub Child);
 
+impl Owned {
+    /// SIGTERM, without waiting (a test that watches the shutdown waits itself).
+    pub fn term(&self) {
+        let _ = self.signal(nix::sys::signal::Signal::SIGTERM);
+    }
+
+    pub fn signal(&self, sig: nix::sys::signal::Signal) -> nix::Result<()> {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.0.id() as i32), sig)
+    }
+}
+
 impl Drop for Owned {
     fn drop(&mut self) {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(self.0.id() as i32),
-            nix::sys::signal::Signal::SIGTERM,
-        );
+        self.term();
         let deadline = Instant::now() + 10 * SECS;
         while Instant::now() < deadline {
             if let Ok(Some(_)) = self.0.try_wait() {
@@ -57,10 +65,17 @@ impl Drop for Owned {
     }
 }
 
-/// A minderd on a unix socket in `dir`, with this native configuration.
+/// A minderd on a unix socket in `dir` (made if missing), with this native configuration,
+/// in which `{dir}` stands for `dir`.
 pub fn minderd(dir: &Path, name: &str, toml: &str) -> (Owned, PathBuf) {
+    minderd_with(dir, name, toml, &[])
+}
+
+/// As [`minderd`], with more arguments (another `--listen`).
+pub fn minderd_with(dir: &Path, name: &str, toml: &str, extra: &[&str]) -> (Owned, PathBuf) {
+    std::fs::create_dir_all(dir).expect("the node's directory");
     let conf = dir.join(format!("{name}.toml"));
-    std::fs::write(&conf, toml).expect("write config");
+    std::fs::write(&conf, toml.replace("{dir}", &dir.display().to_string())).expect("write config");
     let sock = dir.join(format!("{name}.sock"));
     let child = Command::new(bin("minderd"))
         .arg("-c")
@@ -69,6 +84,7 @@ pub fn minderd(dir: &Path, name: &str, toml: &str) -> (Owned, PathBuf) {
         .arg(format!("unix://{}", sock.display()))
         .arg("-l")
         .arg(dir.join(format!("{name}.log")))
+        .args(extra)
         .env("TMPDIR", dir)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -92,6 +108,47 @@ pub fn ctl(sock: &Path, args: &[&str]) -> std::process::Output {
 /// The pid of `process` as minderd itself says (not through the fleet).
 pub fn pid_on(sock: &Path, process: &str) -> String {
     String::from_utf8_lossy(&ctl(sock, &["pid", process]).stdout).trim().to_string()
+}
+
+/// supervisord 4.3.0 from the benchmark's virtualenv (made from PyPI on first use by
+/// bench/minderbench/prepare.py).
+pub fn supervisord_430() -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("the workspace root");
+    let out = Command::new("python3")
+        .current_dir(root)
+        .args([
+            "-c",
+            "import sys; sys.path.insert(0, 'bench'); from minderbench.prepare import supervisor_venv; print(supervisor_venv()[0])",
+        ])
+        .output()
+        .expect("python3 runs");
+    assert!(
+        out.status.success(),
+        "making the supervisor 4.3.0 virtualenv failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+}
+
+/// A port nothing listens on now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a port").port()
+}
+
+/// `minder-fleet --config-file F user …`, with the password on standard input.
+pub fn user_cli(conf: &Path, args: &[&str], stdin: &str) -> std::process::Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_minder-fleet"))
+        .arg("--config-file")
+        .arg(conf)
+        .arg("user")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("minder-fleet runs");
+    let _ = child.stdin.take().expect("stdin").write_all(stdin.as_bytes());
+    child.wait_with_output().expect("it ends")
 }
 
 /// One HTTP answer.
@@ -244,6 +301,11 @@ pub fn fleet(conf: &Path) -> FleetProc {
 }
 
 impl FleetProc {
+    /// SIGHUP: the fleet rereads its configuration.
+    pub fn hup(&self) {
+        self.child.signal(nix::sys::signal::Signal::SIGHUP).expect("SIGHUP the fleet");
+    }
+
     pub fn log(&self) -> String {
         self.stderr.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
