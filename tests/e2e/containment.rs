@@ -185,12 +185,7 @@ fn a_bad_kill_mode_or_cgroup_names_the_option_and_what_is_allowed() {
     ] {
         let conf = dir.path().join("m.toml");
         std::fs::write(&conf, text).expect("write");
-        let out = std::process::Command::new(crate::harness::bin("minderd"))
-            .arg("--check-config")
-            .arg("-c")
-            .arg(&conf)
-            .output()
-            .expect("runs");
+        let out = crate::harness::check_config(&conf);
         assert_ne!(code(&out), 0);
         let err = stderr(&out);
         assert!(err.contains(expect) && err.contains("m.toml"), "{err}");

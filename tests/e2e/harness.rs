@@ -23,6 +23,11 @@ pub fn bin(name: &str) -> PathBuf {
 }
 
 /// Runs `minder -s unix://SOCK ARGS…` against a daemon a test started itself.
+/// `minderd --check-config -c CONF`: what a configuration resolves to, or its errors.
+pub fn check_config(conf: &Path) -> Output {
+    Command::new(bin("minderd")).arg("--check-config").arg("-c").arg(conf).output().expect("minderd runs")
+}
+
 pub fn ctl_at(sock: &Path, args: &[&str]) -> Output {
     Command::new(bin("minder"))
         .arg("-s")

@@ -173,12 +173,7 @@ fn a_bad_probe_names_its_file_line_and_option() {
          liveness_probe = tcp=127.0.0.1:80, exec=true\n",
     )
     .expect("write");
-    let out = std::process::Command::new(crate::harness::bin("minderd"))
-        .arg("--check-config")
-        .arg("-c")
-        .arg(&conf)
-        .output()
-        .expect("runs");
+    let out = crate::harness::check_config(&conf);
     assert_ne!(crate::harness::code(&out), 0);
     let err = crate::harness::stderr(&out);
     assert!(

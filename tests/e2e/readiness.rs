@@ -101,12 +101,7 @@ fn a_cycle_is_a_configuration_error_naming_it() {
         "[program.a]\ncommand = \"sleep 1\"\ndepends_on = [\"b:ready\"]\n\n[program.b]\ncommand = \"sleep 1\"\ndepends_on = [\"a\"]\n",
     )
     .expect("write");
-    let out = std::process::Command::new(crate::harness::bin("minderd"))
-        .arg("--check-config")
-        .arg("-c")
-        .arg(&conf)
-        .output()
-        .expect("runs");
+    let out = crate::harness::check_config(&conf);
     assert_ne!(crate::harness::code(&out), 0);
     let err = crate::harness::stderr(&out);
     assert!(err.contains("minder.toml:3: program.a.depends_on: dependency cycle: a -> b -> a"), "{err}");

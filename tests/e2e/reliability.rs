@@ -533,12 +533,7 @@ fn out_of_range_values_are_refused() {
         "[program.p]\ncommand = \"true\"\nnumprocs = 10000000000\nprocess_name = \"%(process_num)d\"\nstartsecs = 1e308\nstopwaitsecs = -1\npriority = 99999999999\nexitcodes = [256]\numask = \"99\"\n",
     )
     .expect("write");
-    let out = std::process::Command::new(crate::harness::bin("minderd"))
-        .arg("--check-config")
-        .arg("-c")
-        .arg(&conf)
-        .output()
-        .expect("runs");
+    let out = crate::harness::check_config(&conf);
     assert_eq!(code(&out), 2);
     let err = stderr(&out);
     for key in ["numprocs", "stopwaitsecs", "priority", "exitcodes", "umask"] {
