@@ -139,53 +139,78 @@ impl Reaper {
         self.waiting.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Starts a child process that runs `child`, and registers its pid before any reaping can
-    /// see it. Returns the pid, a pidfd for it where the system has them (taken under the lock,
-    /// so it cannot name a stranger), and where its exit status will arrive.
+    /// Starts a child process that runs `child(&data)`, and registers its pid before any reaping
+    /// can see it. Returns the pid, a pidfd for it where the system has them (taken under the
+    /// lock, so it cannot name a stranger), and where its exit status will arrive.
     ///
     /// On Linux the child is made as glibc's posix_spawn makes one: `clone(CLONE_VM |
     /// CLONE_VFORK)` on a stack of its own, sharing minderd's memory until it execs, while the
-    /// calling thread waits. A plain fork copies the page tables of the whole daemon, then
+    /// forking thread waits. A plain fork copies the page tables of the whole daemon, then
     /// takes a copy-on-write fault for every page either side touches, and the exec throws it
     /// all away again: that was more than half of the time `start all` took.
+    ///
+    /// The fork happens on the forking thread (the main thread: a child's parent-death signal
+    /// follows the thread that forked it, and that thread must outlive an upgrade's exec). The
+    /// caller does not wait on a runtime thread meanwhile: it awaits the result, so minderd's
+    /// own work for the next spawn (its pipes, its environment, the state of the last one)
+    /// goes on beside the kernel's work for this one. `data` is everything the child uses; it
+    /// moves to the forking thread and is dropped there once the child has exec'd or exited,
+    /// so a caller that gives up waiting frees nothing the child still reads.
     ///
     /// # Safety
     /// `child` runs in a child process that shares (Linux) or copies the memory of a
     /// multi-threaded process: it may only make async-signal-safe calls (no allocation, no
-    /// locks), must not write to memory it did not get from the parent for the purpose, and
-    /// must exec or `_exit`, never return.
-    pub unsafe fn fork(&self, child: impl FnOnce() -> std::convert::Infallible) -> Result<Forked, Errno> {
+    /// locks), must not write to memory outside `data` (and its own stack), and must exec or
+    /// `_exit`, never return.
+    pub async unsafe fn fork<T: Send + 'static>(
+        self: &Arc<Self>,
+        data: T,
+        child: unsafe fn(&T) -> std::convert::Infallible,
+    ) -> Result<Forked, Errno> {
         #[cfg(target_os = "linux")]
-        let mut stack = vec![0u8; CHILD_STACK];
+        {
+            let reaper = Arc::clone(self);
+            let (tx, rx) = oneshot::channel();
+            crate::upgrade::to_forker(Box::new(move || {
+                // SAFETY: the caller's guarantees on `child` and `data` are what `fork_here`
+                // needs; `data` lives until the child has exec'd or exited (CLONE_VFORK).
+                let forked = unsafe { reaper.fork_here(&data, child) };
+                drop(data);
+                let _ = tx.send(forked);
+            }));
+            // Dropped unrun: the forking thread was ending (shutdown or upgrade).
+            rx.await.unwrap_or(Err(Errno::EAGAIN))
+        }
+        #[cfg(not(target_os = "linux"))]
+        {
+            // SAFETY: as above; a forked child has its own copy of `data`.
+            let forked = unsafe { self.fork_here(&data, child) };
+            drop(data);
+            forked
+        }
+    }
+
+    /// The fork itself, on this thread: see [`Reaper::fork`].
+    ///
+    /// # Safety
+    /// As [`Reaper::fork`].
+    unsafe fn fork_here<T>(
+        &self,
+        data: &T,
+        child: unsafe fn(&T) -> std::convert::Infallible,
+    ) -> Result<Forked, Errno> {
         let mut waiting = self.lock();
-        // On the forking thread (the main thread): a child's parent-death signal follows the
-        // thread that forked it, and that thread must outlive an upgrade's exec.
         #[cfg(target_os = "linux")]
-        let job = crate::upgrade::AssertSend((child, &mut stack));
-        #[cfg(target_os = "linux")]
-        let pid = crate::upgrade::on_forker(move || {
-            let (child, stack) = job.into_inner();
-            // SAFETY: the caller's guarantees on `child` are what `clone_vfork` needs.
-            let pid = unsafe { clone_vfork(child, stack) };
-            (pid, Errno::last_raw())
-        })
-        .map_or_else(
-            || {
-                Errno::set_raw(libc::EAGAIN);
-                -1
-            },
-            |(pid, errno)| {
-                Errno::set_raw(errno);
-                pid
-            },
-        );
+        // SAFETY: the caller's guarantees on `child` are what `clone_vfork` needs. The stack is
+        // this thread's, and free again when clone returns (the child has exec'd or exited).
+        let pid = CHILD_STACK.with_borrow_mut(|stack| unsafe { clone_vfork(move || child(data), stack) });
         #[cfg(not(target_os = "linux"))]
         // SAFETY: the caller guarantees `child` is async-signal-safe; the parent side only
         // records the pid.
         let pid = match unsafe { libc::fork() } {
             #[allow(unreachable_code)]
             // `child` returns the uninhabited Infallible: it execs or exits
-            0 => match child() {},
+            0 => match unsafe { child(data) } {},
             pid => pid,
         };
         match pid {
@@ -522,9 +547,12 @@ unsafe fn forget_exited(slots: &mut [libc::c_int]) -> usize {
     kept
 }
 
-/// The child's stack until it execs: it only makes a few system calls.
 #[cfg(target_os = "linux")]
-const CHILD_STACK: usize = 64 * 1024;
+thread_local! {
+    /// The children's stack until they exec (they only make a few system calls), one per
+    /// forking thread: a child is done with it before the next fork from that thread.
+    static CHILD_STACK: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0; 64 * 1024]);
+}
 
 /// Runs `child` in a new process that shares this one's memory, on `stack`, and returns its
 /// pid (or -1, with errno set) once it has exec'd or exited.
@@ -626,9 +654,11 @@ mod tests {
 
     /// Once a child has been reaped its pid may be anyone's: a signal for it (by pidfd, by pid,
     /// or to its process group) must not be sent at all.
-    async fn a_reaped_child_is_never_signalled_even_when_its_pid_is_reused(reaper: &Reaper) {
+    async fn a_reaped_child_is_never_signalled_even_when_its_pid_is_reused(reaper: &Arc<Reaper>) {
         // SAFETY: the child only calls _exit.
-        let forked = unsafe { reaper.fork(|| -> std::convert::Infallible { libc::_exit(0) }) }.expect("fork");
+        let forked = unsafe { reaper.fork((), |()| -> std::convert::Infallible { libc::_exit(0) }) }
+            .await
+            .expect("fork");
         let pid = forked.pid;
         #[cfg(target_os = "linux")]
         assert!(forked.pidfd.is_some(), "a pidfd on Linux");
@@ -657,19 +687,19 @@ mod tests {
     }
 
     /// A live child is signalled, through its pidfd or its group.
-    async fn a_live_child_is_signalled(reaper: &Reaper) {
-        let path = c"/bin/sleep";
-        let argv = [c"sleep".as_ptr(), c"100".as_ptr(), std::ptr::null()];
+    async fn a_live_child_is_signalled(reaper: &Arc<Reaper>) {
         for group in [false, true] {
-            // SAFETY: the child makes two system calls on memory prepared here, then execs
-            // (the parent waits for that: CLONE_VFORK) or exits.
+            // SAFETY: the child makes two system calls on static memory, then execs (the
+            // parent waits for that: CLONE_VFORK) or exits.
             let forked = unsafe {
-                reaper.fork(|| -> std::convert::Infallible {
+                reaper.fork((), |()| -> std::convert::Infallible {
+                    let argv = [c"sleep".as_ptr(), c"100".as_ptr(), std::ptr::null()];
                     libc::setpgid(0, 0);
-                    libc::execv(path.as_ptr(), argv.as_ptr());
+                    libc::execv(c"/bin/sleep".as_ptr(), argv.as_ptr());
                     libc::_exit(127)
                 })
             }
+            .await
             .expect("fork");
             let pidfd = forked.pidfd.as_ref().map(|fd| fd.as_fd());
             let sent = reaper.signal(forked.pid, pidfd, nix::sys::signal::Signal::SIGKILL, group);

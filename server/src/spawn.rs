@@ -267,7 +267,7 @@ pub async fn spawn(
     path: PathBuf,
     logs: &Stdio,
     base: &BaseEnv,
-    reaper: &Reaper,
+    reaper: &std::sync::Arc<Reaper>,
     cgroup: Option<&crate::cgroup::ProcessCgroup>,
     extra_env: &[(String, String)],
 ) -> Result<Child, SpawnError> {
@@ -323,6 +323,7 @@ pub async fn spawn(
         stderr_child.as_ref().map_or(stdout_child.as_raw_fd(), AsRawFd::as_raw_fd),
     ];
     let (err_r, err_w) = pipe(&config.name)?;
+    let stdio = Stdio3 { fds: stdio, err_w: err_w.as_raw_fd() };
     let cgroup_procs = match cgroup.map(crate::cgroup::ProcessCgroup::open_procs).transpose() {
         Ok(fd) => fd,
         Err(e) if e.raw_os_error().map(Errno::from_raw).is_some_and(out_of_descriptors) => {
@@ -334,18 +335,17 @@ pub async fn spawn(
     nix::fcntl::fcntl(&err_r, nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK))
         .map_err(|e| SpawnError::Other(format!("cannot make a pipe: {}", errno_text(e))))?;
 
-    let forked = fork_exec(
-        &c_path,
-        &c_argv,
-        &c_env,
-        c_dir.as_ref(),
-        config.umask,
-        creds.as_ref(),
-        stdio,
-        &err_w,
-        cgroup_procs.as_ref().map(AsRawFd::as_raw_fd),
-        reaper,
-    );
+    // What the child uses moves to the forking thread with it, its ends of the pipes
+    // included: they are closed in minderd once the child has them.
+    let cgroup_fd = cgroup_procs.as_ref().map(AsRawFd::as_raw_fd);
+    let mut held = vec![stdin_child, stdout_child, err_w];
+    held.extend(stderr_child);
+    held.extend(cgroup_procs);
+    let plan =
+        ChildPlan::new(c_path, c_argv, c_env, c_dir, config.umask, creds, stdio, cgroup_fd, reaper, held);
+    // SAFETY: `exec_child` makes only raw system calls on `plan`, which the forking thread
+    // keeps alive until the child has exec'd or exited.
+    let forked = unsafe { reaper.fork(plan, exec_child) }.await;
     let crate::reaper::Forked { pid, pidfd, exit } = forked.map_err(|e| {
         SpawnError::Other(if e == Errno::EAGAIN {
             format!("Too many processes in process table to spawn '{}'", config.name)
@@ -353,7 +353,6 @@ pub async fn spawn(
             format!("unknown error during fork for '{}': {}", config.name, errno_text(e))
         })
     })?;
-    drop((stdin_child, stdout_child, stderr_child, err_w, cgroup_procs));
 
     let report = spawn_report(err_r).await?;
     if report.len() >= 5 {
@@ -420,46 +419,6 @@ async fn spawn_report(err_r: OwnedFd) -> Result<Vec<u8>, SpawnError> {
     Ok(report)
 }
 
-/// Forks and execs. Everything the child touches is allocated here, before the fork; the raw
-/// pointers never outlive this (synchronous) call.
-#[allow(clippy::too_many_arguments)] // the pieces of one exec, kept apart so each is typed
-fn fork_exec(
-    path: &CString,
-    argv: &[CString],
-    env: &[CString],
-    dir: Option<&CString>,
-    umask: Option<u32>,
-    creds: Option<&Creds>,
-    stdio: [RawFd; 3],
-    err_w: &OwnedFd,
-    cgroup: Option<RawFd>,
-    reaper: &Reaper,
-) -> Result<crate::reaper::Forked, Errno> {
-    let argv_ptrs: Vec<*const libc::c_char> =
-        argv.iter().map(|a| a.as_ptr()).chain(std::iter::once(std::ptr::null())).collect();
-    let env_ptrs: Vec<*const libc::c_char> =
-        env.iter().map(|a| a.as_ptr()).chain(std::iter::once(std::ptr::null())).collect();
-    let plan = ChildPlan {
-        // SAFETY: getpid has no preconditions.
-        parent: unsafe { libc::getpid() },
-        die_with_parent: reaper.guards_children(),
-        path: path.as_ptr(),
-        argv: argv_ptrs.as_ptr(),
-        envp: env_ptrs.as_ptr(),
-        dir: dir.map(|d| d.as_ptr()),
-        umask: umask.map(|m| m as libc::mode_t),
-        creds,
-        stdio,
-        err_w: err_w.as_raw_fd(),
-        cgroup,
-        max_fd: max_fd(),
-    };
-    // SAFETY: `exec_child` makes only raw system calls on memory allocated above (`plan` and
-    // the vectors it points into), which stays alive until the child has exec'd or exited: on
-    // Linux the parent waits for that (CLONE_VFORK); elsewhere the child has its own copy.
-    unsafe { reaper.fork(|| -> std::convert::Infallible { exec_child(&plan) }) }
-}
-
 /// The highest descriptor to close in the child when close_range is not available.
 fn max_fd() -> libc::c_int {
     // SAFETY: sysconf has no preconditions.
@@ -471,42 +430,94 @@ fn max_fd() -> libc::c_int {
     }
 }
 
-/// Raw pointers into memory the parent owns, for the child to use before exec.
-struct ChildPlan<'a> {
+/// The descriptors the child's 0, 1 and 2 become, and its error pipe.
+#[derive(Debug, Clone, Copy)]
+struct Stdio3 {
+    fds: [RawFd; 3],
+    err_w: RawFd,
+}
+
+/// Everything the child uses before exec, owned: it moves to the forking thread, which keeps
+/// it alive until the child has exec'd or exited. The child only reads it, through the raw
+/// pointers taken here (into heap buffers that do not move with the struct).
+struct ChildPlan {
     /// minderd's pid, to notice it died before the child asked to die with it.
     parent: libc::pid_t,
     /// Whether to ask to die with minderd (`kill_on_exit`).
     die_with_parent: bool,
-    path: *const libc::c_char,
-    argv: *const *const libc::c_char,
-    envp: *const *const libc::c_char,
-    dir: Option<*const libc::c_char>,
+    path: CString,
+    /// Kept for `argv_ptrs` and `env_ptrs`, which point into them.
+    _strings: (Vec<CString>, Vec<CString>),
+    argv_ptrs: Vec<*const libc::c_char>,
+    env_ptrs: Vec<*const libc::c_char>,
+    dir: Option<CString>,
     umask: Option<libc::mode_t>,
-    creds: Option<&'a Creds>,
-    stdio: [RawFd; 3],
-    err_w: RawFd,
+    creds: Option<Creds>,
+    stdio: Stdio3,
     /// The `cgroup.procs` of the process's cgroup, to join before anything else runs.
     cgroup: Option<RawFd>,
     max_fd: libc::c_int,
+    /// The child's ends of its pipes (and its cgroup.procs): open until it has them, then
+    /// closed in minderd when the plan is dropped.
+    _held: Vec<OwnedFd>,
+}
+
+// SAFETY: the raw pointers point into the plan's own heap buffers (`_strings`), which move
+// with it as a whole; nothing else shares them.
+unsafe impl Send for ChildPlan {}
+
+impl ChildPlan {
+    #[allow(clippy::too_many_arguments)] // the pieces of one exec, kept apart so each is typed
+    fn new(
+        path: CString,
+        argv: Vec<CString>,
+        env: Vec<CString>,
+        dir: Option<CString>,
+        umask: Option<u32>,
+        creds: Option<Creds>,
+        stdio: Stdio3,
+        cgroup: Option<RawFd>,
+        reaper: &Reaper,
+        held: Vec<OwnedFd>,
+    ) -> ChildPlan {
+        let ptrs =
+            |v: &[CString]| v.iter().map(|a| a.as_ptr()).chain(std::iter::once(std::ptr::null())).collect();
+        ChildPlan {
+            // SAFETY: getpid has no preconditions.
+            parent: unsafe { libc::getpid() },
+            die_with_parent: reaper.guards_children(),
+            path,
+            argv_ptrs: ptrs(&argv),
+            env_ptrs: ptrs(&env),
+            _strings: (argv, env),
+            dir,
+            umask: umask.map(|m| m as libc::mode_t),
+            creds,
+            stdio,
+            cgroup,
+            max_fd: max_fd(),
+            _held: held,
+        }
+    }
 }
 
 /// The child side of the fork: set up as supervisord does, then exec. On failure, reports the
 /// stage and errno through `err_w` and exits 127.
 ///
 /// # Safety
-/// Only for the child between fork (or `clone(CLONE_VM|CLONE_VFORK)`) and exec: `p` must point
-/// into memory the parent keeps alive until the child has exec'd or exited. On Linux the child
+/// Only for the child between fork (or `clone(CLONE_VM|CLONE_VFORK)`) and exec: `p` must be
+/// kept alive by the parent until the child has exec'd or exited. On Linux the child
 /// shares the parent's memory, so glibc believes it is multi-threaded: this function therefore
 /// makes only raw system calls (and async-signal-safe libc calls that are themselves plain
 /// system calls), never glibc's `setuid` family, whose `__nptl_setxid` would try to signal
 /// minderd's other threads from a process that does not own them.
-unsafe fn exec_child(p: &ChildPlan<'_>) -> ! {
+unsafe fn exec_child(p: &ChildPlan) -> std::convert::Infallible {
     let fail = |stage: Stage| -> ! {
         let errno = Errno::last_raw().to_ne_bytes();
         let msg = [stage as u8, errno[0], errno[1], errno[2], errno[3]];
         // SAFETY: write and _exit are async-signal-safe; `msg` lives on this stack.
         unsafe {
-            libc::write(p.err_w, msg.as_ptr().cast(), msg.len());
+            libc::write(p.stdio.err_w, msg.as_ptr().cast(), msg.len());
             libc::_exit(127)
         }
     };
@@ -533,7 +544,7 @@ unsafe fn exec_child(p: &ChildPlan<'_>) -> ! {
         if libc::setpgid(0, 0) != 0 {
             fail(Stage::Pgrp);
         }
-        for (target, &fd) in p.stdio.iter().enumerate() {
+        for (target, &fd) in p.stdio.fds.iter().enumerate() {
             let target = target as RawFd;
             let ok = if fd == target {
                 libc::fcntl(fd, libc::F_SETFD, 0) == 0
@@ -544,8 +555,8 @@ unsafe fn exec_child(p: &ChildPlan<'_>) -> ! {
                 fail(Stage::Stdio);
             }
         }
-        close_from_3_except(p.err_w, p.max_fd);
-        if let Some(c) = p.creds {
+        close_from_3_except(p.stdio.err_w, p.max_fd);
+        if let Some(c) = &p.creds {
             if set_groups(&c.groups) != 0 {
                 fail(Stage::Groups);
             }
@@ -570,15 +581,15 @@ unsafe fn exec_child(p: &ChildPlan<'_>) -> ! {
                 libc::_exit(127);
             }
         }
-        if let Some(dir) = p.dir {
-            if libc::chdir(dir) != 0 {
+        if let Some(dir) = &p.dir {
+            if libc::chdir(dir.as_ptr()) != 0 {
                 fail(Stage::Chdir);
             }
         }
         if let Some(mask) = p.umask {
             libc::umask(mask);
         }
-        libc::execve(p.path, p.argv, p.envp);
+        libc::execve(p.path.as_ptr(), p.argv_ptrs.as_ptr(), p.env_ptrs.as_ptr());
         fail(Stage::Exec)
     }
 }

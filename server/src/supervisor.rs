@@ -149,6 +149,9 @@ impl std::fmt::Debug for Supervisor {
 type Bound = Result<Arc<OwnedFd>, String>;
 
 /// The order processes start in: group priority, process priority, then names.
+/// How many starts of one priority are in flight at once (see [`Supervisor::start_each`]).
+const SPAWN_WINDOW: usize = 8;
+
 fn start_key(h: &ProcessHandle, group_priority: i32) -> (i32, i32, String, String) {
     (group_priority, h.config.priority, h.config.group.clone(), h.config.name.clone())
 }
@@ -445,12 +448,7 @@ impl Supervisor {
     pub async fn start(&self, selectors: &[String], wait: bool) -> Result<Vec<Outcome>, RequestError> {
         let (chosen, mut outcomes) = self.select(selectors, |k| !k.is_running())?;
         let chosen = self.with_needs(chosen);
-        let mut pending = Vec::new();
-        for h in chosen {
-            // Spawns happen one after another, lowest priority number first.
-            let r = self.start_one(&h, true, wait).await;
-            pending.push((h, r));
-        }
+        let pending = self.start_each(chosen, true, wait).await;
         let settled = join_all(pending.into_iter().map(|(h, r)| async move {
             let result = match r {
                 Ok(started) => self.settled(&h, started).await,
@@ -784,12 +782,58 @@ impl Supervisor {
     /// what it needs is started too.
     pub async fn autostart(&self) {
         let chosen = self.with_needs(self.all().into_iter().filter(|h| h.config.autostart).collect());
-        for h in chosen {
-            if !self.shared.shutting_down() {
-                // Failures are logged by the process and end in BACKOFF or FATAL.
-                let _ = self.start_one(&h, false, false).await;
+        // Failures are logged by the process and end in BACKOFF or FATAL.
+        self.start_each(chosen, false, false).await;
+    }
+
+    /// Starts `chosen`, which is in start order, and returns each one's start. The order
+    /// holds between priorities and around dependencies: a process whose priority differs
+    /// from the one before, or that has dependencies, starts once every start before it has
+    /// spawned. Within a run of one priority without dependencies, up to [`SPAWN_WINDOW`]
+    /// starts are in flight at once, so that minderd's own work for one (its pipes, its
+    /// environment, the state and events of the last) overlaps the kernel's fork and exec of
+    /// another; the forks themselves still happen one at a time. Nothing more starts once
+    /// minderd is shutting down.
+    async fn start_each(
+        &self,
+        chosen: Vec<ProcessHandle>,
+        explicit: bool,
+        wait: bool,
+    ) -> Vec<(ProcessHandle, Result<Started, Fault>)> {
+        use futures_util::StreamExt;
+        let mut done = Vec::with_capacity(chosen.len());
+        let mut rest = chosen.into_iter().peekable();
+        while let Some(first) = rest.next() {
+            let tier = self.tier(&first);
+            let mut run = vec![first];
+            while let Some(h) = rest.next_if(|h| tier.is_some() && self.tier(h) == tier) {
+                run.push(h);
             }
+            let started = futures_util::stream::iter(run)
+                .map(|h| async move {
+                    let r = if self.shared.shutting_down() {
+                        Err(Fault::ShuttingDown)
+                    } else {
+                        self.start_one(&h, explicit, wait).await
+                    };
+                    (h, r)
+                })
+                .buffered(SPAWN_WINDOW)
+                .collect::<Vec<_>>()
+                .await;
+            done.extend(started);
         }
+        done
+    }
+
+    /// The priorities a start runs with (its group's, its own), or `None` when it has
+    /// dependencies: those start alone, in order.
+    fn tier(&self, h: &ProcessHandle) -> Option<(i32, i32)> {
+        if !h.config.depends_on.is_empty() {
+            return None;
+        }
+        let reg = self.read();
+        Some((reg.groups.get(&h.config.group).map_or(h.config.priority, |g| g.priority), h.config.priority))
     }
 
     /// Asks the daemon to shut down. False if it already is.

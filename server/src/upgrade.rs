@@ -150,6 +150,16 @@ pub fn on_forker<R: Send>(f: impl FnOnce() -> R + Send) -> Option<R> {
     done_rx.recv().ok()
 }
 
+/// Runs `job` on the forking thread without waiting for it, or here when there is none (tests,
+/// or a daemon run from a library) or it has ended. Queued behind a quit, it is dropped unrun.
+pub fn to_forker(job: Box<dyn FnOnce() + Send + 'static>) {
+    let Some(tx) = FORKER.get() else { return job() };
+    let sent = tx.lock().unwrap_or_else(|e| e.into_inner()).send(Work::Run(job));
+    if let Err(mpsc::SendError(Work::Run(job))) = sent {
+        job();
+    }
+}
+
 /// The signals that end or steer minderd. Their default action ends a process, and between
 /// an upgrade's exec and the new image's handlers there are none: so they are blocked across
 /// the exec (a blocked signal waits, pending), and the new image lets them through once its
