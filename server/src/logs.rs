@@ -424,7 +424,15 @@ fn append(w: &mut impl Write, data: &[u8]) -> (usize, Option<std::io::Error>) {
 static READERS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(16);
 
 /// The channels open now, by path, so that outputs naming the same file share one.
-static SHARED: Mutex<BTreeMap<PathBuf, Weak<LogChannel>>> = Mutex::new(BTreeMap::new());
+static SHARED: Mutex<Open> = Mutex::new(Open { channels: BTreeMap::new(), added: 0 });
+
+/// [`SHARED`]: the channels by path, and how many were added since the last sweep of those
+/// that are gone. The sweep is O(channels), so it runs once the additions since the last one
+/// reach half the map: a daemon that opens 20,000 channels at start-up did 20,000 sweeps.
+struct Open {
+    channels: BTreeMap<PathBuf, Weak<LogChannel>>,
+    added: usize,
+}
 
 /// `path` made absolute, with `.` components dropped, to compare paths that name one file.
 fn share_key(path: &Path) -> PathBuf {
@@ -529,8 +537,7 @@ impl LogChannel {
     pub fn shared(spec: LogSpec, owner: &str) -> Arc<LogChannel> {
         let key = share_key(&spec.path);
         let mut open = SHARED.lock().unwrap_or_else(|e| e.into_inner());
-        open.retain(|_, w| w.strong_count() > 0);
-        if let Some(ch) = open.get(&key).and_then(Weak::upgrade) {
+        if let Some(ch) = open.channels.get(&key).and_then(Weak::upgrade) {
             let mut st = ch.lock();
             if !st.spec.same_settings(&spec) {
                 tracing::info!(
@@ -546,7 +553,12 @@ impl LogChannel {
             return ch;
         }
         let ch = LogChannel::new(spec);
-        open.insert(key, Arc::downgrade(&ch));
+        open.channels.insert(key, Arc::downgrade(&ch));
+        open.added += 1;
+        if open.added > open.channels.len() / 2 {
+            open.channels.retain(|_, w| w.strong_count() > 0);
+            open.added = 0;
+        }
         ch
     }
 

@@ -203,6 +203,7 @@ fn main() -> ExitCode {
         };
     }
     spawn::ensure_std_fds();
+    spawn::reserve_spawn_slots();
     // A file-size limit must make log writes fail (EFBIG, reported), not kill the daemon.
     // SAFETY: setting a signal's disposition to SIG_IGN has no preconditions.
     unsafe { libc::signal(libc::SIGXFSZ, libc::SIG_IGN) };

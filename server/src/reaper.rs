@@ -158,24 +158,22 @@ impl Reaper {
     /// so a caller that gives up waiting frees nothing the child still reads.
     ///
     /// # Safety
-    /// `child` runs in a child process that shares (Linux) or copies the memory of a
+    /// `job.child()` runs in a child process that shares (Linux) or copies the memory of a
     /// multi-threaded process: it may only make async-signal-safe calls (no allocation, no
-    /// locks), must not write to memory outside `data` (and its own stack), and must exec or
-    /// `_exit`, never return.
-    pub async unsafe fn fork<T: Send + 'static>(
-        self: &Arc<Self>,
-        data: T,
-        child: unsafe fn(&T) -> std::convert::Infallible,
-    ) -> Result<Forked, Errno> {
+    /// locks), must not write to memory outside `job` (and its own stack), and must exec or
+    /// `_exit`, never return. When `prepare` said so, it starts on minderd's own descriptor
+    /// table and must unshare it before it changes any descriptor.
+    pub async unsafe fn fork<T: Fork>(self: &Arc<Self>, job: T) -> Result<Forked, Errno> {
         #[cfg(target_os = "linux")]
         {
             let reaper = Arc::clone(self);
             let (tx, rx) = oneshot::channel();
             crate::upgrade::to_forker(Box::new(move || {
-                // SAFETY: the caller's guarantees on `child` and `data` are what `fork_here`
-                // needs; `data` lives until the child has exec'd or exited (CLONE_VFORK).
-                let forked = unsafe { reaper.fork_here(&data, child) };
-                drop(data);
+                let mut job = job;
+                // SAFETY: the caller's guarantees on `job` are what `fork_here` needs; `job`
+                // lives until the child has exec'd or exited (CLONE_VFORK).
+                let forked = unsafe { reaper.fork_here(&mut job) };
+                drop(job);
                 let _ = tx.send(forked);
             }));
             // Dropped unrun: the forking thread was ending (shutdown or upgrade).
@@ -183,10 +181,9 @@ impl Reaper {
         }
         #[cfg(not(target_os = "linux"))]
         {
-            // SAFETY: as above; a forked child has its own copy of `data`.
-            let forked = unsafe { self.fork_here(&data, child) };
-            drop(data);
-            forked
+            let mut job = job;
+            // SAFETY: as above; a forked child has its own copy of `job`.
+            unsafe { self.fork_here(&mut job) }
         }
     }
 
@@ -194,23 +191,29 @@ impl Reaper {
     ///
     /// # Safety
     /// As [`Reaper::fork`].
-    unsafe fn fork_here<T>(
-        &self,
-        data: &T,
-        child: unsafe fn(&T) -> std::convert::Infallible,
-    ) -> Result<Forked, Errno> {
+    unsafe fn fork_here<T: Fork>(&self, job: &mut T) -> Result<Forked, Errno> {
         let mut waiting = self.lock();
         #[cfg(target_os = "linux")]
-        // SAFETY: the caller's guarantees on `child` are what `clone_vfork` needs. The stack is
-        // this thread's, and free again when clone returns (the child has exec'd or exited).
-        let pid = CHILD_STACK.with_borrow_mut(|stack| unsafe { clone_vfork(move || child(data), stack) });
+        let pid = {
+            let share_files = job.prepare();
+            let child: &T = job;
+            // SAFETY: the caller's guarantees on `job` are what `clone_vfork` needs. The stack
+            // is this thread's, and free again when clone returns (the child has exec'd or
+            // exited).
+            let pid = CHILD_STACK
+                .with_borrow_mut(|stack| unsafe { clone_vfork(move || child.child(), stack, share_files) });
+            let errno = Errno::last_raw();
+            job.finish();
+            Errno::set_raw(errno);
+            pid
+        };
         #[cfg(not(target_os = "linux"))]
         // SAFETY: the caller guarantees `child` is async-signal-safe; the parent side only
         // records the pid.
         let pid = match unsafe { libc::fork() } {
             #[allow(unreachable_code)]
             // `child` returns the uninhabited Infallible: it execs or exits
-            0 => match unsafe { child(data) } {},
+            0 => match unsafe { job.child() } {},
             pid => pid,
         };
         match pid {
@@ -314,6 +317,28 @@ impl Reaper {
             }
         }
     }
+}
+
+/// A child for [`Reaper::fork`] to start, and what the forking thread does around its fork.
+/// It owns everything the child reads, and moves to the forking thread with it.
+pub trait Fork: Send + 'static {
+    /// On the forking thread, just before the fork. True if the child is to start on
+    /// minderd's own descriptor table (`CLONE_FILES`, Linux), which it must then unshare
+    /// before it changes any descriptor: copying a table of thousands of descriptors into
+    /// every child, only for the child to close them all, costs more than the rest of a
+    /// spawn once minderd runs thousands of programs.
+    fn prepare(&mut self) -> bool {
+        false
+    }
+
+    /// The child's side: sets up and execs, or `_exit`s.
+    ///
+    /// # Safety
+    /// Only in the child, as [`Reaper::fork`] says.
+    unsafe fn child(&self) -> std::convert::Infallible;
+
+    /// On the forking thread, once the child has exec'd or exited (or the fork failed).
+    fn finish(&mut self) {}
 }
 
 /// A child just started by [`Reaper::fork`].
@@ -560,7 +585,11 @@ thread_local! {
 /// # Safety
 /// As [`Reaper::fork`].
 #[cfg(target_os = "linux")]
-unsafe fn clone_vfork<F: FnOnce() -> std::convert::Infallible>(child: F, stack: &mut [u8]) -> libc::c_int {
+unsafe fn clone_vfork<F: FnOnce() -> std::convert::Infallible>(
+    child: F,
+    stack: &mut [u8],
+    share_files: bool,
+) -> libc::c_int {
     extern "C" fn trampoline<F: FnOnce() -> std::convert::Infallible>(arg: *mut libc::c_void) -> libc::c_int {
         // SAFETY: `arg` is the `Option<F>` below, alive on the parent's stack while the parent
         // waits for this child to exec or exit.
@@ -595,7 +624,10 @@ unsafe fn clone_vfork<F: FnOnce() -> std::convert::Infallible>(child: F, stack: 
         let pid = libc::clone(
             trampoline::<F>,
             top as *mut libc::c_void,
-            libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
+            libc::CLONE_VM
+                | libc::CLONE_VFORK
+                | libc::SIGCHLD
+                | if share_files { libc::CLONE_FILES } else { 0 },
             (&raw mut child).cast(),
         );
         let errno = Errno::last_raw();
@@ -656,9 +688,7 @@ mod tests {
     /// or to its process group) must not be sent at all.
     async fn a_reaped_child_is_never_signalled_even_when_its_pid_is_reused(reaper: &Arc<Reaper>) {
         // SAFETY: the child only calls _exit.
-        let forked = unsafe { reaper.fork((), |()| -> std::convert::Infallible { libc::_exit(0) }) }
-            .await
-            .expect("fork");
+        let forked = unsafe { reaper.fork(Exit0) }.await.expect("fork");
         let pid = forked.pid;
         #[cfg(target_os = "linux")]
         assert!(forked.pidfd.is_some(), "a pidfd on Linux");
@@ -680,6 +710,29 @@ mod tests {
         }
     }
 
+    /// A child that exits at once.
+    struct Exit0;
+    impl Fork for Exit0 {
+        unsafe fn child(&self) -> std::convert::Infallible {
+            // SAFETY: _exit is async-signal-safe.
+            unsafe { libc::_exit(0) }
+        }
+    }
+
+    /// A child that runs `sleep 100` in a process group of its own.
+    struct Sleep100;
+    impl Fork for Sleep100 {
+        unsafe fn child(&self) -> std::convert::Infallible {
+            let argv = [c"sleep".as_ptr(), c"100".as_ptr(), std::ptr::null()];
+            // SAFETY: system calls on static strings and this stack.
+            unsafe {
+                libc::setpgid(0, 0);
+                libc::execv(c"/bin/sleep".as_ptr(), argv.as_ptr());
+                libc::_exit(127)
+            }
+        }
+    }
+
     /// Whether `pid` is a live (not zombie) process.
     fn crate_alive(pid: i32) -> bool {
         std::fs::read_to_string(format!("/proc/{pid}/stat"))
@@ -689,18 +742,9 @@ mod tests {
     /// A live child is signalled, through its pidfd or its group.
     async fn a_live_child_is_signalled(reaper: &Arc<Reaper>) {
         for group in [false, true] {
-            // SAFETY: the child makes two system calls on static memory, then execs (the
-            // parent waits for that: CLONE_VFORK) or exits.
-            let forked = unsafe {
-                reaper.fork((), |()| -> std::convert::Infallible {
-                    let argv = [c"sleep".as_ptr(), c"100".as_ptr(), std::ptr::null()];
-                    libc::setpgid(0, 0);
-                    libc::execv(c"/bin/sleep".as_ptr(), argv.as_ptr());
-                    libc::_exit(127)
-                })
-            }
-            .await
-            .expect("fork");
+            // SAFETY: the child makes two system calls, then execs (the parent waits for that:
+            // CLONE_VFORK) or exits.
+            let forked = unsafe { reaper.fork(Sleep100) }.await.expect("fork");
             let pidfd = forked.pidfd.as_ref().map(|fd| fd.as_fd());
             let sent = reaper.signal(forked.pid, pidfd, nix::sys::signal::Signal::SIGKILL, group);
             assert_eq!(sent, Ok(true), "group {group}");

@@ -101,6 +101,7 @@ enum Stage {
     Chdir = 6,
     Exec = 7,
     Cgroup = 8,
+    Unshare = 9,
 }
 
 /// Finds the executable as supervisord's `get_execv_args` does: a name with a `/` is used as
@@ -344,8 +345,9 @@ pub async fn spawn(
     let plan =
         ChildPlan::new(c_path, c_argv, c_env, c_dir, config.umask, creds, stdio, cgroup_fd, reaper, held);
     // SAFETY: `exec_child` makes only raw system calls on `plan`, which the forking thread
-    // keeps alive until the child has exec'd or exited.
-    let forked = unsafe { reaper.fork(plan, exec_child) }.await;
+    // keeps alive until the child has exec'd or exited, and unshares the descriptor table
+    // before it changes a descriptor when `prepare` shared it.
+    let forked = unsafe { reaper.fork(plan) }.await;
     let crate::reaper::Forked { pid, pidfd, exit } = forked.map_err(|e| {
         SpawnError::Other(if e == Errno::EAGAIN {
             format!("Too many processes in process table to spawn '{}'", config.name)
@@ -367,6 +369,11 @@ pub async fn spawn(
                 format!("couldn't setuid to {}", config.user.as_deref().unwrap_or("?"))
             }
             x if x == Stage::Cgroup as u8 => "couldn't join its cgroup".to_string(),
+            x if x == Stage::Unshare as u8 => {
+                // The kernel has no CLOSE_RANGE_UNSHARE after all: spawns copy the table again.
+                slots::disable();
+                "couldn't take a descriptor table of its own".to_string()
+            }
             x if x == Stage::Chdir as u8 => format!(
                 "couldn't chdir to {}",
                 config.directory.as_deref().unwrap_or(Path::new("?")).display()
@@ -457,6 +464,9 @@ struct ChildPlan {
     /// The `cgroup.procs` of the process's cgroup, to join before anything else runs.
     cgroup: Option<RawFd>,
     max_fd: libc::c_int,
+    /// Set by `prepare` when the child shares minderd's descriptor table (its descriptors are
+    /// then in the spawn slots): the first descriptor it leaves out of its own copy.
+    unshare_from: Option<RawFd>,
     /// The child's ends of its pipes (and its cgroup.procs): open until it has them, then
     /// closed in minderd when the plan is dropped.
     _held: Vec<OwnedFd>,
@@ -496,9 +506,158 @@ impl ChildPlan {
             stdio,
             cgroup,
             max_fd: max_fd(),
+            unshare_from: None,
             _held: held,
         }
     }
+}
+
+impl crate::reaper::Fork for ChildPlan {
+    /// Moves the child's descriptors into the spawn slots, when there are slots: the child
+    /// then shares minderd's table and copies only the few descriptors below the slots' end.
+    fn prepare(&mut self) -> bool {
+        let mut fds = [self.stdio.fds[0], self.stdio.fds[1], self.stdio.fds[2], self.stdio.err_w, -1];
+        if let Some(cg) = self.cgroup {
+            fds[4] = cg;
+        }
+        let Some(slotted) = slots::take(&fds) else { return false };
+        self.stdio = Stdio3 { fds: [slotted.fds[0], slotted.fds[1], slotted.fds[2]], err_w: slotted.fds[3] };
+        self.cgroup = self.cgroup.map(|_| slotted.fds[4]);
+        self.unshare_from = Some(slotted.end);
+        true
+    }
+
+    unsafe fn child(&self) -> std::convert::Infallible {
+        // SAFETY: as this trait method's contract, which is `exec_child`'s.
+        unsafe { exec_child(self) }
+    }
+
+    fn finish(&mut self) {
+        if self.unshare_from.take().is_some() {
+            slots::release();
+        }
+    }
+}
+
+/// The spawn slots (Linux): a few low descriptors, reserved at start-up on /dev/null, that
+/// the forking thread points at a child's pipes for the length of its fork. The child starts
+/// on minderd's own descriptor table (`CLONE_FILES`: nothing copied) and at once unshares it
+/// with `close_range(end, ~0, CLOSE_RANGE_UNSHARE)`, which copies only the descriptors below
+/// `end`. Without them every spawn copies minderd's whole table (five descriptors per
+/// program: three pipes and two log files) and then closes every copy: at 2,000 programs that
+/// was most of the time a spawn took, and it grew with every program.
+mod slots {
+    use std::os::fd::RawFd;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::OnceLock;
+
+    const CLOSE_RANGE_UNSHARE: libc::c_uint = 1 << 1;
+    const COUNT: usize = 5;
+
+    struct Slots {
+        /// Where each slot points between forks.
+        devnull: RawFd,
+        fds: [RawFd; COUNT],
+        /// One past the highest slot.
+        end: RawFd,
+        /// A fork is using the slots (they are the forking thread's, but forks can run
+        /// elsewhere when there is no forking thread).
+        busy: AtomicBool,
+        /// False once a child could not unshare.
+        works: AtomicBool,
+    }
+
+    static SLOTS: OnceLock<Slots> = OnceLock::new();
+
+    /// The slots a fork uses: `fds[i]` holds what the child's descriptor `i` of
+    /// [stdin, stdout, stderr, error pipe, cgroup.procs] was.
+    pub(super) struct Slotted {
+        pub fds: [RawFd; COUNT],
+        pub end: RawFd,
+    }
+
+    /// Reserves the slots. Call once, while minderd has a single thread: the check that the
+    /// kernel can unshare a table would give the calling thread a table of its own otherwise.
+    pub fn reserve() {
+        #[cfg(target_os = "linux")]
+        {
+            let one_thread = std::fs::read_dir("/proc/self/task").is_ok_and(|d| d.count() == 1);
+            // SAFETY: closes an empty range; the table is not shared (one thread), so the
+            // unshare copies nothing. It fails (EINVAL, ENOSYS) where the kernel lacks it.
+            if !one_thread
+                || unsafe { libc::syscall(libc::SYS_close_range, u32::MAX, u32::MAX, CLOSE_RANGE_UNSHARE) }
+                    != 0
+            {
+                return;
+            }
+            let open = || -> Option<RawFd> {
+                use std::os::fd::IntoRawFd;
+                let f = std::fs::OpenOptions::new().read(true).write(true).open("/dev/null").ok()?;
+                Some(f.into_raw_fd())
+            };
+            let Some(devnull) = open() else { return };
+            let mut fds = [-1; COUNT];
+            for slot in &mut fds {
+                match open() {
+                    Some(fd) => *slot = fd,
+                    None => return,
+                }
+            }
+            let end = fds.iter().copied().max().unwrap_or(devnull) + 1;
+            let _ = SLOTS.set(Slots {
+                devnull,
+                fds,
+                end,
+                busy: AtomicBool::new(false),
+                works: AtomicBool::new(true),
+            });
+        }
+    }
+
+    /// Points the slots at `fds` (`-1`: left on /dev/null), if they are free and work.
+    pub(super) fn take(fds: &[RawFd; COUNT]) -> Option<Slotted> {
+        let s = SLOTS.get()?;
+        if !s.works.load(Ordering::Relaxed) || s.busy.swap(true, Ordering::Acquire) {
+            return None;
+        }
+        for (i, &fd) in fds.iter().enumerate() {
+            if fd < 0 {
+                continue;
+            }
+            // SAFETY: dup3 onto a slot, which only this fork uses now (`busy`).
+            if unsafe { libc::dup3(fd, s.fds[i], libc::O_CLOEXEC) } != s.fds[i] {
+                release();
+                return None;
+            }
+        }
+        Some(Slotted { fds: s.fds, end: s.end })
+    }
+
+    /// Points the slots back at /dev/null, so minderd holds no child's end of a pipe, and
+    /// frees them.
+    pub(super) fn release() {
+        let Some(s) = SLOTS.get() else { return };
+        for &slot in &s.fds {
+            // SAFETY: dup3 onto a slot this fork holds.
+            unsafe { libc::dup3(s.devnull, slot, libc::O_CLOEXEC) };
+        }
+        s.busy.store(false, Ordering::Release);
+    }
+
+    /// Stops using the slots: a child could not unshare the table.
+    pub(super) fn disable() {
+        if let Some(s) = SLOTS.get() {
+            s.works.store(false, Ordering::Relaxed);
+        }
+    }
+
+    /// `close_range` flag for the child.
+    pub(super) const UNSHARE: libc::c_uint = CLOSE_RANGE_UNSHARE;
+}
+
+/// Reserves the spawn slots (see `slots`): call once at start-up, before any other thread.
+pub fn reserve_spawn_slots() {
+    slots::reserve();
 }
 
 /// The child side of the fork: set up as supervisord does, then exec. On failure, reports the
@@ -528,6 +687,8 @@ unsafe fn exec_child(p: &ChildPlan) -> std::convert::Infallible {
         let mut set: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut set);
         libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
+        // (On Linux the clone trampoline has done this already, before unblocking.)
+        #[cfg(not(target_os = "linux"))]
         for sig in 1..32 {
             if sig != libc::SIGKILL && sig != libc::SIGSTOP {
                 libc::signal(sig, libc::SIG_DFL);
@@ -543,6 +704,12 @@ unsafe fn exec_child(p: &ChildPlan) -> std::convert::Infallible {
         // Its own process group, so signals to minderd's group (Ctrl-C) do not reach it.
         if libc::setpgid(0, 0) != 0 {
             fail(Stage::Pgrp);
+        }
+        // A table of its own before any descriptor changes, when it started on minderd's.
+        if let Some(end) = p.unshare_from {
+            if libc::syscall(libc::SYS_close_range, end as libc::c_uint, u32::MAX, slots::UNSHARE) != 0 {
+                fail(Stage::Unshare);
+            }
         }
         for (target, &fd) in p.stdio.fds.iter().enumerate() {
             let target = target as RawFd;
