@@ -495,6 +495,11 @@ impl ProcessHandle {
         self.snapshot.borrow().clone()
     }
 
+    /// Reads the current snapshot in place, without copying it (listings of thousands).
+    pub fn with_snapshot<R>(&self, f: impl FnOnce(&Snapshot) -> R) -> R {
+        f(&self.snapshot.borrow())
+    }
+
     /// For an upgrade, once the reaper is frozen: the process's state, after which its task
     /// does nothing more. `None` if the task has ended.
     pub async fn hand_over(&self) -> Option<Handed> {

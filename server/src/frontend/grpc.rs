@@ -136,10 +136,12 @@ fn exit_status(e: &Exit) -> pb::ExitStatus {
 
 /// A process as the API describes it.
 pub fn process_info(h: &ProcessHandle, with_tree: bool) -> pb::ProcessInfo {
-    let snap = h.snapshot();
     let c = &h.config;
     let tree = if with_tree { h.tree() } else { None };
-    pb::ProcessInfo {
+    let log = |ch: &Option<std::sync::Arc<crate::logs::LogChannel>>| {
+        ch.as_ref().map(|c| c.path().to_string_lossy().into_owned()).unwrap_or_default()
+    };
+    h.with_snapshot(|snap| pb::ProcessInfo {
         name: c.name.clone(),
         group: c.group.clone(),
         full_name: c.full_name(),
@@ -152,15 +154,15 @@ pub fn process_info(h: &ProcessHandle, with_tree: bool) -> pb::ProcessInfo {
         exit_status: snap.last_exit.as_ref().map(exit_status),
         spawn_error: snap.spawn_error.clone().unwrap_or_default(),
         description: snap.description(&c.name),
-        stdout_logfile: h.logs.stdout.as_ref().map(|c| c.path().display().to_string()).unwrap_or_default(),
-        stderr_logfile: h.logs.stderr.as_ref().map(|c| c.path().display().to_string()).unwrap_or_default(),
+        stdout_logfile: log(&h.logs.stdout),
+        stderr_logfile: log(&h.logs.stderr),
         spawn_count: snap.spawn_count,
         tree_pids: tree.as_ref().map(|t| t.pids.clone()).unwrap_or_default(),
         cpu_time: tree.as_ref().and_then(|t| t.cpu).map(duration),
         memory_bytes: tree.and_then(|t| t.memory),
         readiness: probe_status(c.readiness_probe.as_ref(), snap.readiness.as_ref()),
         liveness: probe_status(c.liveness_probe.as_ref(), snap.liveness.as_ref()),
-    }
+    })
 }
 
 /// A probe's results as the API reports them (unset without the probe).
