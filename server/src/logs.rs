@@ -444,7 +444,9 @@ impl LogChannel {
     /// first, then the current file) as offsets 0 onwards. Opens no file. A channel made this
     /// way is not shared; processes' outputs use [`LogChannel::shared`].
     pub fn new(spec: LogSpec) -> Arc<LogChannel> {
-        let mut segments = VecDeque::new();
+        // Most channels only ever have their current file: room for one, not the default four
+        // (a fifth of a kilobyte per output, for thousands of outputs).
+        let mut segments = VecDeque::with_capacity(1);
         let mut end = 0;
         let mut next_id = 0;
         let mut regular = true;
