@@ -31,6 +31,7 @@ class Tools:
     kid: Path
     hyperfine: str  # "" when not installed
     spawn: Path = None  # bench/spawn.c, the C spawn loop
+    floor: Path = None  # server/examples/footprint_floor.rs, the per-program memory floor
     # Each peer asked for with --peers: {name: {"bin": Path or None, "version": str}}.
     peers: dict = None
 
@@ -71,6 +72,26 @@ def build_minder(bin_dir=None, build=True):
         if not os.access(b, os.X_OK):
             sys.exit(f"bench: {b} is missing; build with cargo or pass --bin-dir")
     return minderd, minder
+
+
+def build_floor(bin_dir=None, build=True):
+    """server/examples/footprint_floor.rs in release: built with cargo unless `bin_dir` names
+    prebuilt binaries (then DIR/examples/footprint_floor, if it is there). None without it."""
+    if bin_dir:
+        path = Path(bin_dir).resolve() / "examples" / "footprint_floor"
+    else:
+        path = target_dir() / "release" / "examples" / "footprint_floor"
+        if build:
+            subprocess.run(
+                ["cargo", "build", "--release", "-p", "minderd", "--example", "footprint_floor"],
+                cwd=REPO,
+                check=True,
+                env={**os.environ, "CARGO_TARGET_DIR": str(target_dir())},
+            )
+    if not os.access(path, os.X_OK):
+        log(f"{path} is missing: the footprint floor is not measured")
+        return None
+    return path
 
 
 @contextlib.contextmanager
@@ -229,6 +250,7 @@ def prepare(args):
     supervisord, supervisorctl = supervisor_venv(args.venv)
     kid = build_kid()
     spawn = build_c("spawn", ["-pthread"])
+    floor = build_floor(args.bin_dir, build=not args.no_build)
     hyperfine = "" if args.no_hyperfine else (shutil.which("hyperfine") or "")
     if not hyperfine and not args.no_hyperfine:
         log("hyperfine is not installed (apt-get install -y hyperfine); timing CLI runs with posix_spawn")
@@ -241,7 +263,7 @@ def prepare(args):
             # The run goes on without it; the table says why in the peer's column.
             log(f"peer {name} could not be installed: {e}")
             peers[name] = {"bin": None, "version": None, "error": str(e)}
-    return Tools(minderd, minder, supervisord, supervisorctl, kid, hyperfine, spawn, peers)
+    return Tools(minderd, minder, supervisord, supervisorctl, kid, hyperfine, spawn, peers, floor)
 
 
 def _version(argv):

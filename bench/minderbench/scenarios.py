@@ -15,6 +15,7 @@ import shlex
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 import tty
 
@@ -196,6 +197,11 @@ def status(ctx):
         settle([d])
         times = time_command(d.ctl_argv("status"), runs[kind], 3, ctx.tools.hyperfine, d.env)
         res[kind] = {"exit_code": r.returncode, "states": states, "times_s": times, "summary": summary(times)}
+        if kind == "minder":
+            # The floor: one gRPC round trip of an empty request (GetDaemonInfo), same socket,
+            # same CLI process start.
+            floor = time_command(d.ctl_argv("version"), runs[kind], 3, ctx.tools.hyperfine, d.env)
+            res["floor"] = {"argv": d.ctl_argv("version"), "times_s": floor, "summary": summary(floor)}
         d.terminate()
         ctx.log(f"status {kind}: median {res[kind]['summary']['median'] * 1000:.2f} ms")
     def peer(kind):
@@ -220,6 +226,12 @@ def status(ctx):
             target="≥ 20× faster", check=lambda m, o, r: r >= 20,
             peers=peer_cells(res["peers"], lambda v: scaled(v["summary"], 1000))),
     ]
+    if "floor" in res:
+        f = scaled(res["floor"]["summary"], 1000)
+        res["rows"].append(row(
+            "1 CLI round trip", "floor: `minder version`, one gRPC round trip of an empty request, same socket "
+            "(peer cell: `status` ÷ floor)", "ms", f, None,
+            peers={"status ÷ floor": f"{m['median'] / f['median']:.2f}×"} if m and f else None))
     return res
 
 
@@ -379,13 +391,16 @@ def footprint(ctx):
             d.terminate()
         res[str(n)] = per
         m, s = per.get("minder", {}), per.get("supervisord", {})
-        third = lambda m, o, r: r >= 3  # noqa: E731 — minder ≤ 1/3 of supervisord
+        quarter = lambda m, o, r: r >= 4  # noqa: E731 — minder ≤ 1/4 of supervisord (issue 17)
         pc = lambda key, f=None: {k: failed.get(k) or (f(per[k]) if f else per[k][key]) for k in ctx.peers}  # noqa: E731
         res["rows"] += [
             row("3 footprint", f"daemon RSS, {n} programs running (all supervising processes: minderd's sentinel too)", "MiB",
-                m.get("rss_mib"), s.get("rss_mib"), target="≤ 1/3 of supervisord's", check=third, peers=pc("rss_mib")),
+                m.get("rss_mib"), s.get("rss_mib"), target="≤ 1/4 of supervisord's, below every peer's",
+                check=lambda m, o, r, n=n: quarter(m, o, r) and all(
+                    m["median"] < per[k]["rss_mib"]["median"] for k in ctx.peers if k in per),
+                peers=pc("rss_mib")),
             row("3 footprint", f"daemon PSS, {n} programs running (all supervising processes)", "MiB",
-                m.get("pss_mib"), s.get("pss_mib"), target="≤ 1/3 of supervisord's", check=third, peers=pc("pss_mib")),
+                m.get("pss_mib"), s.get("pss_mib"), target="≤ 1/4 of supervisord's", check=quarter, peers=pc("pss_mib")),
         ]
         if n == sizes[0] or not ctx.quick:
             res["rows"] += [
@@ -398,7 +413,35 @@ def footprint(ctx):
                     target="minder ~0 (no periodic wake-ups)", check=lambda m, o, r: m["median"] <= 2,
                     peers=pc(None, lambda v: one(v["idle_context_switches"]))),
             ]
+    res["rows"] += _footprint_floor(ctx, sizes, res)
     return res
+
+
+def _floor_kib(ctx, n):
+    """KiB per program of footprint_floor holding `n` programs (see its doc)."""
+    with tempfile.TemporaryDirectory(prefix="minder-floor-") as d:
+        r = subprocess.run([str(ctx.tools.floor), str(n), d], capture_output=True, text=True, timeout=120)
+    if r.returncode != 0:
+        raise RuntimeError(f"footprint_floor {n}: exit {r.returncode}: {r.stderr[:300]}")
+    count, before, after = (int(x) for x in r.stdout.split())
+    return (after - before) / count
+
+
+def _footprint_floor(ctx, sizes, res):
+    """minderd's memory per running program (the RSS slope between the two sizes) against
+    the per-program floor on tokio (server/examples/footprint_floor.rs) at the same sizes."""
+    if ctx.tools.floor is None or len(sizes) < 2 or "minder" not in ctx.kinds:
+        return []
+    lo, hi = sizes[0], sizes[-1]
+    rss = lambda n: res[str(n)]["minder"]["rss_mib"]["median"] * 1024  # noqa: E731
+    slope = (rss(hi) - rss(lo)) / (hi - lo)
+    floor = [_floor_kib(ctx, n) for n in (lo, hi)]
+    res["floor"] = {"minder_kib_per_program": slope, "floor_kib_per_program": floor}
+    ctx.log(f"footprint: minderd {slope:.2f} KiB per program ({lo}→{hi}), floor {floor[0]:.2f}/{floor[1]:.2f} KiB")
+    return [row("3 footprint", f"RSS per running program (minderd: slope {lo}→{hi}; peer cell: the floor, one tokio task, "
+                               "its pipes and two log files, at the larger size)", "KiB",
+                one(slope), None, target="≤ 3 KiB per idle program",
+                check=lambda m, o, r: m["median"] <= 3, peers={"floor": one(floor[1])})]
 
 
 # -- 4. log capture ------------------------------------------------------------------------

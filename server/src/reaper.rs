@@ -40,6 +40,26 @@ pub struct Reaper {
     frozen: std::sync::atomic::AtomicBool,
     /// Children die with minderd (`kill_on_exit`): they ask for a parent-death signal.
     guard: bool,
+    /// Pidfds are kept only below this descriptor number (half the descriptor limit).
+    pidfd_below: std::os::fd::RawFd,
+}
+
+/// Half of this process's descriptor limit: minderd keeps a child's pidfd only while the
+/// pidfd's number is below it. A pidfd is a second guard against pid reuse (the first is the
+/// lock: a child is signalled only while it is not reaped, so its pid is still its own); with
+/// thousands of programs and a tight `ulimit -n`, a descriptor per child would crowd out the
+/// pipes and log files that programs cannot start without.
+fn pidfd_budget() -> std::os::fd::RawFd {
+    match nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE) {
+        Ok((soft, _)) => std::os::fd::RawFd::try_from(soft / 2).unwrap_or(std::os::fd::RawFd::MAX),
+        Err(_) => 512,
+    }
+}
+
+/// `fd`, if its number is below `below` (see [`pidfd_budget`]).
+fn within(fd: Option<OwnedFd>, below: std::os::fd::RawFd) -> Option<OwnedFd> {
+    use std::os::fd::AsRawFd;
+    fd.filter(|fd| fd.as_raw_fd() < below)
 }
 
 impl Reaper {
@@ -96,8 +116,13 @@ impl Reaper {
         guard: bool,
     ) -> std::io::Result<(Arc<Reaper>, HashMap<i32, Forked>)> {
         let mut sigchld = signal(SignalKind::child())?;
-        let reaper =
-            Arc::new(Reaper { waiting: Mutex::default(), sentinel, frozen: Default::default(), guard });
+        let reaper = Arc::new(Reaper {
+            waiting: Mutex::default(),
+            sentinel,
+            frozen: Default::default(),
+            guard,
+            pidfd_below: pidfd_budget(),
+        });
         let mut adopted = HashMap::new();
         {
             let mut waiting = reaper.lock();
@@ -105,7 +130,10 @@ impl Reaper {
                 let (tx, rx) = oneshot::channel();
                 waiting.insert(pid, tx);
                 // Not reaped yet (nothing has been since the exec): the pid is still this child.
-                adopted.insert(pid, Forked { pid, pidfd: pidfd_open(pid), exit: rx });
+                adopted.insert(
+                    pid,
+                    Forked { pid, pidfd: within(pidfd_open(pid), reaper.pidfd_below), exit: rx },
+                );
             }
         }
         let r = Arc::clone(&reaper);
@@ -227,7 +255,7 @@ impl Reaper {
                     use std::os::fd::AsFd;
                     sentinel.watch(fd.as_fd());
                 }
-                Ok(Forked { pid, pidfd, exit: rx })
+                Ok(Forked { pid, pidfd: within(pidfd, self.pidfd_below), exit: rx })
             }
         }
     }
