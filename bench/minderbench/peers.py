@@ -40,7 +40,7 @@ CANNOT = {
     },
 }
 # The scenarios the adapters implement.
-SUPPORTED = ("status", "startstop", "footprint", "shutdown", "respawn")
+SUPPORTED = ("status", "startstop", "footprint", "shutdown", "respawn", "capture")
 
 
 def cannot(peer, scenario):
