@@ -40,7 +40,7 @@ CANNOT = {
     },
 }
 # The scenarios the adapters implement.
-SUPPORTED = ("status", "startstop", "footprint", "shutdown", "respawn", "capture")
+SUPPORTED = ("status", "startstop", "footprint", "shutdown", "respawn", "capture", "tailf")
 
 
 def cannot(peer, scenario):
