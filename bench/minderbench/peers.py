@@ -40,7 +40,7 @@ CANNOT = {
     },
 }
 # The scenarios the adapters implement.
-SUPPORTED = ("status", "startstop", "footprint", "shutdown", "respawn", "capture", "tailf")
+SUPPORTED = ("status", "startstop", "footprint", "shutdown", "respawn", "capture", "tailf", "scale")
 
 
 def cannot(peer, scenario):
@@ -270,12 +270,19 @@ class PM2(Peer):
         apps are launched. Returns the monotonic time it was run."""
         self.prepare_files()
         self.started_at = time.monotonic()
-        r = self.ctl("start", str(self.conf), timeout=ready_timeout or self.ready_timeout)
+        timeout = ready_timeout or self.ready_timeout
+        try:
+            r = self.ctl("start", str(self.conf), timeout=timeout)
+        except subprocess.TimeoutExpired:
+            r = None
         pidfile = self.home / "pm2.pid"
+        if pidfile.exists() and self.daemon_pid is None:  # the daemon runs on even if the CLI failed
+            self.daemon_pid = int(pidfile.read_text().strip())
+            adopt(self.daemon_pid, lambda: self.terminate())
+        if r is None:
+            raise RuntimeError(f"`pm2 start` did not return within {timeout} s")
         if r.returncode != 0 or not pidfile.exists():
             raise RuntimeError(f"pm2 start failed ({r.returncode}): {r.stdout[-2000:]} {r.stderr[-2000:]}")
-        self.daemon_pid = int(pidfile.read_text().strip())
-        adopt(self.daemon_pid, lambda: self.terminate())
         if not all(p.autostart for p in self.programs):
             self.wait_all_running(self.count(), 120)
             self.ctl("stop", "all")
@@ -341,6 +348,11 @@ class ServiceDirs(Peer):
     # The logger's name in /proc (s6-log, svlogd) and how to ask for "up once".
     logger = None
     once = None
+    # The most service directories one scanner takes (runsvdir: 1000, fixed when it is
+    # built), or None. Past it, the services are split into shards, each under a scanner
+    # of its own that is itself a service of the top one (`shard_service`), as runit's
+    # users nest runsvdir.
+    shard_size = None
 
     def captured(self, p):
         return p.stdout_logfile not in (None, "NONE")
@@ -350,9 +362,22 @@ class ServiceDirs(Peer):
         self.scan.mkdir()
         self.services = []
         self.once_services = []
+        total = sum(p.numprocs for p in self.programs)
+        self.sharded = bool(self.shard_size) and total > self.shard_size
+        self.service_glob = [f"{self.scan}/*"]
+        if self.sharded:
+            shards = self.dir / "shards"
+            count = -(-total // self.shard_size)
+            self.service_glob = [f"{shards}/{k:03d}/*" for k in range(count)]
+            for k in range(count):
+                (shards / f"{k:03d}").mkdir(parents=True)
+                self.shard_service(self.scan / f"shard{k:03d}", shards / f"{k:03d}")
+        index = 0
         for p in self.programs:
             for i in range(p.numprocs):
-                s = self.scan / (p.name if p.numprocs == 1 else f"{p.name}_{i:05d}")
+                parent = self.dir / "shards" / f"{index // self.shard_size:03d}" if self.sharded else self.scan
+                index += 1
+                s = parent / (p.name if p.numprocs == 1 else f"{p.name}_{i:05d}")
                 s.mkdir()
                 run = s / "run"
                 run.write_text(f"#!/bin/sh\nexec {p.command}\n")
@@ -406,7 +431,8 @@ class ServiceDirs(Peer):
         """A shell loop running `argv DIR` on every service directory: one process per
         program, as s6-svc and s6-svstat take one directory each."""
         cmd = shlex.join(argv)
-        return ["/bin/sh", "-c", f"for d in {shlex.quote(str(self.scan))}/*; do {cmd} \"$d\" || exit 1; done"]
+        dirs = " ".join(shlex.quote(g[:-1]) + "*" for g in self.service_glob)
+        return ["/bin/sh", "-c", f"for d in {dirs}; do {cmd} \"$d\" || exit 1; done"]
 
 
 class S6(ServiceDirs):
@@ -423,7 +449,8 @@ class S6(ServiceDirs):
         return f"s6-log n100 s{self.max_file} {shlex.quote(str(logdir))}"
 
     def daemon_argv(self):
-        return [str(self.bin / "s6-svscan"), str(self.scan)]
+        # -c: the most services it will supervise (default 1000), log/ services included.
+        return [str(self.bin / "s6-svscan"), "-c", str(max(1000, len(self.services) + 100)), str(self.scan)]
 
     def ready(self):
         # s6-svscan has started every s6-supervise, and each has opened its control fifo.
@@ -463,11 +490,34 @@ class S6(ServiceDirs):
 class Runit(ServiceDirs):
     """runsvdir over the scan directory (one runsv per program); `sv status|up|down` takes
     every service directory in one call. SIGHUP to runsvdir stops everything: it sends TERM
-    to each runsv (which stops its service and exits) and exits."""
+    to each runsv (which stops its service and exits) and exits. Past runsvdir's 1000
+    services, shards of 1000 under nested runsvdir services (`shard_service`)."""
 
     kind = "runit"
     logger = "svlogd"
     once = ["sv", "once"]
+    shard_size = 1000
+
+    def shard_service(self, service, shard):
+        """A service running `runsvdir` over `shard`. Stopping it must stop the shard's
+        services: runsv sends TERM, on which runsvdir exits and leaves its runsv children
+        running; control/t (which runsv runs instead, then sends nothing) sends HUP, on which
+        runsvdir TERMs every runsv under it and exits."""
+        (service / "control").mkdir(parents=True)
+        run = service / "run"
+        run.write_text(f"#!/bin/sh\nexec {shlex.quote(str(self.bin / 'runsvdir'))} -P {shlex.quote(str(shard))}\n")
+        t = service / "control" / "t"
+        t.write_text(f"#!/bin/sh\nexec kill -HUP \"$(cat {shlex.quote(str(service / 'supervise' / 'pid'))})\"\n")
+        for f in (run, t):
+            f.chmod(0o755)
+
+    def all_supervisors(self):
+        """The runsv processes, and when sharded the shards' runsv and runsvdir above them."""
+        top = super().all_supervisors()
+        if not self.sharded:
+            return top
+        inner = procfs.children_of(top)
+        return top + inner + procfs.children_of(inner)
 
     def logger_script(self, logdir):
         # svlogd reads its settings from LOGDIR/config: s0 = never rotate.
@@ -484,7 +534,8 @@ class Runit(ServiceDirs):
         verb = {("status",): "status", ("start", "all"): "up", ("stop", "all"): "down"}.get(args)
         if verb is None:
             raise ValueError(f"runit: no command for {args}")
-        return ["/bin/sh", "-c", f"exec {shlex.quote(str(self.bin / 'sv'))} {verb} {shlex.quote(str(self.scan))}/*"]
+        dirs = " ".join(shlex.quote(g[:-1]) + "*" for g in self.service_glob)
+        return ["/bin/sh", "-c", f"exec {shlex.quote(str(self.bin / 'sv'))} {verb} {dirs}"]
 
     def signal_shutdown(self):
         os.kill(self.pid, signal.SIGHUP)
