@@ -651,8 +651,8 @@ def capture(ctx):
             target="0, checksums equal", check=lambda mm, o, r: mm["median"] == 0 and m["all_intact"],
             peers=pc(lost), note=" ".join(notes) or None),
         row("4 log capture", "daemon CPU per GiB captured (peers: every supervising and logging process; cat: "
-            f"{res['baseline']['cpu_s_per_gib']['median']:.2f})", "s/GiB", m.get("cpu_s_per_gib"), s.get("cpu_s_per_gib"),
-            peers=pc(lambda v: v["cpu_s_per_gib"])),
+            f"{res['baseline']['cpu_s_per_gib']['median']:.2f})", "s/GiB",
+            m.get("cpu_s_per_gib"), s.get("cpu_s_per_gib"), peers=pc(lambda v: v["cpu_s_per_gib"])),
     ]
     res["supervisord_intact"] = s.get("all_intact")
     return res
@@ -862,7 +862,8 @@ def tailf(ctx):
         r["argv"] = d.tail_argv(p)
         r["summary"] = summary(r["latencies_ms"])
         sm = r["summary"] or {}
-        ctx.log(f"tail -f {kind}: {r['lines_received']}/{count} lines, p50 {sm.get('median')} ms, p99 {sm.get('p99')} ms")
+        ctx.log(f"tail -f {kind}: {r['lines_received']}/{count} lines, p50 {sm.get('median')} ms, "
+                f"p99 {sm.get('p99')} ms")
         if not r["latencies_ms"]:
             raise RuntimeError(f"{kind}: `{shlex.join(r['argv'])}` printed none of the lines")
         return r
@@ -961,7 +962,8 @@ def _scale_peer(ctx, kind, n, limit, status_runs, start_stop, capture=True):
     if not t_all:
         out["running_at_limit"] = len(d.child_pids()) if d.running() else 0
         out["daemon_alive"] = bool(d.running())
-        ctx.log(f"scale {n} {kind}: {out['running_at_limit']} running after {limit} s (daemon alive: {out['daemon_alive']})")
+        ctx.log(f"scale {n} {kind}: {out['running_at_limit']} running after {limit} s "
+                f"(daemon alive: {out['daemon_alive']})")
     else:
         ctx.log(f"scale {n} {kind}: all running after {out['startup_s']:.2f} s")
     if d.running():
@@ -1023,7 +1025,8 @@ def scale(ctx):
     pp = res[f"peers_{n}"] = run_peers(ctx, f"scale {n}", lambda k: _scale_peer(ctx, k, n, limit_n, ctx.p(3, 1), True))
     procs = {k: v["footprint"]["processes"] for k, v in pp.items() if isinstance(v, dict) and v.get("footprint")}
     g = lambda k, key, f=1: one(per[k][key] * f) if k in per and per[k].get(key) is not None else None  # noqa: E731
-    rss = lambda k, key="rss_kib": one(per[k]["footprint"][key] / 1024) if k in per and per[k].get("footprint") else None  # noqa: E731
+    rss = lambda k, key="rss_kib": (one(per[k]["footprint"][key] / 1024)  # noqa: E731
+                                    if k in per and per[k].get("footprint") else None)
     st = lambda k: scaled(per[k].get("status_s"), 1000) if k in per else None  # noqa: E731
     fds = lambda k: one(per[k]["footprint"]["fds"]) if k in per and per[k].get("footprint") else None  # noqa: E731
     pc = lambda key, f=1: _peer_scale_cells(pp, n, key, f)  # noqa: E731
@@ -1074,11 +1077,13 @@ def scale(ctx):
             row("7 scale", f"`status`, {big} programs (first call)", "s", gb("minder", "status_first_s"),
                 gb("supervisord", "status_first_s"), peers=pcb("status_first_s")),
             row("7 scale", f"daemon RSS, {big} programs (peers: every supervising process)", "MiB",
-                fb("minder", "rss_kib", 1 / 1024), fb("supervisord", "rss_kib", 1 / 1024), peers=pcb("rss_kib", 1 / 1024)),
+                fb("minder", "rss_kib", 1 / 1024), fb("supervisord", "rss_kib", 1 / 1024),
+                peers=pcb("rss_kib", 1 / 1024)),
             row("7 scale", f"daemon PSS, {big} programs (peers: every supervising process)", "MiB",
-                fb("minder", "pss_kib", 1 / 1024), fb("supervisord", "pss_kib", 1 / 1024), peers=pcb("pss_kib", 1 / 1024)),
-            row("7 scale", f"daemon fds, {big} programs (peers: every supervising process)", "count", fb("minder", "fds"),
-                fb("supervisord", "fds"), peers=pcb("fds")),
+                fb("minder", "pss_kib", 1 / 1024), fb("supervisord", "pss_kib", 1 / 1024),
+                peers=pcb("pss_kib", 1 / 1024)),
+            row("7 scale", f"daemon fds, {big} programs (peers: every supervising process)", "count",
+                fb("minder", "fds"), fb("supervisord", "fds"), peers=pcb("fds")),
             row("7 scale", f"shutdown, {big} programs (peers: their own stop-all)", "s", gb("minder", "shutdown_s"),
                 gb("supervisord", "shutdown_s"), peers=pcb("shutdown_s")),
         ]
