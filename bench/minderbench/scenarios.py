@@ -970,15 +970,28 @@ def _scale_peer(ctx, kind, n, limit, status_runs, start_stop, capture=True):
         time.sleep(1.0)
         sup = d.supervising_pids()
         out["footprint"] = procfs.group_footprint(sup)
-        t, r = timed(d.ctl_argv("status"), timeout=limit, env=d.env)
-        out["status_first_s"] = t
-        out["status_exit"] = r.returncode
-        if status_runs and out["all_running"]:
+        try:
+            t, r = timed(d.ctl_argv("status"), timeout=limit, env=d.env)
+            out["status_first_s"] = t
+            out["status_exit"] = r.returncode
+        except subprocess.TimeoutExpired:  # a peer still busy starting may not answer
+            out["status_first_error"] = f"`status` had not returned after {limit} s"
+        if status_runs and out["all_running"] and "status_first_error" not in out:
             out["status_s"] = summary(time_command(d.ctl_argv("status"), status_runs, 1, ctx.tools.hyperfine, d.env))
         if start_stop and out["all_running"]:
-            out["stop_all_s"], out["stop_info"] = _stop_all(d, timeout=limit)
-            out["start_all_s"], out["start_info"] = _start_all(d, n, timeout=limit)
-            ctx.log(f"scale {n} {kind}: stop all {out['stop_all_s']} s, start all {out['start_all_s']:.2f} s")
+            # A CLI that has not returned within the limit is killed (subprocess.run's
+            # timeout): the cell says so, and the figures before and after it stand.
+            try:
+                out["stop_all_s"], out["stop_info"] = _stop_all(d, timeout=limit)
+            except subprocess.TimeoutExpired:
+                out["stop_all_error"] = f"`stop all` had not returned after {limit} s"
+            try:
+                if "stop_all_error" not in out:
+                    out["start_all_s"], out["start_info"] = _start_all(d, n, timeout=limit)
+            except subprocess.TimeoutExpired:
+                out["start_all_error"] = f"`start all` had not returned after {limit} s"
+            ctx.log(f"scale {n} {kind}: stop all {out.get('stop_all_s') or out.get('stop_all_error')}, "
+                    f"start all {out.get('start_all_s') or out.get('start_all_error')}")
         pids = d.child_pids() + d.supervising_pids()
         t_sd = time.monotonic()
         stopper = d.signal_shutdown() if hasattr(d, "signal_shutdown") else os.kill(d.pid, signal.SIGTERM)
@@ -1001,7 +1014,7 @@ def _peer_scale_cells(per, n, key, f=1, fmt=one):
                     + ("" if v.get("daemon_alive") else "; daemon gone"))
         x = v.get(key) if key not in ("rss_kib", "pss_kib", "fds") else (v.get("footprint") or {}).get(key)
         if x is None:
-            return None
+            return v.get(key[:-2] + "_error") if key.endswith("_s") else None
         return scaled(x, f) if isinstance(x, dict) else fmt(x * f)
     return peer_cells(per, cell)
 
