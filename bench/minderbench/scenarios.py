@@ -997,6 +997,9 @@ def _scale_peer(ctx, kind, n, limit, status_runs, start_stop, capture=True):
         stopper = d.signal_shutdown() if hasattr(d, "signal_shutdown") else os.kill(d.pid, signal.SIGTERM)
         done = wait_until(lambda: all_gone(pids), limit, poll=0.01)
         out["shutdown_s"] = (done - t_sd) if done else None
+        if not done:
+            left = sum(1 for p in pids if procfs.alive(p))
+            out["shutdown_error"] = f"{left:,} of {len(pids):,} processes still there after {limit} s"
         if stopper is not None:
             wait_exit(stopper, 60)
             forget(stopper)
