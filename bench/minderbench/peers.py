@@ -2,7 +2,9 @@
 through its own tools the way its users drive it, and made to look like a `daemons.Daemon` to
 the scenarios: start with N programs, `ctl("status" | "start", "all" | "stop", "all")`,
 `states()`, `child_pids()`, `supervising_pids()` (every process that supervises: s6 and runit
-run one per program), `terminate()`.
+run one per program), `terminate()`; and for the capture and tail -f scenarios,
+`output_files(program)` (where its stdout was captured: s6 and runit through a log/ service),
+`logger_pids()` (s6-log, svlogd) and `tail_argv(program)` (how its users follow the output).
 
 What a peer cannot do is said, not skipped: `CANNOT[peer][scenario]` is the "n/a: why" cell of
 the table. The common ground is deliberately small: a peer's RUNNING is "its child process
