@@ -341,8 +341,10 @@ class PM2(Peer):
 class ServiceDirs(Peer):
     """A scan directory with one service directory per process (`run`: `#!/bin/sh` + `exec`
     the command, the usual form), and `down` in each when autostart = false. Both always
-    restart a service that exits: autorestart = false is `down` plus a "once" start after
-    the scanner is up. Without a log/ service the children's output goes to the scanner's
+    restart a service that exits, and a long-running program never notices, so autorestart
+    = false is ignored unless a scenario whose programs exit sets `run_once`: then it is
+    `down` plus a "once" start after the scanner is up (which would otherwise add a command
+    per program to the start-up being timed). Without a log/ service the children's output goes to the scanner's
     stdout (daemon.out), uncaptured per program; a program with an explicit stdout_logfile
     gets the log/ service these users write for that (`logger_script`), logging into the
     directory stdout_logfile, with no timestamps (neither adds any unless asked)."""
@@ -350,6 +352,8 @@ class ServiceDirs(Peer):
     # The logger's name in /proc (s6-log, svlogd) and how to ask for "up once".
     logger = None
     once = None
+    # Honour autorestart = false (see the class's docstring).
+    run_once = False
     # The most service directories one scanner takes (runsvdir: 1000, fixed when it is
     # built), or None. Past it, the services are split into shards, each under a scanner
     # of its own that is itself a service of the top one (`shard_service`), as runit's
@@ -384,9 +388,10 @@ class ServiceDirs(Peer):
                 run = s / "run"
                 run.write_text(f"#!/bin/sh\nexec {p.command}\n")
                 run.chmod(0o755)
-                if not p.autostart or not p.autorestart:
+                once = self.run_once and p.autostart and not p.autorestart
+                if not p.autostart or once:
                     (s / "down").touch()
-                if p.autostart and not p.autorestart:
+                if once:
                     self.once_services.append(s)
                 self.services.append(s)
                 if self.captured(p):

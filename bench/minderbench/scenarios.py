@@ -539,6 +539,7 @@ def _peer_capture(ctx, kind, total, reps, workdir, expected):
         prog = Program("cap", _gated(f"{ctx.tools.kid} lines {total} {stamp}", gate), autorestart=False,
                        stdout_logfile=str(target))
         d = ctx.daemon(kind, [prog], tag="cap")
+        d.run_once = True  # s6 and runit would restart the writer when it exits
         d.start()
         files = lambda: d.output_files(prog)  # noqa: E731 — s6-log adds an archive each rotation
         if wait_until(lambda: any(procfs.comm(p) == "sh" for p in procfs.children_of(d.supervising_pids())), 60) is None:
@@ -853,6 +854,7 @@ def tailf(ctx):
         if kind == "circus":
             target.touch()  # FileStream opens it on the first write: have `tail -F` follow it from the start
         d = ctx.daemon(kind, [p], tag="tail")
+        d.run_once = True  # s6 and runit would restart the writer when it exits
         d.start()
         followed = Path(d.tail_argv(p)[-1])
         if kind != "pm2" and wait_until(followed.exists, 30) is None:
