@@ -13,11 +13,17 @@
  *       Writes COUNT lines "<seq> <realtime_ns>\n" to stdout, one every INTERVAL_MS, each
  *       with one write(2) made right after reading the clock.
  *
+ *   kid crash MS STAMPFILE
+ *       Appends "s <realtime_ns>\n" to STAMPFILE as it starts, sleeps MS ms, appends
+ *       "e <realtime_ns>\n" and exits 1: a program that crashes, for the crash-to-respawn gap
+ *       measured the same way under every supervisor (next "s" minus the previous "e").
+ *
  * The output of `kid lines` is a pure function of BYTES, so two captures of it compare byte
  * for byte.
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -109,9 +115,30 @@ static int tick(long count, long interval_ms) {
     return 0;
 }
 
+/* One O_APPEND write of "<tag> <realtime_ns>\n": whole lines, even if two runs overlap. */
+static int stamp(int fd, char tag) {
+    char line[64];
+    int n = snprintf(line, sizeof line, "%c %lld\n", tag, now_ns(CLOCK_REALTIME));
+    return write_all(fd, line, (size_t)n);
+}
+
+static int crash(long ms, const char *stampfile) {
+    int fd = open(stampfile, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+    if (fd < 0 || stamp(fd, 's') != 0) {
+        perror("kid: stampfile");
+        return 2;
+    }
+    struct timespec d = {ms / 1000, (ms % 1000) * 1000000L};
+    while (nanosleep(&d, &d) == EINTR) {
+    }
+    if (stamp(fd, 'e') != 0) return 2;
+    return 1;
+}
+
 int main(int argc, char **argv) {
     if (argc == 4 && strcmp(argv[1], "lines") == 0) return lines(strtoull(argv[2], NULL, 10), argv[3]);
     if (argc == 4 && strcmp(argv[1], "tick") == 0) return tick(atol(argv[2]), atol(argv[3]));
-    fprintf(stderr, "usage: kid lines BYTES STAMPFILE | kid tick COUNT INTERVAL_MS\n");
+    if (argc == 4 && strcmp(argv[1], "crash") == 0) return crash(atol(argv[2]), argv[3]);
+    fprintf(stderr, "usage: kid lines BYTES STAMPFILE | kid tick COUNT INTERVAL_MS | kid crash MS STAMPFILE\n");
     return 2;
 }

@@ -2,7 +2,9 @@
 through its own tools the way its users drive it, and made to look like a `daemons.Daemon` to
 the scenarios: start with N programs, `ctl("status" | "start", "all" | "stop", "all")`,
 `states()`, `child_pids()`, `supervising_pids()` (every process that supervises: s6 and runit
-run one per program), `terminate()`.
+run one per program), `terminate()`; and for the capture and tail -f scenarios,
+`output_files(program)` (where its stdout was captured: s6 and runit through a log/ service),
+`logger_pids()` (s6-log, svlogd) and `tail_argv(program)` (how its users follow the output).
 
 What a peer cannot do is said, not skipped: `CANNOT[peer][scenario]` is the "n/a: why" cell of
 the table. The common ground is deliberately small: a peer's RUNNING is "its child process
@@ -27,16 +29,10 @@ SLEEP_BIN = "/bin/sleep"
 # in SUPPORTED are not adapted yet: the table says so as well.
 CANNOT = {
     "s6": {
-        "capture": "n/a: s6 captures output only through a log/ service (s6-log), a second supervised process per program",
-        "tailf": "n/a: no tail command; output goes to s6-svscan's stdout or an s6-log service",
         "xmlrpc": "n/a: Supervisor's XML-RPC is minder's and supervisord's only",
-        "respawn": "not adapted yet (s6-supervise restarts after 1 s by design: its minimum restart interval)",
     },
     "runit": {
-        "capture": "n/a: runit captures output only through a log/ service (svlogd), a second runsv child per program",
-        "tailf": "n/a: no tail command; output goes to runsvdir's stdout or an svlogd service",
         "xmlrpc": "n/a: Supervisor's XML-RPC is minder's and supervisord's only",
-        "respawn": "not adapted yet (runsv waits 1 s between restarts by design)",
     },
     "circus": {
         "xmlrpc": "n/a: Supervisor's XML-RPC is minder's and supervisord's only",
@@ -46,7 +42,7 @@ CANNOT = {
     },
 }
 # The scenarios the adapters implement.
-SUPPORTED = ("status", "startstop", "footprint", "shutdown")
+SUPPORTED = ("status", "startstop", "footprint", "shutdown", "respawn", "capture", "tailf", "scale")
 
 
 def cannot(peer, scenario):
@@ -133,6 +129,21 @@ class Peer(Daemon):
     def watcher(self, from_end=True):
         raise RuntimeError(f"{self.kind} has no daemon log the scenarios can read")
 
+    def logger_pids(self):
+        """Processes that write the programs' output to files, beside the supervising ones
+        (s6-log, svlogd): counted in the capture scenario's CPU."""
+        return []
+
+    def output_files(self, program):
+        """The files a program's captured stdout went to, oldest first (a logger that rotates
+        leaves archives before its current file)."""
+        return [Path(program.stdout_logfile)]
+
+    def tail_argv(self, program):
+        """How this peer's users follow a program's output: `tail -F` of the file it is
+        captured into (pm2 has a command of its own)."""
+        return ["tail", "-F", "-n", "0", str(self.output_files(program)[-1])]
+
     def ctl(self, *args, timeout=600):
         return subprocess.run(self.ctl_argv(*args), capture_output=True, text=True, timeout=timeout,
                               env=self.env, cwd=self.dir)
@@ -158,6 +169,7 @@ class Circus(Peer):
             f"endpoint = ipc://{self.dir}/ctl.sock",
             f"pubsub_endpoint = ipc://{self.dir}/pub.sock",
             "statsd = false",
+            # An ini file's default: circusd reaps and respawns on this poll (seconds).
             "check_delay = 5",
             f"logoutput = {self.dir}/circus.log",
             "",
@@ -179,10 +191,18 @@ class Circus(Peer):
                 for stream in ("stdout", "stderr"):
                     lines += [
                         f"{stream}_stream.class = FileStream",
-                        f"{stream}_stream.filename = {self.childlogdir}/{p.name}-{stream}.log",
+                        f"{stream}_stream.filename = {self._log(p, stream)}",
                     ]
             lines.append("")
         return "\n".join(lines)
+
+    def _log(self, p, stream):
+        if stream == "stdout" and p.stdout_logfile:
+            return p.stdout_logfile
+        return f"{self.childlogdir}/{p.name}-{stream}.log"
+
+    def output_files(self, program):
+        return [Path(self._log(program, "stdout"))]
 
     def daemon_argv(self):
         return [str(self.bin / "circusd"), str(self.conf)]
@@ -238,9 +258,13 @@ class PM2(Peer):
                 "instances": p.numprocs,
                 "autorestart": bool(p.autorestart),
                 "kill_timeout": p.stopwaitsecs * 1000,
-                "out_file": "/dev/null" if p.stdout_logfile == "NONE" else f"{self.childlogdir}/{p.name}-out.log",
+                "out_file": "/dev/null" if p.stdout_logfile == "NONE" else str(self.output_files(p)[0]),
                 "error_file": "/dev/null" if p.stdout_logfile == "NONE" else f"{self.childlogdir}/{p.name}-err.log",
             })
+            if p.startsecs:
+                # pm2's counterpart of startsecs: an exit sooner counts as an unstable restart
+                # (and after max_restarts of those, it gives up); its default is 1 s.
+                apps[-1]["min_uptime"] = int(p.startsecs * 1000)
         return "module.exports = " + json.dumps({"apps": apps}, indent=1) + ";\n"
 
     def start(self, ready_timeout=None):
@@ -248,12 +272,19 @@ class PM2(Peer):
         apps are launched. Returns the monotonic time it was run."""
         self.prepare_files()
         self.started_at = time.monotonic()
-        r = self.ctl("start", str(self.conf), timeout=ready_timeout or self.ready_timeout)
+        timeout = ready_timeout or self.ready_timeout
+        try:
+            r = self.ctl("start", str(self.conf), timeout=timeout)
+        except subprocess.TimeoutExpired:
+            r = None
         pidfile = self.home / "pm2.pid"
+        if pidfile.exists() and self.daemon_pid is None:  # the daemon runs on even if the CLI failed
+            self.daemon_pid = int(pidfile.read_text().strip())
+            adopt(self.daemon_pid, lambda: self.terminate())
+        if r is None:
+            raise RuntimeError(f"`pm2 start` did not return within {timeout} s")
         if r.returncode != 0 or not pidfile.exists():
             raise RuntimeError(f"pm2 start failed ({r.returncode}): {r.stdout[-2000:]} {r.stderr[-2000:]}")
-        self.daemon_pid = int(pidfile.read_text().strip())
-        adopt(self.daemon_pid, lambda: self.terminate())
         if not all(p.autostart for p in self.programs):
             self.wait_all_running(self.count(), 120)
             self.ctl("stop", "all")
@@ -262,6 +293,15 @@ class PM2(Peer):
     @property
     def pid(self):
         return self.daemon_pid
+
+    def output_files(self, program):
+        if program.stdout_logfile and program.stdout_logfile != "NONE":
+            return [Path(program.stdout_logfile)]
+        return [self.childlogdir / f"{program.name}-out.log"]
+
+    def tail_argv(self, program):
+        """`pm2 logs NAME --raw --lines 0`: pm2's own follower, fed by the daemon's event bus."""
+        return [str(self.bin), "logs", program.name, "--raw", "--lines", "0"]
 
     def running(self):
         return self.daemon_pid is not None and procfs.alive(self.daemon_pid)
@@ -300,27 +340,93 @@ class PM2(Peer):
 
 class ServiceDirs(Peer):
     """A scan directory with one service directory per process (`run`: `#!/bin/sh` + `exec`
-    the command, the usual form), and `down` in each when autostart = false. The children's
-    output goes to the scanner's stdout (daemon.out): neither captures per program without a
-    log/ service."""
+    the command, the usual form), and `down` in each when autostart = false. Both always
+    restart a service that exits, and a long-running program never notices, so autorestart
+    = false is ignored unless a scenario whose programs exit sets `run_once`: then it is
+    `down` plus a "once" start after the scanner is up (which would otherwise add a command
+    per program to the start-up being timed). Without a log/ service the children's output goes to the scanner's
+    stdout (daemon.out), uncaptured per program; a program with an explicit stdout_logfile
+    gets the log/ service these users write for that (`logger_script`), logging into the
+    directory stdout_logfile, with no timestamps (neither adds any unless asked)."""
+
+    # The logger's name in /proc (s6-log, svlogd) and how to ask for "up once".
+    logger = None
+    once = None
+    # Honour autorestart = false (see the class's docstring).
+    run_once = False
+    # The most service directories one scanner takes (runsvdir: 1000, fixed when it is
+    # built), or None. Past it, the services are split into shards, each under a scanner
+    # of its own that is itself a service of the top one (`shard_service`), as runit's
+    # users nest runsvdir.
+    shard_size = None
+
+    def captured(self, p):
+        return p.stdout_logfile not in (None, "NONE")
 
     def prepare_files(self):
         self.scan = self.dir / "scan"
         self.scan.mkdir()
         self.services = []
+        self.once_services = []
+        total = sum(p.numprocs for p in self.programs)
+        self.sharded = bool(self.shard_size) and total > self.shard_size
+        self.service_glob = [f"{self.scan}/*"]
+        if self.sharded:
+            shards = self.dir / "shards"
+            count = -(-total // self.shard_size)
+            self.service_glob = [f"{shards}/{k:03d}/*" for k in range(count)]
+            for k in range(count):
+                (shards / f"{k:03d}").mkdir(parents=True)
+                self.shard_service(self.scan / f"shard{k:03d}", shards / f"{k:03d}")
+        index = 0
         for p in self.programs:
             for i in range(p.numprocs):
-                s = self.scan / (p.name if p.numprocs == 1 else f"{p.name}_{i:05d}")
+                parent = self.dir / "shards" / f"{index // self.shard_size:03d}" if self.sharded else self.scan
+                index += 1
+                s = parent / (p.name if p.numprocs == 1 else f"{p.name}_{i:05d}")
                 s.mkdir()
                 run = s / "run"
                 run.write_text(f"#!/bin/sh\nexec {p.command}\n")
                 run.chmod(0o755)
-                if not p.autostart:
+                once = self.run_once and p.autostart and not p.autorestart
+                if not p.autostart or once:
                     (s / "down").touch()
+                if once:
+                    self.once_services.append(s)
                 self.services.append(s)
+                if self.captured(p):
+                    logdir = Path(p.stdout_logfile)
+                    logdir.mkdir(parents=True, exist_ok=True)
+                    (s / "log").mkdir()
+                    run = s / "log" / "run"
+                    run.write_text(f"#!/bin/sh\nexec {self.logger_script(logdir)}\n")
+                    run.chmod(0o755)
+                    self.services.append(s / "log")
+
+    def after_start(self):
+        for s in self.once_services:
+            argv = [str(self.bin / self.once[0]), *self.once[1:], str(s)]
+            r = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+            if r.returncode != 0:
+                raise RuntimeError(f"{shlex.join(argv)}: exit {r.returncode}: {r.stderr[:300]}")
+
+    def output_files(self, program):
+        """The logger's archives (named @TAI64N timestamp, so sorted by age), then `current`."""
+        logdir = Path(program.stdout_logfile)
+        return sorted(logdir.glob("@*")) + [logdir / "current"]
+
+    def tail_argv(self, program):
+        return ["tail", "-F", "-n", "0", str(Path(program.stdout_logfile) / "current")]
+
+    def all_supervisors(self):
+        """The supervising processes under the scanner (for s6, also those of log/ services)."""
+        return [pid for pid in procfs.children(self.pid) if procfs.alive(pid)]
 
     def supervisors(self):
-        return [pid for pid in procfs.children(self.pid) if procfs.alive(pid)]
+        return self.all_supervisors()
+
+    def logger_pids(self):
+        return [p for p in procfs.children_of(self.all_supervisors()) if procfs.comm(p) == self.logger]
 
     def supervising_pids(self):
         return [self.pid, *self.supervisors()]
@@ -332,7 +438,8 @@ class ServiceDirs(Peer):
         """A shell loop running `argv DIR` on every service directory: one process per
         program, as s6-svc and s6-svstat take one directory each."""
         cmd = shlex.join(argv)
-        return ["/bin/sh", "-c", f"for d in {shlex.quote(str(self.scan))}/*; do {cmd} \"$d\" || exit 1; done"]
+        dirs = " ".join(shlex.quote(g[:-1]) + "*" for g in self.service_glob)
+        return ["/bin/sh", "-c", f"for d in {dirs}; do {cmd} \"$d\" || exit 1; done"]
 
 
 class S6(ServiceDirs):
@@ -340,9 +447,17 @@ class S6(ServiceDirs):
     `s6-svstat` take one service directory each, so "all" is a loop over them."""
 
     kind = "s6"
+    logger = "s6-log"
+    once = ["s6-svc", "-o"]
+    # s6-log's largest current file (it rotates past this); n: how many archives to keep.
+    max_file = 268435455
+
+    def logger_script(self, logdir):
+        return f"s6-log n100 s{self.max_file} {shlex.quote(str(logdir))}"
 
     def daemon_argv(self):
-        return [str(self.bin / "s6-svscan"), str(self.scan)]
+        # -c: the most services it will supervise (default 1000), log/ services included.
+        return [str(self.bin / "s6-svscan"), "-c", str(max(1000, len(self.services) + 100)), str(self.scan)]
 
     def ready(self):
         # s6-svscan has started every s6-supervise, and each has opened its control fifo.
@@ -382,9 +497,39 @@ class S6(ServiceDirs):
 class Runit(ServiceDirs):
     """runsvdir over the scan directory (one runsv per program); `sv status|up|down` takes
     every service directory in one call. SIGHUP to runsvdir stops everything: it sends TERM
-    to each runsv (which stops its service and exits) and exits."""
+    to each runsv (which stops its service and exits) and exits. Past runsvdir's 1000
+    services, shards of 1000 under nested runsvdir services (`shard_service`)."""
 
     kind = "runit"
+    logger = "svlogd"
+    once = ["sv", "once"]
+    shard_size = 1000
+
+    def shard_service(self, service, shard):
+        """A service running `runsvdir` over `shard`. Stopping it must stop the shard's
+        services: runsv sends TERM, on which runsvdir exits and leaves its runsv children
+        running; control/t (which runsv runs instead, then sends nothing) sends HUP, on which
+        runsvdir TERMs every runsv under it and exits."""
+        (service / "control").mkdir(parents=True)
+        run = service / "run"
+        run.write_text(f"#!/bin/sh\nexec {shlex.quote(str(self.bin / 'runsvdir'))} -P {shlex.quote(str(shard))}\n")
+        t = service / "control" / "t"
+        t.write_text(f"#!/bin/sh\nexec kill -HUP \"$(cat {shlex.quote(str(service / 'supervise' / 'pid'))})\"\n")
+        for f in (run, t):
+            f.chmod(0o755)
+
+    def all_supervisors(self):
+        """The runsv processes, and when sharded the shards' runsv and runsvdir above them."""
+        top = super().all_supervisors()
+        if not self.sharded:
+            return top
+        inner = procfs.children_of(top)
+        return top + inner + procfs.children_of(inner)
+
+    def logger_script(self, logdir):
+        # svlogd reads its settings from LOGDIR/config: s0 = never rotate.
+        (logdir / "config").write_text("s0\n")
+        return f"svlogd {shlex.quote(str(logdir))}"
 
     def daemon_argv(self):
         return [str(self.bin / "runsvdir"), "-P", str(self.scan)]
@@ -396,7 +541,8 @@ class Runit(ServiceDirs):
         verb = {("status",): "status", ("start", "all"): "up", ("stop", "all"): "down"}.get(args)
         if verb is None:
             raise ValueError(f"runit: no command for {args}")
-        return ["/bin/sh", "-c", f"exec {shlex.quote(str(self.bin / 'sv'))} {verb} {shlex.quote(str(self.scan))}/*"]
+        dirs = " ".join(shlex.quote(g[:-1]) + "*" for g in self.service_glob)
+        return ["/bin/sh", "-c", f"exec {shlex.quote(str(self.bin / 'sv'))} {verb} {dirs}"]
 
     def signal_shutdown(self):
         os.kill(self.pid, signal.SIGHUP)
