@@ -19,6 +19,10 @@
  * (its error pipe, the log pipes' readers, the state machine, the event): the difference
  * between the two is exactly what minderd adds.
  *
+ * With SPAWN_CAPTURE=0 in the environment, stdout and stderr go to /dev/null and only the
+ * stdin pipe is made, as minderd does for a program whose output is not captured
+ * (stdout_logfile=NONE, redirect_stderr=true): 1 descriptor per child stays open here.
+ *
  * After the timing, every child is sent SIGKILL (by its pid, which is also its process
  * group) and reaped; that part is not timed.
  */
@@ -46,6 +50,9 @@ struct job {
     int failed;            /* errno of the first failure, 0 if none */
 };
 
+static int capture = 1;  /* SPAWN_CAPTURE=0: stdout and stderr on /dev/null */
+static int devnull = -1;
+
 static double now_s(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -64,8 +71,8 @@ static void *run(void *arg) {
     posix_spawnattr_setsigmask(&attr, &none);
     posix_spawnattr_setsigdefault(&attr, &all);
     for (int i = j->first; i < j->first + j->count; i++) {
-        int in[2], out[2], err[2];
-        if (pipe2(in, O_CLOEXEC) || pipe2(out, O_CLOEXEC) || pipe2(err, O_CLOEXEC)) {
+        int in[2], out[2] = {-1, devnull}, err[2] = {-1, devnull};
+        if (pipe2(in, O_CLOEXEC) || (capture && (pipe2(out, O_CLOEXEC) || pipe2(err, O_CLOEXEC)))) {
             j->failed = errno;
             break;
         }
@@ -78,8 +85,10 @@ static void *run(void *arg) {
         int rc = posix_spawn(&j->pids[i], j->argv[0], &fa, &attr, j->argv, environ);
         posix_spawn_file_actions_destroy(&fa);
         close(in[0]);
-        close(out[1]);
-        close(err[1]);
+        if (capture) {
+            close(out[1]);
+            close(err[1]);
+        }
         j->fds[3 * i] = in[1];
         j->fds[3 * i + 1] = out[0];
         j->fds[3 * i + 2] = err[0];
@@ -102,6 +111,13 @@ int main(int argc, char **argv) {
     if (count < 1 || threads < 1 || threads > 64 || argv[3][0] != '/') {
         fprintf(stderr, "spawn: COUNT >= 1, 1 <= THREADS <= 64, PROGRAM an absolute path\n");
         return 2;
+    }
+    const char *cap = getenv("SPAWN_CAPTURE");
+    capture = !(cap && strcmp(cap, "0") == 0);
+    devnull = open("/dev/null", O_WRONLY | O_CLOEXEC);
+    if (devnull < 0) {
+        perror("spawn: /dev/null");
+        return 1;
     }
     /* 3 descriptors per child stay open here, as in minderd. */
     struct rlimit rl;

@@ -263,7 +263,7 @@ def prepare(args):
             # The run goes on without it; the table says why in the peer's column.
             log(f"peer {name} could not be installed: {e}")
             peers[name] = {"bin": None, "version": None, "error": str(e)}
-    return Tools(minderd, minder, supervisord, supervisorctl, kid, hyperfine, spawn, peers, floor)
+    return Tools(minderd, minder, supervisord, supervisorctl, kid, hyperfine, spawn=spawn, floor=floor, peers=peers)
 
 
 def _version(argv):

@@ -1085,6 +1085,13 @@ def scale(ctx):
         per[kind] = _scale_one(ctx, kind, n, limit_n, ctx.p(10, 3) if kind == "minder" else ctx.p(3, 1), True)
     res[str(n)] = per
     pp = res[f"peers_{n}"] = run_peers(ctx, f"scale {n}", lambda k: _scale_peer(ctx, k, n, limit_n, ctx.p(3, 1), True))
+    # The floor for the same count, in the same run (issue 17): the C spawn loop.
+    loops = res[f"c_loop_{n}"] = {t: [_c_loop(ctx, n, t) for _ in range(ctx.p(3, 1))] for t in (1, 2)} \
+        if "minder" in ctx.kinds else {}
+    cl = {f"C loop ×{t}": scaled(summary(v), 1) for t, v in loops.items()}
+    within = lambda m, o, r: m["median"] <= 1.2 * min(c["median"] for c in cl.values())  # noqa: E731
+    rss_target = lambda count: (f"≤ 8 MiB + 3 KiB per program ({8 + 3 * count / 1024:.1f} MiB)",  # noqa: E731
+                                lambda m, o, r: m["median"] <= 8 + 3 * count / 1024)
     procs = {k: v["footprint"]["processes"] for k, v in pp.items() if isinstance(v, dict) and v.get("footprint")}
     g = lambda k, key, f=1: one(per[k][key] * f) if k in per and per[k].get(key) is not None else None  # noqa: E731
     rss = lambda k, key="rss_kib": (one(per[k]["footprint"][key] / 1024)  # noqa: E731
@@ -1095,6 +1102,10 @@ def scale(ctx):
     res["rows"] += [
         row("7 scale", f"start-up until all {n} RUNNING (peers: until all have exec'ed)", "s",
             g("minder", "startup_s"), g("supervisord", "startup_s"), peers=pc("startup_s")),
+        row("7 scale", f"start-up until all {n} RUNNING, against the C spawn loop (peer cells: the loop)", "s",
+            g("minder", "startup_s"), None, target="≤ 1.2× the best C loop", check=within if cl else None, peers=cl),
+        row("7 scale", f"`start all` of {n}, against the C spawn loop (peer cells: the loop)", "s",
+            g("minder", "start_all_s"), None, target="≤ 1.2× the best C loop", check=within if cl else None, peers=cl),
         row("7 scale", f"`stop all`, {n} programs", "s", g("minder", "stop_all_s"), g("supervisord", "stop_all_s"),
             peers=pc("stop_all_s")),
         row("7 scale", f"`start all`, {n} programs", "s", g("minder", "start_all_s"), g("supervisord", "start_all_s"),
@@ -1102,6 +1113,7 @@ def scale(ctx):
         row("7 scale", f"`status`, {n} programs", "ms", st("minder"), st("supervisord"), peers=pc("status_s", 1000)),
         row("7 scale", f"daemon RSS, {n} programs (peers: every supervising process)", "MiB", rss("minder"),
             rss("supervisord"), peers=pc("rss_kib", 1 / 1024),
+            target=rss_target(n)[0], check=rss_target(n)[1],
             note=("supervising processes counted: " + ", ".join(f"{k} {v:,}" for k, v in procs.items())
                   + ". s6 and runit capture no output here (no log/ services); circus and pm2 capture to files"
                   if procs else None)),
@@ -1117,8 +1129,18 @@ def scale(ctx):
         for kind in ctx.kinds:
             perb[kind] = _scale_one(ctx, kind, big, big_limits[kind], 3 if kind == "minder" else 0, False, big_capture)
         res[str(big)] = perb
-        ppb = res[f"peers_{big}"] = run_peers(ctx, f"scale {big}", lambda k: _scale_peer(
-            ctx, k, big, big_limits["peers"], 0, False, big_capture))
+        def big_peer(k):
+            # A peer that could not start 2,000 in two minutes is not asked for 10,000.
+            small = pp.get(k)
+            if not isinstance(small, dict) or not small.get("all_running") or (small.get("startup_s") or 1e9) > 120:
+                took = small.get("startup_s") if isinstance(small, dict) else None
+                return f"not run: at {n} programs it " + (
+                    f"took {took:.0f} s to start them" if took else "did not start them all")
+            return _scale_peer(ctx, k, big, big_limits["peers"], 0, False, big_capture)
+        ppb = res[f"peers_{big}"] = run_peers(ctx, f"scale {big}", big_peer)
+        loopsb = res[f"c_loop_{big}"] = {t: [_c_loop(ctx, big, t, big_capture)] for t in (1, 2)} \
+            if "minder" in ctx.kinds and nofile >= (3 if big_capture else 1) * big + 100 else {}
+        clb = {f"C loop ×{t}": scaled(summary(v), 1) for t, v in loopsb.items()}
         pcb = lambda key, f=1: _peer_scale_cells(ppb, big, key, f)  # noqa: E731
         gb = lambda k, key: one(perb[k][key]) if k in perb and perb[k].get(key) is not None else None  # noqa: E731
         fb = lambda k, key, f=1: one(perb[k]["footprint"][key] * f) if k in perb and perb[k].get("footprint") else None  # noqa: E731
@@ -1136,11 +1158,18 @@ def scale(ctx):
             row("7 scale", f"start-up until all {big} RUNNING (peers: until all have exec'ed; limit "
                 f"{big_limits['peers']} s)", "s", gb("minder", "startup_s"), gb("supervisord", "startup_s"), note=note,
                 peers=pcb("startup_s")),
+            row("7 scale", f"start-up of {big} against the C spawn loop, same descriptors (peer cells: the loop)", "s",
+                gb("minder", "startup_s"), None, target="≤ 1.2× the best C loop",
+                check=(lambda m, o, r: m["median"] <= 1.2 * min(c["median"] for c in clb.values())) if clb else None,
+                peers=clb),
             row("7 scale", f"`status`, {big} programs (first call)", "s", gb("minder", "status_first_s"),
                 gb("supervisord", "status_first_s"), peers=pcb("status_first_s")),
+            row("7 scale", f"`status`, {big} programs (the next 3 calls)", "ms",
+                scaled(perb["minder"].get("status_s"), 1000) if "minder" in perb else None, None,
+                target="≤ 50 ms", check=lambda m, o, r: m["median"] <= 50),
             row("7 scale", f"daemon RSS, {big} programs (peers: every supervising process)", "MiB",
                 fb("minder", "rss_kib", 1 / 1024), fb("supervisord", "rss_kib", 1 / 1024),
-                peers=pcb("rss_kib", 1 / 1024)),
+                peers=pcb("rss_kib", 1 / 1024), target=rss_target(big)[0], check=rss_target(big)[1]),
             row("7 scale", f"daemon PSS, {big} programs (peers: every supervising process)", "MiB",
                 fb("minder", "pss_kib", 1 / 1024), fb("supervisord", "pss_kib", 1 / 1024),
                 peers=pcb("pss_kib", 1 / 1024)),
@@ -1379,11 +1408,13 @@ def shutil_which(name):
 # -- 11. the spawn floor ----------------------------------------------------------------------
 
 
-def _c_loop(ctx, n, threads):
-    """bench/spawn.c: seconds to posix_spawn `n` sleeps from `threads` threads (see spawn.c)."""
+def _c_loop(ctx, n, threads, capture=True):
+    """bench/spawn.c: seconds to posix_spawn `n` sleeps from `threads` threads (see spawn.c);
+    without `capture`, with only the stdin pipe (SPAWN_CAPTURE=0)."""
     sleep = shutil_which("sleep")
     r = subprocess.run([str(ctx.tools.spawn), str(n), str(threads), sleep, "1000000"],
-                       capture_output=True, text=True, timeout=600)
+                       capture_output=True, text=True, timeout=600,
+                       env={**os.environ, "SPAWN_CAPTURE": "1" if capture else "0"})
     if r.returncode != 0:
         raise RuntimeError(f"spawn {n} {threads}: exit {r.returncode}: {r.stderr[:300]}")
     return float(r.stdout.split()[2])
