@@ -167,7 +167,10 @@ impl Helper {
         let fetched = self.runtime.block_on(async move {
             let ask = async {
                 let mut client = connection.client().await.ok()?;
-                client.list_processes(pb::ListProcessesRequest { names: vec![], with_tree: false }).await.ok()
+                client
+                    .list_processes(pb::ListProcessesRequest { names: vec![], with_tree: false, brief: true })
+                    .await
+                    .ok()
             };
             tokio::time::timeout(Duration::from_secs(2), ask).await.ok().flatten()
         });

@@ -701,7 +701,7 @@ async fn no_such_process_names(
 ) -> Result<u8, tonic::Status> {
     let (names, _) = streams::names_and_channel(words);
     let unmatched = client
-        .list_processes(pb::ListProcessesRequest { names, with_tree: false })
+        .list_processes(pb::ListProcessesRequest { names, with_tree: false, brief: true })
         .await?
         .into_inner()
         .unmatched;
@@ -725,7 +725,10 @@ async fn status(
     json: bool,
     format: StatusFormat,
 ) -> Result<u8, tonic::Status> {
-    let resp = client.list_processes(pb::ListProcessesRequest { names, with_tree: json }).await?.into_inner();
+    let resp = client
+        .list_processes(pb::ListProcessesRequest { names, with_tree: json, brief: !json })
+        .await?
+        .into_inner();
     let mut code = exit::OK;
     for bad in &resp.unmatched {
         if !json {
@@ -829,7 +832,7 @@ async fn pid(
     let mut found = Vec::new();
     if names.iter().any(|n| n == "all") {
         let all = client
-            .list_processes(pb::ListProcessesRequest { names: vec![], with_tree: false })
+            .list_processes(pb::ListProcessesRequest { names: vec![], with_tree: false, brief: true })
             .await?
             .into_inner();
         found = all.processes;

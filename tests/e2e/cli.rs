@@ -210,3 +210,24 @@ fn tail_of_an_unknown_name() {
     assert_eq!(code(&out), 1);
     assert_eq!(stdout(&out), "nosuch: ERROR (no such process name)\n");
 }
+
+/// A brief listing (what `status` asks for) leaves out the log file paths and nothing else;
+/// a full one has them.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_brief_listing_leaves_out_only_the_log_paths() {
+    use minder::pb;
+    let d = Daemon::start(PROGRAMS);
+    d.wait_state("web", "RUNNING", 10 * SECS);
+    let mut c = d.client().await;
+    let list = |brief| pb::ListProcessesRequest { names: vec!["web".into()], with_tree: false, brief };
+    let full = c.list_processes(list(false)).await.expect("full").into_inner().processes;
+    let brief = c.list_processes(list(true)).await.expect("brief").into_inner().processes;
+    assert_eq!((full.len(), brief.len()), (1, 1));
+    assert!(full[0].stdout_logfile.ends_with(".log"), "{:?}", full[0].stdout_logfile);
+    assert_eq!((brief[0].stdout_logfile.as_str(), brief[0].stderr_logfile.as_str()), ("", ""));
+    let without_logs =
+        pb::ProcessInfo { stdout_logfile: String::new(), stderr_logfile: String::new(), ..full[0].clone() };
+    // The uptime may tick between the two calls.
+    let same = |p: &pb::ProcessInfo| (p.full_name.clone(), p.state, p.pid, p.start_time, p.spawn_count);
+    assert_eq!(same(&without_logs), same(&brief[0]));
+}

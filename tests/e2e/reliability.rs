@@ -273,6 +273,7 @@ async fn hostile_requests_get_clean_answers() {
                 .list_processes(pb::ListProcessesRequest {
                     names: vec![pick(&mut rand), pick(&mut rand)],
                     with_tree: false,
+                    brief: rand(2) == 0,
                 })
                 .await
                 .map(drop),

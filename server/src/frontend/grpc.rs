@@ -136,10 +136,16 @@ fn exit_status(e: &Exit) -> pb::ExitStatus {
 
 /// A process as the API describes it.
 pub fn process_info(h: &ProcessHandle, with_tree: bool) -> pb::ProcessInfo {
+    listed(h, with_tree, true)
+}
+
+/// [`process_info`], with or without the log file paths (`ListProcessesRequest.brief`).
+fn listed(h: &ProcessHandle, with_tree: bool, with_logs: bool) -> pb::ProcessInfo {
     let c = &h.config;
     let tree = if with_tree { h.tree() } else { None };
-    let log = |ch: &Option<std::sync::Arc<crate::logs::LogChannel>>| {
-        ch.as_ref().map(|c| c.path().to_string_lossy().into_owned()).unwrap_or_default()
+    let log = |ch: &Option<std::sync::Arc<crate::logs::LogChannel>>| match ch {
+        Some(c) if with_logs => c.path().to_string_lossy().into_owned(),
+        _ => String::new(),
     };
     h.with_snapshot(|snap| pb::ProcessInfo {
         name: c.name.clone(),
@@ -494,7 +500,7 @@ impl pb::supervisor_server::Supervisor for Service {
         let r = req.into_inner();
         let (handles, unmatched) = self.sup.list(&r.names)?;
         Ok(Response::new(pb::ListProcessesResponse {
-            processes: handles.iter().map(|h| process_info(h, r.with_tree)).collect(),
+            processes: handles.iter().map(|h| listed(h, r.with_tree, !r.brief)).collect(),
             unmatched,
         }))
     }
