@@ -9,7 +9,7 @@ use clap::Parser;
 use minder::address::Address;
 use minder::config::{self, Config, LogLevel};
 use minderd::daemonize::{self, Readiness};
-use minderd::{listen, logging, setup, spawn, upgrade};
+use minderd::{listen, logging, reaper, setup, spawn, upgrade};
 
 /// minderd supervises programs as supervisord does, and serves the minder.v1 gRPC API on a
 /// unix socket (by default) or TCP. Control it with `minder`. It reads its own TOML
@@ -169,6 +169,12 @@ fn arguments() -> Vec<std::ffi::OsString> {
 }
 
 fn main() -> ExitCode {
+    // The sentinel minderd forks runs this binary again under its own name (reaper.rs).
+    let raw: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if let Some(never) = reaper::sentinel_exec(&raw) {
+        match never {}
+    }
+    drop(raw);
     // An upgrade's hand-over is taken out of the environment before anything else.
     let resumed = upgrade::take_handover();
     let resumed_later;
