@@ -456,14 +456,7 @@ def _footprint_floor(ctx, sizes, res):
 
 
 def _sha256(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while True:
-            b = f.read(4 * MIB)
-            if not b:
-                break
-            h.update(b)
-    return h.hexdigest()
+    return _files_sha256([path])
 
 
 def _read_stamp(path):
@@ -539,6 +532,7 @@ def _files_size(files):
 
 
 def _files_sha256(files):
+    """The sha256 of the files' contents, one after the other."""
     h = hashlib.sha256()
     for path in files:
         with open(path, "rb") as f:
