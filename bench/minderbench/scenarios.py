@@ -75,13 +75,7 @@ def row(scenario, metric, unit, minder, other, *, better="lower",
     minder/other when higher is better. `check(minder, other, ratio)` says if the target is met.
     `peers` is {peer: summary, or the text of an "n/a: why" cell}; each peer's ratio to minder
     is computed the same way as supervisord's."""
-    ratio = None
-    if minder and other and ratio_from:
-        m, o = minder[ratio_from], other[ratio_from]
-        if better == "lower" and m:
-            ratio = o / m
-        elif better == "higher" and o:
-            ratio = m / o
+    ratio = _ratio(minder, other, better, ratio_from)
     met = None
     if check is not None and minder is not None:
         try:
@@ -104,18 +98,23 @@ def row(scenario, metric, unit, minder, other, *, better="lower",
     }
 
 
+def _ratio(minder, other, better, ratio_from):
+    """other/minder when lower is better, minder/other when higher is; None without both."""
+    if not (minder and other and ratio_from):
+        return None
+    m, o = minder[ratio_from], other[ratio_from]
+    if better == "lower" and m:
+        return o / m
+    if better == "higher" and o:
+        return m / o
+    return None
+
+
 def _peer_cell(v, minder, better, ratio_from):
     """{"summary": ..., "ratio": ...} for a figure, {"na": why} for a scenario it cannot do."""
     if isinstance(v, str):
         return {"na": v}
-    ratio = None
-    if v and minder and ratio_from:
-        m, o = minder[ratio_from], v[ratio_from]
-        if better == "lower" and m:
-            ratio = o / m
-        elif better == "higher" and o:
-            ratio = m / o
-    return {"summary": v, "ratio": ratio}
+    return {"summary": v, "ratio": _ratio(minder, v, better, ratio_from)}
 
 
 def scaled(s, factor):
