@@ -169,16 +169,14 @@ fn arguments() -> Vec<std::ffi::OsString> {
 }
 
 fn main() -> ExitCode {
+    let argv = arguments();
     // The sentinel minderd forks runs this binary again under its own name (reaper.rs).
-    let raw: Vec<std::ffi::OsString> = std::env::args_os().collect();
-    if let Some(never) = reaper::sentinel_exec(&raw) {
+    if let Some(never) = reaper::sentinel_exec(&argv) {
         match never {}
     }
-    drop(raw);
     // An upgrade's hand-over is taken out of the environment before anything else.
     let resumed = upgrade::take_handover();
     let resumed_later;
-    let argv = arguments();
     let as_supervisord = invoked_as_supervisord(argv.first().map(|a| a.as_os_str()));
     let args = match (Args::try_parse_from(argv), resumed) {
         (Ok(args), resumed) => {

@@ -167,7 +167,7 @@ impl Reaper {
         self.waiting.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Starts a child process that runs `child(&data)`, and registers its pid before any reaping
+    /// Starts a child process that runs `job.child()`, and registers its pid before any reaping
     /// can see it. Returns the pid, a pidfd for it where the system has them (taken under the
     /// lock, so it cannot name a stranger), and where its exit status will arrive.
     ///
@@ -181,7 +181,7 @@ impl Reaper {
     /// follows the thread that forked it, and that thread must outlive an upgrade's exec). The
     /// caller does not wait on a runtime thread meanwhile: it awaits the result, so minderd's
     /// own work for the next spawn (its pipes, its environment, the state of the last one)
-    /// goes on beside the kernel's work for this one. `data` is everything the child uses; it
+    /// goes on beside the kernel's work for this one. `job` holds everything the child uses; it
     /// moves to the forking thread and is dropped there once the child has exec'd or exited,
     /// so a caller that gives up waiting frees nothing the child still reads.
     ///

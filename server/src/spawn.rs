@@ -551,7 +551,6 @@ mod slots {
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::OnceLock;
 
-    const CLOSE_RANGE_UNSHARE: libc::c_uint = 1 << 1;
     const COUNT: usize = 5;
 
     struct Slots {
@@ -585,8 +584,9 @@ mod slots {
             // SAFETY: closes an empty range; the table is not shared (one thread), so the
             // unshare copies nothing. It fails (EINVAL, ENOSYS) where the kernel lacks it.
             if !one_thread
-                || unsafe { libc::syscall(libc::SYS_close_range, u32::MAX, u32::MAX, CLOSE_RANGE_UNSHARE) }
-                    != 0
+                || unsafe {
+                    libc::syscall(libc::SYS_close_range, u32::MAX, u32::MAX, libc::CLOSE_RANGE_UNSHARE)
+                } != 0
             {
                 return;
             }
@@ -650,9 +650,6 @@ mod slots {
             s.works.store(false, Ordering::Relaxed);
         }
     }
-
-    /// `close_range` flag for the child.
-    pub(super) const UNSHARE: libc::c_uint = CLOSE_RANGE_UNSHARE;
 }
 
 /// Reserves the spawn slots (see `slots`): call once at start-up, before any other thread.
@@ -707,7 +704,9 @@ unsafe fn exec_child(p: &ChildPlan) -> std::convert::Infallible {
         }
         // A table of its own before any descriptor changes, when it started on minderd's.
         if let Some(end) = p.unshare_from {
-            if libc::syscall(libc::SYS_close_range, end as libc::c_uint, u32::MAX, slots::UNSHARE) != 0 {
+            if libc::syscall(libc::SYS_close_range, end as libc::c_uint, u32::MAX, libc::CLOSE_RANGE_UNSHARE)
+                != 0
+            {
                 fail(Stage::Unshare);
             }
         }

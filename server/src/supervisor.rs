@@ -148,10 +148,10 @@ impl std::fmt::Debug for Supervisor {
 /// A FastCGI socket as bound, or why it could not be.
 type Bound = Result<Arc<OwnedFd>, String>;
 
-/// The order processes start in: group priority, process priority, then names.
 /// How many starts of one priority are in flight at once (see [`Supervisor::start_each`]).
 const SPAWN_WINDOW: usize = 8;
 
+/// The order processes start in: group priority, process priority, then names.
 fn start_key(h: &ProcessHandle, group_priority: i32) -> (i32, i32, String, String) {
     (group_priority, h.config.priority, h.config.group.clone(), h.config.name.clone())
 }
@@ -368,8 +368,7 @@ impl Supervisor {
         }
         let mut unmatched = Vec::new();
         let mut found: BTreeMap<(String, String), ProcessHandle> = BTreeMap::new();
-        let targets = if selectors.is_empty() { vec!["all".to_string()] } else { selectors.to_vec() };
-        for s in &targets {
+        for s in selectors {
             let target = Target::parse(s).map_err(RequestError::InvalidArgument)?;
             match self.resolve(&target) {
                 Ok(hs) => {
@@ -438,11 +437,8 @@ impl Supervisor {
                 }),
             }
         }
-        let prio = |h: &ProcessHandle| {
-            let reg = self.read();
-            reg.groups.get(&h.config.group).map_or(h.config.priority, |g| g.priority)
-        };
-        let mut keyed: Vec<_> = chosen.into_iter().map(|h| (start_key(&h, prio(&h)), h)).collect();
+        let mut keyed: Vec<_> =
+            chosen.into_iter().map(|h| (start_key(&h, self.group_priority(&h)), h)).collect();
         keyed.sort_by(|a, b| a.0.cmp(&b.0));
         Ok((keyed.into_iter().map(|(_, h)| h).collect(), bad))
     }
@@ -836,8 +832,13 @@ impl Supervisor {
         if !h.config.depends_on.is_empty() {
             return None;
         }
+        Some((self.group_priority(h), h.config.priority))
+    }
+
+    /// The priority of a process's group (its own when the group is gone).
+    fn group_priority(&self, h: &ProcessHandle) -> i32 {
         let reg = self.read();
-        Some((reg.groups.get(&h.config.group).map_or(h.config.priority, |g| g.priority), h.config.priority))
+        reg.groups.get(&h.config.group).map_or(h.config.priority, |g| g.priority)
     }
 
     /// Asks the daemon to shut down. False if it already is.
